@@ -1,0 +1,24 @@
+# healthz: `make lab` and `make test` work on a fresh machine; they build .venv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install test serve clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+test: install
+	$(BIN)/pytest
+
+# The service under eventlet on 127.0.0.1:8000; a throwaway PostgreSQL unless DATABASE_URL is set.
+serve: install
+	$(BIN)/healthz serve --worker-class $${WORKER_CLASS:-eventlet}
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

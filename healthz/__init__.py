@@ -1,0 +1,48 @@
+"""healthz: the report's health-check endpoint on Flask and a configurable SQLAlchemy pool."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Mapping
+
+from .config import ENVIRONMENT, Settings, SettingsError
+
+if TYPE_CHECKING:  # Flask is imported when an app is made, not when gunicorn reads its config
+    from flask import Flask
+
+__version__ = "0.1.0"
+__all__ = ["create_app", "Settings", "SettingsError", "__version__"]
+
+
+def create_app(settings: Settings | Mapping[str, Any] | None = None) -> "Flask":
+    """Build the app.
+
+    ``settings`` may be a :class:`Settings`, or a mapping of field names (``pool_size=3``)
+    laid over the environment's settings, each validated as its variable would be; None reads
+    the environment alone. A bad value raises :class:`SettingsError`.
+    """
+    if not isinstance(settings, Settings):
+        settings = _layered(settings or {})
+    from flask import Flask
+
+    app = Flask(__name__)
+    app.config["HEALTHZ_SETTINGS"] = settings
+
+    from . import db, views
+
+    db.init_app(app, settings)
+    app.register_blueprint(views.bp)
+    if settings.metrics:
+        app.add_url_rule("/metrics", "metrics", views.metrics_view, methods=["GET"])
+        app.after_request(views.count_response)
+    return app
+
+
+def _layered(overrides: Mapping[str, Any]) -> Settings:
+    unknown = set(overrides) - set(ENVIRONMENT)
+    if unknown:
+        raise SettingsError(sorted(unknown)[0], overrides[sorted(unknown)[0]], "one of the settings " + ", ".join(ENVIRONMENT))
+    environ = dict(os.environ)
+    for field, value in overrides.items():
+        environ[ENVIRONMENT[field]] = value if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+    return Settings.from_env(environ)

@@ -1,0 +1,5 @@
+"""``python -m healthz``: the healthz command."""
+
+from healthz.cli import main
+
+main()

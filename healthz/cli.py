@@ -1,0 +1,148 @@
+"""The ``healthz`` command: seed the database, run a throwaway PostgreSQL, serve the app."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import click
+
+from . import __version__
+from .config import Settings, SettingsError, mask_password
+
+database_url_option = click.option(
+    "--database-url",
+    envvar="DATABASE_URL",
+    metavar="URL",
+    help="postgresql://USER:PASSWORD@HOST:PORT/DBNAME (default: $DATABASE_URL).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="healthz")
+def main() -> None:
+    """A connection-pooling lab for Flask + SQLAlchemy.
+
+    \b
+    Example:
+        healthz postgres &                # a throwaway PostgreSQL, prints DATABASE_URL
+        healthz init-db --roles 10
+        gunicorn wsgi:app -c gunicorn_conf/eventlet.py
+    """
+
+
+def _settings(database_url: str | None) -> Settings:
+    if not database_url:
+        raise click.UsageError("no database: pass --database-url or set DATABASE_URL (healthz postgres starts one)")
+    try:
+        return Settings.from_env({**os.environ, "DATABASE_URL": database_url})
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@main.command("init-db")
+@database_url_option
+@click.option("--roles", default=10, show_default=True, type=click.IntRange(min=0), help="Rows role-1..role-N to ensure.")
+def init_db_command(database_url: str | None, roles: int) -> None:
+    """Create the role table and seed it; running it again adds nothing.
+
+    \b
+    Example:
+        DATABASE_URL=postgresql://healthz:secret@127.0.0.1:5432/healthz healthz init-db --roles 10
+    """
+    import sqlalchemy.exc
+
+    from . import db
+
+    settings = _settings(database_url)
+    engine = db.create_engine(settings.replace(pool_class="NullPool"), instrument=False)
+    try:
+        count = db.init_db(engine, roles)
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise click.ClickException(f"cannot seed {settings.safe_database_url}: {mask_password(str(getattr(exc, 'orig', exc)).strip())}") from None
+    finally:
+        engine.dispose()
+    click.echo(f"role table ready on {settings.safe_database_url}: {count} rows")
+
+
+def _wait_for_signal() -> None:
+    stop = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.append(1))
+    while not stop:
+        time.sleep(0.2)
+
+
+@main.command("postgres")
+@click.option("--max-connections", default=4096, show_default=True, type=click.IntRange(min=10), help="max_connections, as in the report.")
+@click.option("--log-connections/--no-log-connections", default=False, show_default=True, help="Log every connection and disconnection.")
+@click.option("--roles", default=10, show_default=True, type=click.IntRange(min=0), help="Seed role-1..role-N.")
+def postgres_command(max_connections: int, log_connections: bool, roles: int) -> None:
+    """Run a throwaway PostgreSQL in the foreground until Ctrl-C; its data goes with it.
+
+    Prints the export line for DATABASE_URL (the password is random and shown only here).
+
+    \b
+    Example:
+        healthz postgres --max-connections 4096
+    """
+    from .lab.postgres import PostgreSQL, PostgresError
+
+    try:
+        with PostgreSQL(max_connections=max_connections, log_connections=log_connections) as pg:
+            from . import db
+
+            engine = db.create_engine(_settings(pg.url).replace(pool_class="NullPool"), instrument=False)
+            db.init_db(engine, roles)
+            engine.dispose()
+            click.echo(f"# {pg.binaries}, data in {pg.directory}; Ctrl-C stops it and removes the data")
+            click.echo(f"export DATABASE_URL={pg.url}")
+            _wait_for_signal()
+    except PostgresError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command("serve")
+@database_url_option
+@click.option("--worker-class", type=click.Choice(["eventlet", "gevent", "gthread", "sync"]), default="eventlet", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port on 127.0.0.1.")
+def serve_command(database_url: str | None, worker_class: str, port: int) -> None:
+    """Serve the app with gunicorn_conf/WORKER_CLASS.py on 127.0.0.1.
+
+    Without a database URL a throwaway PostgreSQL is started and seeded first, and removed
+    when gunicorn stops. HEALTHZ_* and GUNICORN_* variables apply as usual.
+
+    \b
+    Example:
+        HEALTHZ_POOL_SIZE=20 HEALTHZ_MAX_OVERFLOW=0 healthz serve --worker-class eventlet
+    """
+    import subprocess
+
+    from .lab.postgres import PostgreSQL
+    from .lab.service import PROJECT_ROOT, gunicorn_command
+
+    pg = None
+    try:
+        if not database_url:
+            pg = PostgreSQL(max_connections=4096).start()
+            database_url = pg.url
+            click.echo(f"# throwaway {pg.binaries} on 127.0.0.1:{pg.port}")
+        from . import db
+
+        engine = db.create_engine(_settings(database_url).replace(pool_class="NullPool"), instrument=False)
+        db.init_db(engine, 10)
+        engine.dispose()
+        env = {**os.environ, "DATABASE_URL": database_url, "GUNICORN_BIND": f"127.0.0.1:{port}"}
+        click.echo(f"# serving http://127.0.0.1:{port}/api/v1/healthz/ with {worker_class} workers; Ctrl-C stops")
+        process = subprocess.Popen(gunicorn_command(worker_class), env=env, cwd=PROJECT_ROOT)
+        try:
+            status = process.wait()
+        except KeyboardInterrupt:
+            process.send_signal(signal.SIGTERM)
+            status = process.wait(30)
+        sys.exit(status)
+    finally:
+        if pg is not None:
+            pg.cleanup()

@@ -1,0 +1,97 @@
+"""What went wrong on a failed health check, as one word a client, a metric and a report share.
+
+The client sees only the kind; the log gets the driver's first line of the message too
+(libpq messages hold host and port, never the password).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy.exc
+
+ADDRESS_UNAVAILABLE = "address_unavailable"
+CONNECTION_REFUSED = "connection_refused"
+TOO_MANY_CLIENTS = "too_many_clients"
+POOL_TIMEOUT = "pool_timeout"
+STATEMENT_TIMEOUT = "statement_timeout"
+CONNECT_TIMEOUT = "connect_timeout"
+CONNECTION_LOST = "connection_lost"
+DATABASE_UNAVAILABLE = "database_unavailable"
+OTHER = "other"
+
+#: Every kind, in the order reports list them.
+KINDS = (
+    ADDRESS_UNAVAILABLE,
+    CONNECTION_REFUSED,
+    TOO_MANY_CLIENTS,
+    POOL_TIMEOUT,
+    STATEMENT_TIMEOUT,
+    CONNECT_TIMEOUT,
+    CONNECTION_LOST,
+    DATABASE_UNAVAILABLE,
+    OTHER,
+)
+
+# SQLSTATE codes (PostgreSQL appendix A) for errors the server reports itself.
+_BY_SQLSTATE = {
+    "53300": TOO_MANY_CLIENTS,  # too_many_connections
+    "57014": STATEMENT_TIMEOUT,  # query_canceled (statement_timeout, lock_timeout)
+    "57P01": CONNECTION_LOST,  # admin_shutdown
+    "57P02": CONNECTION_LOST,  # crash_shutdown
+    "57P03": DATABASE_UNAVAILABLE,  # cannot_connect_now: starting up or shutting down
+    "08006": CONNECTION_LOST,
+    "08003": CONNECTION_LOST,
+}
+
+# libpq reports client-side failures as text only: strerror() and its own phrases.
+_BY_TEXT = (
+    ("cannot assign requested address", ADDRESS_UNAVAILABLE),
+    ("connection refused", CONNECTION_REFUSED),
+    ("too many clients", TOO_MANY_CLIENTS),
+    ("remaining connection slots are reserved", TOO_MANY_CLIENTS),
+    ("canceling statement due to statement timeout", STATEMENT_TIMEOUT),
+    ("timeout expired", CONNECT_TIMEOUT),
+    ("connection timed out", CONNECT_TIMEOUT),
+    ("the database system is starting up", DATABASE_UNAVAILABLE),
+    ("the database system is shutting down", DATABASE_UNAVAILABLE),
+    ("the database system is in recovery mode", DATABASE_UNAVAILABLE),
+    ("server closed the connection unexpectedly", CONNECTION_LOST),
+    ("terminating connection", CONNECTION_LOST),
+    ("connection already closed", CONNECTION_LOST),
+    ("ssl connection has been closed unexpectedly", CONNECTION_LOST),
+    ("could not receive data from server", CONNECTION_LOST),
+    ("could not send data to server", CONNECTION_LOST),
+    ("no route to host", CONNECTION_REFUSED),
+    ("network is unreachable", CONNECTION_REFUSED),
+)
+
+
+def classify(exc: BaseException) -> str:
+    """Return the kind of a database failure: one of :data:`KINDS`.
+
+    ``sqlalchemy.exc.TimeoutError`` (``QueuePool limit of size ... reached``) is
+    ``pool_timeout``; driver errors are classified by SQLSTATE when the server sent one,
+    else by libpq's message; anything unrecognised is ``other``.
+    """
+    if isinstance(exc, sqlalchemy.exc.TimeoutError):
+        return POOL_TIMEOUT
+    orig = getattr(exc, "orig", None) or exc
+    code = getattr(orig, "pgcode", None)
+    if code in _BY_SQLSTATE:
+        if code == "57014" and "lock timeout" in str(orig).lower():
+            return STATEMENT_TIMEOUT
+        return _BY_SQLSTATE[code]
+    text = str(orig).lower()
+    for phrase, kind in _BY_TEXT:
+        if phrase in text:
+            return kind
+    return OTHER
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of the driver's message, without SQLAlchemy's SQL and URL
+    addenda, for a one-line log entry."""
+    orig = getattr(exc, "orig", None) or exc
+    for line in str(orig).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(orig).__name__

@@ -1,0 +1,152 @@
+"""Settings and hooks shared by ``gunicorn_conf/<worker>.py``.
+
+Plain module-level gunicorn settings, named as gunicorn names them, read from ``GUNICORN_*``
+variables; hooks are named functions that log what they did. Each worker file star-imports
+this module, sets ``worker_class`` and calls :func:`validate`, which stops gunicorn with one
+line on stderr before it binds when a setting is bad.
+
+Imports only the standard library and :mod:`healthz.config` at load time: the master must not
+import SQLAlchemy or psycopg2 before a green worker has monkey-patched.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+
+from healthz.config import Settings, SettingsError
+
+GREEN_WORKERS = ("eventlet", "gevent")
+
+
+def _refuse(message: str) -> None:
+    sys.stderr.write(f"healthz: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
+def env_int(variable: str, default: int, minimum: int = 1) -> int:
+    """An integer from ``variable``, or ``default`` when unset; a bad value stops gunicorn."""
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        _refuse(str(SettingsError(variable, raw, f"an integer >= {minimum}")))
+    return value
+
+
+def _bind() -> list[str]:
+    address = os.environ.get("GUNICORN_BIND", "").strip()
+    if address:
+        return address.split(",")
+    port = env_int("GUNICORN_PORT", 8000)
+    if port > 65535:
+        _refuse(str(SettingsError("GUNICORN_PORT", str(port), "a port from 1 to 65535")))
+    return [f"127.0.0.1:{port}"]
+
+
+# Server socket: loopback unless told otherwise; the report bound 0.0.0.0:$GUNICORN_PORT.
+bind = _bind()
+backlog = env_int("GUNICORN_BACKLOG", 2048)
+
+# Worker processes: a couple per core. threads applies to gthread, worker_connections to the
+# green workers (the most greenlets, i.e. concurrent client connections, per worker).
+workers = env_int("GUNICORN_WORKERS", 2)
+threads = env_int("GUNICORN_THREADS", 8)
+worker_connections = env_int("GUNICORN_WORKER_CONNECTIONS", 1000)
+timeout = env_int("GUNICORN_TIMEOUT", 30)
+graceful_timeout = env_int("GUNICORN_GRACEFUL_TIMEOUT", 10)
+keepalive = env_int("GUNICORN_KEEPALIVE", 2, minimum=0)
+
+# Logging: errors to stderr; access log only when asked (it costs throughput under load).
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
+accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+proc_name = "healthz"
+
+# gunicorn 25's control socket has one default path per user: parallel lab servers would fight
+# over it. Older gunicorn ignores the name.
+control_socket_disable = True
+
+_settings: Settings | None = None
+_own_metrics_dir: str | None = None
+
+
+def validate(worker_class: str) -> Settings:
+    """Parse the healthz settings once, in the master, before gunicorn binds.
+
+    Stops gunicorn (exit status 2) with one line naming the variable, its value and what is
+    accepted. Also refuses ``HEALTHZ_GREEN_DRIVER=on`` for a worker class that is not green.
+    """
+    global _settings, _own_metrics_dir
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        _refuse(str(exc))
+    if settings.green_driver == "on" and worker_class not in GREEN_WORKERS:
+        _refuse(str(SettingsError("HEALTHZ_GREEN_DRIVER", "on", f"auto or off for the {worker_class} worker")))
+    if settings.metrics and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Set before any worker imports prometheus_client, so every worker writes its values here.
+        _own_metrics_dir = tempfile.mkdtemp(prefix="healthz-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir
+        atexit.register(_remove_metrics_dir, os.getpid())
+    _settings = settings
+    return settings
+
+
+def on_starting(server):
+    """Start from empty metric files: values left by an earlier run would be summed in."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if _settings is not None and _settings.metrics and directory:
+        os.makedirs(directory, exist_ok=True)
+        for name in os.listdir(directory):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(directory, name))
+    if _settings is not None:
+        server.log.info("healthz settings: %s", _settings.describe())
+
+
+def post_fork(server, worker):
+    """Give the new worker its own pools: nothing inherited from the master is reused."""
+    from healthz import db
+
+    db.after_fork()
+    server.log.debug("healthz worker %s: engines inherited across fork disposed", worker.pid)
+
+
+def post_worker_init(worker):
+    """Apply the green driver after the worker's monkey-patching (eventlet's installs a
+    psycopg2 wait callback of its own, which ``off`` must remove) and log what is in force."""
+    from healthz import db
+
+    mode = _settings.green_driver if _settings is not None else "auto"
+    in_force = db.apply_green_driver(mode)
+    worker.log.info("healthz worker %s: green driver %s (HEALTHZ_GREEN_DRIVER=%s)", worker.pid, in_force, mode)
+
+
+def worker_exit(server, worker):
+    """Close the worker's pooled connections so its backends end with it."""
+    from healthz import db
+
+    db.dispose_all()
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges from the summed metrics."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def _remove_metrics_dir(creator: int) -> None:
+    # Workers inherit this handler through fork; only the master that made the directory removes it.
+    if _own_metrics_dir and os.getpid() == creator:
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)

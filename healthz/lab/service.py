@@ -1,0 +1,130 @@
+"""The service under test as a child process: ``gunicorn wsgi:app -c gunicorn_conf/<worker>.py``.
+
+Started with an environment of its own, ready when ``/api/v1/livez/`` answers, stopped by its PID
+(SIGTERM, then SIGKILL after a grace period) on every exit path.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from healthz.config import mask_password
+
+#: The checkout root: where ``wsgi.py`` and ``gunicorn_conf/`` live.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+WORKER_CLASSES = ("eventlet", "gevent", "gthread", "sync")
+
+
+class ServiceError(RuntimeError):
+    """gunicorn exited or never answered; the message carries the end of its log."""
+
+
+def gunicorn_command(worker_class: str) -> list[str]:
+    """The command line that serves the app with ``gunicorn_conf/<worker_class>.py``."""
+    if worker_class not in WORKER_CLASSES:
+        raise ValueError(f"worker class {worker_class!r} is not one of {', '.join(WORKER_CLASSES)}")
+    return [sys.executable, "-m", "gunicorn", "wsgi:app", "-c", str(PROJECT_ROOT / "gunicorn_conf" / f"{worker_class}.py")]
+
+
+class Gunicorn:
+    """gunicorn for ``worker_class`` on ``host:port``, its output in ``logfile``.
+
+    ``env`` is laid over the current environment (``DATABASE_URL``, ``HEALTHZ_*``,
+    ``GUNICORN_*``); ``command_prefix`` runs it inside another context (a network namespace).
+    """
+
+    def __init__(
+        self,
+        worker_class: str,
+        env: Mapping[str, str],
+        logfile: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int,
+        command_prefix: Sequence[str] = (),
+        ready_timeout: float = 30.0,
+    ) -> None:
+        self.worker_class = worker_class
+        self.host, self.port = host, port
+        self.env = {**os.environ, **env, "GUNICORN_BIND": f"{host}:{port}", "PYTHONUNBUFFERED": "1"}
+        self.logfile = Path(logfile)
+        self.command = [*command_prefix, *gunicorn_command(worker_class)]
+        self.ready_timeout = ready_timeout
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> Gunicorn:
+        """Start gunicorn and wait until it answers ``/api/v1/livez/``."""
+        self.logfile.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.logfile, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command, env=self.env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        deadline = time.monotonic() + self.ready_timeout
+        while True:
+            if self.process.poll() is not None:
+                raise ServiceError(f"gunicorn ({self.worker_class}) exited with status {self.process.returncode}: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.base_url + "/api/v1/livez/", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServiceError(f"gunicorn ({self.worker_class}) did not answer in {self.ready_timeout:.0f} s: {self.log_tail()}")
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """Stop gunicorn gracefully (SIGTERM), killing it after ``timeout``; return its status."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the master's live children (the workers)."""
+        if self.pid is None:
+            return []
+        try:
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:
+            return []
+        return [int(pid) for pid in children]
+
+    def log_text(self) -> str:
+        try:
+            return self.logfile.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last ``lines`` lines of gunicorn's log, passwords masked."""
+        return mask_password("\n".join(self.log_text().splitlines()[-lines:]))
+
+    def __enter__(self) -> Gunicorn:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,101 @@
+"""Fixtures on real services: one throwaway PostgreSQL per session, a fresh database per test,
+apps built by the app factory, and real gunicorn processes.
+
+``HEALTHZ_TEST_DATABASE_URL`` is not offered on purpose: the tests stop, restart and overload
+their server, which only a throwaway one may suffer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import pytest
+
+from healthz import create_app, db
+from healthz.lab.postgres import PostgreSQL, free_port
+from healthz.lab.service import Gunicorn
+
+from helpers import backends, wait_until
+
+_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """The session's PostgreSQL: max_connections high enough for every test's pools."""
+    with PostgreSQL(max_connections=400) as pg:
+        yield pg
+
+
+@pytest.fixture
+def database(postgres):
+    """A fresh database seeded with 10 roles: its name; dropped after the test."""
+    name = f"t{next(_names)}_{int(time.time() * 1000) % 100000}"
+    url = postgres.create_database(name)
+    engine = db.create_engine(_settings(url, pool_class="NullPool"), instrument=False)
+    db.init_db(engine, 10)
+    engine.dispose()
+    yield name
+    # The leak check: every app, engine and server of the test is gone by now.
+    left = wait_until(lambda: backends(postgres, name) == 0, timeout=10)
+    postgres.drop_database(name)
+    assert left, f"service connections left open on {name}"
+
+
+@pytest.fixture
+def database_url(postgres, database):
+    return postgres.url_for(database)
+
+
+def _settings(url, **overrides):
+    from healthz.config import Settings
+
+    return Settings.from_mapping({"database_url": url, **overrides})
+
+
+@pytest.fixture
+def make_app(database_url):
+    """Build apps on the test's database; their engines are disposed after the test."""
+    apps = []
+
+    def make(**overrides):
+        app = create_app({"database_url": database_url, **overrides})
+        app.config["TESTING"] = True
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["healthz.engine"].dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def run_gunicorn(tmp_path, database_url, postgres):
+    """Start gunicorn with ``gunicorn_conf/<worker_class>.py`` on the test's database.
+
+    Every server is stopped after the test, and its log is checked for the password.
+    """
+    servers: list[Gunicorn] = []
+
+    def run(worker_class: str, workers: int = 1, url: str | None = None, **env: str) -> Gunicorn:
+        environ = {"DATABASE_URL": url or database_url, "GUNICORN_WORKERS": str(workers), "GUNICORN_GRACEFUL_TIMEOUT": "5"}
+        environ.update({k: str(v) for k, v in env.items()})
+        server = Gunicorn(worker_class, environ, tmp_path / f"gunicorn-{len(servers)}.log", port=free_port())
+        servers.append(server)
+        return server.start()
+
+    yield run
+    for server in servers:
+        server.stop()
+    for server in servers:
+        assert postgres.password not in server.log_text(), f"password in {server.logfile}"

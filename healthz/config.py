@@ -48,17 +48,20 @@ def mask_password(url: str) -> str:
     return re.sub(r"(password=)[^&\s]*", r"\1***", url)
 
 
-def _integer(minimum: int) -> Callable[[str, str], int]:
-    def parse(variable: str, raw: str) -> int:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise SettingsError(variable, raw, f"an integer >= {minimum}") from None
-        if value < minimum:
-            raise SettingsError(variable, raw, f"an integer >= {minimum}")
-        return value
+def parse_integer(variable: str, raw: str, minimum: int, accepted: str | None = None) -> int:
+    """``raw`` as an integer >= ``minimum``, else :class:`SettingsError` saying ``accepted``."""
+    accepted = accepted or f"an integer >= {minimum}"
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingsError(variable, raw, accepted) from None
+    if value < minimum:
+        raise SettingsError(variable, raw, accepted)
+    return value
 
-    return parse
+
+def _integer(minimum: int, accepted: str | None = None) -> Callable[[str, str], int]:
+    return lambda variable, raw: parse_integer(variable, raw, minimum, accepted)
 
 
 def _seconds(variable: str, raw: str) -> float:
@@ -68,16 +71,6 @@ def _seconds(variable: str, raw: str) -> float:
         raise SettingsError(variable, raw, "a number of seconds >= 0") from None
     if not value >= 0 or value == float("inf"):  # also refuses nan
         raise SettingsError(variable, raw, "a number of seconds >= 0")
-    return value
-
-
-def _recycle(variable: str, raw: str) -> int:
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise SettingsError(variable, raw, "an integer number of seconds, or -1 for never") from None
-    if value < -1:
-        raise SettingsError(variable, raw, "an integer number of seconds, or -1 for never")
     return value
 
 
@@ -211,7 +204,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "pool_size": ("HEALTHZ_POOL_SIZE", _integer(0)),
     "max_overflow": ("HEALTHZ_MAX_OVERFLOW", _integer(-1)),
     "pool_timeout": ("HEALTHZ_POOL_TIMEOUT", _seconds),
-    "pool_recycle": ("HEALTHZ_POOL_RECYCLE", _recycle),
+    "pool_recycle": ("HEALTHZ_POOL_RECYCLE", _integer(-1, "an integer number of seconds, or -1 for never")),
     "pool_pre_ping": ("HEALTHZ_POOL_PRE_PING", _boolean),
     "pool_use_lifo": ("HEALTHZ_POOL_USE_LIFO", _boolean),
     "connect_timeout": ("HEALTHZ_CONNECT_TIMEOUT", _integer(0)),

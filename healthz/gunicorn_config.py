@@ -17,7 +17,7 @@ import shutil
 import sys
 import tempfile
 
-from healthz.config import Settings, SettingsError
+from healthz.config import Settings, SettingsError, parse_integer
 
 GREEN_WORKERS = ("eventlet", "gevent")
 
@@ -30,16 +30,13 @@ def _refuse(message: str) -> None:
 
 def env_int(variable: str, default: int, minimum: int = 1) -> int:
     """An integer from ``variable``, or ``default`` when unset; a bad value stops gunicorn."""
-    raw = os.environ.get(variable, "").strip()
-    if not raw:
+    raw = os.environ.get(variable, "")
+    if not raw.strip():
         return default
     try:
-        value = int(raw)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        _refuse(str(SettingsError(variable, raw, f"an integer >= {minimum}")))
-    return value
+        return parse_integer(variable, raw, minimum)
+    except SettingsError as exc:
+        _refuse(str(exc))
 
 
 def _bind() -> list[str]:

@@ -26,7 +26,7 @@ def wrapped(message: str) -> sqlalchemy.exc.OperationalError:
         ),
         (
             "could not connect to server: Cannot assign requested address\n\tIs the server running on host "
-            '"10.30.7.7" and accepting\n\tTCP/IP connections on port 5432?',
+            '"db.example" and accepting\n\tTCP/IP connections on port 5432?',
             errors.ADDRESS_UNAVAILABLE,
         ),
         ('connection to server at "127.0.0.1", port 1 failed: Connection refused', errors.CONNECTION_REFUSED),

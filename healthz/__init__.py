@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .config import ENVIRONMENT, Settings, SettingsError
+from .config import Settings, SettingsError
 
 if TYPE_CHECKING:  # Flask is imported when an app is made, not when gunicorn reads its config
     from flask import Flask
@@ -22,7 +21,7 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None) -> "Flask":
     the environment alone. A bad value raises :class:`SettingsError`.
     """
     if not isinstance(settings, Settings):
-        settings = _layered(settings or {})
+        settings = Settings.from_env(overrides=settings or {})
     from flask import Flask
 
     app = Flask(__name__)
@@ -36,13 +35,3 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None) -> "Flask":
         app.add_url_rule("/metrics", "metrics", views.metrics_view, methods=["GET"])
         app.after_request(views.count_response)
     return app
-
-
-def _layered(overrides: Mapping[str, Any]) -> Settings:
-    unknown = set(overrides) - set(ENVIRONMENT)
-    if unknown:
-        raise SettingsError(sorted(unknown)[0], overrides[sorted(unknown)[0]], "one of the settings " + ", ".join(ENVIRONMENT))
-    environ = dict(os.environ)
-    for field, value in overrides.items():
-        environ[ENVIRONMENT[field]] = value if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
-    return Settings.from_env(environ)

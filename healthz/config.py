@@ -139,13 +139,19 @@ class Settings:
     application_name: str = "healthz"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
         """Read every setting from ``environ`` (default ``os.environ``).
 
-        Unset or empty variables take the default; ``DATABASE_URL`` has none.
-        Raises :class:`SettingsError` for the first bad value.
+        ``overrides`` maps field names (``pool_size=3``) to values laid over the environment,
+        each validated as if set in its variable. Unset or empty variables take the default;
+        ``DATABASE_URL`` has none. Raises :class:`SettingsError` for the first bad value or an
+        unknown field name.
         """
-        environ = os.environ if environ is None else environ
+        environ = dict(os.environ if environ is None else environ)
+        for field, value in (overrides or {}).items():
+            if field not in _FIELDS:
+                raise SettingsError(field, value, "one of the settings " + ", ".join(_FIELDS))
+            environ[_FIELDS[field][0]] = _as_text(value)
         values: dict[str, Any] = {}
         for field, (variable, parse) in _FIELDS.items():
             raw = environ.get(variable, "")
@@ -157,18 +163,8 @@ class Settings:
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> Settings:
-        """Build settings from field names (``pool_size=3``), each value validated as if set
-        in its environment variable. Unknown names raise :class:`SettingsError`."""
-        values: dict[str, Any] = {}
-        for field, value in mapping.items():
-            if field not in _FIELDS:
-                raise SettingsError(field, value, "one of the settings " + ", ".join(_FIELDS))
-            variable, parse = _FIELDS[field]
-            raw = value if isinstance(value, str) else ("true" if value is True else "false" if value is False else str(value))
-            values[field] = parse(variable, raw)
-        if "database_url" not in values:
-            raise SettingsError("DATABASE_URL", "", "a URL such as postgresql://USER:PASSWORD@HOST:PORT/DBNAME")
-        return cls(**values)
+        """Build settings from field names alone, ignoring the environment."""
+        return cls.from_env({}, mapping)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied and validated."""
@@ -189,6 +185,12 @@ class Settings:
 
     def __repr__(self) -> str:  # dataclass's repr would print the password
         return f"Settings({self.describe()})"
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)
 
 
 def _application_name(variable: str, raw: str) -> str:

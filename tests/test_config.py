@@ -155,3 +155,21 @@ def test_any_value_is_a_clear_refusal_or_a_valid_setting(variable, value):
     else:
         assert s.pool_size >= 0 and s.max_overflow >= -1 and s.pool_timeout >= 0
         assert s.database_url.startswith("postgresql+psycopg2://")
+
+
+def test_overrides_are_laid_over_the_environment():
+    s = Settings.from_env({"DATABASE_URL": URL, "HEALTHZ_POOL_SIZE": "9", "HEALTHZ_MAX_OVERFLOW": "4"}, {"max_overflow": 0})
+    assert (s.pool_size, s.max_overflow) == (9, 0)
+
+
+def test_create_app_layers_test_settings_over_the_environment(monkeypatch, database_url):
+    from healthz import create_app
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("HEALTHZ_POOL_SIZE", "9")
+    app = create_app({"pool_class": "QueuePool", "max_overflow": 0})
+    engine = app.extensions["healthz.engine"]
+    assert (engine.pool.size(), engine.pool._max_overflow) == (9, 0)
+    with pytest.raises(SettingsError, match="HEALTHZ_POOL_SIZE='nine'"):
+        create_app({"pool_size": "nine"})
+    engine.dispose()

@@ -57,13 +57,10 @@ def init_db_command(database_url: str | None, roles: int) -> None:
     from . import db
 
     settings = _settings(database_url)
-    engine = db.create_engine(settings.replace(pool_class="NullPool"), instrument=False)
     try:
-        count = db.init_db(engine, roles)
+        count = db.seed(settings, roles)
     except sqlalchemy.exc.SQLAlchemyError as exc:
         raise click.ClickException(f"cannot seed {settings.safe_database_url}: {mask_password(str(getattr(exc, 'orig', exc)).strip())}") from None
-    finally:
-        engine.dispose()
     click.echo(f"role table ready on {settings.safe_database_url}: {count} rows")
 
 
@@ -94,9 +91,7 @@ def postgres_command(max_connections: int, log_connections: bool, roles: int) ->
         with PostgreSQL(max_connections=max_connections, log_connections=log_connections) as pg:
             from . import db
 
-            engine = db.create_engine(_settings(pg.url).replace(pool_class="NullPool"), instrument=False)
-            db.init_db(engine, roles)
-            engine.dispose()
+            db.seed(_settings(pg.url), roles)
             click.echo(f"# {pg.binaries}, data in {pg.directory}; Ctrl-C stops it and removes the data")
             click.echo(f"export DATABASE_URL={pg.url}")
             _wait_for_signal()
@@ -131,9 +126,7 @@ def serve_command(database_url: str | None, worker_class: str, port: int) -> Non
             click.echo(f"# throwaway {pg.binaries} on 127.0.0.1:{pg.port}")
         from . import db
 
-        engine = db.create_engine(_settings(database_url).replace(pool_class="NullPool"), instrument=False)
-        db.init_db(engine, 10)
-        engine.dispose()
+        db.seed(_settings(database_url), 10)
         env = {**os.environ, "DATABASE_URL": database_url, "GUNICORN_BIND": f"127.0.0.1:{port}"}
         click.echo(f"# serving http://127.0.0.1:{port}/api/v1/healthz/ with {worker_class} workers; Ctrl-C stops")
         process = subprocess.Popen(gunicorn_command(worker_class), env=env, cwd=PROJECT_ROOT)

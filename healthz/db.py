@@ -179,4 +179,14 @@ def init_db(engine: Engine, roles: int) -> int:
         return conn.execute(sqlalchemy.select(sqlalchemy.func.count()).select_from(Role)).scalar_one()
 
 
-__all__ = ["create_engine", "init_app", "get_engine", "after_fork", "dispose_all", "apply_green_driver", "init_db"]
+def seed(settings: Settings, roles: int) -> int:
+    """:func:`init_db` on ``settings.database_url`` through a short-lived, uninstrumented
+    NullPool engine, disposed afterwards. Returns the rows in ``role``."""
+    engine = create_engine(settings.replace(pool_class="NullPool"), instrument=False)
+    try:
+        return init_db(engine, roles)
+    finally:
+        engine.dispose()
+
+
+__all__ = ["create_engine", "init_app", "get_engine", "after_fork", "dispose_all", "apply_green_driver", "init_db", "seed"]

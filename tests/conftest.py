@@ -11,7 +11,7 @@ import itertools
 import time
 import pytest
 
-from healthz import create_app, db
+from healthz import Settings, create_app, db
 from healthz.lab.postgres import PostgreSQL, free_port
 from healthz.lab.service import Gunicorn
 
@@ -32,9 +32,7 @@ def database(postgres):
     """A fresh database seeded with 10 roles: its name; dropped after the test."""
     name = f"t{next(_names)}_{int(time.time() * 1000) % 100000}"
     url = postgres.create_database(name)
-    engine = db.create_engine(_settings(url, pool_class="NullPool"), instrument=False)
-    db.init_db(engine, 10)
-    engine.dispose()
+    db.seed(Settings.from_mapping({"database_url": url}), 10)
     yield name
     # The leak check: every app, engine and server of the test is gone by now.
     left = wait_until(lambda: backends(postgres, name) == 0, timeout=10)
@@ -45,12 +43,6 @@ def database(postgres):
 @pytest.fixture
 def database_url(postgres, database):
     return postgres.url_for(database)
-
-
-def _settings(url, **overrides):
-    from healthz.config import Settings
-
-    return Settings.from_mapping({"database_url": url, **overrides})
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from healthz import create_app, db
+from healthz import Settings, create_app, db
 from healthz.lab.postgres import PostgreSQL
 
 HEALTHZ = "/api/v1/healthz/"
@@ -48,16 +48,8 @@ def test_livez_needs_no_database(postgres):
 def own_postgres():
     """A server of the test's own, to stop or fill up without disturbing the others."""
     with PostgreSQL(max_connections=8) as pg:
-        engine = db.create_engine(_settings(pg.url), instrument=False)
-        db.init_db(engine, 3)
-        engine.dispose()
+        db.seed(Settings.from_mapping({"database_url": pg.url}), 3)
         yield pg
-
-
-def _settings(url, **overrides):
-    from healthz.config import Settings
-
-    return Settings.from_mapping({"database_url": url, "pool_class": "NullPool", **overrides})
 
 
 def _errors_logged(caplog, kind):

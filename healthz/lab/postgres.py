@@ -241,6 +241,10 @@ class PostgreSQL:
             "full_page_writes": "off",
             **self.settings,
         }
+        if self.host not in ("127.0.0.1", "localhost", "::1"):
+            # initdb only admits loopback clients; the lab's netns clients come from the veth peer.
+            with open(self.datadir / "pg_hba.conf", "a") as fh:
+                fh.write("host all all 0.0.0.0/0 scram-sha-256\n")
         with open(self.datadir / "postgresql.conf", "a") as fh:
             fh.write("\n# healthz throwaway server\n")
             fh.writelines(f"{key} = {value}\n" for key, value in conf.items())
@@ -253,11 +257,16 @@ class PostgreSQL:
         first = self.directory is None
         if first:
             self._initdb()
+        command, run_as = [str(self.binaries.bindir / "postgres"), "-D", str(self.datadir)], self._run_as()
+        if self.command_prefix and self.account is not None:
+            # The prefix (ip netns exec) needs root: drop to the account after it, with setpriv.
+            uid, gid = str(self.account.pw_uid), str(self.account.pw_gid)
+            command, run_as = ["setpriv", "--reuid", uid, "--regid", gid, "--clear-groups", *command], {}
         log = open(self.logfile, "ab")
         try:
             self.process = subprocess.Popen(
-                [*self.command_prefix, str(self.binaries.bindir / "postgres"), "-D", str(self.datadir)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.directory, **self._run_as(),
+                [*self.command_prefix, *command],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.directory, **run_as,
             )  # fmt: skip
         finally:
             log.close()
@@ -272,7 +281,7 @@ class PostgreSQL:
             if self.process.poll() is not None:
                 raise PostgresError(f"postgres exited with status {self.process.returncode}: {self.log_tail()}")
             try:
-                psycopg2.connect(self.dsn(ADMIN_USER, "postgres", connect_timeout=2)).close()
+                psycopg2.connect(self.local_dsn(ADMIN_USER, "postgres", connect_timeout=2)).close()
                 return
             except psycopg2.OperationalError as exc:
                 if time.monotonic() > deadline:
@@ -349,6 +358,17 @@ class PostgreSQL:
         parts = {"host": self.host, "port": self.port, "user": user, "password": self.password, "dbname": database, **params}
         return " ".join(f"{key}={value}" for key, value in parts.items())
 
+    def local_dsn(self, user: str = ADMIN_USER, database: str = "postgres", **params: object) -> str:
+        """A libpq DSN over the server's Unix socket (trust auth, no password). The socket lives
+        in the file system, so it reaches a server inside another network namespace too."""
+        parts = {"host": self.directory, "port": self.port, "user": user, "dbname": database, **params}
+        return " ".join(f"{key}={value}" for key, value in parts.items())
+
+    def local_url(self, database: str = APP_DATABASE, user: str = APP_USER) -> str:
+        """A URL over the Unix socket (no password): what the lab uses from the host when the
+        server's TCP address is inside a network namespace."""
+        return f"postgresql://{user}@/{database}?host={self.directory}&port={self.port}"
+
     def url_for(self, database: str = APP_DATABASE, user: str = APP_USER) -> str:
         """A SQLAlchemy/libpq URL for ``database`` as ``user``, password included."""
         return f"postgresql://{user}:{self.password}@{self.host}:{self.port}/{database}"
@@ -364,8 +384,8 @@ class PostgreSQL:
         return self.url_for("postgres", ADMIN_USER)
 
     def connect(self, database: str = "postgres", user: str = ADMIN_USER) -> psycopg2.extensions.connection:
-        """An autocommit psycopg2 connection; close it yourself (``with`` does not)."""
-        conn = psycopg2.connect(self.dsn(user, database, application_name="healthz-probe"))
+        """An autocommit psycopg2 connection over the Unix socket, closed at the end of ``with``."""
+        conn = psycopg2.connect(self.local_dsn(user, database, application_name="healthz-probe"))
         conn.autocommit = True
         return _Closing(conn)
 

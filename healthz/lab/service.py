@@ -23,6 +23,30 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORKER_CLASSES = ("eventlet", "gevent", "gthread", "sync")
 
 
+# Run inside a network namespace: print the status, a newline, then the body.
+_GET = """
+import sys, urllib.error, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])) as r:
+        print(r.status); print(r.read().decode(errors="replace"))
+except urllib.error.HTTPError as e:
+    print(e.code); print(e.read().decode(errors="replace"))
+except OSError as e:
+    print(0); print(e)
+"""
+
+
+def _is_our_worker(pid: int, command: Sequence[str]) -> bool:
+    """Whether ``pid`` is alive and runs our gunicorn ``command`` (workers inherit the master's
+    command line), so a recycled PID of another process is never signalled."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_text(errors="replace").split("\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and command[-1] in cmdline
+
+
 class ServiceError(RuntimeError):
     """gunicorn exited or never answered; the message carries the end of its log."""
 
@@ -56,6 +80,7 @@ class Gunicorn:
         self.host, self.port = host, port
         self.env = {**os.environ, **env, "GUNICORN_BIND": f"{host}:{port}", "PYTHONUNBUFFERED": "1"}
         self.logfile = Path(logfile)
+        self.command_prefix = list(command_prefix)
         self.command = [*command_prefix, *gunicorn_command(worker_class)]
         self.ready_timeout = ready_timeout
         self.process: subprocess.Popen | None = None
@@ -75,28 +100,49 @@ class Gunicorn:
         while True:
             if self.process.poll() is not None:
                 raise ServiceError(f"gunicorn ({self.worker_class}) exited with status {self.process.returncode}: {self.log_tail()}")
-            try:
-                with urllib.request.urlopen(self.base_url + "/api/v1/livez/", timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                pass
+            if self.get("/api/v1/livez/")[0] == 200:
+                return self
             if time.monotonic() > deadline:
                 self.stop()
                 raise ServiceError(f"gunicorn ({self.worker_class}) did not answer in {self.ready_timeout:.0f} s: {self.log_tail()}")
             time.sleep(0.1)
+
+    def get(self, path: str, timeout: float = 2.0) -> tuple[int, str]:
+        """``GET path`` from where the clients are (inside ``command_prefix``'s namespace when one is
+        set): ``(status, body)``, or ``(0, reason)`` when nothing answered."""
+        url = self.base_url + path
+        if self.command_prefix:
+            try:
+                result = subprocess.run([*self.command_prefix, sys.executable, "-c", _GET, url, str(timeout)],
+                                        capture_output=True, text=True, timeout=timeout + 10)  # fmt: skip
+            except subprocess.TimeoutExpired:
+                return 0, "timed out"
+            status, _, body = result.stdout.partition("\n")
+            return (int(status), body) if status.isdigit() else (0, result.stderr.strip()[-200:])
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return response.status, response.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+        except (urllib.error.URLError, OSError) as exc:
+            return 0, str(exc)
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """Stop gunicorn gracefully (SIGTERM), killing it after ``timeout``; return its status."""
         if self.process is None:
             return None
         if self.process.poll() is None:
+            workers = self.worker_pids()
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+            # A worker stuck in C code outlives a killed master; these PIDs are our grandchildren.
+            for pid in workers:
+                if _is_our_worker(pid, self.command):
+                    os.kill(pid, signal.SIGKILL)
         return self.process.returncode
 
     @property

@@ -1,0 +1,162 @@
+"""The load generator: locust, headless, as a child process, and what its CSV files say.
+
+The command is the one a user types (``locust -f locustfiles/healthz.py ...``), bounded in time
+(``--run-time``) and in requests (``--max-requests``), with its CSV and HTML reports written into
+the run's folder. The figures come from locust's own files, so a row of the lab's report can be
+checked against locust's report beside it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from healthz.lab.service import PROJECT_ROOT
+
+LOCUSTFILE = PROJECT_ROOT / "locustfiles" / "healthz.py"
+#: Failures the locustfile names ``499 <kind>``; anything else is the client's own (refused, timed out).
+_KIND_PREFIX = "499 "
+
+
+def locust_command(host: str, users: int, duration: float, *, connection: str, max_requests: int, csv_prefix: Path,
+                   html: Path, request_timeout: float = 10.0, stats_interval: float = 0.2) -> list[str]:  # fmt: skip
+    """The headless locust command for one run; every bound is explicit."""
+    return [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", host,
+        "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{max(1, round(duration))}s",
+        "--stop-timeout", "0", "--connection", connection, "--max-requests", str(max_requests),
+        "--request-timeout", f"{request_timeout:g}", "--stats-interval", f"{stats_interval:g}",
+        "--csv", str(csv_prefix), "--html", str(html), "--summary-file", f"{csv_prefix}_summary.json", "--only-summary", "--loglevel", "WARNING",
+    ]  # fmt: skip
+
+
+class Locust:
+    """locust run by ``command`` (inside ``command_prefix``), its output in ``logfile``."""
+
+    def __init__(self, command: Sequence[str], logfile: Path, *, command_prefix: Sequence[str] = ()) -> None:
+        self.command = [*command_prefix, *command]
+        self.logfile = Path(logfile)
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Locust:
+        with open(self.logfile, "ab") as log:
+            self.process = subprocess.Popen(self.command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        """SIGINT (locust writes its reports and exits), then SIGKILL after ``grace`` seconds."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+    def wait(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` seconds for locust to stop by itself, then stop it."""
+        deadline = time.monotonic() + timeout
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.stop()
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "", "N/A") else None
+    except ValueError:
+        return None
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    try:
+        with open(path, newline="") as fh:
+            return list(csv.DictReader(fh))
+    except OSError:
+        return []
+
+
+def read_summary(csv_prefix: Path) -> dict[str, Any]:
+    """The run's final totals from the locustfile's ``--summary-file``: requests, failures,
+    p50/p95/p99 latency in ms, and failures by cause. A 499's cause is the service's error kind;
+    the client's own failures keep locust's wording, shortened. Empty figures when locust wrote none."""
+    try:
+        data = json.loads(Path(f"{csv_prefix}_summary.json").read_text())
+    except (OSError, ValueError):
+        data = {}
+    failures: dict[str, int] = {}
+    for error, count in (data.get("failures_by_error") or {}).items():
+        cause = error[len(_KIND_PREFIX):] if error.startswith(_KIND_PREFIX) else _client_cause(error)
+        failures[cause] = failures.get(cause, 0) + int(count)
+    start, last = data.get("start_time"), data.get("last_request_timestamp")
+    return {
+        "requests": int(data.get("requests") or 0),
+        "failures": int(data.get("failures") or 0),
+        "p50_ms": data.get("p50_ms"),
+        "p95_ms": data.get("p95_ms"),
+        "p99_ms": data.get("p99_ms"),
+        "seconds": round(last - start, 3) if start and last and last > start else None,
+        "failures_by_cause": dict(sorted(failures.items(), key=lambda kv: -kv[1])),
+    }
+
+
+def _client_cause(error: str) -> str:
+    """locust's error text shortened to a cause: ``HTTP 502``, or the exception's name."""
+    if error.startswith("HTTP "):
+        return error
+    name = error.split("(", 1)[0].split(":", 1)[0].strip()
+    return "client " + (name or "error")
+
+
+def read_history(csv_prefix: Path, interval: float) -> list[dict[str, float | None]]:
+    """locust's ``_stats_history.csv`` (Aggregated rows, one every ``interval`` seconds) as samples:
+    time since the first row, users, total requests and failures, requests/s over the sample, and
+    p50/p99 of the last seconds. locust stamps rows in whole seconds, so time is taken from the row's
+    position instead."""
+    samples: list[dict[str, float | None]] = []
+    previous: float | None = None
+    rows = [row for row in _rows(Path(f"{csv_prefix}_stats_history.csv")) if row.get("Name") == "Aggregated"]
+    for index, row in enumerate(rows):
+        total = _number(row.get("Total Request Count")) or 0.0
+        samples.append({
+            "t": round(index * interval, 3), "users": _number(row.get("User Count")), "requests": total,
+            "failures": _number(row.get("Total Failure Count")),
+            "rps": None if previous is None else (total - previous) / interval,
+            "p50_ms": _number(row.get("50%")), "p99_ms": _number(row.get("99%")),
+        })  # fmt: skip
+        previous = total
+    return samples
+
+
+def last_progress(csv_prefix: Path) -> tuple[float, float, float] | None:
+    """``(requests, failures, current requests/s)`` from the last history row, for a progress line
+    (columns by position: Requests/s is the 5th, Total Request Count the 18th)."""
+    try:
+        with open(f"{csv_prefix}_stats_history.csv", "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - 4096))
+            lines = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        fields = next(csv.reader([line]), [])
+        if len(fields) > 20 and fields[3] == "Aggregated":
+            current_rps, total, failures = _number(fields[4]), _number(fields[17]), _number(fields[18])
+            return (total or 0.0, failures or 0.0, current_rps or 0.0)
+    return None

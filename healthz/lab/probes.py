@@ -1,0 +1,230 @@
+"""What the lab measures while a run goes on, and how it reads each figure.
+
+* PostgreSQL's own counters: ``pg_stat_database.sessions`` (sessions opened, PostgreSQL 14+) and
+  client backends in ``pg_stat_activity``;
+* the kernel's socket table of the application's network namespace (``/proc/<pid>/net/tcp`` and
+  ``tcp6`` of a process inside it): sockets toward the database port by TCP state, TIME_WAIT above all;
+* CPU seconds of a process tree from ``/proc/<pid>/stat`` (its own, its reaped children's and its
+  live descendants'), so a saturated load generator is told apart from a saturated service;
+* the service's log: ``Cannot assign requested address`` lines and ``healthz 499 error=KIND`` lines.
+
+:class:`Sampler` samples the first three in a thread, five times a second by default.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import psycopg2
+
+#: TCP states as /proc/net/tcp numbers them (include/net/tcp_states.h).
+TCP_STATES = {
+    "01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
+    "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING",
+}  # fmt: skip
+EADDRNOTAVAIL_TEXT = "Cannot assign requested address"
+_ERROR_LINE = re.compile(r"healthz 499 error=([a-z_]+)")
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def parse_tcp_table(text: str, remote_port: int) -> collections.Counter:
+    """Sockets in a ``/proc/net/tcp``-format table whose remote port is ``remote_port``, counted by
+    state name. Lines that do not parse are skipped."""
+    counts: collections.Counter = collections.Counter()
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 4 or ":" not in fields[2]:
+            continue
+        try:
+            port = int(fields[2].rsplit(":", 1)[1], 16)
+        except ValueError:
+            continue
+        if port == remote_port:
+            counts[TCP_STATES.get(fields[3].upper(), fields[3])] += 1
+    return counts
+
+
+def tcp_states(pid: int, remote_port: int) -> collections.Counter:
+    """Sockets toward ``remote_port`` by state, in the network namespace of process ``pid``
+    (IPv4 and IPv6). Empty when the process is gone."""
+    counts: collections.Counter = collections.Counter()
+    for table in ("tcp", "tcp6"):
+        try:
+            counts += parse_tcp_table(Path(f"/proc/{pid}/net/{table}").read_text(), remote_port)
+        except OSError:
+            pass
+    return counts
+
+
+def parse_stat(text: str) -> tuple[int, int, int, int]:
+    """``(utime, stime, cutime, cstime)`` in clock ticks from a ``/proc/<pid>/stat`` line; the
+    command name may hold spaces and parentheses, so fields are counted from the last ``)``."""
+    fields = text[text.rindex(")") + 2 :].split()
+    # After the name: state is field 3 of stat(5), utime field 14, so index 11 here.
+    return int(fields[11]), int(fields[12]), int(fields[13]), int(fields[14])
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found += [int(p) for p in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """CPU seconds (user + system) used by process ``pid``, its reaped children and its live
+    descendants. None when there is no such process."""
+    if pid is None:
+        return None
+    total, seen, stack = 0, set(), [pid]
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        try:
+            total += sum(parse_stat(Path(f"/proc/{current}/stat").read_text()))
+        except (OSError, ValueError, IndexError):
+            if current == pid:
+                return None
+            continue
+        stack += _children(current)
+    return total / _CLOCK_TICKS
+
+
+def log_counts(text: str) -> dict[str, int]:
+    """From a service log: ``address_unavailable_lines`` (lines with the EADDRNOTAVAIL text, as
+    libpq words it) and ``error_kinds``, the 499s by kind as the service logged them."""
+    kinds = collections.Counter(_ERROR_LINE.findall(text))
+    return {"address_unavailable_lines": text.count(EADDRNOTAVAIL_TEXT), "error_kinds": dict(kinds)}
+
+
+class PostgresCounters:
+    """Reads ``pg_stat_database.sessions`` and client backends of database ``database`` over one
+    autocommit connection opened from ``dsn`` (not counted: it is on another database, or opened
+    before any baseline is taken)."""
+
+    SESSIONS = "SELECT sessions FROM pg_stat_database WHERE datname = %s"
+    BACKENDS = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+        "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+    )
+
+    def __init__(self, dsn: str, database: str) -> None:
+        self.database = database
+        self.conn = psycopg2.connect(dsn, application_name="healthz-probe", connect_timeout=10)
+        self.conn.autocommit = True
+
+    def _one(self, query: str) -> int:
+        with self.conn.cursor() as cur:
+            cur.execute(query, (self.database,))
+            row = cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def sessions(self) -> int:
+        return self._one(self.SESSIONS)
+
+    def backends(self) -> int:
+        return self._one(self.BACKENDS)
+
+    def settled_sessions(self, timeout: float = 10.0, quiet: float = 1.2) -> int:
+        """``sessions`` once it has not moved for ``quiet`` seconds (backends report their
+        counters when they go idle or exit, up to a second late), or after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        value, since = self.sessions(), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            current = self.sessions()
+            if current != value:
+                value, since = current, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                break
+        return value
+
+    def wait_backends(self, at_most: int = 0, timeout: float = 15.0) -> int:
+        """Wait until at most ``at_most`` client backends remain, or ``timeout``; return the count."""
+        deadline = time.monotonic() + timeout
+        while (count := self.backends()) > at_most and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return count
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Sampler(threading.Thread):
+    """Samples, every ``interval`` seconds until :meth:`stop`: time since start, sessions opened
+    and client backends (``counters``), sockets toward ``db_port`` in the namespace of the process
+    ``netns_pid()`` returns, and CPU seconds of each process in ``cpu_pids`` (name -> PID getter).
+
+    A probe that fails (the database restarting, a process gone) leaves its value None in that
+    sample instead of stopping the sampler.
+    """
+
+    def __init__(
+        self,
+        counters: PostgresCounters,
+        *,
+        db_port: int,
+        netns_pid: Callable[[], int | None],
+        cpu_pids: dict[str, Callable[[], int | None]],
+        interval: float = 0.2,
+    ) -> None:
+        super().__init__(name="healthz-sampler", daemon=True)
+        self.counters, self.db_port, self.netns_pid, self.cpu_pids = counters, db_port, netns_pid, cpu_pids
+        self.interval = interval
+        self.samples: list[dict[str, float | int | None]] = []
+        self._stop_event = threading.Event()
+        self.started_at = time.monotonic()
+
+    def sample(self) -> dict[str, float | int | None]:
+        row: dict[str, float | int | None] = {"t": round(time.monotonic() - self.started_at, 3)}
+        try:
+            row["sessions"], row["backends"] = self.counters.sessions(), self.counters.backends()
+        except psycopg2.Error:
+            row["sessions"] = row["backends"] = None
+        pid = self.netns_pid()
+        states = tcp_states(pid, self.db_port) if pid else collections.Counter()
+        row["time_wait"] = states.get("TIME_WAIT", 0) if pid else None
+        row["established"] = states.get("ESTABLISHED", 0) if pid else None
+        for name, getter in self.cpu_pids.items():
+            row[f"cpu_{name}"] = cpu_seconds(getter())
+        return row
+
+    def run(self) -> None:
+        self.started_at = time.monotonic()
+        while not self._stop_event.is_set():
+            began = time.monotonic()
+            self.samples.append(self.sample())
+            self._stop_event.wait(max(0.0, self.interval - (time.monotonic() - began)))
+
+    def stop(self) -> list[dict[str, float | int | None]]:
+        """Stop sampling, take one last sample, and return them all."""
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(5)
+        self.samples.append(self.sample())
+        return self.samples
+
+
+def peak(values: Iterable[float | int | None]) -> float | int | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def mean(values: Iterable[float | int | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None

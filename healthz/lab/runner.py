@@ -1,0 +1,384 @@
+"""The experiment: for each scenario and concurrency step, a fresh service under a bounded locust
+run, sampled throughout, then every figure saved.
+
+Order of one run: renew the app side of the topology (a fresh namespace in ``netns``, so TIME_WAIT
+left by one run never eats the next run's ports), start gunicorn with the scenario's environment,
+wait until ``/api/v1/healthz/`` answers 200, read PostgreSQL's session counter, sample probes while
+locust runs for ``duration`` seconds or ``max_requests`` requests, stop locust and gunicorn, read the
+counter again once it settles, and summarise. Everything started is stopped on every exit path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlsplit
+
+import psycopg2
+
+from healthz.config import Settings, mask_password
+from healthz.db import seed as seed_roles
+from healthz.lab import load, probes, topology as topologies
+from healthz.lab.postgres import PostgreSQL, free_port
+from healthz.lab.scenarios import Scenario
+from healthz.lab.service import PROJECT_ROOT, Gunicorn, ServiceError, gunicorn_command
+
+#: Service port inside the app namespace (a fresh namespace has every port free).
+NETNS_SERVICE_PORT = 8000
+HEALTHY_TIMEOUT = 20.0
+
+
+class LabError(RuntimeError):
+    """The lab cannot run as asked; the message says what to do."""
+
+
+@dataclasses.dataclass
+class LabConfig:
+    """What one ``healthz lab run`` does. ``database_url`` None means a throwaway PostgreSQL with
+    ``max_connections``; ``connection`` overrides every scenario's client connection mode."""
+
+    scenarios: list[Scenario]
+    concurrency: list[int]
+    output: Path
+    duration: float = 15.0
+    max_requests: int = 500_000
+    topology: str = "loopback"
+    ports: int = 1000
+    delay_ms: float = 0.0
+    database_url: str | None = None
+    seed: bool = False
+    max_connections: int = 4096
+    roles: int = 10
+    connection: str | None = None
+    interval: float = 0.2
+    command_line: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.scenarios:
+            raise LabError("no scenarios to run")
+        if self.duration <= 0 or self.duration > 3600:
+            raise LabError(f"--duration {self.duration:g}: expected seconds between 1 and 3600")
+        if self.max_requests < 1:
+            raise LabError(f"--max-requests {self.max_requests}: expected an integer >= 1")
+        if self.database_url and self.topology == "netns":
+            raise LabError("--database-url cannot be used with --topology netns: the netns topology runs its own "
+                           "PostgreSQL inside its database namespace; use --topology loopback for your own database")  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["scenarios"] = [s.to_dict() for s in self.scenarios]
+        data["output"] = str(self.output)
+        data["database_url"] = mask_password(self.database_url) if self.database_url else None
+        return data
+
+
+def default_output(root: Path = Path("lab-results")) -> Path:
+    """``lab-results/<UTC timestamp>``, never an existing folder."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path, n = root / stamp, 1
+    while path.exists():
+        n += 1
+        path = root / f"{stamp}-{n}"
+    return path
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:80]
+
+
+def _shell(env: dict[str, str], command: list[str]) -> str:
+    """A command a user can paste: ``env VAR=value ... command``, passwords masked."""
+    assignments = [f"{key}={shlex.quote(mask_password(value))}" for key, value in sorted(env.items())]
+    return " ".join(["env", *assignments, *map(shlex.quote, command)])
+
+
+class Progress:
+    """One line on stderr, rewritten in place on a terminal, printed once per run elsewhere."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._last = ""
+
+    def update(self, text: str) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K" + text)
+            self.stream.flush()
+        self._last = text
+
+    def done(self, text: str) -> None:
+        self.stream.write(("\r\033[K" if self.tty else "") + text + "\n")
+        self.stream.flush()
+
+
+class Lab:
+    """Runs a :class:`LabConfig` and writes ``results.json`` (the report is made from it)."""
+
+    def __init__(self, config: LabConfig, progress: Progress | None = None) -> None:
+        self.config = config
+        self.progress = progress or Progress()
+        self.results: list[dict[str, Any]] = []
+        self.meta: dict[str, Any] = {}
+
+    # -- set-up ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _database(self, topology) -> Iterator[tuple[str, str, PostgreSQL | None]]:
+        """``(service URL, probe DSN, server or None)``, seeded; the throwaway server is removed after."""
+        cfg = self.config
+        if cfg.database_url:
+            url = Settings.from_mapping({"database_url": cfg.database_url}).database_url.replace("+psycopg2", "")
+            _check_reachable(url)
+            if cfg.seed:
+                seed_roles(Settings.from_mapping({"database_url": url}), cfg.roles)
+            else:
+                _check_seeded(url)
+            yield url, url, None
+            return
+        pg = PostgreSQL(
+            max_connections=cfg.max_connections, host=topology.db_host, command_prefix=topology.db_prefix,
+            settings={"superuser_reserved_connections": 3},
+        )  # fmt: skip
+        with pg:
+            seed_roles(Settings.from_mapping({"database_url": pg.local_url()}), cfg.roles)
+            yield pg.url, pg.local_dsn("postgres"), pg
+
+    def run(self) -> list[dict[str, Any]]:
+        """Every scenario at every concurrency step; returns the results (also in results.json)."""
+        cfg = self.config
+        cfg.output.mkdir(parents=True, exist_ok=True)
+        topology = topologies.make(cfg.topology, ports=cfg.ports, delay_ms=cfg.delay_ms)
+        started = time.time()
+        with topology, self._database(topology) as (url, probe_dsn, pg):
+            database = Settings.from_mapping({"database_url": url}).database_url.rsplit("/", 1)[1].split("?")[0]
+            counters = probes.PostgresCounters(probe_dsn, database)
+            try:
+                self.meta = self._meta(topology, pg, counters, started)
+                self._save()
+                total = len(cfg.scenarios) * len(cfg.concurrency)
+                for i, (scenario, users) in enumerate(((s, c) for s in cfg.scenarios for c in cfg.concurrency), 1):
+                    result = self.run_one(scenario, users, topology, url, pg, counters, label=f"[{i}/{total}]")
+                    self.results.append(result)
+                    self._save()
+            finally:
+                counters.close()
+        self.meta["finished"] = time.time()
+        self.meta["seconds"] = round(self.meta["finished"] - started, 1)
+        self._save()
+        return self.results
+
+    def _meta(self, topology, pg: PostgreSQL | None, counters: probes.PostgresCounters, started: float) -> dict[str, Any]:
+        with counters.conn.cursor() as cur:
+            cur.execute("SELECT current_setting('server_version'), current_setting('max_connections')::int, "
+                        "current_setting('superuser_reserved_connections')::int")  # fmt: skip
+            version, max_connections, reserved = cur.fetchone()
+        return {
+            "started": started,
+            "command": self.config.command_line,
+            "config": self.config.to_dict(),
+            "topology": {"name": topology.name, "description": topology.describe(), "faithful": topology.faithful,
+                         "port_range": list(topology.port_range) if topology.port_range else None},  # fmt: skip
+            "postgres": {"version": version, "max_connections": max_connections, "superuser_reserved_connections": reserved,
+                         "source": str(pg.binaries) if pg else "--database-url"},  # fmt: skip
+            "machine": {"host": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform(),
+                        "python": platform.python_version(), "loadavg": os.getloadavg()},  # fmt: skip
+            "versions": _versions(),
+        }
+
+    def _save(self) -> None:
+        data = {"meta": self.meta, "results": self.results}
+        tmp = self.config.output / "results.json.tmp"
+        tmp.write_text(json.dumps(data, indent=1, default=str))
+        tmp.replace(self.config.output / "results.json")
+
+    # -- one run ---------------------------------------------------------------------------
+    def run_one(self, scenario: Scenario, users: int, topology, url: str, pg: PostgreSQL | None,
+                counters: probes.PostgresCounters, label: str = "") -> dict[str, Any]:  # fmt: skip
+        """One scenario at one concurrency: the figures of :func:`summarise`, plus where its files are."""
+        cfg = self.config
+        connection = cfg.connection or scenario.connection
+        run_dir = cfg.output / "runs" / _slug(f"{scenario.name}-c{users}-{connection}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        topology.renew_app()
+        port = NETNS_SERVICE_PORT if topology.name == "netns" else free_port()
+        env = {**scenario.environment(url), "GUNICORN_GRACEFUL_TIMEOUT": "3", "GUNICORN_BACKLOG": "4096"}
+        gunicorn = Gunicorn(scenario.worker_class, env, run_dir / "gunicorn.log", port=port, command_prefix=topology.app_prefix)
+        csv_prefix = run_dir / "locust"
+        locust_cmd = load.locust_command(gunicorn.base_url, users, cfg.duration, connection=connection, max_requests=cfg.max_requests,
+                                         csv_prefix=csv_prefix, html=run_dir / "locust.html", stats_interval=cfg.interval)  # fmt: skip
+        locust = load.Locust(locust_cmd, run_dir / "locust.log", command_prefix=topology.app_prefix)
+        result: dict[str, Any] = {
+            "scenario": scenario.name, "description": scenario.description, "summary": scenario.summary(),
+            "worker_class": scenario.worker_class, "workers": scenario.workers, "pool_capacity": scenario.pool_capacity(),
+            "concurrency": users, "connection": connection, "topology": topology.name, "run_dir": str(run_dir.relative_to(cfg.output)),
+            "commands": {
+                "rerun": f"healthz lab run --topology {topology.name} --scenario {shlex.quote(scenario.name)} "
+                         f"--concurrency {users} --duration {cfg.duration:g} --connection {connection}",
+                "gunicorn": _shell(env, [*topology.app_prefix, *gunicorn_command(scenario.worker_class)]),
+                "locust": shlex.join([*topology.app_prefix, *locust_cmd]),
+            },
+            "error": None,
+        }  # fmt: skip
+        (run_dir / "commands.txt").write_text("\n\n".join(f"# {k}\n{v}" for k, v in result["commands"].items()) + "\n")
+        _print_config(scenario, env, run_dir / "gunicorn-config.txt")
+        head = f"{label} {scenario.name} c={users} {connection}"
+        sampler: probes.Sampler | None = None
+        try:
+            self.progress.update(f"{head}: starting gunicorn")
+            gunicorn.start()
+            status, body = _wait_healthy(gunicorn)
+            if status != 200:
+                raise ServiceError(f"/api/v1/healthz/ answered {status} before any load: {mask_password(body.strip())[:300]}")
+            sessions_before = counters.settled_sessions()
+            sampler = probes.Sampler(
+                counters, db_port=pg.port if pg else _port_of(url), netns_pid=lambda: gunicorn.pid, interval=cfg.interval,
+                cpu_pids={"gunicorn": lambda: gunicorn.pid, "postgres": lambda: pg.process.pid if pg and pg.process else None,
+                          "locust": lambda: locust.pid if locust.running() else None},
+            )  # fmt: skip
+            sampler.start()
+            began = time.monotonic()
+            locust.start()
+            deadline = began + cfg.duration + 30
+            while locust.running() and time.monotonic() < deadline:
+                time.sleep(0.5)
+                self.progress.update(_progress_line(head, time.monotonic() - began, cfg.duration, csv_prefix))
+            locust.stop()
+            samples = sampler.stop()
+            gunicorn.stop()
+            sessions_after = counters.settled_sessions()
+            backends_left = counters.wait_backends(0)
+            result.update(summarise(
+                load.read_summary(csv_prefix), load.read_history(csv_prefix, cfg.interval), samples,
+                sessions_before, sessions_after, backends_left, gunicorn.log_text(), scenario, topology.port_range,
+            ))  # fmt: skip
+        except ServiceError as exc:
+            result["error"] = mask_password(str(exc))
+        finally:
+            locust.stop()
+            if sampler is not None and sampler.is_alive():
+                sampler.stop()
+            gunicorn.stop()
+        (run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
+        self.progress.done(f"{head}: {one_line(result)}")
+        return result
+
+
+def summarise(totals: dict[str, Any], history: list[dict], samples: list[dict], sessions_before: int, sessions_after: int,
+              backends_left: int, service_log: str, scenario: Scenario, port_range: tuple[int, int] | None) -> dict[str, Any]:  # fmt: skip
+    """The figures of one run from locust's totals and history, the probe samples, the session
+    counter before and after, and the service log."""
+    requests, failures = totals["requests"], totals["failures"]
+    seconds = totals.get("seconds") or (history[-1]["t"] if history else None)
+    sessions = sessions_after - sessions_before
+    logged = probes.log_counts(service_log)
+
+    def cpu(name: str) -> float | None:
+        values = [s.get(f"cpu_{name}") for s in samples if s.get(f"cpu_{name}") is not None]
+        if not values:
+            return None
+        return round(max(values) - (0 if name == "locust" else values[0]), 2)
+
+    booted = service_log.count("Booting worker with pid")
+    return {
+        "seconds": seconds,
+        "requests": requests,
+        "failures": failures,
+        "error_rate": failures / requests if requests else None,
+        "rps": requests / seconds if seconds else None,
+        "p50_ms": totals["p50_ms"], "p95_ms": totals["p95_ms"], "p99_ms": totals["p99_ms"],
+        "failures_by_cause": totals["failures_by_cause"],
+        "service_errors": logged["error_kinds"],
+        "address_unavailable": logged["address_unavailable_lines"],
+        "pool_timeouts": logged["error_kinds"].get("pool_timeout", 0),
+        "sessions_opened": sessions,
+        "sessions_per_second": sessions / seconds if seconds else None,
+        "sessions_per_request": sessions / requests if requests else None,
+        "backends_peak": probes.peak(s["backends"] for s in samples),
+        "backends_mean": probes.mean(s["backends"] for s in samples),
+        "backends_left": backends_left,
+        "time_wait_peak": probes.peak(s["time_wait"] for s in samples),
+        "established_peak": probes.peak(s["established"] for s in samples),
+        "ports": (port_range[1] - port_range[0] + 1) if port_range else None,
+        "cpu_seconds": {name: cpu(name) for name in ("gunicorn", "postgres", "locust")},
+        "worker_restarts": max(0, booted - scenario.workers),
+        "worker_timeouts": service_log.count("WORKER TIMEOUT"),
+        "samples": samples,
+        "history": history,
+    }  # fmt: skip
+
+
+def one_line(result: dict[str, Any]) -> str:
+    """A run's outcome in one line for the terminal."""
+    if result.get("error"):
+        return f"not measured: {result['error'][:200]}"
+    causes = ", ".join(f"{k} {v:,}" for k, v in list(result["failures_by_cause"].items())[:3])
+    return (
+        f"{result['rps'] or 0:,.0f} req/s, p99 {result['p99_ms'] or 0:,.0f} ms, {result['requests']:,} requests, "
+        f"{result['failures']:,} failed{f' ({causes})' if causes else ''}, {result['sessions_opened']:,} sessions opened, "
+        f"TIME_WAIT peak {result['time_wait_peak'] if result['time_wait_peak'] is not None else '-'}"
+    )
+
+
+def _progress_line(head: str, elapsed: float, duration: float, csv_prefix: Path) -> str:
+    live = load.last_progress(csv_prefix)
+    figures = f"{live[2]:,.0f} req/s, {live[0]:,.0f} requests, {live[1]:,.0f} failures" if live else "spawning users"
+    return f"{head}: {min(elapsed, duration):4.0f}/{duration:g} s | {figures}"
+
+
+def _wait_healthy(gunicorn: Gunicorn, timeout: float = HEALTHY_TIMEOUT) -> tuple[int, str]:
+    deadline = time.monotonic() + timeout
+    status, body = gunicorn.get("/api/v1/healthz/", timeout=5)
+    while status != 200 and time.monotonic() < deadline:
+        time.sleep(0.3)
+        status, body = gunicorn.get("/api/v1/healthz/", timeout=5)
+    return status, body
+
+
+def _print_config(scenario: Scenario, env: dict[str, str], path: Path) -> None:
+    """Save ``gunicorn --print-config`` for this scenario (resolved settings, passwords masked)."""
+    result = subprocess.run([*gunicorn_command(scenario.worker_class), "--print-config"], env={**os.environ, **env},
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    path.write_text(mask_password(result.stdout + result.stderr))
+
+
+def _port_of(url: str) -> int:
+    return urlsplit(url).port or 5432
+
+
+def _check_reachable(url: str) -> None:
+    try:
+        psycopg2.connect(url, connect_timeout=5).close()
+    except psycopg2.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LabError(f"--database-url {mask_password(url)} is not reachable: {mask_password(first)}") from None
+
+
+def _check_seeded(url: str) -> None:
+    with contextlib.closing(psycopg2.connect(url, connect_timeout=5)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('role') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            raise LabError(f"--database-url {mask_password(url)} has no table role: pass --seed to create and seed it (the only write the lab makes)")
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in ("healthz", "flask", "sqlalchemy", "psycopg2-binary", "gunicorn", "eventlet", "gevent", "locust"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+__all__ = ["Lab", "LabConfig", "LabError", "Progress", "default_output", "summarise", "one_line"]

@@ -1,0 +1,282 @@
+"""The lab's scenarios: named, documented combinations of worker class, worker and thread counts,
+pool settings, green driver and client connection mode. Pure data and parsing; nothing runs here.
+
+A scenario's ``settings`` use the service's own field names (``pool_class``, ``pool_size``,
+``max_overflow``, ``green_driver``...), validated by :mod:`healthz.config` when the scenario is
+made, so a bad one is refused before anything starts.
+
+Users add their own:
+
+* on the command line, ``NAME:key=value,key=value``: a known NAME is the base the keys change
+  (``eventlet-queuepool-sized:pool_size=40``), an unknown one starts from the defaults and needs
+  ``worker_class``;
+* in a TOML file, one table per scenario (``[scenario.NAME]``) with the same keys, plus
+  ``description`` and optionally ``base``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from healthz.config import ENVIRONMENT, Settings, SettingsError, parse_integer
+
+WORKER_CLASSES = ("eventlet", "gevent", "gthread", "sync")
+CONNECTION_MODES = ("close", "keep-alive")
+#: Keys of a scenario that are not service settings.
+SCENARIO_KEYS = ("description", "worker_class", "workers", "threads", "worker_connections", "connection")
+_PLACEHOLDER_URL = "postgresql://healthz@localhost/healthz"
+
+
+class ScenarioError(ValueError):
+    """A scenario name, spec or file is wrong; the message names it and what is accepted."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """One configuration of the service and its clients.
+
+    ``workers`` gunicorn workers of ``worker_class``; ``threads`` matters for gthread,
+    ``worker_connections`` for eventlet and gevent; ``settings`` are service settings by field name;
+    ``connection`` is how locust's users connect: ``close`` (a new TCP connection per request, as
+    ``ab`` without ``-k``) or ``keep-alive``.
+    """
+
+    name: str
+    description: str
+    worker_class: str
+    workers: int = 2
+    threads: int = 8
+    worker_connections: int = 1000
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    connection: str = "close"
+
+    def __post_init__(self) -> None:
+        if self.worker_class not in WORKER_CLASSES:
+            raise ScenarioError(f"scenario {self.name}: worker_class {self.worker_class!r} is not one of {', '.join(WORKER_CLASSES)}")
+        if self.connection not in CONNECTION_MODES:
+            raise ScenarioError(f"scenario {self.name}: connection {self.connection!r} is not one of {', '.join(CONNECTION_MODES)}")
+        for key in ("workers", "threads", "worker_connections"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise ScenarioError(f"scenario {self.name}: {key} must be an integer >= 1, got {getattr(self, key)!r}")
+        if self.worker_class in ("gthread", "sync") and self.settings.get("green_driver") == "on":
+            raise ScenarioError(f"scenario {self.name}: green_driver=on needs eventlet or gevent, not {self.worker_class}")
+        try:
+            self.service_settings(_PLACEHOLDER_URL)
+        except SettingsError as exc:
+            raise ScenarioError(f"scenario {self.name}: {exc}") from None
+
+    def service_settings(self, database_url: str) -> Settings:
+        """The service's settings for this scenario against ``database_url``."""
+        return Settings.from_mapping({**self.settings, "database_url": database_url})
+
+    @property
+    def concurrency_per_worker(self) -> int:
+        """Requests one worker can serve at once: threads for gthread, 1 for sync, else
+        ``worker_connections``."""
+        return {"gthread": self.threads, "sync": 1}.get(self.worker_class, self.worker_connections)
+
+    def pool_capacity(self, database_url: str = _PLACEHOLDER_URL) -> int | None:
+        """Most connections one worker's pool holds at once, or None when unbounded (NullPool,
+        QueuePool with ``max_overflow=-1``, SingletonThreadPool: one per thread or greenlet)."""
+        settings = self.service_settings(database_url)
+        if settings.pool_class == "QueuePool" and settings.max_overflow >= 0:
+            return settings.pool_size + settings.max_overflow
+        return None
+
+    def environment(self, database_url: str) -> dict[str, str]:
+        """The service's environment: ``DATABASE_URL``, ``HEALTHZ_*`` and ``GUNICORN_*``."""
+        settings = self.service_settings(database_url)
+        env = {ENVIRONMENT[field]: _text(getattr(settings, field)) for field in self.settings}
+        env["DATABASE_URL"] = database_url
+        env["GUNICORN_WORKERS"] = str(self.workers)
+        env["GUNICORN_THREADS"] = str(self.threads)
+        env["GUNICORN_WORKER_CONNECTIONS"] = str(self.worker_connections)
+        return env
+
+    def summary(self) -> str:
+        """One line: worker class and counts, pool and green driver, client connection mode."""
+        settings = self.service_settings(_PLACEHOLDER_URL)
+        pool = settings.pool_class
+        if pool == "QueuePool":
+            pool += f"(pool_size={settings.pool_size}, max_overflow={settings.max_overflow}, pool_timeout={settings.pool_timeout:g})"
+        elif pool == "SingletonThreadPool":
+            pool += f"(pool_size={settings.pool_size})"
+        per_worker = {"gthread": f"threads={self.threads}", "sync": ""}.get(self.worker_class, f"worker_connections={self.worker_connections}")
+        green = f", green_driver={settings.green_driver}" if self.worker_class in ("eventlet", "gevent") else ""
+        return f"{self.worker_class} workers={self.workers} {per_worker}, {pool}{green}, clients {self.connection}".replace("  ", " ")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "settings": dict(self.settings), "summary": self.summary()}
+
+    def with_changes(self, name: str, changes: Mapping[str, Any]) -> Scenario:
+        """A copy called ``name`` with scenario keys and settings in ``changes`` applied."""
+        own = {k: v for k, v in changes.items() if k in SCENARIO_KEYS}
+        settings = {**self.settings, **{k: v for k, v in changes.items() if k not in SCENARIO_KEYS}}
+        return dataclasses.replace(self, name=name, settings=settings, **own)
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+#: The default comparison, in the order the report reads best.
+DEFAULTS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario(
+            "eventlet-nullpool",
+            "The report's setup: Django's default (CONN_MAX_AGE=0) opens and closes a database "
+            "connection for every request; NullPool does the same.",
+            "eventlet",
+            settings={"pool_class": "NullPool"},
+        ),
+        Scenario(
+            "eventlet-singleton",
+            "Django with CONN_MAX_AGE>0 under eventlet: one persistent connection per thread, and "
+            "every greenlet is a thread, so each new client connection gets a new database connection. "
+            "SingletonThreadPool keeps one connection per thread (greenlet) and closes the oldest "
+            "beyond pool_size.",
+            "eventlet",
+            settings={"pool_class": "SingletonThreadPool", "pool_size": 100},
+        ),
+        Scenario(
+            "eventlet-queuepool-default",
+            "Pooling with SQLAlchemy's defaults (pool_size=5, max_overflow=10): overflow connections "
+            "are closed on check-in, so bursts still open and close connections.",
+            "eventlet",
+            settings={"pool_class": "QueuePool", "pool_size": 5, "max_overflow": 10},
+        ),
+        Scenario(
+            "eventlet-queuepool-sized",
+            "Pooling sized for the load with no overflow (pool_size=10, max_overflow=0): a fixed set "
+            "of connections, greenlets queue for them.",
+            "eventlet",
+            settings={"pool_class": "QueuePool", "pool_size": 10, "max_overflow": 0},
+        ),
+        Scenario(
+            "gevent-queuepool-sized",
+            "The supported green worker: gevent with the same sized pool and psycopg2 made "
+            "cooperative (psycogreen, green_driver=on).",
+            "gevent",
+            settings={"pool_class": "QueuePool", "pool_size": 10, "max_overflow": 0, "green_driver": "on"},
+        ),
+        Scenario(
+            "gevent-queuepool-blocking",
+            "The same without the green driver (green_driver=off): every query blocks the whole worker.",
+            "gevent",
+            settings={"pool_class": "QueuePool", "pool_size": 10, "max_overflow": 0, "green_driver": "off"},
+        ),
+        Scenario(
+            "gthread-queuepool",
+            "What the report found working: OS threads (threads=8) with a pool of one connection per "
+            "thread (pool_size=8, max_overflow=0).",
+            "gthread",
+            threads=8,
+            settings={"pool_class": "QueuePool", "pool_size": 8, "max_overflow": 0},
+        ),
+    ]
+}
+
+
+def _value(key: str, raw: str) -> Any:
+    if key in ("workers", "threads", "worker_connections"):
+        try:
+            return parse_integer(key, raw, 1)
+        except SettingsError:
+            raise ScenarioError(f"{key}={raw!r}: expected an integer >= 1") from None
+    return raw
+
+
+def parse_spec(spec: str, known: Mapping[str, Scenario]) -> Scenario:
+    """A scenario from ``NAME`` or ``NAME:key=value,...`` (see the module docstring)."""
+    name, _, rest = spec.partition(":")
+    name = name.strip()
+    if not rest:
+        if name not in known:
+            raise ScenarioError(f"unknown scenario {name!r}: choose from {', '.join(known)} (healthz lab list), or define one as NAME:worker_class=...,pool_class=...")
+        return known[name]
+    changes: dict[str, Any] = {}
+    for item in rest.split(","):
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ScenarioError(f"scenario spec {spec!r}: {item!r} is not key=value")
+        changes[key] = _value(key, raw.strip())
+    return _build(spec if name in known else name, name, changes, known)
+
+
+def _build(name: str, base: str | None, changes: Mapping[str, Any], known: Mapping[str, Scenario]) -> Scenario:
+    unknown = set(changes) - set(SCENARIO_KEYS) - set(ENVIRONMENT) | ({"database_url"} & set(changes))
+    if unknown:
+        accepted = ", ".join([*SCENARIO_KEYS, *(f for f in ENVIRONMENT if f != "database_url")])
+        raise ScenarioError(f"scenario {name}: unknown key(s) {', '.join(sorted(unknown))}; accepted: {accepted}")
+    if base in known:
+        return known[base].with_changes(name, changes)
+    if "worker_class" not in changes:
+        raise ScenarioError(f"scenario {name}: a new scenario needs worker_class (one of {', '.join(WORKER_CLASSES)})")
+    own = {k: v for k, v in changes.items() if k in SCENARIO_KEYS}
+    own.setdefault("description", f"user-defined: {', '.join(f'{k}={v}' for k, v in changes.items())}")
+    settings = {k: v for k, v in changes.items() if k not in SCENARIO_KEYS}
+    return Scenario(name=name, settings=settings, **own)
+
+
+def load_file(path: Path, known: Mapping[str, Scenario]) -> dict[str, Scenario]:
+    """Scenarios from a TOML file's ``[scenario.NAME]`` tables, in file order."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ScenarioError(f"--scenarios-file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"--scenarios-file {path}: not valid TOML: {exc}") from None
+    tables = data.get("scenario")
+    if not isinstance(tables, dict) or not tables:
+        raise ScenarioError(f"--scenarios-file {path}: no [scenario.NAME] tables")
+    found: dict[str, Scenario] = {}
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ScenarioError(f"--scenarios-file {path}: scenario.{name} must be a table")
+        table = dict(table)
+        base = table.pop("base", name if name in known else None)
+        if base is not None and base not in {**known, **found}:
+            raise ScenarioError(f"--scenarios-file {path}: scenario.{name}: unknown base {base!r}")
+        found[name] = _build(name, base, table, {**known, **found})
+    return found
+
+
+def select(specs: Iterable[str] = (), files: Iterable[Path] = ()) -> list[Scenario]:
+    """The scenarios to run: each spec in order (from the defaults and the files' scenarios); no
+    specs means every default scenario followed by every scenario from the files."""
+    known: dict[str, Scenario] = dict(DEFAULTS)
+    from_files: dict[str, Scenario] = {}
+    for path in files:
+        loaded = load_file(path, known)
+        known.update(loaded)
+        from_files.update(loaded)
+    specs = list(specs)
+    if not specs:
+        return [*DEFAULTS.values(), *from_files.values()]
+    chosen = [parse_spec(spec, known) for spec in specs]
+    names = [s.name for s in chosen]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ScenarioError(f"scenario(s) given twice: {', '.join(duplicates)}")
+    return chosen
+
+
+def parse_concurrency(text: str) -> list[int]:
+    """``"200,500,1000"`` as ``[200, 500, 1000]``: positive integers, each at most 20,000."""
+    steps: list[int] = []
+    for item in text.split(","):
+        try:
+            value = int(item.strip())
+        except ValueError:
+            value = 0
+        if not 1 <= value <= 20000:
+            raise ScenarioError(f"--concurrency {text!r}: expected comma-separated integers from 1 to 20000, such as 200,500,1000")
+        steps.append(value)
+    return steps

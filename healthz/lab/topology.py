@@ -1,0 +1,230 @@
+"""Where the lab's processes run and how they reach each other.
+
+* :class:`Loopback`: everything on 127.0.0.1 in the host's network namespace. Works anywhere, but
+  Linux reuses TIME_WAIT ports on loopback (``net.ipv4.tcp_tw_reuse = 2``), so port exhaustion
+  barely shows: it cannot reproduce the report faithfully.
+* :class:`Netns` (root and iproute2): an ``app`` namespace for gunicorn and locust and a ``db``
+  namespace for PostgreSQL, joined by a veth pair addressed from 198.18.0.0/15 (the range reserved
+  for benchmark networks) that exists only inside the two namespaces. The app side's
+  ``ip_local_port_range`` is narrowed, so a client that opens a connection per request runs out of
+  ports within seconds, as the report's host did. Optional ``tc netem`` delay on both veth ends.
+
+Each is a context manager; :class:`Netns` removes its namespaces (and with them the veth pair and
+every socket in them) on every exit path, including Ctrl-C and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+#: The prefix of every namespace the lab creates; the PID keeps parallel runs apart.
+NAMESPACE_PREFIX = "healthz-"
+NETWORK = ipaddress.ip_network("198.18.0.0/15")
+#: Linux keeps a closed socket in TIME_WAIT for 60 s (TCP_TIMEWAIT_LEN); not tunable.
+TIME_WAIT_SECONDS = 60
+
+
+class TopologyError(RuntimeError):
+    """A topology could not be set up; the message says what to do."""
+
+
+def _run(command: Sequence[str]) -> str:
+    result = subprocess.run(list(command), capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        raise TopologyError(f"{' '.join(command)} failed: {(result.stderr or result.stdout).strip()}")
+    return result.stdout
+
+
+def lab_namespaces() -> list[str]:
+    """Namespaces whose name starts with :data:`NAMESPACE_PREFIX` (ours, from any run)."""
+    if shutil.which("ip") is None:
+        return []
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.startswith(NAMESPACE_PREFIX)]
+
+
+class Loopback:
+    """Every process in the host's namespace, talking over 127.0.0.1."""
+
+    name = "loopback"
+    app_host = db_host = "127.0.0.1"
+    app_prefix: list[str] = []
+    db_prefix: list[str] = []
+    faithful = False
+    port_range: tuple[int, int] | None = None
+
+    def __init__(self) -> None:
+        try:
+            low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+            self.port_range = (int(low), int(high))
+        except (OSError, ValueError):
+            self.port_range = None
+
+    def describe(self) -> str:
+        return (
+            "loopback: gunicorn, locust and PostgreSQL on 127.0.0.1. Linux reuses TIME_WAIT ports on "
+            "loopback (net.ipv4.tcp_tw_reuse = 2), so ephemeral-port exhaustion barely shows here: "
+            "use --topology netns (root) to reproduce it faithfully."
+        )
+
+    def setup(self) -> Loopback:
+        return self
+
+    def teardown(self) -> None:
+        pass
+
+    def renew_app(self) -> None:
+        """Loopback has no app namespace to renew; TIME_WAIT carries over between runs."""
+
+    def __enter__(self) -> Loopback:
+        return self.setup()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.teardown()
+
+
+class Netns:
+    """Two network namespaces joined by a veth pair; see the module docstring.
+
+    ``ports`` is the size of the app side's ``ip_local_port_range`` (default 1,000);
+    ``delay_ms`` adds ``tc netem`` delay on each veth end (so a round trip gains twice that).
+    """
+
+    name = "netns"
+    faithful = True
+
+    def __init__(self, *, ports: int = 1000, delay_ms: float = 0.0, tag: str | None = None) -> None:
+        if ports < 16 or ports > 28000:
+            raise TopologyError(f"--ports must be between 16 and 28000, got {ports}")
+        self.ports = ports
+        self.delay_ms = delay_ms
+        tag = tag or str(os.getpid())
+        self.app_ns = f"{NAMESPACE_PREFIX}{tag}-app"
+        self.db_ns = f"{NAMESPACE_PREFIX}{tag}-db"
+        # Interface names are limited to 15 characters.
+        self.app_if, self.db_if = f"hz{tag}a"[:15], f"hz{tag}d"[:15]
+        hosts = NETWORK.hosts()
+        self.db_host, self.app_host = str(next(hosts)), str(next(hosts))
+        self.port_range = (40000, 40000 + ports - 1)
+        self._created: list[str] = []
+        self._previous_handlers: dict[int, object] = {}
+
+    @property
+    def app_prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.app_ns]
+
+    @property
+    def db_prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.db_ns]
+
+    def describe(self) -> str:
+        netem = f", tc netem delay {self.delay_ms:g} ms each way" if self.delay_ms else ""
+        return (
+            f"netns: gunicorn and locust in namespace {self.app_ns} ({self.app_host}), PostgreSQL in "
+            f"{self.db_ns} ({self.db_host}), joined by a veth pair; app-side ip_local_port_range "
+            f"{self.port_range[0]}-{self.port_range[1]} ({self.ports} ports), tcp_tw_reuse 2 (loopback only){netem}"
+        )
+
+    @staticmethod
+    def check() -> None:
+        """Raise :class:`TopologyError` saying what is missing when this machine cannot host netns."""
+        if sys.platform != "linux":
+            raise TopologyError("--topology netns needs Linux; use --topology loopback")
+        if os.geteuid() != 0:
+            raise TopologyError("--topology netns needs root (it creates network namespaces): run as root or use --topology loopback")
+        if shutil.which("ip") is None:
+            raise TopologyError("--topology netns needs iproute2's ip command (apt-get install iproute2), or use --topology loopback")
+
+    def setup(self) -> Netns:
+        """Create both namespaces and the link; on any failure remove what was made and raise."""
+        self.check()
+        self._trap_signals()
+        try:
+            _run(["ip", "netns", "add", self.db_ns])
+            self._created.append(self.db_ns)
+            _run([*self.db_prefix, "ip", "link", "set", "lo", "up"])
+            self._create_app()
+        except BaseException:
+            self.teardown()
+            raise
+        return self
+
+    def _create_app(self) -> None:
+        _run(["ip", "netns", "add", self.app_ns])
+        self._created.append(self.app_ns)
+        app, db = self.app_prefix, self.db_prefix
+        prefix_len = 30
+        # Both ends are created inside the namespaces: the addresses never exist in the host's.
+        _run([*app, "ip", "link", "add", self.app_if, "type", "veth", "peer", "name", self.db_if, "netns", self.db_ns])
+        _run([*app, "ip", "addr", "add", f"{self.app_host}/{prefix_len}", "dev", self.app_if])
+        _run([*db, "ip", "addr", "add", f"{self.db_host}/{prefix_len}", "dev", self.db_if])
+        for prefix, interface in ((app, self.app_if), (db, self.db_if)):
+            _run([*prefix, "ip", "link", "set", "lo", "up"])
+            _run([*prefix, "ip", "link", "set", interface, "up"])
+            if self.delay_ms:
+                _run([*prefix, "tc", "qdisc", "add", "dev", interface, "root", "netem", "delay", f"{self.delay_ms}ms"])
+        low, high = self.port_range
+        _run([*app, "sysctl", "-q", "-w", f"net.ipv4.ip_local_port_range={low} {high}"])
+        _run([*app, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=2"])
+
+    def renew_app(self) -> None:
+        """Replace the app namespace (and the veth pair) with a fresh one, so TIME_WAIT sockets
+        left by one run do not eat the next run's ports. The db namespace stays."""
+        if self.app_ns in self._created:
+            subprocess.run(["ip", "netns", "del", self.app_ns], capture_output=True)
+            self._created.remove(self.app_ns)
+        try:
+            self._create_app()
+        except BaseException:
+            self.teardown()
+            raise
+
+    def teardown(self) -> None:
+        """Delete the namespaces this object created; deleting one removes its veth end, its
+        addresses and its sockets."""
+        for namespace in reversed(self._created):
+            subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+        self._created.clear()
+        self._restore_signals()
+
+    def _trap_signals(self) -> None:
+        # SIGTERM would end the interpreter without unwinding; make it unwind like Ctrl-C so
+        # every ``finally`` (processes, namespaces) runs.
+        def interrupt(signum: int, _frame: object) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            try:
+                self._previous_handlers[signum] = signal.signal(signum, interrupt)
+            except ValueError:  # not the main thread
+                pass
+
+    def _restore_signals(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers.clear()
+
+    def __enter__(self) -> Netns:
+        return self.setup()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.teardown()
+
+
+def make(name: str, *, ports: int = 1000, delay_ms: float = 0.0) -> Loopback | Netns:
+    """The topology called ``name`` (``loopback`` or ``netns``)."""
+    if name == "loopback":
+        if delay_ms:
+            raise TopologyError("--delay-ms needs --topology netns (tc netem on the veth pair)")
+        return Loopback()
+    if name == "netns":
+        Netns.check()
+        return Netns(ports=ports, delay_ms=delay_ms)
+    raise TopologyError(f"unknown topology {name!r}: use loopback or netns")

@@ -1,0 +1,133 @@
+"""Load for ``GET /api/v1/healthz/``, as the report's ``ab`` run made it.
+
+    locust -f locustfiles/healthz.py --host http://127.0.0.1:8000                 # web UI
+    locust -f locustfiles/healthz.py --host http://127.0.0.1:8000 --headless -u 500 -r 500 -t 20s \\
+        --connection close --max-requests 50000
+
+Options (each also read from the environment variable in brackets):
+
+* ``--connection keep-alive|close`` [``HEALTHZ_CONNECTION``, default ``keep-alive``]: ``close`` sends
+  ``Connection: close`` so every request opens a new TCP connection, which is what ``ab`` without
+  ``-k`` does and what makes gunicorn's green workers start one greenlet, and so one Django or
+  SingletonThreadPool connection, per request.
+* ``--max-requests N`` [``HEALTHZ_MAX_REQUESTS``, 0 = no cap]: stop after N requests.
+* ``--request-timeout S`` [``HEALTHZ_REQUEST_TIMEOUT``, default 10]: connect and read timeout, so a
+  stuck server shows as failures instead of a hang.
+* ``--stats-interval S`` [``HEALTHZ_STATS_INTERVAL``, default 1]: how often ``--csv`` history rows
+  are written (the lab uses 0.2, five samples a second).
+* ``--summary-file PATH`` [``HEALTHZ_SUMMARY_FILE``]: at exit, write the final totals as JSON:
+  requests, failures, p50/p95/p99 in ms and failures by error. locust's ``--csv`` files are written
+  periodically and can miss the last requests; this is written after the last one.
+* the step ramp's ``--step-users``, ``--step-seconds``, ``--steps``, used when ``HEALTHZ_SHAPE=step-ramp``
+  or when ``locustfiles/step_ramp.py`` is added to ``-f``.
+
+No wait between requests, like ``ab``. A 499 is a failure named by its error kind
+(``499 address_unavailable``), so locust's failure table lists the causes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import gevent
+import locust.stats
+from locust import FastHttpUser, constant, events, task
+
+PATH = "/api/v1/healthz/"
+CONNECTION_MODES = ("keep-alive", "close")
+
+
+@events.init_command_line_parser.add_listener
+def add_arguments(parser) -> None:
+    group = parser.add_argument_group("healthz")
+    group.add_argument("--connection", choices=CONNECTION_MODES, default="keep-alive", env_var="HEALTHZ_CONNECTION",
+                       help="keep-alive: reuse each user's TCP connection; close: a new connection per request (ab without -k)")  # fmt: skip
+    group.add_argument("--max-requests", type=int, default=0, env_var="HEALTHZ_MAX_REQUESTS", help="stop after this many requests (0: no cap)")
+    group.add_argument("--request-timeout", type=float, default=10.0, env_var="HEALTHZ_REQUEST_TIMEOUT", help="connect and read timeout, seconds")
+    group.add_argument("--stats-interval", type=float, default=1.0, env_var="HEALTHZ_STATS_INTERVAL", help="seconds between --csv history rows")
+    group.add_argument("--summary-file", default="", env_var="HEALTHZ_SUMMARY_FILE", help="write final totals as JSON here at exit")
+    group.add_argument("--step-users", type=int, default=100, env_var="HEALTHZ_STEP_USERS", help="step ramp: users added per step")
+    group.add_argument("--step-seconds", type=float, default=10.0, env_var="HEALTHZ_STEP_SECONDS", help="step ramp: seconds per step")
+    group.add_argument("--steps", type=int, default=5, env_var="HEALTHZ_STEPS", help="step ramp: number of steps")
+
+
+@events.init.add_listener
+def configure(environment, **_kwargs) -> None:
+    options = environment.parsed_options
+    if options is None:  # locust used as a library without a command line
+        return
+    locust.stats.CSV_STATS_INTERVAL_SEC = options.stats_interval
+    locust.stats.CSV_STATS_FLUSH_INTERVAL_SEC = options.stats_interval
+    HealthzUser.connection_timeout = HealthzUser.network_timeout = options.request_timeout
+    if options.connection == "close":
+        HealthzUser.default_headers = {"Connection": "close"}
+    if options.max_requests > 0:
+        _cap_requests(environment, options.max_requests)
+    if options.summary_file:
+        environment.events.quit.add_listener(lambda **_kw: write_summary(environment.runner.stats, options.summary_file))
+
+
+def write_summary(stats, path: str) -> None:
+    """The final totals of ``stats`` (a locust ``RequestStats``) as JSON in ``path``."""
+    total = stats.total
+    summary = {
+        "requests": total.num_requests,
+        "failures": total.num_failures,
+        "p50_ms": total.get_response_time_percentile(0.5) if total.num_requests else None,
+        "p95_ms": total.get_response_time_percentile(0.95) if total.num_requests else None,
+        "p99_ms": total.get_response_time_percentile(0.99) if total.num_requests else None,
+        "failures_by_error": {str(e.error): e.occurrences for e in stats.errors.values()},
+        "start_time": total.start_time,
+        "last_request_timestamp": total.last_request_timestamp,
+    }
+    with open(path, "w") as fh:
+        json.dump(summary, fh, indent=1)
+
+
+def _cap_requests(environment, cap: int) -> None:
+    sent = 0
+
+    def count(**_kwargs) -> None:
+        nonlocal sent
+        sent += 1
+        if sent == cap:
+            headless = environment.parsed_options.headless
+            # Not from this greenlet: quitting kills the users, this request's greenlet among them.
+            gevent.spawn(environment.runner.quit if headless else environment.runner.stop)
+
+    environment.events.request.add_listener(count)
+
+
+def failure_name(status: int, body: object) -> str | None:
+    """The failure to record for a response, or None for a 200: ``499 <kind>`` from the service's
+    JSON, ``499 unknown`` when it has none, else ``HTTP <status>``."""
+    if status == 200:
+        return None
+    if status == 499:
+        kind = body.get("error") if isinstance(body, dict) else None
+        return f"499 {kind or 'unknown'}"
+    return f"HTTP {status}"
+
+
+class HealthzUser(FastHttpUser):
+    """One client calling the health endpoint back to back."""
+
+    wait_time = constant(0)
+
+    @task
+    def healthz(self) -> None:
+        with self.client.get(PATH, name=PATH, catch_response=True) as response:
+            body = None
+            if response.status_code == 499:
+                try:
+                    body = response.json()
+                except ValueError:
+                    body = None
+            failure = failure_name(response.status_code, body)
+            if failure is not None and response.status_code != 0:
+                response.failure(failure)
+
+
+if os.environ.get("HEALTHZ_SHAPE") == "step-ramp":
+    from step_ramp import StepRamp  # noqa: F401  (locust picks up the shape class it finds here)

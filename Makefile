@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test serve clean
+.PHONY: install test lab serve clean
 
 install: $(VENV)/.installed
 
@@ -15,6 +15,12 @@ $(VENV)/.installed: pyproject.toml
 
 test: install
 	$(BIN)/pytest
+
+# The default comparison: every scenario at 100 and 1,000 clients for 10 s each, in the netns
+# topology when run as root (it reproduces the port exhaustion), else on loopback; about 5 minutes.
+LAB_ARGS ?= --concurrency 100,1000 --duration 10
+lab: install
+	$(BIN)/healthz lab run $(LAB_ARGS)
 
 # The service under eventlet on 127.0.0.1:8000; a throwaway PostgreSQL unless DATABASE_URL is set.
 serve: install

@@ -139,3 +139,13 @@ def serve_command(database_url: str | None, worker_class: str, port: int) -> Non
     finally:
         if pg is not None:
             pg.cleanup()
+
+
+def _add_lab() -> None:
+    # The lab's commands import their heavy modules only when run; the service never imports the lab.
+    from healthz.lab.cli import lab
+
+    main.add_command(lab)
+
+
+_add_lab()

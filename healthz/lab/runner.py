@@ -64,6 +64,7 @@ class LabConfig:
     connection: str | None = None
     interval: float = 0.2
     command_line: str = ""
+    scenarios_files: list[Path] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.scenarios:
@@ -80,6 +81,7 @@ class LabConfig:
         data = dataclasses.asdict(self)
         data["scenarios"] = [s.to_dict() for s in self.scenarios]
         data["output"] = str(self.output)
+        data["scenarios_files"] = [str(p) for p in self.scenarios_files]
         data["database_url"] = mask_password(self.database_url) if self.database_url else None
         return data
 
@@ -157,10 +159,10 @@ class Lab:
     def run(self) -> list[dict[str, Any]]:
         """Every scenario at every concurrency step; returns the results (also in results.json)."""
         cfg = self.config
-        cfg.output.mkdir(parents=True, exist_ok=True)
         topology = topologies.make(cfg.topology, ports=cfg.ports, delay_ms=cfg.delay_ms)
         started = time.time()
         with topology, self._database(topology) as (url, probe_dsn, pg):
+            cfg.output.mkdir(parents=True, exist_ok=True)
             database = Settings.from_mapping({"database_url": url}).database_url.rsplit("/", 1)[1].split("?")[0]
             counters = probes.PostgresCounters(probe_dsn, database)
             try:
@@ -203,6 +205,20 @@ class Lab:
         tmp.replace(self.config.output / "results.json")
 
     # -- one run ---------------------------------------------------------------------------
+    def rerun_command(self, scenario: Scenario, users: int, connection: str) -> str:
+        """The ``healthz lab run`` command that repeats one run (password masked)."""
+        cfg = self.config
+        args = ["healthz", "lab", "run", "--topology", cfg.topology, "--scenario", scenario.name, "--concurrency", str(users),
+                "--duration", f"{cfg.duration:g}", "--max-requests", str(cfg.max_requests), "--connection", connection]  # fmt: skip
+        args += [arg for path in cfg.scenarios_files for arg in ("--scenarios-file", str(path))]
+        if cfg.topology == "netns":
+            args += ["--ports", str(cfg.ports)] + (["--delay-ms", f"{cfg.delay_ms:g}"] if cfg.delay_ms else [])
+        if cfg.database_url:
+            args += ["--database-url", mask_password(cfg.database_url)]
+        else:
+            args += ["--max-connections", str(cfg.max_connections)]
+        return shlex.join(args)
+
     def run_one(self, scenario: Scenario, users: int, topology, url: str, pg: PostgreSQL | None,
                 counters: probes.PostgresCounters, label: str = "") -> dict[str, Any]:  # fmt: skip
         """One scenario at one concurrency: the figures of :func:`summarise`, plus where its files are."""
@@ -213,20 +229,20 @@ class Lab:
         topology.renew_app()
         port = NETNS_SERVICE_PORT if topology.name == "netns" else free_port()
         env = {**scenario.environment(url), "GUNICORN_GRACEFUL_TIMEOUT": "3", "GUNICORN_BACKLOG": "4096"}
-        gunicorn = Gunicorn(scenario.worker_class, env, run_dir / "gunicorn.log", port=port, command_prefix=topology.app_prefix)
+        gunicorn = Gunicorn(scenario.worker_class, env, run_dir / "gunicorn.log", host=topology.service_host, port=port,
+                            command_prefix=topology.app_prefix, client_prefix=topology.client_prefix)  # fmt: skip
         csv_prefix = run_dir / "locust"
         locust_cmd = load.locust_command(gunicorn.base_url, users, cfg.duration, connection=connection, max_requests=cfg.max_requests,
                                          csv_prefix=csv_prefix, html=run_dir / "locust.html", stats_interval=cfg.interval)  # fmt: skip
-        locust = load.Locust(locust_cmd, run_dir / "locust.log", command_prefix=topology.app_prefix)
+        locust = load.Locust(locust_cmd, run_dir / "locust.log", command_prefix=topology.client_prefix)
         result: dict[str, Any] = {
             "scenario": scenario.name, "description": scenario.description, "summary": scenario.summary(),
             "worker_class": scenario.worker_class, "workers": scenario.workers, "pool_capacity": scenario.pool_capacity(),
             "concurrency": users, "connection": connection, "topology": topology.name, "run_dir": str(run_dir.relative_to(cfg.output)),
             "commands": {
-                "rerun": f"healthz lab run --topology {topology.name} --scenario {shlex.quote(scenario.name)} "
-                         f"--concurrency {users} --duration {cfg.duration:g} --connection {connection}",
+                "rerun": self.rerun_command(scenario, users, connection),
                 "gunicorn": _shell(env, [*topology.app_prefix, *gunicorn_command(scenario.worker_class)]),
-                "locust": shlex.join([*topology.app_prefix, *locust_cmd]),
+                "locust": shlex.join([*topology.client_prefix, *locust_cmd]),
             },
             "error": None,
         }  # fmt: skip
@@ -236,11 +252,12 @@ class Lab:
         sampler: probes.Sampler | None = None
         try:
             self.progress.update(f"{head}: starting gunicorn")
+            # Before gunicorn starts: the sessions its workers open at start-up count too.
+            sessions_before = counters.settled_sessions()
             gunicorn.start()
             status, body = _wait_healthy(gunicorn)
             if status != 200:
                 raise ServiceError(f"/api/v1/healthz/ answered {status} before any load: {mask_password(body.strip())[:300]}")
-            sessions_before = counters.settled_sessions()
             sampler = probes.Sampler(
                 counters, db_port=pg.port if pg else _port_of(url), netns_pid=lambda: gunicorn.pid, interval=cfg.interval,
                 cpu_pids={"gunicorn": lambda: gunicorn.pid, "postgres": lambda: pg.process.pid if pg and pg.process else None,
@@ -304,6 +321,7 @@ def summarise(totals: dict[str, Any], history: list[dict], samples: list[dict], 
         "sessions_opened": sessions,
         "sessions_per_second": sessions / seconds if seconds else None,
         "sessions_per_request": sessions / requests if requests else None,
+        "sessions_per_success": sessions / (requests - failures) if requests > failures else None,
         "backends_peak": probes.peak(s["backends"] for s in samples),
         "backends_mean": probes.mean(s["backends"] for s in samples),
         "backends_left": backends_left,

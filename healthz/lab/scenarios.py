@@ -145,6 +145,15 @@ DEFAULTS: dict[str, Scenario] = {
             settings={"pool_class": "SingletonThreadPool", "pool_size": 100},
         ),
         Scenario(
+            "eventlet-singleton-keepalive",
+            "The same with clients that keep their TCP connection alive (ab -k): one greenlet, so one "
+            "database connection, per client connection, reused for each of its requests. Persistent "
+            "connections then need one client port each, held for as long as the client stays.",
+            "eventlet",
+            settings={"pool_class": "SingletonThreadPool", "pool_size": 100},
+            connection="keep-alive",
+        ),
+        Scenario(
             "eventlet-queuepool-default",
             "Pooling with SQLAlchemy's defaults (pool_size=5, max_overflow=10): overflow connections "
             "are closed on check-in, so bursts still open and close connections.",

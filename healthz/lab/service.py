@@ -62,7 +62,8 @@ class Gunicorn:
     """gunicorn for ``worker_class`` on ``host:port``, its output in ``logfile``.
 
     ``env`` is laid over the current environment (``DATABASE_URL``, ``HEALTHZ_*``,
-    ``GUNICORN_*``); ``command_prefix`` runs it inside another context (a network namespace).
+    ``GUNICORN_*``); ``command_prefix`` runs it inside another context (a network namespace),
+    ``client_prefix`` is where its clients run (default: the same), used by :meth:`get`.
     """
 
     def __init__(
@@ -74,13 +75,14 @@ class Gunicorn:
         host: str = "127.0.0.1",
         port: int,
         command_prefix: Sequence[str] = (),
+        client_prefix: Sequence[str] | None = None,
         ready_timeout: float = 30.0,
     ) -> None:
         self.worker_class = worker_class
         self.host, self.port = host, port
         self.env = {**os.environ, **env, "GUNICORN_BIND": f"{host}:{port}", "PYTHONUNBUFFERED": "1"}
         self.logfile = Path(logfile)
-        self.command_prefix = list(command_prefix)
+        self.client_prefix = list(command_prefix if client_prefix is None else client_prefix)
         self.command = [*command_prefix, *gunicorn_command(worker_class)]
         self.ready_timeout = ready_timeout
         self.process: subprocess.Popen | None = None
@@ -108,12 +110,12 @@ class Gunicorn:
             time.sleep(0.1)
 
     def get(self, path: str, timeout: float = 2.0) -> tuple[int, str]:
-        """``GET path`` from where the clients are (inside ``command_prefix``'s namespace when one is
+        """``GET path`` from where the clients are (inside ``client_prefix``'s namespace when one is
         set): ``(status, body)``, or ``(0, reason)`` when nothing answered."""
         url = self.base_url + path
-        if self.command_prefix:
+        if self.client_prefix:
             try:
-                result = subprocess.run([*self.command_prefix, sys.executable, "-c", _GET, url, str(timeout)],
+                result = subprocess.run([*self.client_prefix, sys.executable, "-c", _GET, url, str(timeout)],
                                         capture_output=True, text=True, timeout=timeout + 10)  # fmt: skip
             except subprocess.TimeoutExpired:
                 return 0, "timed out"

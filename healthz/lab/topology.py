@@ -3,11 +3,13 @@
 * :class:`Loopback`: everything on 127.0.0.1 in the host's network namespace. Works anywhere, but
   Linux reuses TIME_WAIT ports on loopback (``net.ipv4.tcp_tw_reuse = 2``), so port exhaustion
   barely shows: it cannot reproduce the report faithfully.
-* :class:`Netns` (root and iproute2): an ``app`` namespace for gunicorn and locust and a ``db``
-  namespace for PostgreSQL, joined by a veth pair addressed from 198.18.0.0/15 (the range reserved
-  for benchmark networks) that exists only inside the two namespaces. The app side's
-  ``ip_local_port_range`` is narrowed, so a client that opens a connection per request runs out of
-  ports within seconds, as the report's host did. Optional ``tc netem`` delay on both veth ends.
+* :class:`Netns` (root and iproute2): three network namespaces in a line, ``client`` (locust) --
+  ``app`` (gunicorn) -- ``db`` (PostgreSQL), joined by veth pairs addressed from 198.18.0.0/15 (the
+  range reserved for benchmark networks) that exist only inside the namespaces. The app host's
+  ``ip_local_port_range`` is narrowed, so a service that opens a database connection per request runs
+  out of ports within seconds, as the report's host did. The load generator sits in a namespace of
+  its own so that its thousands of HTTP connections never take ports from the app host's range
+  (in the report, ``ab`` ran elsewhere too). Optional ``tc netem`` delay on the app--db link.
 
 Each is a context manager; :class:`Netns` removes its namespaces (and with them the veth pair and
 every socket in them) on every exit path, including Ctrl-C and SIGTERM.
@@ -16,6 +18,7 @@ every socket in them) on every exit path, including Ctrl-C and SIGTERM.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import shutil
 import signal
@@ -54,9 +57,10 @@ class Loopback:
     """Every process in the host's namespace, talking over 127.0.0.1."""
 
     name = "loopback"
-    app_host = db_host = "127.0.0.1"
+    service_host = db_host = "127.0.0.1"
     app_prefix: list[str] = []
     db_prefix: list[str] = []
+    client_prefix: list[str] = []
     faithful = False
     port_range: tuple[int, int] | None = None
 
@@ -91,10 +95,10 @@ class Loopback:
 
 
 class Netns:
-    """Two network namespaces joined by a veth pair; see the module docstring.
+    """Three network namespaces joined by two veth pairs; see the module docstring.
 
-    ``ports`` is the size of the app side's ``ip_local_port_range`` (default 1,000);
-    ``delay_ms`` adds ``tc netem`` delay on each veth end (so a round trip gains twice that).
+    ``ports`` is the size of the app host's ``ip_local_port_range`` (default 1,000);
+    ``delay_ms`` adds ``tc netem`` delay on each end of the app--db link (a round trip gains twice that).
     """
 
     name = "netns"
@@ -103,15 +107,20 @@ class Netns:
     def __init__(self, *, ports: int = 1000, delay_ms: float = 0.0, tag: str | None = None) -> None:
         if ports < 16 or ports > 28000:
             raise TopologyError(f"--ports must be between 16 and 28000, got {ports}")
+        if delay_ms < 0 or delay_ms > 10000:
+            raise TopologyError(f"--delay-ms must be between 0 and 10000, got {delay_ms:g}")
         self.ports = ports
         self.delay_ms = delay_ms
         tag = tag or str(os.getpid())
+        self.client_ns = f"{NAMESPACE_PREFIX}{tag}-client"
         self.app_ns = f"{NAMESPACE_PREFIX}{tag}-app"
         self.db_ns = f"{NAMESPACE_PREFIX}{tag}-db"
-        # Interface names are limited to 15 characters.
-        self.app_if, self.db_if = f"hz{tag}a"[:15], f"hz{tag}d"[:15]
-        hosts = NETWORK.hosts()
-        self.db_host, self.app_host = str(next(hosts)), str(next(hosts))
+        short = tag[-9:]  # interface names are limited to 15 characters
+        self.app_if, self.db_if = f"hz{short}ad", f"hz{short}da"
+        self.service_if, self.client_if = f"hz{short}ac", f"hz{short}ca"
+        db_link, client_link = list(itertools.islice(NETWORK.subnets(new_prefix=30), 2))
+        self.db_host, self.app_host = (str(h) for h in db_link.hosts())
+        self.service_host, self.client_host = (str(h) for h in client_link.hosts())
         self.port_range = (40000, 40000 + ports - 1)
         self._created: list[str] = []
         self._previous_handlers: dict[int, object] = {}
@@ -124,12 +133,17 @@ class Netns:
     def db_prefix(self) -> list[str]:
         return ["ip", "netns", "exec", self.db_ns]
 
+    @property
+    def client_prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.client_ns]
+
     def describe(self) -> str:
-        netem = f", tc netem delay {self.delay_ms:g} ms each way" if self.delay_ms else ""
+        netem = f", tc netem delay {self.delay_ms:g} ms each way on the app-db link" if self.delay_ms else ""
         return (
-            f"netns: gunicorn and locust in namespace {self.app_ns} ({self.app_host}), PostgreSQL in "
-            f"{self.db_ns} ({self.db_host}), joined by a veth pair; app-side ip_local_port_range "
-            f"{self.port_range[0]}-{self.port_range[1]} ({self.ports} ports), tcp_tw_reuse 2 (loopback only){netem}"
+            f"netns: locust in namespace {self.client_ns} ({self.client_host}) -> gunicorn in {self.app_ns} "
+            f"({self.service_host}; {self.app_host} toward the database) -> PostgreSQL in {self.db_ns} ({self.db_host}), "
+            f"joined by veth pairs; the app host's ip_local_port_range is {self.port_range[0]}-{self.port_range[1]} "
+            f"({self.ports} ports), tcp_tw_reuse 2 (reuse on loopback only){netem}"
         )
 
     @staticmethod
@@ -143,13 +157,14 @@ class Netns:
             raise TopologyError("--topology netns needs iproute2's ip command (apt-get install iproute2), or use --topology loopback")
 
     def setup(self) -> Netns:
-        """Create both namespaces and the link; on any failure remove what was made and raise."""
+        """Create the namespaces and links; on any failure remove what was made and raise."""
         self.check()
         self._trap_signals()
         try:
-            _run(["ip", "netns", "add", self.db_ns])
-            self._created.append(self.db_ns)
-            _run([*self.db_prefix, "ip", "link", "set", "lo", "up"])
+            for namespace, prefix in ((self.db_ns, self.db_prefix), (self.client_ns, self.client_prefix)):
+                _run(["ip", "netns", "add", namespace])
+                self._created.append(namespace)
+                _run([*prefix, "ip", "link", "set", "lo", "up"])
             self._create_app()
         except BaseException:
             self.teardown()
@@ -159,24 +174,28 @@ class Netns:
     def _create_app(self) -> None:
         _run(["ip", "netns", "add", self.app_ns])
         self._created.append(self.app_ns)
-        app, db = self.app_prefix, self.db_prefix
-        prefix_len = 30
-        # Both ends are created inside the namespaces: the addresses never exist in the host's.
-        _run([*app, "ip", "link", "add", self.app_if, "type", "veth", "peer", "name", self.db_if, "netns", self.db_ns])
-        _run([*app, "ip", "addr", "add", f"{self.app_host}/{prefix_len}", "dev", self.app_if])
-        _run([*db, "ip", "addr", "add", f"{self.db_host}/{prefix_len}", "dev", self.db_if])
-        for prefix, interface in ((app, self.app_if), (db, self.db_if)):
-            _run([*prefix, "ip", "link", "set", "lo", "up"])
-            _run([*prefix, "ip", "link", "set", interface, "up"])
-            if self.delay_ms:
-                _run([*prefix, "tc", "qdisc", "add", "dev", interface, "root", "netem", "delay", f"{self.delay_ms}ms"])
+        app = self.app_prefix
+        _run([*app, "ip", "link", "set", "lo", "up"])
+        # Both ends of each pair are made from inside the namespaces: the addresses never exist in the host's.
+        links = (
+            (self.app_if, self.app_host, self.db_if, self.db_host, self.db_ns, self.db_prefix, self.delay_ms),
+            (self.service_if, self.service_host, self.client_if, self.client_host, self.client_ns, self.client_prefix, 0.0),
+        )
+        for near_if, near_ip, far_if, far_ip, far_ns, far, delay in links:
+            _run([*app, "ip", "link", "add", near_if, "type", "veth", "peer", "name", far_if, "netns", far_ns])
+            _run([*app, "ip", "addr", "add", f"{near_ip}/30", "dev", near_if])
+            _run([*far, "ip", "addr", "add", f"{far_ip}/30", "dev", far_if])
+            for prefix, interface in ((app, near_if), (far, far_if)):
+                _run([*prefix, "ip", "link", "set", interface, "up"])
+                if delay:
+                    _run([*prefix, "tc", "qdisc", "add", "dev", interface, "root", "netem", "delay", f"{delay:g}ms"])
         low, high = self.port_range
         _run([*app, "sysctl", "-q", "-w", f"net.ipv4.ip_local_port_range={low} {high}"])
         _run([*app, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=2"])
 
     def renew_app(self) -> None:
-        """Replace the app namespace (and the veth pair) with a fresh one, so TIME_WAIT sockets
-        left by one run do not eat the next run's ports. The db namespace stays."""
+        """Replace the app namespace (and its veth pairs) with a fresh one, so TIME_WAIT sockets
+        left by one run do not eat the next run's ports. The db and client namespaces stay."""
         if self.app_ns in self._created:
             subprocess.run(["ip", "netns", "del", self.app_ns], capture_output=True)
             self._created.remove(self.app_ns)
@@ -187,7 +206,7 @@ class Netns:
             raise
 
     def teardown(self) -> None:
-        """Delete the namespaces this object created; deleting one removes its veth end, its
+        """Delete the namespaces this object created; deleting one removes its veth ends, its
         addresses and its sockets."""
         for namespace in reversed(self._created):
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True)

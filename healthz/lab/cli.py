@@ -1,0 +1,171 @@
+"""``healthz lab``: run the comparison, list the scenarios, remake a report."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from healthz.config import SettingsError, mask_password
+
+TOPOLOGIES = ("auto", "netns", "loopback")
+DEFAULT_CONCURRENCY = "100,500,1000"
+
+scenarios_file_option = click.option(
+    "--scenarios-file", "scenarios_files", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
+    metavar="TOML", help="More scenarios, one [scenario.NAME] table each (repeatable).",
+)  # fmt: skip
+
+
+@click.group("lab")
+def lab() -> None:
+    """The experiment: does connection pooling alone fix EADDRNOTAVAIL under load?
+
+    \b
+    Example:
+        healthz lab list
+        healthz lab run --topology netns --concurrency 200,500,1000 --duration 20
+    """
+
+
+@lab.command("list")
+@scenarios_file_option
+def list_command(scenarios_files: tuple[Path, ...]) -> None:
+    """The scenarios and what each stands for.
+
+    \b
+    Example:
+        healthz lab list --scenarios-file my-scenarios.toml
+    """
+    from healthz.lab.scenarios import ScenarioError, select
+
+    try:
+        chosen = select((), scenarios_files)
+    except ScenarioError as exc:
+        raise click.UsageError(str(exc)) from None
+    for scenario in chosen:
+        click.echo(f"{scenario.name}\n    {scenario.summary()}\n    {scenario.description}\n")
+
+
+def resolve_topology(name: str) -> tuple[str, str | None]:
+    """``(topology, note)``: ``auto`` is netns where this machine can host it, else loopback with
+    the reason."""
+    from healthz.lab.topology import Netns, TopologyError
+
+    if name != "auto":
+        return name, None
+    try:
+        Netns.check()
+    except TopologyError as exc:
+        return "loopback", f"topology auto: loopback, because {exc}"
+    return "netns", "topology auto: netns (root and iproute2 found)"
+
+
+@lab.command("run")
+@click.option("--scenario", "-s", "specs", multiple=True, metavar="NAME[:key=value,...]",
+              help="Scenario to run (repeatable; default: all). NAME:key=value,... changes a scenario or defines a new one.")
+@scenarios_file_option
+@click.option("--concurrency", "-c", default=DEFAULT_CONCURRENCY, show_default=True, metavar="N,N,...",
+              help="Concurrent locust users at each step.")
+@click.option("--duration", "-d", default=15.0, show_default=True, type=click.FloatRange(1, 3600), help="Seconds of load per step.")
+@click.option("--max-requests", default=500_000, show_default=True, type=click.IntRange(min=1), help="Request cap per step.")
+@click.option("--connection", type=click.Choice(["close", "keep-alive"]), default=None,
+              help="Client connections for every scenario: close (a new TCP connection per request, like ab) or keep-alive. "
+                   "Default: each scenario's own (close).")
+@click.option("--topology", "-t", type=click.Choice(TOPOLOGIES), default="auto", show_default=True,
+              help="netns reproduces port exhaustion (root); loopback runs anywhere; auto picks netns when it can.")
+@click.option("--ports", default=1000, show_default=True, type=click.IntRange(16, 28000),
+              help="netns: size of the app host's ip_local_port_range.")
+@click.option("--delay-ms", default=0.0, show_default=True, type=click.FloatRange(0, 10000),
+              help="netns: tc netem delay on each end of the app-database link.")
+@click.option("--database-url", metavar="URL", default=None,
+              help="Use this PostgreSQL instead of a throwaway one (loopback topology; needs table role, or --seed).")
+@click.option("--seed", is_flag=True, help="With --database-url: create and seed table role (the only write the lab makes).")
+@click.option("--max-connections", default=4096, show_default=True, type=click.IntRange(min=20),
+              help="max_connections of the throwaway PostgreSQL, as in the report.")
+@click.option("--output", "-o", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder for results and report (default: lab-results/<timestamp>).")
+def run_command(specs, scenarios_files, concurrency, duration, max_requests, connection, topology, ports, delay_ms,
+                database_url, seed, max_connections, output) -> None:  # fmt: skip
+    """Run each scenario at each concurrency step under locust and write the report.
+
+    Starts a throwaway PostgreSQL (or uses --database-url), then for each scenario and step a
+    fresh gunicorn, a bounded locust run and the probes; everything started is stopped on every
+    exit path, Ctrl-C included. Ends with the verdict table and the report's path.
+
+    \b
+    Example:
+        healthz lab run --topology netns --concurrency 200,500,1000 --duration 20
+        healthz lab run -s eventlet-nullpool -s eventlet-queuepool-sized --database-url $URL
+        healthz lab run -s 'eventlet-queuepool-sized:pool_size=40' -c 2000
+    """
+    from healthz.lab import report
+    from healthz.lab.postgres import PostgresError
+    from healthz.lab.runner import Lab, LabConfig, LabError, default_output
+    from healthz.lab.scenarios import ScenarioError, parse_concurrency, select
+    from healthz.lab.topology import TopologyError
+
+    try:
+        chosen = select(specs, scenarios_files)
+        steps = parse_concurrency(concurrency)
+        topology_name, note = resolve_topology(topology)
+        if topology_name == "netns" and database_url:
+            if topology == "auto":
+                topology_name, note = "loopback", "topology auto: loopback, because --database-url is given (netns runs its own PostgreSQL)"
+        if topology_name == "netns":
+            from healthz.lab.topology import Netns
+
+            Netns.check()
+        folder = output or default_output()
+        config = LabConfig(
+            scenarios=chosen, concurrency=steps, output=folder, duration=duration, max_requests=max_requests,
+            topology=topology_name, ports=ports, delay_ms=delay_ms, database_url=database_url, seed=seed,
+            max_connections=max_connections, connection=connection, scenarios_files=list(scenarios_files),
+            command_line=mask_password(shlex.join(["healthz", "lab", "run", *sys.argv[3:]])),
+        )  # fmt: skip
+    except (ScenarioError, LabError, TopologyError, SettingsError) as exc:
+        raise click.UsageError(str(exc)) from None
+    if note:
+        click.echo(note, err=True)
+    if database_url:
+        click.echo(f"using {mask_password(database_url)}: the lab reads pg_stat_* and runs SELECT count(*) FROM role"
+                   + ("; --seed: it will create and seed table role" if seed else "; it writes nothing"), err=True)  # fmt: skip
+    click.echo(f"{len(chosen)} scenario(s) x {len(steps)} step(s) of {duration:g} s, topology {topology_name}; results in {folder}", err=True)
+    lab_run = Lab(config)
+    interrupted = False
+    try:
+        lab_run.run()
+    except KeyboardInterrupt:
+        interrupted = True
+        click.echo("\ninterrupted: every process and namespace the lab started has been stopped", err=True)
+    except (LabError, TopologyError, PostgresError) as exc:
+        raise click.ClickException(mask_password(str(exc))) from None
+    if not lab_run.results:
+        sys.exit(130 if interrupted else 1)
+    paths = report.write(folder)
+    click.echo("\nVerdict\n" + report.verdict_table({"meta": lab_run.meta, "results": lab_run.results}))
+    click.echo(f"\nReport: {paths['markdown']} and {paths['html']}")
+    if interrupted:
+        sys.exit(130)
+
+
+@lab.command("report")
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False, exists=True))
+def report_command(folder: Path) -> None:
+    """Remake report.md, report.html, results.csv and the plots from FOLDER/results.json.
+
+    \b
+    Example:
+        healthz lab report lab-results/20261127T060000Z
+    """
+    import json
+
+    from healthz.lab import report
+
+    if not (folder / "results.json").exists():
+        raise click.UsageError(f"{folder} has no results.json: give a folder written by healthz lab run")
+    paths = report.write(folder)
+    click.echo(report.verdict_table(json.loads((folder / "results.json").read_text())))
+    click.echo(f"\nReport: {paths['markdown']} and {paths['html']}")

@@ -1,0 +1,443 @@
+"""The lab's report, made from ``results.json`` alone (so it can be remade without rerunning):
+``report.md``, a self-contained ``report.html`` (plots inlined), ``results.csv`` with one row per
+run, and PNG plots against concurrency, one line per scenario.
+
+The verdict is computed from the figures: per scenario, whether the failure occurred and why, in
+numbers; then the answer to the report's question and settings recommended for the measured load.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+#: A scenario "failed" when more than this share of its requests failed at some step.
+FAILURE_THRESHOLD = 0.001
+TIME_WAIT_SECONDS = 60
+PLOTS = (
+    ("rps", "requests/s", "requests_per_second.png"),
+    ("p99_ms", "p99 latency (ms)", "p99_latency.png"),
+    ("error_rate", "failed requests (%)", "error_rate.png"),
+    ("sessions_per_second", "sessions opened per second", "sessions_per_second.png"),
+    ("backends_peak", "peak backends", "peak_backends.png"),
+)
+CSV_FIELDS = (
+    "scenario", "concurrency", "connection", "topology", "worker_class", "workers", "pool_capacity", "seconds",
+    "requests", "failures", "error_rate", "rps", "p50_ms", "p95_ms", "p99_ms", "failures_by_cause", "service_errors",
+    "address_unavailable", "pool_timeouts", "sessions_opened", "sessions_per_second", "sessions_per_request",
+    "sessions_per_success", "backends_peak", "backends_mean", "backends_left", "time_wait_peak", "established_peak", "ports",
+    "cpu_gunicorn", "cpu_postgres", "cpu_locust", "worker_restarts", "worker_timeouts", "error", "run_dir", "rerun",
+)  # fmt: skip
+
+
+# -- formatting ------------------------------------------------------------------------------
+def _n(value: Any, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0%"
+    return f"{value * 100:.2g}%" if value < 0.1 else f"{value * 100:.0f}%"
+
+
+def _causes(causes: dict[str, int], requests: int, limit: int = 3) -> str:
+    if not causes:
+        return "none"
+    parts = [f"{kind} {count:,} ({_pct(count / requests) if requests else '-'})" for kind, count in list(causes.items())[:limit]]
+    return ", ".join(parts)
+
+
+# -- verdict ---------------------------------------------------------------------------------
+def _measured(runs: Iterable[dict]) -> list[dict]:
+    return [r for r in runs if not r.get("error")]
+
+
+def scenario_verdict(runs: list[dict], meta: dict) -> dict[str, Any]:
+    """Whether the failure occurred for one scenario's runs, the worst run, and why, in numbers.
+    Returns ``failed`` (bool or None when nothing was measured), ``cause`` and ``text``."""
+    measured = _measured(runs)
+    if not measured:
+        return {"failed": None, "cause": "not measured", "text": "not measured: " + (runs[0].get("error") or "no runs")}
+    worst = max(measured, key=lambda r: (r["error_rate"] or 0, r["concurrency"]))
+    failed = (worst["error_rate"] or 0) > FAILURE_THRESHOLD or worst.get("worker_timeouts", 0) > 0
+    cause = next(iter(worst["failures_by_cause"]), None) if failed else None
+    max_connections = meta.get("postgres", {}).get("max_connections")
+    facts = [
+        f"at {worst['concurrency']:,} clients ({worst['connection']}) opened {_n(worst['sessions_opened'])} sessions for "
+        f"{_n(worst['requests'])} requests in {_n(worst['seconds'], 0)} s ({_n(worst['sessions_per_second'])}/s, "
+        f"{_n(worst['sessions_per_request'], 3)} per request, {_n(worst.get('sessions_per_success'), 3)} per successful one)"
+    ]
+    if worst.get("time_wait_peak") is not None:
+        of = f" of {worst['ports']:,} ports" if worst.get("ports") else ""
+        facts.append(f"TIME_WAIT peaked at {worst['time_wait_peak']:,}{of}")
+    if worst.get("backends_peak") is not None:
+        limit = f" of max_connections {max_connections:,}" if max_connections else ""
+        facts.append(f"backends peaked at {worst['backends_peak']:,}{limit}")
+    if failed:
+        facts.append(f"{_pct(worst['error_rate'])} of requests failed: {_causes(worst['failures_by_cause'], worst['requests'])}")
+        if worst.get("worker_timeouts"):
+            facts.append(f"gunicorn killed {worst['worker_timeouts']} stuck worker(s) (WORKER TIMEOUT)")
+    else:
+        facts.append(f"no failed requests, {_n(worst['rps'])} requests/s, p99 {_n(worst['p99_ms'])} ms")
+    notes = pooling_notes(measured, meta)
+    text = ("FAILED: " if failed else "held: ") + "; ".join(facts) + "."
+    if notes:
+        text += " " + " ".join(notes)
+    return {"failed": failed, "cause": cause or ("worker timeouts" if failed else None), "text": text, "worst": worst, "notes": notes}
+
+
+def pooling_notes(measured: list[dict], meta: dict) -> list[str]:
+    """Where pooling alone is not enough, from a scenario's runs: overflow churn, a pool smaller
+    than the concurrency (pool timeouts), and workers x pool over ``max_connections``."""
+    notes: list[str] = []
+    sample = measured[0]
+    capacity, workers = sample.get("pool_capacity"), sample["workers"]
+    churn = [r for r in measured if capacity and r["sessions_opened"] > 2 * workers * capacity]
+    if churn:
+        r = max(churn, key=lambda r: r["sessions_opened"])
+        notes.append(
+            f"Overflow churn: {r['sessions_opened']:,} sessions opened at {r['concurrency']:,} clients although "
+            f"{workers} workers x pool of {capacity} hold at most {workers * capacity}: connections beyond pool_size "
+            "are closed on check-in and reopened on the next burst."
+        )
+    timeouts = [r for r in measured if r.get("pool_timeouts")]
+    if timeouts:
+        r = max(timeouts, key=lambda r: r["pool_timeouts"])
+        notes.append(f"Pool smaller than the load: {r['pool_timeouts']:,} requests waited longer than pool_timeout at {r['concurrency']:,} clients.")
+    pg = meta.get("postgres", {})
+    budget = (pg.get("max_connections") or 0) - (pg.get("superuser_reserved_connections") or 0)
+    if capacity and budget and workers * capacity > budget:
+        notes.append(f"Budget: {workers} workers x {capacity} connections = {workers * capacity:,} exceeds max_connections minus reserved ({budget:,}).")
+    too_many = [r for r in measured if r["failures_by_cause"].get("too_many_clients")]
+    if too_many:
+        r = too_many[0]
+        notes.append(f"max_connections reached: {r['failures_by_cause']['too_many_clients']:,} too_many_clients at {r['concurrency']:,} clients.")
+    return notes
+
+
+def exhaustion_reason(run: dict) -> str:
+    """Why a run ran out of client ports, from its figures: a connection per request (churn into
+    TIME_WAIT) or a persistent connection per client connection (more connections than ports)."""
+    ports = f" of {run['ports']:,} ports" if run.get("ports") else ""
+    if (run.get("sessions_per_success") or 0) >= 0.5:
+        return (f"a new database connection per request, {_n(run['sessions_per_second'])} sessions/s, each closed one holding "
+                f"its client port in TIME_WAIT for {TIME_WAIT_SECONDS} s: TIME_WAIT peaked at {_n(run.get('time_wait_peak'))}{ports}")  # fmt: skip
+    return (f"a persistent database connection per client connection: {_n(run.get('established_peak'))} connections toward "
+            f"PostgreSQL at once{ports} for {run['concurrency']:,} clients")  # fmt: skip
+
+
+def _is_bounded_pool(run: dict) -> bool:
+    return bool(run.get("pool_capacity")) and "max_overflow=0" in run.get("summary", "")
+
+
+def answer(verdicts: dict[str, dict], results: list[dict], meta: dict) -> list[str]:
+    """The plain answer to "does connection pooling alone fix it?", as paragraphs built from the
+    figures; and the settings recommended for the measured load."""
+    by_scenario = {name: _measured(r for r in results if r["scenario"] == name) for name in verdicts}
+    failed = [n for n, v in verdicts.items() if v["failed"]]
+    held = [n for n, v in verdicts.items() if v["failed"] is False]
+    exhausted = [n for n in failed if verdicts[n]["cause"] == "address_unavailable"]
+    bounded_held = [n for n in held if by_scenario[n] and _is_bounded_pool(by_scenario[n][0])]
+    churners = [n for n in verdicts if any(note.startswith("Overflow churn") for note in verdicts[n].get("notes", []))]
+    topology = meta.get("topology", {})
+    out: list[str] = []
+    if exhausted:
+        parts = [f"{n} ({_pct(verdicts[n]['worst']['error_rate'])} failed; {exhaustion_reason(verdicts[n]['worst'])})" for n in exhausted]
+        out.append("The reported failure (`Cannot assign requested address`, address_unavailable) occurred in: " + "; ".join(parts) + ".")
+    elif topology.get("faithful") is False:
+        unpooled = [n for n in verdicts if by_scenario[n] and by_scenario[n][0].get("pool_capacity") is None]
+        rates = [f"{n} {_n(max(r['sessions_per_second'] or 0 for r in by_scenario[n]))}/s" for n in unpooled]
+        out.append("No address_unavailable here: this run used the loopback topology, where Linux reuses TIME_WAIT ports, "
+                   "so exhaustion cannot show. The churn that causes it on a real network is measured all the same: "
+                   + (", ".join(rates) if rates else "no unpooled scenario ran") + f" new connections, against a budget of "
+                   f"(ports in range) / {TIME_WAIT_SECONDS} s per client host. Rerun with --topology netns (root) to see the failure.")  # fmt: skip
+    if bounded_held:
+        figures = []
+        for n in bounded_held:
+            top = max(by_scenario[n], key=lambda r: r["concurrency"])
+            figures.append(f"{n} ({_n(top['sessions_opened'])} sessions for {_n(top['requests'])} requests at {top['concurrency']:,} clients, "
+                           f"{_n(top['rps'])} requests/s, p99 {_n(top['p99_ms'])} ms)")  # fmt: skip
+        out.append("**Does connection pooling alone fix it? Yes, when the pool is bounded:** a QueuePool with max_overflow=0 opened "
+                   "its connections once and reused them, with no failed request: " + "; ".join(figures) + ".")  # fmt: skip
+    if churners:
+        out.append("**Not with overflow:** " + " ".join(verdicts[n]["notes"][0] for n in churners if verdicts[n].get("notes"))
+                   + " Overflow turns every burst into new connections, which is the churn that exhausts ports; set max_overflow=0 "
+                   "and size pool_size instead.")  # fmt: skip
+    other_failed = [n for n in failed if n not in exhausted]
+    if other_failed:
+        out.append("**Also failed, for other reasons:** " + " ".join(f"{n}: {verdicts[n]['text']}" for n in other_failed))
+    rec = recommend(by_scenario, verdicts, meta)
+    if rec:
+        out.append(rec)
+    return out
+
+
+def recommend(by_scenario: dict[str, list[dict]], verdicts: dict[str, dict], meta: dict) -> str | None:
+    """Settings for the measured load: the fastest bounded pool that held at the highest step."""
+    candidates = []
+    for name, runs in by_scenario.items():
+        if verdicts[name]["failed"] is False and runs and _is_bounded_pool(runs[0]):
+            top = max(runs, key=lambda r: r["concurrency"])
+            candidates.append((top["rps"] or 0, name, top))
+    if not candidates:
+        return None
+    _, name, top = max(candidates)
+    pg = meta.get("postgres", {})
+    budget = (pg.get("max_connections") or 0) - (pg.get("superuser_reserved_connections") or 0)
+    per_host = top["workers"] * top["pool_capacity"]
+    hosts = budget // per_host if budget and per_host else None
+    text = (f"**Recommended for this load** ({top['concurrency']:,} concurrent clients): the settings of {name}: {top['summary']}. "
+            f"That is {top['workers']} workers x pool_size {top['pool_capacity']} = {per_host} connections per application host, "
+            f"measured at {_n(top['backends_peak'])} peak backends.")  # fmt: skip
+    if hosts:
+        text += (f" With max_connections {pg['max_connections']:,} ({pg['superuser_reserved_connections']} reserved), up to {hosts:,} such hosts "
+                 "fit; beyond that, put PgBouncer between the hosts and PostgreSQL.")  # fmt: skip
+    if top.get("p99_ms"):
+        text += f" Keep pool_timeout well above the measured p99 of {_n(top['p99_ms'])} ms (the default 30 s is)."
+    return text
+
+
+# -- tables and plots ------------------------------------------------------------------------
+STEP_COLUMNS = ("scenario", "req/s", "p50 ms", "p95 ms", "p99 ms", "failed", "causes", "sessions opened", "sessions/s",
+                "sessions/request", "backends peak/mean", "TIME_WAIT peak", "EADDRNOTAVAIL lines", "pool timeouts",
+                "CPU s gunicorn/postgres/locust", "worker timeouts")  # fmt: skip
+
+
+def step_rows(results: list[dict], concurrency: int) -> list[list[str]]:
+    rows = []
+    for r in results:
+        if r["concurrency"] != concurrency:
+            continue
+        if r.get("error"):
+            rows.append([r["scenario"], "not measured: " + r["error"][:120], *["-"] * (len(STEP_COLUMNS) - 2)])
+            continue
+        cpu = r["cpu_seconds"]
+        rows.append([
+            r["scenario"], _n(r["rps"]), _n(r["p50_ms"]), _n(r["p95_ms"]), _n(r["p99_ms"]), _pct(r["error_rate"]),
+            _causes(r["failures_by_cause"], r["requests"], 2), _n(r["sessions_opened"]), _n(r["sessions_per_second"], 1),
+            _n(r["sessions_per_request"], 3), f"{_n(r['backends_peak'])} / {_n(r['backends_mean'])}",
+            _n(r["time_wait_peak"]) + (f" of {r['ports']:,}" if r.get("ports") and r.get("time_wait_peak") is not None else ""),
+            _n(r["address_unavailable"]), _n(r["pool_timeouts"]),
+            f"{_n(cpu.get('gunicorn'), 1)} / {_n(cpu.get('postgres'), 1)} / {_n(cpu.get('locust'), 1)}", _n(r["worker_timeouts"]),
+        ])  # fmt: skip
+    return rows
+
+
+def write_plots(results: list[dict], folder: Path) -> list[tuple[str, str]]:
+    """PNG plots into ``folder``: each figure against concurrency (one line per scenario) and
+    TIME_WAIT over time at the highest step. Returns ``(file name, title)`` pairs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = _measured(results)
+    scenarios = list(dict.fromkeys(r["scenario"] for r in measured))
+    made: list[tuple[str, str]] = []
+    for key, label, name in PLOTS:
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+        for scenario in scenarios:
+            runs = sorted((r for r in measured if r["scenario"] == scenario), key=lambda r: r["concurrency"])
+            xs = [r["concurrency"] for r in runs]
+            ys = [(r[key] or 0) * (100 if key == "error_rate" else 1) for r in runs]
+            ax.plot(xs, ys, marker="o", label=scenario)
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} against concurrency")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(folder / name)
+        plt.close(fig)
+        made.append((name, f"{label} against concurrency"))
+    if measured and any(r["time_wait_peak"] for r in measured):
+        top = max(r["concurrency"] for r in measured)
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+        ports = None
+        for r in (r for r in measured if r["concurrency"] == top):
+            points = [(s["t"], s["time_wait"]) for s in r["samples"] if s.get("time_wait") is not None]
+            if points:
+                ax.plot(*zip(*points), label=r["scenario"])
+            ports = r.get("ports") or ports
+        if ports:
+            ax.axhline(ports, color="red", linestyle="--", linewidth=1, label=f"ports in range ({ports:,})")
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("TIME_WAIT sockets toward PostgreSQL")
+        ax.set_title(f"TIME_WAIT over time at {top:,} clients")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(folder / "time_wait.png")
+        plt.close(fig)
+        made.append(("time_wait.png", f"TIME_WAIT sockets over time at {top:,} clients"))
+    return made
+
+
+def write_csv(results: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for r in results:
+            row = {**r, "rerun": r["commands"]["rerun"]}
+            for name in ("gunicorn", "postgres", "locust"):
+                row[f"cpu_{name}"] = (r.get("cpu_seconds") or {}).get(name)
+            for key in ("failures_by_cause", "service_errors"):
+                row[key] = json.dumps(r.get(key) or {})
+            writer.writerow(row)
+
+
+# -- documents -------------------------------------------------------------------------------
+def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
+    """The report as blocks: ``("h1"|"h2"|"h3"|"p"|"pre", text)``, ``("table", headers, rows)``,
+    ``("img", file, title)``, ``("ul", items)``. Rendered to Markdown and HTML alike."""
+    meta, results = data["meta"], data["results"]
+    scenarios = list(dict.fromkeys(r["scenario"] for r in results))
+    verdicts = {name: scenario_verdict([r for r in results if r["scenario"] == name], meta) for name in scenarios}
+    topology, pg, machine = meta.get("topology", {}), meta.get("postgres", {}), meta.get("machine", {})
+    blocks: list[tuple] = [
+        ("h1", "healthz lab report"),
+        ("p", "The question, from the original report: under gunicorn's eventlet workers a health endpoint fails above about "
+              "500 concurrent clients with `could not connect to server: Cannot assign requested address`. "
+              "Does connection pooling alone fix it?"),  # fmt: skip
+        ("h2", "Verdict"),
+        ("table", ("scenario", "outcome", "cause", "in numbers"),
+         [[n, {True: "FAILED", False: "held", None: "not measured"}[v["failed"]], v["cause"] or "-", v["text"].split(": ", 1)[-1]]
+          for n, v in verdicts.items()]),  # fmt: skip
+        *[("p", paragraph) for paragraph in answer(verdicts, results, meta)],
+        ("h2", "Set-up"),
+        ("ul", [
+            f"Topology: {topology.get('description', '-')}",
+            f"PostgreSQL {pg.get('version', '-')} ({pg.get('source', '-')}), max_connections {pg.get('max_connections', '-')}, "
+            f"superuser_reserved_connections {pg.get('superuser_reserved_connections', '-')}",
+            f"Machine: {machine.get('cpus', '-')} CPUs, {machine.get('platform', '-')}, Python {machine.get('python', '-')}; "
+            f"load average at start {', '.join(f'{x:.2f}' for x in machine.get('loadavg', []))}",
+            "Versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()),
+            f"Command: `{meta.get('command') or '-'}`; each step ran up to {meta.get('config', {}).get('duration', '-')} s "
+            f"or {meta.get('config', {}).get('max_requests', '-'):,} requests; probes sampled every {meta.get('config', {}).get('interval', '-')} s"
+            if isinstance(meta.get("config", {}).get("max_requests"), int) else f"Command: `{meta.get('command') or '-'}`",
+        ]),  # fmt: skip
+        ("h3", "Scenarios"),
+        ("table", ("scenario", "configuration", "stands for"),
+         [[n, next(r["summary"] for r in results if r["scenario"] == n), next(r["description"] for r in results if r["scenario"] == n)]
+          for n in scenarios]),  # fmt: skip
+    ]
+    if not topology.get("faithful", True):
+        blocks.append(("p", "**Loopback caveat:** on 127.0.0.1 Linux reuses TIME_WAIT ports (net.ipv4.tcp_tw_reuse = 2), so "
+                            "ephemeral-port exhaustion barely shows and cannot be reproduced faithfully; the sessions-opened "
+                            "figures still show which scenarios churn. `--topology netns` reproduces the failure."))  # fmt: skip
+    blocks.append(("h2", "Results by concurrency step"))
+    blocks.append(("p", "Figures per run: req/s and latency percentiles from locust; failed = share of requests locust counted as "
+                        "failures, causes = the service's error kind of each 499 (or the client's own error); sessions opened = "
+                        "delta of pg_stat_database.sessions; backends = client backends in pg_stat_activity; TIME_WAIT = sockets "
+                        "toward the PostgreSQL port in the application's network namespace; EADDRNOTAVAIL lines = `Cannot assign "
+                        "requested address` in the service log; CPU s = CPU seconds of each process tree during the run."))  # fmt: skip
+    for step in sorted({r["concurrency"] for r in results}):
+        blocks.append(("h3", f"{step:,} concurrent clients"))
+        blocks.append(("table", STEP_COLUMNS, step_rows(results, step)))
+    if plots:
+        blocks.append(("h2", "Plots"))
+        blocks += [("img", name, title) for name, title in plots]
+    blocks.append(("h2", "Rerun any row"))
+    blocks.append(("p", "Each run's folder holds locust's CSV and HTML reports, the service log, `gunicorn --print-config` and "
+                        "`commands.txt` with the exact gunicorn and locust commands (passwords masked)."))  # fmt: skip
+    blocks.append(("table", ("scenario", "clients", "folder", "rerun with"),
+                   [[r["scenario"], f"{r['concurrency']:,}", r["run_dir"], f"`{r['commands']['rerun']}`"] for r in results]))  # fmt: skip
+    return blocks
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(blocks: list[tuple]) -> str:
+    out: list[str] = []
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            out.append("#" * int(kind[1]) + " " + block[1])
+        elif kind == "p":
+            out.append(block[1])
+        elif kind == "pre":
+            out.append("```\n" + block[1] + "\n```")
+        elif kind == "ul":
+            out.append("\n".join(f"- {item}" for item in block[1]))
+        elif kind == "img":
+            out.append(f"![{block[2]}]({block[1]})")
+        elif kind == "table":
+            headers, rows = block[1], block[2]
+            lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+            out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+def _inline(text: str) -> str:
+    """HTML for the little Markdown the report uses: **bold** and `code`."""
+    escaped = html.escape(str(text))
+    parts = escaped.split("`")
+    escaped = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    parts = escaped.split("**")
+    return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def to_html(blocks: list[tuple], folder: Path) -> str:
+    body: list[str] = []
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            body.append(f"<{kind}>{_inline(block[1])}</{kind}>")
+        elif kind == "p":
+            body.append(f"<p>{_inline(block[1])}</p>")
+        elif kind == "pre":
+            body.append(f"<pre>{html.escape(block[1])}</pre>")
+        elif kind == "ul":
+            body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in block[1]) + "</ul>")
+        elif kind == "img":
+            data = base64.b64encode((folder / block[1]).read_bytes()).decode()
+            body.append(f'<figure><img alt="{html.escape(block[2])}" src="data:image/png;base64,{data}"><figcaption>{html.escape(block[2])}</figcaption></figure>')
+        elif kind == "table":
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
+            rows = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in block[2])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45}"
+             "table{border-collapse:collapse;margin:1em 0;font-size:.85em}td,th{border:1px solid #ccc;padding:.3em .5em;"
+             "vertical-align:top}th{background:#f3f3f3}code{background:#f6f6f6;padding:0 .2em}img{max-width:100%}")  # fmt: skip
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>healthz lab report</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+
+
+def verdict_table(data: dict[str, Any]) -> str:
+    """The verdict as plain text for the terminal: one line per scenario."""
+    meta, results = data["meta"], data["results"]
+    names = list(dict.fromkeys(r["scenario"] for r in results))
+    width = max((len(n) for n in names), default=10)
+    lines = []
+    for name in names:
+        v = scenario_verdict([r for r in results if r["scenario"] == name], meta)
+        outcome = {True: "FAILED", False: "held", None: "n/a"}[v["failed"]]
+        w = v.get("worst") or {}
+        figures = (f"{_pct(w.get('error_rate'))} failed ({v['cause'] or 'none'}), {_n(w.get('sessions_per_second'))} sessions/s, "
+                   f"TIME_WAIT peak {_n(w.get('time_wait_peak'))}, {_n(w.get('rps'))} req/s") if w else v["text"]  # fmt: skip
+        lines.append(f"{name:<{width}}  {outcome:<6}  {figures}")
+    return "\n".join(lines)
+
+
+def write(folder: Path) -> dict[str, Path]:
+    """Make every report file in ``folder`` from its ``results.json``; return their paths."""
+    folder = Path(folder)
+    data = json.loads((folder / "results.json").read_text())
+    plots = write_plots(data["results"], folder)
+    write_csv(data["results"], folder / "results.csv")
+    blocks = build(data, plots)
+    (folder / "report.md").write_text(to_markdown(blocks))
+    (folder / "report.html").write_text(to_html(blocks, folder))
+    return {"markdown": folder / "report.md", "html": folder / "report.html", "csv": folder / "results.csv", "json": folder / "results.json"}

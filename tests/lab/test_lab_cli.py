@@ -1,0 +1,68 @@
+"""``healthz lab``: list, run's refusals (each one line, before anything starts) and report."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from healthz.cli import main
+from healthz.lab.scenarios import DEFAULTS
+
+from test_report import META, RESULTS
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_list_shows_every_scenario_and_what_it_stands_for():
+    result = invoke("lab", "list")
+    assert result.exit_code == 0, result.output
+    for name, scenario in DEFAULTS.items():
+        assert f"{name}\n    {scenario.summary()}\n    {scenario.description}" in result.output
+
+
+def test_every_lab_command_has_help_with_an_example():
+    for command in ("list", "run", "report"):
+        result = invoke("lab", command, "--help")
+        assert result.exit_code == 0 and "Example:" in result.output
+
+
+def test_run_refuses_bad_input_in_one_line(tmp_path):
+    cases = [
+        (["-s", "nope"], "unknown scenario 'nope'"),
+        (["-c", "100,lots"], "expected comma-separated integers from 1 to 20000"),
+        (["-s", "eventlet-nullpool:pool_size=-3"], "HEALTHZ_POOL_SIZE='-3' is not accepted"),
+        (["--topology", "netns", "--database-url", "postgresql://u:pw@127.0.0.1/db"], "cannot be used with --topology netns"),
+        (["--scenarios-file", str(tmp_path / "missing.toml")], "No such file"),
+    ]
+    for args, message in cases:
+        result = invoke("lab", "run", "-o", str(tmp_path / "out"), *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert "Traceback" not in result.output and "pw@" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_refuses_an_unreachable_database_without_its_password(tmp_path):
+    result = invoke("lab", "run", "-s", "eventlet-nullpool", "-o", str(tmp_path / "out"),
+                    "--database-url", "postgresql://healthz:s3cret-pw@127.0.0.1:1/healthz")  # fmt: skip
+    assert result.exit_code == 1
+    assert "topology auto: loopback, because --database-url is given" in result.output
+    assert "it writes nothing" in result.output
+    assert "is not reachable: connection to server at \"127.0.0.1\", port 1 failed: Connection refused" in result.output
+    assert "s3cret-pw" not in result.output and not (tmp_path / "out").exists()
+
+
+def test_report_remakes_a_report(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"meta": META, "results": RESULTS}))
+    result = invoke("lab", "report", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0].split()[:2] == ["eventlet-nullpool", "FAILED"]
+    assert (tmp_path / "report.html").exists()
+
+
+def test_report_needs_results(tmp_path):
+    result = invoke("lab", "report", str(tmp_path))
+    assert result.exit_code == 2 and "has no results.json: give a folder written by healthz lab run" in result.output

@@ -1,0 +1,96 @@
+"""locust, the lab's load generator: the locustfile's switches on real gunicorn and PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from healthz.lab import load
+from healthz.lab.postgres import free_port
+from healthz.lab.service import PROJECT_ROOT
+
+from helpers import settled_sessions
+
+LOCUSTFILES = sorted((PROJECT_ROOT / "locustfiles").glob("*.py"))
+
+
+@pytest.mark.parametrize("locustfile", LOCUSTFILES, ids=lambda p: p.name)
+def test_every_locustfile_loads(locustfile):
+    files = ",".join(sorted({str(PROJECT_ROOT / "locustfiles" / "healthz.py"), str(locustfile)}))
+    result = subprocess.run([sys.executable, "-m", "locust", "-f", files, "--list"], capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "HealthzUser" in result.stdout
+
+
+def _locust(tmp_path, base_url, users, *, connection="keep-alive", max_requests=0, run_time=60, name="locust"):
+    command = load.locust_command(base_url, users, run_time, connection=connection, max_requests=max_requests,
+                                  csv_prefix=tmp_path / name, html=tmp_path / f"{name}.html")  # fmt: skip
+    began = time.monotonic()
+    runner = load.Locust(command, tmp_path / f"{name}.log").start()
+    runner.wait(run_time + 30)
+    return load.read_summary(tmp_path / name), time.monotonic() - began
+
+
+@pytest.mark.parametrize("connection", ["close", "keep-alive"])
+def test_connection_switch_decides_database_connections_under_eventlet(tmp_path, run_gunicorn, postgres, database, connection):
+    """One greenlet per TCP connection, one SingletonThreadPool connection per greenlet: with
+    ``close`` every request opens a session, with ``keep-alive`` every user does once."""
+    server = run_gunicorn("eventlet", workers=1, HEALTHZ_POOL_CLASS="SingletonThreadPool", HEALTHZ_POOL_SIZE="500")
+    before = settled_sessions(postgres, database)
+    totals, seconds = _locust(tmp_path, server.base_url, 4, connection=connection, max_requests=80)
+    server.stop()
+    opened = settled_sessions(postgres, database) - before
+    assert totals["failures"] == 0, totals
+    assert 80 <= totals["requests"] <= 84, "--max-requests stops the run"
+    assert seconds < 40, "the run stopped by itself at the request cap, long before --run-time"
+    if connection == "close":
+        assert opened >= totals["requests"], (opened, totals)
+    else:
+        assert opened <= 4, (opened, totals)
+
+
+def test_a_499_is_a_failure_named_by_its_kind(tmp_path, run_gunicorn, postgres):
+    unreachable = f"postgresql://healthz:{postgres.password}@127.0.0.1:{free_port()}/healthz"
+    server = run_gunicorn("gthread", workers=1, url=unreachable)
+    totals, _ = _locust(tmp_path, server.base_url, 2, max_requests=20)
+    assert totals["requests"] >= 20 and totals["failures"] == totals["requests"]
+    assert list(totals["failures_by_cause"]) == ["connection_refused"]
+    # In locust's own failure table too (its HTML report is written at exit; its CSV every interval).
+    assert "499 connection_refused" in (tmp_path / "locust.html").read_text()
+
+
+def test_step_ramp_shape_from_the_environment(tmp_path, run_gunicorn):
+    server = run_gunicorn("gthread", workers=1)
+    command = [sys.executable, "-m", "locust", "-f", str(load.LOCUSTFILE), "--headless", "--host", server.base_url,
+               "--csv", str(tmp_path / "ramp"), "--stats-interval", "0.2", "--step-users", "2", "--step-seconds", "1.5", "--steps", "2"]  # fmt: skip
+    began = time.monotonic()
+    result = subprocess.run(command, env={**__import__("os").environ, "HEALTHZ_SHAPE": "step-ramp"}, capture_output=True, text=True,
+                            timeout=60, cwd=PROJECT_ROOT)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert time.monotonic() - began < 30, "the shape stops the run after its last step"
+    users = [s["users"] for s in load.read_history(tmp_path / "ramp", 0.2)]
+    assert 2 in users and 4 in users and max(users) == 4
+    assert users.index(4) > users.index(2)
+
+
+def test_stages_are_data():
+    code = ("from step_ramp import stages; print(stages(100, 10, 3))\n"
+            "try:\n    stages(0, 10, 3)\nexcept ValueError as e:\n    print(e)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT / "locustfiles", timeout=60).stdout
+    assert out.splitlines() == ["[(10, 100), (20, 200), (30, 300)]", "step ramp needs step_users >= 1, step_seconds > 0, steps >= 1; got 0, 10, 3"]
+
+
+def test_read_summary_without_files(tmp_path):
+    assert load.read_summary(tmp_path / "none") == {"requests": 0, "failures": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None,
+                                                   "seconds": None, "failures_by_cause": {}}  # fmt: skip
+    assert load.read_history(tmp_path / "none", 0.2) == [] and load.last_progress(tmp_path / "none") is None
+
+
+def test_client_failures_keep_locust_s_wording(tmp_path):
+    (tmp_path / "x_summary.json").write_text('{"requests": 10, "failures": 4, "failures_by_error": '
+                                             '{"499 pool_timeout": 1, "ConnectionRefusedError(111, \'Connection refused\')": 2, "HTTP 502": 1}}')  # fmt: skip
+    causes = load.read_summary(tmp_path / "x")["failures_by_cause"]
+    assert causes == {"client ConnectionRefusedError": 2, "pool_timeout": 1, "HTTP 502": 1}

@@ -1,0 +1,119 @@
+"""Probes on real sockets, real processes and the real PostgreSQL, checked against independent reads."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import psycopg2
+import pytest
+
+from healthz.lab import probes
+
+from helpers import sessions as sessions_of, wait_until
+
+TABLE = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:9C40 010012C6:1538 06 00000000:00000000 03:00001770 00000000     0        0 0 3 0000000000000000
+   1: 0100007F:9C41 010012C6:1538 01 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000
+   2: 0100007F:9C42 010012C6:1F90 06 00000000:00000000 03:00001770 00000000     0        0 0 3 0000000000000000
+   3: garbage
+"""
+
+
+def test_parse_tcp_table_counts_states_toward_one_port():
+    assert probes.parse_tcp_table(TABLE, 0x1538) == {"TIME_WAIT": 1, "ESTABLISHED": 1}
+    assert probes.parse_tcp_table(TABLE, 0x1F90) == {"TIME_WAIT": 1}
+    assert probes.parse_tcp_table(TABLE, 1) == {}
+
+
+def test_tcp_states_sees_a_real_time_wait_socket():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        assert probes.tcp_states(os.getpid(), port)["ESTABLISHED"] == 1  # the client end: its remote port is ours
+        client.close()  # the side that closes first keeps TIME_WAIT
+        accepted.close()
+        assert wait_until(lambda: probes.tcp_states(os.getpid(), port).get("TIME_WAIT", 0) >= 1, timeout=5)
+
+
+def test_parse_stat_survives_odd_command_names():
+    line = "1234 (a) b (c)) R 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 1 0 100 0 0"
+    assert probes.parse_stat(line) == (250, 50, 7, 3)
+
+
+def test_cpu_seconds_counts_a_busy_child_and_its_children():
+    script = "import subprocess, sys, time\np = subprocess.Popen([sys.executable, '-c', 'while True: pass'])\ntime.sleep(60)"
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        assert wait_until(lambda: (probes.cpu_seconds(parent.pid) or 0) > 0.5, timeout=15)
+    finally:
+        for child in probes._children(parent.pid):
+            os.kill(child, 9)
+        parent.kill()
+        parent.wait()
+    assert probes.cpu_seconds(parent.pid) is None
+    assert probes.cpu_seconds(None) is None
+
+
+def test_log_counts():
+    log = (
+        'healthz 499 error=address_unavailable: connection to server at "db", port 5432 failed: Cannot assign requested address\n'
+        "healthz 499 error=pool_timeout: QueuePool limit of size 1 overflow 0 reached\n"
+        "healthz 499 error=address_unavailable: could not connect to server: Cannot assign requested address\n"
+    )
+    assert probes.log_counts(log) == {"address_unavailable_lines": 2, "error_kinds": {"address_unavailable": 2, "pool_timeout": 1}}
+    assert probes.log_counts("") == {"address_unavailable_lines": 0, "error_kinds": {}}
+
+
+def test_postgres_counters_agree_with_an_independent_read(postgres, database):
+    counters = probes.PostgresCounters(postgres.local_dsn("postgres"), database)
+    try:
+        before = counters.settled_sessions()
+        assert before == sessions_of(postgres, database)
+        held = [psycopg2.connect(postgres.url_for(database)) for _ in range(3)]
+        assert counters.backends() == 3
+        for conn in held:
+            conn.close()
+        assert counters.wait_backends(0) == 0
+        assert counters.settled_sessions() - before == 3
+        assert counters.settled_sessions() == sessions_of(postgres, database)
+    finally:
+        counters.close()
+
+
+def test_sampler_samples_five_times_a_second(postgres, database):
+    counters = probes.PostgresCounters(postgres.local_dsn("postgres"), database)
+    sampler = probes.Sampler(counters, db_port=postgres.port, netns_pid=os.getpid, cpu_pids={"self": os.getpid}, interval=0.2)
+    held = psycopg2.connect(postgres.url_for(database))
+    try:
+        sampler.start()
+        time.sleep(1.1)
+        samples = sampler.stop()
+    finally:
+        held.close()
+        counters.close()
+    assert 5 <= len(samples) <= 8
+    assert all(s["backends"] == 1 for s in samples)
+    assert all(s["established"] >= 1 for s in samples)  # our own connection, seen in /proc
+    times = [s["t"] for s in samples]
+    assert times == sorted(times) and times[-1] >= 1.0
+    assert all(s["cpu_self"] is not None for s in samples)
+
+
+def test_sampler_keeps_going_when_the_database_goes_away(postgres, database):
+    counters = probes.PostgresCounters(postgres.local_dsn("postgres"), database)
+    counters.conn.close()  # as if the server had dropped it
+    sampler = probes.Sampler(counters, db_port=postgres.port, netns_pid=lambda: None, cpu_pids={}, interval=0.05)
+    row = sampler.sample()
+    assert row["sessions"] is None and row["backends"] is None and row["time_wait"] is None
+
+
+@pytest.mark.parametrize("values, peak, mean", [([1, None, 3], 3, 2.0), ([None], None, None), ([], None, None)])
+def test_peak_and_mean_skip_missing_values(values, peak, mean):
+    assert probes.peak(values) == peak and probes.mean(values) == mean

@@ -1,0 +1,135 @@
+"""The lab end to end on real parts: its figures against PostgreSQL's own counters, the netns
+reproduction of the report, and nothing left behind after an interrupted run."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from healthz.lab import report
+from healthz.lab.runner import Lab, LabConfig, LabError, Progress
+from healthz.lab.scenarios import select
+from healthz.lab.service import PROJECT_ROOT
+from healthz.lab.topology import lab_namespaces
+
+from helpers import settled_sessions, wait_until
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="the netns topology needs root and iproute2")
+#: Sessions the lab itself opens on a --database-url database: the reachability check, the check
+#: for table role, and the probe's connection.
+LAB_OWN_SESSIONS = 3
+
+
+def _all_text(folder) -> str:
+    return "".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file() and p.suffix != ".png")
+
+
+def test_a_small_run_agrees_with_postgres(tmp_path, postgres, database):
+    url = postgres.url_for(database)
+    before = settled_sessions(postgres, database)
+    config = LabConfig(
+        scenarios=select(["eventlet-nullpool:workers=1", "eventlet-queuepool-sized:workers=1,pool_size=2"]),
+        concurrency=[5], duration=3, topology="loopback", database_url=url, output=tmp_path / "out",
+    )  # fmt: skip
+    nullpool, pooled = Lab(config, Progress(io.StringIO())).run()
+    opened = settled_sessions(postgres, database) - before
+
+    assert opened == nullpool["sessions_opened"] + pooled["sessions_opened"] + LAB_OWN_SESSIONS
+    for run in (nullpool, pooled):
+        assert run["error"] is None and run["failures"] == 0 and run["requests"] > 20, run
+        assert run["rps"] == pytest.approx(run["requests"] / run["seconds"])
+        assert run["backends_left"] == 0 and run["time_wait_peak"] is not None
+        assert len(run["samples"]) >= 5 * 3 - 2, "probes sampled five times a second"
+        assert run["cpu_seconds"]["gunicorn"] > 0 and run["cpu_seconds"]["locust"] > 0
+        assert run["cpu_seconds"]["postgres"] is None, "not our process: a --database-url server"
+
+    # NullPool: one session per request served (the readiness check's included; locust stops its
+    # users without waiting, so up to one request per user is served but not counted).
+    assert nullpool["requests"] + 1 <= nullpool["sessions_opened"] <= nullpool["requests"] + 1 + 5
+    assert pooled["sessions_opened"] <= 2 and pooled["backends_peak"] <= 2
+
+    out = tmp_path / "out"
+    data = json.loads((out / "results.json").read_text())
+    assert [r["sessions_opened"] for r in data["results"]] == [nullpool["sessions_opened"], pooled["sessions_opened"]]
+    paths = report.write(out)
+    assert "eventlet-nullpool:workers=1" in paths["markdown"].read_text()
+    for run in data["results"]:
+        folder = out / run["run_dir"]
+        for name in ("locust_stats.csv", "locust_stats_history.csv", "locust.html", "gunicorn.log", "commands.txt", "gunicorn-config.txt"):
+            assert (folder / name).exists(), name
+        assert "worker_class" in (folder / "gunicorn-config.txt").read_text()
+    assert postgres.password not in _all_text(out)
+
+
+def test_an_unreachable_database_is_refused_before_anything_starts(tmp_path, postgres):
+    url = f"postgresql://healthz:{postgres.password}@127.0.0.1:1/healthz"
+    config = LabConfig(scenarios=select(["eventlet-nullpool"]), concurrency=[5], duration=1, database_url=url, output=tmp_path / "out")
+    with pytest.raises(LabError) as info:
+        Lab(config, Progress(io.StringIO())).run()
+    assert "is not reachable" in str(info.value) and postgres.password not in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_database_without_role_needs_seed(tmp_path, postgres):
+    url = postgres.create_database("unseeded")
+    try:
+        config = LabConfig(scenarios=select(["eventlet-nullpool"]), concurrency=[5], duration=1, database_url=url, output=tmp_path / "o")
+        with pytest.raises(LabError, match="has no table role: pass --seed"):
+            Lab(config, Progress(io.StringIO())).run()
+    finally:
+        postgres.drop_database("unseeded")
+
+
+@needs_root
+def test_netns_reproduces_the_report_and_a_sized_pool_does_not_fail(tmp_path):
+    config = LabConfig(
+        scenarios=select(["eventlet-nullpool", "eventlet-queuepool-sized"]), concurrency=[100], duration=6,
+        topology="netns", ports=300, max_connections=400, output=tmp_path / "out",
+    )  # fmt: skip
+    nullpool, sized = Lab(config, Progress(io.StringIO())).run()
+    assert nullpool["failures_by_cause"].get("address_unavailable", 0) > 0, nullpool["failures_by_cause"]
+    assert nullpool["address_unavailable"] > 0, "the service logged libpq's 'Cannot assign requested address'"
+    assert nullpool["time_wait_peak"] > 150, "TIME_WAIT filled the narrowed port range"
+    assert sized["failures"] == 0 and sized["address_unavailable"] == 0, sized["failures_by_cause"]
+    assert sized["sessions_opened"] <= 20 and sized["time_wait_peak"] == 0
+    assert not [ns for ns in lab_namespaces() if f"-{os.getpid()}-" in ns]
+
+
+def _namespace_pids(tag: str) -> set[int]:
+    pids: set[int] = set()
+    for namespace in (ns for ns in lab_namespaces() if ns.startswith(f"healthz-{tag}-")):
+        out = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout
+        pids |= {int(p) for p in out.split()}
+    return pids
+
+
+@needs_root
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_run_leaves_no_namespace_and_no_process(tmp_path, signum):
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "healthz", "lab", "run", "--topology", "netns", "-s", "eventlet-nullpool",
+               "-c", "50", "-d", "60", "--max-connections", "200", "-o", str(out)]  # fmt: skip
+    lab = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert wait_until(lambda: list(out.glob("runs/*/locust_stats_history.csv")), timeout=60), "locust never started"
+        started = _namespace_pids(str(lab.pid))
+        assert len(started) >= 3, "postgres, gunicorn and locust run inside the namespaces"
+        lab.send_signal(signum)
+        output, _ = lab.communicate(timeout=60)
+    finally:
+        if lab.poll() is None:
+            lab.kill()
+    assert lab.returncode == 130, output
+    assert "interrupted: every process and namespace the lab started has been stopped" in output
+    assert not [ns for ns in lab_namespaces() if ns.startswith(f"healthz-{lab.pid}-")]
+    time.sleep(0.5)
+    alive = [pid for pid in started if os.path.exists(f"/proc/{pid}")]
+    assert not alive, f"still running: {alive}"

@@ -1,0 +1,71 @@
+"""The netns topology on the real kernel: what it creates, and that it leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from healthz.lab import topology
+from healthz.lab.topology import Loopback, Netns, TopologyError, lab_namespaces
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="the netns topology needs root and iproute2")
+
+
+def _sh(*command: str) -> str:
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+@needs_root
+def test_netns_builds_three_namespaces_in_a_line_and_removes_them():
+    net = Netns(ports=500, tag="t1")
+    with net:
+        assert {net.client_ns, net.app_ns, net.db_ns} <= set(lab_namespaces())
+        assert _sh(*net.app_prefix, "cat", "/proc/sys/net/ipv4/ip_local_port_range").split() == ["40000", "40499"]
+        assert _sh(*net.app_prefix, "cat", "/proc/sys/net/ipv4/tcp_tw_reuse").strip() == "2"
+        app_addresses = _sh("ip", "-n", net.app_ns, "-4", "addr")
+        assert net.app_host in app_addresses and net.service_host in app_addresses
+        assert net.db_host in _sh("ip", "-n", net.db_ns, "-4", "addr")
+        assert "198.18." not in _sh("ip", "-4", "addr"), "the lab's addresses exist only inside its namespaces"
+        # The app reaches the database over its veth pair.
+        probe = f"import socket; socket.create_connection(('{net.db_host}', 9), timeout=2)"
+        reached = subprocess.run([*net.app_prefix, "python3", "-c", probe], capture_output=True, text=True)
+        assert "refused" in reached.stderr.lower(), reached.stderr  # a RST from the db namespace: the link works
+        inode = _sh(*net.app_prefix, "stat", "-L", "-c", "%i", "/proc/self/ns/net")
+        net.renew_app()
+        assert net.app_ns in lab_namespaces()
+        assert _sh(*net.app_prefix, "stat", "-L", "-c", "%i", "/proc/self/ns/net") != inode, "a fresh app namespace"
+        assert _sh(*net.app_prefix, "cat", "/proc/sys/net/ipv4/ip_local_port_range").split() == ["40000", "40499"]
+    assert not [ns for ns in lab_namespaces() if "-t1-" in ns]
+
+
+@needs_root
+def test_a_failure_to_create_is_an_error_and_leaves_nothing():
+    with pytest.raises(TopologyError, match="ip netns add .* failed"):
+        Netns(tag="bad/name").setup()
+    assert not [ns for ns in lab_namespaces() if "bad" in ns]
+
+
+def test_netns_refuses_without_root(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(TopologyError, match="needs root .* or use --topology loopback"):
+        Netns.check()
+    with pytest.raises(TopologyError, match="needs root"):
+        topology.make("netns")
+
+
+def test_bad_topology_arguments():
+    with pytest.raises(TopologyError, match="--ports must be between 16 and 28000"):
+        Netns(ports=5)
+    with pytest.raises(TopologyError, match="--delay-ms needs --topology netns"):
+        topology.make("loopback", delay_ms=5)
+    with pytest.raises(TopologyError, match="unknown topology 'wifi'"):
+        topology.make("wifi")
+
+
+def test_loopback_says_it_is_not_faithful():
+    loop = Loopback()
+    assert loop.faithful is False and "tcp_tw_reuse = 2" in loop.describe()
+    assert loop.port_range is not None and loop.port_range[0] < loop.port_range[1]

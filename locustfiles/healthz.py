@@ -16,7 +16,7 @@ Options (each also read from the environment variable in brackets):
 * ``--stats-interval S`` [``HEALTHZ_STATS_INTERVAL``, default 1]: how often ``--csv`` history rows
   are written (the lab uses 0.2, five samples a second).
 * ``--summary-file PATH`` [``HEALTHZ_SUMMARY_FILE``]: at exit, write the final totals as JSON:
-  requests, failures, p50/p95/p99 in ms and failures by error. locust's ``--csv`` files are written
+  requests, failures, p50/p95/p99 in ms, failures by error, and when the run started and ended. locust's ``--csv`` files are written
   periodically and can miss the last requests; this is written after the last one.
 * the step ramp's ``--step-users``, ``--step-seconds``, ``--steps``, used when ``HEALTHZ_SHAPE=step-ramp``
   or when ``locustfiles/step_ramp.py`` is added to ``-f``.
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import gevent
 import locust.stats
@@ -79,6 +80,7 @@ def write_summary(stats, path: str) -> None:
         "p99_ms": total.get_response_time_percentile(0.99) if total.num_requests else None,
         "failures_by_error": {str(e.error): e.occurrences for e in stats.errors.values()},
         "start_time": total.start_time,
+        "end_time": time.time(),
         "last_request_timestamp": total.last_request_timestamp,
     }
     with open(path, "w") as fh:

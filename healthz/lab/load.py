@@ -94,7 +94,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def read_summary(csv_prefix: Path) -> dict[str, Any]:
     """The run's final totals from the locustfile's ``--summary-file``: requests, failures,
-    p50/p95/p99 latency in ms, and failures by cause. A 499's cause is the service's error kind;
+    p50/p95/p99 latency in ms, failures by cause, and the run's length in seconds. A 499's cause is the service's error kind;
     the client's own failures keep locust's wording, shortened. Empty figures when locust wrote none."""
     try:
         data = json.loads(Path(f"{csv_prefix}_summary.json").read_text())
@@ -104,14 +104,15 @@ def read_summary(csv_prefix: Path) -> dict[str, Any]:
     for error, count in (data.get("failures_by_error") or {}).items():
         cause = error[len(_KIND_PREFIX):] if error.startswith(_KIND_PREFIX) else _client_cause(error)
         failures[cause] = failures.get(cause, 0) + int(count)
-    start, last = data.get("start_time"), data.get("last_request_timestamp")
+    start, end = data.get("start_time"), data.get("end_time")
     return {
         "requests": int(data.get("requests") or 0),
         "failures": int(data.get("failures") or 0),
         "p50_ms": data.get("p50_ms"),
         "p95_ms": data.get("p95_ms"),
         "p99_ms": data.get("p99_ms"),
-        "seconds": round(last - start, 3) if start and last and last > start else None,
+        # The run's length, not first-to-last request: a server that stops answering must not look fast.
+        "seconds": round(end - start, 3) if start and end and end > start else None,
         "failures_by_cause": dict(sorted(failures.items(), key=lambda kv: -kv[1])),
     }
 
@@ -160,3 +161,16 @@ def last_progress(csv_prefix: Path) -> tuple[float, float, float] | None:
             current_rps, total, failures = _number(fields[4]), _number(fields[17]), _number(fields[18])
             return (total or 0.0, failures or 0.0, current_rps or 0.0)
     return None
+
+
+def stalled_seconds(history: list[dict[str, float | None]], interval: float) -> float:
+    """The longest stretch, in seconds, in which users were running and no request completed:
+    a server that stopped answering (its requests still in flight, so not yet failures)."""
+    longest = current = 0.0
+    for sample in history:
+        if (sample.get("users") or 0) > 0 and sample.get("rps") == 0:
+            current += interval
+            longest = max(longest, current)
+        else:
+            current = 0.0
+    return round(longest, 3)

@@ -18,6 +18,8 @@ from typing import Any, Iterable
 
 #: A scenario "failed" when more than this share of its requests failed at some step.
 FAILURE_THRESHOLD = 0.001
+#: ... or when no request completed for this many seconds while clients waited (a stuck worker).
+STALL_THRESHOLD = 2.0
 TIME_WAIT_SECONDS = 60
 PLOTS = (
     ("rps", "requests/s", "requests_per_second.png"),
@@ -30,7 +32,7 @@ CSV_FIELDS = (
     "scenario", "concurrency", "connection", "topology", "worker_class", "workers", "pool_capacity", "seconds",
     "requests", "failures", "error_rate", "rps", "p50_ms", "p95_ms", "p99_ms", "failures_by_cause", "service_errors",
     "address_unavailable", "pool_timeouts", "sessions_opened", "sessions_per_second", "sessions_per_request",
-    "sessions_per_success", "backends_peak", "backends_mean", "backends_left", "time_wait_peak", "established_peak", "ports",
+    "sessions_per_success", "stalled_seconds", "backends_peak", "backends_mean", "backends_left", "time_wait_peak", "established_peak", "ports",
     "cpu_gunicorn", "cpu_postgres", "cpu_locust", "worker_restarts", "worker_timeouts", "error", "run_dir", "rerun",
 )  # fmt: skip
 
@@ -69,8 +71,13 @@ def scenario_verdict(runs: list[dict], meta: dict) -> dict[str, Any]:
     if not measured:
         return {"failed": None, "cause": "not measured", "text": "not measured: " + (runs[0].get("error") or "no runs")}
     worst = max(measured, key=lambda r: (r["error_rate"] or 0, r["concurrency"]))
-    failed = (worst["error_rate"] or 0) > FAILURE_THRESHOLD or worst.get("worker_timeouts", 0) > 0
+    stalled = max(measured, key=lambda r: r.get("stalled_seconds") or 0)
+    if (stalled.get("stalled_seconds") or 0) >= STALL_THRESHOLD and (worst["error_rate"] or 0) <= FAILURE_THRESHOLD:
+        worst = stalled
+    failed = (worst["error_rate"] or 0) > FAILURE_THRESHOLD or worst.get("worker_timeouts", 0) > 0 or (worst.get("stalled_seconds") or 0) >= STALL_THRESHOLD
     cause = next(iter(worst["failures_by_cause"]), None) if failed else None
+    if failed and cause is None:
+        cause = "stopped answering" if (worst.get("stalled_seconds") or 0) >= STALL_THRESHOLD else "worker timeouts"
     max_connections = meta.get("postgres", {}).get("max_connections")
     facts = [
         f"at {worst['concurrency']:,} clients ({worst['connection']}) opened {_n(worst['sessions_opened'])} sessions for "
@@ -83,8 +90,11 @@ def scenario_verdict(runs: list[dict], meta: dict) -> dict[str, Any]:
     if worst.get("backends_peak") is not None:
         limit = f" of max_connections {max_connections:,}" if max_connections else ""
         facts.append(f"backends peaked at {worst['backends_peak']:,}{limit}")
-    if failed:
+    if failed and worst["failures"]:
         facts.append(f"{_pct(worst['error_rate'])} of requests failed: {_causes(worst['failures_by_cause'], worst['requests'])}")
+        if (worst.get("stalled_seconds") or 0) >= STALL_THRESHOLD:
+            facts.append(f"the service stopped answering: no request completed for {worst['stalled_seconds']:.1f} s while "
+                         f"{worst['concurrency']:,} clients waited")  # fmt: skip
         if worst.get("worker_timeouts"):
             facts.append(f"gunicorn killed {worst['worker_timeouts']} stuck worker(s) (WORKER TIMEOUT)")
     else:
@@ -93,7 +103,7 @@ def scenario_verdict(runs: list[dict], meta: dict) -> dict[str, Any]:
     text = ("FAILED: " if failed else "held: ") + "; ".join(facts) + "."
     if notes:
         text += " " + " ".join(notes)
-    return {"failed": failed, "cause": cause or ("worker timeouts" if failed else None), "text": text, "worst": worst, "notes": notes}
+    return {"failed": failed, "cause": cause, "text": text, "worst": worst, "notes": notes}
 
 
 def pooling_notes(measured: list[dict], meta: dict) -> list[str]:
@@ -210,7 +220,7 @@ def recommend(by_scenario: dict[str, list[dict]], verdicts: dict[str, dict], met
 # -- tables and plots ------------------------------------------------------------------------
 STEP_COLUMNS = ("scenario", "req/s", "p50 ms", "p95 ms", "p99 ms", "failed", "causes", "sessions opened", "sessions/s",
                 "sessions/request", "backends peak/mean", "TIME_WAIT peak", "EADDRNOTAVAIL lines", "pool timeouts",
-                "CPU s gunicorn/postgres/locust", "worker timeouts")  # fmt: skip
+                "CPU s gunicorn/postgres/locust", "stalled s", "worker timeouts")  # fmt: skip
 
 
 def step_rows(results: list[dict], concurrency: int) -> list[list[str]]:
@@ -228,7 +238,8 @@ def step_rows(results: list[dict], concurrency: int) -> list[list[str]]:
             _n(r["sessions_per_request"], 3), f"{_n(r['backends_peak'])} / {_n(r['backends_mean'])}",
             _n(r["time_wait_peak"]) + (f" of {r['ports']:,}" if r.get("ports") and r.get("time_wait_peak") is not None else ""),
             _n(r["address_unavailable"]), _n(r["pool_timeouts"]),
-            f"{_n(cpu.get('gunicorn'), 1)} / {_n(cpu.get('postgres'), 1)} / {_n(cpu.get('locust'), 1)}", _n(r["worker_timeouts"]),
+            f"{_n(cpu.get('gunicorn'), 1)} / {_n(cpu.get('postgres'), 1)} / {_n(cpu.get('locust'), 1)}",
+            _n(r.get("stalled_seconds"), 1), _n(r["worker_timeouts"]),
         ])  # fmt: skip
     return rows
 

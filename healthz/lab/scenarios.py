@@ -139,10 +139,11 @@ DEFAULTS: dict[str, Scenario] = {
             "eventlet-singleton",
             "Django with CONN_MAX_AGE>0 under eventlet: one persistent connection per thread, and "
             "every greenlet is a thread, so each new client connection gets a new database connection. "
-            "SingletonThreadPool keeps one connection per thread (greenlet) and closes the oldest "
-            "beyond pool_size.",
+            "SingletonThreadPool keeps one connection per thread (greenlet); pool_size=1000, as many as "
+            "a worker has greenlets, so it never closes a live greenlet's connection (a smaller pool_size "
+            "does, and under eventlet that freezes the worker).",
             "eventlet",
-            settings={"pool_class": "SingletonThreadPool", "pool_size": 100},
+            settings={"pool_class": "SingletonThreadPool", "pool_size": 1000},
         ),
         Scenario(
             "eventlet-singleton-keepalive",
@@ -150,7 +151,7 @@ DEFAULTS: dict[str, Scenario] = {
             "database connection, per client connection, reused for each of its requests. Persistent "
             "connections then need one client port each, held for as long as the client stays.",
             "eventlet",
-            settings={"pool_class": "SingletonThreadPool", "pool_size": 100},
+            settings={"pool_class": "SingletonThreadPool", "pool_size": 1000},
             connection="keep-alive",
         ),
         Scenario(

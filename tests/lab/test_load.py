@@ -94,3 +94,10 @@ def test_client_failures_keep_locust_s_wording(tmp_path):
                                              '{"499 pool_timeout": 1, "ConnectionRefusedError(111, \'Connection refused\')": 2, "HTTP 502": 1}}')  # fmt: skip
     causes = load.read_summary(tmp_path / "x")["failures_by_cause"]
     assert causes == {"client ConnectionRefusedError": 2, "pool_timeout": 1, "HTTP 502": 1}
+
+
+def test_stalled_seconds_is_the_longest_stretch_without_a_completed_request():
+    history = [{"users": 0, "rps": None}, {"users": 10, "rps": 0.0}, {"users": 10, "rps": 50.0}]
+    history += [{"users": 10, "rps": 0.0}] * 4 + [{"users": 10, "rps": 5.0}, {"users": 0, "rps": 0.0}]
+    assert load.stalled_seconds(history, 0.2) == 0.8
+    assert load.stalled_seconds([], 0.2) == 0.0

@@ -123,3 +123,10 @@ def test_write_makes_every_file(tmp_path):
     assert len(rows) == 1 + len(RESULTS) and rows[0].startswith("scenario,concurrency,connection")
     table = report.verdict_table({"meta": META, "results": RESULTS})
     assert table.splitlines()[0].split()[:2] == ["eventlet-nullpool", "FAILED"]
+
+
+def test_a_service_that_stops_answering_failed_even_without_failures():
+    stuck = run("eventlet-singleton:pool_size=100", concurrency=100, requests=191, sessions=251, capacity=None, stalled_seconds=8.8)
+    verdict = report.scenario_verdict([stuck], META)
+    assert verdict["failed"] is True and verdict["cause"] == "stopped answering"
+    assert "no request completed for 8.8 s while 100 clients waited" in verdict["text"]

@@ -90,11 +90,12 @@ def scenario_verdict(runs: list[dict], meta: dict) -> dict[str, Any]:
     if worst.get("backends_peak") is not None:
         limit = f" of max_connections {max_connections:,}" if max_connections else ""
         facts.append(f"backends peaked at {worst['backends_peak']:,}{limit}")
-    if failed and worst["failures"]:
-        facts.append(f"{_pct(worst['error_rate'])} of requests failed: {_causes(worst['failures_by_cause'], worst['requests'])}")
+    if failed:
+        if worst["failures"]:
+            facts.append(f"{_pct(worst['error_rate'])} of requests failed: {_causes(worst['failures_by_cause'], worst['requests'])}")
         if (worst.get("stalled_seconds") or 0) >= STALL_THRESHOLD:
             facts.append(f"the service stopped answering: no request completed for {worst['stalled_seconds']:.1f} s while "
-                         f"{worst['concurrency']:,} clients waited")  # fmt: skip
+                         f"{worst['concurrency']:,} clients waited ({_n(worst['rps'])} requests/s over the run)")  # fmt: skip
         if worst.get("worker_timeouts"):
             facts.append(f"gunicorn killed {worst['worker_timeouts']} stuck worker(s) (WORKER TIMEOUT)")
     else:

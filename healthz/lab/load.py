@@ -118,9 +118,12 @@ def read_summary(csv_prefix: Path) -> dict[str, Any]:
 
 
 def _client_cause(error: str) -> str:
-    """locust's error text shortened to a cause: ``HTTP 502``, or the exception's name."""
+    """locust's error text shortened to a cause: ``HTTP 502``, ``client timeout``, or ``client``
+    and the exception's name (``client ConnectionRefusedError``)."""
     if error.startswith("HTTP "):
         return error
+    if "timed out" in error or "Timeout" in error:
+        return "client timeout"
     name = error.split("(", 1)[0].split(":", 1)[0].strip()
     return "client " + (name or "error")
 

@@ -115,12 +115,16 @@ def pooling_notes(measured: list[dict], meta: dict) -> list[str]:
     capacity, workers = sample.get("pool_capacity"), sample["workers"]
     churn = [r for r in measured if capacity and r["sessions_opened"] > 2 * workers * capacity]
     if churn:
-        r = max(churn, key=lambda r: r["sessions_opened"])
-        notes.append(
+        r = max(churn, key=lambda r: r["sessions_per_second"] or 0)
+        note = (
             f"Overflow churn: {r['sessions_opened']:,} sessions opened at {r['concurrency']:,} clients although "
             f"{workers} workers x pool of {capacity} hold at most {workers * capacity}: connections beyond pool_size "
-            "are closed on check-in and reopened on the next burst."
-        )
+            f"are closed on check-in and reopened on the next burst. Sustained, {_n(r['sessions_per_second'])} sessions/s "
+            f"keep {_n(ports_needed(r['sessions_per_second']))} client ports in TIME_WAIT"
+        )  # fmt: skip
+        if r.get("ports"):
+            note += f" (peak here {_n(r.get('time_wait_peak'))} of {r['ports']:,} ports in range)"
+        notes.append(note + ".")
     timeouts = [r for r in measured if r.get("pool_timeouts")]
     if timeouts:
         r = max(timeouts, key=lambda r: r["pool_timeouts"])
@@ -136,15 +140,22 @@ def pooling_notes(measured: list[dict], meta: dict) -> list[str]:
     return notes
 
 
+def ports_needed(sessions_per_second: float | None) -> int | None:
+    """Client ports a sustained rate of new connections keeps in TIME_WAIT: rate x 60 s."""
+    return None if sessions_per_second is None else round(sessions_per_second * TIME_WAIT_SECONDS)
+
+
 def exhaustion_reason(run: dict) -> str:
-    """Why a run ran out of client ports, from its figures: a connection per request (churn into
-    TIME_WAIT) or a persistent connection per client connection (more connections than ports)."""
+    """Why a run ran out of client ports, from its figures: churn (closed connections waiting in
+    TIME_WAIT) or connections held open (more at once than the range has ports)."""
     ports = f" of {run['ports']:,} ports" if run.get("ports") else ""
-    if (run.get("sessions_per_success") or 0) >= 0.5:
-        return (f"a new database connection per request, {_n(run['sessions_per_second'])} sessions/s, each closed one holding "
-                f"its client port in TIME_WAIT for {TIME_WAIT_SECONDS} s: TIME_WAIT peaked at {_n(run.get('time_wait_peak'))}{ports}")  # fmt: skip
-    return (f"a persistent database connection per client connection: {_n(run.get('established_peak'))} connections toward "
-            f"PostgreSQL at once{ports} for {run['concurrency']:,} clients")  # fmt: skip
+    time_wait, established = run.get("time_wait_peak") or 0, run.get("established_peak") or 0
+    if time_wait >= established / 2 and (run.get("sessions_per_success") or 0) >= 0.5:
+        return (f"a new database connection per request, {_n(run['sessions_per_second'])} sessions/s; each closed one holds "
+                f"its client port in TIME_WAIT for {TIME_WAIT_SECONDS} s, so that rate needs "
+                f"{_n(ports_needed(run['sessions_per_second']))} ports: TIME_WAIT peaked at {_n(time_wait)}{ports}")  # fmt: skip
+    return (f"database connections held open: {_n(established)} toward PostgreSQL at once{ports} for {run['concurrency']:,} "
+            "clients, one per greenlet, kept after its client had gone")  # fmt: skip
 
 
 def _is_bounded_pool(run: dict) -> bool:

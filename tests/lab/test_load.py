@@ -91,9 +91,10 @@ def test_read_summary_without_files(tmp_path):
 
 def test_client_failures_keep_locust_s_wording(tmp_path):
     (tmp_path / "x_summary.json").write_text('{"requests": 10, "failures": 4, "failures_by_error": '
-                                             '{"499 pool_timeout": 1, "ConnectionRefusedError(111, \'Connection refused\')": 2, "HTTP 502": 1}}')  # fmt: skip
+                                             '{"499 pool_timeout": 1, "ConnectionRefusedError(111, \'Connection refused\')": 2, "HTTP 502": 1, '
+                                             '"URL http://198.18.0.5:8000/api/v1/healthz/: 0, original=timed out": 3}}')  # fmt: skip
     causes = load.read_summary(tmp_path / "x")["failures_by_cause"]
-    assert causes == {"client ConnectionRefusedError": 2, "pool_timeout": 1, "HTTP 502": 1}
+    assert causes == {"client timeout": 3, "client ConnectionRefusedError": 2, "pool_timeout": 1, "HTTP 502": 1}
 
 
 def test_stalled_seconds_is_the_longest_stretch_without_a_completed_request():

@@ -154,8 +154,7 @@ def exhaustion_reason(run: dict) -> str:
         return (f"a new database connection per request, {_n(run['sessions_per_second'])} sessions/s; each closed one holds "
                 f"its client port in TIME_WAIT for {TIME_WAIT_SECONDS} s, so that rate needs "
                 f"{_n(ports_needed(run['sessions_per_second']))} ports: TIME_WAIT peaked at {_n(time_wait)}{ports}")  # fmt: skip
-    return (f"database connections held open: {_n(established)} toward PostgreSQL at once{ports} for {run['concurrency']:,} "
-            "clients, one per greenlet, kept after its client had gone")  # fmt: skip
+    return f"database connections held open: {_n(established)} toward PostgreSQL at once{ports} for {run['concurrency']:,} clients"
 
 
 def _is_bounded_pool(run: dict) -> bool:
@@ -257,8 +256,9 @@ def step_rows(results: list[dict], concurrency: int) -> list[list[str]]:
 
 
 def write_plots(results: list[dict], folder: Path) -> list[tuple[str, str]]:
-    """PNG plots into ``folder``: each figure against concurrency (one line per scenario) and
-    TIME_WAIT over time at the highest step. Returns ``(file name, title)`` pairs."""
+    """PNG plots into ``folder``: each figure against concurrency (one line per scenario) and the
+    client ports held toward PostgreSQL (TIME_WAIT + ESTABLISHED) over time at the highest step.
+    Returns ``(file name, title)`` pairs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,26 +283,26 @@ def write_plots(results: list[dict], folder: Path) -> list[tuple[str, str]]:
         fig.savefig(folder / name)
         plt.close(fig)
         made.append((name, f"{label} against concurrency"))
-    if measured and any(r["time_wait_peak"] for r in measured):
+    if measured and any(r["time_wait_peak"] or r["established_peak"] for r in measured):
         top = max(r["concurrency"] for r in measured)
         fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
         ports = None
         for r in (r for r in measured if r["concurrency"] == top):
-            points = [(s["t"], s["time_wait"]) for s in r["samples"] if s.get("time_wait") is not None]
+            points = [(s["t"], s["time_wait"] + (s.get("established") or 0)) for s in r["samples"] if s.get("time_wait") is not None]
             if points:
                 ax.plot(*zip(*points), label=r["scenario"])
             ports = r.get("ports") or ports
         if ports:
             ax.axhline(ports, color="red", linestyle="--", linewidth=1, label=f"ports in range ({ports:,})")
         ax.set_xlabel("seconds")
-        ax.set_ylabel("TIME_WAIT sockets toward PostgreSQL")
-        ax.set_title(f"TIME_WAIT over time at {top:,} clients")
+        ax.set_ylabel("client ports held toward PostgreSQL")
+        ax.set_title(f"Ports held (TIME_WAIT + ESTABLISHED) at {top:,} clients")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(folder / "time_wait.png")
+        fig.savefig(folder / "ports_in_use.png")
         plt.close(fig)
-        made.append(("time_wait.png", f"TIME_WAIT sockets over time at {top:,} clients"))
+        made.append(("ports_in_use.png", f"Client ports held toward PostgreSQL (TIME_WAIT + ESTABLISHED) over time at {top:,} clients"))
     return made
 
 

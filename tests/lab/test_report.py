@@ -113,9 +113,9 @@ def test_write_makes_every_file(tmp_path):
     paths = report.write(tmp_path)
     md = paths["markdown"].read_text()
     for needle in ("## Verdict", "### 500 concurrent clients", "### 1,000 concurrent clients", "![requests/s against concurrency]",
-                   "healthz lab run -s eventlet-nullpool", "TIME_WAIT sockets over time"):  # fmt: skip
+                   "healthz lab run -s eventlet-nullpool", "Client ports held toward PostgreSQL"):  # fmt: skip
         assert needle in md, needle
-    for name in ("requests_per_second.png", "p99_latency.png", "error_rate.png", "sessions_per_second.png", "peak_backends.png", "time_wait.png"):
+    for name in ("requests_per_second.png", "p99_latency.png", "error_rate.png", "sessions_per_second.png", "peak_backends.png", "ports_in_use.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     html = paths["html"].read_text()
     assert html.count("data:image/png;base64,") == 6 and "src=\"requests_per_second.png\"" not in html

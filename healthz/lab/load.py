@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from healthz.lab.service import PROJECT_ROOT
+from healthz.lab.service import PROJECT_ROOT, stop_process
 
 LOCUSTFILE = PROJECT_ROOT / "locustfiles" / "healthz.py"
 #: Failures the locustfile names ``499 <kind>``; anything else is the client's own (refused, timed out).
@@ -58,16 +58,7 @@ class Locust:
 
     def stop(self, grace: float = 10.0) -> int | None:
         """SIGINT (locust writes its reports and exits), then SIGKILL after ``grace`` seconds."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return self.process.returncode
+        return None if self.process is None else stop_process(self.process, signal.SIGINT, grace)
 
     def wait(self, timeout: float) -> int | None:
         """Wait up to ``timeout`` seconds for locust to stop by itself, then stop it."""

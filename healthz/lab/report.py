@@ -326,7 +326,7 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
     meta, results = data["meta"], data["results"]
     scenarios = list(dict.fromkeys(r["scenario"] for r in results))
     verdicts = {name: scenario_verdict([r for r in results if r["scenario"] == name], meta) for name in scenarios}
-    topology, pg, machine = meta.get("topology", {}), meta.get("postgres", {}), meta.get("machine", {})
+    topology, pg, machine, config = (meta.get(key, {}) for key in ("topology", "postgres", "machine", "config"))
     blocks: list[tuple] = [
         ("h1", "healthz lab report"),
         ("p", "The question, from the original report: under gunicorn's eventlet workers a health endpoint fails above about "
@@ -345,9 +345,8 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
             f"Machine: {machine.get('cpus', '-')} CPUs, {machine.get('platform', '-')}, Python {machine.get('python', '-')}; "
             f"load average at start {', '.join(f'{x:.2f}' for x in machine.get('loadavg', []))}",
             "Versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()),
-            f"Command: `{meta.get('command') or '-'}`; each step ran up to {meta.get('config', {}).get('duration', '-')} s "
-            f"or {meta.get('config', {}).get('max_requests', '-'):,} requests; probes sampled every {meta.get('config', {}).get('interval', '-')} s"
-            if isinstance(meta.get("config", {}).get("max_requests"), int) else f"Command: `{meta.get('command') or '-'}`",
+            f"Command: `{meta.get('command') or '-'}`; each step ran up to {config.get('duration', '-')} s or "
+            f"{config.get('max_requests', '-')} requests; probes sampled every {config.get('interval', '-')} s",
         ]),  # fmt: skip
         ("h3", "Scenarios"),
         ("table", ("scenario", "configuration", "stands for"),

@@ -36,6 +36,19 @@ except OSError as e:
 """
 
 
+def stop_process(process: subprocess.Popen, signum: int, grace: float) -> int:
+    """Send ``signum`` to our child ``process``, SIGKILL it if it outlives ``grace`` seconds;
+    return its exit status."""
+    if process.poll() is None:
+        process.send_signal(signum)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    return process.returncode
+
+
 def _is_our_worker(pid: int, command: Sequence[str]) -> bool:
     """Whether ``pid`` is alive and runs our gunicorn ``command`` (workers inherit the master's
     command line), so a recycled PID of another process is never signalled."""
@@ -135,12 +148,7 @@ class Gunicorn:
             return None
         if self.process.poll() is None:
             workers = self.worker_pids()
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+            stop_process(self.process, signal.SIGTERM, timeout)
             # A worker stuck in C code outlives a killed master; these PIDs are our grandchildren.
             for pid in workers:
                 if _is_our_worker(pid, self.command):

@@ -100,11 +100,25 @@ def scenario_verdict(runs: list[dict], meta: dict) -> dict[str, Any]:
             facts.append(f"gunicorn killed {worst['worker_timeouts']} stuck worker(s) (WORKER TIMEOUT)")
     else:
         facts.append(f"no failed requests, {_n(worst['rps'])} requests/s, p99 {_n(worst['p99_ms'])} ms")
+    risky = [r for r in measured if r.get("ports") and (ports_needed(r["sessions_per_second"]) or 0) > r["ports"]]
+    at_risk = not failed and bool(risky)
+    if at_risk:
+        r = max(risky, key=lambda r: r["sessions_per_second"])
+        facts.append(f"but at {r['concurrency']:,} clients it opened {_n(r['sessions_per_second'])} sessions/s, which keep "
+                     f"{_n(ports_needed(r['sessions_per_second']))} client ports in TIME_WAIT when sustained, more than the "
+                     f"{r['ports']:,} in range: a longer run exhausts them")  # fmt: skip
     notes = pooling_notes(measured, meta)
-    text = ("FAILED: " if failed else "held: ") + "; ".join(facts) + "."
+    text = ("FAILED: " if failed else "AT RISK: " if at_risk else "held: ") + "; ".join(facts) + "."
     if notes:
         text += " " + " ".join(notes)
-    return {"failed": failed, "cause": cause, "text": text, "worst": worst, "notes": notes}
+    return {"failed": failed, "at_risk": at_risk, "cause": cause, "text": text, "worst": worst, "notes": notes}
+
+
+def outcome(verdict: dict) -> str:
+    """FAILED, at risk (held only because the run was short), held, or not measured."""
+    if verdict["failed"] is None:
+        return "not measured"
+    return "FAILED" if verdict["failed"] else "at risk" if verdict.get("at_risk") else "held"
 
 
 def pooling_notes(measured: list[dict], meta: dict) -> list[str]:
@@ -166,7 +180,7 @@ def answer(verdicts: dict[str, dict], results: list[dict], meta: dict) -> list[s
     figures; and the settings recommended for the measured load."""
     by_scenario = {name: _measured(r for r in results if r["scenario"] == name) for name in verdicts}
     failed = [n for n, v in verdicts.items() if v["failed"]]
-    held = [n for n, v in verdicts.items() if v["failed"] is False]
+    held = [n for n, v in verdicts.items() if v["failed"] is False and not v.get("at_risk")]
     exhausted = [n for n in failed if verdicts[n]["cause"] == "address_unavailable"]
     bounded_held = [n for n in held if by_scenario[n] and _is_bounded_pool(by_scenario[n][0])]
     churners = [n for n in verdicts if any(note.startswith("Overflow churn") for note in verdicts[n].get("notes", []))]
@@ -207,7 +221,7 @@ def recommend(by_scenario: dict[str, list[dict]], verdicts: dict[str, dict], met
     """Settings for the measured load: the fastest bounded pool that held at the highest step."""
     candidates = []
     for name, runs in by_scenario.items():
-        if verdicts[name]["failed"] is False and runs and _is_bounded_pool(runs[0]):
+        if verdicts[name]["failed"] is False and not verdicts[name].get("at_risk") and runs and _is_bounded_pool(runs[0]):
             top = max(runs, key=lambda r: r["concurrency"])
             candidates.append((top["rps"] or 0, name, top))
     if not candidates:
@@ -334,7 +348,7 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
               "Does connection pooling alone fix it?"),  # fmt: skip
         ("h2", "Verdict"),
         ("table", ("scenario", "outcome", "cause", "in numbers"),
-         [[n, {True: "FAILED", False: "held", None: "not measured"}[v["failed"]], v["cause"] or "-", v["text"].split(": ", 1)[-1]]
+         [[n, outcome(v), v["cause"] or "-", v["text"].split(": ", 1)[-1]]
           for n, v in verdicts.items()]),  # fmt: skip
         *[("p", paragraph) for paragraph in answer(verdicts, results, meta)],
         ("h2", "Set-up"),
@@ -445,11 +459,10 @@ def verdict_table(data: dict[str, Any]) -> str:
     lines = []
     for name in names:
         v = scenario_verdict([r for r in results if r["scenario"] == name], meta)
-        outcome = {True: "FAILED", False: "held", None: "n/a"}[v["failed"]]
         w = v.get("worst") or {}
         figures = (f"{_pct(w.get('error_rate'))} failed ({v['cause'] or 'none'}), {_n(w.get('sessions_per_second'))} sessions/s, "
                    f"TIME_WAIT peak {_n(w.get('time_wait_peak'))}, {_n(w.get('rps'))} req/s") if w else v["text"]  # fmt: skip
-        lines.append(f"{name:<{width}}  {outcome:<6}  {figures}")
+        lines.append(f"{name:<{width}}  {outcome(v):<7}  {figures}")
     return "\n".join(lines)
 
 

@@ -130,3 +130,15 @@ def test_a_service_that_stops_answering_failed_even_without_failures():
     verdict = report.scenario_verdict([stuck], META)
     assert verdict["failed"] is True and verdict["cause"] == "stopped answering"
     assert "no request completed for 8.8 s while 100 clients waited" in verdict["text"]
+
+
+def test_a_run_too_short_to_exhaust_the_ports_is_at_risk_not_held():
+    short = run("eventlet-nullpool", concurrency=100, requests=1142, sessions=1237, capacity=None, summary="NullPool", time_wait=744,
+                seconds=4.0, sessions_per_second=306.0)  # fmt: skip
+    verdict = report.scenario_verdict([short], META)
+    assert verdict["failed"] is False and verdict["at_risk"] is True and report.outcome(verdict) == "at risk"
+    assert "306 sessions/s, which keep 18,360 client ports in TIME_WAIT when sustained, more than the 1,000 in range" in verdict["text"]
+    sized = report.scenario_verdict([RESULTS[2]], META)
+    assert sized["at_risk"] is False and report.outcome(sized) == "held"
+    text = "\n".join(report.answer({"eventlet-nullpool": verdict}, [short], META))
+    assert "Recommended" not in text

@@ -45,6 +45,16 @@ def _run(command: Sequence[str]) -> str:
     return result.stdout
 
 
+def _add_netem(prefix: Sequence[str], interface: str, delay_ms: float) -> None:
+    try:
+        _run([*prefix, "tc", "qdisc", "add", "dev", interface, "root", "netem", "delay", f"{delay_ms:g}ms"])
+    except TopologyError as exc:
+        if "unknown" in str(exc):
+            raise TopologyError(f"--delay-ms needs the kernel's netem qdisc, which this kernel lacks (modprobe sch_netem); "
+                                f"run without --delay-ms. ({exc})") from None  # fmt: skip
+        raise
+
+
 def lab_namespaces() -> list[str]:
     """Namespaces whose name starts with :data:`NAMESPACE_PREFIX` (ours, from any run)."""
     if shutil.which("ip") is None:
@@ -188,7 +198,7 @@ class Netns:
             for prefix, interface in ((app, near_if), (far, far_if)):
                 _run([*prefix, "ip", "link", "set", interface, "up"])
                 if delay:
-                    _run([*prefix, "tc", "qdisc", "add", "dev", interface, "root", "netem", "delay", f"{delay:g}ms"])
+                    _add_netem(prefix, interface, delay)
         low, high = self.port_range
         _run([*app, "sysctl", "-q", "-w", f"net.ipv4.ip_local_port_range={low} {high}"])
         _run([*app, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=2"])

@@ -69,3 +69,18 @@ def test_loopback_says_it_is_not_faithful():
     loop = Loopback()
     assert loop.faithful is False and "tcp_tw_reuse = 2" in loop.describe()
     assert loop.port_range is not None and loop.port_range[0] < loop.port_range[1]
+
+
+@needs_root
+def test_netem_delay_is_applied_or_refused_clearly():
+    net = Netns(delay_ms=5, tag="t3")
+    try:
+        net.setup()
+    except TopologyError as exc:  # kernels without sch_netem, such as this project's build machine
+        assert "--delay-ms needs the kernel's netem qdisc" in str(exc)
+    else:
+        try:
+            assert "netem" in _sh("ip", "netns", "exec", net.app_ns, "tc", "qdisc", "show", "dev", net.app_if)
+        finally:
+            net.teardown()
+    assert not [ns for ns in lab_namespaces() if "-t3-" in ns]

@@ -18,6 +18,7 @@ import os
 import platform
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -161,7 +162,7 @@ class Lab:
         cfg = self.config
         topology = topologies.make(cfg.topology, ports=cfg.ports, delay_ms=cfg.delay_ms)
         started = time.time()
-        with topology, self._database(topology) as (url, probe_dsn, pg):
+        with _unwind_on_termination(), topology, self._database(topology) as (url, probe_dsn, pg):
             cfg.output.mkdir(parents=True, exist_ok=True)
             database = Settings.from_mapping({"database_url": url}).database_url.rsplit("/", 1)[1].split("?")[0]
             counters = probes.PostgresCounters(probe_dsn, database)
@@ -289,6 +290,28 @@ class Lab:
         (run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
         self.progress.done(f"{head}: {one_line(result)}")
         return result
+
+
+@contextlib.contextmanager
+def _unwind_on_termination() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt inside the block, so that they unwind like
+    Ctrl-C and every ``finally`` (processes, namespaces, the throwaway server) runs. Outside the
+    main thread, signals cannot be caught and nothing changes."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous: dict[int, Any] = {}
+    try:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            previous[signum] = signal.signal(signum, interrupt)
+    except ValueError:
+        pass
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def summarise(totals: dict[str, Any], history: list[dict], samples: list[dict], sessions_before: int, sessions_after: int,

@@ -11,8 +11,8 @@
   its own so that its thousands of HTTP connections never take ports from the app host's range
   (in the report, ``ab`` ran elsewhere too). Optional ``tc netem`` delay on the app--db link.
 
-Each is a context manager; :class:`Netns` removes its namespaces (and with them the veth pair and
-every socket in them) on every exit path, including Ctrl-C and SIGTERM.
+Each is a context manager; :class:`Netns` removes its namespaces (and with them the veth pairs and
+every socket in them) on every exit path (the runner turns SIGTERM into an unwinding Ctrl-C).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import ipaddress
 import itertools
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -133,7 +132,6 @@ class Netns:
         self.service_host, self.client_host = (str(h) for h in client_link.hosts())
         self.port_range = (40000, 40000 + ports - 1)
         self._created: list[str] = []
-        self._previous_handlers: dict[int, object] = {}
 
     @property
     def app_prefix(self) -> list[str]:
@@ -169,7 +167,6 @@ class Netns:
     def setup(self) -> Netns:
         """Create the namespaces and links; on any failure remove what was made and raise."""
         self.check()
-        self._trap_signals()
         try:
             for namespace, prefix in ((self.db_ns, self.db_prefix), (self.client_ns, self.client_prefix)):
                 _run(["ip", "netns", "add", namespace])
@@ -221,24 +218,6 @@ class Netns:
         for namespace in reversed(self._created):
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
         self._created.clear()
-        self._restore_signals()
-
-    def _trap_signals(self) -> None:
-        # SIGTERM would end the interpreter without unwinding; make it unwind like Ctrl-C so
-        # every ``finally`` (processes, namespaces) runs.
-        def interrupt(signum: int, _frame: object) -> None:
-            raise KeyboardInterrupt(f"signal {signum}")
-
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            try:
-                self._previous_handlers[signum] = signal.signal(signum, interrupt)
-            except ValueError:  # not the main thread
-                pass
-
-    def _restore_signals(self) -> None:
-        for signum, handler in self._previous_handlers.items():
-            signal.signal(signum, handler)
-        self._previous_handlers.clear()
 
     def __enter__(self) -> Netns:
         return self.setup()

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from healthz.lab import report
+from healthz.lab import probes, report
 from healthz.lab.runner import Lab, LabConfig, LabError, Progress
 from healthz.lab.scenarios import select
 from healthz.lab.service import PROJECT_ROOT
@@ -103,25 +103,30 @@ def test_netns_reproduces_the_report_and_a_sized_pool_does_not_fail(tmp_path):
     assert not [ns for ns in lab_namespaces() if f"-{os.getpid()}-" in ns]
 
 
-def _namespace_pids(tag: str) -> set[int]:
-    pids: set[int] = set()
-    for namespace in (ns for ns in lab_namespaces() if ns.startswith(f"healthz-{tag}-")):
-        out = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout
-        pids |= {int(p) for p in out.split()}
-    return pids
+def _descendants(pid: int) -> set[int]:
+    found, stack = set(), [pid]
+    while stack:
+        for child in probes._children(stack.pop()):
+            found.add(child)
+            stack.append(child)
+    return found
 
 
-@needs_root
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_an_interrupted_run_leaves_no_namespace_and_no_process(tmp_path, signum):
+@pytest.mark.parametrize(
+    "topology, signum",
+    [pytest.param("netns", signal.SIGINT, marks=needs_root, id="netns-SIGINT"),
+     pytest.param("netns", signal.SIGTERM, marks=needs_root, id="netns-SIGTERM"),
+     pytest.param("loopback", signal.SIGTERM, id="loopback-SIGTERM")],
+)  # fmt: skip
+def test_an_interrupted_run_leaves_no_namespace_and_no_process(tmp_path, topology, signum):
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "healthz", "lab", "run", "--topology", "netns", "-s", "eventlet-nullpool",
+    command = [sys.executable, "-m", "healthz", "lab", "run", "--topology", topology, "-s", "eventlet-nullpool",
                "-c", "50", "-d", "60", "--max-connections", "200", "-o", str(out)]  # fmt: skip
     lab = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert wait_until(lambda: list(out.glob("runs/*/locust_stats_history.csv")), timeout=60), "locust never started"
-        started = _namespace_pids(str(lab.pid))
-        assert len(started) >= 3, "postgres, gunicorn and locust run inside the namespaces"
+        started = _descendants(lab.pid)
+        assert len(started) >= 3, "postgres, gunicorn and locust run as the lab's descendants"
         lab.send_signal(signum)
         output, _ = lab.communicate(timeout=60)
     finally:

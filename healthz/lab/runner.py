@@ -134,6 +134,7 @@ class Lab:
         self.progress = progress or Progress()
         self.results: list[dict[str, Any]] = []
         self.meta: dict[str, Any] = {}
+        self._configs: dict[str, str] = {}  # gunicorn --print-config by scenario
 
     # -- set-up ----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -164,8 +165,7 @@ class Lab:
         started = time.time()
         with _unwind_on_termination(), topology, self._database(topology) as (url, probe_dsn, pg):
             cfg.output.mkdir(parents=True, exist_ok=True)
-            database = Settings.from_mapping({"database_url": url}).database_url.rsplit("/", 1)[1].split("?")[0]
-            counters = probes.PostgresCounters(probe_dsn, database)
+            counters = probes.PostgresCounters(probe_dsn, urlsplit(url).path.lstrip("/"))
             try:
                 self.meta = self._meta(topology, pg, counters, started)
                 self._save()
@@ -248,7 +248,9 @@ class Lab:
             "error": None,
         }  # fmt: skip
         (run_dir / "commands.txt").write_text("\n\n".join(f"# {k}\n{v}" for k, v in result["commands"].items()) + "\n")
-        _print_config(scenario, env, run_dir / "gunicorn-config.txt")
+        if scenario.name not in self._configs:
+            self._configs[scenario.name] = _print_config(scenario, env)
+        (run_dir / "gunicorn-config.txt").write_text(self._configs[scenario.name])
         head = f"{label} {scenario.name} c={users} {connection}"
         sampler: probes.Sampler | None = None
         try:
@@ -256,7 +258,7 @@ class Lab:
             # Before gunicorn starts: the sessions its workers open at start-up count too.
             sessions_before = counters.settled_sessions()
             gunicorn.start()
-            status, body = _wait_healthy(gunicorn)
+            status, body = gunicorn.wait_for("/api/v1/healthz/", HEALTHY_TIMEOUT, request_timeout=5)
             if status != 200:
                 raise ServiceError(f"/api/v1/healthz/ answered {status} before any load: {mask_password(body.strip())[:300]}")
             sampler = probes.Sampler(
@@ -378,20 +380,12 @@ def _progress_line(head: str, elapsed: float, duration: float, csv_prefix: Path)
     return f"{head}: {min(elapsed, duration):4.0f}/{duration:g} s | {figures}"
 
 
-def _wait_healthy(gunicorn: Gunicorn, timeout: float = HEALTHY_TIMEOUT) -> tuple[int, str]:
-    deadline = time.monotonic() + timeout
-    status, body = gunicorn.get("/api/v1/healthz/", timeout=5)
-    while status != 200 and time.monotonic() < deadline:
-        time.sleep(0.3)
-        status, body = gunicorn.get("/api/v1/healthz/", timeout=5)
-    return status, body
-
-
-def _print_config(scenario: Scenario, env: dict[str, str], path: Path) -> None:
-    """Save ``gunicorn --print-config`` for this scenario (resolved settings, passwords masked)."""
+def _print_config(scenario: Scenario, env: dict[str, str]) -> str:
+    """``gunicorn --print-config`` for this scenario (resolved settings, passwords masked); the
+    same for each of its steps, since only the bind address, which is not in ``env``, differs."""
     result = subprocess.run([*gunicorn_command(scenario.worker_class), "--print-config"], env={**os.environ, **env},
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
-    path.write_text(mask_password(result.stdout + result.stderr))
+    return mask_password(result.stdout + result.stderr)
 
 
 def _port_of(url: str) -> int:

@@ -111,15 +111,23 @@ class Gunicorn:
             self.process = subprocess.Popen(
                 self.command, env=self.env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
-        deadline = time.monotonic() + self.ready_timeout
+        status, _ = self.wait_for("/api/v1/livez/", self.ready_timeout)
+        if status != 200:
+            self.stop()
+            raise ServiceError(f"gunicorn ({self.worker_class}) did not answer in {self.ready_timeout:.0f} s: {self.log_tail()}")
+        return self
+
+    def wait_for(self, path: str, timeout: float, request_timeout: float = 2.0) -> tuple[int, str]:
+        """``GET path`` every 0.1 s until it answers 200 or ``timeout`` passes; the last answer
+        (see :meth:`get`). :class:`ServiceError` with the log's end if gunicorn exits meanwhile."""
+        deadline = time.monotonic() + timeout
         while True:
-            if self.process.poll() is not None:
-                raise ServiceError(f"gunicorn ({self.worker_class}) exited with status {self.process.returncode}: {self.log_tail()}")
-            if self.get("/api/v1/livez/")[0] == 200:
-                return self
-            if time.monotonic() > deadline:
-                self.stop()
-                raise ServiceError(f"gunicorn ({self.worker_class}) did not answer in {self.ready_timeout:.0f} s: {self.log_tail()}")
+            if self.process is None or self.process.poll() is not None:
+                status = None if self.process is None else self.process.returncode
+                raise ServiceError(f"gunicorn ({self.worker_class}) exited with status {status}: {self.log_tail()}")
+            status, body = self.get(path, timeout=request_timeout)
+            if status == 200 or time.monotonic() > deadline:
+                return status, body
             time.sleep(0.1)
 
     def get(self, path: str, timeout: float = 2.0) -> tuple[int, str]:

@@ -16,6 +16,7 @@ STATEMENT_TIMEOUT = "statement_timeout"
 CONNECT_TIMEOUT = "connect_timeout"
 CONNECTION_LOST = "connection_lost"
 DATABASE_UNAVAILABLE = "database_unavailable"
+AUTHENTICATION_FAILED = "authentication_failed"
 OTHER = "other"
 
 #: Every kind, in the order reports list them.
@@ -28,6 +29,7 @@ KINDS = (
     CONNECT_TIMEOUT,
     CONNECTION_LOST,
     DATABASE_UNAVAILABLE,
+    AUTHENTICATION_FAILED,
     OTHER,
 )
 
@@ -38,6 +40,8 @@ _BY_SQLSTATE = {
     "57P01": CONNECTION_LOST,  # admin_shutdown
     "57P02": CONNECTION_LOST,  # crash_shutdown
     "57P03": DATABASE_UNAVAILABLE,  # cannot_connect_now: starting up or shutting down
+    "28P01": AUTHENTICATION_FAILED,  # invalid_password
+    "28000": AUTHENTICATION_FAILED,  # invalid_authorization_specification (pg_hba.conf)
     "08006": CONNECTION_LOST,
     "08003": CONNECTION_LOST,
 }
@@ -54,6 +58,10 @@ _BY_TEXT = (
     ("the database system is starting up", DATABASE_UNAVAILABLE),
     ("the database system is shutting down", DATABASE_UNAVAILABLE),
     ("the database system is in recovery mode", DATABASE_UNAVAILABLE),
+    ("the database system is not yet accepting connections", DATABASE_UNAVAILABLE),
+    ("password authentication failed", AUTHENTICATION_FAILED),
+    ("no pg_hba.conf entry", AUTHENTICATION_FAILED),
+    ("connection reset by peer", CONNECTION_LOST),
     ("server closed the connection unexpectedly", CONNECTION_LOST),
     ("terminating connection", CONNECTION_LOST),
     ("connection already closed", CONNECTION_LOST),

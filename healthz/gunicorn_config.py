@@ -12,6 +12,7 @@ import SQLAlchemy or psycopg2 before a green worker has monkey-patched.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import sys
@@ -123,9 +124,22 @@ def post_worker_init(worker):
     psycopg2 wait callback of its own, which ``off`` must remove) and log what is in force."""
     from healthz import db
 
+    worker.log.error_log.addFilter(client_errors_in_one_line)
     mode = _settings.green_driver if _settings is not None else "auto"
     in_force = db.apply_green_driver(mode)
     worker.log.info("healthz worker %s: green driver %s (HEALTHZ_GREEN_DRIVER=%s)", worker.pid, in_force, mode)
+
+
+def client_errors_in_one_line(record: logging.LogRecord) -> bool:
+    """Log filter: a malformed request that gunicorn's parser rejects only after the response (a
+    bad chunk in a body the view never read) is the client's error, not the server's; log it as
+    one warning line instead of an error with a stack trace."""
+    exc_type = record.exc_info[0] if record.exc_info else None
+    if exc_type is not None and exc_type.__module__ == "gunicorn.http.errors":
+        record.msg = f"{record.getMessage()} Client error: {exc_type.__name__}: {record.exc_info[1]}"
+        record.args, record.exc_info, record.exc_text = (), None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
 
 
 def worker_exit(server, worker):

@@ -36,7 +36,11 @@ def wrapped(message: str) -> sqlalchemy.exc.OperationalError:
         ("FATAL:  the database system is starting up", errors.DATABASE_UNAVAILABLE),
         ("FATAL:  the database system is shutting down", errors.DATABASE_UNAVAILABLE),
         ("server closed the connection unexpectedly\n\tThis probably means the server terminated abnormally", errors.CONNECTION_LOST),
-        ("FATAL:  password authentication failed for user \"healthz\"", errors.OTHER),
+        ("FATAL:  password authentication failed for user \"healthz\"", errors.AUTHENTICATION_FAILED),
+        ('FATAL:  no pg_hba.conf entry for host "198.18.0.2", user "healthz", database "healthz", no encryption', errors.AUTHENTICATION_FAILED),
+        ("FATAL:  the database system is not yet accepting connections\nDETAIL:  Consistent recovery state has not been yet reached.", errors.DATABASE_UNAVAILABLE),
+        ("could not receive data from server: Connection reset by peer", errors.CONNECTION_LOST),
+        ("Connection reset by peer", errors.CONNECTION_LOST),
     ],
 )
 def test_libpq_messages(message, kind):

@@ -135,6 +135,7 @@ def test_error_body_and_log_hold_no_password(own_postgres, caplog):
     client = create_app({"database_url": wrong, "pool_class": "NullPool"}).test_client()
     response = client.get(HEALTHZ)
     assert response.status_code == 499
+    assert response.get_json() == {"status": "error", "error": "authentication_failed"}
     assert own_postgres.password not in response.get_data(as_text=True)
     assert own_postgres.password not in caplog.text
     assert "password authentication failed" in caplog.text

@@ -18,6 +18,10 @@ Options (each also read from the environment variable in brackets):
 * ``--summary-file PATH`` [``HEALTHZ_SUMMARY_FILE``]: at exit, write the final totals as JSON:
   requests, failures, p50/p95/p99 in ms, failures by error, and when the run started and ended. locust's ``--csv`` files are written
   periodically and can miss the last requests; this is written after the last one.
+* ``--timeline-file PATH`` [``HEALTHZ_TIMELINE_FILE``]: at exit, write every request's outcome in
+  tenths of a second of completion time (Unix time): successes, failures by name and the slowest
+  response of each, so a fault's start, its errors and the first clean second after it can be read
+  off (the lab's fault runs use it).
 * the step ramp's ``--step-users``, ``--step-seconds``, ``--steps``, used when ``HEALTHZ_SHAPE=step-ramp``
   or when ``locustfiles/step_ramp.py`` is added to ``-f``.
 
@@ -34,6 +38,7 @@ import time
 import gevent
 import locust.stats
 from locust import FastHttpUser, constant, events, task
+from locust.exception import CatchResponseError
 
 PATH = "/api/v1/healthz/"
 CONNECTION_MODES = ("keep-alive", "close")
@@ -48,6 +53,7 @@ def add_arguments(parser) -> None:
     group.add_argument("--request-timeout", type=float, default=10.0, env_var="HEALTHZ_REQUEST_TIMEOUT", help="connect and read timeout, seconds")
     group.add_argument("--stats-interval", type=float, default=1.0, env_var="HEALTHZ_STATS_INTERVAL", help="seconds between --csv history rows")
     group.add_argument("--summary-file", default="", env_var="HEALTHZ_SUMMARY_FILE", help="write final totals as JSON here at exit")
+    group.add_argument("--timeline-file", default="", env_var="HEALTHZ_TIMELINE_FILE", help="write per-0.1 s outcomes as JSON here at exit")
     group.add_argument("--step-users", type=int, default=100, env_var="HEALTHZ_STEP_USERS", help="step ramp: users added per step")
     group.add_argument("--step-seconds", type=float, default=10.0, env_var="HEALTHZ_STEP_SECONDS", help="step ramp: seconds per step")
     group.add_argument("--steps", type=int, default=5, env_var="HEALTHZ_STEPS", help="step ramp: number of steps")
@@ -67,6 +73,10 @@ def configure(environment, **_kwargs) -> None:
         _cap_requests(environment, options.max_requests)
     if options.summary_file:
         environment.events.quit.add_listener(lambda **_kw: write_summary(environment.runner.stats, options.summary_file))
+    if options.timeline_file:
+        timeline = Timeline()
+        environment.events.request.add_listener(timeline.record)
+        environment.events.quit.add_listener(lambda **_kw: timeline.write(options.timeline_file))
 
 
 def write_summary(stats, path: str) -> None:
@@ -85,6 +95,33 @@ def write_summary(stats, path: str) -> None:
     }
     with open(path, "w") as fh:
         json.dump(summary, fh, indent=1)
+
+
+class Timeline:
+    """Outcomes by tenth of a second of completion: ``{"t": 1764226800.3, "ok": n, "ok_max_ms": ms,
+    "failed": {name: n}, "failed_max_ms": ms}``. A failure's name is the one locust's failure table
+    shows for a 499 (``499 pool_timeout``), else the client's exception (``ConnectionResetError(...)``)."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, dict] = {}
+
+    def record(self, response_time=None, exception=None, **_kwargs) -> None:
+        tick = int(time.time() * 10)
+        bucket = self.buckets.get(tick)
+        if bucket is None:
+            bucket = self.buckets[tick] = {"t": tick / 10, "ok": 0, "ok_max_ms": 0.0, "failed": {}, "failed_max_ms": 0.0}
+        ms = float(response_time or 0.0)
+        if exception is None:
+            bucket["ok"] += 1
+            bucket["ok_max_ms"] = max(bucket["ok_max_ms"], ms)
+        else:
+            name = str(exception) if isinstance(exception, CatchResponseError) else repr(exception)
+            bucket["failed"][name] = bucket["failed"].get(name, 0) + 1
+            bucket["failed_max_ms"] = max(bucket["failed_max_ms"], ms)
+
+    def write(self, path: str) -> None:
+        with open(path, "w") as fh:
+            json.dump([self.buckets[tick] for tick in sorted(self.buckets)], fh)
 
 
 def _cap_requests(environment, cap: int) -> None:

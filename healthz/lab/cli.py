@@ -151,6 +151,83 @@ def run_command(specs, scenarios_files, concurrency, duration, max_requests, con
         sys.exit(130)
 
 
+@lab.command("faults")
+@click.option("--fault", "-f", "fault_names", multiple=True, metavar="NAME",
+              help="Fault to inject (repeatable; default: all). One of: db-restart-fast, db-restart-immediate, too-many-clients, "
+                   "pool-exhausted, statement-timeout, slow-network, worker-kill, db-down-at-start.")
+@click.option("--scenario", "-s", "specs", multiple=True, metavar="NAME[:key=value,...]",
+              help="Scenario to break (repeatable; default: eventlet-nullpool, eventlet-queuepool-sized, gevent-queuepool-sized, gthread-queuepool).")
+@scenarios_file_option
+@click.option("--users", "-u", default=50, show_default=True, type=click.IntRange(1, 5000), help="Steady locust users during each fault.")
+@click.option("--connection", type=click.Choice(["close", "keep-alive"]), default=None,
+              help="Client connections for every scenario (default: each scenario's own).")
+@click.option("--topology", "-t", type=click.Choice(TOPOLOGIES), default="auto", show_default=True,
+              help="netns is needed for slow-network; loopback runs anywhere.")
+@click.option("--ports", default=28000, show_default=True, type=click.IntRange(16, 28000),
+              help="netns: size of the app host's ip_local_port_range (wide, so that port exhaustion does not mix in).")
+@click.option("--max-connections", default=100, show_default=True, type=click.IntRange(min=20),
+              help="max_connections of the throwaway PostgreSQL (too-many-clients fills it).")
+@click.option("--output", "-o", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder for faults.json and the fault report (default: lab-results/<timestamp>).")
+def faults_command(fault_names, specs, scenarios_files, users, connection, topology, ports, max_connections, output) -> None:
+    """Break the service under steady load, one fault at a time, and report how it copes.
+
+    Each fault runs against each scenario on a throwaway PostgreSQL (never --database-url: the
+    faults stop, fill and lock the server). Per run: errors during the fault by kind, seconds from
+    the fault's end until every response is 200 again, backends left, worker restarts, and
+    whether that is what the fault should cause. Writes faults.md, faults.html and faults.json.
+
+    \b
+    Example:
+        healthz lab faults
+        healthz lab faults --fault db-restart-fast --scenario eventlet-queuepool-sized --output DIR
+    """
+    from healthz.lab import fault_report, faults
+    from healthz.lab.fault_runner import FaultLab
+    from healthz.lab.postgres import PostgresError
+    from healthz.lab.runner import LabConfig, LabError, default_output
+    from healthz.lab.scenarios import select
+    from healthz.lab.topology import TopologyError
+
+    try:  # ScenarioError and SettingsError are ValueErrors too
+        chosen_faults = faults.select(fault_names)
+        chosen = select(specs or faults.DEFAULT_SCENARIOS, scenarios_files)
+        topology_name, note = resolve_topology(topology)
+        if topology_name == "netns":
+            from healthz.lab.topology import Netns
+
+            Netns.check()
+        folder = output or default_output()
+        config = LabConfig(
+            scenarios=chosen, concurrency=[users], output=folder, topology=topology_name, ports=ports,
+            max_connections=max_connections, connection=connection, scenarios_files=list(scenarios_files),
+            command_line=mask_password(shlex.join(["healthz", "lab", "faults", *sys.argv[3:]])),
+        )  # fmt: skip
+    except (ValueError, LabError, TopologyError, SettingsError) as exc:
+        raise click.UsageError(str(exc)) from None
+    if note:
+        click.echo(note, err=True)
+    lab_run = FaultLab(config, chosen_faults)
+    plan = lab_run.plan()
+    click.echo(f"{len(chosen_faults)} fault(s) x {len(chosen)} scenario(s): {len(plan)} runs of about "
+               f"{lab_run.lead + lab_run.tail + 2:g} s at {users} users, topology {topology_name}; results in {folder}", err=True)  # fmt: skip
+    interrupted = False
+    try:
+        lab_run.run()
+    except KeyboardInterrupt:
+        interrupted = True
+        click.echo("\ninterrupted: every process and namespace the lab started has been stopped", err=True)
+    except (LabError, TopologyError, PostgresError) as exc:
+        raise click.ClickException(mask_password(str(exc))) from None
+    if not lab_run.results:
+        sys.exit(130 if interrupted else 1)
+    paths = fault_report.write(folder)
+    click.echo("\n" + fault_report.summary_table({"meta": lab_run.meta, "results": lab_run.results}))
+    click.echo(f"\nReport: {paths['markdown']} and {paths['html']}")
+    if interrupted:
+        sys.exit(130)
+
+
 @lab.command("report")
 @click.argument("folder", type=click.Path(path_type=Path, file_okay=False, exists=True))
 def report_command(folder: Path) -> None:

@@ -25,14 +25,16 @@ _KIND_PREFIX = "499 "
 
 
 def locust_command(host: str, users: int, duration: float, *, connection: str, max_requests: int, csv_prefix: Path,
-                   html: Path, request_timeout: float = 10.0, stats_interval: float = 0.2) -> list[str]:  # fmt: skip
-    """The headless locust command for one run; every bound is explicit."""
+                   html: Path, request_timeout: float = 10.0, stats_interval: float = 0.2, timeline: Path | None = None) -> list[str]:  # fmt: skip
+    """The headless locust command for one run; every bound is explicit. ``timeline`` adds the
+    locustfile's per-0.1 s outcomes file (:func:`read_timeline`)."""
+    extra = ["--timeline-file", str(timeline)] if timeline else []
     return [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", host,
         "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{max(1, round(duration))}s",
         "--stop-timeout", "0", "--connection", connection, "--max-requests", str(max_requests),
         "--request-timeout", f"{request_timeout:g}", "--stats-interval", f"{stats_interval:g}",
-        "--csv", str(csv_prefix), "--html", str(html), "--summary-file", f"{csv_prefix}_summary.json", "--only-summary", "--loglevel", "WARNING",
+        "--csv", str(csv_prefix), "--html", str(html), "--summary-file", f"{csv_prefix}_summary.json", "--only-summary", "--loglevel", "WARNING", *extra,
     ]  # fmt: skip
 
 
@@ -93,8 +95,7 @@ def read_summary(csv_prefix: Path) -> dict[str, Any]:
         data = {}
     failures: dict[str, int] = {}
     for error, count in (data.get("failures_by_error") or {}).items():
-        cause = error[len(_KIND_PREFIX):] if error.startswith(_KIND_PREFIX) else _client_cause(error)
-        failures[cause] = failures.get(cause, 0) + int(count)
+        failures[cause(error)] = failures.get(cause(error), 0) + int(count)
     start, end = data.get("start_time"), data.get("end_time")
     return {
         "requests": int(data.get("requests") or 0),
@@ -106,6 +107,28 @@ def read_summary(csv_prefix: Path) -> dict[str, Any]:
         "seconds": round(end - start, 3) if start and end and end > start else None,
         "failures_by_cause": dict(sorted(failures.items(), key=lambda kv: -kv[1])),
     }
+
+
+def cause(error: str) -> str:
+    """What a locust failure name says went wrong: the service's error kind for a 499
+    (``499 pool_timeout`` is ``pool_timeout``), else the client's cause (:func:`_client_cause`)."""
+    return error[len(_KIND_PREFIX):] if error.startswith(_KIND_PREFIX) else _client_cause(error)
+
+
+def read_timeline(path: Path) -> list[dict[str, Any]]:
+    """The locustfile's ``--timeline-file``: one row per tenth of a second with a completed request,
+    ``{"t": unix time, "ok": n, "ok_max_ms": ms, "failed": {cause: n}, "failed_max_ms": ms}``, failures
+    named by :func:`cause`. Empty when locust wrote none."""
+    try:
+        rows = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return []
+    for row in rows:
+        merged: dict[str, int] = {}
+        for error, count in row.get("failed", {}).items():
+            merged[cause(error)] = merged.get(cause(error), 0) + int(count)
+        row["failed"] = merged
+    return rows
 
 
 def _client_cause(error: str) -> str:

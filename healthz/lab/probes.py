@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import psycopg2
+import psycopg2.extensions
 
 #: TCP states as /proc/net/tcp numbers them (include/net/tcp_states.h).
 TCP_STATES = {
@@ -115,7 +116,8 @@ def log_counts(text: str) -> dict[str, int]:
 class PostgresCounters:
     """Reads ``pg_stat_database.sessions`` and client backends of database ``database`` over one
     autocommit connection opened from ``dsn`` (not counted: it is on another database, or opened
-    before any baseline is taken)."""
+    before any baseline is taken). A connection broken by a server restart is opened again on the
+    next read, so the lab's fault runs keep sampling across it."""
 
     SESSIONS = "SELECT sessions FROM pg_stat_database WHERE datname = %s"
     BACKENDS = (
@@ -124,14 +126,24 @@ class PostgresCounters:
     )
 
     def __init__(self, dsn: str, database: str) -> None:
-        self.database = database
-        self.conn = psycopg2.connect(dsn, application_name="healthz-probe", connect_timeout=10)
-        self.conn.autocommit = True
+        self.dsn, self.database = dsn, database
+        self.conn = self._connect()
+
+    def _connect(self) -> psycopg2.extensions.connection:
+        conn = psycopg2.connect(self.dsn, application_name="healthz-probe", connect_timeout=10)
+        conn.autocommit = True
+        return conn
 
     def _one(self, query: str) -> int:
-        with self.conn.cursor() as cur:
-            cur.execute(query, (self.database,))
-            row = cur.fetchone()
+        if self.conn.closed:
+            self.conn = self._connect()
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(query, (self.database,))
+                row = cur.fetchone()
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            self.conn.close()  # the next read reconnects
+            raise
         return int(row[0]) if row and row[0] is not None else 0
 
     def sessions(self) -> int:

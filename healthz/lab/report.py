@@ -426,7 +426,7 @@ def _inline(text: str) -> str:
     return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
 
 
-def to_html(blocks: list[tuple], folder: Path) -> str:
+def to_html(blocks: list[tuple], folder: Path, title: str = "healthz lab report") -> str:
     body: list[str] = []
     for block in blocks:
         kind = block[0]
@@ -448,7 +448,7 @@ def to_html(blocks: list[tuple], folder: Path) -> str:
     style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45}"
              "table{border-collapse:collapse;margin:1em 0;font-size:.85em}td,th{border:1px solid #ccc;padding:.3em .5em;"
              "vertical-align:top}th{background:#f3f3f3}code{background:#f6f6f6;padding:0 .2em}img{max-width:100%}")  # fmt: skip
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>healthz lab report</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
 
 
 def verdict_table(data: dict[str, Any]) -> str:

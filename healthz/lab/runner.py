@@ -129,12 +129,14 @@ class Progress:
 class Lab:
     """Runs a :class:`LabConfig` and writes ``results.json`` (the report is made from it)."""
 
+    RESULTS = "results.json"
+
     def __init__(self, config: LabConfig, progress: Progress | None = None) -> None:
         self.config = config
         self.progress = progress or Progress()
         self.results: list[dict[str, Any]] = []
         self.meta: dict[str, Any] = {}
-        self._configs: dict[str, str] = {}  # gunicorn --print-config by scenario
+        self._configs: dict[str, str] = {}  # gunicorn --print-config by environment
 
     # -- set-up ----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -201,9 +203,9 @@ class Lab:
 
     def _save(self) -> None:
         data = {"meta": self.meta, "results": self.results}
-        tmp = self.config.output / "results.json.tmp"
+        tmp = self.config.output / f"{self.RESULTS}.tmp"
         tmp.write_text(json.dumps(data, indent=1, default=str))
-        tmp.replace(self.config.output / "results.json")
+        tmp.replace(self.config.output / self.RESULTS)
 
     # -- one run ---------------------------------------------------------------------------
     def rerun_command(self, scenario: Scenario, users: int, connection: str) -> str:
@@ -220,6 +222,36 @@ class Lab:
             args += ["--max-connections", str(cfg.max_connections)]
         return shlex.join(args)
 
+    def _service(self, scenario: Scenario, topology, url: str, run_dir: Path) -> tuple[Gunicorn, dict[str, str]]:
+        """An unstarted gunicorn for ``scenario`` in ``topology`` (logging into ``run_dir``) and its environment."""
+        port = NETNS_SERVICE_PORT if topology.name == "netns" else free_port()
+        env = {**scenario.environment(url), "GUNICORN_GRACEFUL_TIMEOUT": "3", "GUNICORN_BACKLOG": "4096"}
+        gunicorn = Gunicorn(scenario.worker_class, env, run_dir / "gunicorn.log", host=topology.service_host, port=port,
+                            command_prefix=topology.app_prefix, client_prefix=topology.client_prefix)  # fmt: skip
+        return gunicorn, env
+
+    def _commands(self, scenario: Scenario, env: dict[str, str], topology, locust_cmd: list[str], run_dir: Path, rerun: str) -> dict[str, str]:
+        """The run's commands (rerun, gunicorn, locust), also written to ``commands.txt`` beside
+        ``gunicorn --print-config``'s output; passwords masked."""
+        commands = {
+            "rerun": rerun,
+            "gunicorn": _shell(env, [*topology.app_prefix, *gunicorn_command(scenario.worker_class)]),
+            "locust": shlex.join([*topology.client_prefix, *locust_cmd]),
+        }
+        (run_dir / "commands.txt").write_text("\n\n".join(f"# {k}\n{v}" for k, v in commands.items()) + "\n")
+        key = json.dumps(env, sort_keys=True)
+        if key not in self._configs:
+            self._configs[key] = _print_config(scenario, env)
+        (run_dir / "gunicorn-config.txt").write_text(self._configs[key])
+        return commands
+
+    def _sampler(self, counters: probes.PostgresCounters, gunicorn: Gunicorn, locust: load.Locust, pg: PostgreSQL | None, url: str) -> probes.Sampler:
+        return probes.Sampler(
+            counters, db_port=pg.port if pg else _port_of(url), netns_pid=lambda: gunicorn.pid, interval=self.config.interval,
+            cpu_pids={"gunicorn": lambda: gunicorn.pid, "postgres": lambda: pg.process.pid if pg and pg.process else None,
+                      "locust": lambda: locust.pid if locust.running() else None},
+        )  # fmt: skip
+
     def run_one(self, scenario: Scenario, users: int, topology, url: str, pg: PostgreSQL | None,
                 counters: probes.PostgresCounters, label: str = "") -> dict[str, Any]:  # fmt: skip
         """One scenario at one concurrency: the figures of :func:`summarise`, plus where its files are."""
@@ -228,10 +260,7 @@ class Lab:
         run_dir = cfg.output / "runs" / _slug(f"{scenario.name}-c{users}-{connection}")
         run_dir.mkdir(parents=True, exist_ok=True)
         topology.renew_app()
-        port = NETNS_SERVICE_PORT if topology.name == "netns" else free_port()
-        env = {**scenario.environment(url), "GUNICORN_GRACEFUL_TIMEOUT": "3", "GUNICORN_BACKLOG": "4096"}
-        gunicorn = Gunicorn(scenario.worker_class, env, run_dir / "gunicorn.log", host=topology.service_host, port=port,
-                            command_prefix=topology.app_prefix, client_prefix=topology.client_prefix)  # fmt: skip
+        gunicorn, env = self._service(scenario, topology, url, run_dir)
         csv_prefix = run_dir / "locust"
         locust_cmd = load.locust_command(gunicorn.base_url, users, cfg.duration, connection=connection, max_requests=cfg.max_requests,
                                          csv_prefix=csv_prefix, html=run_dir / "locust.html", stats_interval=cfg.interval)  # fmt: skip
@@ -240,17 +269,9 @@ class Lab:
             "scenario": scenario.name, "description": scenario.description, "summary": scenario.summary(),
             "worker_class": scenario.worker_class, "workers": scenario.workers, "pool_capacity": scenario.pool_capacity(),
             "concurrency": users, "connection": connection, "topology": topology.name, "run_dir": str(run_dir.relative_to(cfg.output)),
-            "commands": {
-                "rerun": self.rerun_command(scenario, users, connection),
-                "gunicorn": _shell(env, [*topology.app_prefix, *gunicorn_command(scenario.worker_class)]),
-                "locust": shlex.join([*topology.client_prefix, *locust_cmd]),
-            },
+            "commands": self._commands(scenario, env, topology, locust_cmd, run_dir, self.rerun_command(scenario, users, connection)),
             "error": None,
         }  # fmt: skip
-        (run_dir / "commands.txt").write_text("\n\n".join(f"# {k}\n{v}" for k, v in result["commands"].items()) + "\n")
-        if scenario.name not in self._configs:
-            self._configs[scenario.name] = _print_config(scenario, env)
-        (run_dir / "gunicorn-config.txt").write_text(self._configs[scenario.name])
         head = f"{label} {scenario.name} c={users} {connection}"
         sampler: probes.Sampler | None = None
         try:
@@ -261,11 +282,7 @@ class Lab:
             status, body = gunicorn.wait_for("/api/v1/healthz/", HEALTHY_TIMEOUT, request_timeout=5)
             if status != 200:
                 raise ServiceError(f"/api/v1/healthz/ answered {status} before any load: {mask_password(body.strip())[:300]}")
-            sampler = probes.Sampler(
-                counters, db_port=pg.port if pg else _port_of(url), netns_pid=lambda: gunicorn.pid, interval=cfg.interval,
-                cpu_pids={"gunicorn": lambda: gunicorn.pid, "postgres": lambda: pg.process.pid if pg and pg.process else None,
-                          "locust": lambda: locust.pid if locust.running() else None},
-            )  # fmt: skip
+            sampler = self._sampler(counters, gunicorn, locust, pg, url)
             sampler.start()
             began = time.monotonic()
             locust.start()

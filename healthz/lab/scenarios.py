@@ -68,8 +68,9 @@ class Scenario:
         except SettingsError as exc:
             raise ScenarioError(f"scenario {self.name}: {exc}") from None
 
-    def service_settings(self, database_url: str) -> Settings:
-        """The service's settings for this scenario against ``database_url``."""
+    def service_settings(self, database_url: str = _PLACEHOLDER_URL) -> Settings:
+        """The service's settings for this scenario against ``database_url`` (default: a
+        placeholder, for reading the pool settings alone)."""
         return Settings.from_mapping({**self.settings, "database_url": database_url})
 
     @property

@@ -130,7 +130,8 @@ class Netns:
         db_link, client_link = list(itertools.islice(NETWORK.subnets(new_prefix=30), 2))
         self.db_host, self.app_host = (str(h) for h in db_link.hosts())
         self.service_host, self.client_host = (str(h) for h in client_link.hosts())
-        self.port_range = (40000, 40000 + ports - 1)
+        low = min(40000, 65536 - ports)  # the range ends at 65535 at most
+        self.port_range = (low, low + ports - 1)
         self._created: list[str] = []
 
     @property
@@ -199,6 +200,17 @@ class Netns:
         low, high = self.port_range
         _run([*app, "sysctl", "-q", "-w", f"net.ipv4.ip_local_port_range={low} {high}"])
         _run([*app, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=2"])
+
+    def netem_problem(self) -> str | None:
+        """Why ``tc netem`` cannot run here (tried on the client namespace's loopback), or None."""
+        try:
+            _run([*self.client_prefix, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"])
+        except TopologyError as exc:
+            if "unknown" in str(exc).lower() or "No such file" in str(exc):
+                return "this kernel has no netem qdisc (modprobe sch_netem)"
+            return str(exc)
+        _run([*self.client_prefix, "tc", "qdisc", "del", "dev", "lo", "root"])
+        return None
 
     def renew_app(self) -> None:
         """Replace the app namespace (and its veth pairs) with a fresh one, so TIME_WAIT sockets

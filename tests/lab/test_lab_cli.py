@@ -24,7 +24,7 @@ def test_list_shows_every_scenario_and_what_it_stands_for():
 
 
 def test_every_lab_command_has_help_with_an_example():
-    for command in ("list", "run", "report"):
+    for command in ("list", "run", "faults", "report"):
         result = invoke("lab", command, "--help")
         assert result.exit_code == 0 and "Example:" in result.output
 
@@ -42,6 +42,34 @@ def test_run_refuses_bad_input_in_one_line(tmp_path):
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output, (args, result.output)
         assert "Traceback" not in result.output and "pw@" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_faults_refuse_bad_input_in_one_line(tmp_path):
+    cases = [
+        (["-f", "db-crash"], "unknown fault 'db-crash': choose from db-restart-fast, db-restart-immediate, too-many-clients"),
+        (["-s", "nope"], "unknown scenario 'nope'"),
+        (["-s", "eventlet-nullpool:pool_timeout=soon"], "HEALTHZ_POOL_TIMEOUT='soon' is not accepted"),
+        (["-u", "0"], "Invalid value for '--users'"),
+        (["--topology", "everywhere"], "Invalid value for '--topology'"),
+    ]
+    for args, message in cases:
+        result = invoke("lab", "faults", "-o", str(tmp_path / "out"), *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_netns_without_root_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    for command in ("run", "faults"):
+        result = invoke("lab", command, "--topology", "netns", "-o", str(tmp_path / "out"))
+        assert result.exit_code == 2, result.output
+        assert "--topology netns needs root (it creates network namespaces): run as root or use --topology loopback" in result.output
+        assert len(result.output.strip().splitlines()[-1]) < 200
+    result = invoke("lab", "faults", "--topology", "auto", "-f", "nope", "-o", str(tmp_path / "out"))
+    assert "unknown fault" in result.output  # auto never needs root
     assert not (tmp_path / "out").exists()
 
 

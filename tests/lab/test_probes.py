@@ -106,12 +106,18 @@ def test_sampler_samples_five_times_a_second(postgres, database):
     assert all(s["cpu_self"] is not None for s in samples)
 
 
-def test_sampler_keeps_going_when_the_database_goes_away(postgres, database):
+def test_sampler_keeps_going_when_the_database_goes_away_and_reconnects_when_back(postgres, database):
     counters = probes.PostgresCounters(postgres.local_dsn("postgres"), database)
+    real_dsn = counters.dsn
+    counters.dsn = postgres.local_dsn("postgres", port=1)  # nothing listens there: the server is gone
     counters.conn.close()  # as if the server had dropped it
     sampler = probes.Sampler(counters, db_port=postgres.port, netns_pid=lambda: None, cpu_pids={}, interval=0.05)
     row = sampler.sample()
     assert row["sessions"] is None and row["backends"] is None and row["time_wait"] is None
+    counters.dsn = real_dsn  # the server is back
+    row = sampler.sample()
+    assert row["sessions"] is not None and row["backends"] == 0
+    counters.close()
 
 
 @pytest.mark.parametrize("values, peak, mean", [([1, None, 3], 3, 2.0), ([None], None, None), ([], None, None)])

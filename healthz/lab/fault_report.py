@@ -1,0 +1,210 @@
+"""The fault report: from ``faults.json`` to ``faults.md``, a self-contained ``faults.html`` and one
+timeline plot per fault.
+
+It reads only what :mod:`healthz.lab.fault_runner` saved (the figures of
+:func:`healthz.lab.faults.measure` and the problems of :func:`healthz.lab.faults.judge`), so
+``healthz lab report`` can remake it and a test can check it against the same functions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from healthz.lab.report import to_html, to_markdown
+
+PLOT_BIN = 0.5  # seconds per point on the timeline plots
+
+
+def _kinds(errors: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in errors.items()) or "none"
+
+
+def _seconds(value: float | None) -> str:
+    return "not recovered" if value is None else f"{value:g}"
+
+
+def outcome(result: dict[str, Any]) -> str:
+    """``as expected``, ``PROBLEM``, ``skipped`` or ``not measured``."""
+    if result.get("skipped"):
+        return "skipped"
+    if result.get("error"):
+        return "not measured"
+    return "PROBLEM" if result["problems"] else "as expected"
+
+
+def _livez(result: dict[str, Any]) -> str:
+    probe = result.get("livez_during_fault")
+    if not probe:
+        return "-"
+    return f"{probe['status'] or 'no answer'} in {probe['seconds']:g} s"
+
+
+def rows(results: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per fault run: the summary table."""
+    table = []
+    for r in results:
+        if r.get("skipped") or r.get("error"):
+            table.append([r["fault"], r["scenario"], outcome(r), r.get("skipped") or r.get("error") or "", *["-"] * 7])
+            continue
+        table.append([
+            r["fault"], r["scenario"], outcome(r) + (": " + "; ".join(r["problems"]) if r["problems"] else ""),
+            _kinds(r["errors"]), f"{r['lost_after_end']:,}", _seconds(r["recovery_seconds"]),
+            f"{r['slowest_failure_ms']:,.0f}" if r["failed"] else "-", f"{r['slowest_ok_ms']:,.0f}", _livez(r), str(r["backends_left"]), str(r["worker_restarts"]),
+        ])  # fmt: skip
+    return table
+
+
+HEADERS = ["fault", "scenario", "outcome", "errors during the fault, by kind", "lost after its end", "recovery (s)",
+           "slowest failure (ms)", "slowest 200 (ms)", "livez during", "backends left", "worker restarts"]  # fmt: skip
+
+
+def pre_ping_rows(results: list[dict[str, Any]]) -> list[list[str]]:
+    """For each database restart and pooled scenario: requests failed without and with ``pool_pre_ping``."""
+    by_key = {(r["fault"], r["scenario"]): r for r in results if r["fault"].startswith("db-restart") and "failed" in r}
+    table = []
+    for (fault, name), r in by_key.items():
+        if name.endswith("+pre_ping"):
+            continue
+        with_ping = by_key.get((fault, f"{name}+pre_ping"))
+        if with_ping is None:
+            continue
+        table.append([fault, name, f"{r['failed']:,} ({r['lost_after_end']:,} after restart)",
+                      f"{with_ping['failed']:,} ({with_ping['lost_after_end']:,} after restart)",
+                      _seconds(r["recovery_seconds"]), _seconds(with_ping["recovery_seconds"])])  # fmt: skip
+    return table
+
+
+def details(results: list[dict[str, Any]]) -> list[str]:
+    """What a fault noted beyond the table: the budget exceeded, the killed worker's backends."""
+    notes = []
+    for r in results:
+        if r.get("skipped") or r.get("error"):
+            continue
+        waited = r["slowest_ok_ms"] / 1000
+        if waited > 1 and r["pool_capacity"] and not r["fault"] in ("pool-exhausted", "statement-timeout"):
+            notes.append(
+                f"`{r['fault']}` on `{r['scenario']}`: a request that ended 200 had waited {waited:.1f} s. While new connections "
+                "fail, QueuePool does not wake the requests already waiting for a pooled connection: they wait until one is "
+                "returned or `pool_timeout` passes (30 s by default). A shorter `pool_timeout` bounds that wait."
+            )  # fmt: skip
+        if r["fault"] == "pool-exhausted" and not r["errors"]:
+            notes.append(
+                f"`pool-exhausted` on `{r['scenario']}`: no request waited for the pool; with {r['worker_class']}, a worker serves "
+                f"no more requests at once than its pool holds ({r['pool_capacity']}), so requests queued in gunicorn instead, "
+                f"the slowest for {waited:.1f} s (the lock)."
+            )  # fmt: skip
+        if "budget" in r:
+            notes.append(f"`{r['fault']}` on `{r['scenario']}`: {r['budget']}.")
+        if "killed_pid" in r:
+            notes.append(
+                f"`worker-kill` on `{r['scenario']}`: worker {r['killed_pid']} held {r['killed_worker_connections']} database "
+                f"connection(s); gunicorn replaced it in {r['replaced_seconds']:g} s and PostgreSQL had ended its backends "
+                f"{r['backends_released_seconds']:g} s after the kill ({r['killed_worker_backends_left']} left)."
+            )  # fmt: skip
+    return notes
+
+
+def write_plots(results: list[dict[str, Any]], folder: Path) -> list[tuple[str, str]]:
+    """One PNG per fault: for each scenario, successes and failures per second over the load,
+    the fault's span shaded. Returns ``(file name, title)`` pairs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    for fault in dict.fromkeys(r["fault"] for r in results):
+        runs = [r for r in results if r["fault"] == fault and r.get("timeline")]
+        if not runs:
+            continue
+        fig, axes = plt.subplots(len(runs), 1, figsize=(7, 1.9 * len(runs) + 0.6), dpi=100, sharex=True, squeeze=False)
+        for ax, r in zip(axes[:, 0], runs):
+            ok: dict[float, float] = {}
+            failed: dict[float, float] = {}
+            for row in r["timeline"]:
+                key = round(row["t"] // PLOT_BIN * PLOT_BIN, 2)
+                ok[key] = ok.get(key, 0) + row["ok"] / PLOT_BIN
+                failed[key] = failed.get(key, 0) + sum(row["failed"].values()) / PLOT_BIN
+            xs = sorted(set(ok) | set(failed))
+            ax.plot(xs, [ok.get(x, 0) for x in xs], color="tab:green", label="200/s")
+            ax.plot(xs, [failed.get(x, 0) for x in xs], color="tab:red", label="failed/s")
+            ax.axvspan(r["fault_began_s"], max(r["fault_ended_s"], r["fault_began_s"] + 0.1), color="grey", alpha=0.25, label="fault")
+            ax.set_title(r["scenario"], fontsize=8)
+            ax.set_ylabel("per second", fontsize=7)
+            ax.tick_params(labelsize=7)
+            ax.grid(True, alpha=0.3)
+        axes[0, 0].legend(fontsize=7, loc="upper right")
+        axes[-1, 0].set_xlabel("seconds since the load began")
+        fig.suptitle(fault, fontsize=10)
+        fig.tight_layout()
+        name = f"fault_{fault}.png"
+        fig.savefig(folder / name)
+        plt.close(fig)
+        made.append((name, f"{fault}: 200s and failures per second, the fault shaded"))
+    return made
+
+
+def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
+    """The report as blocks (see :func:`healthz.lab.report.to_markdown`)."""
+    meta, results = data["meta"], data["results"]
+    measured = [r for r in results if not r.get("skipped") and not r.get("error")]
+    problems = [r for r in measured if r["problems"]]
+    pg, machine = meta.get("postgres", {}), meta.get("machine", {})
+    blocks: list[tuple] = [
+        ("h1", "healthz lab: faults"),
+        ("p", f"Command: `{meta.get('command') or 'healthz lab faults'}`. {meta.get('users')} steady locust users per run; "
+              f"each fault begins {meta.get('lead'):g} s into the load (or before it, when present at start-up) and the load "
+              f"runs {meta.get('tail'):g} s past its end. PostgreSQL {pg.get('version')} (max_connections {pg.get('max_connections')}), "
+              f"{machine.get('cpus')} CPUs, topology {meta.get('topology', {}).get('name')}, {meta.get('seconds', '?')} s in all."),  # fmt: skip
+        ("p", f"**{len(measured) - len(problems)} of {len(measured)} fault runs behaved as expected**"
+              + (f"; {len(problems)} did not: " + "; ".join(f"`{r['fault']}` on `{r['scenario']}` ({r['problems'][0]})" for r in problems)
+                 if problems else "") + "."),  # fmt: skip
+        ("p", "Recovery is the time from the fault's end until every response is 200 again (to the tenth of a second; "
+              "0 when no request failed after the fault ended). 'As expected' means: only the errors the fault should "
+              "cause, recovered before the load ended, failed requests within the fault's bound, no request near the "
+              "client's timeout, the expected worker restarts and no backend left behind."),  # fmt: skip
+        ("table", HEADERS, rows(results)),
+    ]
+    pre_ping = pre_ping_rows(results)
+    if pre_ping:
+        blocks += [
+            ("h2", "Database restarts: pool_pre_ping off and on"),
+            ("table", ["fault", "scenario", "failed without pre_ping", "failed with pre_ping", "recovery without (s)", "recovery with (s)"], pre_ping),
+        ]  # fmt: skip
+    notes = details(results)
+    if notes:
+        blocks += [("h2", "Details"), ("ul", notes)]
+    blocks += [("h2", "The faults"), ("ul", [f"`{name}`: {f['description']}" for name, f in meta.get("faults", {}).items()])]
+    if plots:
+        blocks.append(("h2", "Timelines"))
+        blocks += [("img", name, title) for name, title in plots]
+    blocks += [("h2", "Rerun one"), ("pre", "\n".join(dict.fromkeys(r["commands"]["rerun"] for r in results if r.get("commands"))))]
+    return blocks
+
+
+def summary_table(data: dict[str, Any]) -> str:
+    """One line per fault run for the terminal."""
+    lines = []
+    for r in data["results"]:
+        figures = r.get("skipped") or r.get("error") or (
+            f"{_kinds(r['errors'])}; recovery {_seconds(r['recovery_seconds'])} s"
+            + (f"; {'; '.join(r['problems'])}" if r["problems"] else "")
+        )  # fmt: skip
+        lines.append(f"{r['fault']:<21} {r['scenario']:<52} {outcome(r):<12} {figures}")
+    return "\n".join(lines)
+
+
+def write(folder: Path) -> dict[str, Path]:
+    """Make faults.md, faults.html and the timeline plots in ``folder`` from its ``faults.json``."""
+    data = json.loads((folder / "faults.json").read_text())
+    plots = write_plots(data["results"], folder)
+    blocks = build(data, plots)
+    paths = {"markdown": folder / "faults.md", "html": folder / "faults.html"}
+    paths["markdown"].write_text(to_markdown(blocks))
+    paths["html"].write_text(to_html(blocks, folder, title="healthz lab: faults"))
+    return paths
+
+
+__all__ = ["build", "write", "write_plots", "rows", "pre_ping_rows", "summary_table", "outcome"]

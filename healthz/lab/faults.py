@@ -1,0 +1,457 @@
+"""The faults teams actually hit, each injected into a running service under steady load.
+
+A fault has a *begin* and an *end*; the runner (:mod:`healthz.lab.fault_runner`) starts the load,
+begins the fault ``lead`` seconds in (or before the load, for faults present at start-up), ends it
+``hold`` seconds later, and keeps the load running so that recovery shows. What is measured comes
+from the locustfile's timeline (outcomes per tenth of a second, :func:`measure`), the probes and
+the service log; :func:`judge` says whether the service behaved as it should.
+
+=====================  ============================================================================
+``db-restart-fast``     PostgreSQL stopped (fast shutdown: sessions terminated) and started again
+``db-restart-immediate`` the same with an immediate shutdown (a crash, as after an OOM kill)
+``too-many-clients``    the server's free slots, below the service's connection budget
+``pool-exhausted``      a lock holds every pooled connection; ``pool_timeout`` is short
+``statement-timeout``   a lock held longer than ``HEALTHZ_STATEMENT_TIMEOUT``
+``slow-network``        ``tc netem`` delay and loss on the app--database link (netns)
+``worker-kill``         one gunicorn worker killed with SIGKILL
+``db-down-at-start``    PostgreSQL down while gunicorn starts, up again a little later
+=====================  ============================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import psycopg2
+
+from healthz import errors
+from healthz.lab.postgres import ADMIN_USER, APP_DATABASE, APP_USER, PostgreSQL
+from healthz.lab.scenarios import Scenario
+
+#: Causes any fault may add: a client that timed out waiting is a hang, and is never expected.
+CLIENT = "client"
+#: A run must end with this many seconds free of failures to count as recovered.
+QUIET_TAIL = 1.0
+
+
+class FaultError(RuntimeError):
+    """A fault could not be injected; the message says why."""
+
+
+@dataclasses.dataclass
+class Target:
+    """What a fault acts on: the throwaway server, the service, the topology and the load."""
+
+    pg: PostgreSQL
+    gunicorn: Any  # healthz.lab.service.Gunicorn
+    topology: Any
+    scenario: Scenario
+    users: int
+    notes: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Fault:
+    """One fault. Subclasses set the class attributes and implement :meth:`begin` and :meth:`end`.
+
+    ``expected`` are the error kinds (or client causes, ``client`` for any) the fault may produce;
+    ``at_start`` faults begin before gunicorn starts and end ``lead + hold`` seconds into the load;
+    the others end ``hold`` seconds after :meth:`begin` returns. An ``instant`` fault (a kill) ends
+    as it begins: :meth:`end` only waits for its aftermath, and recovery counts from the kill.
+    """
+
+    name = ""
+    description = ""
+    expected: tuple[str, ...] = ()
+    at_start = False
+    instant = False
+    hold = 2.0
+    worker_restarts = 0
+
+    def scenarios(self, base: Scenario) -> list[Scenario]:
+        """The scenario as this fault runs it (a fault may change settings or add variants)."""
+        return [base]
+
+    def skip_reason(self, scenario: Scenario, topology: Any) -> str | None:
+        """Why this fault does not apply to ``scenario`` in ``topology``; None when it does."""
+        return None
+
+    def failure_bound(self, scenario: Scenario, users: int) -> float | None:
+        """Seconds a failed request may take at most while the fault lasts; None for no bound
+        beyond the client's request timeout."""
+        return None
+
+    def begin(self, target: Target) -> None:
+        raise NotImplementedError
+
+    def end(self, target: Target) -> None:
+        raise NotImplementedError
+
+
+class DatabaseRestart(Fault):
+    """PostgreSQL stopped with ``mode`` and started again ``hold`` seconds later on the same port
+    and data. Run with ``pool_pre_ping`` off and on for pools that keep connections: without it,
+    each stale pooled connection fails one request after the restart (SQLAlchemy then invalidates
+    the pool); with it, the ping finds the dead connection first."""
+
+    expected = (errors.CONNECTION_LOST, errors.CONNECTION_REFUSED, errors.DATABASE_UNAVAILABLE)
+    hold = 1.0
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.name = f"db-restart-{mode}"
+        kill = "sessions terminated, a clean shutdown" if mode == "fast" else "no clean-up, as after a crash or an OOM kill"
+        self.description = f"PostgreSQL stopped ({mode} shutdown: {kill}) under load and started again {self.hold:g} s later."
+
+    def scenarios(self, base: Scenario) -> list[Scenario]:
+        if base.service_settings().pool_class == "NullPool":
+            return [base]  # every checkout is a new connection: nothing stale to ping
+        return [base.with_changes(base.name, {"pool_pre_ping": False}),
+                base.with_changes(f"{base.name}+pre_ping", {"pool_pre_ping": True})]  # fmt: skip
+
+    def begin(self, target: Target) -> None:
+        target.pg.stop(self.mode)
+
+    def end(self, target: Target) -> None:
+        target.pg.start()
+
+
+class TooManyClients(Fault):
+    """Idle sessions (as another application would hold) take all but half of the slots the
+    service needs, before the service starts; they are closed ``hold`` seconds into the load. The
+    service's connection budget is workers x (pool_size + max_overflow), or one connection per
+    request in flight when the pool is unbounded."""
+
+    name = "too-many-clients"
+    description = ("max_connections below the service's connection budget: other sessions hold all but half the slots it "
+                   "needs while it starts and runs, then let go.")  # fmt: skip
+    expected = (errors.TOO_MANY_CLIENTS,)
+    at_start = True
+    hold = 3.0
+
+    def __init__(self) -> None:
+        self._hogs: list[Any] = []
+
+    def failure_bound(self, scenario: Scenario, users: int) -> float | None:
+        return 1.0  # refused at once, never a wait
+
+    @staticmethod
+    def budget(scenario: Scenario, users: int) -> tuple[int, str]:
+        """``(connections, how)``: the most connections the service may open under ``users`` clients."""
+        capacity = scenario.pool_capacity()
+        if capacity is not None:
+            settings = scenario.service_settings()
+            return (scenario.workers * capacity,
+                    f"{scenario.workers} workers x (pool_size {settings.pool_size} + max_overflow {settings.max_overflow})")  # fmt: skip
+        return users, f"one connection per request in flight, up to {users} (the clients)"
+
+    def begin(self, target: Target) -> None:
+        budget, how = self.budget(target.scenario, target.users)
+        needed = min(budget, target.users)
+        with target.pg.connect() as conn, conn.cursor() as cur:
+            cur.execute("SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int, "
+                        "count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")  # fmt: skip
+            max_connections, reserved, in_use = cur.fetchone()
+        free = max(1, needed // 2)
+        hogs = max_connections - reserved - (in_use - 1) - free  # our own admin session has ended
+        if hogs < 1:
+            raise FaultError(f"max_connections {max_connections} leaves no room to hold slots; use a larger --max-connections")
+        dsn = target.pg.local_dsn(APP_USER, "postgres", application_name="healthz-lab-hog")
+        for _ in range(hogs):
+            self._hogs.append(psycopg2.connect(dsn))
+        target.notes["budget"] = (
+            f"budget {budget} connections = {how}; {free} slot(s) free of max_connections {max_connections} "
+            f"({reserved} reserved for superusers, {hogs} held by other sessions, {in_use - 1} by the lab)"
+        )
+        target.notes["slots_free"] = free
+
+    def end(self, target: Target) -> None:
+        for conn in self._hogs:
+            with contextlib.suppress(psycopg2.Error):
+                conn.close()
+        self._hogs.clear()
+
+
+class TableLock(Fault):
+    """An ``ACCESS EXCLUSIVE`` lock on ``role`` held by another session for ``hold`` seconds, so
+    every ``SELECT count(*)`` waits: the slow database, made on demand."""
+
+    hold = 2.5
+
+    def __init__(self) -> None:
+        self._conn: Any = None
+
+    def begin(self, target: Target) -> None:
+        self._conn = psycopg2.connect(target.pg.local_dsn(ADMIN_USER, APP_DATABASE, application_name="healthz-lab-lock"))
+        with self._conn.cursor() as cur:
+            cur.execute("LOCK TABLE role IN ACCESS EXCLUSIVE MODE")
+
+    def end(self, target: Target) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg2.Error):
+                self._conn.rollback()
+                self._conn.close()
+            self._conn = None
+
+
+class PoolExhausted(TableLock):
+    name = "pool-exhausted"
+    description = ("Every pooled connection waits on a lock for 2.5 s while far more clients than connections arrive; "
+                   "pool_timeout=0.5: waits for a connection end in pool_timeout, the worker keeps serving.")  # fmt: skip
+    expected = (errors.POOL_TIMEOUT,)
+    POOL_TIMEOUT = 0.5
+
+    def scenarios(self, base: Scenario) -> list[Scenario]:
+        return [base.with_changes(f"{base.name}:pool_timeout={self.POOL_TIMEOUT:g}", {"pool_timeout": self.POOL_TIMEOUT})]
+
+    def skip_reason(self, scenario: Scenario, topology: Any) -> str | None:
+        if scenario.pool_capacity() is None:
+            return "no pool_timeout: the pool is unbounded (every waiting request opens its own connection)"
+        return None
+
+    def failure_bound(self, scenario: Scenario, users: int) -> float | None:
+        return self.POOL_TIMEOUT + 1.0
+
+
+class StatementTimeout(TableLock):
+    name = "statement-timeout"
+    description = "A lock held 2.5 s, longer than HEALTHZ_STATEMENT_TIMEOUT=500 ms: PostgreSQL cancels the waiting count(*)."
+    expected = (errors.STATEMENT_TIMEOUT,)
+    STATEMENT_TIMEOUT_MS = 500
+
+    def scenarios(self, base: Scenario) -> list[Scenario]:
+        ms = self.STATEMENT_TIMEOUT_MS
+        return [base.with_changes(f"{base.name}:statement_timeout={ms}", {"statement_timeout": ms})]
+
+    def failure_bound(self, scenario: Scenario, users: int) -> float | None:
+        # A request may queue behind others for the pool, each cancelled after the timeout.
+        capacity = scenario.pool_capacity()
+        rounds = math.ceil(users / (capacity * scenario.workers)) if capacity else 1
+        return self.STATEMENT_TIMEOUT_MS / 1000 * (rounds + 1) + 1.0
+
+
+class SlowNetwork(Fault):
+    """``tc netem`` delay and loss on the app host's end of the app--database link (netns only)."""
+
+    name = "slow-network"
+    description = ("tc netem delay 300 ms and 20% loss on the app-database link for 3 s, with HEALTHZ_STATEMENT_TIMEOUT=500 ms "
+                   "and HEALTHZ_CONNECT_TIMEOUT=2: timeouts, never a hang.")  # fmt: skip
+    expected = (errors.STATEMENT_TIMEOUT, errors.CONNECT_TIMEOUT, errors.CONNECTION_LOST, errors.POOL_TIMEOUT)
+    hold = 3.0
+
+    def scenarios(self, base: Scenario) -> list[Scenario]:
+        return [base.with_changes(f"{base.name}:statement_timeout=500,connect_timeout=2", {"statement_timeout": 500, "connect_timeout": 2})]
+
+    def skip_reason(self, scenario: Scenario, topology: Any) -> str | None:
+        if topology.name != "netns":
+            return "needs --topology netns (tc netem on the veth pair)"
+        return topology.netem_problem()
+
+    def begin(self, target: Target) -> None:
+        topology = target.topology
+        subprocess.run([*topology.app_prefix, "tc", "qdisc", "add", "dev", topology.app_if, "root", "netem",
+                        "delay", "300ms", "loss", "20%"], check=True, capture_output=True, timeout=30)  # fmt: skip
+
+    def end(self, target: Target) -> None:
+        topology = target.topology
+        subprocess.run([*topology.app_prefix, "tc", "qdisc", "del", "dev", topology.app_if, "root"], capture_output=True, timeout=30)
+
+
+class WorkerKill(Fault):
+    """SIGKILL to one gunicorn worker; the fault ends when gunicorn has replaced it and PostgreSQL
+    has ended every backend of the dead worker (found by its sockets' local ports)."""
+
+    name = "worker-kill"
+    description = "One gunicorn worker killed with SIGKILL under load: gunicorn replaces it, PostgreSQL ends its backends."
+    expected = (CLIENT,)
+    instant = True
+    hold = 0.0
+    worker_restarts = 1
+    TIMEOUT = 30.0
+
+    def begin(self, target: Target) -> None:
+        workers = target.gunicorn.worker_pids()
+        if not workers:
+            raise FaultError("gunicorn has no worker to kill")
+        pid = workers[0]
+        db_port = target.pg.port
+        ports = database_client_ports(pid, db_port)
+        os.kill(pid, signal.SIGKILL)
+        target.notes.update(killed_pid=pid, killed_at=time.monotonic(), killed_worker_connections=len(ports), _ports=ports)
+
+    def end(self, target: Target) -> None:
+        notes, started = target.notes, target.notes["killed_at"]
+        deadline = started + self.TIMEOUT
+        wanted = target.scenario.workers
+        while time.monotonic() < deadline:
+            pids = target.gunicorn.worker_pids()
+            if len(pids) >= wanted and notes["killed_pid"] not in pids:
+                break
+            time.sleep(0.05)
+        notes["replaced_seconds"] = round(time.monotonic() - started, 2)
+        ports = notes.pop("_ports")
+        left = ports
+        while left and time.monotonic() < deadline:
+            left = _backends_on_ports(target.pg, ports)
+            if left:
+                time.sleep(0.05)
+        notes["backends_released_seconds"] = round(time.monotonic() - started, 2)
+        notes["killed_worker_backends_left"] = len(left)
+        notes.pop("killed_at")
+
+
+class DatabaseDownAtStart(Fault):
+    name = "db-down-at-start"
+    description = ("PostgreSQL down while gunicorn starts and for the load's first seconds: the service boots and answers "
+                   "499 connection_refused, then 200 once the database is up, with no restart.")  # fmt: skip
+    expected = (errors.CONNECTION_REFUSED, errors.DATABASE_UNAVAILABLE)
+    at_start = True
+    hold = 3.0
+
+    def failure_bound(self, scenario: Scenario, users: int) -> float | None:
+        return 1.0
+
+    def begin(self, target: Target) -> None:
+        target.pg.stop("fast")
+
+    def end(self, target: Target) -> None:
+        target.pg.start()
+
+
+def database_client_ports(pid: int, db_port: int) -> set[int]:
+    """Local ports of process ``pid``'s TCP connections toward ``db_port`` (from its open sockets
+    and its network namespace's TCP tables)."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if len(fields) > 9 and fields[9] in inodes and int(fields[2].rsplit(":", 1)[1], 16) == db_port:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _backends_on_ports(pg: PostgreSQL, ports: Iterable[int]) -> set[int]:
+    with pg.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT client_port FROM pg_stat_activity WHERE client_port = ANY(%s)", (list(ports),))
+        return {row[0] for row in cur.fetchall()}
+
+
+#: Every fault, in the order a run goes through them.
+FAULTS: dict[str, Fault] = {
+    f.name: f
+    for f in (DatabaseRestart("fast"), DatabaseRestart("immediate"), TooManyClients(), PoolExhausted(), StatementTimeout(),
+              SlowNetwork(), WorkerKill(), DatabaseDownAtStart())  # fmt: skip
+}
+#: The scenarios ``healthz lab faults`` runs by default: one per pool shape and worker family.
+DEFAULT_SCENARIOS = ("eventlet-nullpool", "eventlet-queuepool-sized", "gevent-queuepool-sized", "gthread-queuepool")
+
+
+def select(names: Iterable[str]) -> list[Fault]:
+    """The faults called ``names`` (all when empty); :class:`ValueError` names the accepted ones."""
+    names = list(names)
+    unknown = [n for n in names if n not in FAULTS]
+    if unknown:
+        raise ValueError(f"unknown fault {unknown[0]!r}: choose from {', '.join(FAULTS)}")
+    return [FAULTS[n] for n in names] if names else list(FAULTS.values())
+
+
+# -- measuring -----------------------------------------------------------------------------------
+def measure(timeline: list[dict], fault_began: float, fault_ended: float, load_ended: float) -> dict[str, Any]:
+    """The figures of one fault run from the locustfile's timeline (Unix times).
+
+    ``errors_before`` are failures before the fault began (none is expected); ``errors`` are the
+    failures from its beginning to the end of the load, by cause; ``lost_after_end`` those after the
+    fault ended; ``recovery_seconds`` is from the fault's end to the end of the last tenth of a
+    second with a failure (0 when none came after it), None when failures went on into the last
+    :data:`QUIET_TAIL` seconds of the load or no request succeeded after them.
+    """
+    before: dict[str, int] = {}
+    during: dict[str, int] = {}
+    after_end = ok_during = 0
+    last_failure: float | None = None
+    last_ok = first_ok_after = None
+    slowest_failure = slowest_ok = 0.0
+    for row in timeline:
+        t, failed = row["t"], row.get("failed") or {}
+        target = before if t + 0.1 <= fault_began else during
+        for cause, count in failed.items():
+            target[cause] = target.get(cause, 0) + count
+        if t + 0.1 > fault_began:
+            slowest_failure = max(slowest_failure, row.get("failed_max_ms") or 0.0)
+            slowest_ok = max(slowest_ok, row.get("ok_max_ms") or 0.0)
+            if failed:
+                last_failure = t
+            if t >= fault_ended:
+                after_end += sum(failed.values())
+            elif row.get("ok"):
+                ok_during += row["ok"]
+        if row.get("ok"):
+            last_ok = t
+            if t >= fault_ended and first_ok_after is None:
+                first_ok_after = t
+    if last_failure is None or last_failure + 0.1 <= fault_ended:
+        recovery: float | None = 0.0
+    elif last_failure + 0.1 > load_ended - QUIET_TAIL or last_ok is None or last_ok < last_failure:
+        recovery = None
+    else:
+        recovery = round(last_failure + 0.1 - fault_ended, 1)
+    return {
+        "errors_before": before,
+        "errors": dict(sorted(during.items(), key=lambda kv: -kv[1])),
+        "failed": sum(during.values()),
+        "lost_after_end": after_end,
+        "ok_during_fault": ok_during,
+        "recovery_seconds": recovery,
+        "first_ok_after_seconds": None if first_ok_after is None else round(max(0.0, first_ok_after - fault_ended), 1),
+        "slowest_failure_ms": round(slowest_failure, 1),
+        "slowest_ok_ms": round(slowest_ok, 1),
+    }
+
+
+def _expected(cause: str, expected: Iterable[str]) -> bool:
+    return any(cause == e or (e == CLIENT and cause.startswith(CLIENT + " ") and cause != "client timeout") for e in expected)
+
+
+def judge(fault: Fault, result: dict[str, Any], request_timeout: float) -> list[str]:
+    """What went wrong in a fault run, one phrase each; empty when the service behaved: only the
+    fault's expected errors, recovered, failures within the fault's bound, no request near the
+    client's timeout, the expected worker restarts, no backend left behind."""
+    problems = []
+    if result.get("errors_before"):
+        problems.append("errors before the fault: " + ", ".join(f"{k} {v}" for k, v in result["errors_before"].items()))
+    unexpected = {k: v for k, v in result["errors"].items() if not _expected(k, fault.expected)}
+    if unexpected:
+        problems.append("unexpected errors: " + ", ".join(f"{k} {v}" for k, v in unexpected.items()))
+    if result["recovery_seconds"] is None:
+        problems.append("not recovered by the end of the load")
+    bound = result.get("failure_bound_s")
+    if bound is not None and result["slowest_failure_ms"] > bound * 1000:
+        problems.append(f"a failed request took {result['slowest_failure_ms'] / 1000:.1f} s (bound {bound:g} s)")
+    slowest = max(result["slowest_failure_ms"], result["slowest_ok_ms"])
+    if slowest >= request_timeout * 1000 * 0.95:
+        problems.append(f"a request took {slowest / 1000:.1f} s, the client's timeout: a hang")
+    if result["worker_restarts"] != fault.worker_restarts:
+        problems.append(f"{result['worker_restarts']} worker restart(s), expected {fault.worker_restarts}")
+    if result.get("backends_left"):
+        problems.append(f"{result['backends_left']} backend(s) left after gunicorn stopped")
+    if result.get("killed_worker_backends_left"):
+        problems.append(f"{result['killed_worker_backends_left']} backend(s) of the killed worker still open")
+    return problems
+
+
+__all__ = ["FAULTS", "DEFAULT_SCENARIOS", "Fault", "FaultError", "Target", "select", "measure", "judge", "database_client_ports"]

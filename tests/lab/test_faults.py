@@ -1,0 +1,145 @@
+"""The fault catalogue: measuring and judging a fault run (pure logic on synthetic timelines), the
+connection budget, and finding a process's database connections on real sockets."""
+
+from __future__ import annotations
+
+import os
+
+import psycopg2
+import pytest
+
+from healthz.lab import faults
+from healthz.lab.scenarios import DEFAULTS
+
+T0 = 1_800_000_000.0  # the load's start, Unix time
+
+
+def row(t, ok=0, failed=None, ok_ms=5.0, failed_ms=5.0):
+    return {"t": round(T0 + t, 1), "ok": ok, "ok_max_ms": ok_ms if ok else 0.0, "failed": failed or {}, "failed_max_ms": failed_ms if failed else 0.0}
+
+
+def timeline(spec):
+    """``spec``: (start, end, ok per tick, failed per tick) stretches in seconds since T0."""
+    rows = []
+    for start, end, ok, failed in spec:
+        t = start
+        while t < end - 1e-9:
+            rows.append(row(t, ok, dict(failed)))
+            t = round(t + 0.1, 1)
+    return rows
+
+
+def test_measure_counts_errors_by_kind_and_recovery_from_the_faults_end():
+    rows = timeline([(0, 2, 10, {}), (2, 3, 0, {"connection_refused": 5}), (3, 3.5, 4, {"connection_lost": 1}), (3.5, 8, 10, {})])
+    m = faults.measure(rows, fault_began=T0 + 2, fault_ended=T0 + 3, load_ended=T0 + 8)
+    assert m["errors_before"] == {}
+    assert m["errors"] == {"connection_refused": 50, "connection_lost": 5}
+    assert m["failed"] == 55 and m["lost_after_end"] == 5
+    assert m["recovery_seconds"] == 0.5
+    assert m["first_ok_after_seconds"] == 0.0
+    assert m["ok_during_fault"] == 0
+
+
+def test_measure_no_failure_after_the_end_is_zero_recovery():
+    rows = timeline([(0, 2, 10, {}), (2, 2.5, 3, {"statement_timeout": 2}), (2.5, 6, 10, {})])
+    m = faults.measure(rows, T0 + 2, T0 + 2.5, T0 + 6)
+    assert m["recovery_seconds"] == 0.0 and m["lost_after_end"] == 0 and m["ok_during_fault"] == 15
+
+
+def test_measure_failures_into_the_last_second_are_not_recovered():
+    rows = timeline([(0, 2, 10, {}), (2, 6, 1, {"other": 3})])
+    assert faults.measure(rows, T0 + 2, T0 + 3, T0 + 6)["recovery_seconds"] is None
+
+
+def test_measure_failures_without_a_success_after_them_are_not_recovered():
+    rows = timeline([(0, 2, 10, {}), (2, 4, 0, {"connection_refused": 3}), (4, 6, 0, {})])
+    assert faults.measure(rows, T0 + 2, T0 + 3, T0 + 6)["recovery_seconds"] is None
+
+
+def test_measure_keeps_failures_before_the_fault_apart():
+    rows = timeline([(0, 1, 10, {"too_many_clients": 1}), (1, 5, 10, {})])
+    m = faults.measure(rows, T0 + 2, T0 + 3, T0 + 5)
+    assert m["errors_before"] == {"too_many_clients": 10} and m["errors"] == {}
+
+
+def test_measure_slowest_requests_are_taken_from_the_faults_beginning():
+    rows = [row(0.5, 10, ok_ms=9000.0), row(2.0, 1, {"pool_timeout": 1}, ok_ms=700.0, failed_ms=510.0), row(2.5, 10, ok_ms=2500.0)]
+    rows += timeline([(2.6, 5, 10, {})])
+    m = faults.measure(rows, T0 + 2, T0 + 2.5, T0 + 5)
+    assert m["slowest_failure_ms"] == 510.0 and m["slowest_ok_ms"] == 2500.0
+
+
+def good_result(**changes):
+    result = {"errors_before": {}, "errors": {"connection_refused": 10}, "recovery_seconds": 0.2, "slowest_failure_ms": 30.0,
+              "slowest_ok_ms": 80.0, "worker_restarts": 0, "backends_left": 0, "failure_bound_s": 1.0}  # fmt: skip
+    result.update(changes)
+    return result
+
+
+@pytest.mark.parametrize(
+    "changes, problem",
+    [
+        ({}, None),
+        ({"errors": {"connection_refused": 3, "other": 2}}, "unexpected errors: other 2"),
+        ({"errors": {"client timeout": 2}}, "unexpected errors: client timeout 2"),
+        ({"recovery_seconds": None}, "not recovered by the end of the load"),
+        ({"slowest_failure_ms": 2500.0}, "a failed request took 2.5 s (bound 1 s)"),
+        ({"slowest_ok_ms": 9800.0}, "a request took 9.8 s, the client's timeout: a hang"),
+        ({"worker_restarts": 1}, "1 worker restart(s), expected 0"),
+        ({"backends_left": 3}, "3 backend(s) left after gunicorn stopped"),
+        ({"errors_before": {"too_many_clients": 1}}, "errors before the fault: too_many_clients 1"),
+    ],
+)
+def test_judge_names_each_problem(changes, problem):
+    found = faults.judge(faults.FAULTS["db-down-at-start"], good_result(**changes), request_timeout=10)
+    assert found == ([] if problem is None else [problem])
+
+
+def test_judge_accepts_client_side_errors_for_a_killed_worker_but_not_timeouts():
+    kill = faults.FAULTS["worker-kill"]
+    ok = good_result(errors={"client ConnectionResetError": 2, "client RemoteDisconnected": 1}, worker_restarts=1, failure_bound_s=None)
+    assert faults.judge(kill, ok, 10) == []
+    assert faults.judge(kill, {**ok, "worker_restarts": 0}, 10) == ["0 worker restart(s), expected 1"]
+    assert faults.judge(kill, {**ok, "killed_worker_backends_left": 2}, 10) == ["2 backend(s) of the killed worker still open"]
+
+
+def test_select_refuses_an_unknown_fault_naming_the_accepted_ones():
+    assert [f.name for f in faults.select([])] == list(faults.FAULTS)
+    with pytest.raises(ValueError, match="unknown fault 'db-crash': choose from db-restart-fast, db-restart-immediate"):
+        faults.select(["db-crash"])
+
+
+def test_budget_is_workers_times_pool_capacity_or_the_clients_when_unbounded():
+    sized, default, null = DEFAULTS["eventlet-queuepool-sized"], DEFAULTS["eventlet-queuepool-default"], DEFAULTS["eventlet-nullpool"]
+    assert faults.TooManyClients.budget(sized, 50) == (20, "2 workers x (pool_size 10 + max_overflow 0)")
+    assert faults.TooManyClients.budget(default, 50) == (30, "2 workers x (pool_size 5 + max_overflow 10)")
+    assert faults.TooManyClients.budget(null, 50) == (50, "one connection per request in flight, up to 50 (the clients)")
+
+
+def test_restart_runs_pooled_scenarios_with_and_without_pre_ping():
+    restart = faults.FAULTS["db-restart-fast"]
+    variants = restart.scenarios(DEFAULTS["eventlet-queuepool-sized"])
+    assert [(s.name, s.service_settings().pool_pre_ping) for s in variants] == [
+        ("eventlet-queuepool-sized", False), ("eventlet-queuepool-sized+pre_ping", True)]  # fmt: skip
+    assert [s.name for s in restart.scenarios(DEFAULTS["eventlet-nullpool"])] == ["eventlet-nullpool"]
+
+
+def test_fault_settings_reach_the_scenario():
+    [exhausted] = faults.FAULTS["pool-exhausted"].scenarios(DEFAULTS["gthread-queuepool"])
+    assert exhausted.service_settings().pool_timeout == 0.5
+    [slow] = faults.FAULTS["statement-timeout"].scenarios(DEFAULTS["eventlet-nullpool"])
+    assert slow.service_settings().statement_timeout == 500
+    assert faults.FAULTS["pool-exhausted"].skip_reason(DEFAULTS["eventlet-nullpool"], None).startswith("no pool_timeout")
+
+
+def test_database_client_ports_finds_this_processs_connection(postgres):
+    conn = psycopg2.connect(postgres.dsn(application_name="healthz-ports-test"))
+    try:
+        ports = faults.database_client_ports(os.getpid(), postgres.port)
+        with postgres.connect() as admin, admin.cursor() as cur:
+            cur.execute("SELECT client_port FROM pg_stat_activity WHERE application_name = 'healthz-ports-test'")
+            assert {r[0] for r in cur.fetchall()} <= ports
+        assert len(ports) >= 1
+    finally:
+        conn.close()
+    assert faults.database_client_ports(os.getpid(), 1) == set()

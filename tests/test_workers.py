@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -138,3 +139,21 @@ def test_metrics_can_be_switched_off(run_gunicorn):
     server = run_gunicorn("sync", workers=1, HEALTHZ_METRICS="off")
     assert get_many(server.base_url, 3, 1) == [200] * 3
     assert get_many(server.base_url, 1, 1, path="/metrics") == [404]
+
+
+def test_a_wrong_password_is_in_no_response_metric_or_log(run_gunicorn, postgres, database):
+    wrong = "wrong-" + postgres.password
+    server = run_gunicorn("eventlet", workers=1, url=postgres.url_for(database).replace(postgres.password, wrong))
+    assert get_many(server.base_url, 3, 1) == [499] * 3
+    bodies = [urllib.request.urlopen(server.base_url + path, timeout=10).read().decode() for path in ("/metrics", "/api/v1/livez/")]
+    try:
+        urllib.request.urlopen(server.base_url + "/api/v1/healthz/", timeout=10)
+    except urllib.error.HTTPError as exc:
+        bodies.append(exc.read().decode())
+    assert bodies[-1] == '{"error":"authentication_failed","status":"error"}\n'
+    assert _metric(bodies[0], "healthz_db_errors_total", '{kind="authentication_failed"}') == 3
+    server.stop()
+    log = server.log_text()
+    assert "password authentication failed" in log and "database_url=postgresql+psycopg2://healthz:***@" in log
+    for text in (*bodies, log):
+        assert wrong not in text and postgres.password not in text

@@ -23,11 +23,19 @@ scenarios_file_option = click.option(
 def lab() -> None:
     """The experiment: does connection pooling alone fix EADDRNOTAVAIL under load?
 
+    A run that seems stuck prints every thread's stack on SIGUSR1 (kill -USR1 PID).
+
     \b
     Example:
         healthz lab list
         healthz lab run --topology netns --concurrency 200,500,1000 --duration 20
     """
+    import contextlib
+    import faulthandler
+    import signal
+
+    with contextlib.suppress(AttributeError, ValueError, OSError):  # no SIGUSR1, or no real stderr to write to
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
 
 
 @lab.command("list")
@@ -47,6 +55,21 @@ def list_command(scenarios_files: tuple[Path, ...]) -> None:
         raise click.UsageError(str(exc)) from None
     for scenario in chosen:
         click.echo(f"{scenario.name}\n    {scenario.summary()}\n    {scenario.description}\n")
+
+
+def command_line(ctx: click.Context) -> str:
+    """The command as given, rebuilt from its parsed options (those left at their default are
+    left out), password masked: ``healthz lab faults --fault worker-kill --users 10``."""
+    args = ctx.command_path.split()
+    args[0] = "healthz"
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if not isinstance(param, click.Option) or value in (None, (), False) or value == param.default:
+            continue
+        values = value if isinstance(value, (tuple, list)) else [value]
+        for item in values:
+            args += [next((o for o in param.opts if o.startswith("--")), param.opts[0])] + ([] if param.is_flag else [str(item)])
+    return mask_password(shlex.join(args))
 
 
 def resolve_topology(name: str) -> tuple[str, str | None]:
@@ -123,7 +146,7 @@ def run_command(specs, scenarios_files, concurrency, duration, max_requests, con
             scenarios=chosen, concurrency=steps, output=folder, duration=duration, max_requests=max_requests,
             topology=topology_name, ports=ports, delay_ms=delay_ms, database_url=database_url, seed=seed,
             max_connections=max_connections, connection=connection, scenarios_files=list(scenarios_files),
-            command_line=mask_password(shlex.join(["healthz", "lab", "run", *sys.argv[3:]])),
+            command_line=command_line(click.get_current_context()),
         )  # fmt: skip
     except (ScenarioError, LabError, TopologyError, SettingsError) as exc:
         raise click.UsageError(str(exc)) from None
@@ -201,7 +224,7 @@ def faults_command(fault_names, specs, scenarios_files, users, connection, topol
         config = LabConfig(
             scenarios=chosen, concurrency=[users], output=folder, topology=topology_name, ports=ports,
             max_connections=max_connections, connection=connection, scenarios_files=list(scenarios_files),
-            command_line=mask_password(shlex.join(["healthz", "lab", "faults", *sys.argv[3:]])),
+            command_line=command_line(click.get_current_context()),
         )  # fmt: skip
     except (ValueError, LabError, TopologyError, SettingsError) as exc:
         raise click.UsageError(str(exc)) from None
@@ -231,7 +254,9 @@ def faults_command(fault_names, specs, scenarios_files, users, connection, topol
 @lab.command("report")
 @click.argument("folder", type=click.Path(path_type=Path, file_okay=False, exists=True))
 def report_command(folder: Path) -> None:
-    """Remake report.md, report.html, results.csv and the plots from FOLDER/results.json.
+    """Remake the reports from FOLDER: report.md, report.html, results.csv and the plots from its
+    results.json (healthz lab run), faults.md, faults.html and the timelines from its faults.json
+    (healthz lab faults).
 
     \b
     Example:
@@ -239,10 +264,16 @@ def report_command(folder: Path) -> None:
     """
     import json
 
-    from healthz.lab import report
+    from healthz.lab import fault_report, report
 
-    if not (folder / "results.json").exists():
-        raise click.UsageError(f"{folder} has no results.json: give a folder written by healthz lab run")
-    paths = report.write(folder)
-    click.echo(report.verdict_table(json.loads((folder / "results.json").read_text())))
-    click.echo(f"\nReport: {paths['markdown']} and {paths['html']}")
+    found = [name for name in ("results.json", "faults.json") if (folder / name).exists()]
+    if not found:
+        raise click.UsageError(f"{folder} has no results.json or faults.json: give a folder written by healthz lab run or healthz lab faults")
+    if "results.json" in found:
+        paths = report.write(folder)
+        click.echo(report.verdict_table(json.loads((folder / "results.json").read_text())))
+        click.echo(f"\nReport: {paths['markdown']} and {paths['html']}")
+    if "faults.json" in found:
+        paths = fault_report.write(folder)
+        click.echo(fault_report.summary_table(json.loads((folder / "faults.json").read_text())))
+        click.echo(f"\nFault report: {paths['markdown']} and {paths['html']}")

@@ -38,7 +38,8 @@ def _livez(result: dict[str, Any]) -> str:
     probe = result.get("livez_during_fault")
     if not probe:
         return "-"
-    return f"{probe['status'] or 'no answer'} in {probe['seconds']:g} s"
+    late = "" if probe.get("during_fault", True) else ", after the fault"
+    return f"{probe['status'] or 'no answer'} in {probe['seconds']:g} s{late}"
 
 
 def rows(results: list[dict[str, Any]]) -> list[list[str]]:
@@ -91,9 +92,11 @@ def details(results: list[dict[str, Any]]) -> list[str]:
             )  # fmt: skip
         if r["fault"] == "pool-exhausted" and not r["errors"]:
             notes.append(
-                f"`pool-exhausted` on `{r['scenario']}`: no request waited for the pool; with {r['worker_class']}, a worker serves "
-                f"no more requests at once than its pool holds ({r['pool_capacity']}), so requests queued in gunicorn instead, "
-                f"the slowest for {waited:.1f} s (the lock)."
+                f"`pool-exhausted` on `{r['scenario']}`: no request waited for the pool, so `pool_timeout` never applied: a "
+                f"{r['worker_class']} worker serves no more requests at once than its pool holds ({r['pool_capacity']}), so "
+                f"every thread waited on the lock and the requests behind them, `/api/v1/livez/` among them ({_livez(r)}), "
+                f"queued in gunicorn; the slowest took {waited:.1f} s. Only `statement_timeout` bounds that wait (see "
+                "`statement-timeout`), or more threads than `pool_size`."
             )  # fmt: skip
         if "budget" in r:
             notes.append(f"`{r['fault']}` on `{r['scenario']}`: {r['budget']}.")

@@ -15,6 +15,7 @@ Faults need a server the lab may stop, fill and lock: always a throwaway Postgre
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -136,13 +137,16 @@ class FaultLab(Lab):
                 fault_began = time.time()
                 fault.begin(target)
                 begun, held_from = True, time.time()
+            probe = None
             if fault.hold:
                 _sleep_until(held_from + fault.hold / 2)
-                result["livez_during_fault"] = _timed_get(gunicorn, "/api/v1/livez/", self.request_timeout)
+                probe = _LivezProbe(gunicorn, self.request_timeout)
                 _sleep_until(held_from + fault.hold)
             fault.end(target)
             ended = True
             fault_ended = fault_began if fault.instant else time.time()
+            if probe is not None:
+                result["livez_during_fault"] = probe.result(before=fault_ended)
             self.progress.update(f"{label}: fault ended, load goes on")
             locust.wait(duration + 30 - (time.time() - load_began))
             load_ended = time.time()
@@ -193,10 +197,26 @@ def _sleep_until(moment: float) -> None:
     time.sleep(max(0.0, moment - time.time()))
 
 
-def _timed_get(gunicorn, path: str, timeout: float) -> dict[str, Any]:
-    began = time.monotonic()
-    status, _ = gunicorn.get(path, timeout=timeout)
-    return {"status": status, "seconds": round(time.monotonic() - began, 2)}
+class _LivezProbe(threading.Thread):
+    """``GET /api/v1/livez/`` in the background while a fault lasts, so that a stuck worker delays
+    the answer, not the fault's end."""
+
+    def __init__(self, gunicorn, timeout: float) -> None:
+        super().__init__(name="healthz-livez-probe", daemon=True)
+        self.gunicorn, self.timeout = gunicorn, timeout
+        self.status: int | None = None
+        self.began = self.answered = time.time()
+        self.start()
+
+    def run(self) -> None:
+        self.status, _ = self.gunicorn.get("/api/v1/livez/", timeout=self.timeout)
+        self.answered = time.time()
+
+    def result(self, before: float) -> dict[str, Any]:
+        """``{"status", "seconds", "during_fault"}``: the answer, how long it took and whether it
+        came before ``before`` (the fault's end)."""
+        self.join(self.timeout + 15)
+        return {"status": self.status or 0, "seconds": round(self.answered - self.began, 2), "during_fault": self.answered <= before}
 
 
 def _relative(timeline: list[dict], origin: float) -> list[dict]:

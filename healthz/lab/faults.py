@@ -269,7 +269,9 @@ class WorkerKill(Fault):
     has ended every backend of the dead worker (found by its sockets' local ports)."""
 
     name = "worker-kill"
-    description = "One gunicorn worker killed with SIGKILL under load: gunicorn replaces it, PostgreSQL ends its backends."
+    description = ("One gunicorn worker killed with SIGKILL under load: gunicorn replaces it, PostgreSQL ends its backends. "
+                   "locust's FastHttpUser (geventhttpclient) resends an idempotent GET when its connection closes before "
+                   "a response, as browsers do, so most requests in flight on the killed worker are retried, not failed.")  # fmt: skip
     expected = (CLIENT,)
     instant = True
     hold = 0.0
@@ -377,8 +379,9 @@ def measure(timeline: list[dict], fault_began: float, fault_ended: float, load_e
     ``errors_before`` are failures before the fault began (none is expected); ``errors`` are the
     failures from its beginning to the end of the load, by cause; ``lost_after_end`` those after the
     fault ended; ``recovery_seconds`` is from the fault's end to the end of the last tenth of a
-    second with a failure (0 when none came after it), None when failures went on into the last
-    :data:`QUIET_TAIL` seconds of the load or no request succeeded after them.
+    second with a failure (0 when none came after it), None when no request succeeded after the
+    fault's end or after the last failure, or failures went on into the last :data:`QUIET_TAIL`
+    seconds of the load.
     """
     before: dict[str, int] = {}
     during: dict[str, int] = {}
@@ -404,8 +407,10 @@ def measure(timeline: list[dict], fault_began: float, fault_ended: float, load_e
             last_ok = t
             if t >= fault_ended and first_ok_after is None:
                 first_ok_after = t
-    if last_failure is None or last_failure + 0.1 <= fault_ended:
-        recovery: float | None = 0.0
+    if first_ok_after is None:
+        recovery: float | None = None  # nothing succeeded after the fault: a stuck service fails nothing
+    elif last_failure is None or last_failure + 0.1 <= fault_ended:
+        recovery = 0.0
     elif last_failure + 0.1 > load_ended - QUIET_TAIL or last_ok is None or last_ok < last_failure:
         recovery = None
     else:
@@ -430,7 +435,8 @@ def _expected(cause: str, expected: Iterable[str]) -> bool:
 def judge(fault: Fault, result: dict[str, Any], request_timeout: float) -> list[str]:
     """What went wrong in a fault run, one phrase each; empty when the service behaved: only the
     fault's expected errors, recovered, failures within the fault's bound, no request near the
-    client's timeout, the expected worker restarts, no backend left behind."""
+    client's timeout, ``/api/v1/livez/`` answered while the fault lasted (the workers kept
+    serving), the expected worker restarts, no backend left behind."""
     problems = []
     if result.get("errors_before"):
         problems.append("errors before the fault: " + ", ".join(f"{k} {v}" for k, v in result["errors_before"].items()))
@@ -445,6 +451,10 @@ def judge(fault: Fault, result: dict[str, Any], request_timeout: float) -> list[
     slowest = max(result["slowest_failure_ms"], result["slowest_ok_ms"])
     if slowest >= request_timeout * 1000 * 0.95:
         problems.append(f"a request took {slowest / 1000:.1f} s, the client's timeout: a hang")
+    livez = result.get("livez_during_fault")
+    if livez and (livez["status"] != 200 or not livez["during_fault"]):
+        problems.append(f"/api/v1/livez/ did not answer while the fault lasted ({livez['status'] or 'no answer'} after "
+                        f"{livez['seconds']:g} s): the workers stopped serving")  # fmt: skip
     if result["worker_restarts"] != fault.worker_restarts:
         problems.append(f"{result['worker_restarts']} worker restart(s), expected {fault.worker_restarts}")
     if result.get("backends_left"):

@@ -56,6 +56,12 @@ def test_measure_failures_without_a_success_after_them_are_not_recovered():
     assert faults.measure(rows, T0 + 2, T0 + 3, T0 + 6)["recovery_seconds"] is None
 
 
+def test_measure_nothing_served_after_the_fault_is_not_recovered_even_without_failures():
+    rows = timeline([(0, 2, 10, {})])  # a stuck service: requests hang, none fails, none succeeds
+    m = faults.measure(rows, T0 + 2, T0 + 3, T0 + 6)
+    assert m["recovery_seconds"] is None and m["failed"] == 0
+
+
 def test_measure_keeps_failures_before_the_fault_apart():
     rows = timeline([(0, 1, 10, {"too_many_clients": 1}), (1, 5, 10, {})])
     m = faults.measure(rows, T0 + 2, T0 + 3, T0 + 5)
@@ -88,6 +94,11 @@ def good_result(**changes):
         ({"worker_restarts": 1}, "1 worker restart(s), expected 0"),
         ({"backends_left": 3}, "3 backend(s) left after gunicorn stopped"),
         ({"errors_before": {"too_many_clients": 1}}, "errors before the fault: too_many_clients 1"),
+        ({"livez_during_fault": {"status": 0, "seconds": 10.1, "during_fault": False}},
+         "/api/v1/livez/ did not answer while the fault lasted (no answer after 10.1 s): the workers stopped serving"),
+        ({"livez_during_fault": {"status": 200, "seconds": 2.4, "during_fault": False}},
+         "/api/v1/livez/ did not answer while the fault lasted (200 after 2.4 s): the workers stopped serving"),
+        ({"livez_during_fault": {"status": 200, "seconds": 0.8, "during_fault": True}}, None),
     ],
 )
 def test_judge_names_each_problem(changes, problem):

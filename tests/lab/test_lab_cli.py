@@ -93,4 +93,4 @@ def test_report_remakes_a_report(tmp_path):
 
 def test_report_needs_results(tmp_path):
     result = invoke("lab", "report", str(tmp_path))
-    assert result.exit_code == 2 and "has no results.json: give a folder written by healthz lab run" in result.output
+    assert result.exit_code == 2 and "has no results.json or faults.json: give a folder written by healthz lab run or healthz lab faults" in result.output

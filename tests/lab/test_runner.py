@@ -3,6 +3,7 @@ reproduction of the report, and nothing left behind after an interrupted run."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -32,8 +33,18 @@ def _all_text(folder) -> str:
     return "".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file() and p.suffix != ".png")
 
 
+def _writes(postgres, database):
+    """Rows inserted, updated and deleted in ``database`` as PostgreSQL counts them, and its tables."""
+    with postgres.connect(database) as conn, conn.cursor() as cur:
+        cur.execute("SELECT tup_inserted, tup_updated, tup_deleted FROM pg_stat_database WHERE datname = current_database()")
+        counts = cur.fetchone()
+        cur.execute("SELECT array_agg(relname ORDER BY relname) FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace")
+        return counts, cur.fetchone()[0]
+
+
 def test_a_small_run_agrees_with_postgres(tmp_path, postgres, database):
     url = postgres.url_for(database)
+    writes_before = _writes(postgres, database)  # its own session ends before the baseline is read
     before = settled_sessions(postgres, database)
     config = LabConfig(
         scenarios=select(["eventlet-nullpool:workers=1", "eventlet-queuepool-sized:workers=1,pool_size=2"]),
@@ -41,6 +52,7 @@ def test_a_small_run_agrees_with_postgres(tmp_path, postgres, database):
     )  # fmt: skip
     nullpool, pooled = Lab(config, Progress(io.StringIO())).run()
     opened = settled_sessions(postgres, database) - before
+    assert _writes(postgres, database) == writes_before, "the lab wrote to a --database-url database without --seed"
 
     assert opened == nullpool["sessions_opened"] + pooled["sessions_opened"] + LAB_OWN_SESSIONS
     for run in (nullpool, pooled):
@@ -128,10 +140,24 @@ def test_an_interrupted_run_leaves_no_namespace_and_no_process(tmp_path, topolog
         started = _descendants(lab.pid)
         assert len(started) >= 3, "postgres, gunicorn and locust run as the lab's descendants"
         lab.send_signal(signum)
-        output, _ = lab.communicate(timeout=60)
+        try:
+            output, _ = lab.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            lab.send_signal(signal.SIGUSR1)  # the lab dumps every thread's stack: where it is stuck
+            time.sleep(2)
+            lab.kill()
+            output, _ = lab.communicate(timeout=10)
+            pytest.fail(f"the lab did not stop within 60 s of signal {signum}:\n{output[-6000:]}")
     finally:
         if lab.poll() is None:
             lab.kill()
+        if lab.returncode != 130:  # clean up after a failed lab, so that later tests are not slowed by it
+            for pid in _descendants(lab.pid) | set(locals().get("started", ())):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for ns in lab_namespaces():
+                if ns.startswith(f"healthz-{lab.pid}-"):
+                    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     assert lab.returncode == 130, output
     assert "interrupted: every process and namespace the lab started has been stopped" in output
     assert not [ns for ns in lab_namespaces() if ns.startswith(f"healthz-{lab.pid}-")]

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lab serve clean
+.PHONY: install test lab faults serve clean
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,11 @@ test: install
 LAB_ARGS ?= --concurrency 100,1000 --duration 10
 lab: install
 	$(BIN)/healthz lab run $(LAB_ARGS)
+
+# Every fault against the four default fault scenarios under steady load; about 6 minutes.
+FAULTS_ARGS ?=
+faults: install
+	$(BIN)/healthz lab faults $(FAULTS_ARGS)
 
 # The service under eventlet on 127.0.0.1:8000; a throwaway PostgreSQL unless DATABASE_URL is set.
 serve: install

@@ -2,8 +2,9 @@
 timeline plot per fault.
 
 It reads only what :mod:`healthz.lab.fault_runner` saved (the figures of
-:func:`healthz.lab.faults.measure` and the problems of :func:`healthz.lab.faults.judge`), so
-``healthz lab report`` can remake it and a test can check it against the same functions.
+:func:`healthz.lab.faults.measure`) and judges each run again with
+:func:`healthz.lab.faults.judge`, so ``healthz lab report`` remakes it under the current rules and a
+test can check it against the same functions.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from healthz.lab.faults import FAULTS, judge
 from healthz.lab.report import to_html, to_markdown
 
 PLOT_BIN = 0.5  # seconds per point on the timeline plots
@@ -176,6 +178,12 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
             ("h2", "Database restarts: pool_pre_ping off and on"),
             ("table", ["fault", "scenario", "failed without pre_ping", "failed with pre_ping", "recovery without (s)", "recovery with (s)"], pre_ping),
         ]  # fmt: skip
+        if all(row[2].endswith("(0 after restart)") for row in pre_ping):
+            blocks.append(("p", "Without `pool_pre_ping` no request failed after the restart either: under steady load the first "
+                                "request on a dropped connection fails while the server is going down, and SQLAlchemy then "
+                                "invalidates the whole pool, so no stale connection outlives the restart. The requests lost are "
+                                "those in flight at the shutdown and those refused while the server was down, with or without "
+                                "the ping; `pool_pre_ping` pays off when the server restarts while connections sit idle."))  # fmt: skip
     notes = details(results)
     if notes:
         blocks += [("h2", "Details"), ("ul", notes)]
@@ -202,6 +210,9 @@ def summary_table(data: dict[str, Any]) -> str:
 def write(folder: Path) -> dict[str, Path]:
     """Make faults.md, faults.html and the timeline plots in ``folder`` from its ``faults.json``."""
     data = json.loads((folder / "faults.json").read_text())
+    for r in data["results"]:  # judged again, so that a remade report applies the current rules
+        if r["fault"] in FAULTS and not r.get("skipped") and not r.get("error"):
+            r["problems"] = judge(FAULTS[r["fault"]], r, data["meta"].get("request_timeout", 10.0))
     plots = write_plots(data["results"], folder)
     blocks = build(data, plots)
     paths = {"markdown": folder / "faults.md", "html": folder / "faults.html"}

@@ -454,7 +454,7 @@ def judge(fault: Fault, result: dict[str, Any], request_timeout: float) -> list[
     livez = result.get("livez_during_fault")
     if livez and (livez["status"] != 200 or not livez["during_fault"]):
         problems.append(f"/api/v1/livez/ did not answer while the fault lasted ({livez['status'] or 'no answer'} after "
-                        f"{livez['seconds']:g} s): the workers stopped serving")  # fmt: skip
+                        f"{livez['seconds']:g} s): every worker was busy waiting on the database")  # fmt: skip
     if result["worker_restarts"] != fault.worker_restarts:
         problems.append(f"{result['worker_restarts']} worker restart(s), expected {fault.worker_restarts}")
     if result.get("backends_left"):

@@ -95,9 +95,9 @@ def good_result(**changes):
         ({"backends_left": 3}, "3 backend(s) left after gunicorn stopped"),
         ({"errors_before": {"too_many_clients": 1}}, "errors before the fault: too_many_clients 1"),
         ({"livez_during_fault": {"status": 0, "seconds": 10.1, "during_fault": False}},
-         "/api/v1/livez/ did not answer while the fault lasted (no answer after 10.1 s): the workers stopped serving"),
+         "/api/v1/livez/ did not answer while the fault lasted (no answer after 10.1 s): every worker was busy waiting on the database"),
         ({"livez_during_fault": {"status": 200, "seconds": 2.4, "during_fault": False}},
-         "/api/v1/livez/ did not answer while the fault lasted (200 after 2.4 s): the workers stopped serving"),
+         "/api/v1/livez/ did not answer while the fault lasted (200 after 2.4 s): every worker was busy waiting on the database"),
         ({"livez_during_fault": {"status": 200, "seconds": 0.8, "during_fault": True}}, None),
     ],
 )

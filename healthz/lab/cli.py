@@ -72,6 +72,31 @@ def command_line(ctx: click.Context) -> str:
     return mask_password(shlex.join(args))
 
 
+def run_and_report(lab_run, folder: Path, write, summary) -> None:
+    """Run ``lab_run`` (a Lab), then write its report with ``write(folder)`` and print
+    ``summary(data)``. Ctrl-C or SIGTERM still reports what was measured, then exits 130; a lab
+    error exits 1 with its message, password masked."""
+    from healthz.lab.postgres import PostgresError
+    from healthz.lab.runner import LabError
+    from healthz.lab.topology import TopologyError
+
+    interrupted = False
+    try:
+        lab_run.run()
+    except KeyboardInterrupt:
+        interrupted = True
+        click.echo("\ninterrupted: every process and namespace the lab started has been stopped", err=True)
+    except (LabError, TopologyError, PostgresError) as exc:
+        raise click.ClickException(mask_password(str(exc))) from None
+    if not lab_run.results:
+        sys.exit(130 if interrupted else 1)
+    paths = write(folder)
+    click.echo("\n" + summary({"meta": lab_run.meta, "results": lab_run.results}))
+    click.echo(f"\nReport: {paths['markdown']} and {paths['html']}")
+    if interrupted:
+        sys.exit(130)
+
+
 def resolve_topology(name: str) -> tuple[str, str | None]:
     """``(topology, note)``: ``auto`` is netns where this machine can host it, else loopback with
     the reason."""
@@ -125,7 +150,6 @@ def run_command(specs, scenarios_files, concurrency, duration, max_requests, con
         healthz lab run -s 'eventlet-queuepool-sized:pool_size=40' -c 2000
     """
     from healthz.lab import report
-    from healthz.lab.postgres import PostgresError
     from healthz.lab.runner import Lab, LabConfig, LabError, default_output
     from healthz.lab.scenarios import ScenarioError, parse_concurrency, select
     from healthz.lab.topology import TopologyError
@@ -156,22 +180,7 @@ def run_command(specs, scenarios_files, concurrency, duration, max_requests, con
         click.echo(f"using {mask_password(database_url)}: the lab reads pg_stat_* and runs SELECT count(*) FROM role"
                    + ("; --seed: it will create and seed table role" if seed else "; it writes nothing"), err=True)  # fmt: skip
     click.echo(f"{len(chosen)} scenario(s) x {len(steps)} step(s) of {duration:g} s, topology {topology_name}; results in {folder}", err=True)
-    lab_run = Lab(config)
-    interrupted = False
-    try:
-        lab_run.run()
-    except KeyboardInterrupt:
-        interrupted = True
-        click.echo("\ninterrupted: every process and namespace the lab started has been stopped", err=True)
-    except (LabError, TopologyError, PostgresError) as exc:
-        raise click.ClickException(mask_password(str(exc))) from None
-    if not lab_run.results:
-        sys.exit(130 if interrupted else 1)
-    paths = report.write(folder)
-    click.echo("\nVerdict\n" + report.verdict_table({"meta": lab_run.meta, "results": lab_run.results}))
-    click.echo(f"\nReport: {paths['markdown']} and {paths['html']}")
-    if interrupted:
-        sys.exit(130)
+    run_and_report(Lab(config), folder, report.write, lambda data: "Verdict\n" + report.verdict_table(data))
 
 
 @lab.command("faults")
@@ -207,7 +216,6 @@ def faults_command(fault_names, specs, scenarios_files, users, connection, topol
     """
     from healthz.lab import fault_report, faults
     from healthz.lab.fault_runner import FaultLab
-    from healthz.lab.postgres import PostgresError
     from healthz.lab.runner import LabConfig, LabError, default_output
     from healthz.lab.scenarios import select
     from healthz.lab.topology import TopologyError
@@ -234,21 +242,7 @@ def faults_command(fault_names, specs, scenarios_files, users, connection, topol
     plan = lab_run.plan()
     click.echo(f"{len(chosen_faults)} fault(s) x {len(chosen)} scenario(s): {len(plan)} runs of about "
                f"{lab_run.lead + lab_run.tail + 2:g} s at {users} users, topology {topology_name}; results in {folder}", err=True)  # fmt: skip
-    interrupted = False
-    try:
-        lab_run.run()
-    except KeyboardInterrupt:
-        interrupted = True
-        click.echo("\ninterrupted: every process and namespace the lab started has been stopped", err=True)
-    except (LabError, TopologyError, PostgresError) as exc:
-        raise click.ClickException(mask_password(str(exc))) from None
-    if not lab_run.results:
-        sys.exit(130 if interrupted else 1)
-    paths = fault_report.write(folder)
-    click.echo("\n" + fault_report.summary_table({"meta": lab_run.meta, "results": lab_run.results}))
-    click.echo(f"\nReport: {paths['markdown']} and {paths['html']}")
-    if interrupted:
-        sys.exit(130)
+    run_and_report(lab_run, folder, fault_report.write, fault_report.summary_table)
 
 
 @lab.command("report")

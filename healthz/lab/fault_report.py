@@ -93,13 +93,19 @@ def details(results: list[dict[str, Any]]) -> list[str]:
                 "returned or `pool_timeout` passes (30 s by default). A shorter `pool_timeout` bounds that wait."
             )  # fmt: skip
         if r["fault"] == "pool-exhausted" and not r["errors"]:
-            notes.append(
-                f"`pool-exhausted` on `{r['scenario']}`: no request waited for the pool, so `pool_timeout` never applied: a "
-                f"{r['worker_class']} worker serves no more requests at once than its pool holds ({r['pool_capacity']}), so "
-                f"every thread waited on the lock and the requests behind them, `/api/v1/livez/` among them ({_livez(r)}), "
-                f"queued in gunicorn; the slowest took {waited:.1f} s. Only `statement_timeout` bounds that wait (see "
-                "`statement-timeout`), or more threads than `pool_size`."
-            )  # fmt: skip
+            if r["worker_class"] == "gthread" and r.get("threads", 0) <= r["pool_capacity"]:
+                notes.append(
+                    f"`pool-exhausted` on `{r['scenario']}`: no request waited for the pool, so `pool_timeout` never applied: a "
+                    f"gthread worker serves no more requests at once than its {r['threads']} threads, and its pool holds "
+                    f"{r['pool_capacity']}, so every thread waited on the lock and the requests behind them, `/api/v1/livez/` "
+                    f"among them ({_livez(r)}), queued in gunicorn; the slowest took {waited:.1f} s. Only `statement_timeout` "
+                    "bounds that wait (see `statement-timeout`), or more threads than `pool_size`."
+                )  # fmt: skip
+            else:
+                notes.append(
+                    f"`pool-exhausted` on `{r['scenario']}`: no request waited for the pool: {r['users']} clients for "
+                    f"{r['workers']} workers x {r['pool_capacity']} pooled connections never ran it out; raise --users."
+                )  # fmt: skip
         if "budget" in r:
             notes.append(f"`{r['fault']}` on `{r['scenario']}`: {r['budget']}.")
         if "killed_pid" in r:

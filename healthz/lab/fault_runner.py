@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from healthz.config import mask_password
-from healthz.lab import faults as catalogue, load, probes, topology as topologies
+from healthz.lab import faults as catalogue, load, probes
 from healthz.lab.faults import Fault, FaultError, Target
-from healthz.lab.postgres import APP_DATABASE, PostgreSQL
-from healthz.lab.runner import Lab, LabConfig, _slug, _unwind_on_termination
+from healthz.lab.postgres import PostgreSQL
+from healthz.lab.runner import Lab, LabConfig, _slug
 from healthz.lab.scenarios import Scenario
 from healthz.lab.service import ServiceError
 
@@ -45,41 +45,28 @@ class FaultLab(Lab):
         """Every (fault, scenario) pair to run, with the fault's own variants of each scenario."""
         return [(fault, variant) for fault in self.faults for base in self.config.scenarios for variant in fault.scenarios(base)]
 
-    def run(self) -> list[dict[str, Any]]:
-        cfg = self.config
-        topology = topologies.make(cfg.topology, ports=cfg.ports)
-        started = time.time()
-        with _unwind_on_termination(), topology, self._database(topology) as (url, probe_dsn, pg):
-            cfg.output.mkdir(parents=True, exist_ok=True)
-            counters = probes.PostgresCounters(probe_dsn, APP_DATABASE)
-            try:
-                self.meta = self._meta(topology, pg, counters, started)
-                self.meta.update(users=cfg.concurrency[0], lead=self.lead, tail=self.tail, request_timeout=self.request_timeout,
-                                 faults={f.name: {"description": f.description, "hold": f.hold, "expected": list(f.expected)}
-                                         for f in self.faults})  # fmt: skip
-                self._save()
-                plan = self.plan()
-                for i, (fault, scenario) in enumerate(plan, 1):
-                    label = f"[{i}/{len(plan)}] {fault.name} {scenario.name}"
-                    reason = fault.skip_reason(scenario, topology)
-                    if reason:
-                        result = self._row(fault, scenario, topology) | {"skipped": reason}
-                        self.progress.done(f"{label}: skipped, {reason}")
-                    else:
-                        result = self.run_fault(fault, scenario, topology, url, pg, counters, label)
-                    self.results.append(result)
-                    self._save()
-            finally:
-                counters.close()
-        self.meta["finished"] = time.time()
-        self.meta["seconds"] = round(self.meta["finished"] - started, 1)
-        self._save()
-        return self.results
+    def _meta(self, topology, pg: PostgreSQL | None, counters: probes.PostgresCounters, started: float) -> dict[str, Any]:
+        meta = super()._meta(topology, pg, counters, started)
+        meta.update(users=self.config.concurrency[0], lead=self.lead, tail=self.tail, request_timeout=self.request_timeout,
+                    faults={f.name: {"description": f.description, "hold": f.hold, "expected": list(f.expected)} for f in self.faults})  # fmt: skip
+        return meta
+
+    def runs(self, topology, url: str, pg: PostgreSQL | None, counters: probes.PostgresCounters) -> Iterator[dict[str, Any]]:
+        """Each (fault, scenario) of :meth:`plan` in turn; a fault that does not apply is recorded as skipped."""
+        plan = self.plan()
+        for i, (fault, scenario) in enumerate(plan, 1):
+            label = f"[{i}/{len(plan)}] {fault.name} {scenario.name}"
+            reason = fault.skip_reason(scenario, topology)
+            if reason:
+                self.progress.done(f"{label}: skipped, {reason}")
+                yield self._row(fault, scenario, topology) | {"skipped": reason}
+            else:
+                yield self.run_fault(fault, scenario, topology, url, pg, counters, label)
 
     def _row(self, fault: Fault, scenario: Scenario, topology) -> dict[str, Any]:
         return {
             "fault": fault.name, "scenario": scenario.name, "summary": scenario.summary(), "worker_class": scenario.worker_class,
-            "workers": scenario.workers, "pool_capacity": scenario.pool_capacity(), "users": self.config.concurrency[0],
+            "workers": scenario.workers, "threads": scenario.threads, "pool_capacity": scenario.pool_capacity(), "users": self.config.concurrency[0],
             "connection": self.config.connection or scenario.connection, "topology": topology.name, "hold": fault.hold,
             "error": None, "skipped": None, "problems": [],
         }  # fmt: skip

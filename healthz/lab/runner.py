@@ -161,7 +161,8 @@ class Lab:
             yield pg.url, pg.local_dsn("postgres"), pg
 
     def run(self) -> list[dict[str, Any]]:
-        """Every scenario at every concurrency step; returns the results (also in results.json)."""
+        """Set up the topology and the database, then every run of :meth:`runs`; returns the
+        results (also in :attr:`RESULTS`, saved after each run)."""
         cfg = self.config
         topology = topologies.make(cfg.topology, ports=cfg.ports, delay_ms=cfg.delay_ms)
         started = time.time()
@@ -171,9 +172,7 @@ class Lab:
             try:
                 self.meta = self._meta(topology, pg, counters, started)
                 self._save()
-                total = len(cfg.scenarios) * len(cfg.concurrency)
-                for i, (scenario, users) in enumerate(((s, c) for s in cfg.scenarios for c in cfg.concurrency), 1):
-                    result = self.run_one(scenario, users, topology, url, pg, counters, label=f"[{i}/{total}]")
+                for result in self.runs(topology, url, pg, counters):
                     self.results.append(result)
                     self._save()
             finally:
@@ -182,6 +181,13 @@ class Lab:
         self.meta["seconds"] = round(self.meta["finished"] - started, 1)
         self._save()
         return self.results
+
+    def runs(self, topology, url: str, pg: PostgreSQL | None, counters: probes.PostgresCounters) -> Iterator[dict[str, Any]]:
+        """Each run's result in turn: every scenario at every concurrency step."""
+        cfg = self.config
+        total = len(cfg.scenarios) * len(cfg.concurrency)
+        for i, (scenario, users) in enumerate(((s, c) for s in cfg.scenarios for c in cfg.concurrency), 1):
+            yield self.run_one(scenario, users, topology, url, pg, counters, label=f"[{i}/{total}]")
 
     def _meta(self, topology, pg: PostgreSQL | None, counters: probes.PostgresCounters, started: float) -> dict[str, Any]:
         with counters.conn.cursor() as cur:

@@ -23,13 +23,13 @@ PASSWORD = "Kn0wn-lab-pw-7731"
 
 @pytest.fixture(scope="module")
 def fault_run(tmp_path_factory):
-    """All faults against eventlet-queuepool-sized at 20 users, on a throwaway server whose
-    password the test knows."""
+    """All faults against eventlet-queuepool-sized (2 workers x 10 connections) at 40 users, so
+    that the pool can run out, on a throwaway server whose password the test knows."""
     output = tmp_path_factory.mktemp("faults")
     patch = pytest.MonkeyPatch()
     patch.setattr(runner, "PostgreSQL", functools.partial(PostgreSQL, password=PASSWORD))
     try:
-        config = LabConfig(scenarios=[DEFAULTS["eventlet-queuepool-sized"]], concurrency=[20], output=output,
+        config = LabConfig(scenarios=[DEFAULTS["eventlet-queuepool-sized"]], concurrency=[40], output=output,
                            topology="loopback", max_connections=60)  # fmt: skip
         lab = FaultLab(config, faults.select([]), lead=1.5, tail=3.0)
         results = lab.run()

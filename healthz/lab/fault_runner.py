@@ -144,16 +144,17 @@ class FaultLab(Lab):
             log = gunicorn.log_text()
             totals = load.read_summary(csv_prefix)
             notes = {k: v for k, v in target.notes.items() if not k.startswith("_")}
+            timeline = load.read_timeline(timeline_file)
             result.update(
                 requests=totals["requests"], failures=totals["failures"], p50_ms=totals["p50_ms"], p99_ms=totals["p99_ms"],
                 fault_began_s=round(fault_began - load_began, 2), fault_ended_s=round(fault_ended - load_began, 2),
                 load_seconds=round(load_ended - load_began, 2), service_errors=probes.log_counts(log)["error_kinds"],
-                worker_restarts=max(0, log.count("Booting worker with pid") - scenario.workers),
+                worker_restarts=probes.worker_restarts(log, scenario.workers),
                 worker_timeouts=log.count("WORKER TIMEOUT"), backends_peak=probes.peak(s["backends"] for s in samples),
                 backends_end=backends_end, backends_left=backends_left, **notes,
-                **catalogue.measure(load.read_timeline(timeline_file), fault_began, fault_ended, load_ended),
+                **catalogue.measure(timeline, fault_began, fault_ended, load_ended),
             )  # fmt: skip
-            result["timeline"] = _relative(load.read_timeline(timeline_file), load_began)
+            result["timeline"] = _relative(timeline, load_began)
             result["problems"] = catalogue.judge(fault, result, self.request_timeout)
         except (ServiceError, FaultError) as exc:
             result["error"] = mask_password(str(exc))

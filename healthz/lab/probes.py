@@ -113,6 +113,12 @@ def log_counts(text: str) -> dict[str, int]:
     return {"address_unavailable_lines": text.count(EADDRNOTAVAIL_TEXT), "error_kinds": dict(kinds)}
 
 
+def worker_restarts(service_log: str, workers: int) -> int:
+    """Workers gunicorn booted beyond the ``workers`` it started with: replacements of workers that
+    died or timed out."""
+    return max(0, service_log.count("Booting worker with pid") - workers)
+
+
 class PostgresCounters:
     """Reads ``pg_stat_database.sessions`` and client backends of database ``database`` over one
     autocommit connection opened from ``dsn`` (not counted: it is on another database, or opened

@@ -354,7 +354,6 @@ def summarise(totals: dict[str, Any], history: list[dict], samples: list[dict], 
             return None
         return round(max(values) - (0 if name == "locust" else values[0]), 2)
 
-    booted = service_log.count("Booting worker with pid")
     return {
         "seconds": seconds,
         "requests": requests,
@@ -378,7 +377,7 @@ def summarise(totals: dict[str, Any], history: list[dict], samples: list[dict], 
         "established_peak": probes.peak(s["established"] for s in samples),
         "ports": (port_range[1] - port_range[0] + 1) if port_range else None,
         "cpu_seconds": {name: cpu(name) for name in ("gunicorn", "postgres", "locust")},
-        "worker_restarts": max(0, booted - scenario.workers),
+        "worker_restarts": probes.worker_restarts(service_log, scenario.workers),
         "worker_timeouts": service_log.count("WORKER TIMEOUT"),
         "samples": samples,
         "history": history,

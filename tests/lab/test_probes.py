@@ -123,3 +123,9 @@ def test_sampler_keeps_going_when_the_database_goes_away_and_reconnects_when_bac
 @pytest.mark.parametrize("values, peak, mean", [([1, None, 3], 3, 2.0), ([None], None, None), ([], None, None)])
 def test_peak_and_mean_skip_missing_values(values, peak, mean):
     assert probes.peak(values) == peak and probes.mean(values) == mean
+
+
+def test_worker_restarts_are_workers_booted_beyond_the_first():
+    log = "[INFO] Booting worker with pid: 11\n[INFO] Booting worker with pid: 12\n[ERROR] Worker (pid:11) was sent SIGKILL!\n[INFO] Booting worker with pid: 13\n"
+    assert probes.worker_restarts(log, workers=2) == 1
+    assert probes.worker_restarts("", workers=2) == 0

@@ -99,9 +99,11 @@ def run_and_report(lab_run, folder: Path, write, summary) -> None:
 
 def resolve_topology(name: str) -> tuple[str, str | None]:
     """``(topology, note)``: ``auto`` is netns where this machine can host it, else loopback with
-    the reason."""
+    the reason; an explicit ``netns`` raises :class:`TopologyError` saying what is missing."""
     from healthz.lab.topology import Netns, TopologyError
 
+    if name == "netns":
+        Netns.check()
     if name != "auto":
         return name, None
     try:
@@ -158,13 +160,8 @@ def run_command(specs, scenarios_files, concurrency, duration, max_requests, con
         chosen = select(specs, scenarios_files)
         steps = parse_concurrency(concurrency)
         topology_name, note = resolve_topology(topology)
-        if topology_name == "netns" and database_url:
-            if topology == "auto":
-                topology_name, note = "loopback", "topology auto: loopback, because --database-url is given (netns runs its own PostgreSQL)"
-        if topology_name == "netns":
-            from healthz.lab.topology import Netns
-
-            Netns.check()
+        if topology_name == "netns" and database_url and topology == "auto":
+            topology_name, note = "loopback", "topology auto: loopback, because --database-url is given (netns runs its own PostgreSQL)"
         folder = output or default_output()
         config = LabConfig(
             scenarios=chosen, concurrency=steps, output=folder, duration=duration, max_requests=max_requests,
@@ -224,10 +221,6 @@ def faults_command(fault_names, specs, scenarios_files, users, connection, topol
         chosen_faults = faults.select(fault_names)
         chosen = select(specs or faults.DEFAULT_SCENARIOS, scenarios_files)
         topology_name, note = resolve_topology(topology)
-        if topology_name == "netns":
-            from healthz.lab.topology import Netns
-
-            Netns.check()
         folder = output or default_output()
         config = LabConfig(
             scenarios=chosen, concurrency=[users], output=folder, topology=topology_name, ports=ports,

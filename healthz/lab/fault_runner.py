@@ -23,7 +23,7 @@ from healthz.config import mask_password
 from healthz.lab import faults as catalogue, load, probes
 from healthz.lab.faults import Fault, FaultError, Target
 from healthz.lab.postgres import PostgreSQL
-from healthz.lab.runner import Lab, LabConfig, _slug
+from healthz.lab.runner import Lab, LabConfig, _slug, _stop_run
 from healthz.lab.scenarios import Scenario
 from healthz.lab.service import ServiceError
 
@@ -161,10 +161,7 @@ class FaultLab(Lab):
         finally:
             if begun and not ended:
                 fault.end(target)
-            locust.stop()
-            if sampler is not None and sampler.is_alive():
-                sampler.stop()
-            gunicorn.stop()
+            _stop_run(locust, sampler, gunicorn)
         (run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
         self.progress.done(f"{label}: {fault_line(result)}")
         return result

@@ -308,13 +308,19 @@ class Lab:
         except ServiceError as exc:
             result["error"] = mask_password(str(exc))
         finally:
-            locust.stop()
-            if sampler is not None and sampler.is_alive():
-                sampler.stop()
-            gunicorn.stop()
+            _stop_run(locust, sampler, gunicorn)
         (run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
         self.progress.done(f"{head}: {one_line(result)}")
         return result
+
+
+def _stop_run(locust: load.Locust, sampler: probes.Sampler | None, gunicorn: Gunicorn) -> None:
+    """Stop a run's processes on every exit path: locust first (no new requests), the sampler,
+    then gunicorn. Each does nothing when already stopped."""
+    locust.stop()
+    if sampler is not None and sampler.is_alive():
+        sampler.stop()
+    gunicorn.stop()
 
 
 @contextlib.contextmanager

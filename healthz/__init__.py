@@ -30,8 +30,5 @@ def create_app(settings: Settings | Mapping[str, Any] | None = None) -> "Flask":
     from . import db, views
 
     db.init_app(app, settings)
-    app.register_blueprint(views.bp)
-    if settings.metrics:
-        app.add_url_rule("/metrics", "metrics", views.metrics_view, methods=["GET"])
-        app.after_request(views.count_response)
+    views.init_app(app, db.get_engine(app), settings)
     return app

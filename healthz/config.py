@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 POOL_CLASSES = ("QueuePool", "NullPool", "SingletonThreadPool")
 GREEN_DRIVER_MODES = ("auto", "on", "off")
+#: SQLAlchemy's ``isolation_level`` values for PostgreSQL; AUTOCOMMIT sends no BEGIN/ROLLBACK.
+ISOLATION_LEVELS = ("AUTOCOMMIT", "READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 _SCHEMES = ("postgresql", "postgresql+psycopg2", "postgres")
@@ -122,6 +124,8 @@ class Settings:
     ``pool_size``, ``max_overflow`` and ``pool_timeout`` apply to ``QueuePool``;
     ``pool_size`` also bounds ``SingletonThreadPool`` (threads it keeps connections for);
     ``NullPool`` ignores all three and opens a connection per checkout.
+    ``isolation_level`` is AUTOCOMMIT, as Django runs by default: the count is one statement,
+    with no BEGIN before it and no ROLLBACK when the pool resets the connection on check-in.
     """
 
     database_url: str
@@ -134,6 +138,7 @@ class Settings:
     pool_use_lifo: bool = False
     connect_timeout: int = 10
     statement_timeout: int = 0
+    isolation_level: str = "AUTOCOMMIT"
     green_driver: str = "auto"
     metrics: bool = True
     application_name: str = "healthz"
@@ -211,6 +216,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "pool_use_lifo": ("HEALTHZ_POOL_USE_LIFO", _boolean),
     "connect_timeout": ("HEALTHZ_CONNECT_TIMEOUT", _integer(0)),
     "statement_timeout": ("HEALTHZ_STATEMENT_TIMEOUT", _integer(0)),
+    "isolation_level": ("HEALTHZ_ISOLATION_LEVEL", _choice(ISOLATION_LEVELS)),
     "green_driver": ("HEALTHZ_GREEN_DRIVER", _choice(GREEN_DRIVER_MODES)),
     "metrics": ("HEALTHZ_METRICS", _boolean),
     "application_name": ("HEALTHZ_APPLICATION_NAME", _application_name),

@@ -53,6 +53,7 @@ def create_engine(settings: Settings, *, instrument: bool | None = None) -> Engi
         settings.database_url,
         poolclass=_POOL_CLASSES[settings.pool_class],
         connect_args=connect_args,
+        isolation_level=settings.isolation_level,
         hide_parameters=True,
         **kwargs,
     )
@@ -66,11 +67,16 @@ def _instrument(engine_pool: pool.Pool, settings: Settings) -> None:
     # A per-process count of checkouts: NullPool and SingletonThreadPool keep none of their own.
     checkedout = 0
     overflow_base = settings.pool_size if settings.pool_class == "QueuePool" else None
+    overflow_written = -1  # each write locks and writes a multiprocess file: skip unchanged ones
 
     def set_gauges() -> None:
+        nonlocal overflow_written
         metrics.CHECKEDOUT.set(checkedout)
         if overflow_base is not None:
-            metrics.OVERFLOW.set(max(0, checkedout - overflow_base))
+            overflow = max(0, checkedout - overflow_base)
+            if overflow != overflow_written:
+                metrics.OVERFLOW.set(overflow)
+                overflow_written = overflow
 
     @event.listens_for(engine_pool, "connect")
     def on_connect(dbapi_connection, record):
@@ -103,9 +109,9 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.extensions["healthz.green_driver"] = apply_green_driver(settings.green_driver)
 
 
-def get_engine() -> Engine:
-    """The current app's engine."""
-    return current_app.extensions["healthz.engine"]
+def get_engine(app: Flask | None = None) -> Engine:
+    """``app``'s engine (default: the current app's)."""
+    return (app or current_app).extensions["healthz.engine"]
 
 
 def after_fork() -> None:

@@ -42,6 +42,17 @@ CHECKOUT_WAIT = Histogram(
 _ALL = (REQUESTS, DB_ERRORS, CONNECTIONS_OPENED, CONNECTIONS_CLOSED, CHECKEDOUT, OVERFLOW, CHECKOUT_WAIT)
 
 
+_response_counters: dict[tuple[str, int], object] = {}
+
+
+def count_response(endpoint: str, status: int) -> None:
+    """``REQUESTS{endpoint, status} += 1``; each label pair is looked up once per process."""
+    counter = _response_counters.get((endpoint, status))
+    if counter is None:
+        counter = _response_counters[(endpoint, status)] = REQUESTS.labels(endpoint, str(status))
+    counter.inc()
+
+
 def multiprocess_dir() -> str | None:
     """The multiprocess directory in force, or None when values are per process."""
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None

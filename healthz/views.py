@@ -1,55 +1,78 @@
-"""The HTTP contract: ``/api/v1/healthz/`` (database), ``/api/v1/livez/`` (process) and ``/metrics``."""
+"""The HTTP contract: ``/api/v1/healthz/`` (database), ``/api/v1/livez/`` (process) and ``/metrics``.
+
+The views are built once per app by :func:`blueprint`, bound to its engine and settings, so a
+request does no lookup, no statement construction and no JSON encoding on the success path.
+"""
 
 from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify, request
+from sqlalchemy.engine import Engine
 
 from . import errors, metrics
-from .db import get_engine
+from .config import Settings
 from .models import COUNT_ROLES
-
-bp = Blueprint("healthz", __name__)
 
 #: The status the report's view returns when the database call raises.
 DB_ERROR_STATUS = 499
+#: The success body, encoded once.
+OK_BODY = b'{"status":"ok"}\n'
 
 
-@bp.route("/api/v1/healthz/", methods=["GET", "HEAD"])
-def healthz():
-    """200 ``{"status": "ok"}`` when ``SELECT count(*) FROM role`` succeeds through the pool;
-    499 ``{"status": "error", "error": KIND}`` when the database call raises, whatever it raised."""
-    engine = get_engine()
-    with_metrics = current_app.config["HEALTHZ_SETTINGS"].metrics
-    try:
-        started = time.perf_counter()
-        with engine.connect() as conn:
-            if with_metrics:
-                metrics.CHECKOUT_WAIT.observe(time.perf_counter() - started)
-            conn.execute(COUNT_ROLES).scalar_one()
-    except Exception as exc:  # as the report's view: any failure of the database call is a 499
-        kind = errors.classify(exc)
-        if with_metrics:
-            metrics.DB_ERRORS.labels(kind).inc()
-        current_app.logger.warning("healthz %d error=%s: %s", DB_ERROR_STATUS, kind, errors.first_line(exc))
-        return jsonify(status="error", error=kind), DB_ERROR_STATUS
-    return jsonify(status="ok")
+def blueprint(engine: Engine, settings: Settings) -> Blueprint:
+    """The health endpoints, bound to ``engine``; metrics recorded when ``settings.metrics``."""
+    bp = Blueprint("healthz", __name__)
+    observe_wait = metrics.CHECKOUT_WAIT.observe if settings.metrics else None
+    perf_counter = time.perf_counter
+
+    @bp.route("/api/v1/healthz/", methods=["GET", "HEAD"])
+    def healthz() -> Response:
+        """200 ``{"status": "ok"}`` when ``SELECT count(*) FROM role`` succeeds through the pool;
+        499 ``{"status": "error", "error": KIND}`` when the database call raises, whatever it raised."""
+        try:
+            started = perf_counter()
+            with engine.connect() as conn:
+                if observe_wait is not None:
+                    observe_wait(perf_counter() - started)
+                conn.execute(COUNT_ROLES).scalar_one()
+        except Exception as exc:  # as the report's view: any failure of the database call is a 499
+            return _database_error(exc, settings.metrics)
+        return Response(OK_BODY, mimetype="application/json")
+
+    @bp.route("/api/v1/livez/", methods=["GET", "HEAD"])
+    def livez() -> Response:
+        """200 ``{"status": "ok"}`` with no database call: the process answers."""
+        return Response(OK_BODY, mimetype="application/json")
+
+    return bp
 
 
-@bp.route("/api/v1/livez/", methods=["GET", "HEAD"])
-def livez():
-    """200 ``{"status": "ok"}`` with no database call: the process answers."""
-    return jsonify(status="ok")
+def _database_error(exc: Exception, with_metrics: bool) -> tuple[Response, int]:
+    from flask import current_app
+
+    kind = errors.classify(exc)
+    if with_metrics:
+        metrics.DB_ERRORS.labels(kind).inc()
+    current_app.logger.warning("healthz %d error=%s: %s", DB_ERROR_STATUS, kind, errors.first_line(exc))
+    return jsonify(status="error", error=kind), DB_ERROR_STATUS
 
 
-def metrics_view():
+def metrics_view() -> Response:
     """Prometheus text exposition, summed across gunicorn workers."""
     return Response(metrics.render(), mimetype=None, content_type=metrics.CONTENT_TYPE)
 
 
 def count_response(response: Response) -> Response:
     """after_request hook: count every response by endpoint and status."""
-    endpoint = request.endpoint or "unmatched"
-    metrics.REQUESTS.labels(endpoint, str(response.status_code)).inc()
+    metrics.count_response(request.endpoint or "unmatched", response.status_code)
     return response
+
+
+def init_app(app: Flask, engine: Engine, settings: Settings) -> None:
+    """Register the health endpoints and, when ``settings.metrics``, ``/metrics`` and the response counter."""
+    app.register_blueprint(blueprint(engine, settings))
+    if settings.metrics:
+        app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
+        app.after_request(count_response)

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lab faults serve clean
+.PHONY: install test lab faults bench serve clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,12 @@ lab: install
 FAULTS_ARGS ?=
 faults: install
 	$(BIN)/healthz lab faults $(FAULTS_ARGS)
+
+# The benchmark: wrk on livez and healthz for every worker class and pool, pgbench on the same
+# query, each target met or not; fetches wrk when missing; about 5 minutes.
+BENCH_ARGS ?=
+bench: install
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # The service under eventlet on 127.0.0.1:8000; a throwaway PostgreSQL unless DATABASE_URL is set.
 serve: install

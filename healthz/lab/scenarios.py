@@ -87,10 +87,14 @@ class Scenario:
             return settings.pool_size + settings.max_overflow
         return None
 
-    def environment(self, database_url: str) -> dict[str, str]:
-        """The service's environment: ``DATABASE_URL``, ``HEALTHZ_*`` and ``GUNICORN_*``."""
+    def environment(self, database_url: str, every_setting: bool = False) -> dict[str, str]:
+        """The service's environment: ``DATABASE_URL``, ``HEALTHZ_*`` and ``GUNICORN_*``.
+
+        Only the scenario's own settings are set, so the rest come from the caller's environment;
+        ``every_setting`` sets every ``HEALTHZ_*`` variable, defaults included, so none does."""
         settings = self.service_settings(database_url)
-        env = {ENVIRONMENT[field]: _text(getattr(settings, field)) for field in self.settings}
+        fields = [field for field in ENVIRONMENT if field != "database_url"] if every_setting else self.settings
+        env = {ENVIRONMENT[field]: _text(getattr(settings, field)) for field in fields}
         env["DATABASE_URL"] = database_url
         env["GUNICORN_WORKERS"] = str(self.workers)
         env["GUNICORN_THREADS"] = str(self.threads)

@@ -1,0 +1,85 @@
+"""What the benchmark measures: each worker class with each pool, a few variants of the sized
+pool, and the load it puts on them. Cases are lab scenarios (:class:`healthz.lab.scenarios.Scenario`),
+so they read and validate as the lab's do."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from healthz.lab.scenarios import WORKER_CLASSES, Scenario
+
+#: Pools by key: the issue's sized pool (no overflow), SQLAlchemy's defaults, and no pool at all.
+POOLS: dict[str, dict[str, object]] = {
+    "queuepool-sized": {"pool_class": "QueuePool", "pool_size": 5, "max_overflow": 0},
+    "queuepool-default": {"pool_class": "QueuePool", "pool_size": 5, "max_overflow": 10},
+    "nullpool": {"pool_class": "NullPool"},
+}
+SIZED = "queuepool-sized"
+#: The pool the others are measured against (healthz/NullPool).
+UNPOOLED = "nullpool"
+#: Variants of eventlet with the sized pool: each changes one setting, to show what it costs.
+VARIANTS: dict[str, tuple[dict[str, object], str]] = {
+    "metrics-off": ({"metrics": False}, "no Prometheus metrics: what the metrics cost"),
+    "green-driver-off": ({"green_driver": "off"}, "psycopg2 blocks the worker for each query (no wait callback)"),
+    "read-committed": ({"isolation_level": "READ COMMITTED"}, "the count inside BEGIN ... ROLLBACK: SQLAlchemy's default"),
+}
+#: The worker class the targets are judged on: the report's.
+TARGET_WORKER = "eventlet"
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One service configuration to measure. ``pool`` is a :data:`POOLS` key, ``variant`` a
+    :data:`VARIANTS` key or ``""``; ``ceiling`` says whether ``/api/v1/livez/`` is measured on
+    this service too (once per worker class is enough: livez never touches the pool)."""
+
+    scenario: Scenario
+    pool: str
+    variant: str = ""
+    ceiling: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.scenario.name
+
+    @property
+    def worker_class(self) -> str:
+        return self.scenario.worker_class
+
+
+def make_case(worker_class: str, pool: str, variant: str = "", *, ceiling: bool = False,
+              worker_connections: int = 1000) -> Case:  # fmt: skip
+    """The case for ``worker_class`` with pool ``pool`` (and ``variant``); ValueError names the
+    accepted values of a wrong one."""
+    if worker_class not in WORKER_CLASSES:
+        raise ValueError(f"worker class {worker_class!r} is not one of {', '.join(WORKER_CLASSES)}")
+    if pool not in POOLS:
+        raise ValueError(f"pool {pool!r} is not one of {', '.join(POOLS)}")
+    if variant and variant not in VARIANTS:
+        raise ValueError(f"variant {variant!r} is not one of {', '.join(VARIANTS)}")
+    settings = dict(POOLS[pool])
+    description = f"{worker_class} with {pool}"
+    if variant:
+        changes, why = VARIANTS[variant]
+        settings.update(changes)
+        description += f", {variant}: {why}"
+    name = "-".join(part for part in (worker_class, pool, variant) if part)
+    scenario = Scenario(name, description, worker_class, settings=settings, worker_connections=worker_connections,
+                        connection="keep-alive")  # fmt: skip
+    return Case(scenario, pool, variant, ceiling)
+
+
+def default_cases(worker_classes: tuple[str, ...] = WORKER_CLASSES, pools: tuple[str, ...] = tuple(POOLS),
+                  variants: tuple[str, ...] = tuple(VARIANTS)) -> list[Case]:  # fmt: skip
+    """Every worker class with every pool (the ceiling measured beside the first pool of each),
+    then the variants of the target worker's sized pool when both are in the run."""
+    cases = [make_case(w, p, ceiling=(i == 0)) for w in worker_classes for i, p in enumerate(pools)]
+    if TARGET_WORKER in worker_classes and SIZED in pools:
+        cases += [make_case(TARGET_WORKER, SIZED, v) for v in variants]
+    return cases
+
+
+def crowd_case(connections: int) -> Case:
+    """The target worker with the sized pool, with greenlets enough for ``connections`` clients
+    in one worker (gunicorn does not balance connections between workers)."""
+    return make_case(TARGET_WORKER, SIZED, worker_connections=max(1000, connections))

@@ -1,0 +1,290 @@
+"""Runs the benchmark: one throwaway PostgreSQL, pgbench on it, then each case's gunicorn under wrk.
+
+Every figure is the median of ``repeats`` runs of ``duration`` seconds after a warm-up, with the
+runs' spread beside it. Results go to a JSON file; passwords never do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from healthz.config import Settings
+from healthz.db import seed as seed_roles
+from healthz.lab import probes
+from healthz.lab.postgres import APP_DATABASE, APP_USER, PostgreSQL, find_binaries, free_port
+from healthz.lab.service import Gunicorn
+
+from . import cases as cases_module
+from . import pgbench, statements, targets, wrk
+from .cases import Case
+
+HEALTHZ = "/api/v1/healthz/"
+LIVEZ = "/api/v1/livez/"
+PACKAGES = ("gunicorn", "eventlet", "gevent", "flask", "sqlalchemy", "psycopg2-binary", "prometheus-client")
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    """What one ``make bench`` measures and for how long."""
+
+    cases: list[Case]
+    output: Path
+    duration: int = 3
+    repeats: int = 3
+    warmup: int = 1
+    connections: int = 100
+    reconnect_every: int = 100
+    crowd: int = 2000
+    crowd_duration: int = 10
+    statement_requests: int = 200
+    pgbench_clients: int = 10
+    roles: int = 10
+    max_connections: int = 300
+    command_line: str = ""
+    #: The throwaway server's password; random when None. Never written anywhere.
+    password: str | None = dataclasses.field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("password")
+        data["cases"] = [case.name for case in self.cases]
+        data["output"] = str(self.output)
+        return data
+
+
+def series(values: Iterable[float]) -> dict[str, Any]:
+    """``values`` with their median, min, max and spread ((max - min) / median): the noise."""
+    values = [float(v) for v in values]
+    median = statistics.median(values)
+    return {
+        "median": median,
+        "min": min(values),
+        "max": max(values),
+        "spread": (max(values) - min(values)) / median if median else 0.0,
+        "runs": values,
+    }
+
+
+def rss_mib(pid: int) -> float | None:
+    """Resident memory of ``pid`` in MiB (``VmRSS``), or None when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def machine() -> dict[str, Any]:
+    """The machine and software the figures come from."""
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        memory = None
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": memory, "kernel": platform.release(),
+            "python": platform.python_version(), "packages": versions}  # fmt: skip
+
+
+def _raise_open_files(needed: int) -> None:
+    # wrk and gunicorn inherit our limit; thousands of connections need as many descriptors.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed and (hard == resource.RLIM_INFINITY or hard > soft):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed if hard == resource.RLIM_INFINITY else min(needed, hard), hard))
+
+
+class Bench:
+    """Runs a :class:`BenchConfig`; :meth:`run` returns the results and writes ``bench.json``."""
+
+    RESULTS = "bench.json"
+
+    def __init__(self, config: BenchConfig, echo: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> None:
+        self.config = config
+        self.echo = echo
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.config
+        started = time.time()
+        _raise_open_files(cfg.crowd * 2 + 1024)
+        load = wrk.find()
+        binaries = find_binaries()
+        server_settings = {"superuser_reserved_connections": 3, **statements.server_settings(binaries.bindir)}
+        results: dict[str, Any] = {
+            "command": cfg.command_line,
+            "config": cfg.to_dict(),
+            "machine": machine(),
+            "wrk": load.version(),
+            "started": started,
+        }
+        cfg.output.mkdir(parents=True, exist_ok=True)
+        with PostgreSQL(max_connections=cfg.max_connections, settings=server_settings, binaries=binaries, password=cfg.password) as pg:
+            seed_roles(Settings.from_mapping({"database_url": pg.local_url()}), cfg.roles)
+            self.counter = counter = statements.StatementCounter(pg)
+            counter.setup()
+            counters = probes.PostgresCounters(pg.local_dsn(), APP_DATABASE)
+            try:
+                with pg.connect() as conn, conn.cursor() as cur:
+                    cur.execute("SELECT current_setting('server_version')")
+                    results["postgresql"] = {"version": cur.fetchone()[0], "binaries": str(pg.binaries),
+                                             "statements_from": counter.source}  # fmt: skip
+                results["pgbench"] = self._pgbench(pg)
+                results["cases"] = [self._case(case, load, pg, counters, counter) for case in cfg.cases]
+                if cfg.crowd:
+                    results["crowd"] = self._crowd(load, pg, counters)
+            finally:
+                counters.close()
+        results["seconds"] = round(time.time() - started, 1)
+        results["ratios"] = targets.ratios(results)
+        results["targets"] = targets.judge(results)
+        self._save(results)
+        return results
+
+    def _save(self, results: dict[str, Any]) -> None:
+        path = self.config.output / self.RESULTS
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        tmp.replace(path)
+
+    # -- the database's limit --------------------------------------------------------------
+    def _pgbench(self, pg: PostgreSQL) -> dict[str, Any]:
+        cfg = self.config
+        out: dict[str, Any] = {"statement": pgbench.statement(), "clients": cfg.pgbench_clients}
+        for key, connect in (("persistent", False), ("connect", True)):
+            runs = []
+            for i in range(cfg.repeats):
+                result = pgbench.run(pg.binaries.bindir, host=pg.host, port=pg.port, user=APP_USER, database=APP_DATABASE,
+                                     password=pg.password, clients=cfg.pgbench_clients, seconds=cfg.duration,
+                                     connect_per_transaction=connect)  # fmt: skip
+                runs.append(result)
+                self.echo(f"pgbench {'-C ' if connect else ''}run {i + 1}/{cfg.repeats}: {result.tps:,.0f} tps")
+            out[key] = {"tps": series(r.tps for r in runs), "failed": sum(r.failed for r in runs),
+                        "latency_ms": series(r.latency_ms or 0 for r in runs)}  # fmt: skip
+        return out
+
+    # -- the service -----------------------------------------------------------------------
+    def _service(self, case: Case, pg: PostgreSQL, log_name: str) -> Gunicorn:
+        env = {**case.scenario.environment(pg.url, every_setting=True), "GUNICORN_GRACEFUL_TIMEOUT": "3",
+               "GUNICORN_BACKLOG": "4096", "GUNICORN_ACCESSLOG": "", "GUNICORN_LOGLEVEL": "info"}  # fmt: skip
+        logfile = self.config.output / "logs" / f"{log_name}.log"
+        logfile.unlink(missing_ok=True)  # gunicorn appends: a rerun's restarts would count twice
+        return Gunicorn(case.worker_class, env, logfile, port=free_port())
+
+    def _settle(self, service: Gunicorn, quiet: float = 0.5, timeout: float = 60.0) -> None:
+        """Wait until the service has finished the requests its clients gave up on: its workers
+        used under 20 ms of CPU in ``quiet`` seconds, and the database saw no statement."""
+        deadline = time.monotonic() + timeout
+        before = probes.cpu_seconds(service.pid) or 0.0
+        while time.monotonic() < deadline:
+            time.sleep(quiet)
+            now = probes.cpu_seconds(service.pid) or 0.0
+            if now - before < 0.02:
+                break
+            before = now
+        self.counter.settle(quiet, max(1.0, deadline - time.monotonic()))
+
+    def _wrk(self, load: wrk.Wrk, service: Gunicorn, path: str, label: str, seconds: int, connections: int,
+             timeout: float = 5.0) -> wrk.WrkResult:  # fmt: skip
+        """One wrk run, once the service has finished the requests of the run before."""
+        self._settle(service)
+        result = load.run(service.base_url + path, connections=connections, seconds=seconds, timeout=timeout,
+                          reconnect_every=self.config.reconnect_every)  # fmt: skip
+        failed = f", {result.failed:,} failed" if result.failed else ""
+        self.echo(f"{label}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.1f} ms{failed}")
+        return result
+
+    def _case(self, case: Case, load: wrk.Wrk, pg: PostgreSQL, counters: probes.PostgresCounters,
+              counter: statements.StatementCounter) -> dict[str, Any]:  # fmt: skip
+        cfg = self.config
+        service = self._service(case, pg, case.name)
+        sessions_before = counters.settled_sessions()
+        healthz_runs: list[wrk.WrkResult] = []
+        livez_runs: list[wrk.WrkResult] = []
+        with service:
+            self._wrk(load, service, HEALTHZ, f"{case.name} warm-up", cfg.warmup, cfg.connections)
+            if case.ceiling:
+                self._wrk(load, service, LIVEZ, f"{case.name} livez warm-up", cfg.warmup, cfg.connections)
+            for i in range(cfg.repeats):
+                if case.ceiling:
+                    livez_runs.append(self._wrk(load, service, LIVEZ, f"{case.name} livez {i + 1}/{cfg.repeats}", cfg.duration, cfg.connections))
+                healthz_runs.append(self._wrk(load, service, HEALTHZ, f"{case.name} healthz {i + 1}/{cfg.repeats}", cfg.duration, cfg.connections))
+            answers: list[int] = []
+            self._settle(service)
+            sent = counter.count(lambda: answers.extend(service.get(HEALTHZ, timeout=10)[0] for _ in range(cfg.statement_requests)))
+            rss = [rss_mib(pid) for pid in service.worker_pids()]
+        sessions = counters.settled_sessions() - sessions_before
+        served = sum(r.requests for r in healthz_runs) + len(answers)
+        result: dict[str, Any] = {
+            "name": case.name,
+            "worker_class": case.worker_class,
+            "pool": case.pool,
+            "variant": case.variant,
+            "summary": case.scenario.summary(),
+            "healthz": _runs_summary(healthz_runs),
+            "statements": {
+                "requests": len(answers),
+                "ok": answers.count(200),
+                "sent": sum(sent.values()),
+                "per_request": sum(sent.values()) / len(answers) if answers else None,
+                "by_statement": dict(sent.most_common()),
+            },
+            "sessions_opened": sessions,
+            "sessions_per_1000_requests": 1000 * sessions / served if served else None,
+            "rss_mib_per_worker": [round(r, 1) for r in rss if r is not None],
+            "worker_restarts": probes.worker_restarts(service.log_text(), case.scenario.workers),
+        }
+        if livez_runs:
+            result["livez"] = _runs_summary(livez_runs)
+        return result
+
+    def _crowd(self, load: wrk.Wrk, pg: PostgreSQL, counters: probes.PostgresCounters) -> dict[str, Any]:
+        """The sized pool under ``crowd`` concurrent keep-alive connections: does any request fail?"""
+        cfg = self.config
+        case = cases_module.crowd_case(cfg.crowd)
+        service = self._service(case, pg, f"{case.name}-{cfg.crowd}-connections")
+        sessions_before = counters.settled_sessions()
+        with service:
+            self._wrk(load, service, HEALTHZ, f"{case.name} warm-up", cfg.warmup, cfg.connections)
+            result = self._wrk(load, service, HEALTHZ, f"{case.name} at {cfg.crowd:,} connections", cfg.crowd_duration,
+                               cfg.crowd, timeout=10.0)  # fmt: skip
+            rss = [rss_mib(pid) for pid in service.worker_pids()]
+        return {
+            "name": case.name,
+            "summary": case.scenario.summary(),
+            "connections": cfg.crowd,
+            "run": result.to_dict(),
+            "sessions_opened": counters.settled_sessions() - sessions_before,
+            "rss_mib_per_worker": [round(r, 1) for r in rss if r is not None],
+            "worker_restarts": probes.worker_restarts(service.log_text(), case.scenario.workers),
+        }
+
+
+def _runs_summary(runs: list[wrk.WrkResult]) -> dict[str, Any]:
+    return {
+        "rps": series(r.rps for r in runs),
+        "p50_ms": series(r.p50_ms for r in runs),
+        "p99_ms": series(r.p99_ms for r in runs),
+        "requests": sum(r.requests for r in runs),
+        "failed": sum(r.failed for r in runs),
+        "errors": {kind: sum(r.errors[kind] for r in runs) for kind in runs[0].errors},
+    }

@@ -1,0 +1,95 @@
+"""The benchmark's results as a table for the terminal (and as Markdown for the README)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+COLUMNS = ("case", "req/s", "±", "p50 ms", "p99 ms", "failed", "/livez", "/NullPool", "/pgbench", "stmts/req",
+           "sessions", "RSS MiB/worker")  # fmt: skip
+
+
+def _number(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _ratio(value: float | None, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:.2f}{suffix}" if value < 10 else f"{value:.1f}{suffix}"
+
+
+def _spread(block: dict[str, Any]) -> str:
+    return f"{100 * block['spread']:.0f}%"
+
+
+def _latency(block: dict[str, Any]) -> str:
+    value = block["median"]
+    return f"{value:.2f}" if value < 10 else f"{value:,.0f}"
+
+
+def rows(results: dict[str, Any]) -> list[list[str]]:
+    """One row per measured series: each worker class's livez, each case's healthz, pgbench."""
+    out: list[list[str]] = []
+    ratios = results.get("ratios", {})
+    for case in results.get("cases", []):
+        if case.get("livez"):
+            livez = case["livez"]
+            out.append([f"{case['worker_class']} livez (ceiling)", _number(livez["rps"]["median"]), _spread(livez["rps"]),
+                        _latency(livez["p50_ms"]), _latency(livez["p99_ms"]), f"{livez['failed']:,}", "1.00", "", "", "", "", ""])  # fmt: skip
+        healthz, ratio, sent = case["healthz"], ratios.get(case["name"], {}), case["statements"]
+        rss = case["rss_mib_per_worker"]
+        out.append([
+            case["name"], _number(healthz["rps"]["median"]), _spread(healthz["rps"]), _latency(healthz["p50_ms"]),
+            _latency(healthz["p99_ms"]), f"{healthz['failed']:,}", _ratio(ratio.get("livez")), _ratio(ratio.get("nullpool"), "x"),
+            _ratio(ratio.get("pgbench")), _ratio(sent["per_request"]), f"{case['sessions_opened']:,}",
+            _number(max(rss), 0) if rss else "-",
+        ])  # fmt: skip
+    bench = results.get("pgbench")
+    if bench:
+        for key, label in (("persistent", "pgbench, persistent connections"), ("connect", "pgbench -C, a connection per query")):
+            tps = bench[key]["tps"]
+            out.append([f"{label} ({bench['clients']} clients)", _number(tps["median"]), _spread(tps),
+                        "", "", f"{bench[key]['failed']:,}", "", "", "", "", "", ""])  # fmt: skip
+    return out
+
+
+def _aligned(header: Sequence[str], body: list[list[str]]) -> list[str]:
+    widths = [max(len(str(row[i])) for row in [list(header), *body]) for i in range(len(header))]
+    line = lambda row: "  ".join(str(cell).ljust(w) if i == 0 else str(cell).rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))  # noqa: E731
+    return [line(header), "  ".join("-" * w for w in widths), *(line(row) for row in body)]
+
+
+def heading(results: dict[str, Any]) -> list[str]:
+    cfg, box, pg = results["config"], results["machine"], results.get("postgresql", {})
+    return [
+        f"healthz benchmark: {results.get('wrk', 'wrk').split(' Copyright')[0]}, {cfg['connections']} keep-alive connections"
+        + (f" (each closed after its {cfg['reconnect_every']}th request, so they spread across workers), " if cfg.get("reconnect_every") else ", ") +
+        f"median of {cfg['repeats']} runs of {cfg['duration']:g} s each after a {cfg['warmup']:g} s warm-up; "
+        "± is the runs' spread, (max - min) / median",
+        f"machine: {box['cpu']}, {box['cores']} cores, {box['memory_gib']} GiB, Linux {box['kernel']}, Python {box['python']}; "
+        f"PostgreSQL {pg.get('version', '?')}, statements counted from {pg.get('statements_from', '?')}",
+    ]  # fmt: skip
+
+
+def target_lines(results: dict[str, Any]) -> list[str]:
+    marks = {True: "met    ", False: "NOT MET", None: "n/a    "}
+    return [f"  {marks[t['met']]}  {t['target']}: {t['value']}" for t in results.get("targets", [])]
+
+
+def render(results: dict[str, Any]) -> str:
+    """The whole terminal report: heading, table, the crowd run and the targets."""
+    lines = [*heading(results), "", *_aligned(COLUMNS, rows(results))]
+    crowd = results.get("crowd")
+    if crowd:
+        run = crowd["run"]
+        lines += ["", f"{crowd['name']} at {crowd['connections']:,} connections for {results['config']['crowd_duration']:g} s: "
+                      f"{run['rps']:,.0f} req/s, p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:,.0f} ms, "
+                      f"{run['failed']:,} failed of {run['requests']:,} ({', '.join(f'{k} {v:,}' for k, v in run['errors'].items() if v) or 'no errors'}), "
+                      f"{crowd['sessions_opened']:,} sessions opened"]  # fmt: skip
+    lines += ["", "targets:", *target_lines(results), "", f"{results.get('seconds', 0):.0f} s in all"]
+    return "\n".join(lines)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The table as Markdown, for the README."""
+    body = rows(results)
+    return "\n".join(["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(COLUMNS))) + "|",
+                      *("| " + " | ".join(row) + " |" for row in body)])  # fmt: skip

@@ -1,0 +1,72 @@
+"""The benchmark end to end, shortened: real PostgreSQL, gunicorn, wrk and pgbench."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import cases
+from bench.runner import Bench, BenchConfig
+
+PASSWORD = "bench-test-secret-4711"
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    output = tmp_path_factory.mktemp("bench")
+    config = BenchConfig(
+        cases=cases.default_cases(("eventlet",), ("queuepool-sized", "nullpool"), ()), output=output,
+        duration=1, repeats=2, warmup=1, connections=20, crowd=300, crowd_duration=2, statement_requests=20,
+        pgbench_clients=2, max_connections=100, password=PASSWORD,
+    )  # fmt: skip
+    lines: list[str] = []
+    results = Bench(config, echo=lines.append).run()
+    return results, output, lines
+
+
+def test_every_figure_is_measured(short_run):
+    results, output, lines = short_run
+    assert json.loads((output / Bench.RESULTS).read_text()) == results
+    sized, unpooled = results["cases"]
+    assert sized["name"] == "eventlet-queuepool-sized" and unpooled["name"] == "eventlet-nullpool"
+    assert len(sized["healthz"]["rps"]["runs"]) == 2 and len(sized["livez"]["rps"]["runs"]) == 2
+    assert "livez" not in unpooled
+    for case in (sized, unpooled):
+        assert case["healthz"]["failed"] == 0 and case["healthz"]["rps"]["median"] > 0
+        assert case["worker_restarts"] == 0 and len(case["rss_mib_per_worker"]) == 2
+    assert results["pgbench"]["persistent"]["tps"]["median"] > results["pgbench"]["connect"]["tps"]["median"] > 0
+    assert any("pgbench -C run 2/2" in line for line in lines)
+
+
+def test_the_pooled_path_sends_one_statement_per_request(short_run):
+    sized = short_run[0]["cases"][0]
+    assert sized["statements"] == {"requests": 20, "ok": 20, "sent": 20, "per_request": 1.0,
+                                   "by_statement": {"SELECT count(*) AS count_1 FROM role": 20}}  # fmt: skip
+
+
+def test_sessions_show_the_pool(short_run):
+    sized, unpooled = short_run[0]["cases"]
+    assert 1 <= sized["sessions_opened"] <= 10  # two workers, pool_size=5 each
+    # NullPool: a session per request served
+    assert unpooled["sessions_opened"] >= unpooled["healthz"]["requests"] + unpooled["statements"]["requests"]
+
+
+def test_ratios_targets_and_crowd(short_run):
+    results = short_run[0]
+    ratio = results["ratios"]["eventlet-queuepool-sized"]
+    assert ratio["nullpool"] > 1 and 0 < ratio["livez"] < 1.5 and 0 < ratio["pgbench"] < 1
+    assert results["crowd"]["connections"] == 300 and results["crowd"]["run"]["requests"] > 0
+    assert results["crowd"]["worker_restarts"] == 0
+    assert [t["met"] is not None for t in results["targets"]] == [True] * 4
+    assert next(t for t in results["targets"] if "statement" in t["target"])["met"] is True
+
+
+def test_no_password_anywhere(short_run):
+    results, output, lines = short_run
+    files = [path for path in output.rglob("*") if path.is_file()]
+    assert len(files) >= 3  # bench.json and the gunicorn logs
+    for path in files:
+        assert PASSWORD not in path.read_text(errors="replace"), path
+    assert not any(PASSWORD in line for line in lines)
+    assert PASSWORD not in repr(results)

@@ -190,6 +190,11 @@ class Bench:
         logfile.unlink(missing_ok=True)  # gunicorn appends: a rerun's restarts would count twice
         return Gunicorn(case.worker_class, env, logfile, port=free_port())
 
+    @staticmethod
+    def _cpu(service: Gunicorn, pg: PostgreSQL) -> dict[str, float]:
+        """CPU seconds so far of gunicorn (master and workers) and of PostgreSQL (every backend)."""
+        return {"service": probes.cpu_seconds(service.pid) or 0.0, "postgres": probes.cpu_seconds(pg.process.pid) or 0.0}
+
     def _settle(self, service: Gunicorn, quiet: float = 0.5, timeout: float = 60.0) -> None:
         """Wait until the service has finished the requests its clients gave up on: its workers
         used under 20 ms of CPU in ``quiet`` seconds, and the database saw no statement."""
@@ -224,10 +229,15 @@ class Bench:
             self._wrk(load, service, HEALTHZ, f"{case.name} warm-up", cfg.warmup, cfg.connections)
             if case.ceiling:
                 self._wrk(load, service, LIVEZ, f"{case.name} livez warm-up", cfg.warmup, cfg.connections)
+            cpu = {"service": 0.0, "postgres": 0.0}
             for i in range(cfg.repeats):
                 if case.ceiling:
                     livez_runs.append(self._wrk(load, service, LIVEZ, f"{case.name} livez {i + 1}/{cfg.repeats}", cfg.duration, cfg.connections))
+                self._settle(service)
+                before = self._cpu(service, pg)
                 healthz_runs.append(self._wrk(load, service, HEALTHZ, f"{case.name} healthz {i + 1}/{cfg.repeats}", cfg.duration, cfg.connections))
+                for side, used in self._cpu(service, pg).items():
+                    cpu[side] += used - before[side]
             answers: list[int] = []
             self._settle(service)
             sent = counter.count(lambda: answers.extend(service.get(HEALTHZ, timeout=10)[0] for _ in range(cfg.statement_requests)))
@@ -248,6 +258,9 @@ class Bench:
                 "per_request": sum(sent.values()) / len(answers) if answers else None,
                 "by_statement": dict(sent.most_common()),
             },
+            # CPU per healthz response during the measured runs (requests still in flight at
+            # the end of a run are counted in the next one's settle, not here).
+            "cpu_us_per_request": {side: round(1e6 * used / max(1, sum(r.requests for r in healthz_runs)), 1) for side, used in cpu.items()},
             "sessions_opened": sessions,
             "sessions_per_1000_requests": 1000 * sessions / served if served else None,
             "rss_mib_per_worker": [round(r, 1) for r in rss if r is not None],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 COLUMNS = ("case", "req/s", "±", "p50 ms", "p99 ms", "failed", "/livez", "/NullPool", "/pgbench", "stmts/req",
-           "sessions", "RSS MiB/worker")  # fmt: skip
+           "sessions", "CPU µs/req gunicorn", "CPU µs/req postgres", "RSS MiB/worker")  # fmt: skip
 
 
 def _number(value: float | None, digits: int = 0) -> str:
@@ -33,13 +33,14 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         if case.get("livez"):
             livez = case["livez"]
             out.append([f"{case['worker_class']} livez (ceiling)", _number(livez["rps"]["median"]), _spread(livez["rps"]),
-                        _latency(livez["p50_ms"]), _latency(livez["p99_ms"]), f"{livez['failed']:,}", "1.00", "", "", "", "", ""])  # fmt: skip
+                        _latency(livez["p50_ms"]), _latency(livez["p99_ms"]), f"{livez['failed']:,}", "1.00", "", "", "", "", "", "", ""])  # fmt: skip
         healthz, ratio, sent = case["healthz"], ratios.get(case["name"], {}), case["statements"]
         rss = case["rss_mib_per_worker"]
         out.append([
             case["name"], _number(healthz["rps"]["median"]), _spread(healthz["rps"]), _latency(healthz["p50_ms"]),
             _latency(healthz["p99_ms"]), f"{healthz['failed']:,}", _ratio(ratio.get("livez")), _ratio(ratio.get("nullpool"), "x"),
             _ratio(ratio.get("pgbench")), _ratio(sent["per_request"]), f"{case['sessions_opened']:,}",
+            *(_number(case.get("cpu_us_per_request", {}).get(side)) for side in ("service", "postgres")),
             _number(max(rss), 0) if rss else "-",
         ])  # fmt: skip
     bench = results.get("pgbench")
@@ -47,7 +48,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         for key, label in (("persistent", "pgbench, persistent connections"), ("connect", "pgbench -C, a connection per query")):
             tps = bench[key]["tps"]
             out.append([f"{label} ({bench['clients']} clients)", _number(tps["median"]), _spread(tps),
-                        "", "", f"{bench[key]['failed']:,}", "", "", "", "", "", ""])  # fmt: skip
+                        "", "", f"{bench[key]['failed']:,}", "", "", "", "", "", "", "", ""])  # fmt: skip
     return out
 
 

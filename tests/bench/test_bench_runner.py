@@ -35,6 +35,7 @@ def test_every_figure_is_measured(short_run):
     for case in (sized, unpooled):
         assert case["healthz"]["failed"] == 0 and case["healthz"]["rps"]["median"] > 0
         assert case["worker_restarts"] == 0 and len(case["rss_mib_per_worker"]) == 2
+        assert case["cpu_us_per_request"]["service"] > 0 and case["cpu_us_per_request"]["postgres"] > 0
     assert results["pgbench"]["persistent"]["tps"]["median"] > results["pgbench"]["connect"]["tps"]["median"] > 0
     assert any("pgbench -C run 2/2" in line for line in lines)
 

@@ -141,6 +141,56 @@ def serve_command(database_url: str | None, worker_class: str, port: int) -> Non
             pg.cleanup()
 
 
+@main.command("plan")
+@click.option("--hosts", default=1, show_default=True, type=click.IntRange(min=1), help="Application hosts.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="gunicorn workers per host.")
+@click.option("--worker-class", type=click.Choice(["eventlet", "gevent", "gthread", "sync"]), default="eventlet", show_default=True)
+@click.option("--concurrency", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Greenlets per eventlet or gevent worker (gunicorn's worker_connections).")
+@click.option("--threads", default=None, type=click.IntRange(min=1), help="Threads per gthread worker (default 1, as gunicorn's).")
+@click.option("--max-connections", default=100, show_default=True, type=click.IntRange(min=1), help="The database's max_connections.")
+@click.option("--reserved-connections", default=3, show_default=True, type=click.IntRange(min=0),
+              help="superuser_reserved_connections (+ reserved_connections on PostgreSQL 16+).")
+@click.option("--other-connections", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Connections other clients hold (migrations, cron, replicas, psql).")
+@click.option("--port-range", default="32768-60999", show_default=True, metavar="LOW-HIGH",
+              help="The application hosts' net.ipv4.ip_local_port_range.")
+@click.option("--pool-size", default=None, type=click.IntRange(min=1), help="The pool_size you want per worker, to check it fits.")
+@click.option("--rate", default=None, type=click.FloatRange(min=0, min_open=True), help="Requests/s per host, to judge a service without a pool.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan_command(hosts, workers, worker_class, concurrency, threads, max_connections, reserved_connections, other_connections,
+                 port_range, pool_size, rate, as_json) -> None:  # fmt: skip
+    """Size the pools: the largest safe pool_size per worker, PgBouncer's settings when it is
+    needed, and the connection rate at which a host runs out of ephemeral ports.
+
+    Pure arithmetic on what you give; nothing is contacted. Exits 1 when an external pooler is
+    needed, 0 otherwise.
+
+    \b
+    Example:
+        healthz plan --hosts 4 --workers 6 --worker-class eventlet --concurrency 2000 --max-connections 4096
+        healthz plan --hosts 2 --workers 4 --worker-class gthread --threads 8 --max-connections 100 --pool-size 20
+    """
+    import json
+
+    from .plan import Deployment, PlanError, parse_port_range, plan, render
+
+    if threads is not None and worker_class != "gthread":
+        raise click.UsageError(f"--threads applies to --worker-class gthread, not {worker_class}; use --concurrency for greenlets")
+    per_worker = (threads or 1) if worker_class == "gthread" else concurrency
+    try:
+        deployment = Deployment(
+            hosts=hosts, workers=workers, worker_class=worker_class, concurrency=per_worker, max_connections=max_connections,
+            reserved_connections=reserved_connections, other_connections=other_connections,
+            port_range=parse_port_range(port_range), pool_size=pool_size, rate=rate,
+        )  # fmt: skip
+    except PlanError as exc:
+        raise click.UsageError(str(exc)) from None
+    result = plan(deployment)
+    click.echo(json.dumps(result.to_dict(), indent=1) if as_json else render(result))
+    sys.exit(1 if result.pooler_needed else 0)
+
+
 def _add_lab() -> None:
     # The lab's commands import their heavy modules only when run; the service never imports the lab.
     from healthz.lab.cli import lab

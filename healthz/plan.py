@@ -1,0 +1,253 @@
+"""The connection budget of a deployment: how big each worker's pool may be, when an external
+pooler (PgBouncer) is needed and how to size it, and how many new connections per second a host
+sustains before its ephemeral ports run out. Pure arithmetic; :func:`plan` does no I/O.
+
+The figures it rests on:
+
+* PostgreSQL accepts ``max_connections`` minus its reserved slots (``superuser_reserved_connections``,
+  plus ``reserved_connections`` on 16+) from ordinary roles; other clients (migrations, cron, a
+  replica, an admin's psql) take their share first.
+* Every gunicorn worker process has its own pool; a pool never holds more than ``pool_size +
+  max_overflow`` connections, and never usefully more than the requests the worker serves at once
+  (threads for gthread, greenlets for eventlet and gevent, 1 for sync).
+* QueuePool closes an overflow connection on check-in when the pool is full, so ``max_overflow > 0``
+  opens and closes connections under bursty load: the plan gives ``max_overflow=0``.
+* A client socket stays in TIME_WAIT for 60 s after it closes first (psycopg2 does), holding its
+  local port toward the same server, so a host opening more than ``ports / 60`` connections per
+  second to one database runs out of ports: ``connect()`` fails with EADDRNOTAVAIL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+WORKER_CLASSES = ("eventlet", "gevent", "gthread", "sync")
+#: Linux keeps a closed socket in TIME_WAIT for 60 s (TCP_TIMEWAIT_LEN); not tunable.
+TIME_WAIT_SECONDS = 60
+#: Linux's default ``net.ipv4.ip_local_port_range``.
+DEFAULT_PORT_RANGE = (32768, 60999)
+#: gunicorn's default ``worker_connections`` (greenlets per eventlet or gevent worker).
+DEFAULT_WORKER_CONNECTIONS = 1000
+#: File descriptors PgBouncer needs beyond one per client and server connection (listeners, logs).
+PGBOUNCER_SPARE_FDS = 20
+
+
+class PlanError(ValueError):
+    """A deployment that cannot be planned; the message names the input and what is accepted."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Deployment:
+    """What runs against one PostgreSQL.
+
+    ``hosts`` application hosts, each with ``workers`` gunicorn workers of ``worker_class``;
+    ``concurrency`` is requests one worker serves at once (threads for gthread, greenlets, i.e.
+    ``worker_connections``, for eventlet and gevent; ignored for sync, which serves 1).
+    ``reserved_connections`` is the server's reserved slots (``superuser_reserved_connections``,
+    default 3, plus ``reserved_connections`` on 16+); ``other_connections`` what other clients hold.
+    ``pool_size``, when given, is the pool each worker is wanted to have; ``rate`` the requests per
+    second each host serves, to judge a pool-less (NullPool) service against the port range.
+    """
+
+    hosts: int
+    workers: int
+    worker_class: str
+    concurrency: int = DEFAULT_WORKER_CONNECTIONS
+    max_connections: int = 100
+    reserved_connections: int = 3
+    other_connections: int = 0
+    port_range: tuple[int, int] = DEFAULT_PORT_RANGE
+    pool_size: int | None = None
+    rate: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.worker_class not in WORKER_CLASSES:
+            raise PlanError(f"--worker-class {self.worker_class!r}: expected one of {', '.join(WORKER_CLASSES)}")
+        for name in ("hosts", "workers", "concurrency", "max_connections"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise PlanError(f"--{name.replace('_', '-')} {value!r}: expected an integer >= 1")
+        for name in ("reserved_connections", "other_connections"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise PlanError(f"--{name.replace('_', '-')} {value!r}: expected an integer >= 0")
+        if self.available < 1:
+            raise PlanError(f"--max-connections {self.max_connections} leaves no connection for the application after "
+                            f"{self.reserved_connections} reserved and {self.other_connections} other connections")  # fmt: skip
+        low, high = self.port_range
+        if not 1 <= low <= high <= 65535:
+            raise PlanError(f"--port-range {low}-{high}: expected LOW-HIGH with 1 <= LOW <= HIGH <= 65535")
+        if self.pool_size is not None and self.pool_size < 1:
+            raise PlanError(f"--pool-size {self.pool_size}: expected an integer >= 1")
+        if self.rate is not None and not self.rate > 0:
+            raise PlanError(f"--rate {self.rate:g}: expected requests per second per host > 0")
+
+    @property
+    def available(self) -> int:
+        """Connections the application may open: max_connections less reserved and other ones."""
+        return self.max_connections - self.reserved_connections - self.other_connections
+
+    @property
+    def per_worker(self) -> int:
+        """Requests one worker serves at once: 1 for sync, else ``concurrency``."""
+        return 1 if self.worker_class == "sync" else self.concurrency
+
+    @property
+    def processes(self) -> int:
+        """Worker processes in the deployment, each with a pool of its own."""
+        return self.hosts * self.workers
+
+    @property
+    def ports(self) -> int:
+        return self.port_range[1] - self.port_range[0] + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class PgBouncerSize:
+    """One placement of PgBouncer and its settings: ``instances`` PgBouncers, each with
+    ``default_pool_size`` server connections (one database, one user) and ``max_client_conn``
+    client connections, needing ``file_descriptors`` (``ulimit -n``)."""
+
+    placement: str
+    instances: int
+    default_pool_size: int
+    max_client_conn: int
+    file_descriptors: int
+    server_connections: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The plan for a :class:`Deployment`; see :func:`plan`."""
+
+    deployment: Deployment
+    budget_per_worker: int
+    pool_size: int
+    max_overflow: int
+    total_connections: int
+    max_hosts: int
+    pooler_needed: bool
+    reasons: tuple[str, ...]
+    pgbouncer: tuple[PgBouncerSize, ...]
+    exhaustion_rate: float
+    nullpool_time_wait: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["deployment"]["available"] = self.deployment.available
+        data["deployment"]["ports"] = self.deployment.ports
+        return data
+
+
+def plan(deployment: Deployment) -> Plan:
+    """Size the pools of ``deployment``.
+
+    * ``budget_per_worker``: the available connections shared evenly by every worker process.
+    * ``pool_size``: the largest safe pool per worker: the budget, but no more than the worker's
+      concurrency (a connection nobody can check out is waste) and no more than the wanted
+      ``pool_size``; ``max_overflow`` is 0 (overflow connections churn). 0 when the budget is 0.
+    * ``max_hosts``: hosts that fit under the budget at that pool size (at the wanted one when given).
+    * ``pooler_needed``: when not every worker can hold one connection, or the wanted pool does not
+      fit; ``reasons`` say which. PgBouncer sizes are given either way, for both placements.
+    * ``exhaustion_rate``: new connections per second at which one host's ports, each held 60 s in
+      TIME_WAIT, run out; ``nullpool_time_wait``: with ``rate`` given, the ports a pool-less service
+      would hold in TIME_WAIT (one connection per request).
+    """
+    d = deployment
+    budget = d.available // d.processes
+    wanted = d.pool_size or d.per_worker
+    pool_size = min(budget, d.per_worker, wanted)
+    sized = d.pool_size or max(pool_size, 1)
+    reasons = []
+    if budget < 1:
+        reasons.append(f"{d.processes} worker processes ({d.hosts} hosts x {d.workers}) need a connection each, "
+                       f"but only {d.available} are available")  # fmt: skip
+    elif d.pool_size is not None and d.pool_size * d.processes > d.available:
+        reasons.append(f"pool_size={d.pool_size} x {d.processes} worker processes = {d.pool_size * d.processes} "
+                       f"connections, more than the {d.available} available")  # fmt: skip
+    exhaustion_rate = d.ports / TIME_WAIT_SECONDS
+    return Plan(
+        deployment=d,
+        budget_per_worker=budget,
+        pool_size=pool_size,
+        max_overflow=0,
+        total_connections=pool_size * d.processes,
+        max_hosts=d.available // (d.workers * sized),
+        pooler_needed=bool(reasons),
+        reasons=tuple(reasons),
+        pgbouncer=_pgbouncer(d),
+        exhaustion_rate=exhaustion_rate,
+        nullpool_time_wait=None if d.rate is None else d.rate * TIME_WAIT_SECONDS,
+    )
+
+
+def _pgbouncer(d: Deployment) -> tuple[PgBouncerSize, ...]:
+    # A client of PgBouncer is one connection per request in flight at worst (NullPool behind it).
+    clients_per_host = d.workers * d.per_worker
+    sizes = []
+    for placement, instances, clients in (
+        ("application host", d.hosts, clients_per_host),
+        ("database host", 1, clients_per_host * d.hosts),
+    ):
+        pool = max(1, min(d.available // instances, clients))
+        sizes.append(PgBouncerSize(placement, instances, pool, clients, clients + pool + PGBOUNCER_SPARE_FDS, pool * instances))
+    return tuple(sizes)
+
+
+def render(result: Plan) -> str:
+    """The plan as a few paragraphs for a terminal, the settings to use first."""
+    d = result.deployment
+    unit = {"gthread": "threads", "sync": "request"}.get(d.worker_class, "greenlets")
+    lines = [
+        f"Deployment: {d.hosts} host(s) x {d.workers} {d.worker_class} worker(s) = {d.processes} pools, "
+        f"{d.per_worker} concurrent {unit} per worker; max_connections {d.max_connections} - "
+        f"{d.reserved_connections} reserved - {d.other_connections} other = {d.available} available.",
+        "",
+    ]
+    if result.budget_per_worker >= 1:
+        lines += [
+            f"In-process pool (SQLAlchemy QueuePool), per worker: pool_size={result.pool_size}, max_overflow=0",
+            f"  budget {result.budget_per_worker} connection(s) per worker; pool_size + max_overflow must stay <= "
+            f"{result.budget_per_worker}; overflow connections are closed on check-in, so max_overflow=0 avoids churn.",
+            f"  {result.total_connections} connections in all; at pool_size={d.pool_size or result.pool_size}, "
+            f"{result.max_hosts} host(s) of {d.workers} workers fit under max_connections.",
+        ]
+    else:
+        lines.append(f"In-process pool: none fits: {d.processes} worker processes, {d.available} connections available.")
+    lines.append("")
+    if result.pooler_needed:
+        lines.append("External pooler needed: " + "; ".join(result.reasons) + ".")
+    else:
+        lines.append("External pooler: not needed for the connection budget.")
+    for size in result.pgbouncer:
+        lines.append(
+            f"  PgBouncer on the {size.placement} ({size.instances} instance(s)), pool_mode = transaction: "
+            f"default_pool_size = {size.default_pool_size}, max_client_conn = {size.max_client_conn}, "
+            f"ulimit -n >= {size.file_descriptors}; {size.server_connections} server connections in all."
+        )
+    lines.append("  On the application host (Unix socket or 127.0.0.1) it also ends the ephemeral-port churn toward the "
+                 "database; on the database host the service's connections still cross the network, so a pool-less "
+                 "service still churns ports.")  # fmt: skip
+    lines += [
+        "",
+        f"Ephemeral ports: {d.ports} ({d.port_range[0]}-{d.port_range[1]}) / {TIME_WAIT_SECONDS} s in TIME_WAIT = "
+        f"{result.exhaustion_rate:,.0f} new connections per second per host, sustained, before connect() fails with "
+        f"EADDRNOTAVAIL.",
+    ]
+    if result.nullpool_time_wait is not None:
+        share = result.nullpool_time_wait / d.ports
+        verdict = "runs out of ports" if share >= 1 else f"holds {share:.0%} of the range"
+        lines.append(f"  At {d.rate:,.0f} requests/s per host, a service without a pool (NullPool, Django CONN_MAX_AGE=0) "
+                     f"keeps {result.nullpool_time_wait:,.0f} sockets in TIME_WAIT: it {verdict}.")  # fmt: skip
+    return "\n".join(lines)
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """``"32768-60999"`` (or ``"32768 60999"``, as /proc prints it) as ``(32768, 60999)``."""
+    parts = text.replace("-", " ").split()
+    try:
+        low, high = (int(p) for p in parts)
+    except ValueError:
+        raise PlanError(f"--port-range {text!r}: expected LOW-HIGH, such as 32768-60999") from None
+    return low, high

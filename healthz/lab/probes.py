@@ -24,43 +24,17 @@ from typing import Callable, Iterable
 import psycopg2
 import psycopg2.extensions
 
-#: TCP states as /proc/net/tcp numbers them (include/net/tcp_states.h).
-TCP_STATES = {
-    "01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
-    "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING",
-}  # fmt: skip
+from healthz import sockets
+
 EADDRNOTAVAIL_TEXT = "Cannot assign requested address"
 _ERROR_LINE = re.compile(r"healthz 499 error=([a-z_]+)")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def parse_tcp_table(text: str, remote_port: int) -> collections.Counter:
-    """Sockets in a ``/proc/net/tcp``-format table whose remote port is ``remote_port``, counted by
-    state name. Lines that do not parse are skipped."""
-    counts: collections.Counter = collections.Counter()
-    for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 4 or ":" not in fields[2]:
-            continue
-        try:
-            port = int(fields[2].rsplit(":", 1)[1], 16)
-        except ValueError:
-            continue
-        if port == remote_port:
-            counts[TCP_STATES.get(fields[3].upper(), fields[3])] += 1
-    return counts
-
-
 def tcp_states(pid: int, remote_port: int) -> collections.Counter:
     """Sockets toward ``remote_port`` by state, in the network namespace of process ``pid``
     (IPv4 and IPv6). Empty when the process is gone."""
-    counts: collections.Counter = collections.Counter()
-    for table in ("tcp", "tcp6"):
-        try:
-            counts += parse_tcp_table(Path(f"/proc/{pid}/net/{table}").read_text(), remote_port)
-        except OSError:
-            pass
-    return counts
+    return sockets.states(sockets.toward(sockets.read(f"/proc/{pid}/net"), remote_port))
 
 
 def parse_stat(text: str) -> tuple[int, int, int, int]:

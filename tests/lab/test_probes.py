@@ -15,20 +15,6 @@ from healthz.lab import probes
 
 from helpers import sessions as sessions_of, wait_until
 
-TABLE = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:9C40 010012C6:1538 06 00000000:00000000 03:00001770 00000000     0        0 0 3 0000000000000000
-   1: 0100007F:9C41 010012C6:1538 01 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000
-   2: 0100007F:9C42 010012C6:1F90 06 00000000:00000000 03:00001770 00000000     0        0 0 3 0000000000000000
-   3: garbage
-"""
-
-
-def test_parse_tcp_table_counts_states_toward_one_port():
-    assert probes.parse_tcp_table(TABLE, 0x1538) == {"TIME_WAIT": 1, "ESTABLISHED": 1}
-    assert probes.parse_tcp_table(TABLE, 0x1F90) == {"TIME_WAIT": 1}
-    assert probes.parse_tcp_table(TABLE, 1) == {}
-
-
 def test_tcp_states_sees_a_real_time_wait_socket():
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))

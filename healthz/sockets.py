@@ -1,0 +1,90 @@
+"""The kernel's TCP socket table (``/proc/<pid>/net/tcp`` and ``tcp6``) as Python values.
+
+Each network namespace has its own table; reading ``/proc/<pid>/net`` shows the namespace of
+process ``pid`` (``/proc/self/net``: the reader's). Addresses are printed in hex, each 32-bit word
+in the host's byte order; IPv4 addresses mapped into IPv6 (``::ffff:a.b.c.d``) come out as IPv4, so
+one address matches whichever table holds the socket.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import socket
+import sys
+from pathlib import Path
+from typing import Iterable, NamedTuple
+
+#: TCP states as /proc/net/tcp numbers them (include/net/tcp_states.h).
+TCP_STATES = {
+    "01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
+    "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING",
+}  # fmt: skip
+
+
+class Socket(NamedTuple):
+    local_address: str
+    local_port: int
+    remote_address: str
+    remote_port: int
+    state: str
+
+
+def decode_address(text: str) -> tuple[str, int]:
+    """``"0100007F:1F90"`` as ``("127.0.0.1", 8080)``; 32 hex digits are IPv6."""
+    address, port = text.rsplit(":", 1)
+    raw = bytes.fromhex(address)
+    # The kernel prints each 32-bit word as a native integer.
+    words = b"".join(int.from_bytes(raw[i : i + 4], sys.byteorder).to_bytes(4, "big") for i in range(0, len(raw), 4))
+    ip = ipaddress.ip_address(words)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return str(ip), int(port, 16)
+
+
+def parse_table(text: str) -> list[Socket]:
+    """The sockets of one ``/proc/net/tcp``-format table; lines that do not parse are skipped."""
+    found = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        try:
+            local, remote = decode_address(fields[1]), decode_address(fields[2])
+        except ValueError:
+            continue
+        found.append(Socket(*local, *remote, TCP_STATES.get(fields[3].upper(), fields[3])))
+    return found
+
+
+def read(net: str | Path = "/proc/self/net") -> list[Socket]:
+    """Every TCP socket (IPv4 and IPv6) in the namespace whose ``net`` folder is given; empty when
+    it cannot be read (the process is gone)."""
+    found: list[Socket] = []
+    for table in ("tcp", "tcp6"):
+        try:
+            found += parse_table((Path(net) / table).read_text())
+        except OSError:
+            pass
+    return found
+
+
+def toward(sockets: Iterable[Socket], port: int, addresses: Iterable[str] | None = None) -> list[Socket]:
+    """The sockets whose remote end is ``port`` (on one of ``addresses``, when given): a client's
+    connections to that server, in every state."""
+    wanted = None if addresses is None else set(addresses)
+    return [s for s in sockets if s.remote_port == port and (wanted is None or s.remote_address in wanted)]
+
+
+def states(sockets: Iterable[Socket]) -> collections.Counter:
+    """The sockets counted by state name."""
+    return collections.Counter(s.state for s in sockets)
+
+
+def resolve(host: str, port: int) -> set[str]:
+    """The addresses ``host`` resolves to (``localhost``: 127.0.0.1 and ::1), or ``{host}`` when it
+    does not resolve."""
+    try:
+        return {str(ipaddress.ip_address(info[4][0].split("%")[0])) for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)}
+    except (OSError, ValueError):
+        return {host}

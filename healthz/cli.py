@@ -191,6 +191,38 @@ def plan_command(hosts, workers, worker_class, concurrency, threads, max_connect
     sys.exit(1 if result.pooler_needed else 0)
 
 
+@main.command("doctor")
+@database_url_option
+@click.option("--sample", default=10.0, show_default=True, type=click.FloatRange(1, 600), help="Seconds to watch connections open.")
+@click.option("--json", "as_json", is_flag=True, help="Print the observation and the diagnosis as JSON.")
+def doctor_command(database_url: str | None, sample: float, as_json: bool) -> None:
+    """Find connection churn or a blown connection budget on this application host, read-only.
+
+    Reads this host's port range, tcp_tw_reuse and sockets toward the database, and the
+    database's max_connections, backends and session counter over SAMPLE seconds; says what it
+    found and which settings to change. Exits 0 when healthy, 1 when a problem is found, 2 when
+    the host or the database could not be inspected.
+
+    \b
+    Example:
+        healthz doctor --database-url $DATABASE_URL --sample 10
+    """
+    import json
+
+    from .doctor import DoctorError, diagnose, observe, render, to_dict
+
+    if not database_url:
+        raise click.UsageError("no database: pass --database-url or set DATABASE_URL")
+    try:
+        observation = observe(database_url, sample)
+    except DoctorError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    diagnosis = diagnose(observation)
+    click.echo(json.dumps(to_dict(observation, diagnosis), indent=1) if as_json else render(observation, diagnosis))
+    sys.exit(0 if diagnosis.healthy else 1)
+
+
 def _add_lab() -> None:
     # The lab's commands import their heavy modules only when run; the service never imports the lab.
     from healthz.lab.cli import lab

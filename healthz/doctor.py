@@ -1,0 +1,288 @@
+"""``healthz doctor``: find connection churn and a blown connection budget on a live application
+host, read-only.
+
+:func:`observe` reads, over a sample window: the host's ``ip_local_port_range`` and
+``tcp_tw_reuse``; its TCP sockets toward the database by state, and the connections it opened
+(sockets that appear during the window); the database's ``max_connections`` and reserved slots,
+client backends by ``application_name`` and client address, and ``pg_stat_database.sessions``
+before and after. It only runs ``SELECT``s, in a read-only session, over one connection opened
+before the window (so not counted).
+
+:func:`diagnose` turns an :class:`Observation` into a :class:`Diagnosis`: pure, so the lab applies
+the same rules to its own measurements.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from healthz import sockets
+from healthz.plan import TIME_WAIT_SECONDS
+
+#: Fewer connections than this opened in a window is reconnection (a restart, pool_recycle), not churn.
+CHURN_MIN_OPENED = 5
+#: Client backends above this share of the connections ordinary roles may open is an overrun.
+OVERRUN_SHARE = 0.9
+HEALTHY, CHURN, OVERRUN = "healthy", "connection churn", "budget overrun"
+
+
+class DoctorError(RuntimeError):
+    """The host or the database could not be inspected; the message says why (no password)."""
+
+
+@dataclasses.dataclass
+class Observation:
+    """What :func:`observe` read. ``opened`` is None when the database is reached over a Unix
+    socket (no ports to run out of, no sockets to count); ``sockets_by_state`` leaves out the
+    doctor's own connection."""
+
+    database: str
+    transport: str
+    port_range: tuple[int, int] | None
+    tcp_tw_reuse: int | None
+    window: float
+    opened: int | None
+    sockets_by_state: dict[str, int]
+    sessions_opened: int
+    max_connections: int
+    reserved_connections: int
+    backends: list[dict[str, Any]]
+    started_at: float = 0.0
+
+    @property
+    def ports(self) -> int | None:
+        return None if self.port_range is None else self.port_range[1] - self.port_range[0] + 1
+
+    @property
+    def budget(self) -> int:
+        """Connections ordinary roles may open: max_connections less the reserved slots."""
+        return self.max_connections - self.reserved_connections
+
+    @property
+    def backends_total(self) -> int:
+        return sum(int(b["count"]) for b in self.backends)
+
+
+@dataclasses.dataclass
+class Diagnosis:
+    """``status`` is :data:`HEALTHY` or the problems found, joined by ``, ``; ``findings`` explain
+    them with the figures, ``changes`` are the settings to change."""
+
+    status: str
+    opened_per_second: float
+    time_wait_share: float | None
+    seconds_to_exhaustion: float | None
+    findings: list[str]
+    changes: list[str]
+
+    @property
+    def healthy(self) -> bool:
+        return self.status == HEALTHY
+
+
+def diagnose(obs: Observation) -> Diagnosis:
+    """The rules, each with its figures:
+
+    * **connection churn**: the host opened at least :data:`CHURN_MIN_OPENED` connections in the
+      window, and more per minute (the time a closed one holds its port in TIME_WAIT) than it holds
+      open: its connections do not outlive a minute, so they are not pooled. Over TCP the projected
+      TIME_WAIT (rate x 60 s) is set against the port range: at or above it, ``connect()`` will fail
+      with EADDRNOTAVAIL, in about ``seconds_to_exhaustion``. Over a Unix socket the database's
+      session rate stands in for the host's.
+    * **budget overrun**: client backends at or above :data:`OVERRUN_SHARE` of ``max_connections``
+      less the reserved slots.
+    """
+    opened = obs.opened if obs.opened is not None else obs.sessions_opened
+    rate = opened / obs.window if obs.window > 0 else 0.0
+    established = obs.sockets_by_state.get("ESTABLISHED", 0) if obs.opened is not None else obs.backends_total
+    in_use = sum(obs.sockets_by_state.values())
+    ports = obs.ports if obs.transport == "tcp" else None
+    share = rate * TIME_WAIT_SECONDS / ports if ports else None
+    seconds = None
+    if ports and rate > 0 and rate * TIME_WAIT_SECONDS >= ports:
+        seconds = max(0.0, (ports - in_use) / rate)
+    problems, findings, changes = [], [], []
+    who = "this host" if obs.opened is not None else "the database (all hosts)"
+    findings.append(f"{who} opened {opened:,} connections in {obs.window:g} s ({rate:,.1f}/s) and holds {established:,} open")
+    if opened >= CHURN_MIN_OPENED and rate * TIME_WAIT_SECONDS > max(established, 1):
+        problems.append(CHURN)
+        if share is not None:
+            ending = (f"the range runs out in about {seconds:,.0f} s, then connect() fails with EADDRNOTAVAIL"
+                      if seconds is not None else "below the range for now, but each burst takes more")  # fmt: skip
+            findings.append(f"connection churn: at {rate:,.1f}/s, TIME_WAIT would hold {rate * TIME_WAIT_SECONDS:,.0f} of "
+                            f"{ports:,} ports ({share:.0%}): {ending}")  # fmt: skip
+        else:
+            findings.append("connection churn: new database sessions faster than connections are kept (over a Unix socket "
+                            "no ports run out, but every connection costs a backend start)")  # fmt: skip
+        changes += [
+            f"keep connections open: a QueuePool sized to what a worker holds at peak, with no overflow "
+            f"(HEALTHZ_POOL_CLASS=QueuePool HEALTHZ_POOL_SIZE=N HEALTHZ_MAX_OVERFLOW=0; SQLAlchemy create_engine(pool_size=N, "
+            f"max_overflow=0); Django: CONN_MAX_AGE > 0 with gthread workers, since under eventlet every greenlet is a thread "
+            f"with its own connection); healthz plan sizes N",
+            "or put PgBouncer on this host and connect over its Unix socket: no ephemeral ports toward the database",
+        ]
+        if obs.port_range and ports:
+            changes.append(f"widening net.ipv4.ip_local_port_range (now {obs.port_range[0]}-{obs.port_range[1]}) or setting "
+                           f"net.ipv4.tcp_tw_reuse=1 (now {obs.tcp_tw_reuse}) only delays EADDRNOTAVAIL: {ports:,} ports / "
+                           f"{TIME_WAIT_SECONDS} s = {ports / TIME_WAIT_SECONDS:,.0f} connections/s sustained")  # fmt: skip
+    findings.append(f"client backends: {obs.backends_total:,} of {obs.budget:,} (max_connections {obs.max_connections:,} "
+                    f"- {obs.reserved_connections} reserved)")  # fmt: skip
+    if obs.backends_total >= OVERRUN_SHARE * obs.budget:
+        problems.append(OVERRUN)
+        findings.append(f"budget overrun: {obs.backends_total:,} backends use {obs.backends_total / obs.budget:.0%} of the "
+                        f"{obs.budget:,} available; the next ones get 'too many clients already'")  # fmt: skip
+        changes += [
+            "size every pool so that hosts x workers x (pool_size + max_overflow) stays below the budget: "
+            "healthz plan --hosts H --workers W --max-connections M",
+            "or put PgBouncer (pool_mode = transaction) in front of the database, its default_pool_size within the budget",
+        ]
+    return Diagnosis(", ".join(problems) or HEALTHY, rate, share, seconds, findings, changes)
+
+
+# -- reading a live host ---------------------------------------------------------------------
+def _read_sysctl(name: str) -> str | None:
+    try:
+        return Path("/proc/sys", *name.split(".")).read_text().strip()
+    except OSError:
+        return None
+
+
+class OpenedCounter:
+    """Connections opened toward a server, from snapshots of the socket table: a live socket
+    (an inode) that was not there at the first snapshot, or a TIME_WAIT port that was neither
+    there nor seen live (opened and closed between two snapshots). One opened and closed between
+    snapshots on a port that was already in TIME_WAIT (reused, ``tcp_tw_reuse``) is missed, so on
+    loopback the count errs low."""
+
+    def __init__(self, first: list[sockets.Socket]) -> None:
+        self.baseline_live = {s.inode for s in first if s.inode}
+        self.baseline_closed = {s[:4] for s in first if s.state == "TIME_WAIT"}
+        self.live: dict[int, tuple] = {}
+        self.closed: set[tuple] = set()
+
+    def add(self, snapshot: list[sockets.Socket]) -> None:
+        for s in snapshot:
+            if s.inode and s.inode not in self.baseline_live:
+                self.live.setdefault(s.inode, s[:4])
+            elif s.state == "TIME_WAIT" and s[:4] not in self.baseline_closed:
+                self.closed.add(s[:4])
+
+    @property
+    def opened(self) -> int:
+        return len(self.live) + len(self.closed - set(self.live.values()))
+
+
+def _libpq_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    return scheme.split("+", 1)[0] + sep + rest
+
+
+def observe(database_url: str, sample: float, interval: float = 0.25,
+            read_sockets: Callable[[int], list[sockets.Socket]] | None = None) -> Observation:  # fmt: skip
+    """Read the host and the database for ``sample`` seconds (see the module docstring).
+    :class:`DoctorError` when either cannot be read."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    from healthz.config import mask_password
+
+    safe = mask_password(database_url)
+    try:
+        url = make_url(database_url)
+    except Exception:  # sqlalchemy raises ArgumentError, and ValueError for a bad port
+        raise DoctorError(f"--database-url {safe}: not a database URL (postgresql://USER:PASSWORD@HOST:PORT/DBNAME)") from None
+    host = url.host or url.query.get("host") or ""
+    transport = "unix" if not host or str(host).startswith("/") else "tcp"
+    port = url.port or 5432
+    read_sockets = read_sockets or (lambda p: sockets.read("/proc/self/net", p))
+    try:
+        conn = psycopg2.connect(_libpq_url(database_url), connect_timeout=10, application_name="healthz-doctor",
+                                options="-c default_transaction_read_only=on")  # fmt: skip
+    except psycopg2.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DoctorError(f"cannot connect to {safe}: {mask_password(first)}") from None
+    with contextlib.closing(conn):
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int "
+                        "+ coalesce(current_setting('reserved_connections', true)::int, 0), inet_client_port(), "
+                        "host(inet_server_addr())")  # fmt: skip
+            max_connections, reserved, own_port, server_addr = cur.fetchone()
+        addresses = sockets.resolve(str(host), port) | ({server_addr} if server_addr else set()) if transport == "tcp" else set()
+
+        def toward() -> list[sockets.Socket]:
+            if transport != "tcp":
+                return []
+            return [s for s in sockets.toward(read_sockets(port), port, addresses) if s.local_port != own_port]
+
+        first = toward()
+        counter = OpenedCounter(first)
+        started_at, began = time.time(), time.monotonic()
+        sessions_before = _sessions(conn)
+        deadline = began + sample
+        last = first
+        while time.monotonic() < deadline:
+            time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+            last = toward()
+            counter.add(last)
+        window = time.monotonic() - began
+        sessions_after = _sessions(conn)
+        backends = _backends(conn)
+    low_high = _read_sysctl("net.ipv4.ip_local_port_range")
+    reuse = _read_sysctl("net.ipv4.tcp_tw_reuse")
+    if transport == "tcp" and low_high is None:
+        raise DoctorError("cannot read /proc/sys/net/ipv4/ip_local_port_range: run the doctor on the Linux host that runs the service")
+    low, high = (int(v) for v in low_high.split()) if low_high else (None, None)
+    return Observation(
+        database=safe, transport=transport, port_range=(low, high) if low is not None else None,
+        tcp_tw_reuse=int(reuse) if reuse and reuse.isdigit() else None, window=round(window, 3),
+        opened=counter.opened if transport == "tcp" else None, sockets_by_state=dict(sockets.states(last)),
+        sessions_opened=sessions_after - sessions_before, max_connections=max_connections, reserved_connections=reserved,
+        backends=backends, started_at=started_at,
+    )  # fmt: skip
+
+
+def _sessions(conn) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        row = cur.fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def _backends(conn) -> list[dict[str, Any]]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT coalesce(application_name, ''), host(client_addr), count(*) FROM pg_stat_activity "
+                    "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2")  # fmt: skip
+        return [{"application_name": name, "client_addr": addr or "local", "count": count} for name, addr, count in cur.fetchall()]
+
+
+def render(obs: Observation, diagnosis: Diagnosis) -> str:
+    """The observation and the diagnosis for a terminal: figures first, then what to change."""
+    range_text = f"{obs.port_range[0]}-{obs.port_range[1]} ({obs.ports:,} ports)" if obs.port_range else "unknown"
+    states = ", ".join(f"{k} {v:,}" for k, v in sorted(obs.sockets_by_state.items(), key=lambda kv: -kv[1])) or "none"
+    lines = [
+        f"Database: {obs.database} over {'TCP' if obs.transport == 'tcp' else 'a Unix socket'}; sampled {obs.window:g} s",
+        f"This host: ip_local_port_range {range_text}, tcp_tw_reuse {obs.tcp_tw_reuse if obs.tcp_tw_reuse is not None else 'unknown'}",
+        f"  sockets toward the database: {states}" if obs.transport == "tcp" else "  (Unix socket: no ephemeral ports used)",
+        f"  connections opened: {obs.opened:,} ({diagnosis.opened_per_second:,.1f}/s)" if obs.opened is not None else "",
+        f"Database: sessions opened {obs.sessions_opened:,} ({obs.sessions_opened / obs.window if obs.window else 0:,.1f}/s, all hosts); "
+        f"max_connections {obs.max_connections:,}, {obs.reserved_connections} reserved",
+        "  client backends by application_name and client address:",
+        *(f"    {b['count']:>6,}  {b['application_name'] or '(none)'}  {b['client_addr']}" for b in obs.backends[:15]),
+    ]
+    if diagnosis.seconds_to_exhaustion is not None:
+        lines.append(f"  estimated seconds until the port range is exhausted: {diagnosis.seconds_to_exhaustion:,.0f}")
+    lines += ["", f"Diagnosis: {diagnosis.status}", *(f"  - {f}" for f in diagnosis.findings)]
+    if diagnosis.changes:
+        lines += ["Change:", *(f"  - {c}" for c in diagnosis.changes)]
+    return "\n".join(line for line in lines if line != "")
+
+
+def to_dict(obs: Observation, diagnosis: Diagnosis) -> dict[str, Any]:
+    return {"observation": {**dataclasses.asdict(obs), "ports": obs.ports, "budget": obs.budget,
+                            "backends_total": obs.backends_total},
+            "diagnosis": {**dataclasses.asdict(diagnosis), "healthy": diagnosis.healthy}}  # fmt: skip

@@ -1,0 +1,139 @@
+"""The doctor: its rules on observations written by hand, and its command on a real PostgreSQL with
+real connections held, churned and refused."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import psycopg2
+import pytest
+from click.testing import CliRunner
+
+from healthz import sockets
+from healthz.cli import main
+from healthz.doctor import CHURN, HEALTHY, OVERRUN, Observation, OpenedCounter, diagnose
+from healthz.lab.postgres import PostgreSQL, free_port
+
+
+def observation(**changes) -> Observation:
+    values = dict(database="postgresql://healthz:***@db/healthz", transport="tcp", port_range=(40000, 40999), tcp_tw_reuse=2,
+                  window=10.0, opened=0, sockets_by_state={"ESTABLISHED": 20}, sessions_opened=0, max_connections=100,
+                  reserved_connections=3, backends=[{"application_name": "healthz", "client_addr": "198.18.0.2", "count": 20}])  # fmt: skip
+    return Observation(**{**values, **changes})
+
+
+def test_a_pool_that_keeps_its_connections_is_healthy():
+    result = diagnose(observation())
+    assert result.status == HEALTHY and result.healthy and result.changes == []
+    # A few reconnections (a restart, pool_recycle) are not churn.
+    assert diagnose(observation(opened=4, sockets_by_state={"ESTABLISHED": 1})).healthy
+
+
+def test_churn_worked_by_hand():
+    # 500 opened in 10 s = 50/s; 50 x 60 s = 3,000 in TIME_WAIT > 1,000 ports: exhausted.
+    # 400 ports in use now, so (1,000 - 400) / 50 = 12 s left.
+    obs = observation(opened=500, sockets_by_state={"ESTABLISHED": 100, "TIME_WAIT": 300})
+    result = diagnose(obs)
+    assert result.status == CHURN
+    assert result.opened_per_second == 50 and result.time_wait_share == 3.0
+    assert result.seconds_to_exhaustion == 12
+    assert any("EADDRNOTAVAIL" in f for f in result.findings)
+    assert any("HEALTHZ_MAX_OVERFLOW=0" in c for c in result.changes)
+    assert any("now 40000-40999" in c for c in result.changes)
+
+
+def test_churn_below_the_port_range_has_no_exhaustion_time():
+    # 10/s x 60 = 600 > 20 held: churn, but 600 < 1,000 ports.
+    result = diagnose(observation(opened=100))
+    assert result.status == CHURN and result.seconds_to_exhaustion is None and result.time_wait_share == pytest.approx(0.6)
+
+
+def test_over_a_unix_socket_the_session_rate_decides():
+    obs = observation(transport="unix", port_range=None, opened=None, sockets_by_state={}, sessions_opened=300)
+    result = diagnose(obs)
+    assert result.status == CHURN and result.time_wait_share is None and result.opened_per_second == 30
+    assert diagnose(observation(transport="unix", opened=None, sockets_by_state={}, sessions_opened=3)).healthy
+
+
+def test_budget_overrun_and_both_problems():
+    # 88 backends >= 0.9 x 97.
+    full = [{"application_name": "healthz", "client_addr": "198.18.0.2", "count": 88}]
+    assert diagnose(observation(backends=full)).status == OVERRUN
+    assert diagnose(observation(backends=full, opened=500)).status == f"{CHURN}, {OVERRUN}"
+    assert diagnose(observation(backends=[{**full[0], "count": 87}])).healthy
+
+
+def test_opened_counter_counts_live_sockets_and_ones_seen_only_closed():
+    def s(port, state, inode):
+        return sockets.Socket("198.18.0.2", port, "198.18.0.1", 5432, state, inode)
+
+    counter = OpenedCounter([s(1, "ESTABLISHED", 11), s(2, "TIME_WAIT", 0)])
+    counter.add([s(1, "ESTABLISHED", 11), s(3, "ESTABLISHED", 33), s(2, "TIME_WAIT", 0)])  # 3 is new
+    counter.add([s(3, "TIME_WAIT", 0), s(4, "TIME_WAIT", 0), s(2, "ESTABLISHED", 22)])  # 4 opened and closed; 2 reused
+    assert counter.opened == 3
+
+
+def _doctor(url: str, sample: str = "2") -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["doctor", "--database-url", url, "--sample", sample])
+    return result.exit_code, result.output
+
+
+def test_doctor_calls_held_connections_healthy(postgres, database_url):
+    held = [psycopg2.connect(database_url.replace("+psycopg2", ""), application_name="held") for _ in range(5)]
+    try:
+        code, output = _doctor(database_url)
+    finally:
+        for conn in held:
+            conn.close()
+    assert code == 0, output
+    assert "Diagnosis: healthy" in output and "ESTABLISHED 5" in output
+    assert "5  held  127.0.0.1" in output
+    assert postgres.password not in output
+
+
+def test_doctor_finds_churn_and_counts_what_postgresql_counts(database_url):
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            psycopg2.connect(database_url.replace("+psycopg2", "")).close()
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        result = CliRunner().invoke(main, ["doctor", "--database-url", database_url, "--sample", "2", "--json"])
+    finally:
+        stop.set()
+        thread.join()
+    assert result.exit_code == 1, result.output
+    import json
+
+    data = json.loads(result.output)
+    opened, sessions = data["observation"]["opened"], data["observation"]["sessions_opened"]
+    assert data["diagnosis"]["status"] == CHURN and opened >= 20
+    # Two independent counts of one thing: the host's sockets and PostgreSQL's session counter
+    # (which reports up to a second late, at either end of the window).
+    assert abs(opened - sessions) <= 0.25 * opened + 5, (opened, sessions)
+
+
+def test_doctor_finds_a_budget_overrun():
+    with PostgreSQL(max_connections=20) as pg:  # 20 - 3 reserved = 17; 16 >= 0.9 x 17
+        with contextlib.ExitStack() as stack:
+            for _ in range(16):
+                stack.callback(psycopg2.connect(pg.dsn(), application_name="hog").close)
+            code, output = _doctor(pg.url, "1")
+    assert code == 1, output
+    assert "Diagnosis: budget overrun" in output and "16 of 17" in output
+    assert pg.password not in output
+
+
+def test_doctor_exits_2_when_it_cannot_inspect():
+    url = f"postgresql://healthz:s3cret-pw@127.0.0.1:{free_port()}/healthz"
+    code, output = _doctor(url, "1")
+    assert code == 2 and "cannot connect to postgresql://healthz:***@127.0.0.1" in output
+    assert "s3cret-pw" not in output
+    code, output = _doctor("postgresql://healthz:s3cret-pw@127.0.0.1:notaport/healthz", "1")
+    assert code == 2 and "s3cret-pw" not in output
+    result = CliRunner().invoke(main, ["doctor"], env={"DATABASE_URL": ""})
+    assert result.exit_code == 2 and "no database" in result.output

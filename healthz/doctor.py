@@ -38,7 +38,8 @@ class DoctorError(RuntimeError):
 class Observation:
     """What :func:`observe` read. ``opened`` is None when the database is reached over a Unix
     socket (no ports to run out of, no sockets to count); ``sockets_by_state`` leaves out the
-    doctor's own connection."""
+    doctor's own connection. When the doctor's own connection failed with EADDRNOTAVAIL,
+    ``unreachable`` says so and the database's figures are None: the host's are what is left."""
 
     database: str
     transport: str
@@ -47,20 +48,23 @@ class Observation:
     window: float
     opened: int | None
     sockets_by_state: dict[str, int]
-    sessions_opened: int
-    max_connections: int
-    reserved_connections: int
+    sessions_opened: int | None
+    max_connections: int | None
+    reserved_connections: int | None
     backends: list[dict[str, Any]]
     started_at: float = 0.0
+    unreachable: str | None = None
 
     @property
     def ports(self) -> int | None:
         return None if self.port_range is None else self.port_range[1] - self.port_range[0] + 1
 
     @property
-    def budget(self) -> int:
+    def budget(self) -> int | None:
         """Connections ordinary roles may open: max_connections less the reserved slots."""
-        return self.max_connections - self.reserved_connections
+        if self.max_connections is None:
+            return None
+        return self.max_connections - (self.reserved_connections or 0)
 
     @property
     def backends_total(self) -> int:
@@ -96,7 +100,7 @@ def diagnose(obs: Observation) -> Diagnosis:
     * **budget overrun**: client backends at or above :data:`OVERRUN_SHARE` of ``max_connections``
       less the reserved slots.
     """
-    opened = obs.opened if obs.opened is not None else obs.sessions_opened
+    opened = obs.opened if obs.opened is not None else (obs.sessions_opened or 0)
     rate = opened / obs.window if obs.window > 0 else 0.0
     established = obs.sockets_by_state.get("ESTABLISHED", 0) if obs.opened is not None else obs.backends_total
     in_use = sum(obs.sockets_by_state.values())
@@ -108,7 +112,10 @@ def diagnose(obs: Observation) -> Diagnosis:
     problems, findings, changes = [], [], []
     who = "this host" if obs.opened is not None else "the database (all hosts)"
     findings.append(f"{who} opened {opened:,} connections in {obs.window:g} s ({rate:,.1f}/s) and holds {established:,} open")
-    if opened >= CHURN_MIN_OPENED and rate * TIME_WAIT_SECONDS > max(established, 1):
+    if obs.unreachable:
+        findings.append(f"the doctor's own connection failed: {obs.unreachable}: this host has no ephemeral port left toward "
+                        f"the database ({in_use:,} sockets of {ports or 0:,} ports)")  # fmt: skip
+    if (opened >= CHURN_MIN_OPENED and rate * TIME_WAIT_SECONDS > max(established, 1)) or obs.unreachable:
         problems.append(CHURN)
         if share is not None:
             ending = (f"the range runs out in about {seconds:,.0f} s, then connect() fails with EADDRNOTAVAIL"
@@ -129,9 +136,12 @@ def diagnose(obs: Observation) -> Diagnosis:
             changes.append(f"widening net.ipv4.ip_local_port_range (now {obs.port_range[0]}-{obs.port_range[1]}) or setting "
                            f"net.ipv4.tcp_tw_reuse=1 (now {obs.tcp_tw_reuse}) only delays EADDRNOTAVAIL: {ports:,} ports / "
                            f"{TIME_WAIT_SECONDS} s = {ports / TIME_WAIT_SECONDS:,.0f} connections/s sustained")  # fmt: skip
-    findings.append(f"client backends: {obs.backends_total:,} of {obs.budget:,} (max_connections {obs.max_connections:,} "
-                    f"- {obs.reserved_connections} reserved)")  # fmt: skip
-    if obs.backends_total >= OVERRUN_SHARE * obs.budget:
+    if obs.budget is None:
+        findings.append("client backends: not read (the database was not reachable)")
+    else:
+        findings.append(f"client backends: {obs.backends_total:,} of {obs.budget:,} (max_connections {obs.max_connections:,} "
+                        f"- {obs.reserved_connections} reserved)")  # fmt: skip
+    if obs.budget is not None and obs.backends_total >= OVERRUN_SHARE * obs.budget:
         problems.append(OVERRUN)
         findings.append(f"budget overrun: {obs.backends_total:,} backends use {obs.backends_total / obs.budget:.0%} of the "
                         f"{obs.budget:,} available; the next ones get 'too many clients already'")  # fmt: skip
@@ -199,19 +209,25 @@ def observe(database_url: str, sample: float, interval: float = 0.25,
     transport = "unix" if not host or str(host).startswith("/") else "tcp"
     port = url.port or 5432
     read_sockets = read_sockets or (lambda p: sockets.read("/proc/self/net", p))
+    conn, unreachable = None, None
     try:
         conn = psycopg2.connect(_libpq_url(database_url), connect_timeout=10, application_name="healthz-doctor",
                                 options="-c default_transaction_read_only=on")  # fmt: skip
     except psycopg2.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DoctorError(f"cannot connect to {safe}: {mask_password(first)}") from None
-    with contextlib.closing(conn):
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int "
-                        "+ coalesce(current_setting('reserved_connections', true)::int, 0), inet_client_port(), "
-                        "host(inet_server_addr())")  # fmt: skip
-            max_connections, reserved, own_port, server_addr = cur.fetchone()
+        first = mask_password((str(exc).strip().splitlines() or [type(exc).__name__])[0])
+        # The failure itself: this host has no port left to reach the database; its sockets still tell why.
+        if transport != "tcp" or sockets.EADDRNOTAVAIL_TEXT not in first:
+            raise DoctorError(f"cannot connect to {safe}: {first}") from None
+        unreachable = first
+    with contextlib.closing(conn) if conn else contextlib.nullcontext():
+        max_connections = reserved = own_port = server_addr = None
+        if conn:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int "
+                            "+ coalesce(current_setting('reserved_connections', true)::int, 0), inet_client_port(), "
+                            "host(inet_server_addr())")  # fmt: skip
+                max_connections, reserved, own_port, server_addr = cur.fetchone()
         addresses = sockets.resolve(str(host), port) | ({server_addr} if server_addr else set()) if transport == "tcp" else set()
 
         def toward() -> list[sockets.Socket]:
@@ -222,7 +238,7 @@ def observe(database_url: str, sample: float, interval: float = 0.25,
         first = toward()
         counter = OpenedCounter(first)
         started_at, began = time.time(), time.monotonic()
-        sessions_before = _sessions(conn)
+        sessions_before = _sessions(conn) if conn else None
         deadline = began + sample
         last = first
         while time.monotonic() < deadline:
@@ -230,8 +246,8 @@ def observe(database_url: str, sample: float, interval: float = 0.25,
             last = toward()
             counter.add(last)
         window = time.monotonic() - began
-        sessions_after = _sessions(conn)
-        backends = _backends(conn)
+        sessions_opened = _sessions(conn) - sessions_before if conn else None
+        backends = _backends(conn) if conn else []
     low_high = _read_sysctl("net.ipv4.ip_local_port_range")
     reuse = _read_sysctl("net.ipv4.tcp_tw_reuse")
     if transport == "tcp" and low_high is None:
@@ -241,8 +257,8 @@ def observe(database_url: str, sample: float, interval: float = 0.25,
         database=safe, transport=transport, port_range=(low, high) if low is not None else None,
         tcp_tw_reuse=int(reuse) if reuse and reuse.isdigit() else None, window=round(window, 3),
         opened=counter.opened if transport == "tcp" else None, sockets_by_state=dict(sockets.states(last)),
-        sessions_opened=sessions_after - sessions_before, max_connections=max_connections, reserved_connections=reserved,
-        backends=backends, started_at=started_at,
+        sessions_opened=sessions_opened, max_connections=max_connections, reserved_connections=reserved,
+        backends=backends, started_at=started_at, unreachable=unreachable,
     )  # fmt: skip
 
 
@@ -269,11 +285,16 @@ def render(obs: Observation, diagnosis: Diagnosis) -> str:
         f"This host: ip_local_port_range {range_text}, tcp_tw_reuse {obs.tcp_tw_reuse if obs.tcp_tw_reuse is not None else 'unknown'}",
         f"  sockets toward the database: {states}" if obs.transport == "tcp" else "  (Unix socket: no ephemeral ports used)",
         f"  connections opened: {obs.opened:,} ({diagnosis.opened_per_second:,.1f}/s)" if obs.opened is not None else "",
-        f"Database: sessions opened {obs.sessions_opened:,} ({obs.sessions_opened / obs.window if obs.window else 0:,.1f}/s, all hosts); "
-        f"max_connections {obs.max_connections:,}, {obs.reserved_connections} reserved",
-        "  client backends by application_name and client address:",
-        *(f"    {b['count']:>6,}  {b['application_name'] or '(none)'}  {b['client_addr']}" for b in obs.backends[:15]),
     ]
+    if obs.unreachable:
+        lines.append(f"Database: not reachable from this host: {obs.unreachable}")
+    else:
+        lines += [
+            f"Database: sessions opened {obs.sessions_opened:,} ({obs.sessions_opened / obs.window if obs.window else 0:,.1f}/s, "
+            f"all hosts); max_connections {obs.max_connections:,}, {obs.reserved_connections} reserved",
+            "  client backends by application_name and client address:" + ("" if obs.backends else " none"),
+            *(f"    {b['count']:>6,}  {b['application_name'] or '(none)'}  {b['client_addr']}" for b in obs.backends[:15]),
+        ]
     if diagnosis.seconds_to_exhaustion is not None:
         lines.append(f"  estimated seconds until the port range is exhausted: {diagnosis.seconds_to_exhaustion:,.0f}")
     lines += ["", f"Diagnosis: {diagnosis.status}", *(f"  - {f}" for f in diagnosis.findings)]

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
+#: How libpq words EADDRNOTAVAIL (strerror), in the service's log and in its errors.
+EADDRNOTAVAIL_TEXT = "Cannot assign requested address"
 #: TCP states as /proc/net/tcp numbers them (include/net/tcp_states.h).
 TCP_STATES = {
     "01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
@@ -23,11 +25,14 @@ TCP_STATES = {
 
 
 class Socket(NamedTuple):
+    """One socket; ``inode`` is 0 for sockets no process holds any more (TIME_WAIT)."""
+
     local_address: str
     local_port: int
     remote_address: str
     remote_port: int
     state: str
+    inode: int = 0
 
 
 def decode_address(text: str) -> tuple[str, int]:
@@ -42,28 +47,32 @@ def decode_address(text: str) -> tuple[str, int]:
     return str(ip), int(port, 16)
 
 
-def parse_table(text: str) -> list[Socket]:
-    """The sockets of one ``/proc/net/tcp``-format table; lines that do not parse are skipped."""
+def parse_table(text: str, remote_port: int | None = None) -> list[Socket]:
+    """The sockets of one ``/proc/net/tcp``-format table (only those whose remote port is
+    ``remote_port``, when given: decoding tens of thousands of lines costs); lines that do not
+    parse are skipped."""
     found = []
+    suffix = None if remote_port is None else f":{remote_port:04X}"
     for line in text.splitlines()[1:]:
         fields = line.split()
-        if len(fields) < 4:
+        if len(fields) < 4 or (suffix is not None and not fields[2].upper().endswith(suffix)):
             continue
         try:
             local, remote = decode_address(fields[1]), decode_address(fields[2])
+            inode = int(fields[9]) if len(fields) > 9 else 0
         except ValueError:
             continue
-        found.append(Socket(*local, *remote, TCP_STATES.get(fields[3].upper(), fields[3])))
+        found.append(Socket(*local, *remote, TCP_STATES.get(fields[3].upper(), fields[3]), inode))
     return found
 
 
-def read(net: str | Path = "/proc/self/net") -> list[Socket]:
-    """Every TCP socket (IPv4 and IPv6) in the namespace whose ``net`` folder is given; empty when
-    it cannot be read (the process is gone)."""
+def read(net: str | Path = "/proc/self/net", remote_port: int | None = None) -> list[Socket]:
+    """Every TCP socket (IPv4 and IPv6) in the namespace whose ``net`` folder is given, or those
+    toward ``remote_port``; empty when it cannot be read (the process is gone)."""
     found: list[Socket] = []
     for table in ("tcp", "tcp6"):
         try:
-            found += parse_table((Path(net) / table).read_text())
+            found += parse_table((Path(net) / table).read_text(), remote_port)
         except OSError:
             pass
     return found

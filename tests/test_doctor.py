@@ -49,6 +49,17 @@ def test_churn_below_the_port_range_has_no_exhaustion_time():
     assert result.status == CHURN and result.seconds_to_exhaustion is None and result.time_wait_share == pytest.approx(0.6)
 
 
+def test_a_host_out_of_ports_is_churn_even_when_the_database_is_unreachable():
+    # The doctor's own connect() failed: only the host's figures remain; the range is full.
+    obs = observation(unreachable="connection to server failed: Cannot assign requested address", opened=16,
+                      sockets_by_state={"TIME_WAIT": 990, "ESTABLISHED": 10}, sessions_opened=None, max_connections=None,
+                      reserved_connections=None, backends=[])  # fmt: skip
+    result = diagnose(obs)
+    assert result.status == CHURN and result.seconds_to_exhaustion is None  # 1.6/s x 60 < 1,000: expiry-bound now
+    assert any("no ephemeral port left" in f and "1,000 sockets of 1,000 ports" in f for f in result.findings)
+    assert any("not reachable" in f for f in result.findings)
+
+
 def test_over_a_unix_socket_the_session_rate_decides():
     obs = observation(transport="unix", port_range=None, opened=None, sockets_by_state={}, sessions_opened=300)
     result = diagnose(obs)

@@ -27,6 +27,8 @@ def test_parse_table_decodes_addresses_ports_and_states():
     assert sockets.states(sockets.toward(rows, 0x1538)) == {"TIME_WAIT": 1, "ESTABLISHED": 1}
     assert sockets.states(sockets.toward(rows, 0x1F90)) == {"TIME_WAIT": 1}
     assert sockets.toward(rows, 0x1538, {"198.18.0.5"}) == []
+    assert [s.local_port for s in sockets.parse_table(TABLE, remote_port=0x1F90)] == [0x9C42]
+    assert rows[1].inode == 1 and rows[0].inode == 0
 
 
 def test_ipv4_mapped_addresses_come_out_as_ipv4():

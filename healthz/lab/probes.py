@@ -6,7 +6,9 @@
   ``tcp6`` of a process inside it): sockets toward the database port by TCP state, TIME_WAIT above all;
 * CPU seconds of a process tree from ``/proc/<pid>/stat`` (its own, its reaped children's and its
   live descendants'), so a saturated load generator is told apart from a saturated service;
-* the service's log: ``Cannot assign requested address`` lines and ``healthz 499 error=KIND`` lines.
+* the service's log: ``Cannot assign requested address`` lines and ``healthz 499 error=KIND`` lines;
+* ``healthz doctor`` itself, run in the middle of the load where the service runs, to be checked
+  against what the probes above measured over the same seconds (:func:`measured_observation`).
 
 :class:`Sampler` samples the first three in a thread, five times a second by default.
 """
@@ -14,19 +16,23 @@
 from __future__ import annotations
 
 import collections
+import json
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import psycopg2
 import psycopg2.extensions
 
 from healthz import sockets
+from healthz.doctor import Observation
 
-EADDRNOTAVAIL_TEXT = "Cannot assign requested address"
+EADDRNOTAVAIL_TEXT = sockets.EADDRNOTAVAIL_TEXT
 _ERROR_LINE = re.compile(r"healthz 499 error=([a-z_]+)")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -34,7 +40,7 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 def tcp_states(pid: int, remote_port: int) -> collections.Counter:
     """Sockets toward ``remote_port`` by state, in the network namespace of process ``pid``
     (IPv4 and IPv6). Empty when the process is gone."""
-    return sockets.states(sockets.toward(sockets.read(f"/proc/{pid}/net"), remote_port))
+    return sockets.states(sockets.read(f"/proc/{pid}/net", remote_port))
 
 
 def parse_stat(text: str) -> tuple[int, int, int, int]:
@@ -183,7 +189,7 @@ class Sampler(threading.Thread):
         self.started_at = time.monotonic()
 
     def sample(self) -> dict[str, float | int | None]:
-        row: dict[str, float | int | None] = {"t": round(time.monotonic() - self.started_at, 3)}
+        row: dict[str, float | int | None] = {"t": round(time.monotonic() - self.started_at, 3), "at": round(time.time(), 3)}
         try:
             row["sessions"], row["backends"] = self.counters.sessions(), self.counters.backends()
         except psycopg2.Error:
@@ -210,6 +216,68 @@ class Sampler(threading.Thread):
             self.join(5)
         self.samples.append(self.sample())
         return self.samples
+
+
+class DoctorProbe:
+    """``healthz doctor --json`` run as a child process where the service runs (``command_prefix``:
+    the app namespace), against the service's own ``DATABASE_URL`` (passed in the environment,
+    never on the command line), for ``sample`` seconds."""
+
+    def __init__(self, database_url: str, sample: float, logfile: Path, *, command_prefix: Sequence[str] = ()) -> None:
+        self.command = [*command_prefix, sys.executable, "-m", "healthz", "doctor", "--json", "--sample", f"{sample:g}"]
+        self.env = {**os.environ, "DATABASE_URL": database_url}
+        self.sample = sample
+        self.logfile = Path(logfile)
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> DoctorProbe:
+        with open(self.logfile, "ab") as err:
+            self.process = subprocess.Popen(self.command, env=self.env, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+        return self
+
+    def result(self, timeout: float = 30.0) -> dict | None:
+        """The doctor's JSON with its exit status under ``"exit"``, or None when it was never
+        started; ``{"exit": status, "error": ...}`` when it printed no JSON (killed after
+        ``timeout`` seconds)."""
+        if self.process is None:
+            return None
+        try:
+            out, _ = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, _ = self.process.communicate()
+        try:
+            data = json.loads(out)
+        except ValueError:
+            tail = self.logfile.read_text(errors="replace")[-300:] if self.logfile.exists() else ""
+            return {"exit": self.process.returncode, "error": tail.strip() or "no output"}
+        return {**data, "exit": self.process.returncode}
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def measured_observation(samples: list[dict], start: float, end: float, *, port_range: tuple[int, int] | None,
+                         max_connections: int, reserved_connections: int) -> Observation | None:  # fmt: skip
+    """What the lab's own probes saw between unix times ``start`` and ``end``, as the doctor's
+    :class:`~healthz.doctor.Observation`: sessions opened from PostgreSQL's counter (so the
+    connections of every process toward the database), sockets held and in TIME_WAIT from the
+    app namespace's table, the peak of client backends. None without two samples in the window."""
+    inside = [s for s in samples if start <= (s.get("at") or 0) <= end and s.get("sessions") is not None]
+    if len(inside) < 2:
+        return None
+    first, last = inside[0], inside[-1]
+    opened = int(last["sessions"] - first["sessions"])
+    established = mean(s.get("established") for s in inside)
+    return Observation(
+        database="(the lab's probes)", transport="tcp", port_range=port_range, tcp_tw_reuse=None,
+        window=round(last["at"] - first["at"], 3), opened=opened,
+        sockets_by_state={"ESTABLISHED": round(established or 0), "TIME_WAIT": int(last.get("time_wait") or 0)},
+        sessions_opened=opened, max_connections=max_connections, reserved_connections=reserved_connections,
+        backends=[{"application_name": "", "client_addr": "", "count": int(peak(s.get("backends") for s in inside) or 0)}],
+    )  # fmt: skip
 
 
 def peak(values: Iterable[float | int | None]) -> float | int | None:

@@ -269,6 +269,30 @@ def step_rows(results: list[dict], concurrency: int) -> list[list[str]]:
     return rows
 
 
+DOCTOR_COLUMNS = ("scenario", "clients", "doctor says", "exit", "opened by the host", "ports run out in",
+                  "measured (PostgreSQL sessions)", "measured diagnosis", "agrees")  # fmt: skip
+
+
+def doctor_rows(results: list[dict]) -> list[list[str]]:
+    """One row per run in which the doctor ran: its diagnosis and figures beside the measured ones."""
+    rows = []
+    for r in results:
+        d = r.get("doctor")
+        if not d:
+            continue
+        if d.get("error"):
+            rows.append([r["scenario"], f"{r['concurrency']:,}", "did not run: " + d["error"][:120], _n(d.get("exit")), *["-"] * 5])
+            continue
+        exhaustion = d.get("seconds_to_exhaustion")
+        rows.append([
+            r["scenario"], f"{r['concurrency']:,}", d["status"], str(d["exit"]),
+            f"{_n(d['opened'])} in {d['window']:g} s ({_n(d['opened_per_second'], 1)}/s)",
+            "-" if exhaustion is None else f"{exhaustion:,.1f} s",
+            f"{_n(d.get('measured_sessions_per_second'), 1)}/s", d.get("measured_status") or "-", "yes" if d.get("agrees") else "NO",
+        ])  # fmt: skip
+    return rows
+
+
 def write_plots(results: list[dict], folder: Path) -> list[tuple[str, str]]:
     """PNG plots into ``folder``: each figure against concurrency (one line per scenario) and the
     client ports held toward PostgreSQL (TIME_WAIT + ESTABLISHED) over time at the highest step.
@@ -380,6 +404,14 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
     for step in sorted({r["concurrency"] for r in results}):
         blocks.append(("h3", f"{step:,} concurrent clients"))
         blocks.append(("table", STEP_COLUMNS, step_rows(results, step)))
+    doctor = doctor_rows(results)
+    if doctor:
+        blocks.append(("h2", "healthz doctor against the measurement"))
+        blocks.append(("p", "In the middle of each run the lab ran `healthz doctor --json` where the service runs (its network "
+                            "namespace, its DATABASE_URL), as a team would on a live host. The doctor counts the connections the host "
+                            "opened from its socket table; the lab counted PostgreSQL's pg_stat_database.sessions over the same "
+                            "seconds and applied the doctor's own rules to that. `agrees` compares the two diagnoses."))  # fmt: skip
+        blocks.append(("table", DOCTOR_COLUMNS, doctor))
     if plots:
         blocks.append(("h2", "Plots"))
         blocks += [("img", name, title) for name, title in plots]
@@ -463,6 +495,10 @@ def verdict_table(data: dict[str, Any]) -> str:
         figures = (f"{_pct(w.get('error_rate'))} failed ({v['cause'] or 'none'}), {_n(w.get('sessions_per_second'))} sessions/s, "
                    f"TIME_WAIT peak {_n(w.get('time_wait_peak'))}, {_n(w.get('rps'))} req/s") if w else v["text"]  # fmt: skip
         lines.append(f"{name:<{width}}  {outcome(v):<7}  {figures}")
+    doctored = [r["doctor"] for r in results if r.get("doctor") and not r["doctor"].get("error")]
+    if doctored:
+        agreed = sum(1 for d in doctored if d.get("agrees"))
+        lines.append(f"healthz doctor, run during each step, agreed with the measurement in {agreed} of {len(doctored)} runs")
     return "\n".join(lines)
 
 

@@ -31,6 +31,7 @@ import psycopg2
 
 from healthz.config import Settings, mask_password
 from healthz.db import seed as seed_roles
+from healthz.doctor import diagnose
 from healthz.lab import load, probes, topology as topologies
 from healthz.lab.postgres import PostgreSQL, free_port
 from healthz.lab.scenarios import Scenario
@@ -39,6 +40,8 @@ from healthz.lab.service import PROJECT_ROOT, Gunicorn, ServiceError, gunicorn_c
 #: Service port inside the app namespace (a fresh namespace has every port free).
 NETNS_SERVICE_PORT = 8000
 HEALTHY_TIMEOUT = 20.0
+#: Runs shorter than this leave no room for ``healthz doctor`` past the start-up burst.
+DOCTOR_MIN_DURATION = 5.0
 
 
 class LabError(RuntimeError):
@@ -64,6 +67,7 @@ class LabConfig:
     roles: int = 10
     connection: str | None = None
     interval: float = 0.2
+    doctor: bool = True
     command_line: str = ""
     scenarios_files: list[Path] = dataclasses.field(default_factory=list)
 
@@ -251,6 +255,29 @@ class Lab:
         (run_dir / "gunicorn-config.txt").write_text(self._configs[key])
         return commands
 
+    def _doctor_result(self, doctor: probes.DoctorProbe, samples: list[dict], topology) -> dict[str, Any]:
+        """The doctor's diagnosis beside the one the same rules give on the lab's own figures over the
+        doctor's window (:func:`probes.measured_observation`), and whether they agree."""
+        data = doctor.result(timeout=doctor.sample + 30) or {}
+        if "diagnosis" not in data:
+            return {"exit": data.get("exit"), "error": mask_password(str(data.get("error", "not run")))[:300]}
+        seen, said = data["observation"], data["diagnosis"]
+        pg = self.meta.get("postgres", {})
+        measured = probes.measured_observation(
+            samples, seen["started_at"], seen["started_at"] + seen["window"], port_range=topology.port_range,
+            max_connections=pg.get("max_connections", seen["max_connections"]),
+            reserved_connections=pg.get("superuser_reserved_connections", seen["reserved_connections"]),
+        )  # fmt: skip
+        verdict = diagnose(measured) if measured else None
+        return {
+            "exit": data["exit"], "status": said["status"], "opened": seen["opened"], "sessions_opened": seen["sessions_opened"],
+            "window": seen["window"], "opened_per_second": said["opened_per_second"],
+            "seconds_to_exhaustion": said["seconds_to_exhaustion"], "findings": said["findings"],
+            "measured_status": verdict.status if verdict else None,
+            "measured_sessions_per_second": verdict.opened_per_second if verdict else None,
+            "agrees": verdict is not None and verdict.status == said["status"],
+        }  # fmt: skip
+
     def _sampler(self, counters: probes.PostgresCounters, gunicorn: Gunicorn, locust: load.Locust, pg: PostgreSQL | None, url: str) -> probes.Sampler:
         return probes.Sampler(
             counters, db_port=pg.port if pg else _port_of(url), netns_pid=lambda: gunicorn.pid, interval=self.config.interval,
@@ -280,6 +307,8 @@ class Lab:
         }  # fmt: skip
         head = f"{label} {scenario.name} c={users} {connection}"
         sampler: probes.Sampler | None = None
+        doctor = (probes.DoctorProbe(url, doctor_sample(cfg.duration), run_dir / "doctor.log", command_prefix=topology.app_prefix)
+                  if cfg.doctor and cfg.duration >= DOCTOR_MIN_DURATION else None)  # fmt: skip
         try:
             self.progress.update(f"{head}: starting gunicorn")
             # Before gunicorn starts: the sessions its workers open at start-up count too.
@@ -295,9 +324,12 @@ class Lab:
             deadline = began + cfg.duration + 30
             while locust.running() and time.monotonic() < deadline:
                 time.sleep(0.5)
+                if doctor and doctor.process is None and time.monotonic() - began >= doctor_lead(cfg.duration):
+                    doctor.start()
                 self.progress.update(_progress_line(head, time.monotonic() - began, cfg.duration, csv_prefix))
             locust.stop()
             samples = sampler.stop()
+            result["doctor"] = self._doctor_result(doctor, samples, topology) if doctor else None
             gunicorn.stop()
             sessions_after = counters.settled_sessions()
             backends_left = counters.wait_backends(0)
@@ -309,9 +341,21 @@ class Lab:
             result["error"] = mask_password(str(exc))
         finally:
             _stop_run(locust, sampler, gunicorn)
+            if doctor:
+                doctor.stop()
         (run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
         self.progress.done(f"{head}: {one_line(result)}")
         return result
+
+
+def doctor_lead(duration: float) -> float:
+    """Seconds into the load when ``healthz doctor`` starts: past the start-up burst."""
+    return min(3.0, duration * 0.25)
+
+
+def doctor_sample(duration: float) -> float:
+    """The doctor's sample window: done well before the load ends."""
+    return round(min(5.0, duration * 0.4), 1)
 
 
 def _stop_run(locust: load.Locust, sampler: probes.Sampler | None, gunicorn: Gunicorn) -> None:

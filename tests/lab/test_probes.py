@@ -115,3 +115,19 @@ def test_worker_restarts_are_workers_booted_beyond_the_first():
     log = "[INFO] Booting worker with pid: 11\n[INFO] Booting worker with pid: 12\n[ERROR] Worker (pid:11) was sent SIGKILL!\n[INFO] Booting worker with pid: 13\n"
     assert probes.worker_restarts(log, workers=2) == 1
     assert probes.worker_restarts("", workers=2) == 0
+
+
+def test_measured_observation_takes_the_doctors_window_from_the_samples():
+    samples = [{"at": 100.0 + i, "sessions": 10 * i, "backends": 5 + i, "established": 4, "time_wait": 7 * i} for i in range(10)]
+    obs = probes.measured_observation(samples, 102.0, 105.0, port_range=(40000, 40999), max_connections=100, reserved_connections=3)
+    # Samples at 102..105: sessions 20 -> 50 over 3 s, backends peak 10, TIME_WAIT 35 at the end.
+    assert (obs.opened, obs.window, obs.sessions_opened) == (30, 3.0, 30)
+    assert obs.sockets_by_state == {"ESTABLISHED": 4, "TIME_WAIT": 35} and obs.backends_total == 10
+    assert probes.measured_observation(samples, 102.0, 102.5, port_range=None, max_connections=100, reserved_connections=3) is None
+
+
+def test_doctor_probe_runs_the_real_command(postgres, database_url, tmp_path):
+    probe = probes.DoctorProbe(database_url, 1, tmp_path / "doctor.log").start()
+    data = probe.result(timeout=60)
+    assert data["exit"] == 0 and data["diagnosis"]["status"] == "healthy", data
+    assert postgres.password not in probe.command and postgres.password not in (tmp_path / "doctor.log").read_text()

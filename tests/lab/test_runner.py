@@ -17,7 +17,8 @@ import pytest
 
 from healthz.lab import probes, report
 from healthz.lab.runner import Lab, LabConfig, LabError, Progress
-from healthz.lab.scenarios import select
+from healthz.lab.scenarios import DEFAULTS, select
+from healthz.plan import Deployment, plan
 from healthz.lab.service import PROJECT_ROOT
 from healthz.lab.topology import lab_namespaces
 
@@ -111,8 +112,32 @@ def test_netns_reproduces_the_report_and_a_sized_pool_does_not_fail(tmp_path):
     assert nullpool["address_unavailable"] > 0, "the service logged libpq's 'Cannot assign requested address'"
     assert nullpool["time_wait_peak"] > 150, "TIME_WAIT filled the narrowed port range"
     assert sized["failures"] == 0 and sized["address_unavailable"] == 0, sized["failures_by_cause"]
-    assert sized["sessions_opened"] <= 20 and sized["time_wait_peak"] == 0
+    # 2 pools of 10; the doctor's own connection adds one session and, once closed, one TIME_WAIT.
+    assert sized["sessions_opened"] <= 20 + 1 and sized["time_wait_peak"] <= 1
     assert not [ns for ns in lab_namespaces() if f"-{os.getpid()}-" in ns]
+    # The planner's predictions for this deployment, against what was measured.
+    predicted = plan(Deployment(hosts=1, workers=2, worker_class="eventlet", max_connections=400, pool_size=10,
+                                port_range=(40000, 40299)))  # fmt: skip
+    assert nullpool["sessions_per_second"] > predicted.exhaustion_rate  # 300 ports / 60 s = 5 connections/s
+    assert predicted.total_connections == 20 and sized["backends_peak"] <= predicted.total_connections + 1  # + the doctor
+    # The doctor, run in the app namespace during the load, says what the measurement says.
+    assert nullpool["doctor"]["status"] == "connection churn" and nullpool["doctor"]["exit"] == 1, nullpool["doctor"]
+    assert nullpool["doctor"]["seconds_to_exhaustion"] is not None
+    assert sized["doctor"]["status"] == "healthy" and sized["doctor"]["exit"] == 0, sized["doctor"]
+    assert nullpool["doctor"]["agrees"] and sized["doctor"]["agrees"]
+
+
+@needs_root
+def test_the_doctor_agrees_with_the_measurement_on_every_default_scenario(tmp_path):
+    config = LabConfig(scenarios=select([]), concurrency=[100], duration=6, topology="netns", ports=1000, output=tmp_path / "out")
+    results = Lab(config, Progress(io.StringIO())).run()
+    assert [r["scenario"] for r in results] == list(DEFAULTS)
+    said = {r["scenario"]: (r["doctor"]["status"], r["doctor"]["measured_status"]) for r in results}
+    assert all(r["doctor"]["agrees"] for r in results), said
+    assert said["eventlet-nullpool"][0] == "connection churn"
+    assert said["eventlet-queuepool-sized"][0] == "healthy"
+    assert said["gthread-queuepool"][0] == "healthy"
+    assert "agreed with the measurement in 8 of 8 runs" in report.verdict_table({"meta": {}, "results": results})
 
 
 def _descendants(pid: int) -> set[int]:

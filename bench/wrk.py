@@ -6,14 +6,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Sequence
 
-#: Where a fetched wrk is unpacked: inside the project's venv, so ``make clean`` removes it.
-TOOLS_DIR = Path(__file__).resolve().parents[1] / ".venv" / "wrk"
+from healthz.lab import debian
+
+#: Where a fetched wrk is unpacked.
+TOOLS_DIR = debian.TOOLS_ROOT / "wrk"
 #: wrk and the LuaJIT it links, as Debian packages them.
 PACKAGES = ("wrk", "libluajit-5.1-2", "libluajit-5.1-common")
 MARKER = "WRK_JSON "
@@ -127,40 +128,11 @@ class Wrk:
         return parse_output(result.stdout)
 
 
-def _unpacked(root: Path) -> Wrk | None:
-    binary = root / "usr" / "bin" / "wrk"
-    if not binary.exists():
-        return None
-    libdirs = sorted(str(p) for p in (root / "usr" / "lib").glob("*-linux-gnu"))
-    return Wrk((str(binary),), {"LD_LIBRARY_PATH": os.pathsep.join(libdirs)}, f"Debian package, unpacked in {root}")
-
-
-def fetch(root: Path = TOOLS_DIR) -> Wrk:
-    """Download wrk's Debian packages with ``apt-get download`` (no root needed) and unpack them
-    into ``root`` with ``dpkg-deb -x``; nothing is installed on the system."""
-    if not (shutil.which("apt-get") and shutil.which("dpkg-deb")):
-        raise WrkError("wrk is not installed and this machine has no apt-get to fetch it: install wrk, or set WRK to its path")
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="healthz-wrk-debs-") as debs:
-        result = subprocess.run(["apt-get", "download", *PACKAGES], cwd=debs, capture_output=True, text=True, timeout=300)
-        if result.returncode != 0:
-            raise WrkError(f"apt-get download {' '.join(PACKAGES)} failed: {result.stderr.strip()[-500:]}; install wrk, or set WRK")
-        for deb in sorted(Path(debs).glob("*.deb")):
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True, capture_output=True, timeout=120)
-    found = _unpacked(root)
-    if found is None:
-        raise WrkError(f"the wrk package unpacked into {root} holds no usr/bin/wrk")
-    return found
-
-
 def find(root: Path = TOOLS_DIR) -> Wrk:
-    """wrk from ``$WRK``, else ``PATH``, else one fetched earlier into ``root``, else :func:`fetch`."""
-    explicit = os.environ.get("WRK")
-    if explicit:
-        if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
-            raise WrkError(f"WRK={explicit} is not an executable file")
-        return Wrk((explicit,), {}, "WRK")
-    on_path = shutil.which("wrk")
-    if on_path:
-        return Wrk((on_path,), {}, "PATH")
-    return _unpacked(root) or fetch(root)
+    """wrk from ``$WRK``, else ``PATH``, else one fetched earlier into ``root``, else fetched from
+    Debian (:func:`healthz.lab.debian.find`)."""
+    try:
+        program = debian.find("wrk", variable="WRK", packages=PACKAGES, binary="usr/bin/wrk", root=root)
+    except debian.FetchError as exc:
+        raise WrkError(str(exc)) from None
+    return Wrk(program.command, program.env, program.source)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -38,7 +39,8 @@ class DoctorError(RuntimeError):
 class Observation:
     """What :func:`observe` read. ``opened`` is None when the database is reached over a Unix
     socket (no ports to run out of, no sockets to count); ``sockets_by_state`` leaves out the
-    doctor's own connection. When the doctor's own connection failed with EADDRNOTAVAIL,
+    doctor's own connection; ``loopback`` is true when the database's address is a loopback one
+    (a pooler on this host). When the doctor's own connection failed with EADDRNOTAVAIL,
     ``unreachable`` says so and the database's figures are None: the host's are what is left."""
 
     database: str
@@ -54,6 +56,7 @@ class Observation:
     backends: list[dict[str, Any]]
     started_at: float = 0.0
     unreachable: str | None = None
+    loopback: bool = False
 
     @property
     def ports(self) -> int | None:
@@ -107,7 +110,9 @@ def diagnose(obs: Observation) -> Diagnosis:
     ports = obs.ports if obs.transport == "tcp" else None
     share = rate * TIME_WAIT_SECONDS / ports if ports else None
     seconds = None
-    if ports and rate > 0 and rate * TIME_WAIT_SECONDS >= ports:
+    # tcp_tw_reuse 1 (everywhere) or 2 (loopback only) lets connect() take a port still in TIME_WAIT.
+    reused = obs.tcp_tw_reuse == 1 or (obs.tcp_tw_reuse == 2 and obs.loopback)
+    if ports and rate > 0 and rate * TIME_WAIT_SECONDS >= ports and not reused:
         seconds = max(0.0, (ports - in_use) / rate)
     problems, findings, changes = [], [], []
     who = "this host" if obs.opened is not None else "the database (all hosts)"
@@ -118,18 +123,24 @@ def diagnose(obs: Observation) -> Diagnosis:
     if (opened >= CHURN_MIN_OPENED and rate * TIME_WAIT_SECONDS > max(established, 1)) or obs.unreachable:
         problems.append(CHURN)
         if share is not None:
-            ending = (f"the range runs out in about {seconds:,.0f} s, then connect() fails with EADDRNOTAVAIL"
-                      if seconds is not None else "below the range for now, but each burst takes more")  # fmt: skip
+            if reused:
+                ending = (f"tcp_tw_reuse={obs.tcp_tw_reuse} lets connect() reuse those ports toward "
+                          f"{'this loopback address' if obs.loopback else 'the database'}, so they do not run out, but every "
+                          f"request still pays for a new connection")  # fmt: skip
+            elif seconds is not None:
+                ending = f"the range runs out in about {seconds:,.0f} s, then connect() fails with EADDRNOTAVAIL"
+            else:
+                ending = "below the range for now, but each burst takes more"
             findings.append(f"connection churn: at {rate:,.1f}/s, TIME_WAIT would hold {rate * TIME_WAIT_SECONDS:,.0f} of "
                             f"{ports:,} ports ({share:.0%}): {ending}")  # fmt: skip
         else:
             findings.append("connection churn: new database sessions faster than connections are kept (over a Unix socket "
                             "no ports run out, but every connection costs a backend start)")  # fmt: skip
         changes += [
-            f"keep connections open: a QueuePool sized to what a worker holds at peak, with no overflow "
-            f"(HEALTHZ_POOL_CLASS=QueuePool HEALTHZ_POOL_SIZE=N HEALTHZ_MAX_OVERFLOW=0; SQLAlchemy create_engine(pool_size=N, "
-            f"max_overflow=0); Django: CONN_MAX_AGE > 0 with gthread workers, since under eventlet every greenlet is a thread "
-            f"with its own connection); healthz plan sizes N",
+            "keep connections open: a QueuePool sized to what a worker holds at peak, with no overflow "
+            "(HEALTHZ_POOL_CLASS=QueuePool HEALTHZ_POOL_SIZE=N HEALTHZ_MAX_OVERFLOW=0; SQLAlchemy create_engine(pool_size=N, "
+            "max_overflow=0); Django: CONN_MAX_AGE > 0 with gthread workers, since under eventlet every greenlet is a thread "
+            "with its own connection); healthz plan sizes N",
             "or put PgBouncer on this host and connect over its Unix socket: no ephemeral ports toward the database",
         ]
         if obs.port_range and ports:
@@ -259,7 +270,16 @@ def observe(database_url: str, sample: float, interval: float = 0.25,
         opened=counter.opened if transport == "tcp" else None, sockets_by_state=dict(sockets.states(last)),
         sessions_opened=sessions_opened, max_connections=max_connections, reserved_connections=reserved,
         backends=backends, started_at=started_at, unreachable=unreachable,
+        loopback=bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses if _is_ip(a)),
     )  # fmt: skip
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _sessions(conn) -> int:

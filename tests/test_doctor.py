@@ -43,6 +43,16 @@ def test_churn_worked_by_hand():
     assert any("now 40000-40999" in c for c in result.changes)
 
 
+def test_churn_toward_a_loopback_pooler_with_tw_reuse_does_not_run_out():
+    obs = observation(opened=500, sockets_by_state={"ESTABLISHED": 100, "TIME_WAIT": 300}, loopback=True)
+    result = diagnose(obs)
+    assert result.status == CHURN and result.seconds_to_exhaustion is None
+    assert any("tcp_tw_reuse=2 lets connect() reuse those ports toward this loopback address" in f for f in result.findings)
+    # tcp_tw_reuse=1 reuses toward any address; 0 nowhere.
+    assert diagnose(observation(opened=500, tcp_tw_reuse=1)).seconds_to_exhaustion is None
+    assert diagnose(observation(opened=500, tcp_tw_reuse=0, loopback=True)).seconds_to_exhaustion is not None
+
+
 def test_churn_below_the_port_range_has_no_exhaustion_time():
     # 10/s x 60 = 600 > 20 held: churn, but 600 < 1,000 ports.
     result = diagnose(observation(opened=100))

@@ -165,8 +165,9 @@ class PostgresCounters:
 
 class Sampler(threading.Thread):
     """Samples, every ``interval`` seconds until :meth:`stop`: time since start, sessions opened
-    and client backends (``counters``), sockets toward ``db_port`` in the namespace of the process
-    ``netns_pid()`` returns, and CPU seconds of each process in ``cpu_pids`` (name -> PID getter).
+    and client backends (``counters``), sockets toward ``db_port`` (one port or several: PostgreSQL's
+    and PgBouncer's) in the namespace of the process ``netns_pid()`` returns, CPU seconds of each
+    process in ``cpu_pids`` (name -> PID getter), and whatever ``extra()`` returns (PgBouncer's figures).
 
     A probe that fails (the database restarting, a process gone) leaves its value None in that
     sample instead of stopping the sampler.
@@ -176,13 +177,16 @@ class Sampler(threading.Thread):
         self,
         counters: PostgresCounters,
         *,
-        db_port: int,
+        db_port: int | Sequence[int],
         netns_pid: Callable[[], int | None],
         cpu_pids: dict[str, Callable[[], int | None]],
         interval: float = 0.2,
+        extra: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         super().__init__(name="healthz-sampler", daemon=True)
-        self.counters, self.db_port, self.netns_pid, self.cpu_pids = counters, db_port, netns_pid, cpu_pids
+        self.counters, self.netns_pid, self.cpu_pids = counters, netns_pid, cpu_pids
+        self.db_ports = [db_port] if isinstance(db_port, int) else list(db_port)
+        self.extra = extra
         self.interval = interval
         self.samples: list[dict[str, float | int | None]] = []
         self._stop_event = threading.Event()
@@ -195,11 +199,18 @@ class Sampler(threading.Thread):
         except psycopg2.Error:
             row["sessions"] = row["backends"] = None
         pid = self.netns_pid()
-        states = tcp_states(pid, self.db_port) if pid else collections.Counter()
+        states: collections.Counter = collections.Counter()
+        for port in self.db_ports if pid else ():
+            states += tcp_states(pid, port)
         row["time_wait"] = states.get("TIME_WAIT", 0) if pid else None
         row["established"] = states.get("ESTABLISHED", 0) if pid else None
         for name, getter in self.cpu_pids.items():
             row[f"cpu_{name}"] = cpu_seconds(getter())
+        if self.extra is not None:
+            try:
+                row.update(self.extra())
+            except psycopg2.Error:
+                pass  # PgBouncer restarting or gone: this sample goes without its figures
         return row
 
     def run(self) -> None:
@@ -260,22 +271,28 @@ class DoctorProbe:
 
 
 def measured_observation(samples: list[dict], start: float, end: float, *, port_range: tuple[int, int] | None,
-                         max_connections: int, reserved_connections: int) -> Observation | None:  # fmt: skip
+                         max_connections: int, reserved_connections: int, opened_key: str = "sessions",
+                         transport: str = "tcp") -> Observation | None:  # fmt: skip
     """What the lab's own probes saw between unix times ``start`` and ``end``, as the doctor's
-    :class:`~healthz.doctor.Observation`: sessions opened from PostgreSQL's counter (so the
-    connections of every process toward the database), sockets held and in TIME_WAIT from the
-    app namespace's table, the peak of client backends. None without two samples in the window."""
+    :class:`~healthz.doctor.Observation`: connections opened from the counter ``opened_key``
+    (PostgreSQL's sessions, or PgBouncer's logged logins when the service reaches PgBouncer over
+    TCP), sockets held and in TIME_WAIT from the app namespace's table, the peak of client backends.
+    None without two samples in the window."""
     inside = [s for s in samples if start <= (s.get("at") or 0) <= end and s.get("sessions") is not None]
     if len(inside) < 2:
         return None
     first, last = inside[0], inside[-1]
-    opened = int(last["sessions"] - first["sessions"])
+    sessions = opened = int(last["sessions"] - first["sessions"])
+    if opened_key != "sessions":
+        if first.get(opened_key) is None or last.get(opened_key) is None:
+            return None
+        opened = int(last[opened_key] - first[opened_key])
     established = mean(s.get("established") for s in inside)
     return Observation(
-        database="(the lab's probes)", transport="tcp", port_range=port_range, tcp_tw_reuse=None,
-        window=round(last["at"] - first["at"], 3), opened=opened,
+        database="(the lab's probes)", transport=transport, port_range=port_range, tcp_tw_reuse=None,
+        window=round(last["at"] - first["at"], 3), opened=opened if transport == "tcp" else None,
         sockets_by_state={"ESTABLISHED": round(established or 0), "TIME_WAIT": int(last.get("time_wait") or 0)},
-        sessions_opened=opened, max_connections=max_connections, reserved_connections=reserved_connections,
+        sessions_opened=sessions, max_connections=max_connections, reserved_connections=reserved_connections,
         backends=[{"application_name": "", "client_addr": "", "count": int(peak(s.get("backends") for s in inside) or 0)}],
     )  # fmt: skip
 

@@ -269,6 +269,44 @@ def step_rows(results: list[dict], concurrency: int) -> list[list[str]]:
     return rows
 
 
+PGBOUNCER_COLUMNS = ("scenario", "clients", "placement", "pool_mode / pool size", "client connections/s", "server sessions",
+                     "TIME_WAIT peak", "EADDRNOTAVAIL lines", "failed", "waiting peak", "max wait ms", "wait ms/transaction",
+                     "req/s", "port exhaustion")  # fmt: skip
+PLACEMENTS = {"app": "app host, 127.0.0.1", "app-unix": "app host, Unix socket", "db": "database host"}
+
+
+def exhaustion_effect(run: dict) -> str:
+    """What a PgBouncer placement did to the app host's ephemeral ports in ``run``, as measured."""
+    ports, tw = run.get("ports"), run.get("time_wait_peak") or 0
+    if run.get("address_unavailable") or run["failures_by_cause"].get("address_unavailable"):
+        return "only moved: the service's connections to PgBouncer ran the app host out of ports"
+    if ports and tw >= ports / 10:
+        return f"held only by TIME_WAIT reuse on loopback (tcp_tw_reuse=2): {tw:,} of {ports:,} ports in TIME_WAIT"
+    return "removed"
+
+
+def pgbouncer_rows(results: list[dict]) -> list[list[str]]:
+    rows = []
+    for r in results:
+        b = r.get("pgbouncer")
+        if not b:
+            continue
+        if r.get("error"):
+            rows.append([r["scenario"], f"{r['concurrency']:,}", PLACEMENTS.get(b["placement"], b["placement"]),
+                         "not measured: " + r["error"][:120], *["-"] * (len(PGBOUNCER_COLUMNS) - 4)])  # fmt: skip
+            continue
+        seconds = r.get("seconds") or 0
+        logins = b.get("logins")
+        rows.append([
+            r["scenario"], f"{r['concurrency']:,}", PLACEMENTS.get(b["placement"], b["placement"]),
+            f"{b['pool_mode']} / {b['default_pool_size']}", _n(logins / seconds if logins is not None and seconds else None, 1),
+            _n(r["sessions_opened"]), _n(r["time_wait_peak"]), _n(r["address_unavailable"]), _pct(r["error_rate"]),
+            _n(b.get("cl_waiting_peak")), _n(b.get("maxwait_ms_peak"), 1), _n(b.get("wait_ms_per_transaction"), 2), _n(r["rps"]),
+            exhaustion_effect(r),
+        ])  # fmt: skip
+    return rows
+
+
 DOCTOR_COLUMNS = ("scenario", "clients", "doctor says", "exit", "opened by the host", "ports run out in",
                   "measured (PostgreSQL sessions)", "measured diagnosis", "agrees")  # fmt: skip
 
@@ -404,6 +442,14 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
     for step in sorted({r["concurrency"] for r in results}):
         blocks.append(("h3", f"{step:,} concurrent clients"))
         blocks.append(("table", STEP_COLUMNS, step_rows(results, step)))
+    bounced = pgbouncer_rows(results)
+    if bounced:
+        blocks.append(("h2", "PgBouncer: which placement removes the port exhaustion, which only moves it"))
+        blocks.append(("p", "Runs with PgBouncer between the service and PostgreSQL. Client connections = the service's "
+                            "connections to PgBouncer (its `login attempt` log lines); server sessions = PostgreSQL's "
+                            "pg_stat_database.sessions; TIME_WAIT = the application host's sockets toward PostgreSQL and "
+                            "PgBouncer; waiting and max wait from `SHOW POOLS`, wait per transaction from `SHOW STATS`."))  # fmt: skip
+        blocks.append(("table", PGBOUNCER_COLUMNS, bounced))
     doctor = doctor_rows(results)
     if doctor:
         blocks.append(("h2", "healthz doctor against the measurement"))

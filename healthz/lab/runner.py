@@ -28,11 +28,13 @@ from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 import psycopg2
+from sqlalchemy.engine import make_url
 
 from healthz.config import Settings, mask_password
 from healthz.db import seed as seed_roles
 from healthz.doctor import diagnose
 from healthz.lab import load, probes, topology as topologies
+from healthz.lab.pgbouncer import Console, LoginCounter, PgBouncer, PgBouncerError
 from healthz.lab.postgres import PostgreSQL, free_port
 from healthz.lab.scenarios import Scenario
 from healthz.lab.service import PROJECT_ROOT, Gunicorn, ServiceError, gunicorn_command
@@ -255,7 +257,7 @@ class Lab:
         (run_dir / "gunicorn-config.txt").write_text(self._configs[key])
         return commands
 
-    def _doctor_result(self, doctor: probes.DoctorProbe, samples: list[dict], topology) -> dict[str, Any]:
+    def _doctor_result(self, doctor: probes.DoctorProbe, samples: list[dict], topology, scenario: Scenario) -> dict[str, Any]:
         """The doctor's diagnosis beside the one the same rules give on the lab's own figures over the
         doctor's window (:func:`probes.measured_observation`), and whether they agree."""
         data = doctor.result(timeout=doctor.sample + 30) or {}
@@ -267,6 +269,9 @@ class Lab:
             samples, seen["started_at"], seen["started_at"] + seen["window"], port_range=topology.port_range,
             max_connections=pg.get("max_connections", seen["max_connections"]),
             reserved_connections=pg.get("superuser_reserved_connections", seen["reserved_connections"]),
+            # Through PgBouncer over TCP the service's connections are PgBouncer's clients, counted by its log.
+            opened_key="pooler_logins" if scenario.pgbouncer in ("app", "db") else "sessions",
+            transport="unix" if scenario.pgbouncer == "app-unix" else "tcp",
         )  # fmt: skip
         verdict = diagnose(measured) if measured else None
         return {
@@ -278,9 +283,27 @@ class Lab:
             "agrees": verdict is not None and verdict.status == said["status"],
         }  # fmt: skip
 
-    def _sampler(self, counters: probes.PostgresCounters, gunicorn: Gunicorn, locust: load.Locust, pg: PostgreSQL | None, url: str) -> probes.Sampler:
+    def _pgbouncer(self, scenario: Scenario, topology, url: str) -> tuple[PgBouncer, str]:
+        """A started PgBouncer in front of the database at ``url``, placed as ``scenario`` says,
+        and the URL the service is to use."""
+        parts = make_url(url)
+        on_db = scenario.pgbouncer == "db"
+        bouncer = PgBouncer(
+            server_host=parts.host or "127.0.0.1", server_port=parts.port or 5432, password=parts.password or "",
+            database=parts.database or "healthz", user=parts.username or "healthz", pool_mode=scenario.pgbouncer_pool_mode,
+            default_pool_size=scenario.pgbouncer_pool_size, listen_host=topology.db_host if on_db else "127.0.0.1",
+            command_prefix=topology.db_prefix if on_db else topology.app_prefix,
+        )  # fmt: skip
+        bouncer.start()
+        return bouncer, bouncer.unix_url if scenario.pgbouncer == "app-unix" else bouncer.url
+
+    def _sampler(self, counters: probes.PostgresCounters, gunicorn: Gunicorn, locust: load.Locust, pg: PostgreSQL | None, url: str,
+                 bouncer: PgBouncer | None = None, extra=None) -> probes.Sampler:  # fmt: skip
+        """The run's sampler; sockets toward PostgreSQL's port, and PgBouncer's when the service
+        reaches it over TCP (``bouncer``)."""
+        ports = [pg.port if pg else _port_of(url)] + ([bouncer.listen_port] if bouncer else [])
         return probes.Sampler(
-            counters, db_port=pg.port if pg else _port_of(url), netns_pid=lambda: gunicorn.pid, interval=self.config.interval,
+            counters, db_port=ports, netns_pid=lambda: gunicorn.pid, interval=self.config.interval, extra=extra,
             cpu_pids={"gunicorn": lambda: gunicorn.pid, "postgres": lambda: pg.process.pid if pg and pg.process else None,
                       "locust": lambda: locust.pid if locust.running() else None},
         )  # fmt: skip
@@ -293,7 +316,13 @@ class Lab:
         run_dir = cfg.output / "runs" / _slug(f"{scenario.name}-c{users}-{connection}")
         run_dir.mkdir(parents=True, exist_ok=True)
         topology.renew_app()
-        gunicorn, env = self._service(scenario, topology, url, run_dir)
+        bouncer, service_url, bouncer_error = None, url, None
+        if scenario.pgbouncer != "none":
+            try:
+                bouncer, service_url = self._pgbouncer(scenario, topology, url)
+            except PgBouncerError as exc:
+                bouncer_error = mask_password(str(exc))
+        gunicorn, env = self._service(scenario, topology, service_url, run_dir)
         csv_prefix = run_dir / "locust"
         locust_cmd = load.locust_command(gunicorn.base_url, users, cfg.duration, connection=connection, max_requests=cfg.max_requests,
                                          csv_prefix=csv_prefix, html=run_dir / "locust.html", stats_interval=cfg.interval)  # fmt: skip
@@ -303,13 +332,18 @@ class Lab:
             "worker_class": scenario.worker_class, "workers": scenario.workers, "pool_capacity": scenario.pool_capacity(),
             "concurrency": users, "connection": connection, "topology": topology.name, "run_dir": str(run_dir.relative_to(cfg.output)),
             "commands": self._commands(scenario, env, topology, locust_cmd, run_dir, self.rerun_command(scenario, users, connection)),
-            "error": None,
+            "error": None, "pgbouncer": None,
         }  # fmt: skip
+        if scenario.pgbouncer != "none":
+            result["pgbouncer"] = {"placement": scenario.pgbouncer, "pool_mode": scenario.pgbouncer_pool_mode,
+                                   "default_pool_size": scenario.pgbouncer_pool_size}  # fmt: skip
         head = f"{label} {scenario.name} c={users} {connection}"
         sampler: probes.Sampler | None = None
-        doctor = (probes.DoctorProbe(url, doctor_sample(cfg.duration), run_dir / "doctor.log", command_prefix=topology.app_prefix)
+        doctor = (probes.DoctorProbe(service_url, doctor_sample(cfg.duration), run_dir / "doctor.log", command_prefix=topology.app_prefix)
                   if cfg.doctor and cfg.duration >= DOCTOR_MIN_DURATION else None)  # fmt: skip
         try:
+            if bouncer_error:
+                raise ServiceError(bouncer_error)
             self.progress.update(f"{head}: starting gunicorn")
             # Before gunicorn starts: the sessions its workers open at start-up count too.
             sessions_before = counters.settled_sessions()
@@ -317,7 +351,8 @@ class Lab:
             status, body = gunicorn.wait_for("/api/v1/healthz/", HEALTHY_TIMEOUT, request_timeout=5)
             if status != 200:
                 raise ServiceError(f"/api/v1/healthz/ answered {status} before any load: {mask_password(body.strip())[:300]}")
-            sampler = self._sampler(counters, gunicorn, locust, pg, url)
+            sampler = self._sampler(counters, gunicorn, locust, pg, url, bouncer if scenario.pgbouncer != "app-unix" else None,
+                                    _pooler_probe(bouncer) if bouncer else None)  # fmt: skip
             sampler.start()
             began = time.monotonic()
             locust.start()
@@ -329,7 +364,7 @@ class Lab:
                 self.progress.update(_progress_line(head, time.monotonic() - began, cfg.duration, csv_prefix))
             locust.stop()
             samples = sampler.stop()
-            result["doctor"] = self._doctor_result(doctor, samples, topology) if doctor else None
+            result["doctor"] = self._doctor_result(doctor, samples, topology, scenario) if doctor else None
             gunicorn.stop()
             sessions_after = counters.settled_sessions()
             backends_left = counters.wait_backends(0)
@@ -337,20 +372,51 @@ class Lab:
                 load.read_summary(csv_prefix), load.read_history(csv_prefix, cfg.interval), samples,
                 sessions_before, sessions_after, backends_left, gunicorn.log_text(), scenario, topology.port_range,
             ))  # fmt: skip
+            if bouncer:
+                result["pgbouncer"].update(pooler_figures(samples))
         except ServiceError as exc:
             result["error"] = mask_password(str(exc))
         finally:
             _stop_run(locust, sampler, gunicorn)
             if doctor:
                 doctor.stop()
+            if bouncer:
+                bouncer.stop()
         (run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
         self.progress.done(f"{head}: {one_line(result)}")
         return result
 
 
+def _pooler_probe(bouncer: PgBouncer):
+    """PgBouncer's SHOW POOLS and SHOW STATS figures, and its client logins so far, as one sample."""
+    console, logins = Console(bouncer), LoginCounter(bouncer.logfile, bouncer.database)
+    return lambda: {**console.sample(), "pooler_logins": logins()}
+
+
+def pooler_figures(samples: list[dict]) -> dict[str, Any]:
+    """PgBouncer over a run: client connections it accepted (``logins``), transactions, the peak
+    of waiting clients and of server connections in use, the longest wait, and the mean wait per
+    transaction in ms. None for figures no sample had."""
+    rows = [s for s in samples if s.get("pooler_logins") is not None]
+    if not rows:
+        return {"logins": None}
+    first, last = rows[0], rows[-1]
+    xacts = last["pooler_total_xact_count"] - first["pooler_total_xact_count"]
+    waited = last["pooler_total_wait_time"] - first["pooler_total_wait_time"]
+    return {
+        "logins": last["pooler_logins"] - first["pooler_logins"],
+        "transactions": xacts,
+        "cl_waiting_peak": probes.peak(s.get("pooler_cl_waiting") for s in rows),
+        "sv_active_peak": probes.peak(s.get("pooler_sv_active") for s in rows),
+        "maxwait_ms_peak": probes.peak(s["pooler_maxwait"] * 1000 + s["pooler_maxwait_us"] / 1000 for s in rows),
+        "wait_ms_per_transaction": round(waited / xacts / 1000, 3) if xacts > 0 else None,
+    }
+
+
 def doctor_lead(duration: float) -> float:
-    """Seconds into the load when ``healthz doctor`` starts: past the start-up burst."""
-    return min(3.0, duration * 0.25)
+    """Seconds into the load when ``healthz doctor`` starts: past the start-up burst (pools
+    filling; PgBouncer opens its server connections a few per second)."""
+    return min(3.0, duration * 0.3)
 
 
 def doctor_sample(duration: float) -> float:

@@ -26,7 +26,12 @@ from healthz.config import ENVIRONMENT, Settings, SettingsError, parse_integer
 WORKER_CLASSES = ("eventlet", "gevent", "gthread", "sync")
 CONNECTION_MODES = ("close", "keep-alive")
 #: Keys of a scenario that are not service settings.
-SCENARIO_KEYS = ("description", "worker_class", "workers", "threads", "worker_connections", "connection")
+#: Where PgBouncer sits, if anywhere: on the application host, reached over TCP on 127.0.0.1 or over
+#: its Unix socket, or on the database host, reached over the network like PostgreSQL itself.
+PGBOUNCER_PLACEMENTS = ("none", "app", "app-unix", "db")
+PGBOUNCER_POOL_MODES = ("transaction", "session")
+SCENARIO_KEYS = ("description", "worker_class", "workers", "threads", "worker_connections", "connection", "pgbouncer",
+                 "pgbouncer_pool_mode", "pgbouncer_pool_size")  # fmt: skip
 _PLACEHOLDER_URL = "postgresql://healthz@localhost/healthz"
 
 
@@ -41,7 +46,9 @@ class Scenario:
     ``workers`` gunicorn workers of ``worker_class``; ``threads`` matters for gthread,
     ``worker_connections`` for eventlet and gevent; ``settings`` are service settings by field name;
     ``connection`` is how locust's users connect: ``close`` (a new TCP connection per request, as
-    ``ab`` without ``-k``) or ``keep-alive``.
+    ``ab`` without ``-k``) or ``keep-alive``. ``pgbouncer`` places a PgBouncer between the service
+    and PostgreSQL (:data:`PGBOUNCER_PLACEMENTS`) in ``pgbouncer_pool_mode`` with
+    ``pgbouncer_pool_size`` server connections (its ``default_pool_size``).
     """
 
     name: str
@@ -52,13 +59,21 @@ class Scenario:
     worker_connections: int = 1000
     settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     connection: str = "close"
+    pgbouncer: str = "none"
+    pgbouncer_pool_mode: str = "transaction"
+    pgbouncer_pool_size: int = 10
 
     def __post_init__(self) -> None:
         if self.worker_class not in WORKER_CLASSES:
             raise ScenarioError(f"scenario {self.name}: worker_class {self.worker_class!r} is not one of {', '.join(WORKER_CLASSES)}")
         if self.connection not in CONNECTION_MODES:
             raise ScenarioError(f"scenario {self.name}: connection {self.connection!r} is not one of {', '.join(CONNECTION_MODES)}")
-        for key in ("workers", "threads", "worker_connections"):
+        if self.pgbouncer not in PGBOUNCER_PLACEMENTS:
+            raise ScenarioError(f"scenario {self.name}: pgbouncer {self.pgbouncer!r} is not one of {', '.join(PGBOUNCER_PLACEMENTS)}")
+        if self.pgbouncer_pool_mode not in PGBOUNCER_POOL_MODES:
+            raise ScenarioError(f"scenario {self.name}: pgbouncer_pool_mode {self.pgbouncer_pool_mode!r} is not one of "
+                                f"{', '.join(PGBOUNCER_POOL_MODES)}")  # fmt: skip
+        for key in ("workers", "threads", "worker_connections", "pgbouncer_pool_size"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ScenarioError(f"scenario {self.name}: {key} must be an integer >= 1, got {getattr(self, key)!r}")
         if self.worker_class in ("gthread", "sync") and self.settings.get("green_driver") == "on":
@@ -111,7 +126,13 @@ class Scenario:
             pool += f"(pool_size={settings.pool_size})"
         per_worker = {"gthread": f"threads={self.threads}", "sync": ""}.get(self.worker_class, f"worker_connections={self.worker_connections}")
         green = f", green_driver={settings.green_driver}" if self.worker_class in ("eventlet", "gevent") else ""
-        return f"{self.worker_class} workers={self.workers} {per_worker}, {pool}{green}, clients {self.connection}".replace("  ", " ")
+        bouncer = ""
+        if self.pgbouncer != "none":
+            where = {"app": "on the app host over 127.0.0.1", "app-unix": "on the app host over its Unix socket",
+                     "db": "on the database host"}[self.pgbouncer]  # fmt: skip
+            bouncer = f", PgBouncer {where} (pool_mode={self.pgbouncer_pool_mode}, default_pool_size={self.pgbouncer_pool_size})"
+        summary = f"{self.worker_class} workers={self.workers} {per_worker}, {pool}{green}{bouncer}, clients {self.connection}"
+        return summary.replace("  ", " ")
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "settings": dict(self.settings), "summary": self.summary()}
@@ -187,6 +208,46 @@ DEFAULTS: dict[str, Scenario] = {
             settings={"pool_class": "QueuePool", "pool_size": 10, "max_overflow": 0, "green_driver": "off"},
         ),
         Scenario(
+            "eventlet-nullpool-pgbouncer",
+            "The report's setup behind PgBouncer on the application host (pool_mode=transaction), reached over "
+            "127.0.0.1: the service still opens a connection per request, to PgBouncer, which keeps a few to PostgreSQL.",
+            "eventlet",
+            settings={"pool_class": "NullPool"},
+            pgbouncer="app",
+        ),
+        Scenario(
+            "eventlet-nullpool-pgbouncer-unix",
+            "The same through PgBouncer's Unix socket: a connection per request, but no TCP port for it.",
+            "eventlet",
+            settings={"pool_class": "NullPool"},
+            pgbouncer="app-unix",
+        ),
+        Scenario(
+            "eventlet-nullpool-pgbouncer-db",
+            "The same with PgBouncer on the database host: the connection per request still crosses the network "
+            "from the application host.",
+            "eventlet",
+            settings={"pool_class": "NullPool"},
+            pgbouncer="db",
+        ),
+        Scenario(
+            "eventlet-nullpool-pgbouncer-session",
+            "PgBouncer on the application host over 127.0.0.1 in pool_mode=session: a server connection is lent for "
+            "the whole client connection, which under NullPool is one request.",
+            "eventlet",
+            settings={"pool_class": "NullPool"},
+            pgbouncer="app",
+            pgbouncer_pool_mode="session",
+        ),
+        Scenario(
+            "eventlet-queuepool-pgbouncer",
+            "The sized in-process pool (pool_size=10, max_overflow=0) in front of PgBouncer on the application host "
+            "(pool_mode=transaction): both layers pool.",
+            "eventlet",
+            settings={"pool_class": "QueuePool", "pool_size": 10, "max_overflow": 0},
+            pgbouncer="app",
+        ),
+        Scenario(
             "gthread-queuepool",
             "What the report found working: OS threads (threads=8) with a pool of one connection per "
             "thread (pool_size=8, max_overflow=0).",
@@ -199,7 +260,7 @@ DEFAULTS: dict[str, Scenario] = {
 
 
 def _value(key: str, raw: str) -> Any:
-    if key in ("workers", "threads", "worker_connections"):
+    if key in ("workers", "threads", "worker_connections", "pgbouncer_pool_size"):
         try:
             return parse_integer(key, raw, 1)
         except SettingsError:

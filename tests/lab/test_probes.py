@@ -123,6 +123,13 @@ def test_measured_observation_takes_the_doctors_window_from_the_samples():
     # Samples at 102..105: sessions 20 -> 50 over 3 s, backends peak 10, TIME_WAIT 35 at the end.
     assert (obs.opened, obs.window, obs.sessions_opened) == (30, 3.0, 30)
     assert obs.sockets_by_state == {"ESTABLISHED": 4, "TIME_WAIT": 35} and obs.backends_total == 10
+    logins = [{**row, "pooler_logins": 100 * i} for i, row in enumerate(samples)]
+    through = probes.measured_observation(logins, 102.0, 105.0, port_range=None, max_connections=100, reserved_connections=3,
+                                          opened_key="pooler_logins")  # fmt: skip
+    assert (through.opened, through.sessions_opened) == (300, 30)
+    unix = probes.measured_observation(logins, 102.0, 105.0, port_range=None, max_connections=100, reserved_connections=3,
+                                       transport="unix")  # fmt: skip
+    assert (unix.opened, unix.sessions_opened, unix.transport) == (None, 30, "unix")
     assert probes.measured_observation(samples, 102.0, 102.5, port_range=None, max_connections=100, reserved_connections=3) is None
 
 

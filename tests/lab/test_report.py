@@ -142,3 +142,11 @@ def test_a_run_too_short_to_exhaust_the_ports_is_at_risk_not_held():
     assert sized["at_risk"] is False and report.outcome(sized) == "held"
     text = "\n".join(report.answer({"eventlet-nullpool": verdict}, [short], META))
     assert "Recommended" not in text
+
+
+def test_exhaustion_effect_says_what_each_placement_did():
+    base = {"ports": 1000, "time_wait_peak": 0, "address_unavailable": 0, "failures_by_cause": {}}
+    assert report.exhaustion_effect(base) == "removed"
+    assert report.exhaustion_effect({**base, "time_wait_peak": 498}).startswith("held only by TIME_WAIT reuse on loopback")
+    moved = {**base, "time_wait_peak": 1000, "address_unavailable": 12}
+    assert report.exhaustion_effect(moved).startswith("only moved")

@@ -3,13 +3,14 @@
 * :class:`Loopback`: everything on 127.0.0.1 in the host's network namespace. Works anywhere, but
   Linux reuses TIME_WAIT ports on loopback (``net.ipv4.tcp_tw_reuse = 2``), so port exhaustion
   barely shows: it cannot reproduce the report faithfully.
-* :class:`Netns` (root and iproute2): three network namespaces in a line, ``client`` (locust) --
-  ``app`` (gunicorn) -- ``db`` (PostgreSQL), joined by veth pairs addressed from 198.18.0.0/15 (the
-  range reserved for benchmark networks) that exist only inside the namespaces. The app host's
-  ``ip_local_port_range`` is narrowed, so a service that opens a database connection per request runs
-  out of ports within seconds, as the report's host did. The load generator sits in a namespace of
-  its own so that its thousands of HTTP connections never take ports from the app host's range
-  (in the report, ``ab`` ran elsewhere too). Optional ``tc netem`` delay on the app--db link.
+* :class:`Netns` (root and iproute2): network namespaces ``client`` (locust) -- ``app`` (gunicorn;
+  ``app``, ``app2``... with ``hosts``) -- ``db`` (PostgreSQL), joined by veth pairs and, on the
+  database side, a bridge, addressed from 198.18.0.0/15 (the range reserved for benchmark networks)
+  that exist only inside the namespaces. Each app host's ``ip_local_port_range`` is narrowed, so a
+  service that opens a database connection per request runs out of ports within seconds, as the
+  report's host did. The load generator sits in a namespace of its own so that its thousands of
+  HTTP connections never take ports from the app hosts' ranges (in the report, ``ab`` ran elsewhere
+  too). Optional ``tc netem`` delay on the app--db links.
 
 Each is a context manager; :class:`Netns` removes its namespaces (and with them the veth pairs and
 every socket in them) on every exit path (the runner turns SIGTERM into an unwinding Ctrl-C).
@@ -17,6 +18,7 @@ every socket in them) on every exit path (the runner turns SIGTERM into an unwin
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import itertools
 import os
@@ -62,6 +64,32 @@ def lab_namespaces() -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.startswith(NAMESPACE_PREFIX)]
 
 
+@dataclasses.dataclass
+class AppHost:
+    """One application host of :class:`Netns`: its namespace, its address toward the database
+    (``app_host`` on ``app_if``) and toward its clients (``service_host`` on ``service_if``, the
+    client namespace's end ``client_host`` on ``client_if``)."""
+
+    index: int
+    namespace: str
+    app_if: str
+    db_if: str
+    app_host: str
+    service_if: str
+    client_if: str
+    service_host: str
+    client_host: str
+
+    @property
+    def prefix(self) -> list[str]:
+        """The command prefix that runs a program on this host (none for the host's own namespace)."""
+        return ["ip", "netns", "exec", self.namespace] if self.namespace else []
+
+    @property
+    def name(self) -> str:
+        return f"app{self.index + 1}"
+
+
 class Loopback:
     """Every process in the host's namespace, talking over 127.0.0.1."""
 
@@ -74,6 +102,7 @@ class Loopback:
     port_range: tuple[int, int] | None = None
 
     def __init__(self) -> None:
+        self.hosts = [AppHost(0, "", "", "", "127.0.0.1", "", "", "127.0.0.1", "127.0.0.1")]
         try:
             low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
             self.port_range = (int(low), int(high))
@@ -104,39 +133,74 @@ class Loopback:
 
 
 class Netns:
-    """Three network namespaces joined by two veth pairs; see the module docstring.
+    """Network namespaces for ``hosts`` application hosts, one database host and one client host;
+    see the module docstring.
 
-    ``ports`` is the size of the app host's ``ip_local_port_range`` (default 1,000);
-    ``delay_ms`` adds ``tc netem`` delay on each end of the app--db link (a round trip gains twice that).
+    The database namespace holds a bridge with the database's address; each application host joins
+    it with a veth pair (all on 198.18.0.0/24) and has a veth pair of its own to the client
+    namespace (a /30 from 198.18.1.0/24). ``ports`` is the size of each application host's
+    ``ip_local_port_range`` (default 1,000); ``delay_ms`` adds ``tc netem`` delay on each end of
+    every app--db link (a round trip gains twice that). The ``app_*``, ``service_*`` and
+    ``client_host`` attributes are the first application host's.
     """
 
     name = "netns"
     faithful = True
+    MAX_HOSTS = 8
 
-    def __init__(self, *, ports: int = 1000, delay_ms: float = 0.0, tag: str | None = None) -> None:
+    def __init__(self, *, ports: int = 1000, delay_ms: float = 0.0, tag: str | None = None, hosts: int = 1) -> None:
         if ports < 16 or ports > 28000:
             raise TopologyError(f"--ports must be between 16 and 28000, got {ports}")
         if delay_ms < 0 or delay_ms > 10000:
             raise TopologyError(f"--delay-ms must be between 0 and 10000, got {delay_ms:g}")
+        if not 1 <= hosts <= self.MAX_HOSTS:
+            raise TopologyError(f"--hosts must be between 1 and {self.MAX_HOSTS}, got {hosts}")
         self.ports = ports
         self.delay_ms = delay_ms
         tag = tag or str(os.getpid())
         self.client_ns = f"{NAMESPACE_PREFIX}{tag}-client"
-        self.app_ns = f"{NAMESPACE_PREFIX}{tag}-app"
         self.db_ns = f"{NAMESPACE_PREFIX}{tag}-db"
-        short = tag[-9:]  # interface names are limited to 15 characters
-        self.app_if, self.db_if = f"hz{short}ad", f"hz{short}da"
-        self.service_if, self.client_if = f"hz{short}ac", f"hz{short}ca"
-        db_link, client_link = list(itertools.islice(NETWORK.subnets(new_prefix=30), 2))
-        self.db_host, self.app_host = (str(h) for h in db_link.hosts())
-        self.service_host, self.client_host = (str(h) for h in client_link.hosts())
+        short = tag[-8:]  # interface names are limited to 15 characters
+        self.bridge = f"hz{short}br"
+        lan = next(NETWORK.subnets(new_prefix=24))
+        client_links = list(itertools.islice(list(NETWORK.subnets(new_prefix=24))[1].subnets(new_prefix=30), hosts))
+        self.db_host = str(lan.network_address + 1)
+        self.hosts = []
+        for i in range(hosts):
+            service_host, client_host = (str(h) for h in client_links[i].hosts())
+            self.hosts.append(AppHost(
+                index=i, namespace=f"{NAMESPACE_PREFIX}{tag}-app" + (str(i + 1) if i else ""),
+                app_if=f"hz{short}{i:x}a", db_if=f"hz{short}{i:x}d", app_host=str(lan.network_address + 2 + i),
+                service_if=f"hz{short}{i:x}s", client_if=f"hz{short}{i:x}c", service_host=service_host, client_host=client_host,
+            ))  # fmt: skip
         low = min(40000, 65536 - ports)  # the range ends at 65535 at most
         self.port_range = (low, low + ports - 1)
         self._created: list[str] = []
 
+    # The first application host, for the single-host code paths.
+    @property
+    def app_ns(self) -> str:
+        return self.hosts[0].namespace
+
     @property
     def app_prefix(self) -> list[str]:
-        return ["ip", "netns", "exec", self.app_ns]
+        return self.hosts[0].prefix
+
+    @property
+    def app_if(self) -> str:
+        return self.hosts[0].app_if
+
+    @property
+    def app_host(self) -> str:
+        return self.hosts[0].app_host
+
+    @property
+    def service_host(self) -> str:
+        return self.hosts[0].service_host
+
+    @property
+    def client_host(self) -> str:
+        return self.hosts[0].client_host
 
     @property
     def db_prefix(self) -> list[str]:
@@ -147,12 +211,16 @@ class Netns:
         return ["ip", "netns", "exec", self.client_ns]
 
     def describe(self) -> str:
-        netem = f", tc netem delay {self.delay_ms:g} ms each way on the app-db link" if self.delay_ms else ""
+        netem = f", tc netem delay {self.delay_ms:g} ms each way on each app-db link" if self.delay_ms else ""
+        if len(self.hosts) == 1:
+            apps = f"gunicorn in {self.app_ns} ({self.service_host}; {self.app_host} toward the database)"
+        else:
+            apps = f"{len(self.hosts)} application hosts, each with its own gunicorn: " + ", ".join(
+                f"{h.namespace} ({h.service_host}; {h.app_host})" for h in self.hosts)
         return (
-            f"netns: locust in namespace {self.client_ns} ({self.client_host}) -> gunicorn in {self.app_ns} "
-            f"({self.service_host}; {self.app_host} toward the database) -> PostgreSQL in {self.db_ns} ({self.db_host}), "
-            f"joined by veth pairs; the app host's ip_local_port_range is {self.port_range[0]}-{self.port_range[1]} "
-            f"({self.ports} ports), tcp_tw_reuse 2 (reuse on loopback only){netem}"
+            f"netns: locust in namespace {self.client_ns} -> {apps} -> PostgreSQL in {self.db_ns} ({self.db_host}), "
+            f"joined by veth pairs{' and a bridge' if len(self.hosts) > 1 else ''}; each application host's ip_local_port_range "
+            f"is {self.port_range[0]}-{self.port_range[1]} ({self.ports} ports), tcp_tw_reuse 2 (reuse on loopback only){netem}"
         )
 
     @staticmethod
@@ -166,37 +234,41 @@ class Netns:
             raise TopologyError("--topology netns needs iproute2's ip command (apt-get install iproute2), or use --topology loopback")
 
     def setup(self) -> Netns:
-        """Create the namespaces and links; on any failure remove what was made and raise."""
+        """Create the namespaces, the bridge and the links; on any failure remove what was made and raise."""
         self.check()
         try:
             for namespace, prefix in ((self.db_ns, self.db_prefix), (self.client_ns, self.client_prefix)):
                 _run(["ip", "netns", "add", namespace])
                 self._created.append(namespace)
                 _run([*prefix, "ip", "link", "set", "lo", "up"])
-            self._create_app()
+            db = self.db_prefix
+            _run([*db, "ip", "link", "add", self.bridge, "type", "bridge"])
+            _run([*db, "ip", "addr", "add", f"{self.db_host}/24", "dev", self.bridge])
+            _run([*db, "ip", "link", "set", self.bridge, "up"])
+            for host in self.hosts:
+                self._create_app(host)
         except BaseException:
             self.teardown()
             raise
         return self
 
-    def _create_app(self) -> None:
-        _run(["ip", "netns", "add", self.app_ns])
-        self._created.append(self.app_ns)
-        app = self.app_prefix
+    def _create_app(self, host: AppHost) -> None:
+        _run(["ip", "netns", "add", host.namespace])
+        self._created.append(host.namespace)
+        app, db, client = host.prefix, self.db_prefix, self.client_prefix
         _run([*app, "ip", "link", "set", "lo", "up"])
         # Both ends of each pair are made from inside the namespaces: the addresses never exist in the host's.
-        links = (
-            (self.app_if, self.app_host, self.db_if, self.db_host, self.db_ns, self.db_prefix, self.delay_ms),
-            (self.service_if, self.service_host, self.client_if, self.client_host, self.client_ns, self.client_prefix, 0.0),
-        )
-        for near_if, near_ip, far_if, far_ip, far_ns, far, delay in links:
-            _run([*app, "ip", "link", "add", near_if, "type", "veth", "peer", "name", far_if, "netns", far_ns])
-            _run([*app, "ip", "addr", "add", f"{near_ip}/30", "dev", near_if])
-            _run([*far, "ip", "addr", "add", f"{far_ip}/30", "dev", far_if])
-            for prefix, interface in ((app, near_if), (far, far_if)):
-                _run([*prefix, "ip", "link", "set", interface, "up"])
-                if delay:
-                    _add_netem(prefix, interface, delay)
+        _run([*app, "ip", "link", "add", host.app_if, "type", "veth", "peer", "name", host.db_if, "netns", self.db_ns])
+        _run([*app, "ip", "addr", "add", f"{host.app_host}/24", "dev", host.app_if])
+        _run([*db, "ip", "link", "set", host.db_if, "master", self.bridge])
+        _run([*app, "ip", "link", "add", host.service_if, "type", "veth", "peer", "name", host.client_if, "netns", self.client_ns])
+        _run([*app, "ip", "addr", "add", f"{host.service_host}/30", "dev", host.service_if])
+        _run([*client, "ip", "addr", "add", f"{host.client_host}/30", "dev", host.client_if])
+        for prefix, interface, delay in ((app, host.app_if, self.delay_ms), (db, host.db_if, self.delay_ms),
+                                         (app, host.service_if, 0.0), (client, host.client_if, 0.0)):  # fmt: skip
+            _run([*prefix, "ip", "link", "set", interface, "up"])
+            if delay:
+                _add_netem(prefix, interface, delay)
         low, high = self.port_range
         _run([*app, "sysctl", "-q", "-w", f"net.ipv4.ip_local_port_range={low} {high}"])
         _run([*app, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=2"])
@@ -213,20 +285,22 @@ class Netns:
         return None
 
     def renew_app(self) -> None:
-        """Replace the app namespace (and its veth pairs) with a fresh one, so TIME_WAIT sockets
-        left by one run do not eat the next run's ports. The db and client namespaces stay."""
-        if self.app_ns in self._created:
-            subprocess.run(["ip", "netns", "del", self.app_ns], capture_output=True)
-            self._created.remove(self.app_ns)
+        """Replace every application namespace (and its veth pairs) with a fresh one, so TIME_WAIT
+        sockets left by one run do not eat the next run's ports. The db and client namespaces stay."""
+        for host in self.hosts:
+            if host.namespace in self._created:
+                subprocess.run(["ip", "netns", "del", host.namespace], capture_output=True)
+                self._created.remove(host.namespace)
         try:
-            self._create_app()
+            for host in self.hosts:
+                self._create_app(host)
         except BaseException:
             self.teardown()
             raise
 
     def teardown(self) -> None:
         """Delete the namespaces this object created; deleting one removes its veth ends, its
-        addresses and its sockets."""
+        addresses and its sockets (and the bridge, with the database namespace)."""
         for namespace in reversed(self._created):
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
         self._created.clear()
@@ -238,13 +312,15 @@ class Netns:
         self.teardown()
 
 
-def make(name: str, *, ports: int = 1000, delay_ms: float = 0.0) -> Loopback | Netns:
-    """The topology called ``name`` (``loopback`` or ``netns``)."""
+def make(name: str, *, ports: int = 1000, delay_ms: float = 0.0, hosts: int = 1) -> Loopback | Netns:
+    """The topology called ``name`` (``loopback`` or ``netns``), with ``hosts`` application hosts (netns only)."""
     if name == "loopback":
         if delay_ms:
             raise TopologyError("--delay-ms needs --topology netns (tc netem on the veth pair)")
+        if hosts != 1:
+            raise TopologyError("--hosts needs --topology netns (one network namespace per application host)")
         return Loopback()
     if name == "netns":
         Netns.check()
-        return Netns(ports=ports, delay_ms=delay_ms)
+        return Netns(ports=ports, delay_ms=delay_ms, hosts=hosts)
     raise TopologyError(f"unknown topology {name!r}: use loopback or netns")

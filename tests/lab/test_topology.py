@@ -42,6 +42,27 @@ def test_netns_builds_three_namespaces_in_a_line_and_removes_them():
 
 
 @needs_root
+def test_netns_with_three_application_hosts_on_a_bridge():
+    net = Netns(ports=300, tag="t3", hosts=3)
+    with net:
+        assert len({h.namespace for h in net.hosts}) == 3 and {h.namespace for h in net.hosts} <= set(lab_namespaces())
+        assert len({h.app_host for h in net.hosts} | {h.service_host for h in net.hosts} | {net.db_host}) == 7
+        for host in net.hosts:
+            assert _sh(*host.prefix, "cat", "/proc/sys/net/ipv4/ip_local_port_range").split() == ["40000", "40299"]
+            probe = f"import socket; socket.create_connection(('{net.db_host}', 9), timeout=2)"
+            reached = subprocess.run([*host.prefix, "python3", "-c", probe], capture_output=True, text=True)
+            assert "refused" in reached.stderr.lower(), (host.name, reached.stderr)
+            # The client namespace reaches each host's service address.
+            probe = f"import socket; socket.create_connection(('{host.service_host}', 9), timeout=2)"
+            reached = subprocess.run([*net.client_prefix, "python3", "-c", probe], capture_output=True, text=True)
+            assert "refused" in reached.stderr.lower(), (host.name, reached.stderr)
+        assert "198.18." not in _sh("ip", "-4", "addr")
+        net.renew_app()
+        assert {h.namespace for h in net.hosts} <= set(lab_namespaces())
+    assert not [ns for ns in lab_namespaces() if "-t3-" in ns]
+
+
+@needs_root
 def test_a_failure_to_create_is_an_error_and_leaves_nothing():
     with pytest.raises(TopologyError, match="ip netns add .* failed"):
         Netns(tag="bad/name").setup()
@@ -63,6 +84,10 @@ def test_bad_topology_arguments():
         topology.make("loopback", delay_ms=5)
     with pytest.raises(TopologyError, match="unknown topology 'wifi'"):
         topology.make("wifi")
+    with pytest.raises(TopologyError, match="--hosts needs --topology netns"):
+        topology.make("loopback", hosts=2)
+    with pytest.raises(TopologyError, match="--hosts must be between 1 and 8, got 9"):
+        Netns(hosts=9)
 
 
 def test_loopback_says_it_is_not_faithful():

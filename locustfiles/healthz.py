@@ -22,6 +22,10 @@ Options (each also read from the environment variable in brackets):
   tenths of a second of completion time (Unix time): successes, failures by name and the slowest
   response of each, so a fault's start, its errors and the first clean second after it can be read
   off (the lab's fault runs use it).
+* ``--targets URL,URL,...`` [``HEALTHZ_TARGETS``]: spread the users over several services (one per
+  application host), round robin: user *i* calls ``targets[i % n]``, named ``/api/v1/healthz/ @N``
+  (N from 1) so locust's tables and the summary's ``by_name`` give each host's share. Without it
+  every user calls ``--host``.
 * the step ramp's ``--step-users``, ``--step-seconds``, ``--steps``, used when ``HEALTHZ_SHAPE=step-ramp``
   or when ``locustfiles/step_ramp.py`` is added to ``-f``.
 
@@ -31,6 +35,7 @@ No wait between requests, like ``ab``. A 499 is a failure named by its error kin
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -54,6 +59,8 @@ def add_arguments(parser) -> None:
     group.add_argument("--stats-interval", type=float, default=1.0, env_var="HEALTHZ_STATS_INTERVAL", help="seconds between --csv history rows")
     group.add_argument("--summary-file", default="", env_var="HEALTHZ_SUMMARY_FILE", help="write final totals as JSON here at exit")
     group.add_argument("--timeline-file", default="", env_var="HEALTHZ_TIMELINE_FILE", help="write per-0.1 s outcomes as JSON here at exit")
+    group.add_argument("--targets", default="", env_var="HEALTHZ_TARGETS",
+                       help="comma-separated base URLs to spread the users over, round robin (default: --host)")
     group.add_argument("--step-users", type=int, default=100, env_var="HEALTHZ_STEP_USERS", help="step ramp: users added per step")
     group.add_argument("--step-seconds", type=float, default=10.0, env_var="HEALTHZ_STEP_SECONDS", help="step ramp: seconds per step")
     group.add_argument("--steps", type=int, default=5, env_var="HEALTHZ_STEPS", help="step ramp: number of steps")
@@ -69,6 +76,7 @@ def configure(environment, **_kwargs) -> None:
     HealthzUser.connection_timeout = HealthzUser.network_timeout = options.request_timeout
     if options.connection == "close":
         HealthzUser.default_headers = {"Connection": "close"}
+    HealthzUser.targets = [t.strip().rstrip("/") for t in options.targets.split(",") if t.strip()]
     if options.max_requests > 0:
         _cap_requests(environment, options.max_requests)
     if options.summary_file:
@@ -89,6 +97,13 @@ def write_summary(stats, path: str) -> None:
         "p95_ms": total.get_response_time_percentile(0.95) if total.num_requests else None,
         "p99_ms": total.get_response_time_percentile(0.99) if total.num_requests else None,
         "failures_by_error": {str(e.error): e.occurrences for e in stats.errors.values()},
+        "by_name": {
+            entry.name: {
+                "requests": entry.num_requests, "failures": entry.num_failures,
+                "failures_by_error": {str(e.error): e.occurrences for e in stats.errors.values() if e.name == entry.name},
+            }
+            for entry in stats.entries.values()
+        },  # fmt: skip
         "start_time": total.start_time,
         "end_time": time.time(),
         "last_request_timestamp": total.last_request_timestamp,
@@ -150,13 +165,21 @@ def failure_name(status: int, body: object) -> str | None:
 
 
 class HealthzUser(FastHttpUser):
-    """One client calling the health endpoint back to back."""
+    """One client calling the health endpoint back to back (on its share of ``--targets``, when given)."""
 
     wait_time = constant(0)
+    targets: list[str] = []
+    _started = itertools.count()
+
+    def on_start(self) -> None:
+        self.url, self.name = PATH, PATH
+        if self.targets:
+            index = next(self._started) % len(self.targets)
+            self.url, self.name = self.targets[index] + PATH, f"{PATH} @{index + 1}"
 
     @task
     def healthz(self) -> None:
-        with self.client.get(PATH, name=PATH, catch_response=True) as response:
+        with self.client.get(self.url, name=self.name, catch_response=True) as response:
             body = None
             if response.status_code == 499:
                 try:

@@ -25,10 +25,14 @@ _KIND_PREFIX = "499 "
 
 
 def locust_command(host: str, users: int, duration: float, *, connection: str, max_requests: int, csv_prefix: Path,
-                   html: Path, request_timeout: float = 10.0, stats_interval: float = 0.2, timeline: Path | None = None) -> list[str]:  # fmt: skip
+                   html: Path, request_timeout: float = 10.0, stats_interval: float = 0.2, timeline: Path | None = None,
+                   targets: Sequence[str] = ()) -> list[str]:  # fmt: skip
     """The headless locust command for one run; every bound is explicit. ``timeline`` adds the
-    locustfile's per-0.1 s outcomes file (:func:`read_timeline`)."""
+    locustfile's per-0.1 s outcomes file (:func:`read_timeline`); ``targets`` spreads the users
+    over several services, round robin (one per application host)."""
     extra = ["--timeline-file", str(timeline)] if timeline else []
+    if len(targets) > 1:
+        extra += ["--targets", ",".join(targets)]
     return [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", host,
         "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{max(1, round(duration))}s",
@@ -87,7 +91,8 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def read_summary(csv_prefix: Path) -> dict[str, Any]:
     """The run's final totals from the locustfile's ``--summary-file``: requests, failures,
-    p50/p95/p99 latency in ms, failures by cause, and the run's length in seconds. A 499's cause is the service's error kind;
+    p50/p95/p99 latency in ms, failures by cause, the run's length in seconds, and with
+    ``--targets`` each target's requests, failures and causes (``by_host``, in target order). A 499's cause is the service's error kind;
     the client's own failures keep locust's wording, shortened. Empty figures when locust wrote none."""
     try:
         data = json.loads(Path(f"{csv_prefix}_summary.json").read_text())
@@ -96,6 +101,14 @@ def read_summary(csv_prefix: Path) -> dict[str, Any]:
     failures: dict[str, int] = {}
     for error, count in (data.get("failures_by_error") or {}).items():
         failures[cause(error)] = failures.get(cause(error), 0) + int(count)
+    by_host: dict[int, dict[str, Any]] = {}
+    for name, entry in (data.get("by_name") or {}).items():
+        _, sep, number = name.rpartition(" @")
+        if sep and number.isdigit():
+            causes: dict[str, int] = {}
+            for error, count in entry.get("failures_by_error", {}).items():
+                causes[cause(error)] = causes.get(cause(error), 0) + int(count)
+            by_host[int(number)] = {"requests": int(entry["requests"]), "failures": int(entry["failures"]), "failures_by_cause": causes}
     start, end = data.get("start_time"), data.get("end_time")
     return {
         "requests": int(data.get("requests") or 0),
@@ -106,6 +119,7 @@ def read_summary(csv_prefix: Path) -> dict[str, Any]:
         # The run's length, not first-to-last request: a server that stops answering must not look fast.
         "seconds": round(end - start, 3) if start and end and end > start else None,
         "failures_by_cause": dict(sorted(failures.items(), key=lambda kv: -kv[1])),
+        "by_host": [by_host[n] for n in sorted(by_host)],
     }
 
 

@@ -62,6 +62,21 @@ def test_a_499_is_a_failure_named_by_its_kind(tmp_path, run_gunicorn, postgres):
     assert "499 connection_refused" in (tmp_path / "locust.html").read_text()
 
 
+def test_targets_spread_the_users_over_services_and_count_each_share(tmp_path, run_gunicorn, postgres):
+    good = run_gunicorn("gthread", workers=1)
+    unreachable = f"postgresql://healthz:{postgres.password}@127.0.0.1:{free_port()}/healthz"
+    broken = run_gunicorn("gthread", workers=1, url=unreachable)
+    command = load.locust_command(good.base_url, 4, 60, connection="keep-alive", max_requests=200, csv_prefix=tmp_path / "locust",
+                                  html=tmp_path / "locust.html", targets=[good.base_url, broken.base_url])  # fmt: skip
+    load.Locust(command, tmp_path / "locust.log").start().wait(90)
+    totals = load.read_summary(tmp_path / "locust")
+    first, second = totals["by_host"]
+    assert first["requests"] + second["requests"] == totals["requests"] >= 200
+    assert first["requests"] > 40 and second["requests"] > 40, "two users on each target"
+    assert first["failures"] == 0 and second["failures"] == second["requests"] == totals["failures"]
+    assert second["failures_by_cause"] == {"connection_refused": second["failures"]}
+
+
 def test_step_ramp_shape_from_the_environment(tmp_path, run_gunicorn):
     server = run_gunicorn("gthread", workers=1)
     command = [sys.executable, "-m", "locust", "-f", str(load.LOCUSTFILE), "--headless", "--host", server.base_url,
@@ -85,7 +100,7 @@ def test_stages_are_data():
 
 def test_read_summary_without_files(tmp_path):
     assert load.read_summary(tmp_path / "none") == {"requests": 0, "failures": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None,
-                                                   "seconds": None, "failures_by_cause": {}}  # fmt: skip
+                                                   "seconds": None, "failures_by_cause": {}, "by_host": []}  # fmt: skip
     assert load.read_history(tmp_path / "none", 0.2) == [] and load.last_progress(tmp_path / "none") is None
 
 

@@ -130,6 +130,8 @@ def resolve_topology(name: str) -> tuple[str, str | None]:
               help="netns: size of the app host's ip_local_port_range.")
 @click.option("--delay-ms", default=0.0, show_default=True, type=click.FloatRange(0, 10000),
               help="netns: tc netem delay on each end of the app-database link.")
+@click.option("--hosts", default=1, show_default=True, type=click.IntRange(1, 8),
+              help="netns: application hosts, each with its own gunicorn and port range, sharing the clients and one PostgreSQL.")
 @click.option("--database-url", metavar="URL", default=None,
               help="Use this PostgreSQL instead of a throwaway one (loopback topology; needs table role, or --seed).")
 @click.option("--seed", is_flag=True, help="With --database-url: create and seed table role (the only write the lab makes).")
@@ -137,7 +139,7 @@ def resolve_topology(name: str) -> tuple[str, str | None]:
               help="max_connections of the throwaway PostgreSQL, as in the report.")
 @click.option("--output", "-o", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder for results and report (default: lab-results/<timestamp>).")
-def run_command(specs, scenarios_files, concurrency, duration, max_requests, connection, topology, ports, delay_ms,
+def run_command(specs, scenarios_files, concurrency, duration, max_requests, connection, topology, ports, delay_ms, hosts,
                 database_url, seed, max_connections, output) -> None:  # fmt: skip
     """Run each scenario at each concurrency step under locust and write the report.
 
@@ -150,6 +152,7 @@ def run_command(specs, scenarios_files, concurrency, duration, max_requests, con
         healthz lab run --topology netns --concurrency 200,500,1000 --duration 20
         healthz lab run -s eventlet-nullpool -s eventlet-queuepool-sized --database-url $URL
         healthz lab run -s 'eventlet-queuepool-sized:pool_size=40' -c 2000
+        healthz lab run -s eventlet-nullpool-pgbouncer -s eventlet-queuepool-sized --hosts 3
     """
     from healthz.lab import report
     from healthz.lab.runner import Lab, LabConfig, LabError, default_output
@@ -165,7 +168,7 @@ def run_command(specs, scenarios_files, concurrency, duration, max_requests, con
         folder = output or default_output()
         config = LabConfig(
             scenarios=chosen, concurrency=steps, output=folder, duration=duration, max_requests=max_requests,
-            topology=topology_name, ports=ports, delay_ms=delay_ms, database_url=database_url, seed=seed,
+            topology=topology_name, ports=ports, delay_ms=delay_ms, hosts=hosts, database_url=database_url, seed=seed,
             max_connections=max_connections, connection=connection, scenarios_files=list(scenarios_files),
             command_line=command_line(click.get_current_context()),
         )  # fmt: skip
@@ -176,7 +179,8 @@ def run_command(specs, scenarios_files, concurrency, duration, max_requests, con
     if database_url:
         click.echo(f"using {mask_password(database_url)}: the lab reads pg_stat_* and runs SELECT count(*) FROM role"
                    + ("; --seed: it will create and seed table role" if seed else "; it writes nothing"), err=True)  # fmt: skip
-    click.echo(f"{len(chosen)} scenario(s) x {len(steps)} step(s) of {duration:g} s, topology {topology_name}; results in {folder}", err=True)
+    click.echo(f"{len(chosen)} scenario(s) x {len(steps)} step(s) of {duration:g} s, topology {topology_name}"
+               + (f" with {hosts} application hosts" if hosts > 1 else "") + f"; results in {folder}", err=True)  # fmt: skip
     run_and_report(Lab(config), folder, report.write, lambda data: "Verdict\n" + report.verdict_table(data))
 
 

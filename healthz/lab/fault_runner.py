@@ -87,7 +87,7 @@ class FaultLab(Lab):
         run_dir = cfg.output / "faults" / _slug(fault.name) / _slug(scenario.name)
         run_dir.mkdir(parents=True, exist_ok=True)
         topology.renew_app()
-        gunicorn, env = self._service(scenario, topology, url, run_dir)
+        gunicorn, env = self._service(scenario, topology, topology.hosts[0], url, run_dir)
         # Beginning and ending a fault take time of their own (a restart, a replacement worker): 1 s of slack.
         duration = self.lead + fault.hold + self.tail + 1
         csv_prefix, timeline_file = run_dir / "locust", run_dir / "timeline.json"
@@ -112,7 +112,7 @@ class FaultLab(Lab):
                 status, body = gunicorn.wait_for("/api/v1/healthz/", HEALTHY_TIMEOUT, request_timeout=5)
                 if status != 200:
                     raise ServiceError(f"/api/v1/healthz/ answered {status} before the fault: {mask_password(body.strip())[:300]}")
-            sampler = self._sampler(counters, gunicorn, locust, pg, url)
+            sampler = self._sampler(counters, [gunicorn], locust, pg, url)
             sampler.start()
             locust.start()
             load_began = _wait_for_load(locust, csv_prefix)
@@ -161,7 +161,7 @@ class FaultLab(Lab):
         finally:
             if begun and not ended:
                 fault.end(target)
-            _stop_run(locust, sampler, gunicorn)
+            _stop_run(locust, sampler, [gunicorn])
         (run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
         self.progress.done(f"{label}: {fault_line(result)}")
         return result

@@ -86,6 +86,33 @@ def cpu_seconds(pid: int | None) -> float | None:
     return total / _CLOCK_TICKS
 
 
+_CONNECTION_RECEIVED = re.compile(r"connection received: host=(\S+)")
+
+
+class ConnectionLog:
+    """Sessions PostgreSQL logged per client address (``log_connections = on``: one ``connection
+    received: host=ADDRESS`` line per connection attempt) from a point in its log on: :meth:`mark`
+    remembers where the log ends, :meth:`since_mark` counts the lines written after it."""
+
+    def __init__(self, logfile: Path) -> None:
+        self.logfile, self.offset = Path(logfile), 0
+
+    def mark(self) -> None:
+        try:
+            self.offset = self.logfile.stat().st_size
+        except OSError:
+            self.offset = 0
+
+    def since_mark(self) -> dict[str, int]:
+        try:
+            with open(self.logfile, "rb") as fh:
+                fh.seek(self.offset)
+                text = fh.read().decode(errors="replace")
+        except OSError:
+            return {}
+        return dict(collections.Counter(_CONNECTION_RECEIVED.findall(text)))
+
+
 def log_counts(text: str) -> dict[str, int]:
     """From a service log: ``address_unavailable_lines`` (lines with the EADDRNOTAVAIL text, as
     libpq words it) and ``error_kinds``, the 499s by kind as the service logged them."""
@@ -138,6 +165,19 @@ class PostgresCounters:
     def backends(self) -> int:
         return self._one(self.BACKENDS)
 
+    def backends_by_address(self) -> dict[str, int]:
+        """Client backends of the database by client address (``local`` for a Unix socket)."""
+        if self.conn.closed:
+            self.conn = self._connect()
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute("SELECT coalesce(host(client_addr), 'local'), count(*) FROM pg_stat_activity WHERE datname = %s "
+                            "AND backend_type = 'client backend' AND pid <> pg_backend_pid() GROUP BY 1", (self.database,))  # fmt: skip
+                return {address: int(count) for address, count in cur.fetchall()}
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            self.conn.close()
+            raise
+
     def settled_sessions(self, timeout: float = 10.0, quiet: float = 1.2) -> int:
         """``sessions`` once it has not moved for ``quiet`` seconds (backends report their
         counters when they go idle or exit, up to a second late), or after ``timeout``."""
@@ -166,8 +206,10 @@ class PostgresCounters:
 class Sampler(threading.Thread):
     """Samples, every ``interval`` seconds until :meth:`stop`: time since start, sessions opened
     and client backends (``counters``), sockets toward ``db_port`` (one port or several: PostgreSQL's
-    and PgBouncer's) in the namespace of the process ``netns_pid()`` returns, CPU seconds of each
-    process in ``cpu_pids`` (name -> PID getter), and whatever ``extra()`` returns (PgBouncer's figures).
+    and PgBouncer's) in the namespace of the process ``netns_pid()`` returns (summed over several
+    getters, one per application host, each host's also under ``hosts``), CPU seconds of each
+    process in ``cpu_pids`` (name -> getter of a PID or a list of PIDs, summed), client backends by
+    client address with ``by_address``, and whatever ``extra()`` returns (PgBouncer's figures).
 
     A probe that fails (the database restarting, a process gone) leaves its value None in that
     sample instead of stopping the sampler.
@@ -178,13 +220,15 @@ class Sampler(threading.Thread):
         counters: PostgresCounters,
         *,
         db_port: int | Sequence[int],
-        netns_pid: Callable[[], int | None],
-        cpu_pids: dict[str, Callable[[], int | None]],
+        netns_pid: Callable[[], int | None] | Sequence[Callable[[], int | None]],
+        cpu_pids: dict[str, Callable[[], int | None | list[int | None]]],
         interval: float = 0.2,
         extra: Callable[[], dict[str, int]] | None = None,
+        by_address: bool = False,
     ) -> None:
         super().__init__(name="healthz-sampler", daemon=True)
-        self.counters, self.netns_pid, self.cpu_pids = counters, netns_pid, cpu_pids
+        self.counters, self.cpu_pids, self.by_address = counters, cpu_pids, by_address
+        self.netns_pids = [netns_pid] if callable(netns_pid) else list(netns_pid)
         self.db_ports = [db_port] if isinstance(db_port, int) else list(db_port)
         self.extra = extra
         self.interval = interval
@@ -196,16 +240,30 @@ class Sampler(threading.Thread):
         row: dict[str, float | int | None] = {"t": round(time.monotonic() - self.started_at, 3), "at": round(time.time(), 3)}
         try:
             row["sessions"], row["backends"] = self.counters.sessions(), self.counters.backends()
+            if self.by_address:
+                row["backends_by_address"] = self.counters.backends_by_address()
         except psycopg2.Error:
             row["sessions"] = row["backends"] = None
-        pid = self.netns_pid()
-        states: collections.Counter = collections.Counter()
-        for port in self.db_ports if pid else ():
-            states += tcp_states(pid, port)
-        row["time_wait"] = states.get("TIME_WAIT", 0) if pid else None
-        row["established"] = states.get("ESTABLISHED", 0) if pid else None
+        hosts = []
+        for getter in self.netns_pids:
+            pid = getter()
+            states: collections.Counter = collections.Counter()
+            for port in self.db_ports if pid else ():
+                states += tcp_states(pid, port)
+            hosts.append({"time_wait": states.get("TIME_WAIT", 0) if pid else None,
+                          "established": states.get("ESTABLISHED", 0) if pid else None})  # fmt: skip
+        for key in ("time_wait", "established"):
+            present = [h[key] for h in hosts if h[key] is not None]
+            row[key] = sum(present) if present else None
+        if len(hosts) > 1:
+            row["hosts"] = hosts
         for name, getter in self.cpu_pids.items():
-            row[f"cpu_{name}"] = cpu_seconds(getter())
+            pids = getter()
+            if isinstance(pids, list):
+                seconds = [cpu_seconds(p) for p in pids]
+                row[f"cpu_{name}"] = sum(v for v in seconds if v is not None) if any(v is not None for v in seconds) else None
+            else:
+                row[f"cpu_{name}"] = cpu_seconds(pids)
         if self.extra is not None:
             try:
                 row.update(self.extra())

@@ -10,6 +10,7 @@ counter again once it settles, and summarise. Everything started is stopped on e
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -53,7 +54,8 @@ class LabError(RuntimeError):
 @dataclasses.dataclass
 class LabConfig:
     """What one ``healthz lab run`` does. ``database_url`` None means a throwaway PostgreSQL with
-    ``max_connections``; ``connection`` overrides every scenario's client connection mode."""
+    ``max_connections``; ``connection`` overrides every scenario's client connection mode; ``hosts``
+    application hosts (netns) share the clients, each with its own gunicorn."""
 
     scenarios: list[Scenario]
     concurrency: list[int]
@@ -70,6 +72,7 @@ class LabConfig:
     connection: str | None = None
     interval: float = 0.2
     doctor: bool = True
+    hosts: int = 1
     command_line: str = ""
     scenarios_files: list[Path] = dataclasses.field(default_factory=list)
 
@@ -80,6 +83,8 @@ class LabConfig:
             raise LabError(f"--duration {self.duration:g}: expected seconds between 1 and 3600")
         if self.max_requests < 1:
             raise LabError(f"--max-requests {self.max_requests}: expected an integer >= 1")
+        if self.hosts != 1 and self.topology != "netns":
+            raise LabError(f"--hosts {self.hosts} needs --topology netns: each application host is a network namespace (root)")
         if self.database_url and self.topology == "netns":
             raise LabError("--database-url cannot be used with --topology netns: the netns topology runs its own "
                            "PostgreSQL inside its database namespace; use --topology loopback for your own database")  # fmt: skip
@@ -161,6 +166,7 @@ class Lab:
         pg = PostgreSQL(
             max_connections=cfg.max_connections, host=topology.db_host, command_prefix=topology.db_prefix,
             settings={"superuser_reserved_connections": 3},
+            log_connections=cfg.hosts > 1,  # sessions per application host, from the log's client addresses
         )  # fmt: skip
         with pg:
             seed_roles(Settings.from_mapping({"database_url": pg.local_url()}), cfg.roles)
@@ -170,7 +176,7 @@ class Lab:
         """Set up the topology and the database, then every run of :meth:`runs`; returns the
         results (also in :attr:`RESULTS`, saved after each run)."""
         cfg = self.config
-        topology = topologies.make(cfg.topology, ports=cfg.ports, delay_ms=cfg.delay_ms)
+        topology = topologies.make(cfg.topology, ports=cfg.ports, delay_ms=cfg.delay_ms, hosts=cfg.hosts)
         started = time.time()
         with _unwind_on_termination(), topology, self._database(topology) as (url, probe_dsn, pg):
             cfg.output.mkdir(parents=True, exist_ok=True)
@@ -228,18 +234,22 @@ class Lab:
         args += [arg for path in cfg.scenarios_files for arg in ("--scenarios-file", str(path))]
         if cfg.topology == "netns":
             args += ["--ports", str(cfg.ports)] + (["--delay-ms", f"{cfg.delay_ms:g}"] if cfg.delay_ms else [])
+            args += ["--hosts", str(cfg.hosts)] if cfg.hosts > 1 else []
         if cfg.database_url:
             args += ["--database-url", mask_password(cfg.database_url)]
         else:
             args += ["--max-connections", str(cfg.max_connections)]
         return shlex.join(args)
 
-    def _service(self, scenario: Scenario, topology, url: str, run_dir: Path) -> tuple[Gunicorn, dict[str, str]]:
-        """An unstarted gunicorn for ``scenario`` in ``topology`` (logging into ``run_dir``) and its environment."""
+    def _service(self, scenario: Scenario, topology, host: topologies.AppHost, url: str, run_dir: Path) -> tuple[Gunicorn, dict[str, str]]:
+        """An unstarted gunicorn for ``scenario`` on application host ``host`` of ``topology``
+        (logging into ``run_dir``: ``gunicorn.log`` for the first host, ``gunicorn-appN.log`` for
+        the others) and its environment."""
         port = NETNS_SERVICE_PORT if topology.name == "netns" else free_port()
         env = {**scenario.environment(url), "GUNICORN_GRACEFUL_TIMEOUT": "3", "GUNICORN_BACKLOG": "4096"}
-        gunicorn = Gunicorn(scenario.worker_class, env, run_dir / "gunicorn.log", host=topology.service_host, port=port,
-                            command_prefix=topology.app_prefix, client_prefix=topology.client_prefix)  # fmt: skip
+        log = run_dir / ("gunicorn.log" if host.index == 0 else f"gunicorn-{host.name}.log")
+        gunicorn = Gunicorn(scenario.worker_class, env, log, host=host.service_host, port=port,
+                            command_prefix=host.prefix, client_prefix=topology.client_prefix)  # fmt: skip
         return gunicorn, env
 
     def _commands(self, scenario: Scenario, env: dict[str, str], topology, locust_cmd: list[str], run_dir: Path, rerun: str) -> dict[str, str]:
@@ -283,28 +293,50 @@ class Lab:
             "agrees": verdict is not None and verdict.status == said["status"],
         }  # fmt: skip
 
-    def _pgbouncer(self, scenario: Scenario, topology, url: str) -> tuple[PgBouncer, str]:
-        """A started PgBouncer in front of the database at ``url``, placed as ``scenario`` says,
-        and the URL the service is to use."""
+    def _pgbouncers(self, scenario: Scenario, topology, url: str) -> tuple[list[PgBouncer], list[str]]:
+        """The PgBouncers ``scenario`` places, started (one per application host, or one on the
+        database host), and each application host's URL; what was started is stopped on failure."""
+        started: list[PgBouncer] = []
+        try:
+            if scenario.pgbouncer == "db":
+                bouncer, service_url = self._pgbouncer(scenario, topology, url, topology.db_prefix)
+                started.append(bouncer)
+                return started, [service_url] * len(topology.hosts)
+            urls = []
+            for host in topology.hosts:
+                bouncer, service_url = self._pgbouncer(scenario, topology, url, host.prefix)
+                started.append(bouncer)
+                urls.append(service_url)
+            return started, urls
+        except BaseException:
+            for bouncer in started:
+                bouncer.stop()
+            raise
+
+    def _pgbouncer(self, scenario: Scenario, topology, url: str, prefix: list[str]) -> tuple[PgBouncer, str]:
+        """A started PgBouncer in front of the database at ``url``, run with ``prefix``, and the
+        URL the service is to use."""
         parts = make_url(url)
         on_db = scenario.pgbouncer == "db"
         bouncer = PgBouncer(
             server_host=parts.host or "127.0.0.1", server_port=parts.port or 5432, password=parts.password or "",
             database=parts.database or "healthz", user=parts.username or "healthz", pool_mode=scenario.pgbouncer_pool_mode,
             default_pool_size=scenario.pgbouncer_pool_size, listen_host=topology.db_host if on_db else "127.0.0.1",
-            command_prefix=topology.db_prefix if on_db else topology.app_prefix,
+            command_prefix=prefix,
         )  # fmt: skip
         bouncer.start()
         return bouncer, bouncer.unix_url if scenario.pgbouncer == "app-unix" else bouncer.url
 
-    def _sampler(self, counters: probes.PostgresCounters, gunicorn: Gunicorn, locust: load.Locust, pg: PostgreSQL | None, url: str,
-                 bouncer: PgBouncer | None = None, extra=None) -> probes.Sampler:  # fmt: skip
-        """The run's sampler; sockets toward PostgreSQL's port, and PgBouncer's when the service
-        reaches it over TCP (``bouncer``)."""
+    def _sampler(self, counters: probes.PostgresCounters, gunicorns: list[Gunicorn], locust: load.Locust, pg: PostgreSQL | None,
+                 url: str, bouncer: PgBouncer | None = None, extra=None) -> probes.Sampler:  # fmt: skip
+        """The run's sampler: sockets toward PostgreSQL's port, and PgBouncer's when the service
+        reaches it over TCP (``bouncer``), on every application host; backends by address with
+        several hosts."""
         ports = [pg.port if pg else _port_of(url)] + ([bouncer.listen_port] if bouncer else [])
         return probes.Sampler(
-            counters, db_port=ports, netns_pid=lambda: gunicorn.pid, interval=self.config.interval, extra=extra,
-            cpu_pids={"gunicorn": lambda: gunicorn.pid, "postgres": lambda: pg.process.pid if pg and pg.process else None,
+            counters, db_port=ports, netns_pid=[(lambda g=g: g.pid) for g in gunicorns], interval=self.config.interval,
+            extra=extra, by_address=len(gunicorns) > 1,
+            cpu_pids={"gunicorn": lambda: [g.pid for g in gunicorns], "postgres": lambda: pg.process.pid if pg and pg.process else None,
                       "locust": lambda: locust.pid if locust.running() else None},
         )  # fmt: skip
 
@@ -316,30 +348,37 @@ class Lab:
         run_dir = cfg.output / "runs" / _slug(f"{scenario.name}-c{users}-{connection}")
         run_dir.mkdir(parents=True, exist_ok=True)
         topology.renew_app()
-        bouncer, service_url, bouncer_error = None, url, None
+        hosts = topology.hosts
+        bouncers: list[PgBouncer] = []
+        service_urls, bouncer_error = [url] * len(hosts), None
         if scenario.pgbouncer != "none":
             try:
-                bouncer, service_url = self._pgbouncer(scenario, topology, url)
+                bouncers, service_urls = self._pgbouncers(scenario, topology, url)
             except PgBouncerError as exc:
                 bouncer_error = mask_password(str(exc))
-        gunicorn, env = self._service(scenario, topology, service_url, run_dir)
+        services = [self._service(scenario, topology, host, service_urls[i], run_dir) for i, host in enumerate(hosts)]
+        gunicorns = [g for g, _ in services]
+        gunicorn, env = services[0]
         csv_prefix = run_dir / "locust"
         locust_cmd = load.locust_command(gunicorn.base_url, users, cfg.duration, connection=connection, max_requests=cfg.max_requests,
-                                         csv_prefix=csv_prefix, html=run_dir / "locust.html", stats_interval=cfg.interval)  # fmt: skip
+                                         csv_prefix=csv_prefix, html=run_dir / "locust.html", stats_interval=cfg.interval,
+                                         targets=[g.base_url for g in gunicorns])  # fmt: skip
         locust = load.Locust(locust_cmd, run_dir / "locust.log", command_prefix=topology.client_prefix)
         result: dict[str, Any] = {
             "scenario": scenario.name, "description": scenario.description, "summary": scenario.summary(),
             "worker_class": scenario.worker_class, "workers": scenario.workers, "pool_capacity": scenario.pool_capacity(),
             "concurrency": users, "connection": connection, "topology": topology.name, "run_dir": str(run_dir.relative_to(cfg.output)),
+            "hosts": len(hosts),
             "commands": self._commands(scenario, env, topology, locust_cmd, run_dir, self.rerun_command(scenario, users, connection)),
             "error": None, "pgbouncer": None,
         }  # fmt: skip
         if scenario.pgbouncer != "none":
             result["pgbouncer"] = {"placement": scenario.pgbouncer, "pool_mode": scenario.pgbouncer_pool_mode,
-                                   "default_pool_size": scenario.pgbouncer_pool_size}  # fmt: skip
-        head = f"{label} {scenario.name} c={users} {connection}"
+                                   "default_pool_size": scenario.pgbouncer_pool_size, "instances": len(bouncers)}  # fmt: skip
+        head = f"{label} {scenario.name} c={users} {connection}" + (f" hosts={len(hosts)}" if len(hosts) > 1 else "")
         sampler: probes.Sampler | None = None
-        doctor = (probes.DoctorProbe(service_url, doctor_sample(cfg.duration), run_dir / "doctor.log", command_prefix=topology.app_prefix)
+        connection_log = probes.ConnectionLog(pg.logfile) if pg and pg.log_connections else None
+        doctor = (probes.DoctorProbe(service_urls[0], doctor_sample(cfg.duration), run_dir / "doctor.log", command_prefix=hosts[0].prefix)
                   if cfg.doctor and cfg.duration >= DOCTOR_MIN_DURATION else None)  # fmt: skip
         try:
             if bouncer_error:
@@ -347,12 +386,15 @@ class Lab:
             self.progress.update(f"{head}: starting gunicorn")
             # Before gunicorn starts: the sessions its workers open at start-up count too.
             sessions_before = counters.settled_sessions()
-            gunicorn.start()
-            status, body = gunicorn.wait_for("/api/v1/healthz/", HEALTHY_TIMEOUT, request_timeout=5)
-            if status != 200:
-                raise ServiceError(f"/api/v1/healthz/ answered {status} before any load: {mask_password(body.strip())[:300]}")
-            sampler = self._sampler(counters, gunicorn, locust, pg, url, bouncer if scenario.pgbouncer != "app-unix" else None,
-                                    _pooler_probe(bouncer) if bouncer else None)  # fmt: skip
+            if connection_log:
+                connection_log.mark()
+            for server in gunicorns:
+                server.start()
+                status, body = server.wait_for("/api/v1/healthz/", HEALTHY_TIMEOUT, request_timeout=5)
+                if status != 200:
+                    raise ServiceError(f"/api/v1/healthz/ answered {status} before any load: {mask_password(body.strip())[:300]}")
+            sampler = self._sampler(counters, gunicorns, locust, pg, url, bouncers[0] if bouncers and scenario.pgbouncer != "app-unix" else None,
+                                    _pooler_probe(bouncers) if bouncers else None)  # fmt: skip
             sampler.start()
             began = time.monotonic()
             locust.start()
@@ -365,32 +407,44 @@ class Lab:
             locust.stop()
             samples = sampler.stop()
             result["doctor"] = self._doctor_result(doctor, samples, topology, scenario) if doctor else None
-            gunicorn.stop()
+            for server in gunicorns:
+                server.stop()
             sessions_after = counters.settled_sessions()
             backends_left = counters.wait_backends(0)
+            totals = load.read_summary(csv_prefix)
             result.update(summarise(
-                load.read_summary(csv_prefix), load.read_history(csv_prefix, cfg.interval), samples,
-                sessions_before, sessions_after, backends_left, gunicorn.log_text(), scenario, topology.port_range,
+                totals, load.read_history(csv_prefix, cfg.interval), samples, sessions_before, sessions_after, backends_left,
+                "".join(g.log_text() for g in gunicorns), scenario, topology.port_range, hosts=len(hosts),
             ))  # fmt: skip
-            if bouncer:
+            if len(hosts) > 1:
+                result["by_host"] = host_figures(hosts, gunicorns, totals, samples, connection_log.since_mark() if connection_log else {})
+            if bouncers:
                 result["pgbouncer"].update(pooler_figures(samples))
         except ServiceError as exc:
             result["error"] = mask_password(str(exc))
         finally:
-            _stop_run(locust, sampler, gunicorn)
+            _stop_run(locust, sampler, gunicorns)
             if doctor:
                 doctor.stop()
-            if bouncer:
+            for bouncer in bouncers:
                 bouncer.stop()
         (run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
         self.progress.done(f"{head}: {one_line(result)}")
         return result
 
 
-def _pooler_probe(bouncer: PgBouncer):
-    """PgBouncer's SHOW POOLS and SHOW STATS figures, and its client logins so far, as one sample."""
-    console, logins = Console(bouncer), LoginCounter(bouncer.logfile, bouncer.database)
-    return lambda: {**console.sample(), "pooler_logins": logins()}
+def _pooler_probe(bouncers: list[PgBouncer]):
+    """PgBouncer's SHOW POOLS and SHOW STATS figures, and its client logins so far, as one sample,
+    summed over ``bouncers`` (one per application host)."""
+    probes_ = [(Console(b), LoginCounter(b.logfile, b.database)) for b in bouncers]
+
+    def sample() -> dict[str, int]:
+        total: collections.Counter = collections.Counter()
+        for console, logins in probes_:
+            total.update({**console.sample(), "pooler_logins": logins()})
+        return dict(total)
+
+    return sample
 
 
 def pooler_figures(samples: list[dict]) -> dict[str, Any]:
@@ -424,13 +478,35 @@ def doctor_sample(duration: float) -> float:
     return round(min(5.0, duration * 0.4), 1)
 
 
-def _stop_run(locust: load.Locust, sampler: probes.Sampler | None, gunicorn: Gunicorn) -> None:
+def _stop_run(locust: load.Locust, sampler: probes.Sampler | None, gunicorns: list[Gunicorn]) -> None:
     """Stop a run's processes on every exit path: locust first (no new requests), the sampler,
-    then gunicorn. Each does nothing when already stopped."""
+    then every gunicorn. Each does nothing when already stopped."""
     locust.stop()
     if sampler is not None and sampler.is_alive():
         sampler.stop()
-    gunicorn.stop()
+    for gunicorn in gunicorns:
+        gunicorn.stop()
+
+
+def host_figures(hosts: list, gunicorns: list[Gunicorn], totals: dict[str, Any], samples: list[dict],
+                 sessions_by_address: dict[str, int]) -> list[dict[str, Any]]:  # fmt: skip
+    """Each application host's share of a run: requests and failures (locust's ``--targets``
+    names), sessions it opened (PostgreSQL's log, by client address), its peak of client backends
+    and of TIME_WAIT and ESTABLISHED sockets, and its service log's EADDRNOTAVAIL lines."""
+    figures = []
+    for i, (host, gunicorn) in enumerate(zip(hosts, gunicorns)):
+        share = totals["by_host"][i] if i < len(totals.get("by_host", [])) else {}
+        per_host = [s["hosts"][i] for s in samples if len(s.get("hosts") or []) > i]
+        figures.append({
+            "host": host.name, "address": host.app_host,
+            "requests": share.get("requests"), "failures": share.get("failures"), "failures_by_cause": share.get("failures_by_cause", {}),
+            "sessions_opened": sessions_by_address.get(host.app_host, 0),
+            "backends_peak": probes.peak((s.get("backends_by_address") or {}).get(host.app_host, 0) for s in samples if s.get("sessions") is not None),
+            "time_wait_peak": probes.peak(h["time_wait"] for h in per_host),
+            "established_peak": probes.peak(h["established"] for h in per_host),
+            "address_unavailable": probes.log_counts(gunicorn.log_text())["address_unavailable_lines"],
+        })  # fmt: skip
+    return figures
 
 
 @contextlib.contextmanager
@@ -456,9 +532,10 @@ def _unwind_on_termination() -> Iterator[None]:
 
 
 def summarise(totals: dict[str, Any], history: list[dict], samples: list[dict], sessions_before: int, sessions_after: int,
-              backends_left: int, service_log: str, scenario: Scenario, port_range: tuple[int, int] | None) -> dict[str, Any]:  # fmt: skip
+              backends_left: int, service_log: str, scenario: Scenario, port_range: tuple[int, int] | None,
+              hosts: int = 1) -> dict[str, Any]:  # fmt: skip
     """The figures of one run from locust's totals and history, the probe samples, the session
-    counter before and after, and the service log."""
+    counter before and after, and the service log (of every host, with ``hosts`` of them)."""
     requests, failures = totals["requests"], totals["failures"]
     seconds = totals.get("seconds") or (history[-1]["t"] if history else None)
     sessions = sessions_after - sessions_before
@@ -493,7 +570,7 @@ def summarise(totals: dict[str, Any], history: list[dict], samples: list[dict], 
         "established_peak": probes.peak(s["established"] for s in samples),
         "ports": (port_range[1] - port_range[0] + 1) if port_range else None,
         "cpu_seconds": {name: cpu(name) for name in ("gunicorn", "postgres", "locust")},
-        "worker_restarts": probes.worker_restarts(service_log, scenario.workers),
+        "worker_restarts": probes.worker_restarts(service_log, scenario.workers * hosts),
         "worker_timeouts": service_log.count("WORKER TIMEOUT"),
         "samples": samples,
         "history": history,

@@ -86,13 +86,18 @@ def cpu_seconds(pid: int | None) -> float | None:
     return total / _CLOCK_TICKS
 
 
-_CONNECTION_RECEIVED = re.compile(r"connection received: host=(\S+)")
+_RECEIVED = re.compile(r"connection received: host=(\S+)")
+_DISCONNECTED = re.compile(r"disconnection: session time: .* host=(\S+)")
 
 
 class ConnectionLog:
-    """Sessions PostgreSQL logged per client address (``log_connections = on``: one ``connection
-    received: host=ADDRESS`` line per connection attempt) from a point in its log on: :meth:`mark`
-    remembers where the log ends, :meth:`since_mark` counts the lines written after it."""
+    """Connections PostgreSQL logged per client address (``log_connections`` and
+    ``log_disconnections`` on) from a point in its log on: :meth:`mark` remembers where the log
+    ends, :meth:`since_mark` reads what was written after it. Every attempt logs ``connection
+    received: host=ADDRESS``; only a backend that became a session (what
+    ``pg_stat_database.sessions`` counts) logs ``disconnection: ... host=ADDRESS`` when it ends, so
+    read this after the sessions have ended. One refused (too many clients, reserved slots, a bad
+    password) logs only the first."""
 
     def __init__(self, logfile: Path) -> None:
         self.logfile, self.offset = Path(logfile), 0
@@ -103,14 +108,20 @@ class ConnectionLog:
         except OSError:
             self.offset = 0
 
-    def since_mark(self) -> dict[str, int]:
+    def since_mark(self) -> dict[str, dict[str, int]]:
+        """``{address: {"received": n, "sessions": n}}``: connection attempts, and those that were sessions."""
         try:
             with open(self.logfile, "rb") as fh:
                 fh.seek(self.offset)
                 text = fh.read().decode(errors="replace")
         except OSError:
             return {}
-        return dict(collections.Counter(_CONNECTION_RECEIVED.findall(text)))
+        counts: dict[str, dict[str, int]] = {}
+        for address in _RECEIVED.findall(text):
+            counts.setdefault(address, {"received": 0, "sessions": 0})["received"] += 1
+        for address in _DISCONNECTED.findall(text):
+            counts.setdefault(address, {"received": 0, "sessions": 0})["sessions"] += 1
+        return counts
 
 
 def log_counts(text: str) -> dict[str, int]:

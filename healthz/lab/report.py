@@ -269,6 +269,74 @@ def step_rows(results: list[dict], concurrency: int) -> list[list[str]]:
     return rows
 
 
+HOST_COLUMNS = ("scenario", "clients", "host", "requests", "failed", "causes", "sessions opened", "refused by PostgreSQL",
+                "backends peak", "TIME_WAIT peak", "EADDRNOTAVAIL lines")  # fmt: skip
+
+
+def host_rows(results: list[dict]) -> list[list[str]]:
+    """One row per application host of each multi-host run, then the run's total."""
+    rows = []
+    for r in results:
+        hosts = r.get("by_host")
+        if not hosts:
+            continue
+        for h in hosts:
+            rate = h["failures"] / h["requests"] if h.get("requests") else None
+            rows.append([r["scenario"], f"{r['concurrency']:,}", f"{h['host']} ({h['address']})", _n(h["requests"]), _pct(rate),
+                         _causes(h["failures_by_cause"], h["requests"] or 0, 2), _n(h["sessions_opened"]), _n(h.get("refused")),
+                         _n(h["backends_peak"]),
+                         _n(h["time_wait_peak"]), _n(h["address_unavailable"])])  # fmt: skip
+        rows.append([r["scenario"], f"{r['concurrency']:,}", f"**all {len(hosts)} hosts**", _n(r["requests"]), _pct(r["error_rate"]),
+                     _causes(r["failures_by_cause"], r["requests"], 2), _n(r["sessions_opened"]),
+                     _n(sum(h.get("refused") or 0 for h in hosts)), _n(r["backends_peak"]),
+                     _n(r["time_wait_peak"]), _n(r["address_unavailable"])])  # fmt: skip
+    return rows
+
+
+BUDGET_COLUMNS = ("scenario", "hosts", "connections needed", "available", "fits", "hosts that fit", "backends peak",
+                  "too many clients")  # fmt: skip
+
+
+def connection_need(run: dict, meta: dict) -> tuple[str, int | None, int | None]:
+    """``(how it is counted, connections needed, hosts that fit)`` for ``run``; None where the
+    need has no bound (a pool that opens one connection per request in flight)."""
+    from healthz.plan import Deployment, plan
+
+    pg = meta.get("postgres", {})
+    available = pg.get("max_connections", 0) - pg.get("superuser_reserved_connections", 0)
+    hosts, workers, bouncer = run.get("hosts", 1), run["workers"], run.get("pgbouncer")
+    if bouncer:
+        size = bouncer["default_pool_size"]
+        if bouncer["placement"] == "db":
+            return f"PgBouncer on the database host: {size}", size, None
+        return f"PgBouncer per host: {hosts} x {size}", hosts * size, available // size if available > 0 else 0
+    capacity = run.get("pool_capacity")
+    if not capacity:
+        return f"one per request in flight, up to {run['concurrency']:,}", None, None
+    if available < 1:
+        return f"{hosts} x {workers} workers x {capacity}", hosts * workers * capacity, 0
+    planned = plan(Deployment(hosts=hosts, workers=workers, worker_class=run["worker_class"], max_connections=pg["max_connections"],
+                              reserved_connections=pg.get("superuser_reserved_connections", 0), pool_size=capacity))  # fmt: skip
+    return f"{hosts} x {workers} workers x {capacity}", hosts * workers * capacity, planned.max_hosts
+
+
+def budget_rows(results: list[dict], meta: dict) -> list[list[str]]:
+    """The connection budget of each run, when any run had several hosts or PgBouncer."""
+    if not any(r.get("hosts", 1) > 1 or r.get("pgbouncer") for r in results):
+        return []
+    pg = meta.get("postgres", {})
+    available = pg.get("max_connections", 0) - pg.get("superuser_reserved_connections", 0)
+    rows = []
+    for r in results:
+        if r.get("error"):
+            continue
+        how, needed, fit = connection_need(r, meta)
+        fits = "-" if needed is None else ("yes" if needed <= available else f"no: {needed - available:,} over")
+        rows.append([r["scenario"], str(r.get("hosts", 1)), how, _n(available), fits, "any" if fit is None and needed is not None else _n(fit),
+                     _n(r["backends_peak"]), _n(r["failures_by_cause"].get("too_many_clients", 0))])  # fmt: skip
+    return rows
+
+
 PGBOUNCER_COLUMNS = ("scenario", "clients", "placement", "pool_mode / pool size", "client connections/s", "server sessions",
                      "TIME_WAIT peak", "EADDRNOTAVAIL lines", "failed", "waiting peak", "max wait ms", "wait ms/transaction",
                      "req/s", "port exhaustion")  # fmt: skip
@@ -278,6 +346,8 @@ PLACEMENTS = {"app": "app host, 127.0.0.1", "app-unix": "app host, Unix socket",
 def exhaustion_effect(run: dict) -> str:
     """What a PgBouncer placement did to the app host's ephemeral ports in ``run``, as measured."""
     ports, tw = run.get("ports"), run.get("time_wait_peak") or 0
+    if run.get("by_host"):  # each host has a port range of its own
+        tw = max((h.get("time_wait_peak") or 0) for h in run["by_host"])
     if run.get("address_unavailable") or run["failures_by_cause"].get("address_unavailable"):
         return "only moved: the service's connections to PgBouncer ran the app host out of ports"
     if ports and tw >= ports / 10:
@@ -442,6 +512,22 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
     for step in sorted({r["concurrency"] for r in results}):
         blocks.append(("h3", f"{step:,} concurrent clients"))
         blocks.append(("table", STEP_COLUMNS, step_rows(results, step)))
+    by_host = host_rows(results)
+    if by_host:
+        blocks.append(("h2", "Application hosts"))
+        blocks.append(("p", "Each application host's share: requests and failures from locust (its users were spread over the "
+                            "hosts round robin), sessions it opened from PostgreSQL's log (`connection received: host=`), its peak "
+                            "of client backends (pg_stat_activity by client address), of TIME_WAIT sockets in its namespace, and "
+                            "the EADDRNOTAVAIL lines in its service log."))  # fmt: skip
+        blocks.append(("table", HOST_COLUMNS, by_host))
+    budget = budget_rows(results, meta)
+    if budget:
+        blocks.append(("h2", "The connection budget: hosts x workers x pool against max_connections"))
+        blocks.append(("p", "Connections needed at most, as `healthz plan` counts them: every worker's in-process pool full, or, "
+                            "through PgBouncer, its server connections (default_pool_size per instance). Available = "
+                            "max_connections less superuser_reserved_connections. `hosts that fit` is `healthz plan`'s max_hosts "
+                            "for the same workers and pool; `too many clients` counts the 499s PostgreSQL's refusals caused."))  # fmt: skip
+        blocks.append(("table", BUDGET_COLUMNS, budget))
     bounced = pgbouncer_rows(results)
     if bounced:
         blocks.append(("h2", "PgBouncer: which placement removes the port exhaustion, which only moves it"))

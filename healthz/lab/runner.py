@@ -409,6 +409,8 @@ class Lab:
             result["doctor"] = self._doctor_result(doctor, samples, topology, scenario) if doctor else None
             for server in gunicorns:
                 server.stop()
+            for bouncer in bouncers:  # its server connections end, and PostgreSQL logs them
+                bouncer.stop()
             sessions_after = counters.settled_sessions()
             backends_left = counters.wait_backends(0)
             totals = load.read_summary(csv_prefix)
@@ -489,9 +491,10 @@ def _stop_run(locust: load.Locust, sampler: probes.Sampler | None, gunicorns: li
 
 
 def host_figures(hosts: list, gunicorns: list[Gunicorn], totals: dict[str, Any], samples: list[dict],
-                 sessions_by_address: dict[str, int]) -> list[dict[str, Any]]:  # fmt: skip
+                 sessions_by_address: dict[str, dict[str, int]]) -> list[dict[str, Any]]:  # fmt: skip
     """Each application host's share of a run: requests and failures (locust's ``--targets``
-    names), sessions it opened (PostgreSQL's log, by client address), its peak of client backends
+    names), sessions it opened and connections PostgreSQL refused it (PostgreSQL's log, by client
+    address: :class:`probes.ConnectionLog`), its peak of client backends
     and of TIME_WAIT and ESTABLISHED sockets, and its service log's EADDRNOTAVAIL lines."""
     figures = []
     for i, (host, gunicorn) in enumerate(zip(hosts, gunicorns)):
@@ -500,7 +503,8 @@ def host_figures(hosts: list, gunicorns: list[Gunicorn], totals: dict[str, Any],
         figures.append({
             "host": host.name, "address": host.app_host,
             "requests": share.get("requests"), "failures": share.get("failures"), "failures_by_cause": share.get("failures_by_cause", {}),
-            "sessions_opened": sessions_by_address.get(host.app_host, 0),
+            "sessions_opened": sessions_by_address.get(host.app_host, {}).get("sessions", 0),
+            "refused": sessions_by_address.get(host.app_host, {}).get("received", 0) - sessions_by_address.get(host.app_host, {}).get("sessions", 0),
             "backends_peak": probes.peak((s.get("backends_by_address") or {}).get(host.app_host, 0) for s in samples if s.get("sessions") is not None),
             "time_wait_peak": probes.peak(h["time_wait"] for h in per_host),
             "established_peak": probes.peak(h["established"] for h in per_host),

@@ -145,6 +145,36 @@ def test_the_doctor_agrees_with_the_measurement_on_every_default_scenario(tmp_pa
     assert f"agreed with the measurement in {runs} of {runs} runs" in report.verdict_table({"meta": {}, "results": results})
 
 
+@needs_root
+def test_three_hosts_pass_max_connections_without_pgbouncer_and_stay_under_it_with_it(tmp_path):
+    # 50 - 3 reserved = 47 available. In-process pools: 3 hosts x 2 workers x 10 = 60, over.
+    # PgBouncer on each host: 3 x default_pool_size 10 = 30 server connections, under.
+    config = LabConfig(scenarios=select(["eventlet-queuepool-sized", "eventlet-queuepool-pgbouncer"]), concurrency=[150], duration=6,
+                       topology="netns", hosts=3, ports=1000, max_connections=50, output=tmp_path / "out")  # fmt: skip
+    lab = Lab(config, Progress(io.StringIO()))
+    sized, bounced = lab.run()
+    for run in (sized, bounced):
+        assert run["error"] is None, run["error"]
+        hosts = run["by_host"]
+        assert [h["host"] for h in hosts] == ["app1", "app2", "app3"]
+        assert sum(h["requests"] for h in hosts) == run["requests"] and all(h["requests"] > 0 for h in hosts)
+        # Sessions per host from PostgreSQL's log add up to its session counter (the lab's own come over the Unix socket).
+        assert sum(h["sessions_opened"] for h in hosts) == run["sessions_opened"], (hosts, run["sessions_opened"])
+    assert sized["failures_by_cause"].get("too_many_clients", 0) > 0, sized["failures_by_cause"]
+    assert sized["backends_peak"] <= 47
+    assert bounced["failures"] == 0, bounced["failures_by_cause"]
+    assert bounced["backends_peak"] <= 30 + 1  # + the doctor's connection, which goes through PgBouncer on app1
+    # The planner's arithmetic, as the report shows it.
+    predicted = plan(Deployment(hosts=3, workers=2, worker_class="eventlet", max_connections=50, pool_size=10))
+    assert predicted.max_hosts == 2 and predicted.pooler_needed
+    data = {"meta": lab.meta, "results": [sized, bounced]}
+    budget = {row[0]: row for row in report.budget_rows(data["results"], data["meta"])}
+    assert budget["eventlet-queuepool-sized"][4] == "no: 13 over" and budget["eventlet-queuepool-sized"][5] == "2"
+    assert budget["eventlet-queuepool-pgbouncer"][4] == "yes"
+    text = report.to_markdown(report.build(data, []))
+    assert "## Application hosts" in text and "**all 3 hosts**" in text and "## The connection budget" in text
+
+
 def _descendants(pid: int) -> set[int]:
     found, stack = set(), [pid]
     while stack:

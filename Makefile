@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lab faults bench serve clean
+.PHONY: install test lab lab-hosts faults bench serve clean
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,14 @@ test: install
 LAB_ARGS ?= --concurrency 100,1000 --duration 10
 lab: install
 	$(BIN)/healthz lab run $(LAB_ARGS)
+
+# Beyond one host: 3 application hosts against one PostgreSQL with max_connections 50, the in-process
+# pools beside PgBouncer in each placement, at 300 clients for 10 s each; netns (root) only.
+HOSTS_ARGS ?= --hosts 3 --max-connections 50 --concurrency 300 --duration 10 \
+	-s eventlet-nullpool -s eventlet-queuepool-sized -s eventlet-queuepool-pgbouncer \
+	-s eventlet-nullpool-pgbouncer -s eventlet-nullpool-pgbouncer-unix -s eventlet-nullpool-pgbouncer-db
+lab-hosts: install
+	$(BIN)/healthz lab run --topology netns $(HOSTS_ARGS)
 
 # Every fault against the four default fault scenarios under steady load; about 6 minutes.
 FAULTS_ARGS ?=

@@ -114,6 +114,8 @@ def diagnose(obs: Observation) -> Diagnosis:
     reused = obs.tcp_tw_reuse == 1 or (obs.tcp_tw_reuse == 2 and obs.loopback)
     if ports and rate > 0 and rate * TIME_WAIT_SECONDS >= ports and not reused:
         seconds = max(0.0, (ports - in_use) / rate)
+    if obs.unreachable and ports:
+        seconds = 0.0  # the doctor's own connect() found no port: exhausted now
     problems, findings, changes = [], [], []
     who = "this host" if obs.opened is not None else "the database (all hosts)"
     findings.append(f"{who} opened {opened:,} connections in {obs.window:g} s ({rate:,.1f}/s) and holds {established:,} open")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 from pathlib import Path
+from typing import Any, Iterator
 
 import click
 
@@ -30,7 +32,6 @@ def lab() -> None:
         healthz lab list
         healthz lab run --topology netns --concurrency 200,500,1000 --duration 20
     """
-    import contextlib
     import faulthandler
     import signal
 
@@ -113,6 +114,35 @@ def resolve_topology(name: str) -> tuple[str, str | None]:
     return "netns", "topology auto: netns (root and iproute2 found)"
 
 
+@contextlib.contextmanager
+def refused_as_usage_error() -> Iterator[None]:
+    """A lab refusal (bad scenario, setting, topology or configuration) as click's usage error: one
+    line, exit status 2. Scenario and settings errors are ValueErrors."""
+    from healthz.lab.runner import LabError
+    from healthz.lab.topology import TopologyError
+
+    try:
+        yield
+    except (ValueError, LabError, TopologyError, SettingsError) as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def lab_config(topology: str, output: Path | None, avoid_netns: str | None = None, **fields: Any):
+    """The :class:`LabConfig` of the current command: ``topology`` resolved (``auto`` stays on
+    loopback when ``avoid_netns`` gives a reason), ``output`` defaulted, the command line recorded;
+    the choice of topology is said on stderr."""
+    from healthz.lab.runner import LabConfig, default_output
+
+    topology_name, note = resolve_topology(topology)
+    if topology_name == "netns" and avoid_netns and topology == "auto":
+        topology_name, note = "loopback", f"topology auto: loopback, because {avoid_netns}"
+    config = LabConfig(topology=topology_name, output=output or default_output(), command_line=command_line(click.get_current_context()),
+                       **fields)  # fmt: skip
+    if note:
+        click.echo(note, err=True)
+    return config
+
+
 @lab.command("run")
 @click.option("--scenario", "-s", "specs", multiple=True, metavar="NAME[:key=value,...]",
               help="Scenario to run (repeatable; default: all). NAME:key=value,... changes a scenario or defines a new one.")
@@ -155,27 +185,18 @@ def run_command(specs, scenarios_files, concurrency, duration, max_requests, con
         healthz lab run -s eventlet-nullpool-pgbouncer -s eventlet-queuepool-sized --hosts 3
     """
     from healthz.lab import report
-    from healthz.lab.runner import Lab, LabConfig, LabError, default_output
-    from healthz.lab.scenarios import ScenarioError, parse_concurrency, select
-    from healthz.lab.topology import TopologyError
+    from healthz.lab.runner import Lab
+    from healthz.lab.scenarios import parse_concurrency, select
 
-    try:
+    with refused_as_usage_error():
         chosen = select(specs, scenarios_files)
-        steps = parse_concurrency(concurrency)
-        topology_name, note = resolve_topology(topology)
-        if topology_name == "netns" and database_url and topology == "auto":
-            topology_name, note = "loopback", "topology auto: loopback, because --database-url is given (netns runs its own PostgreSQL)"
-        folder = output or default_output()
-        config = LabConfig(
-            scenarios=chosen, concurrency=steps, output=folder, duration=duration, max_requests=max_requests,
-            topology=topology_name, ports=ports, delay_ms=delay_ms, hosts=hosts, database_url=database_url, seed=seed,
-            max_connections=max_connections, connection=connection, scenarios_files=list(scenarios_files),
-            command_line=command_line(click.get_current_context()),
+        config = lab_config(
+            topology, output, avoid_netns="--database-url is given (netns runs its own PostgreSQL)" if database_url else None,
+            scenarios=chosen, concurrency=parse_concurrency(concurrency), duration=duration, max_requests=max_requests,
+            ports=ports, delay_ms=delay_ms, hosts=hosts, database_url=database_url, seed=seed, max_connections=max_connections,
+            connection=connection, scenarios_files=list(scenarios_files),
         )  # fmt: skip
-    except (ScenarioError, LabError, TopologyError, SettingsError) as exc:
-        raise click.UsageError(str(exc)) from None
-    if note:
-        click.echo(note, err=True)
+    topology_name, folder, steps = config.topology, config.output, config.concurrency
     if database_url:
         click.echo(f"using {mask_password(database_url)}: the lab reads pg_stat_* and runs SELECT count(*) FROM role"
                    + ("; --seed: it will create and seed table role" if seed else "; it writes nothing"), err=True)  # fmt: skip
@@ -217,24 +238,14 @@ def faults_command(fault_names, specs, scenarios_files, users, connection, topol
     """
     from healthz.lab import fault_report, faults
     from healthz.lab.fault_runner import FaultLab
-    from healthz.lab.runner import LabConfig, LabError, default_output
     from healthz.lab.scenarios import select
-    from healthz.lab.topology import TopologyError
 
-    try:  # ScenarioError and SettingsError are ValueErrors too
+    with refused_as_usage_error():
         chosen_faults = faults.select(fault_names)
         chosen = select(specs or faults.DEFAULT_SCENARIOS, scenarios_files)
-        topology_name, note = resolve_topology(topology)
-        folder = output or default_output()
-        config = LabConfig(
-            scenarios=chosen, concurrency=[users], output=folder, topology=topology_name, ports=ports,
-            max_connections=max_connections, connection=connection, scenarios_files=list(scenarios_files),
-            command_line=command_line(click.get_current_context()),
-        )  # fmt: skip
-    except (ValueError, LabError, TopologyError, SettingsError) as exc:
-        raise click.UsageError(str(exc)) from None
-    if note:
-        click.echo(note, err=True)
+        config = lab_config(topology, output, scenarios=chosen, concurrency=[users], ports=ports, max_connections=max_connections,
+                            connection=connection, scenarios_files=list(scenarios_files))  # fmt: skip
+    topology_name, folder = config.topology, config.output
     lab_run = FaultLab(config, chosen_faults)
     plan = lab_run.plan()
     click.echo(f"{len(chosen_faults)} fault(s) x {len(chosen)} scenario(s): {len(plan)} runs of about "

@@ -345,8 +345,9 @@ def measured_observation(samples: list[dict], start: float, end: float, *, port_
     """What the lab's own probes saw between unix times ``start`` and ``end``, as the doctor's
     :class:`~healthz.doctor.Observation`: connections opened from the counter ``opened_key``
     (PostgreSQL's sessions, or PgBouncer's logged logins when the service reaches PgBouncer over
-    TCP), sockets held and in TIME_WAIT from the app namespace's table, the peak of client backends.
-    None without two samples in the window."""
+    TCP), sockets held and in TIME_WAIT from the app namespace's table, the peak of client backends;
+    a port range found full counts as the doctor's failed connect(). None without two samples in
+    the window."""
     inside = [s for s in samples if start <= (s.get("at") or 0) <= end and s.get("sessions") is not None]
     if len(inside) < 2:
         return None
@@ -357,12 +358,17 @@ def measured_observation(samples: list[dict], start: float, end: float, *, port_
             return None
         opened = int(last[opened_key] - first[opened_key])
     established = mean(s.get("established") for s in inside)
+    ports = port_range[1] - port_range[0] + 1 if port_range else None
+    held = peak((s.get("time_wait") or 0) + (s.get("established") or 0) for s in inside)
+    # What the doctor learns when its own connect() fails: every port of the range is taken.
+    full = f"the port range was full ({held:,} sockets of {ports:,} ports)" if ports and held is not None and held >= ports else None
     return Observation(
         database="(the lab's probes)", transport=transport, port_range=port_range, tcp_tw_reuse=None,
         window=round(last["at"] - first["at"], 3), opened=opened if transport == "tcp" else None,
         sockets_by_state={"ESTABLISHED": round(established or 0), "TIME_WAIT": int(last.get("time_wait") or 0)},
         sessions_opened=sessions, max_connections=max_connections, reserved_connections=reserved_connections,
         backends=[{"application_name": "", "client_addr": "", "count": int(peak(s.get("backends") for s in inside) or 0)}],
+        unreachable=full,
     )  # fmt: skip
 
 

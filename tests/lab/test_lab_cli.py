@@ -36,6 +36,10 @@ def test_run_refuses_bad_input_in_one_line(tmp_path):
         (["-s", "eventlet-nullpool:pool_size=-3"], "HEALTHZ_POOL_SIZE='-3' is not accepted"),
         (["--topology", "netns", "--database-url", "postgresql://u:pw@127.0.0.1/db"], "cannot be used with --topology netns"),
         (["--scenarios-file", str(tmp_path / "missing.toml")], "No such file"),
+        (["--topology", "loopback", "--hosts", "3"], "--hosts 3 needs --topology netns"),
+        (["--hosts", "9"], "Invalid value for '--hosts'"),
+        (["-s", "eventlet-nullpool:pgbouncer=sidecar"], "pgbouncer 'sidecar' is not one of none, app, app-unix, db"),
+        (["-s", "eventlet-nullpool-pgbouncer:pgbouncer_pool_mode=statement"], "pgbouncer_pool_mode 'statement' is not one of"),
     ]
     for args, message in cases:
         result = invoke("lab", "run", "-o", str(tmp_path / "out"), *args)

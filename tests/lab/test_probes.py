@@ -130,6 +130,9 @@ def test_measured_observation_takes_the_doctors_window_from_the_samples():
     unix = probes.measured_observation(logins, 102.0, 105.0, port_range=None, max_connections=100, reserved_connections=3,
                                        transport="unix")  # fmt: skip
     assert (unix.opened, unix.sessions_opened, unix.transport) == (None, 30, "unix")
+    assert obs.unreachable is None
+    full = probes.measured_observation(samples, 102.0, 105.0, port_range=(40000, 40038), max_connections=100, reserved_connections=3)
+    assert full.unreachable == "the port range was full (39 sockets of 39 ports)"  # 4 ESTABLISHED + 35 TIME_WAIT
     assert probes.measured_observation(samples, 102.0, 102.5, port_range=None, max_connections=100, reserved_connections=3) is None
 
 

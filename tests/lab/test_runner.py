@@ -35,9 +35,10 @@ def _all_text(folder) -> str:
 
 
 def _writes(postgres, database):
-    """Rows inserted, updated and deleted in ``database`` as PostgreSQL counts them, and its tables."""
+    """Rows inserted, updated and deleted in ``database``'s own tables as PostgreSQL counts them (not
+    its catalogs, which autovacuum's ANALYZE writes to), and its tables."""
     with postgres.connect(database) as conn, conn.cursor() as cur:
-        cur.execute("SELECT tup_inserted, tup_updated, tup_deleted FROM pg_stat_database WHERE datname = current_database()")
+        cur.execute("SELECT coalesce(sum(n_tup_ins), 0), coalesce(sum(n_tup_upd), 0), coalesce(sum(n_tup_del), 0) FROM pg_stat_user_tables")
         counts = cur.fetchone()
         cur.execute("SELECT array_agg(relname ORDER BY relname) FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace")
         return counts, cur.fetchone()[0]

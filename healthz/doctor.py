@@ -28,6 +28,10 @@ from healthz.plan import TIME_WAIT_SECONDS
 CHURN_MIN_OPENED = 5
 #: Client backends above this share of the connections ordinary roles may open is an overrun.
 OVERRUN_SHARE = 0.9
+#: How long the doctor retries when the database has no slot left for it, before calling it refused.
+CONNECT_RETRY_SECONDS = 3.0
+#: How PostgreSQL words a refusal for want of a connection slot.
+FULL_TEXTS = ("too many clients", "remaining connection slots are reserved")
 HEALTHY, CHURN, OVERRUN = "healthy", "connection churn", "budget overrun"
 
 
@@ -57,6 +61,8 @@ class Observation:
     started_at: float = 0.0
     unreachable: str | None = None
     loopback: bool = False
+    refused: str | None = None
+    backends_peak: int | None = None
 
     @property
     def ports(self) -> int | None:
@@ -71,7 +77,8 @@ class Observation:
 
     @property
     def backends_total(self) -> int:
-        return sum(int(b["count"]) for b in self.backends)
+        """Client backends: the window's peak, or the breakdown's total when larger."""
+        return max(sum(int(b["count"]) for b in self.backends), self.backends_peak or 0)
 
 
 @dataclasses.dataclass
@@ -114,15 +121,16 @@ def diagnose(obs: Observation) -> Diagnosis:
     reused = obs.tcp_tw_reuse == 1 or (obs.tcp_tw_reuse == 2 and obs.loopback)
     if ports and rate > 0 and rate * TIME_WAIT_SECONDS >= ports and not reused:
         seconds = max(0.0, (ports - in_use) / rate)
-    if obs.unreachable and ports:
+    if obs.unreachable and not obs.refused and ports:
         seconds = 0.0  # the doctor's own connect() found no port: exhausted now
     problems, findings, changes = [], [], []
     who = "this host" if obs.opened is not None else "the database (all hosts)"
     findings.append(f"{who} opened {opened:,} connections in {obs.window:g} s ({rate:,.1f}/s) and holds {established:,} open")
-    if obs.unreachable:
+    out_of_ports = bool(obs.unreachable) and not obs.refused
+    if out_of_ports:
         findings.append(f"the doctor's own connection failed: {obs.unreachable}: this host has no ephemeral port left toward "
                         f"the database ({in_use:,} sockets of {ports or 0:,} ports)")  # fmt: skip
-    if (opened >= CHURN_MIN_OPENED and rate * TIME_WAIT_SECONDS > max(established, 1)) or obs.unreachable:
+    if (opened >= CHURN_MIN_OPENED and rate * TIME_WAIT_SECONDS > max(established, 1)) or out_of_ports:
         problems.append(CHURN)
         if share is not None:
             if reused:
@@ -149,7 +157,10 @@ def diagnose(obs: Observation) -> Diagnosis:
             changes.append(f"widening net.ipv4.ip_local_port_range (now {obs.port_range[0]}-{obs.port_range[1]}) or setting "
                            f"net.ipv4.tcp_tw_reuse=1 (now {obs.tcp_tw_reuse}) only delays EADDRNOTAVAIL: {ports:,} ports / "
                            f"{TIME_WAIT_SECONDS} s = {ports / TIME_WAIT_SECONDS:,.0f} connections/s sustained")  # fmt: skip
-    if obs.budget is None:
+    if obs.refused:
+        problems.append(OVERRUN)
+        findings.append(f"budget overrun: the database refused the doctor's own connection: {obs.refused}")
+    elif obs.budget is None:
         findings.append("client backends: not read (the database was not reachable)")
     else:
         findings.append(f"client backends: {obs.backends_total:,} of {obs.budget:,} (max_connections {obs.max_connections:,} "
@@ -158,6 +169,7 @@ def diagnose(obs: Observation) -> Diagnosis:
         problems.append(OVERRUN)
         findings.append(f"budget overrun: {obs.backends_total:,} backends use {obs.backends_total / obs.budget:.0%} of the "
                         f"{obs.budget:,} available; the next ones get 'too many clients already'")  # fmt: skip
+    if OVERRUN in problems:
         changes += [
             "size every pool so that hosts x workers x (pool_size + max_overflow) stays below the budget: "
             "healthz plan --hosts H --workers W --max-connections M",
@@ -222,16 +234,26 @@ def observe(database_url: str, sample: float, interval: float = 0.25,
     transport = "unix" if not host or str(host).startswith("/") else "tcp"
     port = url.port or 5432
     read_sockets = read_sockets or (lambda p: sockets.read("/proc/self/net", p))
-    conn, unreachable = None, None
-    try:
-        conn = psycopg2.connect(_libpq_url(database_url), connect_timeout=10, application_name="healthz-doctor",
-                                options="-c default_transaction_read_only=on")  # fmt: skip
-    except psycopg2.Error as exc:
-        first = mask_password((str(exc).strip().splitlines() or [type(exc).__name__])[0])
-        # The failure itself: this host has no port left to reach the database; its sockets still tell why.
-        if transport != "tcp" or sockets.EADDRNOTAVAIL_TEXT not in first:
+    conn, unreachable, refused = None, None, None
+    retry_until = time.monotonic() + CONNECT_RETRY_SECONDS
+    while conn is None:
+        try:
+            conn = psycopg2.connect(_libpq_url(database_url), connect_timeout=10, application_name="healthz-doctor",
+                                    options="-c default_transaction_read_only=on")  # fmt: skip
+        except psycopg2.Error as exc:
+            first = mask_password((str(exc).strip().splitlines() or [type(exc).__name__])[0])
+            # The failures themselves: this host has no port left to reach the database, or the database
+            # has no slot left for it. The host's sockets still tell the rest.
+            if transport == "tcp" and sockets.EADDRNOTAVAIL_TEXT in first:
+                unreachable = first
+                break
+            if any(text in first for text in FULL_TEXTS):
+                if time.monotonic() < retry_until:  # slots come and go under churn
+                    time.sleep(0.1)
+                    continue
+                refused = f"{first} (for {CONNECT_RETRY_SECONDS:g} s)"
+                break
             raise DoctorError(f"cannot connect to {safe}: {first}") from None
-        unreachable = first
     with contextlib.closing(conn) if conn else contextlib.nullcontext():
         max_connections = reserved = own_port = server_addr = None
         if conn:
@@ -241,7 +263,9 @@ def observe(database_url: str, sample: float, interval: float = 0.25,
                             "+ coalesce(current_setting('reserved_connections', true)::int, 0), inet_client_port(), "
                             "host(inet_server_addr())")  # fmt: skip
                 max_connections, reserved, own_port, server_addr = cur.fetchone()
-        addresses = sockets.resolve(str(host), port) | ({server_addr} if server_addr else set()) if transport == "tcp" else set()
+        # What this host connects to; through a pooler the server's own address differs, and is not what loopback is about.
+        host_addresses = sockets.resolve(str(host), port) if transport == "tcp" else set()
+        addresses = host_addresses | ({server_addr} if server_addr and transport == "tcp" else set())
 
         def toward() -> list[sockets.Socket]:
             if transport != "tcp":
@@ -254,10 +278,13 @@ def observe(database_url: str, sample: float, interval: float = 0.25,
         sessions_before = _sessions(conn) if conn else None
         deadline = began + sample
         last = first
+        backends_peak = _backends_count(conn) if conn else None
         while time.monotonic() < deadline:
             time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
             last = toward()
             counter.add(last)
+            if conn:
+                backends_peak = max(backends_peak or 0, _backends_count(conn))
         window = time.monotonic() - began
         sessions_opened = _sessions(conn) - sessions_before if conn else None
         backends = _backends(conn) if conn else []
@@ -271,8 +298,9 @@ def observe(database_url: str, sample: float, interval: float = 0.25,
         tcp_tw_reuse=int(reuse) if reuse and reuse.isdigit() else None, window=round(window, 3),
         opened=counter.opened if transport == "tcp" else None, sockets_by_state=dict(sockets.states(last)),
         sessions_opened=sessions_opened, max_connections=max_connections, reserved_connections=reserved,
-        backends=backends, started_at=started_at, unreachable=unreachable,
-        loopback=bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses if _is_ip(a)),
+        backends=backends, started_at=started_at, unreachable=unreachable or refused, refused=refused,
+        backends_peak=backends_peak,
+        loopback=bool(host_addresses) and all(ipaddress.ip_address(a).is_loopback for a in host_addresses if _is_ip(a)),
     )  # fmt: skip
 
 
@@ -289,6 +317,12 @@ def _sessions(conn) -> int:
         cur.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
         row = cur.fetchone()
     return int(row[0]) if row and row[0] is not None else 0
+
+
+def _backends_count(conn) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        return int(cur.fetchone()[0])
 
 
 def _backends(conn) -> list[dict[str, Any]]:

@@ -71,6 +71,19 @@ def test_a_host_out_of_ports_is_churn_even_when_the_database_is_unreachable():
     assert any("not reachable" in f for f in result.findings)
 
 
+def test_a_database_with_no_slot_for_the_doctor_is_an_overrun():
+    obs = observation(unreachable="FATAL: sorry, too many clients already (for 3 s)", refused="FATAL: sorry, too many clients already (for 3 s)",
+                      sessions_opened=None, max_connections=None, reserved_connections=None, backends=[])  # fmt: skip
+    result = diagnose(obs)
+    assert result.status == OVERRUN and result.seconds_to_exhaustion is None
+    assert any("refused the doctor's own connection" in f for f in result.findings)
+    assert any("healthz plan" in c for c in result.changes)
+
+
+def test_the_backends_peak_of_the_window_counts():
+    assert diagnose(observation(backends_peak=88)).status == OVERRUN  # the breakdown at the end says 20
+
+
 def test_over_a_unix_socket_the_session_rate_decides():
     obs = observation(transport="unix", port_range=None, opened=None, sockets_by_state={}, sessions_opened=300)
     result = diagnose(obs)
@@ -145,9 +158,14 @@ def test_doctor_finds_a_budget_overrun():
             for _ in range(16):
                 stack.callback(psycopg2.connect(pg.dsn(), application_name="hog").close)
             code, output = _doctor(pg.url, "1")
-    assert code == 1, output
-    assert "Diagnosis: budget overrun" in output and "16 of 17" in output
-    assert pg.password not in output
+            assert code == 1, output
+            assert "Diagnosis: budget overrun" in output and "16 of 17" in output
+            # The seventeenth takes the last slot: the doctor is refused, retries for 3 s, and says so.
+            stack.callback(psycopg2.connect(pg.dsn(), application_name="hog").close)
+            code, refused = _doctor(pg.url, "1")
+    assert code == 1, refused
+    assert "Diagnosis: budget overrun" in refused and "refused the doctor's own connection" in refused
+    assert pg.password not in output + refused
 
 
 def test_doctor_exits_2_when_it_cannot_inspect():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -247,20 +248,9 @@ class Console:
             self.conn.close()
 
 
-class LoginCounter:
-    """Client logins to ``database`` PgBouncer logged (``login attempt`` lines, ``log_connections
-    = 1``): each a client connection opened, read from where the last call stopped. Logins to the
-    admin console are not counted."""
-
-    def __init__(self, logfile: Path, database: str) -> None:
-        self.logfile, self.offset, self.count = Path(logfile), 0, 0
-        self.marker = f"login attempt: db={database} ".encode()
-
-    def __call__(self) -> int:
-        with contextlib.suppress(OSError), open(self.logfile, "rb") as fh:
-            fh.seek(self.offset)
-            chunk = fh.read()
-            complete = chunk.rfind(b"\n") + 1  # a line being written is counted next time
-            self.count += chunk[:complete].count(self.marker)
-            self.offset += complete
-        return self.count
+def login_pattern(database: str, address: str | None = None) -> re.Pattern[bytes]:
+    """The log line of a client login to ``database`` (``login attempt``, ``log_connections = 1``),
+    from client ``address`` when given (``127.0.0.1``, ``198.18.0.2``; a Unix socket logs
+    ``unix(PID)``). Logins to the admin console do not match."""
+    client = re.escape(address.encode()) if address else rb"\S+"
+    return re.compile(rb"@" + client + rb":\d+ login attempt: db=" + re.escape(database.encode()) + rb" ")

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import re
@@ -84,6 +85,32 @@ def cpu_seconds(pid: int | None) -> float | None:
             continue
         stack += _children(current)
     return total / _CLOCK_TICKS
+
+
+class LineCounter:
+    """Lines of a growing log that match ``pattern`` (bytes), counted from where the last call
+    stopped: from the start of the file, or from its end at creation with ``from_end``. A line
+    still being written is counted on the next call."""
+
+    def __init__(self, logfile: Path, pattern: re.Pattern[bytes], *, from_end: bool = False) -> None:
+        self.logfile, self.pattern, self.count, self.offset = Path(logfile), pattern, 0, 0
+        if from_end:
+            with contextlib.suppress(OSError):
+                self.offset = self.logfile.stat().st_size
+
+    def __call__(self) -> int:
+        with contextlib.suppress(OSError), open(self.logfile, "rb") as fh:
+            fh.seek(self.offset)
+            chunk = fh.read()
+            complete = chunk.rfind(b"\n") + 1
+            self.count += len(self.pattern.findall(chunk[:complete]))
+            self.offset += complete
+        return self.count
+
+
+def attempts_pattern(address: str) -> re.Pattern[bytes]:
+    """PostgreSQL's log line for a connection attempt from ``address`` (``log_connections = on``)."""
+    return re.compile(rb"connection received: host=" + re.escape(address.encode()) + rb" ")
 
 
 _RECEIVED = re.compile(r"connection received: host=(\S+)")
@@ -344,14 +371,17 @@ def measured_observation(samples: list[dict], start: float, end: float, *, port_
                          transport: str = "tcp") -> Observation | None:  # fmt: skip
     """What the lab's own probes saw between unix times ``start`` and ``end``, as the doctor's
     :class:`~healthz.doctor.Observation`: connections opened from the counter ``opened_key``
-    (PostgreSQL's sessions, or PgBouncer's logged logins when the service reaches PgBouncer over
-    TCP), sockets held and in TIME_WAIT from the app namespace's table, the peak of client backends;
+    (PostgreSQL's sessions, or a log's count of the first host's connections), sockets held and in
+    TIME_WAIT from the first app namespace's table, the peak of client backends;
     a port range found full counts as the doctor's failed connect(). None without two samples in
     the window."""
     inside = [s for s in samples if start <= (s.get("at") or 0) <= end and s.get("sessions") is not None]
     if len(inside) < 2:
         return None
     first, last = inside[0], inside[-1]
+    if any(s.get("hosts") for s in inside):  # the doctor ran on the first application host: its sockets
+        inside = [{**s, **(s.get("hosts") or [{}])[0]} for s in inside]
+        last = inside[-1]
     sessions = opened = int(last["sessions"] - first["sessions"])
     if opened_key != "sessions":
         if first.get(opened_key) is None or last.get(opened_key) is None:

@@ -100,12 +100,14 @@ def scenario_verdict(runs: list[dict], meta: dict) -> dict[str, Any]:
             facts.append(f"gunicorn killed {worst['worker_timeouts']} stuck worker(s) (WORKER TIMEOUT)")
     else:
         facts.append(f"no failed requests, {_n(worst['rps'])} requests/s, p99 {_n(worst['p99_ms'])} ms")
-    risky = [r for r in measured if r.get("ports") and (ports_needed(r["sessions_per_second"]) or 0) > r["ports"]]
+    risky = [r for r in measured if r.get("ports") and (ports_needed(port_churn_per_host(r)) or 0) > r["ports"]]
     at_risk = not failed and bool(risky)
     if at_risk:
-        r = max(risky, key=lambda r: r["sessions_per_second"])
-        facts.append(f"but at {r['concurrency']:,} clients it opened {_n(r['sessions_per_second'])} sessions/s, which keep "
-                     f"{_n(ports_needed(r['sessions_per_second']))} client ports in TIME_WAIT when sustained, more than the "
+        r = max(risky, key=port_churn_per_host)
+        what = "connections to PgBouncer" if (r.get("pgbouncer") or {}).get("placement") == "db" else "sessions"
+        per_host = " per application host" if r.get("hosts", 1) > 1 else ""
+        facts.append(f"but at {r['concurrency']:,} clients it opened {_n(port_churn_per_host(r))} {what}/s{per_host}, which keep "
+                     f"{_n(ports_needed(port_churn_per_host(r)))} client ports in TIME_WAIT when sustained, more than the "
                      f"{r['ports']:,} in range: a longer run exhausts them")  # fmt: skip
     notes = pooling_notes(measured, meta)
     text = ("FAILED: " if failed else "AT RISK: " if at_risk else "held: ") + "; ".join(facts) + "."
@@ -152,6 +154,18 @@ def pooling_notes(measured: list[dict], meta: dict) -> list[str]:
         r = too_many[0]
         notes.append(f"max_connections reached: {r['failures_by_cause']['too_many_clients']:,} too_many_clients at {r['concurrency']:,} clients.")
     return notes
+
+
+def port_churn_per_host(run: dict) -> float | None:
+    """New TCP connections per second that one application host opened across the network, each
+    leaving a port in TIME_WAIT that loopback's reuse does not give back: to PgBouncer on the
+    database host (its logged logins), else to PostgreSQL (sessions; PgBouncer on the app host
+    keeps its own few), shared evenly by the hosts."""
+    bouncer, seconds, hosts = run.get("pgbouncer") or {}, run.get("seconds"), run.get("hosts", 1) or 1
+    if bouncer.get("placement") == "db":
+        return bouncer["logins"] / seconds / hosts if bouncer.get("logins") is not None and seconds else None
+    rate = run.get("sessions_per_second")
+    return None if rate is None else rate / hosts
 
 
 def ports_needed(sessions_per_second: float | None) -> int | None:
@@ -348,9 +362,14 @@ def exhaustion_effect(run: dict) -> str:
     ports, tw = run.get("ports"), run.get("time_wait_peak") or 0
     if run.get("by_host"):  # each host has a port range of its own
         tw = max((h.get("time_wait_peak") or 0) for h in run["by_host"])
+    placement = (run.get("pgbouncer") or {}).get("placement")
     if run.get("address_unavailable") or run["failures_by_cause"].get("address_unavailable"):
         return "only moved: the service's connections to PgBouncer ran the app host out of ports"
-    if ports and tw >= ports / 10:
+    needed = ports_needed(port_churn_per_host(run))
+    if placement == "db" and ports and needed is not None and needed > ports:
+        return (f"only moved: {_n(port_churn_per_host(run))} connections/s to PgBouncer per host keep {needed:,} ports in "
+                f"TIME_WAIT when sustained, more than the {ports:,} in range (peak here {tw:,}): a longer run exhausts them")  # fmt: skip
+    if placement == "app" and ports and tw >= ports / 10:
         return f"held only by TIME_WAIT reuse on loopback (tcp_tw_reuse=2): {tw:,} of {ports:,} ports in TIME_WAIT"
     return "removed"
 
@@ -378,7 +397,7 @@ def pgbouncer_rows(results: list[dict]) -> list[list[str]]:
 
 
 DOCTOR_COLUMNS = ("scenario", "clients", "doctor says", "exit", "opened by the host", "ports run out in",
-                  "measured (PostgreSQL sessions)", "measured diagnosis", "agrees")  # fmt: skip
+                  "opened, measured by the lab", "measured diagnosis", "agrees")  # fmt: skip
 
 
 def doctor_rows(results: list[dict]) -> list[list[str]]:
@@ -541,8 +560,10 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
         blocks.append(("h2", "healthz doctor against the measurement"))
         blocks.append(("p", "In the middle of each run the lab ran `healthz doctor --json` where the service runs (its network "
                             "namespace, its DATABASE_URL), as a team would on a live host. The doctor counts the connections the host "
-                            "opened from its socket table; the lab counted PostgreSQL's pg_stat_database.sessions over the same "
-                            "seconds and applied the doctor's own rules to that. `agrees` compares the two diagnoses."))  # fmt: skip
+                            "opened from its socket table. Over the same seconds the lab counted them its own way: PgBouncer's "
+                            "logged logins from that host when the service reaches PgBouncer over TCP, PostgreSQL's logged "
+                            "connection attempts from that host with several hosts, else pg_stat_database.sessions; it applied "
+                            "the doctor's own rules to its figures. `agrees` compares the two diagnoses."))  # fmt: skip
         blocks.append(("table", DOCTOR_COLUMNS, doctor))
     if plots:
         blocks.append(("h2", "Plots"))

@@ -35,7 +35,8 @@ from healthz.config import Settings, mask_password
 from healthz.db import seed as seed_roles
 from healthz.doctor import diagnose
 from healthz.lab import load, probes, topology as topologies
-from healthz.lab.pgbouncer import Console, LoginCounter, PgBouncer, PgBouncerError
+from healthz.lab.probes import LineCounter
+from healthz.lab.pgbouncer import Console, PgBouncer, PgBouncerError, login_pattern
 from healthz.lab.postgres import PostgreSQL, free_port
 from healthz.lab.scenarios import Scenario
 from healthz.lab.service import PROJECT_ROOT, Gunicorn, ServiceError, gunicorn_command
@@ -279,8 +280,9 @@ class Lab:
             samples, seen["started_at"], seen["started_at"] + seen["window"], port_range=topology.port_range,
             max_connections=pg.get("max_connections", seen["max_connections"]),
             reserved_connections=pg.get("superuser_reserved_connections", seen["reserved_connections"]),
-            # Through PgBouncer over TCP the service's connections are PgBouncer's clients, counted by its log.
-            opened_key="pooler_logins" if scenario.pgbouncer in ("app", "db") else "sessions",
+            # The doctor's host's own connections when a log counts them (PgBouncer's, or PostgreSQL's with
+            # several hosts), else PostgreSQL's session counter.
+            opened_key="host_opened" if any("host_opened" in s for s in samples) else "sessions",
             transport="unix" if scenario.pgbouncer == "app-unix" else "tcp",
         )  # fmt: skip
         verdict = diagnose(measured) if measured else None
@@ -394,7 +396,7 @@ class Lab:
                 if status != 200:
                     raise ServiceError(f"/api/v1/healthz/ answered {status} before any load: {mask_password(body.strip())[:300]}")
             sampler = self._sampler(counters, gunicorns, locust, pg, url, bouncers[0] if bouncers and scenario.pgbouncer != "app-unix" else None,
-                                    _pooler_probe(bouncers) if bouncers else None)  # fmt: skip
+                                    _extra_probe(scenario, bouncers, pg, hosts[0]))  # fmt: skip
             sampler.start()
             began = time.monotonic()
             locust.start()
@@ -435,15 +437,29 @@ class Lab:
         return result
 
 
-def _pooler_probe(bouncers: list[PgBouncer]):
-    """PgBouncer's SHOW POOLS and SHOW STATS figures, and its client logins so far, as one sample,
-    summed over ``bouncers`` (one per application host)."""
-    probes_ = [(Console(b), LoginCounter(b.logfile, b.database)) for b in bouncers]
+def _extra_probe(scenario: Scenario, bouncers: list[PgBouncer], pg: PostgreSQL | None, first_host):
+    """The sampler's extra figures, or None: PgBouncer's SHOW POOLS and SHOW STATS figures and its
+    client logins so far, summed over ``bouncers`` (one per application host); and ``host_opened``,
+    the connections the first application host (where the doctor runs) opened toward the endpoint
+    it uses: its logins to PgBouncer over TCP, else its attempts in PostgreSQL's connection log when
+    that is on (several hosts)."""
+    consoles = [(Console(b), LineCounter(b.logfile, login_pattern(b.database))) for b in bouncers]
+    host_opened = None
+    if scenario.pgbouncer == "app":
+        host_opened = consoles[0][1]
+    elif scenario.pgbouncer == "db":
+        host_opened = LineCounter(bouncers[0].logfile, login_pattern(bouncers[0].database, first_host.app_host))
+    elif scenario.pgbouncer == "none" and pg is not None and pg.log_connections:
+        host_opened = LineCounter(pg.logfile, probes.attempts_pattern(first_host.app_host), from_end=True)
+    if not consoles and host_opened is None:
+        return None
 
     def sample() -> dict[str, int]:
         total: collections.Counter = collections.Counter()
-        for console, logins in probes_:
+        for console, logins in consoles:
             total.update({**console.sample(), "pooler_logins": logins()})
+        if host_opened is not None:
+            total["host_opened"] = host_opened()
         return dict(total)
 
     return sample

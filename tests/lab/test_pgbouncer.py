@@ -8,7 +8,8 @@ import os
 import psycopg2
 import pytest
 
-from healthz.lab.pgbouncer import Console, LoginCounter, PgBouncer, PgBouncerError
+from healthz.lab.pgbouncer import Console, PgBouncer, PgBouncerError, login_pattern
+from healthz.lab.probes import LineCounter
 
 from helpers import sessions, wait_until
 
@@ -26,9 +27,11 @@ def test_twenty_clients_share_a_few_server_connections(postgres, database, pool_
     before = sessions(postgres, database)
     with PgBouncer(server_host=postgres.host, server_port=postgres.port, password=postgres.password, database=database,
                    pool_mode=pool_mode, default_pool_size=2) as bouncer:  # fmt: skip
-        logins = LoginCounter(bouncer.logfile, database)
+        logins = LineCounter(bouncer.logfile, login_pattern(database))
+        over_tcp = LineCounter(bouncer.logfile, login_pattern(database, "127.0.0.1"))
         counts = [_count_roles(bouncer.url if i % 2 else bouncer.unix_url) for i in range(20)]
         assert wait_until(lambda: logins() == 20, timeout=5), logins()
+        assert over_tcp() == 10
         sample = Console(bouncer).sample()
         directory = bouncer.directory
     assert set(counts) == {10}

@@ -141,3 +141,18 @@ def test_doctor_probe_runs_the_real_command(postgres, database_url, tmp_path):
     data = probe.result(timeout=60)
     assert data["exit"] == 0 and data["diagnosis"]["status"] == "healthy", data
     assert postgres.password not in probe.command and postgres.password not in (tmp_path / "doctor.log").read_text()
+
+
+def test_line_counter_counts_new_complete_lines_only(tmp_path):
+    log = tmp_path / "postgresql.log"
+    log.write_bytes(b"LOG:  connection received: host=198.18.0.2 port=1\n")
+    counter = probes.LineCounter(log, probes.attempts_pattern("198.18.0.2"), from_end=True)
+    assert counter() == 0, "what was logged before it was made is not counted"
+    with open(log, "ab") as fh:
+        fh.write(b"LOG:  connection received: host=198.18.0.2 port=2\n")
+        fh.write(b"LOG:  connection received: host=198.18.0.20 port=3\n")  # another host
+        fh.write(b"LOG:  connection received: host=198.18.0.2 port=4")  # still being written
+    assert counter() == 1
+    with open(log, "ab") as fh:
+        fh.write(b"\n")
+    assert counter() == 2

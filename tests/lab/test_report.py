@@ -147,6 +147,12 @@ def test_a_run_too_short_to_exhaust_the_ports_is_at_risk_not_held():
 def test_exhaustion_effect_says_what_each_placement_did():
     base = {"ports": 1000, "time_wait_peak": 0, "address_unavailable": 0, "failures_by_cause": {}}
     assert report.exhaustion_effect(base) == "removed"
-    assert report.exhaustion_effect({**base, "time_wait_peak": 498}).startswith("held only by TIME_WAIT reuse on loopback")
+    on_app = {**base, "pgbouncer": {"placement": "app", "logins": 2500}, "seconds": 10}
+    assert report.exhaustion_effect({**on_app, "time_wait_peak": 498}).startswith("held only by TIME_WAIT reuse on loopback")
     moved = {**base, "time_wait_peak": 1000, "address_unavailable": 12}
     assert report.exhaustion_effect(moved).startswith("only moved")
+    # On the database host, 240 logins/s over 10 s from 3 hosts = 80/s each: 4,800 ports needed > 1,000.
+    short = {**base, "pgbouncer": {"placement": "db", "logins": 2400}, "seconds": 10, "hosts": 3, "time_wait_peak": 807}
+    assert report.port_churn_per_host(short) == 80
+    assert report.exhaustion_effect(short).startswith("only moved: 80 connections/s to PgBouncer per host keep 4,800 ports")
+    assert report.exhaustion_effect({**short, "pgbouncer": {"placement": "app-unix", "logins": 2400}}) == "removed"

@@ -90,13 +90,16 @@ def configure(environment, **_kwargs) -> None:
 def write_summary(stats, path: str) -> None:
     """The final totals of ``stats`` (a locust ``RequestStats``) as JSON in ``path``."""
     total = stats.total
+    by_error: dict[str, int] = {}
+    for entry in stats.errors.values():  # one entry per request name and error: sum the names
+        by_error[str(entry.error)] = by_error.get(str(entry.error), 0) + entry.occurrences
     summary = {
         "requests": total.num_requests,
         "failures": total.num_failures,
         "p50_ms": total.get_response_time_percentile(0.5) if total.num_requests else None,
         "p95_ms": total.get_response_time_percentile(0.95) if total.num_requests else None,
         "p99_ms": total.get_response_time_percentile(0.99) if total.num_requests else None,
-        "failures_by_error": {str(e.error): e.occurrences for e in stats.errors.values()},
+        "failures_by_error": by_error,
         "by_name": {
             entry.name: {
                 "requests": entry.num_requests, "failures": entry.num_failures,

@@ -128,15 +128,19 @@ def pooling_notes(measured: list[dict], meta: dict) -> list[str]:
     than the concurrency (pool timeouts), and workers x pool over ``max_connections``."""
     notes: list[str] = []
     sample = measured[0]
-    capacity, workers = sample.get("pool_capacity"), sample["workers"]
-    churn = [r for r in measured if capacity and r["sessions_opened"] > 2 * workers * capacity]
+    capacity, hosts = sample.get("pool_capacity"), sample.get("hosts", 1) or 1
+    workers = sample["workers"] * hosts  # every worker process of every application host
+    in_process = not sample.get("pgbouncer")  # through PgBouncer, PostgreSQL's sessions are PgBouncer's
+    churn = [r for r in measured if capacity and in_process and r["sessions_opened"] > 2 * workers * capacity
+             and not r["failures_by_cause"].get("too_many_clients")]  # refused connections are retried, not churned  # fmt: skip
     if churn:
         r = max(churn, key=lambda r: r["sessions_per_second"] or 0)
+        who = f"{hosts} hosts x {sample['workers']} workers" if hosts > 1 else f"{workers} workers"
         note = (
             f"Overflow churn: {r['sessions_opened']:,} sessions opened at {r['concurrency']:,} clients although "
-            f"{workers} workers x pool of {capacity} hold at most {workers * capacity}: connections beyond pool_size "
-            f"are closed on check-in and reopened on the next burst. Sustained, {_n(r['sessions_per_second'])} sessions/s "
-            f"keep {_n(ports_needed(r['sessions_per_second']))} client ports in TIME_WAIT"
+            f"{who} x pool of {capacity} hold at most {workers * capacity}: connections beyond pool_size "
+            f"are closed on check-in and reopened on the next burst. Sustained, {_n(port_churn_per_host(r))} sessions/s "
+            f"{'per host ' if hosts > 1 else ''}keep {_n(ports_needed(port_churn_per_host(r)))} client ports in TIME_WAIT"
         )  # fmt: skip
         if r.get("ports"):
             note += f" (peak here {_n(r.get('time_wait_peak'))} of {r['ports']:,} ports in range)"
@@ -147,8 +151,9 @@ def pooling_notes(measured: list[dict], meta: dict) -> list[str]:
         notes.append(f"Pool smaller than the load: {r['pool_timeouts']:,} requests waited longer than pool_timeout at {r['concurrency']:,} clients.")
     pg = meta.get("postgres", {})
     budget = (pg.get("max_connections") or 0) - (pg.get("superuser_reserved_connections") or 0)
-    if capacity and budget and workers * capacity > budget:
-        notes.append(f"Budget: {workers} workers x {capacity} connections = {workers * capacity:,} exceeds max_connections minus reserved ({budget:,}).")
+    if capacity and in_process and budget and workers * capacity > budget:
+        who = f"{hosts} hosts x {sample['workers']} workers" if hosts > 1 else f"{workers} workers"
+        notes.append(f"Budget: {who} x {capacity} connections = {workers * capacity:,} exceeds max_connections minus reserved ({budget:,}).")
     too_many = [r for r in measured if r["failures_by_cause"].get("too_many_clients")]
     if too_many:
         r = too_many[0]
@@ -243,14 +248,24 @@ def recommend(by_scenario: dict[str, list[dict]], verdicts: dict[str, dict], met
     _, name, top = max(candidates)
     pg = meta.get("postgres", {})
     budget = (pg.get("max_connections") or 0) - (pg.get("superuser_reserved_connections") or 0)
-    per_host = top["workers"] * top["pool_capacity"]
+    bouncer, ran_on = top.get("pgbouncer"), top.get("hosts", 1) or 1
+    if bouncer and bouncer["placement"] != "db":
+        per_host = bouncer["default_pool_size"]
+        what = f"PgBouncer's default_pool_size {per_host} = {per_host} server connections per application host"
+    elif bouncer:
+        per_host = 0  # one PgBouncer for every host: its pool does not grow with them
+        what = f"PgBouncer's default_pool_size {bouncer['default_pool_size']} server connections for every application host"
+    else:
+        per_host = top["workers"] * top["pool_capacity"]
+        what = f"{top['workers']} workers x pool_size {top['pool_capacity']} = {per_host} connections per application host"
     hosts = budget // per_host if budget and per_host else None
-    text = (f"**Recommended for this load** ({top['concurrency']:,} concurrent clients): the settings of {name}: {top['summary']}. "
-            f"That is {top['workers']} workers x pool_size {top['pool_capacity']} = {per_host} connections per application host, "
-            f"measured at {_n(top['backends_peak'])} peak backends.")  # fmt: skip
+    text = (f"**Recommended for this load** ({top['concurrency']:,} concurrent clients"
+            f"{f' over {ran_on} application hosts' if ran_on > 1 else ''}): the settings of {name}: {top['summary']}. "
+            f"That is {what}, measured at {_n(top['backends_peak'])} peak backends{' in all' if ran_on > 1 else ''}.")  # fmt: skip
     if hosts:
+        beyond = "" if bouncer else "; beyond that, put PgBouncer between the hosts and PostgreSQL"
         text += (f" With max_connections {pg['max_connections']:,} ({pg['superuser_reserved_connections']} reserved), up to {hosts:,} such hosts "
-                 "fit; beyond that, put PgBouncer between the hosts and PostgreSQL.")  # fmt: skip
+                 f"fit{beyond}.")  # fmt: skip
     if top.get("p99_ms"):
         text += f" Keep pool_timeout well above the measured p99 of {_n(top['p99_ms'])} ms (the default 30 s is)."
     return text

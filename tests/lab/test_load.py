@@ -75,6 +75,12 @@ def test_targets_spread_the_users_over_services_and_count_each_share(tmp_path, r
     assert first["requests"] > 40 and second["requests"] > 40, "two users on each target"
     assert first["failures"] == 0 and second["failures"] == second["requests"] == totals["failures"]
     assert second["failures_by_cause"] == {"connection_refused": second["failures"]}
+    # The same error under two names (@1, @2) is summed in the totals, not overwritten.
+    command = load.locust_command(broken.base_url, 2, 60, connection="keep-alive", max_requests=100, csv_prefix=tmp_path / "both",
+                                  html=tmp_path / "both.html", targets=[broken.base_url, broken.base_url])  # fmt: skip
+    load.Locust(command, tmp_path / "both.log").start().wait(90)
+    both = load.read_summary(tmp_path / "both")
+    assert both["failures_by_cause"] == {"connection_refused": both["failures"]} and both["failures"] == both["requests"] >= 100
 
 
 def test_step_ramp_shape_from_the_environment(tmp_path, run_gunicorn):

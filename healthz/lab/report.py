@@ -84,7 +84,11 @@ def scenario_verdict(runs: list[dict], meta: dict) -> dict[str, Any]:
         f"{_n(worst['requests'])} requests in {_n(worst['seconds'], 0)} s ({_n(worst['sessions_per_second'])}/s, "
         f"{_n(worst['sessions_per_request'], 3)} per request, {_n(worst.get('sessions_per_success'), 3)} per successful one)"
     ]
-    if worst.get("time_wait_peak") is not None:
+    if worst.get("time_wait_peak") is not None and worst.get("by_host"):
+        busiest = max((h.get("time_wait_peak") or 0) for h in worst["by_host"])
+        of = f" of {worst['ports']:,} ports each" if worst.get("ports") else ""
+        facts.append(f"TIME_WAIT peaked at {worst['time_wait_peak']:,} across {len(worst['by_host'])} hosts ({busiest:,} on the busiest{of})")
+    elif worst.get("time_wait_peak") is not None:
         of = f" of {worst['ports']:,} ports" if worst.get("ports") else ""
         facts.append(f"TIME_WAIT peaked at {worst['time_wait_peak']:,}{of}")
     if worst.get("backends_peak") is not None:

@@ -209,11 +209,16 @@ class Bench:
         self.counter.settle(quiet, max(1.0, deadline - time.monotonic()))
 
     def _wrk(self, load: wrk.Wrk, service: Gunicorn, path: str, label: str, seconds: int, connections: int,
-             timeout: float = 5.0) -> wrk.WrkResult:  # fmt: skip
-        """One wrk run, once the service has finished the requests of the run before."""
+             timeout: float = 5.0, cpu: tuple[PostgreSQL, dict[str, float]] | None = None) -> wrk.WrkResult:  # fmt: skip
+        """One wrk run, once the service has finished the requests of the run before; with ``cpu``
+        (the server and a running total), the CPU seconds each side used during the run are added."""
         self._settle(service)
+        before = self._cpu(service, cpu[0]) if cpu else {}
         result = load.run(service.base_url + path, connections=connections, seconds=seconds, timeout=timeout,
                           reconnect_every=self.config.reconnect_every)  # fmt: skip
+        if cpu:
+            for side, used in self._cpu(service, cpu[0]).items():
+                cpu[1][side] += used - before[side]
         failed = f", {result.failed:,} failed" if result.failed else ""
         self.echo(f"{label}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.1f} ms{failed}")
         return result
@@ -233,11 +238,8 @@ class Bench:
             for i in range(cfg.repeats):
                 if case.ceiling:
                     livez_runs.append(self._wrk(load, service, LIVEZ, f"{case.name} livez {i + 1}/{cfg.repeats}", cfg.duration, cfg.connections))
-                self._settle(service)
-                before = self._cpu(service, pg)
-                healthz_runs.append(self._wrk(load, service, HEALTHZ, f"{case.name} healthz {i + 1}/{cfg.repeats}", cfg.duration, cfg.connections))
-                for side, used in self._cpu(service, pg).items():
-                    cpu[side] += used - before[side]
+                healthz_runs.append(self._wrk(load, service, HEALTHZ, f"{case.name} healthz {i + 1}/{cfg.repeats}", cfg.duration,
+                                              cfg.connections, cpu=(pg, cpu)))  # fmt: skip
             answers: list[int] = []
             self._settle(service)
             sent = counter.count(lambda: answers.extend(service.get(HEALTHZ, timeout=10)[0] for _ in range(cfg.statement_requests)))

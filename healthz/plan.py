@@ -226,9 +226,9 @@ def render(result: Plan) -> str:
             f"default_pool_size = {size.default_pool_size}, max_client_conn = {size.max_client_conn}, "
             f"ulimit -n >= {size.file_descriptors}; {size.server_connections} server connections in all."
         )
-    lines.append("  On the application host (Unix socket or 127.0.0.1) it also ends the ephemeral-port churn toward the "
-                 "database; on the database host the service's connections still cross the network, so a pool-less "
-                 "service still churns ports.")  # fmt: skip
+    lines.append("  On the application host, reached over its Unix socket, it also ends the ephemeral-port churn (over "
+                 "127.0.0.1 the churn stays, held only by loopback's TIME_WAIT reuse); on the database host the service's "
+                 "connections still cross the network, so a service without a pool still runs out of ports.")  # fmt: skip
     lines += [
         "",
         f"Ephemeral ports: {d.ports} ({d.port_range[0]}-{d.port_range[1]}) / {TIME_WAIT_SECONDS} s in TIME_WAIT = "

@@ -111,6 +111,8 @@ class PgBouncer:
             f"pool_mode = {self.pool_mode}",
             f"default_pool_size = {self.default_pool_size}",
             f"max_client_conn = {self.max_client_conn}",
+            # As gunicorn's in the lab: the default of 128 refuses a burst on the Unix socket with EAGAIN.
+            "listen_backlog = 4096",
             # psycopg2 and the doctor send these startup parameters; PgBouncer refuses unknown ones.
             "ignore_startup_parameters = extra_float_digits,options",
             f"logfile = {self.logfile}",

@@ -167,7 +167,9 @@ class Lab:
         pg = PostgreSQL(
             max_connections=cfg.max_connections, host=topology.db_host, command_prefix=topology.db_prefix,
             settings={"superuser_reserved_connections": 3},
-            log_connections=cfg.hosts > 1,  # sessions per application host, from the log's client addresses
+            # Every connection attempt logged with its client address: sessions per application host, and
+            # the doctor's host's own connections as they happen (pg_stat_database.sessions can lag by seconds).
+            log_connections=True,
         )  # fmt: skip
         with pg:
             seed_roles(Settings.from_mapping({"database_url": pg.local_url()}), cfg.roles)

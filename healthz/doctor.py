@@ -108,7 +108,9 @@ def diagnose(obs: Observation) -> Diagnosis:
       with EADDRNOTAVAIL, in about ``seconds_to_exhaustion``. Over a Unix socket the database's
       session rate stands in for the host's.
     * **budget overrun**: client backends at or above :data:`OVERRUN_SHARE` of ``max_connections``
-      less the reserved slots.
+      less the reserved slots; or the database refused the doctor a slot; or this host's own budget,
+      its ports, taken by connections held open (ESTABLISHED at or above that share of the range,
+      or a range found full with more of them than in TIME_WAIT): no churn, too many held.
     """
     opened = obs.opened if obs.opened is not None else (obs.sessions_opened or 0)
     rate = opened / obs.window if obs.window > 0 else 0.0
@@ -127,6 +129,12 @@ def diagnose(obs: Observation) -> Diagnosis:
     who = "this host" if obs.opened is not None else "the database (all hosts)"
     findings.append(f"{who} opened {opened:,} connections in {obs.window:g} s ({rate:,.1f}/s) and holds {established:,} open")
     out_of_ports = bool(obs.unreachable) and not obs.refused
+    held_open = obs.sockets_by_state.get("ESTABLISHED", 0)
+    # Ports taken by connections held open rather than by closed ones waiting in TIME_WAIT: no churn, a budget.
+    ports_held = bool(ports) and held_open >= obs.sockets_by_state.get("TIME_WAIT", 0) and (
+        out_of_ports or held_open >= OVERRUN_SHARE * ports)
+    if ports_held:
+        out_of_ports = False
     if out_of_ports:
         findings.append(f"the doctor's own connection failed: {obs.unreachable}: this host has no ephemeral port left toward "
                         f"the database ({in_use:,} sockets of {ports or 0:,} ports)")  # fmt: skip
@@ -157,6 +165,11 @@ def diagnose(obs: Observation) -> Diagnosis:
             changes.append(f"widening net.ipv4.ip_local_port_range (now {obs.port_range[0]}-{obs.port_range[1]}) or setting "
                            f"net.ipv4.tcp_tw_reuse=1 (now {obs.tcp_tw_reuse}) only delays EADDRNOTAVAIL: {ports:,} ports / "
                            f"{TIME_WAIT_SECONDS} s = {ports / TIME_WAIT_SECONDS:,.0f} connections/s sustained")  # fmt: skip
+    if ports_held:
+        problems.append(OVERRUN)
+        findings.append(f"budget overrun: this host holds {held_open:,} connections to the database open, "
+                        f"{held_open / ports:.0%} of its {ports:,} ephemeral ports: one more and connect() fails with "
+                        f"EADDRNOTAVAIL (a connection per thread or greenlet, as Django's CONN_MAX_AGE under eventlet)")  # fmt: skip
     if obs.refused:
         problems.append(OVERRUN)
         findings.append(f"budget overrun: the database refused the doctor's own connection: {obs.refused}")
@@ -170,12 +183,15 @@ def diagnose(obs: Observation) -> Diagnosis:
         findings.append(f"budget overrun: {obs.backends_total:,} backends use {obs.backends_total / obs.budget:.0%} of the "
                         f"{obs.budget:,} available; the next ones get 'too many clients already'")  # fmt: skip
     if OVERRUN in problems:
+        if ports_held:
+            changes.append("hold fewer connections: a QueuePool with pool_size per worker well under the port range "
+                           "(HEALTHZ_POOL_CLASS=QueuePool HEALTHZ_MAX_OVERFLOW=0), not a connection per thread or greenlet")  # fmt: skip
         changes += [
             "size every pool so that hosts x workers x (pool_size + max_overflow) stays below the budget: "
             "healthz plan --hosts H --workers W --max-connections M",
             "or put PgBouncer (pool_mode = transaction) in front of the database, its default_pool_size within the budget",
         ]
-    return Diagnosis(", ".join(problems) or HEALTHY, rate, share, seconds, findings, changes)
+    return Diagnosis(", ".join(dict.fromkeys(problems)) or HEALTHY, rate, share, seconds, findings, changes)
 
 
 # -- reading a live host ---------------------------------------------------------------------
@@ -189,13 +205,14 @@ def _read_sysctl(name: str) -> str | None:
 class OpenedCounter:
     """Connections opened toward a server, from snapshots of the socket table: a live socket
     (an inode) that was not there at the first snapshot, or a TIME_WAIT port that was neither
-    there nor seen live (opened and closed between two snapshots). One opened and closed between
+    there (open or closed) nor seen live (opened and closed between two snapshots). One opened and closed between
     snapshots on a port that was already in TIME_WAIT (reused, ``tcp_tw_reuse``) is missed, so on
     loopback the count errs low."""
 
     def __init__(self, first: list[sockets.Socket]) -> None:
         self.baseline_live = {s.inode for s in first if s.inode}
-        self.baseline_closed = {s[:4] for s in first if s.state == "TIME_WAIT"}
+        # Ports at the first snapshot, open or closed: one of these closing later was not opened in the window.
+        self.baseline_closed = {s[:4] for s in first}
         self.live: dict[int, tuple] = {}
         self.closed: set[tuple] = set()
 

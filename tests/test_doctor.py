@@ -84,6 +84,18 @@ def test_the_backends_peak_of_the_window_counts():
     assert diagnose(observation(backends_peak=88)).status == OVERRUN  # the breakdown at the end says 20
 
 
+def test_a_host_holding_most_of_its_ports_open_is_an_overrun_not_churn():
+    # A connection per greenlet: 950 held of 1,000 ports, hardly any opened in the window.
+    held = diagnose(observation(opened=2, sockets_by_state={"ESTABLISHED": 950, "TIME_WAIT": 3}))
+    assert held.status == OVERRUN and any("holds 950 connections to the database open, 95%" in f for f in held.findings)
+    # Out of ports with most of them held open: the same, even when the doctor's connect() failed.
+    full = observation(unreachable="Cannot assign requested address", opened=0, sockets_by_state={"ESTABLISHED": 700, "TIME_WAIT": 300},
+                       sessions_opened=None, max_connections=None, reserved_connections=None, backends=[])  # fmt: skip
+    assert diagnose(full).status == OVERRUN
+    # Out of ports with most of them in TIME_WAIT: churn.
+    assert diagnose(observation(**{**full.__dict__, "sockets_by_state": {"ESTABLISHED": 100, "TIME_WAIT": 900}})).status == CHURN
+
+
 def test_over_a_unix_socket_the_session_rate_decides():
     obs = observation(transport="unix", port_range=None, opened=None, sockets_by_state={}, sessions_opened=300)
     result = diagnose(obs)
@@ -105,7 +117,8 @@ def test_opened_counter_counts_live_sockets_and_ones_seen_only_closed():
 
     counter = OpenedCounter([s(1, "ESTABLISHED", 11), s(2, "TIME_WAIT", 0)])
     counter.add([s(1, "ESTABLISHED", 11), s(3, "ESTABLISHED", 33), s(2, "TIME_WAIT", 0)])  # 3 is new
-    counter.add([s(3, "TIME_WAIT", 0), s(4, "TIME_WAIT", 0), s(2, "ESTABLISHED", 22)])  # 4 opened and closed; 2 reused
+    # 4 opened and closed; 2 reused; 1, open at the start, closed: not opened in the window.
+    counter.add([s(3, "TIME_WAIT", 0), s(4, "TIME_WAIT", 0), s(2, "ESTABLISHED", 22), s(1, "TIME_WAIT", 0)])
     assert counter.opened == 3
 
 

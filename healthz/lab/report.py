@@ -550,40 +550,37 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
     for step in sorted({r["concurrency"] for r in results}):
         blocks.append(("h3", f"{step:,} concurrent clients"))
         blocks.append(("table", STEP_COLUMNS, step_rows(results, step)))
-    by_host = host_rows(results)
-    if by_host:
-        blocks.append(("h2", "Application hosts"))
-        blocks.append(("p", "Each application host's share: requests and failures from locust (its users were spread over the "
-                            "hosts round robin), sessions it opened from PostgreSQL's log (`connection received: host=`), its peak "
-                            "of client backends (pg_stat_activity by client address), of TIME_WAIT sockets in its namespace, and "
-                            "the EADDRNOTAVAIL lines in its service log."))  # fmt: skip
-        blocks.append(("table", HOST_COLUMNS, by_host))
-    budget = budget_rows(results, meta)
-    if budget:
-        blocks.append(("h2", "The connection budget: hosts x workers x pool against max_connections"))
-        blocks.append(("p", "Connections needed at most, as `healthz plan` counts them: every worker's in-process pool full, or, "
-                            "through PgBouncer, its server connections (default_pool_size per instance). Available = "
-                            "max_connections less superuser_reserved_connections. `hosts that fit` is `healthz plan`'s max_hosts "
-                            "for the same workers and pool; `too many clients` counts the 499s PostgreSQL's refusals caused."))  # fmt: skip
-        blocks.append(("table", BUDGET_COLUMNS, budget))
-    bounced = pgbouncer_rows(results)
-    if bounced:
-        blocks.append(("h2", "PgBouncer: which placement removes the port exhaustion, which only moves it"))
-        blocks.append(("p", "Runs with PgBouncer between the service and PostgreSQL. Client connections = the service's "
-                            "connections to PgBouncer (its `login attempt` log lines); server sessions = PostgreSQL's "
-                            "pg_stat_database.sessions; TIME_WAIT = the application host's sockets toward PostgreSQL and "
-                            "PgBouncer; waiting and max wait from `SHOW POOLS`, wait per transaction from `SHOW STATS`."))  # fmt: skip
-        blocks.append(("table", PGBOUNCER_COLUMNS, bounced))
-    doctor = doctor_rows(results)
-    if doctor:
-        blocks.append(("h2", "healthz doctor against the measurement"))
-        blocks.append(("p", "In the middle of each run the lab ran `healthz doctor --json` where the service runs (its network "
-                            "namespace, its DATABASE_URL), as a team would on a live host. The doctor counts the connections the host "
-                            "opened from its socket table. Over the same seconds the lab counted them its own way: PgBouncer's "
-                            "logged logins from that host when the service reaches PgBouncer over TCP, PostgreSQL's logged "
-                            "connection attempts from that host with several hosts, else pg_stat_database.sessions; it applied "
-                            "the doctor's own rules to its figures. `agrees` compares the two diagnoses."))  # fmt: skip
-        blocks.append(("table", DOCTOR_COLUMNS, doctor))
+    sections = [
+        ("Application hosts",
+         "Each application host's share: requests and failures from locust (its users were spread over the hosts round robin), "
+         "sessions it opened and connections PostgreSQL refused it from PostgreSQL's connection log (by client address), its "
+         "peak of client backends (pg_stat_activity by client address), of TIME_WAIT sockets in its namespace, and the "
+         "EADDRNOTAVAIL lines in its service log.",
+         HOST_COLUMNS, host_rows(results)),
+        ("The connection budget: hosts x workers x pool against max_connections",
+         "Connections needed at most, as `healthz plan` counts them: every worker's in-process pool full, or, through PgBouncer, "
+         "its server connections (default_pool_size per instance). Available = max_connections less "
+         "superuser_reserved_connections. `hosts that fit` is `healthz plan`'s max_hosts for the same workers and pool; `too "
+         "many clients` counts the 499s PostgreSQL's refusals caused.",
+         BUDGET_COLUMNS, budget_rows(results, meta)),
+        ("PgBouncer: which placement removes the port exhaustion, which only moves it",
+         "Runs with PgBouncer between the service and PostgreSQL. Client connections = the service's connections to PgBouncer "
+         "(its `login attempt` log lines); server sessions = PostgreSQL's pg_stat_database.sessions; TIME_WAIT = the "
+         "application host's sockets toward PostgreSQL and PgBouncer; waiting and max wait from `SHOW POOLS`, wait per "
+         "transaction from `SHOW STATS`.",
+         PGBOUNCER_COLUMNS, pgbouncer_rows(results)),
+        ("healthz doctor against the measurement",
+         "In the middle of each run the lab ran `healthz doctor --json` where the service runs (its network namespace, its "
+         "DATABASE_URL), as a team would on a live host. The doctor counts the connections the host opened from its socket "
+         "table. Over the same seconds the lab counted them its own way: PgBouncer's logged logins from that host when the "
+         "service reaches PgBouncer over TCP, else the connection attempts from that host in the lab's PostgreSQL's log, else "
+         "(a --database-url database, or a Unix socket) pg_stat_database.sessions; it applied the doctor's own rules to its "
+         "figures. `agrees` compares the two diagnoses.",
+         DOCTOR_COLUMNS, doctor_rows(results)),
+    ]  # fmt: skip
+    for title, text, columns, rows in sections:
+        if rows:
+            blocks += [("h2", title), ("p", text), ("table", columns, rows)]
     if plots:
         blocks.append(("h2", "Plots"))
         blocks += [("img", name, title) for name, title in plots]

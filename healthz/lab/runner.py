@@ -381,7 +381,7 @@ class Lab:
                                    "default_pool_size": scenario.pgbouncer_pool_size, "instances": len(bouncers)}  # fmt: skip
         head = f"{label} {scenario.name} c={users} {connection}" + (f" hosts={len(hosts)}" if len(hosts) > 1 else "")
         sampler: probes.Sampler | None = None
-        connection_log = probes.ConnectionLog(pg.logfile) if pg and pg.log_connections else None
+        connection_log = probes.ConnectionLog(pg.logfile) if pg and pg.log_connections and len(hosts) > 1 else None
         doctor = (probes.DoctorProbe(service_urls[0], doctor_sample(cfg.duration), run_dir / "doctor.log", command_prefix=hosts[0].prefix)
                   if cfg.doctor and cfg.duration >= DOCTOR_MIN_DURATION else None)  # fmt: skip
         try:
@@ -517,12 +517,13 @@ def host_figures(hosts: list, gunicorns: list[Gunicorn], totals: dict[str, Any],
     figures = []
     for i, (host, gunicorn) in enumerate(zip(hosts, gunicorns)):
         share = totals["by_host"][i] if i < len(totals.get("by_host", [])) else {}
+        logged = sessions_by_address.get(host.app_host, {"received": 0, "sessions": 0})
         per_host = [s["hosts"][i] for s in samples if len(s.get("hosts") or []) > i]
         figures.append({
             "host": host.name, "address": host.app_host,
             "requests": share.get("requests"), "failures": share.get("failures"), "failures_by_cause": share.get("failures_by_cause", {}),
-            "sessions_opened": sessions_by_address.get(host.app_host, {}).get("sessions", 0),
-            "refused": sessions_by_address.get(host.app_host, {}).get("received", 0) - sessions_by_address.get(host.app_host, {}).get("sessions", 0),
+            "sessions_opened": logged["sessions"],
+            "refused": logged["received"] - logged["sessions"],
             "backends_peak": probes.peak((s.get("backends_by_address") or {}).get(host.app_host, 0) for s in samples if s.get("sessions") is not None),
             "time_wait_peak": probes.peak(h["time_wait"] for h in per_host),
             "established_peak": probes.peak(h["established"] for h in per_host),

@@ -185,17 +185,26 @@ class PostgresCounters:
         conn.autocommit = True
         return conn
 
-    def _one(self, query: str) -> int:
+    BACKENDS_BY_ADDRESS = (
+        "SELECT coalesce(host(client_addr), 'local'), count(*) FROM pg_stat_activity WHERE datname = %s "
+        "AND backend_type = 'client backend' AND pid <> pg_backend_pid() GROUP BY 1"
+    )
+
+    def _rows(self, query: str) -> list[tuple]:
+        """``query``'s rows for this database; a broken connection is closed, so the next read reconnects."""
         if self.conn.closed:
             self.conn = self._connect()
         try:
             with self.conn.cursor() as cur:
                 cur.execute(query, (self.database,))
-                row = cur.fetchone()
+                return cur.fetchall()
         except (psycopg2.OperationalError, psycopg2.InterfaceError):
-            self.conn.close()  # the next read reconnects
+            self.conn.close()
             raise
-        return int(row[0]) if row and row[0] is not None else 0
+
+    def _one(self, query: str) -> int:
+        rows = self._rows(query)
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
     def sessions(self) -> int:
         return self._one(self.SESSIONS)
@@ -205,16 +214,7 @@ class PostgresCounters:
 
     def backends_by_address(self) -> dict[str, int]:
         """Client backends of the database by client address (``local`` for a Unix socket)."""
-        if self.conn.closed:
-            self.conn = self._connect()
-        try:
-            with self.conn.cursor() as cur:
-                cur.execute("SELECT coalesce(host(client_addr), 'local'), count(*) FROM pg_stat_activity WHERE datname = %s "
-                            "AND backend_type = 'client backend' AND pid <> pg_backend_pid() GROUP BY 1", (self.database,))  # fmt: skip
-                return {address: int(count) for address, count in cur.fetchall()}
-        except (psycopg2.OperationalError, psycopg2.InterfaceError):
-            self.conn.close()
-            raise
+        return {address: int(count) for address, count in self._rows(self.BACKENDS_BY_ADDRESS)}
 
     def settled_sessions(self, timeout: float = 10.0, quiet: float = 1.2) -> int:
         """``sessions`` once it has not moved for ``quiet`` seconds (backends report their

@@ -1,16 +1,22 @@
 # healthz: `make lab` and `make test` work on a fresh machine; they build .venv themselves.
-PYTHON ?= python3
+# PYTHON: the first of python3, python3.13 ... python3.10 that is Python 3.10 or newer (or set it).
+PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11 python3.10; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null && { echo $$p; break; }; done)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lab lab-hosts faults bench serve clean
+.PHONY: install test lab lab-hosts faults bench serve clean python
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+python:
+	@test -n "$(PYTHON)" || { echo "make: healthz needs Python 3.10 or newer: none of python3, python3.13 ... python3.10 is; set PYTHON=/path/to/python3.x" >&2; exit 2; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "make: PYTHON=$(PYTHON) is $$($(PYTHON) -V 2>&1); healthz needs Python 3.10 or newer" >&2; exit 2; }
+
+$(VENV)/.installed: pyproject.toml | python
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[lab,dev]'
 	touch $@
 
 test: install
@@ -39,11 +45,11 @@ faults: install
 # query, each target met or not; fetches wrk when missing; about 7 minutes.
 BENCH_ARGS ?=
 bench: install
-	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m healthz.bench $(BENCH_ARGS)
 
 # The service under eventlet on 127.0.0.1:8000; a throwaway PostgreSQL unless DATABASE_URL is set.
 serve: install
 	$(BIN)/healthz serve --worker-class $${WORKER_CLASS:-eventlet}
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

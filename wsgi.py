@@ -1,5 +1,3 @@
-"""WSGI entry point: ``gunicorn wsgi:app -c gunicorn_conf/<worker>.py``. Settings come from the environment."""
+"""Shim for ``gunicorn wsgi:app`` in a checkout; the package's entry point is ``healthz.wsgi:app``."""
 
-from healthz import create_app
-
-app = create_app()
+from healthz.wsgi import app  # noqa: F401

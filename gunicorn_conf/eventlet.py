@@ -1,8 +1,4 @@
-"""eventlet: the report's setup. One greenlet per accepted client connection, so with a new TCP
-connection per request (ab without -k) every request runs in a fresh greenlet.
-eventlet is deprecated (gunicorn 26 removed the worker); kept to reproduce the report."""
+"""Shim for ``gunicorn wsgi:app -c gunicorn_conf/eventlet.py`` in a checkout; the config ships in the
+package as ``gunicorn -c python:healthz.gunicorn_conf.eventlet healthz.wsgi:app``."""
 
-from healthz.gunicorn_config import *  # noqa: F401,F403  bind, workers, timeouts, hooks
-
-worker_class = "eventlet"
-validate(worker_class)  # noqa: F405
+from healthz.gunicorn_conf.eventlet import *  # noqa: F403

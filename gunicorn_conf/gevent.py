@@ -1,7 +1,4 @@
-"""gevent: the supported green worker. Like eventlet, one greenlet per client connection; unlike
-eventlet, gevent installs no psycopg2 wait callback: HEALTHZ_GREEN_DRIVER=auto adds psycogreen's."""
+"""Shim for ``gunicorn wsgi:app -c gunicorn_conf/gevent.py`` in a checkout; the config ships in the
+package as ``gunicorn -c python:healthz.gunicorn_conf.gevent healthz.wsgi:app``."""
 
-from healthz.gunicorn_config import *  # noqa: F401,F403  bind, workers, timeouts, hooks
-
-worker_class = "gevent"
-validate(worker_class)  # noqa: F405
+from healthz.gunicorn_conf.gevent import *  # noqa: F403

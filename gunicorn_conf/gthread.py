@@ -1,7 +1,4 @@
-"""gthread: a fixed pool of GUNICORN_THREADS threads per worker, the setup the report found working.
-Connections are bounded by workers x threads however many clients connect."""
+"""Shim for ``gunicorn wsgi:app -c gunicorn_conf/gthread.py`` in a checkout; the config ships in the
+package as ``gunicorn -c python:healthz.gunicorn_conf.gthread healthz.wsgi:app``."""
 
-from healthz.gunicorn_config import *  # noqa: F401,F403  bind, workers, timeouts, hooks
-
-worker_class = "gthread"
-validate(worker_class)  # noqa: F405
+from healthz.gunicorn_conf.gthread import *  # noqa: F403

@@ -1,8 +1,4 @@
-"""sync: one request at a time per worker process, the baseline with no concurrency inside a worker.
-threads is pinned to 1: gunicorn would otherwise switch to gthread."""
+"""Shim for ``gunicorn wsgi:app -c gunicorn_conf/sync.py`` in a checkout; the config ships in the
+package as ``gunicorn -c python:healthz.gunicorn_conf.sync healthz.wsgi:app``."""
 
-from healthz.gunicorn_config import *  # noqa: F401,F403  bind, workers, timeouts, hooks
-
-worker_class = "sync"
-threads = 1
-validate(worker_class)  # noqa: F405
+from healthz.gunicorn_conf.sync import *  # noqa: F403

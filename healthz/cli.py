@@ -10,7 +10,7 @@ import time
 import click
 
 from . import __version__
-from .config import Settings, SettingsError, mask_password
+from .config import WORKER_CLASSES, Settings, SettingsError, mask_password
 
 database_url_option = click.option(
     "--database-url",
@@ -20,7 +20,22 @@ database_url_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The commands, with ``lab`` loaded only when it is the one run: the service's host needs
+    neither the lab's packages nor the time to import them."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "lab"])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "lab":
+            from healthz.lab.cli import lab
+
+            return lab
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="healthz")
 def main() -> None:
     """A connection-pooling lab for Flask + SQLAlchemy.
@@ -29,7 +44,7 @@ def main() -> None:
     Example:
         healthz postgres &                # a throwaway PostgreSQL, prints DATABASE_URL
         healthz init-db --roles 10
-        gunicorn wsgi:app -c gunicorn_conf/eventlet.py
+        gunicorn -c python:healthz.gunicorn_conf.gevent healthz.wsgi:app
     """
 
 
@@ -85,7 +100,7 @@ def postgres_command(max_connections: int, log_connections: bool, roles: int) ->
     Example:
         healthz postgres --max-connections 4096
     """
-    from .lab.postgres import PostgreSQL, PostgresError
+    from .postgres import PostgreSQL, PostgresError
 
     try:
         with PostgreSQL(max_connections=max_connections, log_connections=log_connections) as pg:
@@ -101,10 +116,10 @@ def postgres_command(max_connections: int, log_connections: bool, roles: int) ->
 
 @main.command("serve")
 @database_url_option
-@click.option("--worker-class", type=click.Choice(["eventlet", "gevent", "gthread", "sync"]), default="eventlet", show_default=True)
+@click.option("--worker-class", type=click.Choice(WORKER_CLASSES), default="eventlet", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port on 127.0.0.1.")
 def serve_command(database_url: str | None, worker_class: str, port: int) -> None:
-    """Serve the app with gunicorn_conf/WORKER_CLASS.py on 127.0.0.1.
+    """Serve the app with the config healthz.gunicorn_conf.WORKER_CLASS on 127.0.0.1.
 
     Without a database URL a throwaway PostgreSQL is started and seeded first, and removed
     when gunicorn stops. HEALTHZ_* and GUNICORN_* variables apply as usual.
@@ -115,8 +130,8 @@ def serve_command(database_url: str | None, worker_class: str, port: int) -> Non
     """
     import subprocess
 
-    from .lab.postgres import PostgreSQL
-    from .lab.service import PROJECT_ROOT, gunicorn_command
+    from .postgres import PostgreSQL
+    from .service import gunicorn_command
 
     pg = None
     try:
@@ -129,7 +144,7 @@ def serve_command(database_url: str | None, worker_class: str, port: int) -> Non
         db.seed(_settings(database_url), 10)
         env = {**os.environ, "DATABASE_URL": database_url, "GUNICORN_BIND": f"127.0.0.1:{port}"}
         click.echo(f"# serving http://127.0.0.1:{port}/api/v1/healthz/ with {worker_class} workers; Ctrl-C stops")
-        process = subprocess.Popen(gunicorn_command(worker_class), env=env, cwd=PROJECT_ROOT)
+        process = subprocess.Popen(gunicorn_command(worker_class), env=env)
         try:
             status = process.wait()
         except KeyboardInterrupt:
@@ -144,7 +159,7 @@ def serve_command(database_url: str | None, worker_class: str, port: int) -> Non
 @main.command("plan")
 @click.option("--hosts", default=1, show_default=True, type=click.IntRange(min=1), help="Application hosts.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="gunicorn workers per host.")
-@click.option("--worker-class", type=click.Choice(["eventlet", "gevent", "gthread", "sync"]), default="eventlet", show_default=True)
+@click.option("--worker-class", type=click.Choice(WORKER_CLASSES), default="eventlet", show_default=True)
 @click.option("--concurrency", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Greenlets per eventlet or gevent worker (gunicorn's worker_connections).")
 @click.option("--threads", default=None, type=click.IntRange(min=1), help="Threads per gthread worker (default 1, as gunicorn's).")
@@ -223,11 +238,15 @@ def doctor_command(database_url: str | None, sample: float, as_json: bool) -> No
     sys.exit(0 if diagnosis.healthy else 1)
 
 
-def _add_lab() -> None:
-    # The lab's commands import their heavy modules only when run; the service never imports the lab.
-    from healthz.lab.cli import lab
+@main.command("locustfile")
+@click.option("--step-ramp", is_flag=True, help="Add the step ramp's shape (comma-joined, as locust -f takes several files).")
+def locustfile_command(step_ramp: bool) -> None:
+    """Print the path of the packaged locustfile, for locust -f; it needs the lab extra's locust.
 
-    main.add_command(lab)
+    \b
+    Example:
+        locust -f "$(healthz locustfile)" --host http://127.0.0.1:8000 --headless -u 500 -r 500 -t 20s --connection close
+    """
+    from .locustfiles import HEALTHCHECK, STEP_RAMP
 
-
-_add_lab()
+    click.echo(f"{HEALTHCHECK},{STEP_RAMP}" if step_ramp else str(HEALTHCHECK))

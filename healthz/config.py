@@ -17,6 +17,10 @@ import re
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+#: gunicorn's worker classes the service ships a config for (``healthz.gunicorn_conf.<name>``).
+WORKER_CLASSES = ("eventlet", "gevent", "gthread", "sync")
+#: The worker classes that run one greenlet per client connection.
+GREEN_WORKERS = ("eventlet", "gevent")
 POOL_CLASSES = ("QueuePool", "NullPool", "SingletonThreadPool")
 GREEN_DRIVER_MODES = ("auto", "on", "off")
 #: SQLAlchemy's ``isolation_level`` values for PostgreSQL; AUTOCOMMIT sends no BEGIN/ROLLBACK.
@@ -76,6 +80,13 @@ def _seconds(variable: str, raw: str) -> float:
     return value
 
 
+def _error_status(variable: str, raw: str) -> int:
+    status = parse_integer(variable, raw, 400, "an HTTP status from 400 to 599 (499, the report's, or 503 for load balancers)")
+    if status > 599:
+        raise SettingsError(variable, raw, "an HTTP status from 400 to 599 (499, the report's, or 503 for load balancers)")
+    return status
+
+
 def _boolean(variable: str, raw: str) -> bool:
     word = raw.strip().lower()
     if word in _TRUE:
@@ -126,6 +137,9 @@ class Settings:
     ``NullPool`` ignores all three and opens a connection per checkout.
     ``isolation_level`` is AUTOCOMMIT, as Django runs by default: the count is one statement,
     with no BEGIN before it and no ROLLBACK when the pool resets the connection on check-in.
+    ``error_status`` is what the health check answers when the database call fails: 499 as in
+    the report's view (nginx's "client closed request", invisible to alerts on 5xx), 503 for load
+    balancers and probes.
     """
 
     database_url: str
@@ -142,6 +156,7 @@ class Settings:
     green_driver: str = "auto"
     metrics: bool = True
     application_name: str = "healthz"
+    error_status: int = 499
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
@@ -220,6 +235,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "green_driver": ("HEALTHZ_GREEN_DRIVER", _choice(GREEN_DRIVER_MODES)),
     "metrics": ("HEALTHZ_METRICS", _boolean),
     "application_name": ("HEALTHZ_APPLICATION_NAME", _application_name),
+    "error_status": ("HEALTHZ_ERROR_STATUS", _error_status),
 }
 
 #: Environment variable of each setting, in the order the README documents them.

@@ -63,7 +63,17 @@ def create_engine(settings: Settings, *, instrument: bool | None = None) -> Engi
     return engine
 
 
+def pool_capacity(settings: Settings) -> float:
+    """Connections the pool lets be checked out at once: ``pool_size + max_overflow`` for QueuePool,
+    ``inf`` when nothing bounds it (``max_overflow=-1``, NullPool, SingletonThreadPool, which opens
+    one per thread however many threads ask)."""
+    if settings.pool_class != "QueuePool" or settings.max_overflow < 0:
+        return float("inf")
+    return settings.pool_size + settings.max_overflow
+
+
 def _instrument(engine_pool: pool.Pool, settings: Settings) -> None:
+    metrics.CAPACITY.set(pool_capacity(settings))
     # A per-process count of checkouts: NullPool and SingletonThreadPool keep none of their own.
     checkedout = 0
     overflow_base = settings.pool_size if settings.pool_class == "QueuePool" else None

@@ -32,6 +32,21 @@ OVERFLOW = Gauge(
     registry=None,
     multiprocess_mode="livesum",
 )
+CAPACITY = Gauge(
+    "healthz_pool_capacity",
+    "Connections the pool lets be checked out at once (pool_size + max_overflow; +Inf when unbounded). "
+    "Saturation is healthz_pool_checkedout / healthz_pool_capacity.",
+    registry=None,
+    multiprocess_mode="livesum",
+)
+REQUEST_DURATION = Histogram(
+    "healthz_request_duration_seconds",
+    "Seconds from the request reaching the app to its response, by endpoint.",
+    ["endpoint"],
+    # Around the 1 s a Kubernetes probe waits by default, and up to the 10 s a load test gives up after.
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=None,
+)
 CHECKOUT_WAIT = Histogram(
     "healthz_pool_checkout_wait_seconds",
     "Seconds from asking the pool for a connection to holding one (includes connecting).",
@@ -39,18 +54,26 @@ CHECKOUT_WAIT = Histogram(
     registry=None,
 )
 
-_ALL = (REQUESTS, DB_ERRORS, CONNECTIONS_OPENED, CONNECTIONS_CLOSED, CHECKEDOUT, OVERFLOW, CHECKOUT_WAIT)
+_ALL = (REQUESTS, DB_ERRORS, CONNECTIONS_OPENED, CONNECTIONS_CLOSED, CHECKEDOUT, OVERFLOW, CAPACITY, REQUEST_DURATION,
+        CHECKOUT_WAIT)  # fmt: skip
 
 
 _response_counters: dict[tuple[str, int], object] = {}
+_duration_histograms: dict[str, object] = {}
 
 
-def count_response(endpoint: str, status: int) -> None:
-    """``REQUESTS{endpoint, status} += 1``; each label pair is looked up once per process."""
+def count_response(endpoint: str, status: int, seconds: float | None = None) -> None:
+    """``REQUESTS{endpoint, status} += 1`` and, given ``seconds``, one observation of
+    ``REQUEST_DURATION{endpoint}``; each label set is looked up once per process."""
     counter = _response_counters.get((endpoint, status))
     if counter is None:
         counter = _response_counters[(endpoint, status)] = REQUESTS.labels(endpoint, str(status))
     counter.inc()
+    if seconds is not None:
+        histogram = _duration_histograms.get(endpoint)
+        if histogram is None:
+            histogram = _duration_histograms[endpoint] = REQUEST_DURATION.labels(endpoint)
+        histogram.observe(seconds)
 
 
 def multiprocess_dir() -> str | None:

@@ -22,7 +22,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-WORKER_CLASSES = ("eventlet", "gevent", "gthread", "sync")
+from healthz.config import WORKER_CLASSES
+
 #: Linux keeps a closed socket in TIME_WAIT for 60 s (TCP_TIMEWAIT_LEN); not tunable.
 TIME_WAIT_SECONDS = 60
 #: Linux's default ``net.ipv4.ip_local_port_range``.

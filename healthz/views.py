@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, g, jsonify, request
 from sqlalchemy.engine import Engine
 
 from . import errors, metrics
 from .config import Settings
 from .models import COUNT_ROLES
 
-#: The status the report's view returns when the database call raises.
-DB_ERROR_STATUS = 499
 #: The success body, encoded once.
 OK_BODY = b'{"status":"ok"}\n'
 
@@ -30,7 +28,8 @@ def blueprint(engine: Engine, settings: Settings) -> Blueprint:
     @bp.route("/api/v1/healthz/", methods=["GET", "HEAD"])
     def healthz() -> Response:
         """200 ``{"status": "ok"}`` when ``SELECT count(*) FROM role`` succeeds through the pool;
-        499 ``{"status": "error", "error": KIND}`` when the database call raises, whatever it raised."""
+        ``settings.error_status`` (499 by default) ``{"status": "error", "error": KIND}`` when the
+        database call raises, whatever it raised."""
         try:
             started = perf_counter()
             with engine.connect() as conn:
@@ -38,7 +37,7 @@ def blueprint(engine: Engine, settings: Settings) -> Blueprint:
                     observe_wait(perf_counter() - started)
                 conn.execute(COUNT_ROLES).scalar_one()
         except Exception as exc:  # as the report's view: any failure of the database call is a 499
-            return _database_error(exc, settings.metrics)
+            return _database_error(exc, settings)
         return Response(OK_BODY, mimetype="application/json")
 
     @bp.route("/api/v1/livez/", methods=["GET", "HEAD"])
@@ -49,14 +48,14 @@ def blueprint(engine: Engine, settings: Settings) -> Blueprint:
     return bp
 
 
-def _database_error(exc: Exception, with_metrics: bool) -> tuple[Response, int]:
+def _database_error(exc: Exception, settings: Settings) -> tuple[Response, int]:
     from flask import current_app
 
     kind = errors.classify(exc)
-    if with_metrics:
+    if settings.metrics:
         metrics.DB_ERRORS.labels(kind).inc()
-    current_app.logger.warning("healthz %d error=%s: %s", DB_ERROR_STATUS, kind, errors.first_line(exc))
-    return jsonify(status="error", error=kind), DB_ERROR_STATUS
+    current_app.logger.warning("healthz %d error=%s: %s", settings.error_status, kind, errors.first_line(exc))
+    return jsonify(status="error", error=kind), settings.error_status
 
 
 def metrics_view() -> Response:
@@ -64,9 +63,16 @@ def metrics_view() -> Response:
     return Response(metrics.render(), mimetype=None, content_type=metrics.CONTENT_TYPE)
 
 
+def start_timer() -> None:
+    """before_request hook: when the request reached the app."""
+    g.healthz_started = time.perf_counter()
+
+
 def count_response(response: Response) -> Response:
-    """after_request hook: count every response by endpoint and status."""
-    metrics.count_response(request.endpoint or "unmatched", response.status_code)
+    """after_request hook: count every response by endpoint and status, and time it."""
+    started = g.get("healthz_started")
+    seconds = None if started is None else time.perf_counter() - started
+    metrics.count_response(request.endpoint or "unmatched", response.status_code, seconds)
     return response
 
 
@@ -75,4 +81,5 @@ def init_app(app: Flask, engine: Engine, settings: Settings) -> None:
     app.register_blueprint(blueprint(engine, settings))
     if settings.metrics:
         app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
+        app.before_request(start_timer)
         app.after_request(count_response)

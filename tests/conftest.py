@@ -12,8 +12,8 @@ import time
 import pytest
 
 from healthz import Settings, create_app, db
-from healthz.lab.postgres import PostgreSQL, free_port
-from healthz.lab.service import Gunicorn
+from healthz.postgres import PostgreSQL, free_port
+from healthz.service import Gunicorn
 
 from helpers import backends, wait_until
 
@@ -73,7 +73,7 @@ def client(app):
 
 @pytest.fixture
 def run_gunicorn(tmp_path, database_url, postgres):
-    """Start gunicorn with ``gunicorn_conf/<worker_class>.py`` on the test's database.
+    """Start gunicorn with ``healthz.gunicorn_conf.<worker_class>`` on the test's database.
 
     Every server is stopped after the test, and its log is checked for the password.
     """

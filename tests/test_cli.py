@@ -104,7 +104,7 @@ def test_serve_starts_its_own_database_and_gunicorn():
     import time
     import urllib.request
 
-    from healthz.lab.postgres import free_port
+    from healthz.postgres import free_port
 
     port = free_port()
     process = _spawn("serve", "--worker-class", "gthread", "--port", str(port), env={"GUNICORN_WORKERS": "1"})

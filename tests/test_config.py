@@ -36,6 +36,7 @@ def test_every_variable_is_read():
         "HEALTHZ_GREEN_DRIVER": "OFF",
         "HEALTHZ_METRICS": "false",
         "HEALTHZ_APPLICATION_NAME": "web-1",
+        "HEALTHZ_ERROR_STATUS": "503",
     }
     assert set(env) == set(ENVIRONMENT.values())
     s = Settings.from_env(env)
@@ -54,6 +55,7 @@ def test_every_variable_is_read():
         green_driver="off",
         metrics=False,
         application_name="web-1",
+        error_status=503,
     )
 
 
@@ -75,6 +77,9 @@ def test_every_variable_is_read():
         ("HEALTHZ_CONNECT_TIMEOUT", "x", "an integer >= 0"),
         ("HEALTHZ_STATEMENT_TIMEOUT", "-3", "an integer >= 0"),
         ("HEALTHZ_APPLICATION_NAME", "has space", "1 to 63 letters, digits or _.:-"),
+        ("HEALTHZ_ERROR_STATUS", "200", "an HTTP status from 400 to 599 (499, the report's, or 503 for load balancers)"),
+        ("HEALTHZ_ERROR_STATUS", "600", "an HTTP status from 400 to 599 (499, the report's, or 503 for load balancers)"),
+        ("HEALTHZ_ERROR_STATUS", "5xx", "an HTTP status from 400 to 599 (499, the report's, or 503 for load balancers)"),
     ],
 )
 def test_bad_value_names_variable_value_and_accepted(variable, value, accepted):

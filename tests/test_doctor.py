@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from healthz import sockets
 from healthz.cli import main
 from healthz.doctor import CHURN, HEALTHY, OVERRUN, Observation, OpenedCounter, diagnose
-from healthz.lab.postgres import PostgreSQL, free_port
+from healthz.postgres import PostgreSQL, free_port
 
 
 def observation(**changes) -> Observation:

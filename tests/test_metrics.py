@@ -25,6 +25,17 @@ def test_pool_events_and_requests_are_counted(make_app, monkeypatch):
     assert delta("healthz_pool_connections_opened_total") == 1
     assert delta("healthz_pool_checkout_wait_seconds_count") == 3
     assert value(after, "healthz_pool_checkedout") == 0
+    assert value(after, "healthz_pool_capacity") == 2
+    assert delta("healthz_request_duration_seconds_count", '{endpoint="healthz.healthz"}') == 3
+    assert delta("healthz_request_duration_seconds_bucket", '{endpoint="healthz.healthz",le="10.0"}') == 3
+
+
+def test_capacity_is_what_the_pool_lets_out_at_once(make_app, monkeypatch):
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    for settings, capacity in [({"pool_size": 5, "max_overflow": 0}, 5.0), ({"pool_size": 5, "max_overflow": 10}, 15.0),
+                               ({"max_overflow": -1}, float("inf")), ({"pool_class": "NullPool"}, float("inf"))]:  # fmt: skip
+        make_app(**settings)
+        assert value(metrics.render().decode(), "healthz_pool_capacity") == capacity, settings
 
 
 def test_overflow_gauge_counts_checkouts_beyond_pool_size(make_app):

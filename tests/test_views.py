@@ -9,7 +9,7 @@ import time
 import pytest
 
 from healthz import Settings, create_app, db
-from healthz.lab.postgres import PostgreSQL
+from healthz.postgres import PostgreSQL
 
 HEALTHZ = "/api/v1/healthz/"
 
@@ -127,6 +127,16 @@ def test_missing_table_is_499_other(postgres, database):
     response = client.get(HEALTHZ)
     assert response.status_code == 499
     assert response.get_json() == {"status": "error", "error": "other"}
+
+
+def test_error_status_is_the_setting(postgres, database, caplog):
+    caplog.set_level(logging.WARNING, logger="healthz")
+    with postgres.connect(database, "healthz") as conn:
+        conn.cursor().execute("DROP TABLE role")
+    client = create_app({"database_url": postgres.url_for(database), "pool_class": "NullPool", "error_status": 503}).test_client()
+    response = client.get(HEALTHZ)
+    assert (response.status_code, response.get_json()) == (503, {"status": "error", "error": "other"})
+    assert "healthz 503 error=other" in caplog.text
 
 
 def test_error_body_and_log_hold_no_password(own_postgres, caplog):

@@ -1,4 +1,4 @@
-"""The service under real gunicorn workers (``gunicorn wsgi:app -c gunicorn_conf/<worker>.py``)
+"""The service under real gunicorn workers (``gunicorn -c python:healthz.gunicorn_conf.<worker> healthz.wsgi:app``)
 on a real PostgreSQL: concurrency, sessions opened per pool class, the green driver, metrics."""
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from typing import Any, Iterator
 import click
 
 from healthz.config import SettingsError, mask_password
+from healthz.lab import LabExtraMissing, require_extra
 
 TOPOLOGIES = ("auto", "netns", "loopback")
 DEFAULT_CONCURRENCY = "100,500,1000"
@@ -58,6 +59,14 @@ def list_command(scenarios_files: tuple[Path, ...]) -> None:
         click.echo(f"{scenario.name}\n    {scenario.summary()}\n    {scenario.description}\n")
 
 
+def require_lab() -> None:
+    """Stop in one line (exit 1) when the lab extra is not installed."""
+    try:
+        require_extra()
+    except LabExtraMissing as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def command_line(ctx: click.Context) -> str:
     """The command as given, rebuilt from its parsed options (those left at their default are
     left out), password masked: ``healthz lab faults --fault worker-kill --users 10``."""
@@ -77,7 +86,7 @@ def run_and_report(lab_run, folder: Path, write, summary) -> None:
     """Run ``lab_run`` (a Lab), then write its report with ``write(folder)`` and print
     ``summary(data)``. Ctrl-C or SIGTERM still reports what was measured, then exits 130; a lab
     error exits 1 with its message, password masked."""
-    from healthz.lab.postgres import PostgresError
+    from healthz.postgres import PostgresError
     from healthz.lab.runner import LabError
     from healthz.lab.topology import TopologyError
 
@@ -184,6 +193,7 @@ def run_command(specs, scenarios_files, concurrency, duration, max_requests, con
         healthz lab run -s 'eventlet-queuepool-sized:pool_size=40' -c 2000
         healthz lab run -s eventlet-nullpool-pgbouncer -s eventlet-queuepool-sized --hosts 3
     """
+    require_lab()
     from healthz.lab import report
     from healthz.lab.runner import Lab
     from healthz.lab.scenarios import parse_concurrency, select
@@ -236,6 +246,7 @@ def faults_command(fault_names, specs, scenarios_files, users, connection, topol
         healthz lab faults
         healthz lab faults --fault db-restart-fast --scenario eventlet-queuepool-sized --output DIR
     """
+    require_lab()
     from healthz.lab import fault_report, faults
     from healthz.lab.fault_runner import FaultLab
     from healthz.lab.scenarios import select
@@ -264,6 +275,7 @@ def report_command(folder: Path) -> None:
     Example:
         healthz lab report lab-results/20261127T060000Z
     """
+    require_lab()
     import json
 
     from healthz.lab import fault_report, report

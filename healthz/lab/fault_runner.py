@@ -22,10 +22,10 @@ from typing import Any, Iterator
 from healthz.config import mask_password
 from healthz.lab import faults as catalogue, load, probes
 from healthz.lab.faults import Fault, FaultError, Target
-from healthz.lab.postgres import PostgreSQL
+from healthz.postgres import PostgreSQL
 from healthz.lab.runner import Lab, LabConfig, _slug, _stop_run
 from healthz.lab.scenarios import Scenario
-from healthz.lab.service import ServiceError
+from healthz.service import ServiceError
 
 HEALTHY_TIMEOUT = 20.0
 

@@ -33,7 +33,7 @@ from typing import Any, Iterable
 import psycopg2
 
 from healthz import errors
-from healthz.lab.postgres import ADMIN_USER, APP_DATABASE, APP_USER, PostgreSQL
+from healthz.postgres import ADMIN_USER, APP_DATABASE, APP_USER, PostgreSQL
 from healthz.lab.scenarios import Scenario
 
 #: Causes any fault may add: a client that timed out waiting is a hang, and is never expected.
@@ -51,7 +51,7 @@ class Target:
     """What a fault acts on: the throwaway server, the service, the topology and the load."""
 
     pg: PostgreSQL
-    gunicorn: Any  # healthz.lab.service.Gunicorn
+    gunicorn: Any  # healthz.service.Gunicorn
     topology: Any
     scenario: Scenario
     users: int

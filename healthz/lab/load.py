@@ -1,6 +1,6 @@
 """The load generator: locust, headless, as a child process, and what its CSV files say.
 
-The command is the one a user types (``locust -f locustfiles/healthz.py ...``), bounded in time
+The command is the one a user types (``locust -f "$(healthz locustfile)" ...``), bounded in time
 (``--run-time``) and in requests (``--max-requests``), with its CSV and HTML reports written into
 the run's folder. The figures come from locust's own files, so a row of the lab's report can be
 checked against locust's report beside it.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -17,11 +18,15 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from healthz.lab.service import PROJECT_ROOT, stop_process
+from healthz.lab import require_extra
+from healthz.locustfiles import HEALTHCHECK as LOCUSTFILE
+from healthz.service import stop_process
 
-LOCUSTFILE = PROJECT_ROOT / "locustfiles" / "healthz.py"
-#: Failures the locustfile names ``499 <kind>``; anything else is the client's own (refused, timed out).
-_KIND_PREFIX = "499 "
+require_extra()
+
+#: Failures the locustfile names ``<status> <kind>`` (``499 pool_timeout``, or 503 with
+#: HEALTHZ_ERROR_STATUS=503); anything else is the client's own (refused, timed out) or ``HTTP <status>``.
+_SERVICE_ERROR = re.compile(r"^[45]\d\d ([a-z_]+)$")
 
 
 def locust_command(host: str, users: int, duration: float, *, connection: str, max_requests: int, csv_prefix: Path,
@@ -52,7 +57,7 @@ class Locust:
 
     def start(self) -> Locust:
         with open(self.logfile, "ab") as log:
-            self.process = subprocess.Popen(self.command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         return self
 
     @property
@@ -126,7 +131,8 @@ def read_summary(csv_prefix: Path) -> dict[str, Any]:
 def cause(error: str) -> str:
     """What a locust failure name says went wrong: the service's error kind for a 499
     (``499 pool_timeout`` is ``pool_timeout``), else the client's cause (:func:`_client_cause`)."""
-    return error[len(_KIND_PREFIX):] if error.startswith(_KIND_PREFIX) else _client_cause(error)
+    match = _SERVICE_ERROR.match(error)
+    return match.group(1) if match else _client_cause(error)
 
 
 def read_timeline(path: Path) -> list[dict[str, Any]]:

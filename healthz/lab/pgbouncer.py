@@ -26,8 +26,8 @@ from typing import Any, Sequence
 import psycopg2
 
 from healthz.lab import debian
-from healthz.lab.postgres import _reachable_by_others, _unprivileged, free_port
-from healthz.lab.service import stop_process
+from healthz.postgres import reachable_by_others, unprivileged_account, free_port
+from healthz.service import stop_process
 
 POOL_MODES = ("transaction", "session")
 #: Debian's packages: PgBouncer and the one library it links that a minimal Debian lacks.
@@ -70,7 +70,7 @@ class PgBouncer:
         self.listen_port = listen_port or (6432 if command_prefix else free_port(listen_host))
         self.command_prefix = list(command_prefix)
         self.program = program or find_program()
-        self.account = _unprivileged()
+        self.account = unprivileged_account()
         self.start_timeout = start_timeout
         self.directory: Path | None = None
         self.process: subprocess.Popen | None = None
@@ -128,7 +128,7 @@ class PgBouncer:
         (with its libraries) into the instance's directory first."""
         assert self.directory is not None
         path, env = self.program.path, dict(self.program.env)
-        if self.account is not None and not _reachable_by_others(path.parent):
+        if self.account is not None and not reachable_by_others(path.parent):
             shutil.copy2(path, self.directory / "pgbouncer")
             path = self.directory / "pgbouncer"
             for libdir in filter(None, env.get("LD_LIBRARY_PATH", "").split(os.pathsep)):

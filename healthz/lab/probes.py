@@ -34,7 +34,7 @@ from healthz import sockets
 from healthz.doctor import Observation
 
 EADDRNOTAVAIL_TEXT = sockets.EADDRNOTAVAIL_TEXT
-_ERROR_LINE = re.compile(r"healthz 499 error=([a-z_]+)")
+_ERROR_LINE = re.compile(r"healthz [45]\d\d error=([a-z_]+)")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 

@@ -16,6 +16,10 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
+from healthz.lab import require_extra
+
+require_extra()
+
 #: A scenario "failed" when more than this share of its requests failed at some step.
 FAILURE_THRESHOLD = 0.001
 #: ... or when no request completed for this many seconds while clients waited (a stuck worker).

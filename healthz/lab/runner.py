@@ -34,12 +34,15 @@ from sqlalchemy.engine import make_url
 from healthz.config import Settings, mask_password
 from healthz.db import seed as seed_roles
 from healthz.doctor import diagnose
-from healthz.lab import load, probes, topology as topologies
-from healthz.lab.probes import LineCounter
+from healthz.lab import load, probes, require_extra
+from healthz.lab import topology as topologies
 from healthz.lab.pgbouncer import Console, PgBouncer, PgBouncerError, login_pattern
-from healthz.lab.postgres import PostgreSQL, free_port
+from healthz.lab.probes import LineCounter
 from healthz.lab.scenarios import Scenario
-from healthz.lab.service import PROJECT_ROOT, Gunicorn, ServiceError, gunicorn_command
+from healthz.postgres import PostgreSQL, free_port
+from healthz.service import Gunicorn, ServiceError, gunicorn_command
+
+require_extra()
 
 #: Service port inside the app namespace (a fresh namespace has every port free).
 NETNS_SERVICE_PORT = 8000
@@ -622,7 +625,7 @@ def _print_config(scenario: Scenario, env: dict[str, str]) -> str:
     """``gunicorn --print-config`` for this scenario (resolved settings, passwords masked); the
     same for each of its steps, since only the bind address, which is not in ``env``, differs."""
     result = subprocess.run([*gunicorn_command(scenario.worker_class), "--print-config"], env={**os.environ, **env},
-                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
     return mask_password(result.stdout + result.stderr)
 
 

@@ -17,13 +17,16 @@ Users add their own:
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from healthz.config import ENVIRONMENT, Settings, SettingsError, parse_integer
+from healthz.config import ENVIRONMENT, WORKER_CLASSES, Settings, SettingsError, parse_integer
 
-WORKER_CLASSES = ("eventlet", "gevent", "gthread", "sync")
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 has no tomllib; tomli is the same parser, a dependency there
+    import tomli as tomllib
 CONNECTION_MODES = ("close", "keep-alive")
 #: Keys of a scenario that are not service settings.
 #: Where PgBouncer sits, if anywhere: on the application host, reached over TCP on 127.0.0.1 or over

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench import pgbench
-from healthz.lab.postgres import APP_USER
+from healthz.bench import pgbench
+from healthz.postgres import APP_USER
 
 SAMPLE_15 = """pgbench (15.18 (Debian 15.18-0+deb12u1))
 transaction type: /tmp/healthz-pgbench-x.sql

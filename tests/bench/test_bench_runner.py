@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from bench import cases
-from bench.runner import Bench, BenchConfig
+from healthz.bench import cases
+from healthz.bench.runner import Bench, BenchConfig
 
 PASSWORD = "bench-test-secret-4711"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench import statements
-from healthz.lab.postgres import APP_USER
+from healthz.bench import statements
+from healthz.postgres import APP_USER
 
 LOG = """2026-11-27 09:00:00.001 UTC [101] healthz@healthz LOG:  statement: BEGIN
 2026-11-27 09:00:00.002 UTC [101] healthz@healthz LOG:  statement: SELECT count(*) AS count_1 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from bench import wrk
+from healthz.bench import wrk
 
 SAMPLE = """Running 1s test @ http://127.0.0.1:8000/
   1 threads and 10 connections

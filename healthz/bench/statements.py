@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from healthz.lab.postgres import APP_USER, PostgreSQL
+from healthz.postgres import APP_USER, PostgreSQL
 
 EXTENSION = "pg_stat_statements"
 _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")  # a new entry: log_line_prefix starts with %m

@@ -20,13 +20,15 @@ from typing import Any, Callable, Iterable
 
 from healthz.config import Settings
 from healthz.db import seed as seed_roles
-from healthz.lab import probes
-from healthz.lab.postgres import APP_DATABASE, APP_USER, PostgreSQL, find_binaries, free_port
-from healthz.lab.service import Gunicorn
+from healthz.lab import probes, require_extra
+from healthz.postgres import APP_DATABASE, APP_USER, PostgreSQL, find_binaries, free_port
+from healthz.service import Gunicorn
 
 from . import cases as cases_module
 from . import pgbench, statements, targets, wrk
 from .cases import Case
+
+require_extra()
 
 HEALTHZ = "/api/v1/healthz/"
 LIVEZ = "/api/v1/livez/"

@@ -1,9 +1,12 @@
-"""Settings and hooks shared by ``gunicorn_conf/<worker>.py``.
+"""Settings and hooks shared by the gunicorn configs ``healthz.gunicorn_conf.<worker>``.
 
 Plain module-level gunicorn settings, named as gunicorn names them, read from ``GUNICORN_*``
-variables; hooks are named functions that log what they did. Each worker file star-imports
-this module, sets ``worker_class`` and calls :func:`validate`, which stops gunicorn with one
-line on stderr before it binds when a setting is bad.
+variables, then from the platform conventions gunicorn itself reads (``PORT``, ``WEB_CONCURRENCY``);
+hooks are named functions that log what they did. Each worker module star-imports this one, sets
+``worker_class`` and calls :func:`validate`, which stops gunicorn with one line on stderr before
+it binds when a setting is bad or the worker's package is not installed.
+
+    gunicorn -c python:healthz.gunicorn_conf.gevent healthz.wsgi:app
 
 Imports only the standard library and :mod:`healthz.config` at load time: the master must not
 import SQLAlchemy or psycopg2 before a green worker has monkey-patched.
@@ -12,15 +15,15 @@ import SQLAlchemy or psycopg2 before a green worker has monkey-patched.
 from __future__ import annotations
 
 import atexit
+import importlib.metadata
+import importlib.util
 import logging
 import os
 import shutil
 import sys
 import tempfile
 
-from healthz.config import Settings, SettingsError, parse_integer
-
-GREEN_WORKERS = ("eventlet", "gevent")
+from healthz.config import GREEN_WORKERS, Settings, SettingsError, parse_integer
 
 
 def _refuse(message: str) -> None:
@@ -40,23 +43,43 @@ def env_int(variable: str, default: int, minimum: int = 1) -> int:
         _refuse(str(exc))
 
 
+def _port(variable: str) -> int | None:
+    raw = os.environ.get(variable, "")
+    if not raw.strip():
+        return None
+    try:
+        port = parse_integer(variable, raw, 1, "a port from 1 to 65535")
+    except SettingsError as exc:
+        _refuse(str(exc))
+    if port > 65535:
+        _refuse(str(SettingsError(variable, raw, "a port from 1 to 65535")))
+    return port
+
+
 def _bind() -> list[str]:
+    """``GUNICORN_BIND`` (comma-separated), else ``127.0.0.1:$GUNICORN_PORT``, else ``0.0.0.0:$PORT``
+    as gunicorn and container platforms read ``PORT``, else ``127.0.0.1:8000``."""
     address = os.environ.get("GUNICORN_BIND", "").strip()
     if address:
         return address.split(",")
-    port = env_int("GUNICORN_PORT", 8000)
-    if port > 65535:
-        _refuse(str(SettingsError("GUNICORN_PORT", str(port), "a port from 1 to 65535")))
-    return [f"127.0.0.1:{port}"]
+    port = _port("GUNICORN_PORT")
+    if port is not None:
+        return [f"127.0.0.1:{port}"]
+    port = _port("PORT")
+    if port is not None:
+        return [f"0.0.0.0:{port}"]
+    return ["127.0.0.1:8000"]
 
 
-# Server socket: loopback unless told otherwise; the report bound 0.0.0.0:$GUNICORN_PORT.
+# Server socket: loopback unless told otherwise; the report bound 0.0.0.0:$GUNICORN_PORT, a
+# container binds 0.0.0.0:$PORT.
 bind = _bind()
 backlog = env_int("GUNICORN_BACKLOG", 2048)
 
-# Worker processes: a couple per core. threads applies to gthread, worker_connections to the
+# Worker processes: a couple per core (WEB_CONCURRENCY, as gunicorn and Heroku-style platforms
+# read it, when GUNICORN_WORKERS is unset). threads applies to gthread, worker_connections to the
 # green workers (the most greenlets, i.e. concurrent client connections, per worker).
-workers = env_int("GUNICORN_WORKERS", 2)
+workers = env_int("GUNICORN_WORKERS", env_int("WEB_CONCURRENCY", 2))
 threads = env_int("GUNICORN_THREADS", 8)
 worker_connections = env_int("GUNICORN_WORKER_CONNECTIONS", 1000)
 timeout = env_int("GUNICORN_TIMEOUT", 30)
@@ -84,6 +107,7 @@ def validate(worker_class: str) -> Settings:
     accepted. Also refuses ``HEALTHZ_GREEN_DRIVER=on`` for a worker class that is not green.
     """
     global _settings, _own_metrics_dir
+    _require_worker(worker_class)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -97,6 +121,27 @@ def validate(worker_class: str) -> Settings:
         atexit.register(_remove_metrics_dir, os.getpid())
     _settings = settings
     return settings
+
+
+#: The extra that installs each green worker's package (gunicorn's own workers need none).
+_WORKER_EXTRAS = {"eventlet": "eventlet", "gevent": "gevent"}
+#: gunicorn 26 removed the eventlet worker.
+_EVENTLET_GUNICORN_BELOW = 26
+
+
+def _require_worker(worker_class: str) -> None:
+    """Stop in one line when ``worker_class`` cannot run here: its package is missing, or (eventlet)
+    the installed gunicorn no longer has the worker."""
+    extra = _WORKER_EXTRAS.get(worker_class)
+    if extra is None:
+        return
+    if importlib.util.find_spec(worker_class) is None:
+        _refuse(f"the {worker_class} worker needs the {worker_class} package: pip install 'healthz[{extra}]'")
+    if worker_class == "eventlet":
+        installed = importlib.metadata.version("gunicorn")
+        if int(installed.split(".")[0]) >= _EVENTLET_GUNICORN_BELOW:
+            _refuse(f"the eventlet worker needs gunicorn<{_EVENTLET_GUNICORN_BELOW} (gunicorn {installed} removed it): "
+                    f"pip install 'healthz[eventlet]', or use the gevent worker")  # fmt: skip
 
 
 def on_starting(server):

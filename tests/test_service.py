@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from healthz.lab.postgres import free_port
-from healthz.lab.service import Gunicorn, ServiceError, gunicorn_command
+from healthz.postgres import free_port
+from healthz.service import Gunicorn, ServiceError, gunicorn_command
 
 
 def test_start_and_stop(tmp_path, database_url):

@@ -1,4 +1,4 @@
-"""``python -m bench``: the benchmark's command line (``make bench`` runs it with the defaults)."""
+"""``python -m healthz.bench``: the benchmark's command line (``make bench`` runs it with the defaults)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from healthz.lab.scenarios import WORKER_CLASSES
+from healthz.config import WORKER_CLASSES
 
 from . import cases, table
 
@@ -46,7 +46,7 @@ def main(duration, repeats, warmup, connections, reconnect_every, crowd, crowd_d
 
     \b
     Example:
-        python -m bench --worker-class eventlet --pool queuepool-sized --pool nullpool --crowd 0
+        python -m healthz.bench --worker-class eventlet --pool queuepool-sized --pool nullpool --crowd 0
     """
     if show:
         results = json.loads(show.read_text())
@@ -58,7 +58,7 @@ def main(duration, repeats, warmup, connections, reconnect_every, crowd, crowd_d
             cases=chosen, output=output, duration=duration, repeats=repeats, warmup=warmup, connections=connections,
             reconnect_every=reconnect_every,
             crowd=crowd, crowd_duration=crowd_duration, statement_requests=statement_requests,
-            command_line=shlex.join(["python", "-m", "bench", *sys.argv[1:]]),
+            command_line=shlex.join(["python", "-m", "healthz.bench", *sys.argv[1:]]),
         )  # fmt: skip
         results = Bench(config).run()
         click.echo(f"results: {output / Bench.RESULTS}", err=True)

@@ -13,7 +13,7 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 FROM python:3.13-slim
 RUN useradd --create-home --uid 10001 healthz
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/healthz-*.whl[gevent] && rm -rf /wheels
+RUN pip install --no-cache-dir "$(ls /wheels/healthz-*.whl)[gevent]" && rm -rf /wheels
 USER 10001
 # PORT binds 0.0.0.0 (GUNICORN_BIND or GUNICORN_PORT, if set, come first); workers from WEB_CONCURRENCY.
 # 503, not the report's 499, on a database error: load balancers and probes act on 5xx.

@@ -5,7 +5,7 @@ PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11 python3.10; 
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lab lab-hosts faults bench serve clean python
+.PHONY: install test lint format lab lab-hosts faults bench serve clean python
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,15 @@ $(VENV)/.installed: pyproject.toml | python
 
 test: install
 	$(BIN)/pytest
+
+# ruff's formatter and linter, with the rules pyproject.toml chooses; `make format` applies both.
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 # The default comparison: every scenario at 100 and 1,000 clients for 10 s each, in the netns
 # topology when run as root (it reproduces the port exhaustion), else on loopback; about 5 minutes.

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings, SettingsError
 
@@ -13,7 +14,7 @@ __version__ = "0.1.0"
 __all__ = ["create_app", "Settings", "SettingsError", "__version__"]
 
 
-def create_app(settings: Settings | Mapping[str, Any] | None = None) -> "Flask":
+def create_app(settings: Settings | Mapping[str, Any] | None = None) -> Flask:
     """Build the app.
 
     ``settings`` may be a :class:`Settings`, or a mapping of field names (``pool_size=3``)

@@ -59,7 +59,9 @@ def _settings(database_url: str | None) -> Settings:
 
 @main.command("init-db")
 @database_url_option
-@click.option("--roles", default=10, show_default=True, type=click.IntRange(min=0), help="Rows role-1..role-N to ensure.")
+@click.option(
+    "--roles", default=10, show_default=True, type=click.IntRange(min=0), help="Rows role-1..role-N to ensure."
+)
 def init_db_command(database_url: str | None, roles: int) -> None:
     """Create the role table and seed it; running it again adds nothing.
 
@@ -75,7 +77,9 @@ def init_db_command(database_url: str | None, roles: int) -> None:
     try:
         count = db.seed(settings, roles)
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise click.ClickException(f"cannot seed {settings.safe_database_url}: {mask_password(str(getattr(exc, 'orig', exc)).strip())}") from None
+        raise click.ClickException(
+            f"cannot seed {settings.safe_database_url}: {mask_password(str(getattr(exc, 'orig', exc)).strip())}"
+        ) from None
     click.echo(f"role table ready on {settings.safe_database_url}: {count} rows")
 
 
@@ -88,8 +92,19 @@ def _wait_for_signal() -> None:
 
 
 @main.command("postgres")
-@click.option("--max-connections", default=4096, show_default=True, type=click.IntRange(min=10), help="max_connections, as in the report.")
-@click.option("--log-connections/--no-log-connections", default=False, show_default=True, help="Log every connection and disconnection.")
+@click.option(
+    "--max-connections",
+    default=4096,
+    show_default=True,
+    type=click.IntRange(min=10),
+    help="max_connections, as in the report.",
+)
+@click.option(
+    "--log-connections/--no-log-connections",
+    default=False,
+    show_default=True,
+    help="Log every connection and disconnection.",
+)
 @click.option("--roles", default=10, show_default=True, type=click.IntRange(min=0), help="Seed role-1..role-N.")
 def postgres_command(max_connections: int, log_connections: bool, roles: int) -> None:
     """Run a throwaway PostgreSQL in the foreground until Ctrl-C; its data goes with it.
@@ -100,7 +115,7 @@ def postgres_command(max_connections: int, log_connections: bool, roles: int) ->
     Example:
         healthz postgres --max-connections 4096
     """
-    from .postgres import PostgreSQL, PostgresError
+    from .postgres import PostgresError, PostgreSQL
 
     try:
         with PostgreSQL(max_connections=max_connections, log_connections=log_connections) as pg:
@@ -160,21 +175,68 @@ def serve_command(database_url: str | None, worker_class: str, port: int) -> Non
 @click.option("--hosts", default=1, show_default=True, type=click.IntRange(min=1), help="Application hosts.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1), help="gunicorn workers per host.")
 @click.option("--worker-class", type=click.Choice(WORKER_CLASSES), default="eventlet", show_default=True)
-@click.option("--concurrency", default=1000, show_default=True, type=click.IntRange(min=1),
-              help="Greenlets per eventlet or gevent worker (gunicorn's worker_connections).")
-@click.option("--threads", default=None, type=click.IntRange(min=1), help="Threads per gthread worker (default 1, as gunicorn's).")
-@click.option("--max-connections", default=100, show_default=True, type=click.IntRange(min=1), help="The database's max_connections.")
-@click.option("--reserved-connections", default=3, show_default=True, type=click.IntRange(min=0),
-              help="superuser_reserved_connections (+ reserved_connections on PostgreSQL 16+).")
-@click.option("--other-connections", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Connections other clients hold (migrations, cron, replicas, psql).")
-@click.option("--port-range", default="32768-60999", show_default=True, metavar="LOW-HIGH",
-              help="The application hosts' net.ipv4.ip_local_port_range.")
-@click.option("--pool-size", default=None, type=click.IntRange(min=1), help="The pool_size you want per worker, to check it fits.")
-@click.option("--rate", default=None, type=click.FloatRange(min=0, min_open=True), help="Requests/s per host, to judge a service without a pool.")
+@click.option(
+    "--concurrency",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Greenlets per eventlet or gevent worker (gunicorn's worker_connections).",
+)
+@click.option(
+    "--threads", default=None, type=click.IntRange(min=1), help="Threads per gthread worker (default 1, as gunicorn's)."
+)
+@click.option(
+    "--max-connections",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="The database's max_connections.",
+)
+@click.option(
+    "--reserved-connections",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="superuser_reserved_connections (+ reserved_connections on PostgreSQL 16+).",
+)
+@click.option(
+    "--other-connections",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Connections other clients hold (migrations, cron, replicas, psql).",
+)
+@click.option(
+    "--port-range",
+    default="32768-60999",
+    show_default=True,
+    metavar="LOW-HIGH",
+    help="The application hosts' net.ipv4.ip_local_port_range.",
+)
+@click.option(
+    "--pool-size", default=None, type=click.IntRange(min=1), help="The pool_size you want per worker, to check it fits."
+)
+@click.option(
+    "--rate",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Requests/s per host, to judge a service without a pool.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-def plan_command(hosts, workers, worker_class, concurrency, threads, max_connections, reserved_connections, other_connections,
-                 port_range, pool_size, rate, as_json) -> None:  # fmt: skip
+def plan_command(
+    hosts,
+    workers,
+    worker_class,
+    concurrency,
+    threads,
+    max_connections,
+    reserved_connections,
+    other_connections,
+    port_range,
+    pool_size,
+    rate,
+    as_json,
+) -> None:
     """Size the pools: the largest safe pool_size per worker, PgBouncer's settings when it is
     needed, and the connection rate at which a host runs out of ephemeral ports.
 
@@ -191,14 +253,23 @@ def plan_command(hosts, workers, worker_class, concurrency, threads, max_connect
     from .plan import Deployment, PlanError, parse_port_range, plan, render
 
     if threads is not None and worker_class != "gthread":
-        raise click.UsageError(f"--threads applies to --worker-class gthread, not {worker_class}; use --concurrency for greenlets")
+        raise click.UsageError(
+            f"--threads applies to --worker-class gthread, not {worker_class}; use --concurrency for greenlets"
+        )
     per_worker = (threads or 1) if worker_class == "gthread" else concurrency
     try:
         deployment = Deployment(
-            hosts=hosts, workers=workers, worker_class=worker_class, concurrency=per_worker, max_connections=max_connections,
-            reserved_connections=reserved_connections, other_connections=other_connections,
-            port_range=parse_port_range(port_range), pool_size=pool_size, rate=rate,
-        )  # fmt: skip
+            hosts=hosts,
+            workers=workers,
+            worker_class=worker_class,
+            concurrency=per_worker,
+            max_connections=max_connections,
+            reserved_connections=reserved_connections,
+            other_connections=other_connections,
+            port_range=parse_port_range(port_range),
+            pool_size=pool_size,
+            rate=rate,
+        )
     except PlanError as exc:
         raise click.UsageError(str(exc)) from None
     result = plan(deployment)
@@ -208,7 +279,13 @@ def plan_command(hosts, workers, worker_class, concurrency, threads, max_connect
 
 @main.command("doctor")
 @database_url_option
-@click.option("--sample", default=10.0, show_default=True, type=click.FloatRange(1, 600), help="Seconds to watch connections open.")
+@click.option(
+    "--sample",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(1, 600),
+    help="Seconds to watch connections open.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the observation and the diagnosis as JSON.")
 def doctor_command(database_url: str | None, sample: float, as_json: bool) -> None:
     """Find connection churn or a blown connection budget on this application host, read-only.
@@ -239,7 +316,9 @@ def doctor_command(database_url: str | None, sample: float, as_json: bool) -> No
 
 
 @main.command("locustfile")
-@click.option("--step-ramp", is_flag=True, help="Add the step ramp's shape (comma-joined, as locust -f takes several files).")
+@click.option(
+    "--step-ramp", is_flag=True, help="Add the step ramp's shape (comma-joined, as locust -f takes several files)."
+)
 def locustfile_command(step_ramp: bool) -> None:
     """Print the path of the packaged locustfile, for locust -f; it needs the lab extra's locust.
 

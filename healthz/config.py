@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 #: gunicorn's worker classes the service ships a config for (``healthz.gunicorn_conf.<name>``).
@@ -81,9 +82,13 @@ def _seconds(variable: str, raw: str) -> float:
 
 
 def _error_status(variable: str, raw: str) -> int:
-    status = parse_integer(variable, raw, 400, "an HTTP status from 400 to 599 (499, the report's, or 503 for load balancers)")
+    status = parse_integer(
+        variable, raw, 400, "an HTTP status from 400 to 599 (499, the report's, or 503 for load balancers)"
+    )
     if status > 599:
-        raise SettingsError(variable, raw, "an HTTP status from 400 to 599 (499, the report's, or 503 for load balancers)")
+        raise SettingsError(
+            variable, raw, "an HTTP status from 400 to 599 (499, the report's, or 503 for load balancers)"
+        )
     return status
 
 

@@ -18,12 +18,16 @@ from sqlalchemy import event, pool
 from sqlalchemy.engine import Engine
 
 from . import metrics
-from .config import SettingsError, Settings
+from .config import Settings, SettingsError
 from .models import Base, Role
 
 log = logging.getLogger(__name__)
 
-_POOL_CLASSES = {"QueuePool": pool.QueuePool, "NullPool": pool.NullPool, "SingletonThreadPool": pool.SingletonThreadPool}
+_POOL_CLASSES = {
+    "QueuePool": pool.QueuePool,
+    "NullPool": pool.NullPool,
+    "SingletonThreadPool": pool.SingletonThreadPool,
+}
 _engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
@@ -205,4 +209,13 @@ def seed(settings: Settings, roles: int) -> int:
         engine.dispose()
 
 
-__all__ = ["create_engine", "init_app", "get_engine", "after_fork", "dispose_all", "apply_green_driver", "init_db", "seed"]
+__all__ = [
+    "create_engine",
+    "init_app",
+    "get_engine",
+    "after_fork",
+    "dispose_all",
+    "apply_green_driver",
+    "init_db",
+    "seed",
+]

@@ -18,8 +18,9 @@ import contextlib
 import dataclasses
 import ipaddress
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from healthz import sockets
 from healthz.plan import TIME_WAIT_SECONDS
@@ -127,33 +128,46 @@ def diagnose(obs: Observation) -> Diagnosis:
         seconds = 0.0  # the doctor's own connect() found no port: exhausted now
     problems, findings, changes = [], [], []
     who = "this host" if obs.opened is not None else "the database (all hosts)"
-    findings.append(f"{who} opened {opened:,} connections in {obs.window:g} s ({rate:,.1f}/s) and holds {established:,} open")
+    findings.append(
+        f"{who} opened {opened:,} connections in {obs.window:g} s ({rate:,.1f}/s) and holds {established:,} open"
+    )
     out_of_ports = bool(obs.unreachable) and not obs.refused
     held_open = obs.sockets_by_state.get("ESTABLISHED", 0)
     # Ports taken by connections held open rather than by closed ones waiting in TIME_WAIT: no churn, a budget.
-    ports_held = bool(ports) and held_open >= obs.sockets_by_state.get("TIME_WAIT", 0) and (
-        out_of_ports or held_open >= OVERRUN_SHARE * ports)
+    ports_held = (
+        bool(ports)
+        and held_open >= obs.sockets_by_state.get("TIME_WAIT", 0)
+        and (out_of_ports or held_open >= OVERRUN_SHARE * ports)
+    )
     if ports_held:
         out_of_ports = False
     if out_of_ports:
-        findings.append(f"the doctor's own connection failed: {obs.unreachable}: this host has no ephemeral port left toward "
-                        f"the database ({in_use:,} sockets of {ports or 0:,} ports)")  # fmt: skip
+        findings.append(
+            f"the doctor's own connection failed: {obs.unreachable}: this host has no ephemeral port left toward "
+            f"the database ({in_use:,} sockets of {ports or 0:,} ports)"
+        )
     if (opened >= CHURN_MIN_OPENED and rate * TIME_WAIT_SECONDS > max(established, 1)) or out_of_ports:
         problems.append(CHURN)
         if share is not None:
             if reused:
-                ending = (f"tcp_tw_reuse={obs.tcp_tw_reuse} lets connect() reuse those ports toward "
-                          f"{'this loopback address' if obs.loopback else 'the database'}, so they do not run out, but every "
-                          f"request still pays for a new connection")  # fmt: skip
+                ending = (
+                    f"tcp_tw_reuse={obs.tcp_tw_reuse} lets connect() reuse those ports toward "
+                    f"{'this loopback address' if obs.loopback else 'the database'}, so they do not run out, but every "
+                    f"request still pays for a new connection"
+                )
             elif seconds is not None:
                 ending = f"the range runs out in about {seconds:,.0f} s, then connect() fails with EADDRNOTAVAIL"
             else:
                 ending = "below the range for now, but each burst takes more"
-            findings.append(f"connection churn: at {rate:,.1f}/s, TIME_WAIT would hold {rate * TIME_WAIT_SECONDS:,.0f} of "
-                            f"{ports:,} ports ({share:.0%}): {ending}")  # fmt: skip
+            findings.append(
+                f"connection churn: at {rate:,.1f}/s, TIME_WAIT would hold {rate * TIME_WAIT_SECONDS:,.0f} of "
+                f"{ports:,} ports ({share:.0%}): {ending}"
+            )
         else:
-            findings.append("connection churn: new database sessions faster than connections are kept (over a Unix socket "
-                            "no ports run out, but every connection costs a backend start)")  # fmt: skip
+            findings.append(
+                "connection churn: new database sessions faster than connections are kept (over a Unix socket "
+                "no ports run out, but every connection costs a backend start)"
+            )
         changes += [
             "keep connections open: a QueuePool sized to what a worker holds at peak, with no overflow "
             "(HEALTHZ_POOL_CLASS=QueuePool HEALTHZ_POOL_SIZE=N HEALTHZ_MAX_OVERFLOW=0; SQLAlchemy create_engine(pool_size=N, "
@@ -162,30 +176,40 @@ def diagnose(obs: Observation) -> Diagnosis:
             "or put PgBouncer on this host and connect over its Unix socket: no ephemeral ports toward the database",
         ]
         if obs.port_range and ports:
-            changes.append(f"widening net.ipv4.ip_local_port_range (now {obs.port_range[0]}-{obs.port_range[1]}) or setting "
-                           f"net.ipv4.tcp_tw_reuse=1 (now {obs.tcp_tw_reuse}) only delays EADDRNOTAVAIL: {ports:,} ports / "
-                           f"{TIME_WAIT_SECONDS} s = {ports / TIME_WAIT_SECONDS:,.0f} connections/s sustained")  # fmt: skip
+            changes.append(
+                f"widening net.ipv4.ip_local_port_range (now {obs.port_range[0]}-{obs.port_range[1]}) or setting "
+                f"net.ipv4.tcp_tw_reuse=1 (now {obs.tcp_tw_reuse}) only delays EADDRNOTAVAIL: {ports:,} ports / "
+                f"{TIME_WAIT_SECONDS} s = {ports / TIME_WAIT_SECONDS:,.0f} connections/s sustained"
+            )
     if ports_held:
         problems.append(OVERRUN)
-        findings.append(f"budget overrun: this host holds {held_open:,} connections to the database open, "
-                        f"{held_open / ports:.0%} of its {ports:,} ephemeral ports: one more and connect() fails with "
-                        f"EADDRNOTAVAIL (a connection per thread or greenlet, as Django's CONN_MAX_AGE under eventlet)")  # fmt: skip
+        findings.append(
+            f"budget overrun: this host holds {held_open:,} connections to the database open, "
+            f"{held_open / ports:.0%} of its {ports:,} ephemeral ports: one more and connect() fails with "
+            f"EADDRNOTAVAIL (a connection per thread or greenlet, as Django's CONN_MAX_AGE under eventlet)"
+        )
     if obs.refused:
         problems.append(OVERRUN)
         findings.append(f"budget overrun: the database refused the doctor's own connection: {obs.refused}")
     elif obs.budget is None:
         findings.append("client backends: not read (the database was not reachable)")
     else:
-        findings.append(f"client backends: {obs.backends_total:,} of {obs.budget:,} (max_connections {obs.max_connections:,} "
-                        f"- {obs.reserved_connections} reserved)")  # fmt: skip
+        findings.append(
+            f"client backends: {obs.backends_total:,} of {obs.budget:,} (max_connections {obs.max_connections:,} "
+            f"- {obs.reserved_connections} reserved)"
+        )
     if obs.budget is not None and obs.backends_total >= OVERRUN_SHARE * obs.budget:
         problems.append(OVERRUN)
-        findings.append(f"budget overrun: {obs.backends_total:,} backends use {obs.backends_total / obs.budget:.0%} of the "
-                        f"{obs.budget:,} available; the next ones get 'too many clients already'")  # fmt: skip
+        findings.append(
+            f"budget overrun: {obs.backends_total:,} backends use {obs.backends_total / obs.budget:.0%} of the "
+            f"{obs.budget:,} available; the next ones get 'too many clients already'"
+        )
     if OVERRUN in problems:
         if ports_held:
-            changes.append("hold fewer connections: a QueuePool with pool_size per worker well under the port range "
-                           "(HEALTHZ_POOL_CLASS=QueuePool HEALTHZ_MAX_OVERFLOW=0), not a connection per thread or greenlet")  # fmt: skip
+            changes.append(
+                "hold fewer connections: a QueuePool with pool_size per worker well under the port range "
+                "(HEALTHZ_POOL_CLASS=QueuePool HEALTHZ_MAX_OVERFLOW=0), not a connection per thread or greenlet"
+            )
         changes += [
             "size every pool so that hosts x workers x (pool_size + max_overflow) stays below the budget: "
             "healthz plan --hosts H --workers W --max-connections M",
@@ -233,8 +257,12 @@ def _libpq_url(url: str) -> str:
     return scheme.split("+", 1)[0] + sep + rest
 
 
-def observe(database_url: str, sample: float, interval: float = 0.25,
-            read_sockets: Callable[[int], list[sockets.Socket]] | None = None) -> Observation:  # fmt: skip
+def observe(
+    database_url: str,
+    sample: float,
+    interval: float = 0.25,
+    read_sockets: Callable[[int], list[sockets.Socket]] | None = None,
+) -> Observation:
     """Read the host and the database for ``sample`` seconds (see the module docstring).
     :class:`DoctorError` when either cannot be read."""
     import psycopg2
@@ -246,7 +274,9 @@ def observe(database_url: str, sample: float, interval: float = 0.25,
     try:
         url = make_url(database_url)
     except Exception:  # sqlalchemy raises ArgumentError, and ValueError for a bad port
-        raise DoctorError(f"--database-url {safe}: not a database URL (postgresql://USER:PASSWORD@HOST:PORT/DBNAME)") from None
+        raise DoctorError(
+            f"--database-url {safe}: not a database URL (postgresql://USER:PASSWORD@HOST:PORT/DBNAME)"
+        ) from None
     host = url.host or url.query.get("host") or ""
     transport = "unix" if not host or str(host).startswith("/") else "tcp"
     port = url.port or 5432
@@ -255,8 +285,12 @@ def observe(database_url: str, sample: float, interval: float = 0.25,
     retry_until = time.monotonic() + CONNECT_RETRY_SECONDS
     while conn is None:
         try:
-            conn = psycopg2.connect(_libpq_url(database_url), connect_timeout=10, application_name="healthz-doctor",
-                                    options="-c default_transaction_read_only=on")  # fmt: skip
+            conn = psycopg2.connect(
+                _libpq_url(database_url),
+                connect_timeout=10,
+                application_name="healthz-doctor",
+                options="-c default_transaction_read_only=on",
+            )
         except psycopg2.Error as exc:
             first = mask_password((str(exc).strip().splitlines() or [type(exc).__name__])[0])
             # The failures themselves: this host has no port left to reach the database, or the database
@@ -276,9 +310,11 @@ def observe(database_url: str, sample: float, interval: float = 0.25,
         if conn:
             conn.autocommit = True
             with conn.cursor() as cur:
-                cur.execute("SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int "
-                            "+ coalesce(current_setting('reserved_connections', true)::int, 0), inet_client_port(), "
-                            "host(inet_server_addr())")  # fmt: skip
+                cur.execute(
+                    "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int "
+                    "+ coalesce(current_setting('reserved_connections', true)::int, 0), inet_client_port(), "
+                    "host(inet_server_addr())"
+                )
                 max_connections, reserved, own_port, server_addr = cur.fetchone()
         # What this host connects to; through a pooler the server's own address differs, and is not what loopback is about.
         host_addresses = sockets.resolve(str(host), port) if transport == "tcp" else set()
@@ -308,17 +344,28 @@ def observe(database_url: str, sample: float, interval: float = 0.25,
     low_high = _read_sysctl("net.ipv4.ip_local_port_range")
     reuse = _read_sysctl("net.ipv4.tcp_tw_reuse")
     if transport == "tcp" and low_high is None:
-        raise DoctorError("cannot read /proc/sys/net/ipv4/ip_local_port_range: run the doctor on the Linux host that runs the service")
+        raise DoctorError(
+            "cannot read /proc/sys/net/ipv4/ip_local_port_range: run the doctor on the Linux host that runs the service"
+        )
     low, high = (int(v) for v in low_high.split()) if low_high else (None, None)
     return Observation(
-        database=safe, transport=transport, port_range=(low, high) if low is not None else None,
-        tcp_tw_reuse=int(reuse) if reuse and reuse.isdigit() else None, window=round(window, 3),
-        opened=counter.opened if transport == "tcp" else None, sockets_by_state=dict(sockets.states(last)),
-        sessions_opened=sessions_opened, max_connections=max_connections, reserved_connections=reserved,
-        backends=backends, started_at=started_at, unreachable=unreachable or refused, refused=refused,
+        database=safe,
+        transport=transport,
+        port_range=(low, high) if low is not None else None,
+        tcp_tw_reuse=int(reuse) if reuse and reuse.isdigit() else None,
+        window=round(window, 3),
+        opened=counter.opened if transport == "tcp" else None,
+        sockets_by_state=dict(sockets.states(last)),
+        sessions_opened=sessions_opened,
+        max_connections=max_connections,
+        reserved_connections=reserved,
+        backends=backends,
+        started_at=started_at,
+        unreachable=unreachable or refused,
+        refused=refused,
         backends_peak=backends_peak,
         loopback=bool(host_addresses) and all(ipaddress.ip_address(a).is_loopback for a in host_addresses if _is_ip(a)),
-    )  # fmt: skip
+    )
 
 
 def _is_ip(text: str) -> bool:
@@ -338,15 +385,22 @@ def _sessions(conn) -> int:
 
 def _backends_count(conn) -> int:
     with conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        cur.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )
         return int(cur.fetchone()[0])
 
 
 def _backends(conn) -> list[dict[str, Any]]:
     with conn.cursor() as cur:
-        cur.execute("SELECT coalesce(application_name, ''), host(client_addr), count(*) FROM pg_stat_activity "
-                    "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2")  # fmt: skip
-        return [{"application_name": name, "client_addr": addr or "local", "count": count} for name, addr, count in cur.fetchall()]
+        cur.execute(
+            "SELECT coalesce(application_name, ''), host(client_addr), count(*) FROM pg_stat_activity "
+            "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2"
+        )
+        return [
+            {"application_name": name, "client_addr": addr or "local", "count": count}
+            for name, addr, count in cur.fetchall()
+        ]
 
 
 def render(obs: Observation, diagnosis: Diagnosis) -> str:
@@ -356,8 +410,12 @@ def render(obs: Observation, diagnosis: Diagnosis) -> str:
     lines = [
         f"Database: {obs.database} over {'TCP' if obs.transport == 'tcp' else 'a Unix socket'}; sampled {obs.window:g} s",
         f"This host: ip_local_port_range {range_text}, tcp_tw_reuse {obs.tcp_tw_reuse if obs.tcp_tw_reuse is not None else 'unknown'}",
-        f"  sockets toward the database: {states}" if obs.transport == "tcp" else "  (Unix socket: no ephemeral ports used)",
-        f"  connections opened: {obs.opened:,} ({diagnosis.opened_per_second:,.1f}/s)" if obs.opened is not None else "",
+        f"  sockets toward the database: {states}"
+        if obs.transport == "tcp"
+        else "  (Unix socket: no ephemeral ports used)",
+        f"  connections opened: {obs.opened:,} ({diagnosis.opened_per_second:,.1f}/s)"
+        if obs.opened is not None
+        else "",
     ]
     if obs.unreachable:
         lines.append(f"Database: not reachable from this host: {obs.unreachable}")
@@ -366,7 +424,10 @@ def render(obs: Observation, diagnosis: Diagnosis) -> str:
             f"Database: sessions opened {obs.sessions_opened:,} ({obs.sessions_opened / obs.window if obs.window else 0:,.1f}/s, "
             f"all hosts); max_connections {obs.max_connections:,}, {obs.reserved_connections} reserved",
             "  client backends by application_name and client address:" + ("" if obs.backends else " none"),
-            *(f"    {b['count']:>6,}  {b['application_name'] or '(none)'}  {b['client_addr']}" for b in obs.backends[:15]),
+            *(
+                f"    {b['count']:>6,}  {b['application_name'] or '(none)'}  {b['client_addr']}"
+                for b in obs.backends[:15]
+            ),
         ]
     if diagnosis.seconds_to_exhaustion is not None:
         lines.append(f"  estimated seconds until the port range is exhausted: {diagnosis.seconds_to_exhaustion:,.0f}")
@@ -377,6 +438,12 @@ def render(obs: Observation, diagnosis: Diagnosis) -> str:
 
 
 def to_dict(obs: Observation, diagnosis: Diagnosis) -> dict[str, Any]:
-    return {"observation": {**dataclasses.asdict(obs), "ports": obs.ports, "budget": obs.budget,
-                            "backends_total": obs.backends_total},
-            "diagnosis": {**dataclasses.asdict(diagnosis), "healthy": diagnosis.healthy}}  # fmt: skip
+    return {
+        "observation": {
+            **dataclasses.asdict(obs),
+            "ports": obs.ports,
+            "budget": obs.budget,
+            "backends_total": obs.backends_total,
+        },
+        "diagnosis": {**dataclasses.asdict(diagnosis), "healthy": diagnosis.healthy},
+    }

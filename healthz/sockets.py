@@ -12,16 +12,26 @@ import collections
 import ipaddress
 import socket
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 #: How libpq words EADDRNOTAVAIL (strerror), in the service's log and in its errors.
 EADDRNOTAVAIL_TEXT = "Cannot assign requested address"
 #: TCP states as /proc/net/tcp numbers them (include/net/tcp_states.h).
 TCP_STATES = {
-    "01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1", "05": "FIN_WAIT2",
-    "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING",
-}  # fmt: skip
+    "01": "ESTABLISHED",
+    "02": "SYN_SENT",
+    "03": "SYN_RECV",
+    "04": "FIN_WAIT1",
+    "05": "FIN_WAIT2",
+    "06": "TIME_WAIT",
+    "07": "CLOSE",
+    "08": "CLOSE_WAIT",
+    "09": "LAST_ACK",
+    "0A": "LISTEN",
+    "0B": "CLOSING",
+}
 
 
 class Socket(NamedTuple):
@@ -94,6 +104,9 @@ def resolve(host: str, port: int) -> set[str]:
     """The addresses ``host`` resolves to (``localhost``: 127.0.0.1 and ::1), or ``{host}`` when it
     does not resolve."""
     try:
-        return {str(ipaddress.ip_address(info[4][0].split("%")[0])) for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)}
+        return {
+            str(ipaddress.ip_address(info[4][0].split("%")[0]))
+            for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+        }
     except (OSError, ValueError):
         return {host}

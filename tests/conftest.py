@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import itertools
 import time
+
 import pytest
+from helpers import backends, wait_until
 
 from healthz import Settings, create_app, db
 from healthz.postgres import PostgreSQL, free_port
 from healthz.service import Gunicorn
-
-from helpers import backends, wait_until
 
 _names = itertools.count(1)
 
@@ -80,7 +80,11 @@ def run_gunicorn(tmp_path, database_url, postgres):
     servers: list[Gunicorn] = []
 
     def run(worker_class: str, workers: int = 1, url: str | None = None, **env: str) -> Gunicorn:
-        environ = {"DATABASE_URL": url or database_url, "GUNICORN_WORKERS": str(workers), "GUNICORN_GRACEFUL_TIMEOUT": "5"}
+        environ = {
+            "DATABASE_URL": url or database_url,
+            "GUNICORN_WORKERS": str(workers),
+            "GUNICORN_GRACEFUL_TIMEOUT": "5",
+        }
         environ.update({k: str(v) for k, v in env.items()})
         server = Gunicorn(worker_class, environ, tmp_path / f"gunicorn-{len(servers)}.log", port=free_port())
         servers.append(server)

@@ -68,7 +68,13 @@ def _spawn(*args, env=None):
 
     environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     environ.update(env or {})
-    return subprocess.Popen([sys.executable, "-m", "healthz", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environ)
+    return subprocess.Popen(
+        [sys.executable, "-m", "healthz", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=environ,
+    )
 
 
 def _stop(process):

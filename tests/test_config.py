@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from sqlalchemy import pool
 
 from healthz.config import ENVIRONMENT, Settings, SettingsError, mask_password
@@ -73,13 +75,29 @@ def test_every_variable_is_read():
         ("HEALTHZ_POOL_PRE_PING", "maybe", "one of 1, true, yes, on, 0, false, no, off"),
         ("HEALTHZ_POOL_CLASS", "StaticPool", "one of QueuePool, NullPool, SingletonThreadPool"),
         ("HEALTHZ_GREEN_DRIVER", "always", "one of auto, on, off"),
-        ("HEALTHZ_ISOLATION_LEVEL", "READ UNCOMMITTED", "one of AUTOCOMMIT, READ COMMITTED, REPEATABLE READ, SERIALIZABLE"),
+        (
+            "HEALTHZ_ISOLATION_LEVEL",
+            "READ UNCOMMITTED",
+            "one of AUTOCOMMIT, READ COMMITTED, REPEATABLE READ, SERIALIZABLE",
+        ),
         ("HEALTHZ_CONNECT_TIMEOUT", "x", "an integer >= 0"),
         ("HEALTHZ_STATEMENT_TIMEOUT", "-3", "an integer >= 0"),
         ("HEALTHZ_APPLICATION_NAME", "has space", "1 to 63 letters, digits or _.:-"),
-        ("HEALTHZ_ERROR_STATUS", "200", "an HTTP status from 400 to 599 (499, the report's, or 503 for load balancers)"),
-        ("HEALTHZ_ERROR_STATUS", "600", "an HTTP status from 400 to 599 (499, the report's, or 503 for load balancers)"),
-        ("HEALTHZ_ERROR_STATUS", "5xx", "an HTTP status from 400 to 599 (499, the report's, or 503 for load balancers)"),
+        (
+            "HEALTHZ_ERROR_STATUS",
+            "200",
+            "an HTTP status from 400 to 599 (499, the report's, or 503 for load balancers)",
+        ),
+        (
+            "HEALTHZ_ERROR_STATUS",
+            "600",
+            "an HTTP status from 400 to 599 (499, the report's, or 503 for load balancers)",
+        ),
+        (
+            "HEALTHZ_ERROR_STATUS",
+            "5xx",
+            "an HTTP status from 400 to 599 (499, the report's, or 503 for load balancers)",
+        ),
     ],
 )
 def test_bad_value_names_variable_value_and_accepted(variable, value, accepted):
@@ -116,7 +134,10 @@ def test_missing_database_url():
 
 
 def test_postgres_scheme_and_socket_host_are_accepted():
-    assert Settings.from_env({"DATABASE_URL": "postgres://u:p@db:6543/x"}).database_url == "postgresql+psycopg2://u:p@db:6543/x"
+    assert (
+        Settings.from_env({"DATABASE_URL": "postgres://u:p@db:6543/x"}).database_url
+        == "postgresql+psycopg2://u:p@db:6543/x"
+    )
     assert Settings.from_env({"DATABASE_URL": "postgresql:///x?host=/tmp"}).database_url.endswith("///x?host=/tmp")
 
 
@@ -166,7 +187,9 @@ def test_any_value_is_a_clear_refusal_or_a_valid_setting(variable, value):
 
 
 def test_overrides_are_laid_over_the_environment():
-    s = Settings.from_env({"DATABASE_URL": URL, "HEALTHZ_POOL_SIZE": "9", "HEALTHZ_MAX_OVERFLOW": "4"}, {"max_overflow": 0})
+    s = Settings.from_env(
+        {"DATABASE_URL": URL, "HEALTHZ_POOL_SIZE": "9", "HEALTHZ_MAX_OVERFLOW": "4"}, {"max_overflow": 0}
+    )
     assert (s.pool_size, s.max_overflow) == (9, 0)
 
 

@@ -9,11 +9,10 @@ import threading
 import psycopg2.extensions
 import pytest
 import sqlalchemy
+from helpers import backends, settled_sessions
 
 from healthz import db
 from healthz.config import Settings, SettingsError
-
-from helpers import backends, settled_sessions
 
 HEALTHZ = "/api/v1/healthz/"
 
@@ -73,8 +72,14 @@ def test_queuepool_overflow_is_closed_on_checkin(make_app, postgres, database):
 
 
 def test_pool_arguments_follow_the_pool_class(database_url):
-    for pool_class, expected in [("QueuePool", sqlalchemy.pool.QueuePool), ("NullPool", sqlalchemy.pool.NullPool), ("SingletonThreadPool", sqlalchemy.pool.SingletonThreadPool)]:
-        engine = db.create_engine(Settings.from_mapping({"database_url": database_url, "pool_class": pool_class, "pool_size": 7}))
+    for pool_class, expected in [
+        ("QueuePool", sqlalchemy.pool.QueuePool),
+        ("NullPool", sqlalchemy.pool.NullPool),
+        ("SingletonThreadPool", sqlalchemy.pool.SingletonThreadPool),
+    ]:
+        engine = db.create_engine(
+            Settings.from_mapping({"database_url": database_url, "pool_class": pool_class, "pool_size": 7})
+        )
         assert type(engine.pool) is expected
         if pool_class == "QueuePool":
             assert engine.pool.size() == 7 and engine.pool._max_overflow == 10
@@ -117,7 +122,9 @@ def test_after_fork_leaves_the_parents_connections_alone(database_url):
 
 
 def test_init_db_is_idempotent(database_url):
-    engine = db.create_engine(Settings.from_mapping({"database_url": database_url, "pool_class": "NullPool"}), instrument=False)
+    engine = db.create_engine(
+        Settings.from_mapping({"database_url": database_url, "pool_class": "NullPool"}), instrument=False
+    )
     assert db.init_db(engine, 10) == 10
     assert db.init_db(engine, 10) == 10
     assert db.init_db(engine, 12) == 12

@@ -19,7 +19,9 @@ from healthz.cli import main
 from healthz.config import ENVIRONMENT, Settings
 
 CHECKOUT = Path(__file__).resolve().parents[1]
-GUNICORN_VARIABLES = set(re.findall(r'"((?:GUNICORN|WEB)_[A-Z_]+|PORT)"', Path(healthz.gunicorn_conf.__file__).read_text()))
+GUNICORN_VARIABLES = set(
+    re.findall(r'"((?:GUNICORN|WEB)_[A-Z_]+|PORT)"', Path(healthz.gunicorn_conf.__file__).read_text())
+)
 KNOWN_VARIABLES = set(ENVIRONMENT.values()) | GUNICORN_VARIABLES | {"PYTHONUNBUFFERED"}
 PLACEHOLDER_URL = "postgresql://healthz:pw@db:5432/healthz"
 
@@ -60,7 +62,9 @@ def test_dockerfile_copies_what_exists_and_starts_a_packaged_config():
     assert config == "python:healthz.gunicorn_conf.gevent"
     assert importlib.util.find_spec(config.removeprefix("python:")) is not None
     assert cmd[-1] == "healthz.wsgi:app"
-    env = dict(re.findall(r"(\w+)=(\S+)", " ".join(re.findall(r"^ENV (.+(?:\\\n.+)*)", final, re.M)).replace("\\\n", " ")))
+    env = dict(
+        re.findall(r"(\w+)=(\S+)", " ".join(re.findall(r"^ENV (.+(?:\\\n.+)*)", final, re.M)).replace("\\\n", " "))
+    )
     assert env["PORT"] == "8000" and "0.0.0.0" not in text.split("CMD")[-1]
     check_environment(env)
     dockerignore = (CHECKOUT / ".dockerignore").read_text().split()
@@ -84,7 +88,9 @@ def test_compose_runs_the_image_beside_postgresql_16_or_newer():
 
 
 def test_kubernetes_probes_hit_healthz_and_livez_with_the_settings_the_service_reads():
-    docs = {doc["kind"]: doc for path in sorted((CHECKOUT / "deploy/kubernetes").glob("*.yaml")) for doc in documents(path)}
+    docs = {
+        doc["kind"]: doc for path in sorted((CHECKOUT / "deploy/kubernetes").glob("*.yaml")) for doc in documents(path)
+    }
     assert {"Deployment", "Service"} <= set(docs)
     (container,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
     known = routes()
@@ -93,7 +99,10 @@ def test_kubernetes_probes_hit_healthz_and_livez_with_the_settings_the_service_r
     assert liveness["httpGet"]["path"] == "/api/v1/livez/" and liveness["httpGet"]["path"] in known
     # Above Kubernetes' 1 s default: the benchmark's p99 at 100 connections reaches 653 ms on its worst run.
     assert readiness["timeoutSeconds"] >= 2 and liveness["timeoutSeconds"] >= 2
-    assert liveness["failureThreshold"] * liveness["periodSeconds"] > readiness["failureThreshold"] * readiness["periodSeconds"]
+    assert (
+        liveness["failureThreshold"] * liveness["periodSeconds"]
+        > readiness["failureThreshold"] * readiness["periodSeconds"]
+    )
     port = container["ports"][0]["containerPort"]
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert env.pop("DATABASE_URL") is None, "DATABASE_URL comes from a Secret, never a literal"

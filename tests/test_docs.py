@@ -43,7 +43,9 @@ def test_no_temporary_path_or_checkout_outside_the_repository(page):
     assert "../shared" not in text
 
 
-@pytest.mark.parametrize("path", sorted((CHECKOUT / "docs").glob("example-*/*")), ids=lambda p: p.relative_to(CHECKOUT).as_posix())
+@pytest.mark.parametrize(
+    "path", sorted((CHECKOUT / "docs").glob("example-*/*")), ids=lambda p: p.relative_to(CHECKOUT).as_posix()
+)
 def test_example_reports_cite_no_temporary_path(path):
     if path.suffix in (".md", ".json", ".csv"):
         assert not re.search(r"/tmp/[\w-]", path.read_text()), "a temporary path"

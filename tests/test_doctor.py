@@ -17,9 +17,19 @@ from healthz.postgres import PostgreSQL, free_port
 
 
 def observation(**changes) -> Observation:
-    values = dict(database="postgresql://healthz:***@db/healthz", transport="tcp", port_range=(40000, 40999), tcp_tw_reuse=2,
-                  window=10.0, opened=0, sockets_by_state={"ESTABLISHED": 20}, sessions_opened=0, max_connections=100,
-                  reserved_connections=3, backends=[{"application_name": "healthz", "client_addr": "198.18.0.2", "count": 20}])  # fmt: skip
+    values = dict(
+        database="postgresql://healthz:***@db/healthz",
+        transport="tcp",
+        port_range=(40000, 40999),
+        tcp_tw_reuse=2,
+        window=10.0,
+        opened=0,
+        sockets_by_state={"ESTABLISHED": 20},
+        sessions_opened=0,
+        max_connections=100,
+        reserved_connections=3,
+        backends=[{"application_name": "healthz", "client_addr": "198.18.0.2", "count": 20}],
+    )
     return Observation(**{**values, **changes})
 
 
@@ -47,7 +57,9 @@ def test_churn_toward_a_loopback_pooler_with_tw_reuse_does_not_run_out():
     obs = observation(opened=500, sockets_by_state={"ESTABLISHED": 100, "TIME_WAIT": 300}, loopback=True)
     result = diagnose(obs)
     assert result.status == CHURN and result.seconds_to_exhaustion is None
-    assert any("tcp_tw_reuse=2 lets connect() reuse those ports toward this loopback address" in f for f in result.findings)
+    assert any(
+        "tcp_tw_reuse=2 lets connect() reuse those ports toward this loopback address" in f for f in result.findings
+    )
     # tcp_tw_reuse=1 reuses toward any address; 0 nowhere.
     assert diagnose(observation(opened=500, tcp_tw_reuse=1)).seconds_to_exhaustion is None
     assert diagnose(observation(opened=500, tcp_tw_reuse=0, loopback=True)).seconds_to_exhaustion is not None
@@ -56,14 +68,22 @@ def test_churn_toward_a_loopback_pooler_with_tw_reuse_does_not_run_out():
 def test_churn_below_the_port_range_has_no_exhaustion_time():
     # 10/s x 60 = 600 > 20 held: churn, but 600 < 1,000 ports.
     result = diagnose(observation(opened=100))
-    assert result.status == CHURN and result.seconds_to_exhaustion is None and result.time_wait_share == pytest.approx(0.6)
+    assert (
+        result.status == CHURN and result.seconds_to_exhaustion is None and result.time_wait_share == pytest.approx(0.6)
+    )
 
 
 def test_a_host_out_of_ports_is_churn_even_when_the_database_is_unreachable():
     # The doctor's own connect() failed: only the host's figures remain; the range is full.
-    obs = observation(unreachable="connection to server failed: Cannot assign requested address", opened=16,
-                      sockets_by_state={"TIME_WAIT": 990, "ESTABLISHED": 10}, sessions_opened=None, max_connections=None,
-                      reserved_connections=None, backends=[])  # fmt: skip
+    obs = observation(
+        unreachable="connection to server failed: Cannot assign requested address",
+        opened=16,
+        sockets_by_state={"TIME_WAIT": 990, "ESTABLISHED": 10},
+        sessions_opened=None,
+        max_connections=None,
+        reserved_connections=None,
+        backends=[],
+    )
     result = diagnose(obs)
     # 1.6/s is all that TIME_WAIT's expiry lets through now; the range is exhausted already.
     assert result.status == CHURN and result.seconds_to_exhaustion == 0
@@ -72,8 +92,14 @@ def test_a_host_out_of_ports_is_churn_even_when_the_database_is_unreachable():
 
 
 def test_a_database_with_no_slot_for_the_doctor_is_an_overrun():
-    obs = observation(unreachable="FATAL: sorry, too many clients already (for 3 s)", refused="FATAL: sorry, too many clients already (for 3 s)",
-                      sessions_opened=None, max_connections=None, reserved_connections=None, backends=[])  # fmt: skip
+    obs = observation(
+        unreachable="FATAL: sorry, too many clients already (for 3 s)",
+        refused="FATAL: sorry, too many clients already (for 3 s)",
+        sessions_opened=None,
+        max_connections=None,
+        reserved_connections=None,
+        backends=[],
+    )
     result = diagnose(obs)
     assert result.status == OVERRUN and result.seconds_to_exhaustion is None
     assert any("refused the doctor's own connection" in f for f in result.findings)
@@ -89,11 +115,21 @@ def test_a_host_holding_most_of_its_ports_open_is_an_overrun_not_churn():
     held = diagnose(observation(opened=2, sockets_by_state={"ESTABLISHED": 950, "TIME_WAIT": 3}))
     assert held.status == OVERRUN and any("holds 950 connections to the database open, 95%" in f for f in held.findings)
     # Out of ports with most of them held open: the same, even when the doctor's connect() failed.
-    full = observation(unreachable="Cannot assign requested address", opened=0, sockets_by_state={"ESTABLISHED": 700, "TIME_WAIT": 300},
-                       sessions_opened=None, max_connections=None, reserved_connections=None, backends=[])  # fmt: skip
+    full = observation(
+        unreachable="Cannot assign requested address",
+        opened=0,
+        sockets_by_state={"ESTABLISHED": 700, "TIME_WAIT": 300},
+        sessions_opened=None,
+        max_connections=None,
+        reserved_connections=None,
+        backends=[],
+    )
     assert diagnose(full).status == OVERRUN
     # Out of ports with most of them in TIME_WAIT: churn.
-    assert diagnose(observation(**{**full.__dict__, "sockets_by_state": {"ESTABLISHED": 100, "TIME_WAIT": 900}})).status == CHURN
+    assert (
+        diagnose(observation(**{**full.__dict__, "sockets_by_state": {"ESTABLISHED": 100, "TIME_WAIT": 900}})).status
+        == CHURN
+    )
 
 
 def test_over_a_unix_socket_the_session_rate_decides():
@@ -166,16 +202,15 @@ def test_doctor_finds_churn_and_counts_what_postgresql_counts(database_url):
 
 
 def test_doctor_finds_a_budget_overrun():
-    with PostgreSQL(max_connections=20) as pg:  # 20 - 3 reserved = 17; 16 >= 0.9 x 17
-        with contextlib.ExitStack() as stack:
-            for _ in range(16):
-                stack.callback(psycopg2.connect(pg.dsn(), application_name="hog").close)
-            code, output = _doctor(pg.url, "1")
-            assert code == 1, output
-            assert "Diagnosis: budget overrun" in output and "16 of 17" in output
-            # The seventeenth takes the last slot: the doctor is refused, retries for 3 s, and says so.
+    with PostgreSQL(max_connections=20) as pg, contextlib.ExitStack() as stack:  # 20 - 3 reserved = 17; 16 >= 0.9 x 17
+        for _ in range(16):
             stack.callback(psycopg2.connect(pg.dsn(), application_name="hog").close)
-            code, refused = _doctor(pg.url, "1")
+        code, output = _doctor(pg.url, "1")
+        assert code == 1, output
+        assert "Diagnosis: budget overrun" in output and "16 of 17" in output
+        # The seventeenth takes the last slot: the doctor is refused, retries for 3 s, and says so.
+        stack.callback(psycopg2.connect(pg.dsn(), application_name="hog").close)
+        code, refused = _doctor(pg.url, "1")
     assert code == 1, refused
     assert "Diagnosis: budget overrun" in refused and "refused the doctor's own connection" in refused
     assert pg.password not in output + refused

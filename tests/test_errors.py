@@ -31,14 +31,26 @@ def wrapped(message: str) -> sqlalchemy.exc.OperationalError:
         ),
         ('connection to server at "127.0.0.1", port 1 failed: Connection refused', errors.CONNECTION_REFUSED),
         ("FATAL:  sorry, too many clients already", errors.TOO_MANY_CLIENTS),
-        ("FATAL:  remaining connection slots are reserved for roles with the SUPERUSER attribute", errors.TOO_MANY_CLIENTS),
+        (
+            "FATAL:  remaining connection slots are reserved for roles with the SUPERUSER attribute",
+            errors.TOO_MANY_CLIENTS,
+        ),
         ('connection to server at "198.18.0.2", port 5432 failed: timeout expired', errors.CONNECT_TIMEOUT),
         ("FATAL:  the database system is starting up", errors.DATABASE_UNAVAILABLE),
         ("FATAL:  the database system is shutting down", errors.DATABASE_UNAVAILABLE),
-        ("server closed the connection unexpectedly\n\tThis probably means the server terminated abnormally", errors.CONNECTION_LOST),
-        ("FATAL:  password authentication failed for user \"healthz\"", errors.AUTHENTICATION_FAILED),
-        ('FATAL:  no pg_hba.conf entry for host "198.18.0.2", user "healthz", database "healthz", no encryption', errors.AUTHENTICATION_FAILED),
-        ("FATAL:  the database system is not yet accepting connections\nDETAIL:  Consistent recovery state has not been yet reached.", errors.DATABASE_UNAVAILABLE),
+        (
+            "server closed the connection unexpectedly\n\tThis probably means the server terminated abnormally",
+            errors.CONNECTION_LOST,
+        ),
+        ('FATAL:  password authentication failed for user "healthz"', errors.AUTHENTICATION_FAILED),
+        (
+            'FATAL:  no pg_hba.conf entry for host "198.18.0.2", user "healthz", database "healthz", no encryption',
+            errors.AUTHENTICATION_FAILED,
+        ),
+        (
+            "FATAL:  the database system is not yet accepting connections\nDETAIL:  Consistent recovery state has not been yet reached.",
+            errors.DATABASE_UNAVAILABLE,
+        ),
         ("could not receive data from server: Connection reset by peer", errors.CONNECTION_LOST),
         ("Connection reset by peer", errors.CONNECTION_LOST),
     ],
@@ -49,7 +61,9 @@ def test_libpq_messages(message, kind):
 
 
 def test_queuepool_limit_is_pool_timeout():
-    exc = sqlalchemy.exc.TimeoutError("QueuePool limit of size 1 overflow 0 reached, connection timed out, timeout 0.50")
+    exc = sqlalchemy.exc.TimeoutError(
+        "QueuePool limit of size 1 overflow 0 reached, connection timed out, timeout 0.50"
+    )
     assert errors.classify(exc) == errors.POOL_TIMEOUT
 
 

@@ -23,9 +23,13 @@ SHIMS = sorted((CHECKOUT / "gunicorn_conf").glob("*.py"))
 
 def gunicorn(*args, env=None, timeout=60, cwd=None):
     return subprocess.run(
-        [sys.executable, "-m", "gunicorn", *args], cwd=cwd or CHECKOUT, env={**os.environ, **(env or {})},
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        [sys.executable, "-m", "gunicorn", *args],
+        cwd=cwd or CHECKOUT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def packaged(worker_class):
@@ -36,7 +40,9 @@ def packaged(worker_class):
 def print_config(worker_class, env, cwd=None):
     result = gunicorn("--print-config", *packaged(worker_class), env=env, cwd=cwd)
     assert result.returncode == 0, result.stderr[-2000:]
-    return {line.split("=")[0].strip(): line.split("=", 1)[1].strip() for line in result.stdout.splitlines() if "=" in line}
+    return {
+        line.split("=")[0].strip(): line.split("=", 1)[1].strip() for line in result.stdout.splitlines() if "=" in line
+    }
 
 
 def test_one_config_and_one_shim_per_worker_class():
@@ -48,13 +54,17 @@ def test_one_config_and_one_shim_per_worker_class():
 def test_check_config_packaged_and_from_the_checkout(worker_class, database_url, tmp_path):
     result = gunicorn("--check-config", *packaged(worker_class), env={"DATABASE_URL": database_url}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    result = gunicorn("--check-config", "wsgi:app", "-c", f"gunicorn_conf/{worker_class}.py", env={"DATABASE_URL": database_url})
+    result = gunicorn(
+        "--check-config", "wsgi:app", "-c", f"gunicorn_conf/{worker_class}.py", env={"DATABASE_URL": database_url}
+    )
     assert result.returncode == 0, result.stderr[-2000:]
 
 
 @pytest.mark.parametrize("worker_class", WORKER_CLASSES)
 def test_print_config_resolves_our_settings(worker_class, database_url, tmp_path):
-    lines = print_config(worker_class, {"DATABASE_URL": database_url, "GUNICORN_WORKERS": "3", "GUNICORN_PORT": "8123"}, tmp_path)
+    lines = print_config(
+        worker_class, {"DATABASE_URL": database_url, "GUNICORN_WORKERS": "3", "GUNICORN_PORT": "8123"}, tmp_path
+    )
     assert lines["worker_class"] == worker_class
     assert lines["workers"] == "3"
     assert lines["bind"] == "['127.0.0.1:8123']"
@@ -67,7 +77,11 @@ def test_print_config_resolves_our_settings(worker_class, database_url, tmp_path
     [
         ({}, "['127.0.0.1:8000']", "2"),
         ({"PORT": "9001", "WEB_CONCURRENCY": "5"}, "['0.0.0.0:9001']", "5"),
-        ({"PORT": "9001", "GUNICORN_PORT": "9002", "WEB_CONCURRENCY": "5", "GUNICORN_WORKERS": "3"}, "['127.0.0.1:9002']", "3"),
+        (
+            {"PORT": "9001", "GUNICORN_PORT": "9002", "WEB_CONCURRENCY": "5", "GUNICORN_WORKERS": "3"},
+            "['127.0.0.1:9002']",
+            "3",
+        ),
         ({"PORT": "9001", "GUNICORN_BIND": "unix:/tmp/healthz.sock"}, "['unix:/tmp/healthz.sock']", "2"),
     ],
     ids=["defaults", "platform", "gunicorn-first", "bind-first"],
@@ -83,17 +97,29 @@ def test_port_and_web_concurrency_as_platforms_set_them(env, bind, workers, data
     "variable, value, expected",
     [
         ("HEALTHZ_POOL_SIZE", "abc", "HEALTHZ_POOL_SIZE='abc' is not accepted: expected an integer >= 0"),
-        ("HEALTHZ_POOL_CLASS", "Bogus", "HEALTHZ_POOL_CLASS='Bogus' is not accepted: expected one of QueuePool, NullPool, SingletonThreadPool"),
+        (
+            "HEALTHZ_POOL_CLASS",
+            "Bogus",
+            "HEALTHZ_POOL_CLASS='Bogus' is not accepted: expected one of QueuePool, NullPool, SingletonThreadPool",
+        ),
         ("HEALTHZ_MAX_OVERFLOW", "-3", "HEALTHZ_MAX_OVERFLOW='-3' is not accepted: expected an integer >= -1"),
         ("HEALTHZ_POOL_TIMEOUT", "-1", "HEALTHZ_POOL_TIMEOUT='-1' is not accepted: expected a number of seconds >= 0"),
-        ("HEALTHZ_GREEN_DRIVER", "sometimes", "HEALTHZ_GREEN_DRIVER='sometimes' is not accepted: expected one of auto, on, off"),
+        (
+            "HEALTHZ_GREEN_DRIVER",
+            "sometimes",
+            "HEALTHZ_GREEN_DRIVER='sometimes' is not accepted: expected one of auto, on, off",
+        ),
         ("DATABASE_URL", "mysql://u:topsecret@h/d", "DATABASE_URL='mysql://u:***@h/d' is not accepted"),
         ("GUNICORN_WORKERS", "zero", "GUNICORN_WORKERS='zero' is not accepted: expected an integer >= 1"),
         ("GUNICORN_THREADS", "0", "GUNICORN_THREADS='0' is not accepted: expected an integer >= 1"),
         ("PORT", "http", "PORT='http' is not accepted: expected a port from 1 to 65535"),
         ("PORT", "70000", "PORT='70000' is not accepted: expected a port from 1 to 65535"),
         ("WEB_CONCURRENCY", "0", "WEB_CONCURRENCY='0' is not accepted: expected an integer >= 1"),
-        ("HEALTHZ_ERROR_STATUS", "200", "HEALTHZ_ERROR_STATUS='200' is not accepted: expected an HTTP status from 400 to 599"),
+        (
+            "HEALTHZ_ERROR_STATUS",
+            "200",
+            "HEALTHZ_ERROR_STATUS='200' is not accepted: expected an HTTP status from 400 to 599",
+        ),
     ],
 )
 @pytest.mark.parametrize("worker_class", ["eventlet", "gthread"])
@@ -117,7 +143,10 @@ def test_green_driver_on_is_refused_for_a_thread_worker(worker_class, database_u
     env = {"DATABASE_URL": database_url, "HEALTHZ_GREEN_DRIVER": "on", "GUNICORN_PORT": str(free_port())}
     result = gunicorn(*packaged(worker_class), env=env, timeout=30)
     assert result.returncode == 2
-    assert f"HEALTHZ_GREEN_DRIVER='on' is not accepted: expected auto or off for the {worker_class} worker" in result.stderr
+    assert (
+        f"HEALTHZ_GREEN_DRIVER='on' is not accepted: expected auto or off for the {worker_class} worker"
+        in result.stderr
+    )
 
 
 def test_every_conf_file_says_what_it_is_for():

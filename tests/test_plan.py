@@ -32,7 +32,9 @@ def test_pool_is_capped_by_what_a_worker_can_use():
 
 def test_wanted_pool_that_does_not_fit_needs_a_pooler():
     # 2 x 4 = 8 pools of 20 = 160 > 97 available; the largest safe is 97 // 8 = 12, capped at 8 threads.
-    result = plan(Deployment(hosts=2, workers=4, worker_class="gthread", concurrency=8, max_connections=100, pool_size=20))
+    result = plan(
+        Deployment(hosts=2, workers=4, worker_class="gthread", concurrency=8, max_connections=100, pool_size=20)
+    )
     assert result.pooler_needed and "160" in result.reasons[0] and "97" in result.reasons[0]
     assert (result.budget_per_worker, result.pool_size) == (12, 8)
     assert result.max_hosts == 1  # 97 // (4 x 20)
@@ -40,7 +42,9 @@ def test_wanted_pool_that_does_not_fit_needs_a_pooler():
 
 def test_more_workers_than_connections():
     # 10 hosts x 12 workers = 120 pools, 100 - 3 - 7 other = 90 connections: not one each.
-    d = Deployment(hosts=10, workers=12, worker_class="gevent", concurrency=1000, max_connections=100, other_connections=7)
+    d = Deployment(
+        hosts=10, workers=12, worker_class="gevent", concurrency=1000, max_connections=100, other_connections=7
+    )
     result = plan(d)
     assert d.available == 90 and result.budget_per_worker == 0 and result.pool_size == 0
     assert result.pooler_needed and "120 worker processes" in result.reasons[0]
@@ -50,7 +54,12 @@ def test_more_workers_than_connections():
     assert (on_app.instances, on_app.default_pool_size, on_app.max_client_conn) == (10, 9, 12000)
     assert on_app.server_connections == 90 and on_app.file_descriptors == 12000 + 9 + 20
     # One PgBouncer on the database host: all 90, and every host's clients.
-    assert (on_db.instances, on_db.default_pool_size, on_db.max_client_conn, on_db.server_connections) == (1, 90, 120000, 90)
+    assert (on_db.instances, on_db.default_pool_size, on_db.max_client_conn, on_db.server_connections) == (
+        1,
+        90,
+        120000,
+        90,
+    )
 
 
 def test_pgbouncer_pool_never_exceeds_its_clients():
@@ -89,7 +98,19 @@ def test_port_range_parses_both_spellings():
 
 
 def test_plan_command_prints_the_issue_example():
-    args = ["plan", "--hosts", "4", "--workers", "6", "--worker-class", "eventlet", "--concurrency", "2000", "--max-connections", "4096"]
+    args = [
+        "plan",
+        "--hosts",
+        "4",
+        "--workers",
+        "6",
+        "--worker-class",
+        "eventlet",
+        "--concurrency",
+        "2000",
+        "--max-connections",
+        "4096",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "pool_size=170, max_overflow=0" in result.output
@@ -98,8 +119,22 @@ def test_plan_command_prints_the_issue_example():
 
 
 def test_plan_command_exits_1_when_a_pooler_is_needed_and_prints_json():
-    args = ["plan", "--hosts", "2", "--workers", "4", "--worker-class", "gthread", "--threads", "8", "--max-connections", "100",
-            "--pool-size", "20", "--json"]  # fmt: skip
+    args = [
+        "plan",
+        "--hosts",
+        "2",
+        "--workers",
+        "4",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "8",
+        "--max-connections",
+        "100",
+        "--pool-size",
+        "20",
+        "--json",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1, result.output
     data = json.loads(result.output)

@@ -9,7 +9,7 @@ import psycopg2
 import pytest
 
 from healthz import postgres as postgres_module
-from healthz.postgres import Binaries, PostgreSQL, PostgresError, available_binaries, find_binaries
+from healthz.postgres import Binaries, PostgresError, PostgreSQL, available_binaries, find_binaries
 
 BINARIES = available_binaries()
 
@@ -26,7 +26,9 @@ def test_start_serve_restart_cleanup(binaries):
     with pg:
         directory = pg.directory
         with pg.connect() as conn, conn.cursor() as cur:
-            cur.execute("SELECT current_setting('max_connections'), current_setting('work_mem'), current_setting('log_connections'), current_user")
+            cur.execute(
+                "SELECT current_setting('max_connections'), current_setting('work_mem'), current_setting('log_connections'), current_user"
+            )
             assert cur.fetchone() == ("50", "2MB", "on", "postgres")
         with psycopg2.connect(pg.url) as app_conn:  # the app role, by password
             assert app_conn.info.user == "healthz" and app_conn.info.dbname == "healthz"
@@ -59,9 +61,8 @@ def test_databases_are_created_and_dropped():
 
 def test_a_failed_start_says_why_and_cleans_up():
     pg = PostgreSQL(settings={"shared_buffers": "'not-a-size'"})
-    with pytest.raises(PostgresError, match="postgres exited"):
-        with pg:
-            pass
+    with pytest.raises(PostgresError, match="postgres exited"), pg:
+        pass
     assert pg.directory is None
 
 

@@ -9,7 +9,9 @@ from healthz.service import Gunicorn, ServiceError, gunicorn_command
 
 
 def test_start_and_stop(tmp_path, database_url):
-    server = Gunicorn("gthread", {"DATABASE_URL": database_url, "GUNICORN_WORKERS": "2"}, tmp_path / "g.log", port=free_port())
+    server = Gunicorn(
+        "gthread", {"DATABASE_URL": database_url, "GUNICORN_WORKERS": "2"}, tmp_path / "g.log", port=free_port()
+    )
     with server:
         assert len(server.worker_pids()) == 2
         pid = server.pid
@@ -22,7 +24,9 @@ def test_start_and_stop(tmp_path, database_url):
 
 
 def test_a_server_that_cannot_start_raises_with_its_log(tmp_path, database_url):
-    server = Gunicorn("sync", {"DATABASE_URL": database_url, "HEALTHZ_POOL_SIZE": "many"}, tmp_path / "g.log", port=free_port())
+    server = Gunicorn(
+        "sync", {"DATABASE_URL": database_url, "HEALTHZ_POOL_SIZE": "many"}, tmp_path / "g.log", port=free_port()
+    )
     with pytest.raises(ServiceError, match="HEALTHZ_POOL_SIZE='many' is not accepted"):
         server.start()
 

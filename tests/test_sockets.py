@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import socket
 
-from healthz import sockets
-
 from helpers import wait_until
+
+from healthz import sockets
 
 TABLE = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0100007F:9C40 010012C6:1538 06 00000000:00000000 03:00001770 00000000     0        0 0 3 0000000000000000
@@ -48,7 +48,12 @@ def test_read_sees_a_real_connection_and_its_time_wait():
         assert [(s.local_port, s.state) for s in mine] == [(local_port, "ESTABLISHED")]
         client.close()  # the side that closes first keeps TIME_WAIT
         accepted.close()
-        assert wait_until(lambda: [(s.local_port, s.state) for s in sockets.toward(sockets.read(), port)] == [(local_port, "TIME_WAIT")], timeout=5)
+        assert wait_until(
+            lambda: (
+                [(s.local_port, s.state) for s in sockets.toward(sockets.read(), port)] == [(local_port, "TIME_WAIT")]
+            ),
+            timeout=5,
+        )
 
 
 def test_resolve_falls_back_to_the_name():

@@ -133,7 +133,9 @@ def test_error_status_is_the_setting(postgres, database, caplog):
     caplog.set_level(logging.WARNING, logger="healthz")
     with postgres.connect(database, "healthz") as conn:
         conn.cursor().execute("DROP TABLE role")
-    client = create_app({"database_url": postgres.url_for(database), "pool_class": "NullPool", "error_status": 503}).test_client()
+    client = create_app(
+        {"database_url": postgres.url_for(database), "pool_class": "NullPool", "error_status": 503}
+    ).test_client()
     response = client.get(HEALTHZ)
     assert (response.status_code, response.get_json()) == (503, {"status": "error", "error": "other"})
     assert "healthz 503 error=other" in caplog.text

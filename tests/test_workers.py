@@ -10,7 +10,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-
 from helpers import backends, get_many, pg_value, settled_sessions, wait_until
 
 WORKER_CLASSES = ["eventlet", "gevent", "gthread", "sync"]
@@ -54,8 +53,12 @@ def test_singletonthreadpool_opens_a_session_per_thread_under_gthread(run_gunico
     assert 1 <= opened <= 4
 
 
-@pytest.mark.parametrize("keep_alive, concurrency, expected", [(True, 4, 4), (False, 1, 40)], ids=["keep-alive", "new-connection"])
-def test_singletonthreadpool_opens_a_session_per_greenlet_under_eventlet(run_gunicorn, postgres, database, keep_alive, concurrency, expected):
+@pytest.mark.parametrize(
+    "keep_alive, concurrency, expected", [(True, 4, 4), (False, 1, 40)], ids=["keep-alive", "new-connection"]
+)
+def test_singletonthreadpool_opens_a_session_per_greenlet_under_eventlet(
+    run_gunicorn, postgres, database, keep_alive, concurrency, expected
+):
     # Django's CONN_MAX_AGE under eventlet: a connection per greenlet, and gunicorn starts a
     # greenlet per client connection, so without keep-alive every request opens a session.
     # (New connections are made one at a time here: concurrently, SingletonThreadPool's cleanup
@@ -79,11 +82,15 @@ def _waiting_on_lock(postgres, database):
     "worker_class, green_driver, concurrent",
     [("eventlet", "auto", 4), ("gevent", "auto", 4), ("gevent", "on", 4), ("gevent", "off", 1), ("eventlet", "off", 1)],
 )
-def test_green_driver_decides_whether_queries_overlap(run_gunicorn, postgres, database, worker_class, green_driver, concurrent):
+def test_green_driver_decides_whether_queries_overlap(
+    run_gunicorn, postgres, database, worker_class, green_driver, concurrent
+):
     # One worker, four clients, and the role table locked: every health check waits on the lock
     # inside PostgreSQL. A cooperative driver lets the worker start all four; a blocking one
     # stops the whole worker in the first.
-    server = run_gunicorn(worker_class, workers=1, HEALTHZ_GREEN_DRIVER=green_driver, HEALTHZ_POOL_SIZE=5, HEALTHZ_MAX_OVERFLOW=0)
+    server = run_gunicorn(
+        worker_class, workers=1, HEALTHZ_GREEN_DRIVER=green_driver, HEALTHZ_POOL_SIZE=5, HEALTHZ_MAX_OVERFLOW=0
+    )
     in_force = "off" if green_driver == "off" else worker_class
     assert f"green driver {in_force} (HEALTHZ_GREEN_DRIVER={green_driver})" in server.log_text()
     with postgres.connect(database, "healthz") as locker:
@@ -122,7 +129,7 @@ def test_metrics_are_summed_across_workers(run_gunicorn, postgres, database):
     assert _metric(text, "healthz_pool_connections_closed_total") == 60
     assert _metric(text, "healthz_pool_checkedout") == 0
     assert _metric(text, "healthz_pool_checkout_wait_seconds_count") == 60
-    assert len({m for m in re.findall(r'pid="(\d+)"', text)}) <= 2
+    assert len(set(re.findall(r'pid="(\d+)"', text))) <= 2
 
 
 def test_metrics_count_errors_by_kind(run_gunicorn, postgres):
@@ -145,7 +152,10 @@ def test_a_wrong_password_is_in_no_response_metric_or_log(run_gunicorn, postgres
     wrong = "wrong-" + postgres.password
     server = run_gunicorn("eventlet", workers=1, url=postgres.url_for(database).replace(postgres.password, wrong))
     assert get_many(server.base_url, 3, 1) == [499] * 3
-    bodies = [urllib.request.urlopen(server.base_url + path, timeout=10).read().decode() for path in ("/metrics", "/api/v1/livez/")]
+    bodies = [
+        urllib.request.urlopen(server.base_url + path, timeout=10).read().decode()
+        for path in ("/metrics", "/api/v1/livez/")
+    ]
     try:
         urllib.request.urlopen(server.base_url + "/api/v1/healthz/", timeout=10)
     except urllib.error.HTTPError as exc:

@@ -16,29 +16,94 @@ from . import cases, table
 
 @click.command("bench", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--duration", type=click.IntRange(1), default=3, show_default=True, help="Seconds per measured wrk run.")
-@click.option("--repeats", type=click.IntRange(1), default=3, show_default=True, help="Measured runs per figure (the median is reported).")
-@click.option("--warmup", type=click.IntRange(1), default=1, show_default=True, help="Seconds of unmeasured load first.")
-@click.option("--connections", type=click.IntRange(1), default=100, show_default=True, help="wrk's keep-alive connections.")
-@click.option("--reconnect-every", type=click.IntRange(0), default=100, show_default=True,
-              help="Every Nth request closes its connection, so connections spread across workers; 0 never.")
-@click.option("--crowd", type=click.IntRange(0), default=2000, show_default=True,
-              help="Connections for the zero-failures run of the sized pool; 0 skips it.")
+@click.option(
+    "--repeats",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="Measured runs per figure (the median is reported).",
+)
+@click.option(
+    "--warmup", type=click.IntRange(1), default=1, show_default=True, help="Seconds of unmeasured load first."
+)
+@click.option(
+    "--connections", type=click.IntRange(1), default=100, show_default=True, help="wrk's keep-alive connections."
+)
+@click.option(
+    "--reconnect-every",
+    type=click.IntRange(0),
+    default=100,
+    show_default=True,
+    help="Every Nth request closes its connection, so connections spread across workers; 0 never.",
+)
+@click.option(
+    "--crowd",
+    type=click.IntRange(0),
+    default=2000,
+    show_default=True,
+    help="Connections for the zero-failures run of the sized pool; 0 skips it.",
+)
 @click.option("--crowd-duration", type=click.IntRange(1), default=10, show_default=True, help="Seconds of that run.")
-@click.option("--worker-class", "worker_classes", multiple=True, type=click.Choice(WORKER_CLASSES),
-              help="Worker classes to measure (repeatable; default: all four).")
-@click.option("--pool", "pools", multiple=True, type=click.Choice(tuple(cases.POOLS)), help="Pools to measure (repeatable; default: all).")
-@click.option("--variant", "variants", multiple=True, type=click.Choice(tuple(cases.VARIANTS)),
-              help="Variants of eventlet's sized pool (repeatable; default: all).")
+@click.option(
+    "--worker-class",
+    "worker_classes",
+    multiple=True,
+    type=click.Choice(WORKER_CLASSES),
+    help="Worker classes to measure (repeatable; default: all four).",
+)
+@click.option(
+    "--pool",
+    "pools",
+    multiple=True,
+    type=click.Choice(tuple(cases.POOLS)),
+    help="Pools to measure (repeatable; default: all).",
+)
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    type=click.Choice(tuple(cases.VARIANTS)),
+    help="Variants of eventlet's sized pool (repeatable; default: all).",
+)
 @click.option("--no-variants", is_flag=True, help="Measure no variant.")
-@click.option("--statement-requests", type=click.IntRange(1), default=200, show_default=True,
-              help="Requests sent while PostgreSQL counts statements, per case.")
-@click.option("--output", type=click.Path(path_type=Path, file_okay=False), default=Path("bench-results"), show_default=True,
-              help="Directory for bench.json and the services' logs.")
-@click.option("--show", type=click.Path(path_type=Path, dir_okay=False, exists=True), metavar="JSON",
-              help="Print the table of an earlier run's bench.json instead of running.")
+@click.option(
+    "--statement-requests",
+    type=click.IntRange(1),
+    default=200,
+    show_default=True,
+    help="Requests sent while PostgreSQL counts statements, per case.",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("bench-results"),
+    show_default=True,
+    help="Directory for bench.json and the services' logs.",
+)
+@click.option(
+    "--show",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    metavar="JSON",
+    help="Print the table of an earlier run's bench.json instead of running.",
+)
 @click.option("--markdown", is_flag=True, help="Print the table as Markdown too.")
-def main(duration, repeats, warmup, connections, reconnect_every, crowd, crowd_duration, worker_classes, pools, variants, no_variants,
-         statement_requests, output, show, markdown) -> None:  # fmt: skip
+def main(
+    duration,
+    repeats,
+    warmup,
+    connections,
+    reconnect_every,
+    crowd,
+    crowd_duration,
+    worker_classes,
+    pools,
+    variants,
+    no_variants,
+    statement_requests,
+    output,
+    show,
+    markdown,
+) -> None:
     """Measure healthz against its ceiling (livez), NullPool and pgbench, with wrk.
 
     Starts a throwaway PostgreSQL and, for each worker class and pool, a gunicorn with two workers;
@@ -53,13 +118,24 @@ def main(duration, repeats, warmup, connections, reconnect_every, crowd, crowd_d
     else:
         from .runner import Bench, BenchConfig
 
-        chosen = cases.default_cases(worker_classes or WORKER_CLASSES, pools or tuple(cases.POOLS), () if no_variants else variants or tuple(cases.VARIANTS))
+        chosen = cases.default_cases(
+            worker_classes or WORKER_CLASSES,
+            pools or tuple(cases.POOLS),
+            () if no_variants else variants or tuple(cases.VARIANTS),
+        )
         config = BenchConfig(
-            cases=chosen, output=output, duration=duration, repeats=repeats, warmup=warmup, connections=connections,
+            cases=chosen,
+            output=output,
+            duration=duration,
+            repeats=repeats,
+            warmup=warmup,
+            connections=connections,
             reconnect_every=reconnect_every,
-            crowd=crowd, crowd_duration=crowd_duration, statement_requests=statement_requests,
+            crowd=crowd,
+            crowd_duration=crowd_duration,
+            statement_requests=statement_requests,
             command_line=shlex.join(["python", "-m", "healthz.bench", *sys.argv[1:]]),
-        )  # fmt: skip
+        )
         results = Bench(config).run()
         click.echo(f"results: {output / Bench.RESULTS}", err=True)
     click.echo(table.render(results))

@@ -22,7 +22,10 @@ UNPOOLED = "nullpool"
 VARIANTS: dict[str, tuple[dict[str, object], str]] = {
     "metrics-off": ({"metrics": False}, "no Prometheus metrics: what the metrics cost"),
     "green-driver-off": ({"green_driver": "off"}, "psycopg2 blocks the worker for each query (no wait callback)"),
-    "read-committed": ({"isolation_level": "READ COMMITTED"}, "the count inside BEGIN ... ROLLBACK: SQLAlchemy's default"),
+    "read-committed": (
+        {"isolation_level": "READ COMMITTED"},
+        "the count inside BEGIN ... ROLLBACK: SQLAlchemy's default",
+    ),
 }
 #: The worker class the targets are judged on: the report's.
 TARGET_WORKER = "eventlet"
@@ -48,8 +51,9 @@ class Case:
         return self.scenario.worker_class
 
 
-def make_case(worker_class: str, pool: str, variant: str = "", *, ceiling: bool = False,
-              worker_connections: int = 1000) -> Case:  # fmt: skip
+def make_case(
+    worker_class: str, pool: str, variant: str = "", *, ceiling: bool = False, worker_connections: int = 1000
+) -> Case:
     """The case for ``worker_class`` with pool ``pool`` (and ``variant``); ValueError names the
     accepted values of a wrong one."""
     if worker_class not in WORKER_CLASSES:
@@ -65,13 +69,22 @@ def make_case(worker_class: str, pool: str, variant: str = "", *, ceiling: bool 
         settings.update(changes)
         description += f", {variant}: {why}"
     name = "-".join(part for part in (worker_class, pool, variant) if part)
-    scenario = Scenario(name, description, worker_class, settings=settings, worker_connections=worker_connections,
-                        connection="keep-alive")  # fmt: skip
+    scenario = Scenario(
+        name,
+        description,
+        worker_class,
+        settings=settings,
+        worker_connections=worker_connections,
+        connection="keep-alive",
+    )
     return Case(scenario, pool, variant, ceiling)
 
 
-def default_cases(worker_classes: tuple[str, ...] = WORKER_CLASSES, pools: tuple[str, ...] = tuple(POOLS),
-                  variants: tuple[str, ...] = tuple(VARIANTS)) -> list[Case]:  # fmt: skip
+def default_cases(
+    worker_classes: tuple[str, ...] = WORKER_CLASSES,
+    pools: tuple[str, ...] = tuple(POOLS),
+    variants: tuple[str, ...] = tuple(VARIANTS),
+) -> list[Case]:
     """Every worker class with every pool (the ceiling measured beside the first pool of each),
     then the variants of the target worker's sized pool when both are in the run."""
     cases = [make_case(w, p, ceiling=(i == 0)) for w in worker_classes for i, p in enumerate(pools)]

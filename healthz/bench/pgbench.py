@@ -56,19 +56,49 @@ def parse_output(stdout: str, connect_per_transaction: bool = False) -> PgbenchR
     )
 
 
-def run(bindir: Path, *, host: str, port: int, user: str, database: str, password: str, clients: int,
-        seconds: float, connect_per_transaction: bool = False, threads: int = 1) -> PgbenchResult:  # fmt: skip
+def run(
+    bindir: Path,
+    *,
+    host: str,
+    port: int,
+    user: str,
+    database: str,
+    password: str,
+    clients: int,
+    seconds: float,
+    connect_per_transaction: bool = False,
+    threads: int = 1,
+) -> PgbenchResult:
     """pgbench from ``bindir`` running :func:`statement` for ``seconds`` on ``clients``
     connections over TCP, the simple query protocol as psycopg2 uses it. The password travels in
     ``PGPASSWORD``, never on the command line."""
     with tempfile.NamedTemporaryFile("w", suffix=".sql", prefix="healthz-pgbench-") as script:
         script.write(statement() + ";\n")
         script.flush()
-        command = [str(bindir / "pgbench"), "-n", "-M", "simple", "-f", script.name, f"-c{clients}", f"-j{threads}",
-                   f"-T{max(1, round(seconds))}", "-h", host, "-p", str(port), "-U", user,
-                   *(["-C"] if connect_per_transaction else []), database]  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120,
-                                env={**os.environ, "PGPASSWORD": password})  # fmt: skip
+        command = [
+            str(bindir / "pgbench"),
+            "-n",
+            "-M",
+            "simple",
+            "-f",
+            script.name,
+            f"-c{clients}",
+            f"-j{threads}",
+            f"-T{max(1, round(seconds))}",
+            "-h",
+            host,
+            "-p",
+            str(port),
+            "-U",
+            user,
+            *(["-C"] if connect_per_transaction else []),
+            database,
+        ]
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=seconds + 120, env={**os.environ, "PGPASSWORD": password}
+        )
     if result.returncode != 0:
-        raise PgbenchError(f"pgbench exited with status {result.returncode}: {(result.stderr or result.stdout).strip()[-500:]}")
+        raise PgbenchError(
+            f"pgbench exited with status {result.returncode}: {(result.stderr or result.stdout).strip()[-500:]}"
+        )
     return parse_output(result.stdout, connect_per_transaction)

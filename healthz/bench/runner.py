@@ -14,9 +14,10 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from healthz.config import Settings
 from healthz.db import seed as seed_roles
@@ -92,7 +93,11 @@ def machine() -> dict[str, Any]:
     """The machine and software the figures come from."""
     cpu = "unknown"
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     try:
@@ -105,15 +110,23 @@ def machine() -> dict[str, Any]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": memory, "kernel": platform.release(),
-            "python": platform.python_version(), "packages": versions}  # fmt: skip
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": memory,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "packages": versions,
+    }
 
 
 def _raise_open_files(needed: int) -> None:
     # wrk and gunicorn inherit our limit; thousands of connections need as many descriptors.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < needed and (hard == resource.RLIM_INFINITY or hard > soft):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed if hard == resource.RLIM_INFINITY else min(needed, hard), hard))
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (needed if hard == resource.RLIM_INFINITY else min(needed, hard), hard)
+        )
 
 
 class Bench:
@@ -121,7 +134,9 @@ class Bench:
 
     RESULTS = "bench.json"
 
-    def __init__(self, config: BenchConfig, echo: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> None:
+    def __init__(
+        self, config: BenchConfig, echo: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
+    ) -> None:
         self.config = config
         self.echo = echo
 
@@ -140,7 +155,9 @@ class Bench:
             "started": started,
         }
         cfg.output.mkdir(parents=True, exist_ok=True)
-        with PostgreSQL(max_connections=cfg.max_connections, settings=server_settings, binaries=binaries, password=cfg.password) as pg:
+        with PostgreSQL(
+            max_connections=cfg.max_connections, settings=server_settings, binaries=binaries, password=cfg.password
+        ) as pg:
             seed_roles(Settings.from_mapping({"database_url": pg.local_url()}), cfg.roles)
             self.counter = counter = statements.StatementCounter(pg)
             counter.setup()
@@ -148,8 +165,11 @@ class Bench:
             try:
                 with pg.connect() as conn, conn.cursor() as cur:
                     cur.execute("SELECT current_setting('server_version')")
-                    results["postgresql"] = {"version": cur.fetchone()[0], "binaries": str(pg.binaries),
-                                             "statements_from": counter.source}  # fmt: skip
+                    results["postgresql"] = {
+                        "version": cur.fetchone()[0],
+                        "binaries": str(pg.binaries),
+                        "statements_from": counter.source,
+                    }
                 results["pgbench"] = self._pgbench(pg)
                 results["cases"] = [self._case(case, load, pg, counters, counter) for case in cfg.cases]
                 if cfg.crowd:
@@ -175,19 +195,35 @@ class Bench:
         for key, connect in (("persistent", False), ("connect", True)):
             runs = []
             for i in range(cfg.repeats):
-                result = pgbench.run(pg.binaries.bindir, host=pg.host, port=pg.port, user=APP_USER, database=APP_DATABASE,
-                                     password=pg.password, clients=cfg.pgbench_clients, seconds=cfg.duration,
-                                     connect_per_transaction=connect)  # fmt: skip
+                result = pgbench.run(
+                    pg.binaries.bindir,
+                    host=pg.host,
+                    port=pg.port,
+                    user=APP_USER,
+                    database=APP_DATABASE,
+                    password=pg.password,
+                    clients=cfg.pgbench_clients,
+                    seconds=cfg.duration,
+                    connect_per_transaction=connect,
+                )
                 runs.append(result)
                 self.echo(f"pgbench {'-C ' if connect else ''}run {i + 1}/{cfg.repeats}: {result.tps:,.0f} tps")
-            out[key] = {"tps": series(r.tps for r in runs), "failed": sum(r.failed for r in runs),
-                        "latency_ms": series(r.latency_ms or 0 for r in runs)}  # fmt: skip
+            out[key] = {
+                "tps": series(r.tps for r in runs),
+                "failed": sum(r.failed for r in runs),
+                "latency_ms": series(r.latency_ms or 0 for r in runs),
+            }
         return out
 
     # -- the service -----------------------------------------------------------------------
     def _service(self, case: Case, pg: PostgreSQL, log_name: str) -> Gunicorn:
-        env = {**case.scenario.environment(pg.url, every_setting=True), "GUNICORN_GRACEFUL_TIMEOUT": "3",
-               "GUNICORN_BACKLOG": "4096", "GUNICORN_ACCESSLOG": "", "GUNICORN_LOGLEVEL": "info"}  # fmt: skip
+        env = {
+            **case.scenario.environment(pg.url, every_setting=True),
+            "GUNICORN_GRACEFUL_TIMEOUT": "3",
+            "GUNICORN_BACKLOG": "4096",
+            "GUNICORN_ACCESSLOG": "",
+            "GUNICORN_LOGLEVEL": "info",
+        }
         logfile = self.config.output / "logs" / f"{log_name}.log"
         logfile.unlink(missing_ok=True)  # gunicorn appends: a rerun's restarts would count twice
         return Gunicorn(case.worker_class, env, logfile, port=free_port())
@@ -195,7 +231,10 @@ class Bench:
     @staticmethod
     def _cpu(service: Gunicorn, pg: PostgreSQL) -> dict[str, float]:
         """CPU seconds so far of gunicorn (master and workers) and of PostgreSQL (every backend)."""
-        return {"service": probes.cpu_seconds(service.pid) or 0.0, "postgres": probes.cpu_seconds(pg.process.pid) or 0.0}
+        return {
+            "service": probes.cpu_seconds(service.pid) or 0.0,
+            "postgres": probes.cpu_seconds(pg.process.pid) or 0.0,
+        }
 
     def _settle(self, service: Gunicorn, quiet: float = 0.5, timeout: float = 60.0) -> None:
         """Wait until the service has finished the requests its clients gave up on: its workers
@@ -210,14 +249,28 @@ class Bench:
             before = now
         self.counter.settle(quiet, max(1.0, deadline - time.monotonic()))
 
-    def _wrk(self, load: wrk.Wrk, service: Gunicorn, path: str, label: str, seconds: int, connections: int,
-             timeout: float = 5.0, cpu: tuple[PostgreSQL, dict[str, float]] | None = None) -> wrk.WrkResult:  # fmt: skip
+    def _wrk(
+        self,
+        load: wrk.Wrk,
+        service: Gunicorn,
+        path: str,
+        label: str,
+        seconds: int,
+        connections: int,
+        timeout: float = 5.0,
+        cpu: tuple[PostgreSQL, dict[str, float]] | None = None,
+    ) -> wrk.WrkResult:
         """One wrk run, once the service has finished the requests of the run before; with ``cpu``
         (the server and a running total), the CPU seconds each side used during the run are added."""
         self._settle(service)
         before = self._cpu(service, cpu[0]) if cpu else {}
-        result = load.run(service.base_url + path, connections=connections, seconds=seconds, timeout=timeout,
-                          reconnect_every=self.config.reconnect_every)  # fmt: skip
+        result = load.run(
+            service.base_url + path,
+            connections=connections,
+            seconds=seconds,
+            timeout=timeout,
+            reconnect_every=self.config.reconnect_every,
+        )
         if cpu:
             for side, used in self._cpu(service, cpu[0]).items():
                 cpu[1][side] += used - before[side]
@@ -225,8 +278,14 @@ class Bench:
         self.echo(f"{label}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.1f} ms{failed}")
         return result
 
-    def _case(self, case: Case, load: wrk.Wrk, pg: PostgreSQL, counters: probes.PostgresCounters,
-              counter: statements.StatementCounter) -> dict[str, Any]:  # fmt: skip
+    def _case(
+        self,
+        case: Case,
+        load: wrk.Wrk,
+        pg: PostgreSQL,
+        counters: probes.PostgresCounters,
+        counter: statements.StatementCounter,
+    ) -> dict[str, Any]:
         cfg = self.config
         service = self._service(case, pg, case.name)
         sessions_before = counters.settled_sessions()
@@ -239,12 +298,32 @@ class Bench:
             cpu = {"service": 0.0, "postgres": 0.0}
             for i in range(cfg.repeats):
                 if case.ceiling:
-                    livez_runs.append(self._wrk(load, service, LIVEZ, f"{case.name} livez {i + 1}/{cfg.repeats}", cfg.duration, cfg.connections))
-                healthz_runs.append(self._wrk(load, service, HEALTHZ, f"{case.name} healthz {i + 1}/{cfg.repeats}", cfg.duration,
-                                              cfg.connections, cpu=(pg, cpu)))  # fmt: skip
+                    livez_runs.append(
+                        self._wrk(
+                            load,
+                            service,
+                            LIVEZ,
+                            f"{case.name} livez {i + 1}/{cfg.repeats}",
+                            cfg.duration,
+                            cfg.connections,
+                        )
+                    )
+                healthz_runs.append(
+                    self._wrk(
+                        load,
+                        service,
+                        HEALTHZ,
+                        f"{case.name} healthz {i + 1}/{cfg.repeats}",
+                        cfg.duration,
+                        cfg.connections,
+                        cpu=(pg, cpu),
+                    )
+                )
             answers: list[int] = []
             self._settle(service)
-            sent = counter.count(lambda: answers.extend(service.get(HEALTHZ, timeout=10)[0] for _ in range(cfg.statement_requests)))
+            sent = counter.count(
+                lambda: answers.extend(service.get(HEALTHZ, timeout=10)[0] for _ in range(cfg.statement_requests))
+            )
             rss = [rss_mib(pid) for pid in service.worker_pids()]
         sessions = counters.settled_sessions() - sessions_before
         served = sum(r.requests for r in healthz_runs) + len(answers)
@@ -264,7 +343,9 @@ class Bench:
             },
             # CPU per healthz response during the measured runs (requests still in flight at
             # the end of a run are counted in the next one's settle, not here).
-            "cpu_us_per_request": {side: round(1e6 * used / max(1, sum(r.requests for r in healthz_runs)), 1) for side, used in cpu.items()},
+            "cpu_us_per_request": {
+                side: round(1e6 * used / max(1, sum(r.requests for r in healthz_runs)), 1) for side, used in cpu.items()
+            },
             "sessions_opened": sessions,
             "sessions_per_1000_requests": 1000 * sessions / served if served else None,
             "rss_mib_per_worker": [round(r, 1) for r in rss if r is not None],
@@ -282,8 +363,15 @@ class Bench:
         sessions_before = counters.settled_sessions()
         with service:
             self._wrk(load, service, HEALTHZ, f"{case.name} warm-up", cfg.warmup, cfg.connections)
-            result = self._wrk(load, service, HEALTHZ, f"{case.name} at {cfg.crowd:,} connections", cfg.crowd_duration,
-                               cfg.crowd, timeout=10.0)  # fmt: skip
+            result = self._wrk(
+                load,
+                service,
+                HEALTHZ,
+                f"{case.name} at {cfg.crowd:,} connections",
+                cfg.crowd_duration,
+                cfg.crowd,
+                timeout=10.0,
+            )
             rss = [rss_mib(pid) for pid in service.worker_pids()]
         return {
             "name": case.name,

@@ -12,8 +12,8 @@ import collections
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from healthz.postgres import APP_USER, PostgreSQL
 
@@ -24,7 +24,9 @@ _LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")  # a new entry: log_l
 def has_pg_stat_statements(bindir: Path) -> bool:
     """Whether the install in ``bindir`` ships the extension (its library and control file)."""
     try:
-        out = subprocess.run([str(bindir / "pg_config"), "--pkglibdir", "--sharedir"], capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            [str(bindir / "pg_config"), "--pkglibdir", "--sharedir"], capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     lines = out.stdout.split()
@@ -66,7 +68,11 @@ class StatementCounter:
 
     def __init__(self, pg: PostgreSQL, user: str = APP_USER, database: str = APP_USER) -> None:
         self.pg, self.user, self.database = pg, user, database
-        self.source = "pg_stat_statements" if "pg_stat_statements" in pg.settings.get("shared_preload_libraries", "") else "log_statement"
+        self.source = (
+            "pg_stat_statements"
+            if "pg_stat_statements" in pg.settings.get("shared_preload_libraries", "")
+            else "log_statement"
+        )
 
     def setup(self) -> None:
         if self.source == "pg_stat_statements":

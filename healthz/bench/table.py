@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-COLUMNS = ("case", "req/s", "±", "p50 ms", "p99 ms", "failed", "/livez", "/NullPool", "/pgbench", "stmts/req",
-           "sessions", "CPU µs/req gunicorn", "CPU µs/req postgres", "RSS MiB/worker")  # fmt: skip
+COLUMNS = (
+    "case",
+    "req/s",
+    "±",
+    "p50 ms",
+    "p99 ms",
+    "failed",
+    "/livez",
+    "/NullPool",
+    "/pgbench",
+    "stmts/req",
+    "sessions",
+    "CPU µs/req gunicorn",
+    "CPU µs/req postgres",
+    "RSS MiB/worker",
+)
 
 
 def _number(value: float | None, digits: int = 0) -> str:
@@ -32,29 +47,79 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
     for case in results.get("cases", []):
         if case.get("livez"):
             livez = case["livez"]
-            out.append([f"{case['worker_class']} livez (ceiling)", _number(livez["rps"]["median"]), _spread(livez["rps"]),
-                        _latency(livez["p50_ms"]), _latency(livez["p99_ms"]), f"{livez['failed']:,}", "1.00", "", "", "", "", "", "", ""])  # fmt: skip
+            out.append(
+                [
+                    f"{case['worker_class']} livez (ceiling)",
+                    _number(livez["rps"]["median"]),
+                    _spread(livez["rps"]),
+                    _latency(livez["p50_ms"]),
+                    _latency(livez["p99_ms"]),
+                    f"{livez['failed']:,}",
+                    "1.00",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+            )
         healthz, ratio, sent = case["healthz"], ratios.get(case["name"], {}), case["statements"]
         rss = case["rss_mib_per_worker"]
-        out.append([
-            case["name"], _number(healthz["rps"]["median"]), _spread(healthz["rps"]), _latency(healthz["p50_ms"]),
-            _latency(healthz["p99_ms"]), f"{healthz['failed']:,}", _ratio(ratio.get("livez")), _ratio(ratio.get("nullpool"), "x"),
-            _ratio(ratio.get("pgbench")), _ratio(sent["per_request"]), f"{case['sessions_opened']:,}",
-            *(_number(case.get("cpu_us_per_request", {}).get(side)) for side in ("service", "postgres")),
-            _number(max(rss), 0) if rss else "-",
-        ])  # fmt: skip
+        out.append(
+            [
+                case["name"],
+                _number(healthz["rps"]["median"]),
+                _spread(healthz["rps"]),
+                _latency(healthz["p50_ms"]),
+                _latency(healthz["p99_ms"]),
+                f"{healthz['failed']:,}",
+                _ratio(ratio.get("livez")),
+                _ratio(ratio.get("nullpool"), "x"),
+                _ratio(ratio.get("pgbench")),
+                _ratio(sent["per_request"]),
+                f"{case['sessions_opened']:,}",
+                *(_number(case.get("cpu_us_per_request", {}).get(side)) for side in ("service", "postgres")),
+                _number(max(rss), 0) if rss else "-",
+            ]
+        )
     bench = results.get("pgbench")
     if bench:
-        for key, label in (("persistent", "pgbench, persistent connections"), ("connect", "pgbench -C, a connection per query")):
+        for key, label in (
+            ("persistent", "pgbench, persistent connections"),
+            ("connect", "pgbench -C, a connection per query"),
+        ):
             tps = bench[key]["tps"]
-            out.append([f"{label} ({bench['clients']} clients)", _number(tps["median"]), _spread(tps),
-                        "", "", f"{bench[key]['failed']:,}", "", "", "", "", "", "", "", ""])  # fmt: skip
+            out.append(
+                [
+                    f"{label} ({bench['clients']} clients)",
+                    _number(tps["median"]),
+                    _spread(tps),
+                    "",
+                    "",
+                    f"{bench[key]['failed']:,}",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+            )
     return out
 
 
 def _aligned(header: Sequence[str], body: list[list[str]]) -> list[str]:
     widths = [max(len(str(row[i])) for row in [list(header), *body]) for i in range(len(header))]
-    line = lambda row: "  ".join(str(cell).ljust(w) if i == 0 else str(cell).rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))  # noqa: E731
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(
+            str(cell).ljust(w) if i == 0 else str(cell).rjust(w) for i, (cell, w) in enumerate(zip(row, widths))
+        )
+
     return [line(header), "  ".join("-" * w for w in widths), *(line(row) for row in body)]
 
 
@@ -62,12 +127,16 @@ def heading(results: dict[str, Any]) -> list[str]:
     cfg, box, pg = results["config"], results["machine"], results.get("postgresql", {})
     return [
         f"healthz benchmark: {results.get('wrk', 'wrk').split(' Copyright')[0]}, {cfg['connections']} keep-alive connections"
-        + (f" (each closed after its {cfg['reconnect_every']}th request, so they spread across workers), " if cfg.get("reconnect_every") else ", ") +
-        f"median of {cfg['repeats']} runs of {cfg['duration']:g} s each after a {cfg['warmup']:g} s warm-up; "
+        + (
+            f" (each closed after its {cfg['reconnect_every']}th request, so they spread across workers), "
+            if cfg.get("reconnect_every")
+            else ", "
+        )
+        + f"median of {cfg['repeats']} runs of {cfg['duration']:g} s each after a {cfg['warmup']:g} s warm-up; "
         "± is the runs' spread, (max - min) / median",
         f"machine: {box['cpu']}, {box['cores']} cores, {box['memory_gib']} GiB, Linux {box['kernel']}, Python {box['python']}; "
         f"PostgreSQL {pg.get('version', '?')}, statements counted from {pg.get('statements_from', '?')}",
-    ]  # fmt: skip
+    ]
 
 
 def target_lines(results: dict[str, Any]) -> list[str]:
@@ -81,10 +150,13 @@ def render(results: dict[str, Any]) -> str:
     crowd = results.get("crowd")
     if crowd:
         run = crowd["run"]
-        lines += ["", f"{crowd['name']} at {crowd['connections']:,} connections for {results['config']['crowd_duration']:g} s: "
-                      f"{run['rps']:,.0f} req/s, p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:,.0f} ms, "
-                      f"{run['failed']:,} failed of {run['requests']:,} ({', '.join(f'{k} {v:,}' for k, v in run['errors'].items() if v) or 'no errors'}), "
-                      f"{crowd['sessions_opened']:,} sessions opened"]  # fmt: skip
+        lines += [
+            "",
+            f"{crowd['name']} at {crowd['connections']:,} connections for {results['config']['crowd_duration']:g} s: "
+            f"{run['rps']:,.0f} req/s, p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:,.0f} ms, "
+            f"{run['failed']:,} failed of {run['requests']:,} ({', '.join(f'{k} {v:,}' for k, v in run['errors'].items() if v) or 'no errors'}), "
+            f"{crowd['sessions_opened']:,} sessions opened",
+        ]
     lines += ["", "targets:", *target_lines(results), "", f"{results.get('seconds', 0):.0f} s in all"]
     return "\n".join(lines)
 
@@ -92,5 +164,10 @@ def render(results: dict[str, Any]) -> str:
 def markdown(results: dict[str, Any]) -> str:
     """The table as Markdown, for the README."""
     body = rows(results)
-    return "\n".join(["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(COLUMNS))) + "|",
-                      *("| " + " | ".join(row) + " |" for row in body)])  # fmt: skip
+    return "\n".join(
+        [
+            "| " + " | ".join(COLUMNS) + " |",
+            "|" + "|".join("---" if i == 0 else "---:" for i in range(len(COLUMNS))) + "|",
+            *("| " + " | ".join(row) + " |" for row in body),
+        ]
+    )

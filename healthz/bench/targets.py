@@ -53,24 +53,44 @@ def judge(results: dict[str, Any]) -> list[dict[str, Any]]:
     ratio = results.get("ratios", {}).get(TARGET_CASE) or ratios(results).get(TARGET_CASE, {})
     share, over = ratio.get("livez"), ratio.get("nullpool")
     out = [
-        _target(f"{TARGET_CASE} healthz/livez >= {CEILING_SHARE:g}", None if share is None else share >= CEILING_SHARE,
-                "not measured" if share is None else f"{share:.2f}"),
-        _target(f"{TARGET_CASE} healthz/NullPool >= {OVER_NULLPOOL:g}x", None if over is None else over >= OVER_NULLPOOL,
-                "not measured" if over is None else f"{over:.1f}x"),
-    ]  # fmt: skip
+        _target(
+            f"{TARGET_CASE} healthz/livez >= {CEILING_SHARE:g}",
+            None if share is None else share >= CEILING_SHARE,
+            "not measured" if share is None else f"{share:.2f}",
+        ),
+        _target(
+            f"{TARGET_CASE} healthz/NullPool >= {OVER_NULLPOOL:g}x",
+            None if over is None else over >= OVER_NULLPOOL,
+            "not measured" if over is None else f"{over:.1f}x",
+        ),
+    ]
     sent = case["statements"] if case else None
     if sent and sent["requests"]:
         exact = sent["ok"] == sent["requests"] and sent["sent"] == sent["requests"]
-        out.append(_target(f"{TARGET_CASE} exactly 1 statement per request", exact,
-                           f"{sent['sent']:,} statements for {sent['requests']:,} requests ({sent['ok']:,} answered 200)"))  # fmt: skip
+        out.append(
+            _target(
+                f"{TARGET_CASE} exactly 1 statement per request",
+                exact,
+                f"{sent['sent']:,} statements for {sent['requests']:,} requests ({sent['ok']:,} answered 200)",
+            )
+        )
     else:
         out.append(_target(f"{TARGET_CASE} exactly 1 statement per request", None, "not measured"))
     crowd = results.get("crowd")
-    label = f"{TARGET_CASE} 0 failed at {crowd['connections']:,} connections" if crowd else f"{TARGET_CASE} 0 failed at 2,000 connections"
+    label = (
+        f"{TARGET_CASE} 0 failed at {crowd['connections']:,} connections"
+        if crowd
+        else f"{TARGET_CASE} 0 failed at 2,000 connections"
+    )
     if crowd:
         run = crowd["run"]
-        out.append(_target(label, run["failed"] == 0 and run["requests"] > 0,
-                           f"{run['failed']:,} failed of {run['requests']:,} ({run['rps']:,.0f} req/s, p99 {run['p99_ms']:,.0f} ms)"))  # fmt: skip
+        out.append(
+            _target(
+                label,
+                run["failed"] == 0 and run["requests"] > 0,
+                f"{run['failed']:,} failed of {run['requests']:,} ({run['rps']:,.0f} req/s, p99 {run['p99_ms']:,.0f} ms)",
+            )
+        )
     else:
         out.append(_target(label, None, "not measured"))
     return out

@@ -8,8 +8,8 @@ import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from healthz.lab import debian
 
@@ -83,7 +83,7 @@ def parse_output(stdout: str) -> WrkResult:
     """The :class:`WrkResult` in wrk's output (the line :data:`REPORT_LUA` writes)."""
     for line in stdout.splitlines():
         if line.startswith(MARKER):
-            raw = json.loads(line[len(MARKER):])
+            raw = json.loads(line[len(MARKER) :])
             return WrkResult(
                 requests=raw["requests"],
                 seconds=raw["duration_us"] / 1e6,
@@ -105,11 +105,22 @@ class Wrk:
     source: str
 
     def version(self) -> str:
-        out = subprocess.run([*self.command, "--version"], capture_output=True, text=True, env={**os.environ, **self.env})
+        out = subprocess.run(
+            [*self.command, "--version"], capture_output=True, text=True, env={**os.environ, **self.env}
+        )
         return (out.stdout or out.stderr).splitlines()[0].strip() if (out.stdout or out.stderr) else "wrk"
 
-    def run(self, url: str, *, connections: int, seconds: float, threads: int = 1, timeout: float = 5.0,
-            reconnect_every: int = 0, headers: Sequence[str] = ()) -> WrkResult:  # fmt: skip
+    def run(
+        self,
+        url: str,
+        *,
+        connections: int,
+        seconds: float,
+        threads: int = 1,
+        timeout: float = 5.0,
+        reconnect_every: int = 0,
+        headers: Sequence[str] = (),
+    ) -> WrkResult:
         """wrk on ``url`` for ``seconds`` (whole seconds: wrk takes no fractions; at least 1)
         with ``connections`` kept-alive connections; with ``reconnect_every`` N, every Nth
         request closes its connection and wrk opens a new one."""
@@ -119,12 +130,24 @@ class Wrk:
             if reconnect_every:
                 script.write(RECONNECT_LUA.replace("RECONNECT_EVERY", str(int(reconnect_every))))
             script.flush()
-            command = [*self.command, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", f"--timeout={max(1, round(timeout))}s",
-                       "-s", script.name, *(arg for header in headers for arg in ("-H", header)), url]  # fmt: skip
-            result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **self.env},
-                                    timeout=seconds + timeout + 60)  # fmt: skip
+            command = [
+                *self.command,
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                f"--timeout={max(1, round(timeout))}s",
+                "-s",
+                script.name,
+                *(arg for header in headers for arg in ("-H", header)),
+                url,
+            ]
+            result = subprocess.run(
+                command, capture_output=True, text=True, env={**os.environ, **self.env}, timeout=seconds + timeout + 60
+            )
         if result.returncode != 0:
-            raise WrkError(f"wrk exited with status {result.returncode}: {(result.stderr or result.stdout).strip()[-500:]}")
+            raise WrkError(
+                f"wrk exited with status {result.returncode}: {(result.stderr or result.stdout).strip()[-500:]}"
+            )
         return parse_output(result.stdout)
 
 

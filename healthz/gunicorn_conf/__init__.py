@@ -140,8 +140,10 @@ def _require_worker(worker_class: str) -> None:
     if worker_class == "eventlet":
         installed = importlib.metadata.version("gunicorn")
         if int(installed.split(".")[0]) >= _EVENTLET_GUNICORN_BELOW:
-            _refuse(f"the eventlet worker needs gunicorn<{_EVENTLET_GUNICORN_BELOW} (gunicorn {installed} removed it): "
-                    f"pip install 'healthz[eventlet]', or use the gevent worker")  # fmt: skip
+            _refuse(
+                f"the eventlet worker needs gunicorn<{_EVENTLET_GUNICORN_BELOW} (gunicorn {installed} removed it): "
+                f"pip install 'healthz[eventlet]', or use the gevent worker"
+            )
 
 
 def on_starting(server):

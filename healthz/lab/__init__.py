@@ -20,4 +20,6 @@ def require_extra() -> None:
     """Raise :class:`LabExtraMissing` unless every package of :data:`LAB_PACKAGES` is importable."""
     missing = [name for name in LAB_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
-        raise LabExtraMissing(f"the healthz lab needs the lab extra ({', '.join(missing)} not installed): pip install 'healthz[lab]'")
+        raise LabExtraMissing(
+            f"the healthz lab needs the lab extra ({', '.join(missing)} not installed): pip install 'healthz[lab]'"
+        )

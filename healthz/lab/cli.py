@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import click
 
@@ -17,9 +18,13 @@ TOPOLOGIES = ("auto", "netns", "loopback")
 DEFAULT_CONCURRENCY = "100,500,1000"
 
 scenarios_file_option = click.option(
-    "--scenarios-file", "scenarios_files", multiple=True, type=click.Path(path_type=Path, dir_okay=False),
-    metavar="TOML", help="More scenarios, one [scenario.NAME] table each (repeatable).",
-)  # fmt: skip
+    "--scenarios-file",
+    "scenarios_files",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="TOML",
+    help="More scenarios, one [scenario.NAME] table each (repeatable).",
+)
 
 
 @click.group("lab")
@@ -78,7 +83,9 @@ def command_line(ctx: click.Context) -> str:
             continue
         values = value if isinstance(value, (tuple, list)) else [value]
         for item in values:
-            args += [next((o for o in param.opts if o.startswith("--")), param.opts[0])] + ([] if param.is_flag else [str(item)])
+            args += [next((o for o in param.opts if o.startswith("--")), param.opts[0])] + (
+                [] if param.is_flag else [str(item)]
+            )
     return mask_password(shlex.join(args))
 
 
@@ -86,9 +93,9 @@ def run_and_report(lab_run, folder: Path, write, summary) -> None:
     """Run ``lab_run`` (a Lab), then write its report with ``write(folder)`` and print
     ``summary(data)``. Ctrl-C or SIGTERM still reports what was measured, then exits 130; a lab
     error exits 1 with its message, password masked."""
-    from healthz.postgres import PostgresError
     from healthz.lab.runner import LabError
     from healthz.lab.topology import TopologyError
+    from healthz.postgres import PostgresError
 
     interrupted = False
     try:
@@ -145,41 +152,121 @@ def lab_config(topology: str, output: Path | None, avoid_netns: str | None = Non
     topology_name, note = resolve_topology(topology)
     if topology_name == "netns" and avoid_netns and topology == "auto":
         topology_name, note = "loopback", f"topology auto: loopback, because {avoid_netns}"
-    config = LabConfig(topology=topology_name, output=output or default_output(), command_line=command_line(click.get_current_context()),
-                       **fields)  # fmt: skip
+    config = LabConfig(
+        topology=topology_name,
+        output=output or default_output(),
+        command_line=command_line(click.get_current_context()),
+        **fields,
+    )
     if note:
         click.echo(note, err=True)
     return config
 
 
 @lab.command("run")
-@click.option("--scenario", "-s", "specs", multiple=True, metavar="NAME[:key=value,...]",
-              help="Scenario to run (repeatable; default: all). NAME:key=value,... changes a scenario or defines a new one.")
+@click.option(
+    "--scenario",
+    "-s",
+    "specs",
+    multiple=True,
+    metavar="NAME[:key=value,...]",
+    help="Scenario to run (repeatable; default: all). NAME:key=value,... changes a scenario or defines a new one.",
+)
 @scenarios_file_option
-@click.option("--concurrency", "-c", default=DEFAULT_CONCURRENCY, show_default=True, metavar="N,N,...",
-              help="Concurrent locust users at each step.")
-@click.option("--duration", "-d", default=15.0, show_default=True, type=click.FloatRange(1, 3600), help="Seconds of load per step.")
-@click.option("--max-requests", default=500_000, show_default=True, type=click.IntRange(min=1), help="Request cap per step.")
-@click.option("--connection", type=click.Choice(["close", "keep-alive"]), default=None,
-              help="Client connections for every scenario: close (a new TCP connection per request, like ab) or keep-alive. "
-                   "Default: each scenario's own (close).")
-@click.option("--topology", "-t", type=click.Choice(TOPOLOGIES), default="auto", show_default=True,
-              help="netns reproduces port exhaustion (root); loopback runs anywhere; auto picks netns when it can.")
-@click.option("--ports", default=1000, show_default=True, type=click.IntRange(16, 28000),
-              help="netns: size of the app host's ip_local_port_range.")
-@click.option("--delay-ms", default=0.0, show_default=True, type=click.FloatRange(0, 10000),
-              help="netns: tc netem delay on each end of the app-database link.")
-@click.option("--hosts", default=1, show_default=True, type=click.IntRange(1, 8),
-              help="netns: application hosts, each with its own gunicorn and port range, sharing the clients and one PostgreSQL.")
-@click.option("--database-url", metavar="URL", default=None,
-              help="Use this PostgreSQL instead of a throwaway one (loopback topology; needs table role, or --seed).")
-@click.option("--seed", is_flag=True, help="With --database-url: create and seed table role (the only write the lab makes).")
-@click.option("--max-connections", default=4096, show_default=True, type=click.IntRange(min=20),
-              help="max_connections of the throwaway PostgreSQL, as in the report.")
-@click.option("--output", "-o", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Folder for results and report (default: lab-results/<timestamp>).")
-def run_command(specs, scenarios_files, concurrency, duration, max_requests, connection, topology, ports, delay_ms, hosts,
-                database_url, seed, max_connections, output) -> None:  # fmt: skip
+@click.option(
+    "--concurrency",
+    "-c",
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    metavar="N,N,...",
+    help="Concurrent locust users at each step.",
+)
+@click.option(
+    "--duration",
+    "-d",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(1, 3600),
+    help="Seconds of load per step.",
+)
+@click.option(
+    "--max-requests", default=500_000, show_default=True, type=click.IntRange(min=1), help="Request cap per step."
+)
+@click.option(
+    "--connection",
+    type=click.Choice(["close", "keep-alive"]),
+    default=None,
+    help="Client connections for every scenario: close (a new TCP connection per request, like ab) or keep-alive. "
+    "Default: each scenario's own (close).",
+)
+@click.option(
+    "--topology",
+    "-t",
+    type=click.Choice(TOPOLOGIES),
+    default="auto",
+    show_default=True,
+    help="netns reproduces port exhaustion (root); loopback runs anywhere; auto picks netns when it can.",
+)
+@click.option(
+    "--ports",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(16, 28000),
+    help="netns: size of the app host's ip_local_port_range.",
+)
+@click.option(
+    "--delay-ms",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 10000),
+    help="netns: tc netem delay on each end of the app-database link.",
+)
+@click.option(
+    "--hosts",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 8),
+    help="netns: application hosts, each with its own gunicorn and port range, sharing the clients and one PostgreSQL.",
+)
+@click.option(
+    "--database-url",
+    metavar="URL",
+    default=None,
+    help="Use this PostgreSQL instead of a throwaway one (loopback topology; needs table role, or --seed).",
+)
+@click.option(
+    "--seed", is_flag=True, help="With --database-url: create and seed table role (the only write the lab makes)."
+)
+@click.option(
+    "--max-connections",
+    default=4096,
+    show_default=True,
+    type=click.IntRange(min=20),
+    help="max_connections of the throwaway PostgreSQL, as in the report.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder for results and report (default: lab-results/<timestamp>).",
+)
+def run_command(
+    specs,
+    scenarios_files,
+    concurrency,
+    duration,
+    max_requests,
+    connection,
+    topology,
+    ports,
+    delay_ms,
+    hosts,
+    database_url,
+    seed,
+    max_connections,
+    output,
+) -> None:
     """Run each scenario at each concurrency step under locust and write the report.
 
     Starts a throwaway PostgreSQL (or uses --database-url), then for each scenario and step a
@@ -201,39 +288,103 @@ def run_command(specs, scenarios_files, concurrency, duration, max_requests, con
     with refused_as_usage_error():
         chosen = select(specs, scenarios_files)
         config = lab_config(
-            topology, output, avoid_netns="--database-url is given (netns runs its own PostgreSQL)" if database_url else None,
-            scenarios=chosen, concurrency=parse_concurrency(concurrency), duration=duration, max_requests=max_requests,
-            ports=ports, delay_ms=delay_ms, hosts=hosts, database_url=database_url, seed=seed, max_connections=max_connections,
-            connection=connection, scenarios_files=list(scenarios_files),
-        )  # fmt: skip
+            topology,
+            output,
+            avoid_netns="--database-url is given (netns runs its own PostgreSQL)" if database_url else None,
+            scenarios=chosen,
+            concurrency=parse_concurrency(concurrency),
+            duration=duration,
+            max_requests=max_requests,
+            ports=ports,
+            delay_ms=delay_ms,
+            hosts=hosts,
+            database_url=database_url,
+            seed=seed,
+            max_connections=max_connections,
+            connection=connection,
+            scenarios_files=list(scenarios_files),
+        )
     topology_name, folder, steps = config.topology, config.output, config.concurrency
     if database_url:
-        click.echo(f"using {mask_password(database_url)}: the lab reads pg_stat_* and runs SELECT count(*) FROM role"
-                   + ("; --seed: it will create and seed table role" if seed else "; it writes nothing"), err=True)  # fmt: skip
-    click.echo(f"{len(chosen)} scenario(s) x {len(steps)} step(s) of {duration:g} s, topology {topology_name}"
-               + (f" with {hosts} application hosts" if hosts > 1 else "") + f"; results in {folder}", err=True)  # fmt: skip
+        click.echo(
+            f"using {mask_password(database_url)}: the lab reads pg_stat_* and runs SELECT count(*) FROM role"
+            + ("; --seed: it will create and seed table role" if seed else "; it writes nothing"),
+            err=True,
+        )
+    click.echo(
+        f"{len(chosen)} scenario(s) x {len(steps)} step(s) of {duration:g} s, topology {topology_name}"
+        + (f" with {hosts} application hosts" if hosts > 1 else "")
+        + f"; results in {folder}",
+        err=True,
+    )
     run_and_report(Lab(config), folder, report.write, lambda data: "Verdict\n" + report.verdict_table(data))
 
 
 @lab.command("faults")
-@click.option("--fault", "-f", "fault_names", multiple=True, metavar="NAME",
-              help="Fault to inject (repeatable; default: all). One of: db-restart-fast, db-restart-immediate, too-many-clients, "
-                   "pool-exhausted, statement-timeout, slow-network, worker-kill, db-down-at-start.")
-@click.option("--scenario", "-s", "specs", multiple=True, metavar="NAME[:key=value,...]",
-              help="Scenario to break (repeatable; default: eventlet-nullpool, eventlet-queuepool-sized, gevent-queuepool-sized, gthread-queuepool).")
+@click.option(
+    "--fault",
+    "-f",
+    "fault_names",
+    multiple=True,
+    metavar="NAME",
+    help="Fault to inject (repeatable; default: all). One of: db-restart-fast, db-restart-immediate, too-many-clients, "
+    "pool-exhausted, statement-timeout, slow-network, worker-kill, db-down-at-start.",
+)
+@click.option(
+    "--scenario",
+    "-s",
+    "specs",
+    multiple=True,
+    metavar="NAME[:key=value,...]",
+    help="Scenario to break (repeatable; default: eventlet-nullpool, eventlet-queuepool-sized, gevent-queuepool-sized, gthread-queuepool).",
+)
 @scenarios_file_option
-@click.option("--users", "-u", default=50, show_default=True, type=click.IntRange(1, 5000), help="Steady locust users during each fault.")
-@click.option("--connection", type=click.Choice(["close", "keep-alive"]), default=None,
-              help="Client connections for every scenario (default: each scenario's own).")
-@click.option("--topology", "-t", type=click.Choice(TOPOLOGIES), default="auto", show_default=True,
-              help="netns is needed for slow-network; loopback runs anywhere.")
-@click.option("--ports", default=28000, show_default=True, type=click.IntRange(16, 28000),
-              help="netns: size of the app host's ip_local_port_range (wide, so that port exhaustion does not mix in).")
-@click.option("--max-connections", default=100, show_default=True, type=click.IntRange(min=20),
-              help="max_connections of the throwaway PostgreSQL (too-many-clients fills it).")
-@click.option("--output", "-o", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Folder for faults.json and the fault report (default: lab-results/<timestamp>).")
-def faults_command(fault_names, specs, scenarios_files, users, connection, topology, ports, max_connections, output) -> None:
+@click.option(
+    "--users",
+    "-u",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 5000),
+    help="Steady locust users during each fault.",
+)
+@click.option(
+    "--connection",
+    type=click.Choice(["close", "keep-alive"]),
+    default=None,
+    help="Client connections for every scenario (default: each scenario's own).",
+)
+@click.option(
+    "--topology",
+    "-t",
+    type=click.Choice(TOPOLOGIES),
+    default="auto",
+    show_default=True,
+    help="netns is needed for slow-network; loopback runs anywhere.",
+)
+@click.option(
+    "--ports",
+    default=28000,
+    show_default=True,
+    type=click.IntRange(16, 28000),
+    help="netns: size of the app host's ip_local_port_range (wide, so that port exhaustion does not mix in).",
+)
+@click.option(
+    "--max-connections",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=20),
+    help="max_connections of the throwaway PostgreSQL (too-many-clients fills it).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder for faults.json and the fault report (default: lab-results/<timestamp>).",
+)
+def faults_command(
+    fault_names, specs, scenarios_files, users, connection, topology, ports, max_connections, output
+) -> None:
     """Break the service under steady load, one fault at a time, and report how it copes.
 
     Each fault runs against each scenario on a throwaway PostgreSQL (never --database-url: the
@@ -254,13 +405,24 @@ def faults_command(fault_names, specs, scenarios_files, users, connection, topol
     with refused_as_usage_error():
         chosen_faults = faults.select(fault_names)
         chosen = select(specs or faults.DEFAULT_SCENARIOS, scenarios_files)
-        config = lab_config(topology, output, scenarios=chosen, concurrency=[users], ports=ports, max_connections=max_connections,
-                            connection=connection, scenarios_files=list(scenarios_files))  # fmt: skip
+        config = lab_config(
+            topology,
+            output,
+            scenarios=chosen,
+            concurrency=[users],
+            ports=ports,
+            max_connections=max_connections,
+            connection=connection,
+            scenarios_files=list(scenarios_files),
+        )
     topology_name, folder = config.topology, config.output
     lab_run = FaultLab(config, chosen_faults)
     plan = lab_run.plan()
-    click.echo(f"{len(chosen_faults)} fault(s) x {len(chosen)} scenario(s): {len(plan)} runs of about "
-               f"{lab_run.lead + lab_run.tail + 2:g} s at {users} users, topology {topology_name}; results in {folder}", err=True)  # fmt: skip
+    click.echo(
+        f"{len(chosen_faults)} fault(s) x {len(chosen)} scenario(s): {len(plan)} runs of about "
+        f"{lab_run.lead + lab_run.tail + 2:g} s at {users} users, topology {topology_name}; results in {folder}",
+        err=True,
+    )
     run_and_report(lab_run, folder, fault_report.write, fault_report.summary_table)
 
 
@@ -282,7 +444,9 @@ def report_command(folder: Path) -> None:
 
     found = [name for name in ("results.json", "faults.json") if (folder / name).exists()]
     if not found:
-        raise click.UsageError(f"{folder} has no results.json or faults.json: give a folder written by healthz lab run or healthz lab faults")
+        raise click.UsageError(
+            f"{folder} has no results.json or faults.json: give a folder written by healthz lab run or healthz lab faults"
+        )
     if "results.json" in found:
         paths = report.write(folder)
         click.echo(report.verdict_table(json.loads((folder / "results.json").read_text())))

@@ -9,8 +9,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 #: Where fetched packages are unpacked, one folder per program: inside the venv, so ``make clean`` removes them.
 TOOLS_ROOT = Path(__file__).resolve().parents[2] / ".venv"
@@ -47,12 +47,18 @@ def fetch(root: Path, packages: Sequence[str], binary: str, name: str, variable:
     """Download ``packages`` with ``apt-get download`` and unpack them into ``root``; the
     :class:`Program` at ``binary`` in them."""
     if not (shutil.which("apt-get") and shutil.which("dpkg-deb")):
-        raise FetchError(f"{name} is not installed and this machine has no apt-get to fetch it: install {name}, or set {variable} to its path")
+        raise FetchError(
+            f"{name} is not installed and this machine has no apt-get to fetch it: install {name}, or set {variable} to its path"
+        )
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"healthz-{name}-debs-") as debs:
-        result = subprocess.run(["apt-get", "download", *packages], cwd=debs, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            ["apt-get", "download", *packages], cwd=debs, capture_output=True, text=True, timeout=300
+        )
         if result.returncode != 0:
-            raise FetchError(f"apt-get download {' '.join(packages)} failed: {result.stderr.strip()[-500:]}; install {name}, or set {variable}")
+            raise FetchError(
+                f"apt-get download {' '.join(packages)} failed: {result.stderr.strip()[-500:]}; install {name}, or set {variable}"
+            )
         for deb in sorted(Path(debs).glob("*.deb")):
             subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True, capture_output=True, timeout=120)
     found = unpacked(root, binary)

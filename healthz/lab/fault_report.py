@@ -51,16 +51,37 @@ def rows(results: list[dict[str, Any]]) -> list[list[str]]:
         if r.get("skipped") or r.get("error"):
             table.append([r["fault"], r["scenario"], outcome(r), r.get("skipped") or r.get("error") or "", *["-"] * 7])
             continue
-        table.append([
-            r["fault"], r["scenario"], outcome(r) + (": " + "; ".join(r["problems"]) if r["problems"] else ""),
-            _kinds(r["errors"]), f"{r['lost_after_end']:,}", _seconds(r["recovery_seconds"]),
-            f"{r['slowest_failure_ms']:,.0f}" if r["failed"] else "-", f"{r['slowest_ok_ms']:,.0f}", _livez(r), str(r["backends_left"]), str(r["worker_restarts"]),
-        ])  # fmt: skip
+        table.append(
+            [
+                r["fault"],
+                r["scenario"],
+                outcome(r) + (": " + "; ".join(r["problems"]) if r["problems"] else ""),
+                _kinds(r["errors"]),
+                f"{r['lost_after_end']:,}",
+                _seconds(r["recovery_seconds"]),
+                f"{r['slowest_failure_ms']:,.0f}" if r["failed"] else "-",
+                f"{r['slowest_ok_ms']:,.0f}",
+                _livez(r),
+                str(r["backends_left"]),
+                str(r["worker_restarts"]),
+            ]
+        )
     return table
 
 
-HEADERS = ["fault", "scenario", "outcome", "errors during the fault, by kind", "lost after its end", "recovery (s)",
-           "slowest failure (ms)", "slowest 200 (ms)", "livez during", "backends left", "worker restarts"]  # fmt: skip
+HEADERS = [
+    "fault",
+    "scenario",
+    "outcome",
+    "errors during the fault, by kind",
+    "lost after its end",
+    "recovery (s)",
+    "slowest failure (ms)",
+    "slowest 200 (ms)",
+    "livez during",
+    "backends left",
+    "worker restarts",
+]
 
 
 def pre_ping_rows(results: list[dict[str, Any]]) -> list[list[str]]:
@@ -73,9 +94,16 @@ def pre_ping_rows(results: list[dict[str, Any]]) -> list[list[str]]:
         with_ping = by_key.get((fault, f"{name}+pre_ping"))
         if with_ping is None:
             continue
-        table.append([fault, name, f"{r['failed']:,} ({r['lost_after_end']:,} after restart)",
-                      f"{with_ping['failed']:,} ({with_ping['lost_after_end']:,} after restart)",
-                      _seconds(r["recovery_seconds"]), _seconds(with_ping["recovery_seconds"])])  # fmt: skip
+        table.append(
+            [
+                fault,
+                name,
+                f"{r['failed']:,} ({r['lost_after_end']:,} after restart)",
+                f"{with_ping['failed']:,} ({with_ping['lost_after_end']:,} after restart)",
+                _seconds(r["recovery_seconds"]),
+                _seconds(with_ping["recovery_seconds"]),
+            ]
+        )
     return table
 
 
@@ -86,12 +114,12 @@ def details(results: list[dict[str, Any]]) -> list[str]:
         if r.get("skipped") or r.get("error"):
             continue
         waited = r["slowest_ok_ms"] / 1000
-        if waited > 1 and r["pool_capacity"] and not r["fault"] in ("pool-exhausted", "statement-timeout"):
+        if waited > 1 and r["pool_capacity"] and r["fault"] not in ("pool-exhausted", "statement-timeout"):
             notes.append(
                 f"`{r['fault']}` on `{r['scenario']}`: a request that ended 200 had waited {waited:.1f} s. While new connections "
                 "fail, QueuePool does not wake the requests already waiting for a pooled connection: they wait until one is "
                 "returned or `pool_timeout` passes (30 s by default). A shorter `pool_timeout` bounds that wait."
-            )  # fmt: skip
+            )
         if r["fault"] == "pool-exhausted" and not r["errors"]:
             if r["worker_class"] == "gthread" and r.get("threads", 0) <= r["pool_capacity"]:
                 notes.append(
@@ -100,12 +128,12 @@ def details(results: list[dict[str, Any]]) -> list[str]:
                     f"{r['pool_capacity']}, so every thread waited on the lock and the requests behind them, `/api/v1/livez/` "
                     f"among them ({_livez(r)}), queued in gunicorn; the slowest took {waited:.1f} s. Only `statement_timeout` "
                     "bounds that wait (see `statement-timeout`), or more threads than `pool_size`."
-                )  # fmt: skip
+                )
             else:
                 notes.append(
                     f"`pool-exhausted` on `{r['scenario']}`: no request waited for the pool: {r['users']} clients for "
                     f"{r['workers']} workers x {r['pool_capacity']} pooled connections never ran it out; raise --users."
-                )  # fmt: skip
+                )
         if "budget" in r:
             notes.append(f"`{r['fault']}` on `{r['scenario']}`: {r['budget']}.")
         if "killed_pid" in r:
@@ -113,7 +141,7 @@ def details(results: list[dict[str, Any]]) -> list[str]:
                 f"`worker-kill` on `{r['scenario']}`: worker {r['killed_pid']} held {r['killed_worker_connections']} database "
                 f"connection(s); gunicorn replaced it in {r['replaced_seconds']:g} s and PostgreSQL had ended its backends "
                 f"{r['backends_released_seconds']:g} s after the kill ({r['killed_worker_backends_left']} left)."
-            )  # fmt: skip
+            )
     return notes
 
 
@@ -141,7 +169,13 @@ def write_plots(results: list[dict[str, Any]], folder: Path) -> list[tuple[str, 
             xs = sorted(set(ok) | set(failed))
             ax.plot(xs, [ok.get(x, 0) for x in xs], color="tab:green", label="200/s")
             ax.plot(xs, [failed.get(x, 0) for x in xs], color="tab:red", label="failed/s")
-            ax.axvspan(r["fault_began_s"], max(r["fault_ended_s"], r["fault_began_s"] + 0.1), color="grey", alpha=0.25, label="fault")
+            ax.axvspan(
+                r["fault_began_s"],
+                max(r["fault_ended_s"], r["fault_began_s"] + 0.1),
+                color="grey",
+                alpha=0.25,
+                label="fault",
+            )
             ax.set_title(r["scenario"], fontsize=8)
             ax.set_ylabel("per second", fontsize=7)
             ax.tick_params(labelsize=7)
@@ -165,39 +199,75 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
     pg, machine = meta.get("postgres", {}), meta.get("machine", {})
     blocks: list[tuple] = [
         ("h1", "healthz lab: faults"),
-        ("p", f"Command: `{meta.get('command') or 'healthz lab faults'}`. {meta.get('users')} steady locust users per run; "
-              f"each fault begins {meta.get('lead'):g} s into the load (or before it, when present at start-up) and the load "
-              f"runs {meta.get('tail'):g} s past its end. PostgreSQL {pg.get('version')} (max_connections {pg.get('max_connections')}), "
-              f"{machine.get('cpus')} CPUs, topology {meta.get('topology', {}).get('name')}, {meta.get('seconds', '?')} s in all."),  # fmt: skip
-        ("p", f"**{len(measured) - len(problems)} of {len(measured)} fault runs behaved as expected**"
-              + (f"; {len(problems)} did not: " + "; ".join(f"`{r['fault']}` on `{r['scenario']}` ({r['problems'][0]})" for r in problems)
-                 if problems else "") + "."),  # fmt: skip
-        ("p", "Recovery is the time from the fault's end until every response is 200 again (to the tenth of a second; "
-              "0 when no request failed after the fault ended). 'As expected' means: only the errors the fault should "
-              "cause, recovered before the load ended, failed requests within the fault's bound, no request near the "
-              "client's timeout, the expected worker restarts and no backend left behind."),  # fmt: skip
+        (
+            "p",
+            f"Command: `{meta.get('command') or 'healthz lab faults'}`. {meta.get('users')} steady locust users per run; "
+            f"each fault begins {meta.get('lead'):g} s into the load (or before it, when present at start-up) and the load "
+            f"runs {meta.get('tail'):g} s past its end. PostgreSQL {pg.get('version')} (max_connections {pg.get('max_connections')}), "
+            f"{machine.get('cpus')} CPUs, topology {meta.get('topology', {}).get('name')}, {meta.get('seconds', '?')} s in all.",
+        ),
+        (
+            "p",
+            f"**{len(measured) - len(problems)} of {len(measured)} fault runs behaved as expected**"
+            + (
+                f"; {len(problems)} did not: "
+                + "; ".join(f"`{r['fault']}` on `{r['scenario']}` ({r['problems'][0]})" for r in problems)
+                if problems
+                else ""
+            )
+            + ".",
+        ),
+        (
+            "p",
+            "Recovery is the time from the fault's end until every response is 200 again (to the tenth of a second; "
+            "0 when no request failed after the fault ended). 'As expected' means: only the errors the fault should "
+            "cause, recovered before the load ended, failed requests within the fault's bound, no request near the "
+            "client's timeout, the expected worker restarts and no backend left behind.",
+        ),
         ("table", HEADERS, rows(results)),
     ]
     pre_ping = pre_ping_rows(results)
     if pre_ping:
         blocks += [
             ("h2", "Database restarts: pool_pre_ping off and on"),
-            ("table", ["fault", "scenario", "failed without pre_ping", "failed with pre_ping", "recovery without (s)", "recovery with (s)"], pre_ping),
-        ]  # fmt: skip
+            (
+                "table",
+                [
+                    "fault",
+                    "scenario",
+                    "failed without pre_ping",
+                    "failed with pre_ping",
+                    "recovery without (s)",
+                    "recovery with (s)",
+                ],
+                pre_ping,
+            ),
+        ]
         if all(row[2].endswith("(0 after restart)") for row in pre_ping):
-            blocks.append(("p", "Without `pool_pre_ping` no request failed after the restart either: under steady load the first "
-                                "request on a dropped connection fails while the server is going down, and SQLAlchemy then "
-                                "invalidates the whole pool, so no stale connection outlives the restart. The requests lost are "
-                                "those in flight at the shutdown and those refused while the server was down, with or without "
-                                "the ping; `pool_pre_ping` pays off when the server restarts while connections sit idle."))  # fmt: skip
+            blocks.append(
+                (
+                    "p",
+                    "Without `pool_pre_ping` no request failed after the restart either: under steady load the first "
+                    "request on a dropped connection fails while the server is going down, and SQLAlchemy then "
+                    "invalidates the whole pool, so no stale connection outlives the restart. The requests lost are "
+                    "those in flight at the shutdown and those refused while the server was down, with or without "
+                    "the ping; `pool_pre_ping` pays off when the server restarts while connections sit idle.",
+                )
+            )
     notes = details(results)
     if notes:
         blocks += [("h2", "Details"), ("ul", notes)]
-    blocks += [("h2", "The faults"), ("ul", [f"`{name}`: {f['description']}" for name, f in meta.get("faults", {}).items()])]
+    blocks += [
+        ("h2", "The faults"),
+        ("ul", [f"`{name}`: {f['description']}" for name, f in meta.get("faults", {}).items()]),
+    ]
     if plots:
         blocks.append(("h2", "Timelines"))
         blocks += [("img", name, title) for name, title in plots]
-    blocks += [("h2", "Rerun one"), ("pre", "\n".join(dict.fromkeys(r["commands"]["rerun"] for r in results if r.get("commands"))))]
+    blocks += [
+        ("h2", "Rerun one"),
+        ("pre", "\n".join(dict.fromkeys(r["commands"]["rerun"] for r in results if r.get("commands")))),
+    ]
     return blocks
 
 
@@ -205,10 +275,14 @@ def summary_table(data: dict[str, Any]) -> str:
     """One line per fault run for the terminal."""
     lines = []
     for r in data["results"]:
-        figures = r.get("skipped") or r.get("error") or (
-            f"{_kinds(r['errors'])}; recovery {_seconds(r['recovery_seconds'])} s"
-            + (f"; {'; '.join(r['problems'])}" if r["problems"] else "")
-        )  # fmt: skip
+        figures = (
+            r.get("skipped")
+            or r.get("error")
+            or (
+                f"{_kinds(r['errors'])}; recovery {_seconds(r['recovery_seconds'])} s"
+                + (f"; {'; '.join(r['problems'])}" if r["problems"] else "")
+            )
+        )
         lines.append(f"{r['fault']:<21} {r['scenario']:<52} {outcome(r):<12} {figures}")
     return "\n".join(lines)
 

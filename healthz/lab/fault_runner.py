@@ -17,14 +17,16 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from healthz.config import mask_password
-from healthz.lab import faults as catalogue, load, probes
+from healthz.lab import faults as catalogue
+from healthz.lab import load, probes
 from healthz.lab.faults import Fault, FaultError, Target
-from healthz.postgres import PostgreSQL
 from healthz.lab.runner import Lab, LabConfig, _slug, _stop_run
 from healthz.lab.scenarios import Scenario
+from healthz.postgres import PostgreSQL
 from healthz.service import ServiceError
 
 HEALTHY_TIMEOUT = 20.0
@@ -36,22 +38,47 @@ class FaultLab(Lab):
 
     RESULTS = "faults.json"
 
-    def __init__(self, config: LabConfig, faults: list[Fault], *, lead: float = 2.0, tail: float = 4.0,
-                 request_timeout: float = 10.0, progress=None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: LabConfig,
+        faults: list[Fault],
+        *,
+        lead: float = 2.0,
+        tail: float = 4.0,
+        request_timeout: float = 10.0,
+        progress=None,
+    ) -> None:
         super().__init__(config, progress)
         self.faults, self.lead, self.tail, self.request_timeout = faults, lead, tail, request_timeout
 
     def plan(self) -> list[tuple[Fault, Scenario]]:
         """Every (fault, scenario) pair to run, with the fault's own variants of each scenario."""
-        return [(fault, variant) for fault in self.faults for base in self.config.scenarios for variant in fault.scenarios(base)]
+        return [
+            (fault, variant)
+            for fault in self.faults
+            for base in self.config.scenarios
+            for variant in fault.scenarios(base)
+        ]
 
-    def _meta(self, topology, pg: PostgreSQL | None, counters: probes.PostgresCounters, started: float) -> dict[str, Any]:
+    def _meta(
+        self, topology, pg: PostgreSQL | None, counters: probes.PostgresCounters, started: float
+    ) -> dict[str, Any]:
         meta = super()._meta(topology, pg, counters, started)
-        meta.update(users=self.config.concurrency[0], lead=self.lead, tail=self.tail, request_timeout=self.request_timeout,
-                    faults={f.name: {"description": f.description, "hold": f.hold, "expected": list(f.expected)} for f in self.faults})  # fmt: skip
+        meta.update(
+            users=self.config.concurrency[0],
+            lead=self.lead,
+            tail=self.tail,
+            request_timeout=self.request_timeout,
+            faults={
+                f.name: {"description": f.description, "hold": f.hold, "expected": list(f.expected)}
+                for f in self.faults
+            },
+        )
         return meta
 
-    def runs(self, topology, url: str, pg: PostgreSQL | None, counters: probes.PostgresCounters) -> Iterator[dict[str, Any]]:
+    def runs(
+        self, topology, url: str, pg: PostgreSQL | None, counters: probes.PostgresCounters
+    ) -> Iterator[dict[str, Any]]:
         """Each (fault, scenario) of :meth:`plan` in turn; a fault that does not apply is recorded as skipped."""
         plan = self.plan()
         for i, (fault, scenario) in enumerate(plan, 1):
@@ -65,21 +92,52 @@ class FaultLab(Lab):
 
     def _row(self, fault: Fault, scenario: Scenario, topology) -> dict[str, Any]:
         return {
-            "fault": fault.name, "scenario": scenario.name, "summary": scenario.summary(), "worker_class": scenario.worker_class,
-            "workers": scenario.workers, "threads": scenario.threads, "pool_capacity": scenario.pool_capacity(), "users": self.config.concurrency[0],
-            "connection": self.config.connection or scenario.connection, "topology": topology.name, "hold": fault.hold,
-            "error": None, "skipped": None, "problems": [],
-        }  # fmt: skip
+            "fault": fault.name,
+            "scenario": scenario.name,
+            "summary": scenario.summary(),
+            "worker_class": scenario.worker_class,
+            "workers": scenario.workers,
+            "threads": scenario.threads,
+            "pool_capacity": scenario.pool_capacity(),
+            "users": self.config.concurrency[0],
+            "connection": self.config.connection or scenario.connection,
+            "topology": topology.name,
+            "hold": fault.hold,
+            "error": None,
+            "skipped": None,
+            "problems": [],
+        }
 
     def rerun_fault(self, fault: Fault, scenario: Scenario) -> str:
         cfg = self.config
         base = scenario.name.split(":", 1)[0].removesuffix("+pre_ping")
-        args = ["healthz", "lab", "faults", "--fault", fault.name, "--scenario", base, "--users", str(cfg.concurrency[0]),
-                "--topology", cfg.topology, "--max-connections", str(cfg.max_connections)]  # fmt: skip
+        args = [
+            "healthz",
+            "lab",
+            "faults",
+            "--fault",
+            fault.name,
+            "--scenario",
+            base,
+            "--users",
+            str(cfg.concurrency[0]),
+            "--topology",
+            cfg.topology,
+            "--max-connections",
+            str(cfg.max_connections),
+        ]
         return " ".join(args)
 
-    def run_fault(self, fault: Fault, scenario: Scenario, topology, url: str, pg: PostgreSQL,
-                  counters: probes.PostgresCounters, label: str = "") -> dict[str, Any]:  # fmt: skip
+    def run_fault(
+        self,
+        fault: Fault,
+        scenario: Scenario,
+        topology,
+        url: str,
+        pg: PostgreSQL,
+        counters: probes.PostgresCounters,
+        label: str = "",
+    ) -> dict[str, Any]:
         """One fault against one scenario: the figures of :func:`~healthz.lab.faults.measure` and
         more, and the problems :func:`~healthz.lab.faults.judge` found."""
         cfg = self.config
@@ -91,13 +149,25 @@ class FaultLab(Lab):
         # Beginning and ending a fault take time of their own (a restart, a replacement worker): 1 s of slack.
         duration = self.lead + fault.hold + self.tail + 1
         csv_prefix, timeline_file = run_dir / "locust", run_dir / "timeline.json"
-        locust_cmd = load.locust_command(gunicorn.base_url, users, duration, connection=connection, max_requests=cfg.max_requests,
-                                         csv_prefix=csv_prefix, html=run_dir / "locust.html", stats_interval=cfg.interval,
-                                         request_timeout=self.request_timeout, timeline=timeline_file)  # fmt: skip
+        locust_cmd = load.locust_command(
+            gunicorn.base_url,
+            users,
+            duration,
+            connection=connection,
+            max_requests=cfg.max_requests,
+            csv_prefix=csv_prefix,
+            html=run_dir / "locust.html",
+            stats_interval=cfg.interval,
+            request_timeout=self.request_timeout,
+            timeline=timeline_file,
+        )
         locust = load.Locust(locust_cmd, run_dir / "locust.log", command_prefix=topology.client_prefix)
         result = self._row(fault, scenario, topology)
-        result.update(run_dir=str(run_dir.relative_to(cfg.output)), failure_bound_s=fault.failure_bound(scenario, users),
-                      commands=self._commands(scenario, env, topology, locust_cmd, run_dir, self.rerun_fault(fault, scenario)))  # fmt: skip
+        result.update(
+            run_dir=str(run_dir.relative_to(cfg.output)),
+            failure_bound_s=fault.failure_bound(scenario, users),
+            commands=self._commands(scenario, env, topology, locust_cmd, run_dir, self.rerun_fault(fault, scenario)),
+        )
         target = Target(pg, gunicorn, topology, scenario, users)
         sampler: probes.Sampler | None = None
         begun = ended = False
@@ -111,7 +181,9 @@ class FaultLab(Lab):
             if not fault.at_start:
                 status, body = gunicorn.wait_for("/api/v1/healthz/", HEALTHY_TIMEOUT, request_timeout=5)
                 if status != 200:
-                    raise ServiceError(f"/api/v1/healthz/ answered {status} before the fault: {mask_password(body.strip())[:300]}")
+                    raise ServiceError(
+                        f"/api/v1/healthz/ answered {status} before the fault: {mask_password(body.strip())[:300]}"
+                    )
             sampler = self._sampler(counters, [gunicorn], locust, pg, url)
             sampler.start()
             locust.start()
@@ -146,14 +218,22 @@ class FaultLab(Lab):
             notes = {k: v for k, v in target.notes.items() if not k.startswith("_")}
             timeline = load.read_timeline(timeline_file)
             result.update(
-                requests=totals["requests"], failures=totals["failures"], p50_ms=totals["p50_ms"], p99_ms=totals["p99_ms"],
-                fault_began_s=round(fault_began - load_began, 2), fault_ended_s=round(fault_ended - load_began, 2),
-                load_seconds=round(load_ended - load_began, 2), service_errors=probes.log_counts(log)["error_kinds"],
+                requests=totals["requests"],
+                failures=totals["failures"],
+                p50_ms=totals["p50_ms"],
+                p99_ms=totals["p99_ms"],
+                fault_began_s=round(fault_began - load_began, 2),
+                fault_ended_s=round(fault_ended - load_began, 2),
+                load_seconds=round(load_ended - load_began, 2),
+                service_errors=probes.log_counts(log)["error_kinds"],
                 worker_restarts=probes.worker_restarts(log, scenario.workers),
-                worker_timeouts=log.count("WORKER TIMEOUT"), backends_peak=probes.peak(s["backends"] for s in samples),
-                backends_end=backends_end, backends_left=backends_left, **notes,
+                worker_timeouts=log.count("WORKER TIMEOUT"),
+                backends_peak=probes.peak(s["backends"] for s in samples),
+                backends_end=backends_end,
+                backends_left=backends_left,
+                **notes,
                 **catalogue.measure(timeline, fault_began, fault_ended, load_ended),
-            )  # fmt: skip
+            )
             result["timeline"] = _relative(timeline, load_began)
             result["problems"] = catalogue.judge(fault, result, self.request_timeout)
         except (ServiceError, FaultError) as exc:
@@ -201,7 +281,11 @@ class _LivezProbe(threading.Thread):
         """``{"status", "seconds", "during_fault"}``: the answer, how long it took and whether it
         came before ``before`` (the fault's end)."""
         self.join(self.timeout + 15)
-        return {"status": self.status or 0, "seconds": round(self.answered - self.began, 2), "during_fault": self.answered <= before}
+        return {
+            "status": self.status or 0,
+            "seconds": round(self.answered - self.began, 2),
+            "during_fault": self.answered <= before,
+        }
 
 
 def _relative(timeline: list[dict], origin: float) -> list[dict]:
@@ -216,7 +300,9 @@ def fault_line(result: dict[str, Any]) -> str:
     if result.get("error"):
         return f"not measured: {result['error'][:200]}"
     errors = ", ".join(f"{k} {v:,}" for k, v in list(result["errors"].items())[:3]) or "no errors"
-    recovery = "not recovered" if result["recovery_seconds"] is None else f"recovered {result['recovery_seconds']:g} s after"
+    recovery = (
+        "not recovered" if result["recovery_seconds"] is None else f"recovered {result['recovery_seconds']:g} s after"
+    )
     verdict = "as expected" if not result["problems"] else "PROBLEM: " + "; ".join(result["problems"])
     return f"{errors}; {recovery}; {result['requests']:,} requests; {verdict}"
 

@@ -27,14 +27,15 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import psycopg2
 
 from healthz import errors
-from healthz.postgres import ADMIN_USER, APP_DATABASE, APP_USER, PostgreSQL
 from healthz.lab.scenarios import Scenario
+from healthz.postgres import ADMIN_USER, APP_DATABASE, APP_USER, PostgreSQL
 
 #: Causes any fault may add: a client that timed out waiting is a hang, and is never expected.
 CLIENT = "client"
@@ -107,14 +108,22 @@ class DatabaseRestart(Fault):
     def __init__(self, mode: str) -> None:
         self.mode = mode
         self.name = f"db-restart-{mode}"
-        kill = "sessions terminated, a clean shutdown" if mode == "fast" else "no clean-up, as after a crash or an OOM kill"
-        self.description = f"PostgreSQL stopped ({mode} shutdown: {kill}) under load and started again {self.hold:g} s later."
+        kill = (
+            "sessions terminated, a clean shutdown"
+            if mode == "fast"
+            else "no clean-up, as after a crash or an OOM kill"
+        )
+        self.description = (
+            f"PostgreSQL stopped ({mode} shutdown: {kill}) under load and started again {self.hold:g} s later."
+        )
 
     def scenarios(self, base: Scenario) -> list[Scenario]:
         if base.service_settings().pool_class == "NullPool":
             return [base]  # every checkout is a new connection: nothing stale to ping
-        return [base.with_changes(base.name, {"pool_pre_ping": False}),
-                base.with_changes(f"{base.name}+pre_ping", {"pool_pre_ping": True})]  # fmt: skip
+        return [
+            base.with_changes(base.name, {"pool_pre_ping": False}),
+            base.with_changes(f"{base.name}+pre_ping", {"pool_pre_ping": True}),
+        ]
 
     def begin(self, target: Target) -> None:
         target.pg.stop(self.mode)
@@ -130,8 +139,10 @@ class TooManyClients(Fault):
     request in flight when the pool is unbounded."""
 
     name = "too-many-clients"
-    description = ("max_connections below the service's connection budget: other sessions hold all but half the slots it "
-                   "needs while it starts and runs, then let go.")  # fmt: skip
+    description = (
+        "max_connections below the service's connection budget: other sessions hold all but half the slots it "
+        "needs while it starts and runs, then let go."
+    )
     expected = (errors.TOO_MANY_CLIENTS,)
     at_start = True
     hold = 3.0
@@ -148,21 +159,27 @@ class TooManyClients(Fault):
         capacity = scenario.pool_capacity()
         if capacity is not None:
             settings = scenario.service_settings()
-            return (scenario.workers * capacity,
-                    f"{scenario.workers} workers x (pool_size {settings.pool_size} + max_overflow {settings.max_overflow})")  # fmt: skip
+            return (
+                scenario.workers * capacity,
+                f"{scenario.workers} workers x (pool_size {settings.pool_size} + max_overflow {settings.max_overflow})",
+            )
         return users, f"one connection per request in flight, up to {users} (the clients)"
 
     def begin(self, target: Target) -> None:
         budget, how = self.budget(target.scenario, target.users)
         needed = min(budget, target.users)
         with target.pg.connect() as conn, conn.cursor() as cur:
-            cur.execute("SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int, "
-                        "count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")  # fmt: skip
+            cur.execute(
+                "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int, "
+                "count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            )
             max_connections, reserved, in_use = cur.fetchone()
         free = max(1, needed // 2)
         hogs = max_connections - reserved - (in_use - 1) - free  # our own admin session has ended
         if hogs < 1:
-            raise FaultError(f"max_connections {max_connections} leaves no room to hold slots; use a larger --max-connections")
+            raise FaultError(
+                f"max_connections {max_connections} leaves no room to hold slots; use a larger --max-connections"
+            )
         dsn = target.pg.local_dsn(APP_USER, "postgres", application_name="healthz-lab-hog")
         for _ in range(hogs):
             self._hogs.append(psycopg2.connect(dsn))
@@ -189,7 +206,9 @@ class TableLock(Fault):
         self._conn: Any = None
 
     def begin(self, target: Target) -> None:
-        self._conn = psycopg2.connect(target.pg.local_dsn(ADMIN_USER, APP_DATABASE, application_name="healthz-lab-lock"))
+        self._conn = psycopg2.connect(
+            target.pg.local_dsn(ADMIN_USER, APP_DATABASE, application_name="healthz-lab-lock")
+        )
         with self._conn.cursor() as cur:
             cur.execute("LOCK TABLE role IN ACCESS EXCLUSIVE MODE")
 
@@ -203,13 +222,17 @@ class TableLock(Fault):
 
 class PoolExhausted(TableLock):
     name = "pool-exhausted"
-    description = ("Every pooled connection waits on a lock for 2.5 s while far more clients than connections arrive; "
-                   "pool_timeout=0.5: waits for a connection end in pool_timeout, the worker keeps serving.")  # fmt: skip
+    description = (
+        "Every pooled connection waits on a lock for 2.5 s while far more clients than connections arrive; "
+        "pool_timeout=0.5: waits for a connection end in pool_timeout, the worker keeps serving."
+    )
     expected = (errors.POOL_TIMEOUT,)
     POOL_TIMEOUT = 0.5
 
     def scenarios(self, base: Scenario) -> list[Scenario]:
-        return [base.with_changes(f"{base.name}:pool_timeout={self.POOL_TIMEOUT:g}", {"pool_timeout": self.POOL_TIMEOUT})]
+        return [
+            base.with_changes(f"{base.name}:pool_timeout={self.POOL_TIMEOUT:g}", {"pool_timeout": self.POOL_TIMEOUT})
+        ]
 
     def skip_reason(self, scenario: Scenario, topology: Any) -> str | None:
         if scenario.pool_capacity() is None:
@@ -222,7 +245,9 @@ class PoolExhausted(TableLock):
 
 class StatementTimeout(TableLock):
     name = "statement-timeout"
-    description = "A lock held 2.5 s, longer than HEALTHZ_STATEMENT_TIMEOUT=500 ms: PostgreSQL cancels the waiting count(*)."
+    description = (
+        "A lock held 2.5 s, longer than HEALTHZ_STATEMENT_TIMEOUT=500 ms: PostgreSQL cancels the waiting count(*)."
+    )
     expected = (errors.STATEMENT_TIMEOUT,)
     STATEMENT_TIMEOUT_MS = 500
 
@@ -241,13 +266,19 @@ class SlowNetwork(Fault):
     """``tc netem`` delay and loss on the app host's end of the app--database link (netns only)."""
 
     name = "slow-network"
-    description = ("tc netem delay 300 ms and 20% loss on the app-database link for 3 s, with HEALTHZ_STATEMENT_TIMEOUT=500 ms "
-                   "and HEALTHZ_CONNECT_TIMEOUT=2: timeouts, never a hang.")  # fmt: skip
+    description = (
+        "tc netem delay 300 ms and 20% loss on the app-database link for 3 s, with HEALTHZ_STATEMENT_TIMEOUT=500 ms "
+        "and HEALTHZ_CONNECT_TIMEOUT=2: timeouts, never a hang."
+    )
     expected = (errors.STATEMENT_TIMEOUT, errors.CONNECT_TIMEOUT, errors.CONNECTION_LOST, errors.POOL_TIMEOUT)
     hold = 3.0
 
     def scenarios(self, base: Scenario) -> list[Scenario]:
-        return [base.with_changes(f"{base.name}:statement_timeout=500,connect_timeout=2", {"statement_timeout": 500, "connect_timeout": 2})]
+        return [
+            base.with_changes(
+                f"{base.name}:statement_timeout=500,connect_timeout=2", {"statement_timeout": 500, "connect_timeout": 2}
+            )
+        ]
 
     def skip_reason(self, scenario: Scenario, topology: Any) -> str | None:
         if topology.name != "netns":
@@ -256,12 +287,33 @@ class SlowNetwork(Fault):
 
     def begin(self, target: Target) -> None:
         topology = target.topology
-        subprocess.run([*topology.app_prefix, "tc", "qdisc", "add", "dev", topology.app_if, "root", "netem",
-                        "delay", "300ms", "loss", "20%"], check=True, capture_output=True, timeout=30)  # fmt: skip
+        subprocess.run(
+            [
+                *topology.app_prefix,
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                topology.app_if,
+                "root",
+                "netem",
+                "delay",
+                "300ms",
+                "loss",
+                "20%",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
 
     def end(self, target: Target) -> None:
         topology = target.topology
-        subprocess.run([*topology.app_prefix, "tc", "qdisc", "del", "dev", topology.app_if, "root"], capture_output=True, timeout=30)
+        subprocess.run(
+            [*topology.app_prefix, "tc", "qdisc", "del", "dev", topology.app_if, "root"],
+            capture_output=True,
+            timeout=30,
+        )
 
 
 class WorkerKill(Fault):
@@ -269,9 +321,11 @@ class WorkerKill(Fault):
     has ended every backend of the dead worker (found by its sockets' local ports)."""
 
     name = "worker-kill"
-    description = ("One gunicorn worker killed with SIGKILL under load: gunicorn replaces it, PostgreSQL ends its backends. "
-                   "locust's FastHttpUser (geventhttpclient) resends an idempotent GET when its connection closes before "
-                   "a response, as browsers do, so most requests in flight on the killed worker are retried, not failed.")  # fmt: skip
+    description = (
+        "One gunicorn worker killed with SIGKILL under load: gunicorn replaces it, PostgreSQL ends its backends. "
+        "locust's FastHttpUser (geventhttpclient) resends an idempotent GET when its connection closes before "
+        "a response, as browsers do, so most requests in flight on the killed worker are retried, not failed."
+    )
     expected = (CLIENT,)
     instant = True
     hold = 0.0
@@ -286,7 +340,9 @@ class WorkerKill(Fault):
         db_port = target.pg.port
         ports = database_client_ports(pid, db_port)
         os.kill(pid, signal.SIGKILL)
-        target.notes.update(killed_pid=pid, killed_at=time.monotonic(), killed_worker_connections=len(ports), _ports=ports)
+        target.notes.update(
+            killed_pid=pid, killed_at=time.monotonic(), killed_worker_connections=len(ports), _ports=ports
+        )
 
     def end(self, target: Target) -> None:
         notes, started = target.notes, target.notes["killed_at"]
@@ -311,8 +367,10 @@ class WorkerKill(Fault):
 
 class DatabaseDownAtStart(Fault):
     name = "db-down-at-start"
-    description = ("PostgreSQL down while gunicorn starts and for the load's first seconds: the service boots and answers "
-                   "499 connection_refused, then 200 once the database is up, with no restart.")  # fmt: skip
+    description = (
+        "PostgreSQL down while gunicorn starts and for the load's first seconds: the service boots and answers "
+        "499 connection_refused, then 200 once the database is up, with no restart."
+    )
     expected = (errors.CONNECTION_REFUSED, errors.DATABASE_UNAVAILABLE)
     at_start = True
     hold = 3.0
@@ -356,8 +414,16 @@ def _backends_on_ports(pg: PostgreSQL, ports: Iterable[int]) -> set[int]:
 #: Every fault, in the order a run goes through them.
 FAULTS: dict[str, Fault] = {
     f.name: f
-    for f in (DatabaseRestart("fast"), DatabaseRestart("immediate"), TooManyClients(), PoolExhausted(), StatementTimeout(),
-              SlowNetwork(), WorkerKill(), DatabaseDownAtStart())  # fmt: skip
+    for f in (
+        DatabaseRestart("fast"),
+        DatabaseRestart("immediate"),
+        TooManyClients(),
+        PoolExhausted(),
+        StatementTimeout(),
+        SlowNetwork(),
+        WorkerKill(),
+        DatabaseDownAtStart(),
+    )
 }
 #: The scenarios ``healthz lab faults`` runs by default: one per pool shape and worker family.
 DEFAULT_SCENARIOS = ("eventlet-nullpool", "eventlet-queuepool-sized", "gevent-queuepool-sized", "gthread-queuepool")
@@ -429,7 +495,9 @@ def measure(timeline: list[dict], fault_began: float, fault_ended: float, load_e
 
 
 def _expected(cause: str, expected: Iterable[str]) -> bool:
-    return any(cause == e or (e == CLIENT and cause.startswith(CLIENT + " ") and cause != "client timeout") for e in expected)
+    return any(
+        cause == e or (e == CLIENT and cause.startswith(CLIENT + " ") and cause != "client timeout") for e in expected
+    )
 
 
 def judge(fault: Fault, result: dict[str, Any], request_timeout: float) -> list[str]:
@@ -453,8 +521,10 @@ def judge(fault: Fault, result: dict[str, Any], request_timeout: float) -> list[
         problems.append(f"a request took {slowest / 1000:.1f} s, the client's timeout: a hang")
     livez = result.get("livez_during_fault")
     if livez and (livez["status"] != 200 or not livez["during_fault"]):
-        problems.append(f"/api/v1/livez/ did not answer while the fault lasted ({livez['status'] or 'no answer'} after "
-                        f"{livez['seconds']:g} s): every worker was busy waiting on the database")  # fmt: skip
+        problems.append(
+            f"/api/v1/livez/ did not answer while the fault lasted ({livez['status'] or 'no answer'} after "
+            f"{livez['seconds']:g} s): every worker was busy waiting on the database"
+        )
     if result["worker_restarts"] != fault.worker_restarts:
         problems.append(f"{result['worker_restarts']} worker restart(s), expected {fault.worker_restarts}")
     if result.get("backends_left"):
@@ -464,4 +534,14 @@ def judge(fault: Fault, result: dict[str, Any], request_timeout: float) -> list[
     return problems
 
 
-__all__ = ["FAULTS", "DEFAULT_SCENARIOS", "Fault", "FaultError", "Target", "select", "measure", "judge", "database_client_ports"]
+__all__ = [
+    "FAULTS",
+    "DEFAULT_SCENARIOS",
+    "Fault",
+    "FaultError",
+    "Target",
+    "select",
+    "measure",
+    "judge",
+    "database_client_ports",
+]

@@ -15,8 +15,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from healthz.lab import require_extra
 from healthz.locustfiles import HEALTHCHECK as LOCUSTFILE
@@ -29,9 +30,20 @@ require_extra()
 _SERVICE_ERROR = re.compile(r"^[45]\d\d ([a-z_]+)$")
 
 
-def locust_command(host: str, users: int, duration: float, *, connection: str, max_requests: int, csv_prefix: Path,
-                   html: Path, request_timeout: float = 10.0, stats_interval: float = 0.2, timeline: Path | None = None,
-                   targets: Sequence[str] = ()) -> list[str]:  # fmt: skip
+def locust_command(
+    host: str,
+    users: int,
+    duration: float,
+    *,
+    connection: str,
+    max_requests: int,
+    csv_prefix: Path,
+    html: Path,
+    request_timeout: float = 10.0,
+    stats_interval: float = 0.2,
+    timeline: Path | None = None,
+    targets: Sequence[str] = (),
+) -> list[str]:
     """The headless locust command for one run; every bound is explicit. ``timeline`` adds the
     locustfile's per-0.1 s outcomes file (:func:`read_timeline`); ``targets`` spreads the users
     over several services, round robin (one per application host)."""
@@ -39,12 +51,41 @@ def locust_command(host: str, users: int, duration: float, *, connection: str, m
     if len(targets) > 1:
         extra += ["--targets", ",".join(targets)]
     return [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", host,
-        "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{max(1, round(duration))}s",
-        "--stop-timeout", "0", "--connection", connection, "--max-requests", str(max_requests),
-        "--request-timeout", f"{request_timeout:g}", "--stats-interval", f"{stats_interval:g}",
-        "--csv", str(csv_prefix), "--html", str(html), "--summary-file", f"{csv_prefix}_summary.json", "--only-summary", "--loglevel", "WARNING", *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--host",
+        host,
+        "--users",
+        str(users),
+        "--spawn-rate",
+        str(users),
+        "--run-time",
+        f"{max(1, round(duration))}s",
+        "--stop-timeout",
+        "0",
+        "--connection",
+        connection,
+        "--max-requests",
+        str(max_requests),
+        "--request-timeout",
+        f"{request_timeout:g}",
+        "--stats-interval",
+        f"{stats_interval:g}",
+        "--csv",
+        str(csv_prefix),
+        "--html",
+        str(html),
+        "--summary-file",
+        f"{csv_prefix}_summary.json",
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+        *extra,
+    ]
 
 
 class Locust:
@@ -57,7 +98,9 @@ class Locust:
 
     def start(self) -> Locust:
         with open(self.logfile, "ab") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         return self
 
     @property
@@ -113,7 +156,11 @@ def read_summary(csv_prefix: Path) -> dict[str, Any]:
             causes: dict[str, int] = {}
             for error, count in entry.get("failures_by_error", {}).items():
                 causes[cause(error)] = causes.get(cause(error), 0) + int(count)
-            by_host[int(number)] = {"requests": int(entry["requests"]), "failures": int(entry["failures"]), "failures_by_cause": causes}
+            by_host[int(number)] = {
+                "requests": int(entry["requests"]),
+                "failures": int(entry["failures"]),
+                "failures_by_cause": causes,
+            }
     start, end = data.get("start_time"), data.get("end_time")
     return {
         "requests": int(data.get("requests") or 0),
@@ -172,12 +219,17 @@ def read_history(csv_prefix: Path, interval: float) -> list[dict[str, float | No
     rows = [row for row in _rows(Path(f"{csv_prefix}_stats_history.csv")) if row.get("Name") == "Aggregated"]
     for index, row in enumerate(rows):
         total = _number(row.get("Total Request Count")) or 0.0
-        samples.append({
-            "t": round(index * interval, 3), "users": _number(row.get("User Count")), "requests": total,
-            "failures": _number(row.get("Total Failure Count")),
-            "rps": None if previous is None else (total - previous) / interval,
-            "p50_ms": _number(row.get("50%")), "p99_ms": _number(row.get("99%")),
-        })  # fmt: skip
+        samples.append(
+            {
+                "t": round(index * interval, 3),
+                "users": _number(row.get("User Count")),
+                "requests": total,
+                "failures": _number(row.get("Total Failure Count")),
+                "rps": None if previous is None else (total - previous) / interval,
+                "p50_ms": _number(row.get("50%")),
+                "p99_ms": _number(row.get("99%")),
+            }
+        )
         previous = total
     return samples
 

@@ -20,13 +20,14 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import psycopg2
 
 from healthz.lab import debian
-from healthz.postgres import reachable_by_others, unprivileged_account, free_port
+from healthz.postgres import free_port, reachable_by_others, unprivileged_account
 from healthz.service import stop_process
 
 POOL_MODES = ("transaction", "session")
@@ -57,10 +58,23 @@ class PgBouncer:
     ``default_pool_size`` server connections and at most ``max_client_conn`` clients;
     ``command_prefix`` runs it in another network namespace."""
 
-    def __init__(self, *, server_host: str, server_port: int, password: str, database: str = "healthz", user: str = "healthz",
-                 pool_mode: str = "transaction", default_pool_size: int = 20, max_client_conn: int = 10000,
-                 listen_host: str = "127.0.0.1", listen_port: int | None = None, command_prefix: Sequence[str] = (),
-                 program: debian.Program | None = None, start_timeout: float = 20.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        server_host: str,
+        server_port: int,
+        password: str,
+        database: str = "healthz",
+        user: str = "healthz",
+        pool_mode: str = "transaction",
+        default_pool_size: int = 20,
+        max_client_conn: int = 10000,
+        listen_host: str = "127.0.0.1",
+        listen_port: int | None = None,
+        command_prefix: Sequence[str] = (),
+        program: debian.Program | None = None,
+        start_timeout: float = 20.0,
+    ) -> None:
         if pool_mode not in POOL_MODES:
             raise PgBouncerError(f"pool_mode {pool_mode!r} is not one of {', '.join(POOL_MODES)}")
         self.server_host, self.server_port = server_host, server_port
@@ -84,7 +98,9 @@ class PgBouncer:
     @property
     def unix_url(self) -> str:
         """The service's URL through PgBouncer's Unix socket: no TCP port used at all."""
-        return f"postgresql://{self.user}:{self.password}@/{self.database}?host={self.directory}&port={self.listen_port}"
+        return (
+            f"postgresql://{self.user}:{self.password}@/{self.database}?host={self.directory}&port={self.listen_port}"
+        )
 
     def admin_dsn(self) -> str:
         return f"host={self.directory} port={self.listen_port} dbname={ADMIN_DATABASE} user={self.user} password={self.password}"
@@ -97,31 +113,33 @@ class PgBouncer:
     # -- process -----------------------------------------------------------------------------
     def _config(self) -> str:
         assert self.directory is not None
-        return "\n".join([
-            "[databases]",
-            f"{self.database} = host={self.server_host} port={self.server_port} dbname={self.database}",
-            "[pgbouncer]",
-            f"listen_addr = {self.listen_host}",
-            f"listen_port = {self.listen_port}",
-            f"unix_socket_dir = {self.directory}",
-            "auth_type = scram-sha-256",
-            f"auth_file = {self.directory / 'userlist.txt'}",
-            f"admin_users = {self.user}",
-            f"stats_users = {self.user}",
-            f"pool_mode = {self.pool_mode}",
-            f"default_pool_size = {self.default_pool_size}",
-            f"max_client_conn = {self.max_client_conn}",
-            # As gunicorn's in the lab: the default of 128 refuses a burst on the Unix socket with EAGAIN.
-            "listen_backlog = 4096",
-            # psycopg2 and the doctor send these startup parameters; PgBouncer refuses unknown ones.
-            "ignore_startup_parameters = extra_float_digits,options",
-            f"logfile = {self.logfile}",
-            "log_connections = 1",
-            "log_disconnections = 0",
-            "log_pooler_errors = 1",
-            "stats_period = 1",
-            "",
-        ])  # fmt: skip
+        return "\n".join(
+            [
+                "[databases]",
+                f"{self.database} = host={self.server_host} port={self.server_port} dbname={self.database}",
+                "[pgbouncer]",
+                f"listen_addr = {self.listen_host}",
+                f"listen_port = {self.listen_port}",
+                f"unix_socket_dir = {self.directory}",
+                "auth_type = scram-sha-256",
+                f"auth_file = {self.directory / 'userlist.txt'}",
+                f"admin_users = {self.user}",
+                f"stats_users = {self.user}",
+                f"pool_mode = {self.pool_mode}",
+                f"default_pool_size = {self.default_pool_size}",
+                f"max_client_conn = {self.max_client_conn}",
+                # As gunicorn's in the lab: the default of 128 refuses a burst on the Unix socket with EAGAIN.
+                "listen_backlog = 4096",
+                # psycopg2 and the doctor send these startup parameters; PgBouncer refuses unknown ones.
+                "ignore_startup_parameters = extra_float_digits,options",
+                f"logfile = {self.logfile}",
+                "log_connections = 1",
+                "log_disconnections = 0",
+                "log_pooler_errors = 1",
+                "stats_period = 1",
+                "",
+            ]
+        )
 
     def _binary(self) -> tuple[list[str], dict[str, str]]:
         """The command and environment; a binary the unprivileged account cannot reach is copied
@@ -153,12 +171,27 @@ class PgBouncer:
                 os.chown(path, self.account.pw_uid, self.account.pw_gid)
             os.chown(self.directory, self.account.pw_uid, self.account.pw_gid)
             if self.command_prefix:  # ip netns exec needs root: drop to the account after it
-                command = ["setpriv", "--reuid", str(self.account.pw_uid), "--regid", str(self.account.pw_gid), "--clear-groups", *command]
+                command = [
+                    "setpriv",
+                    "--reuid",
+                    str(self.account.pw_uid),
+                    "--regid",
+                    str(self.account.pw_gid),
+                    "--clear-groups",
+                    *command,
+                ]
             else:
                 run_as = {"user": self.account.pw_uid, "group": self.account.pw_gid, "extra_groups": []}
         with open(self.directory / "stdout.log", "ab") as out:
-            self.process = subprocess.Popen([*self.command_prefix, *command], env={**os.environ, **env}, stdout=out,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.directory, **run_as)  # fmt: skip
+            self.process = subprocess.Popen(
+                [*self.command_prefix, *command],
+                env={**os.environ, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.directory,
+                **run_as,
+            )
         self._wait_ready()
         return self
 
@@ -177,7 +210,9 @@ class PgBouncer:
                 if time.monotonic() > deadline:
                     tail = self.log_tail()
                     self.stop()
-                    raise PgBouncerError(f"pgbouncer did not answer in {self.start_timeout:.0f} s: {str(exc).strip()}; {tail}") from None
+                    raise PgBouncerError(
+                        f"pgbouncer did not answer in {self.start_timeout:.0f} s: {str(exc).strip()}; {tail}"
+                    ) from None
             time.sleep(0.1)
 
     def log_text(self) -> str:

@@ -24,8 +24,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import psycopg2
 import psycopg2.extensions
@@ -275,7 +275,10 @@ class Sampler(threading.Thread):
         self.started_at = time.monotonic()
 
     def sample(self) -> dict[str, float | int | None]:
-        row: dict[str, float | int | None] = {"t": round(time.monotonic() - self.started_at, 3), "at": round(time.time(), 3)}
+        row: dict[str, float | int | None] = {
+            "t": round(time.monotonic() - self.started_at, 3),
+            "at": round(time.time(), 3),
+        }
         try:
             row["sessions"], row["backends"] = self.counters.sessions(), self.counters.backends()
             if self.by_address:
@@ -288,8 +291,12 @@ class Sampler(threading.Thread):
             states: collections.Counter = collections.Counter()
             for port in self.db_ports if pid else ():
                 states += tcp_states(pid, port)
-            hosts.append({"time_wait": states.get("TIME_WAIT", 0) if pid else None,
-                          "established": states.get("ESTABLISHED", 0) if pid else None})  # fmt: skip
+            hosts.append(
+                {
+                    "time_wait": states.get("TIME_WAIT", 0) if pid else None,
+                    "established": states.get("ESTABLISHED", 0) if pid else None,
+                }
+            )
         for key in ("time_wait", "established"):
             present = [h[key] for h in hosts if h[key] is not None]
             row[key] = sum(present) if present else None
@@ -299,7 +306,9 @@ class Sampler(threading.Thread):
             pids = getter()
             if isinstance(pids, list):
                 seconds = [cpu_seconds(p) for p in pids]
-                row[f"cpu_{name}"] = sum(v for v in seconds if v is not None) if any(v is not None for v in seconds) else None
+                row[f"cpu_{name}"] = (
+                    sum(v for v in seconds if v is not None) if any(v is not None for v in seconds) else None
+                )
             else:
                 row[f"cpu_{name}"] = cpu_seconds(pids)
         if self.extra is not None:
@@ -339,7 +348,9 @@ class DoctorProbe:
 
     def start(self) -> DoctorProbe:
         with open(self.logfile, "ab") as err:
-            self.process = subprocess.Popen(self.command, env=self.env, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                self.command, env=self.env, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL
+            )
         return self
 
     def result(self, timeout: float = 30.0) -> dict | None:
@@ -366,9 +377,17 @@ class DoctorProbe:
             self.process.wait(10)
 
 
-def measured_observation(samples: list[dict], start: float, end: float, *, port_range: tuple[int, int] | None,
-                         max_connections: int, reserved_connections: int, opened_key: str = "sessions",
-                         transport: str = "tcp") -> Observation | None:  # fmt: skip
+def measured_observation(
+    samples: list[dict],
+    start: float,
+    end: float,
+    *,
+    port_range: tuple[int, int] | None,
+    max_connections: int,
+    reserved_connections: int,
+    opened_key: str = "sessions",
+    transport: str = "tcp",
+) -> Observation | None:
     """What the lab's own probes saw between unix times ``start`` and ``end``, as the doctor's
     :class:`~healthz.doctor.Observation`: connections opened from the counter ``opened_key``
     (PostgreSQL's sessions, or a log's count of the first host's connections), sockets held and in
@@ -391,15 +410,27 @@ def measured_observation(samples: list[dict], start: float, end: float, *, port_
     ports = port_range[1] - port_range[0] + 1 if port_range else None
     held = peak((s.get("time_wait") or 0) + (s.get("established") or 0) for s in inside)
     # What the doctor learns when its own connect() fails: every port of the range is taken.
-    full = f"the port range was full ({held:,} sockets of {ports:,} ports)" if ports and held is not None and held >= ports else None
+    full = (
+        f"the port range was full ({held:,} sockets of {ports:,} ports)"
+        if ports and held is not None and held >= ports
+        else None
+    )
     return Observation(
-        database="(the lab's probes)", transport=transport, port_range=port_range, tcp_tw_reuse=None,
-        window=round(last["at"] - first["at"], 3), opened=opened if transport == "tcp" else None,
+        database="(the lab's probes)",
+        transport=transport,
+        port_range=port_range,
+        tcp_tw_reuse=None,
+        window=round(last["at"] - first["at"], 3),
+        opened=opened if transport == "tcp" else None,
         sockets_by_state={"ESTABLISHED": round(established or 0), "TIME_WAIT": int(last.get("time_wait") or 0)},
-        sessions_opened=sessions, max_connections=max_connections, reserved_connections=reserved_connections,
-        backends=[{"application_name": "", "client_addr": "", "count": int(peak(s.get("backends") for s in inside) or 0)}],
+        sessions_opened=sessions,
+        max_connections=max_connections,
+        reserved_connections=reserved_connections,
+        backends=[
+            {"application_name": "", "client_addr": "", "count": int(peak(s.get("backends") for s in inside) or 0)}
+        ],
         unreachable=full,
-    )  # fmt: skip
+    )
 
 
 def peak(values: Iterable[float | int | None]) -> float | int | None:

@@ -13,8 +13,9 @@ import csv
 import html
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from healthz.lab import require_extra
 
@@ -33,12 +34,45 @@ PLOTS = (
     ("backends_peak", "peak backends", "peak_backends.png"),
 )
 CSV_FIELDS = (
-    "scenario", "concurrency", "connection", "topology", "worker_class", "workers", "pool_capacity", "seconds",
-    "requests", "failures", "error_rate", "rps", "p50_ms", "p95_ms", "p99_ms", "failures_by_cause", "service_errors",
-    "address_unavailable", "pool_timeouts", "sessions_opened", "sessions_per_second", "sessions_per_request",
-    "sessions_per_success", "stalled_seconds", "backends_peak", "backends_mean", "backends_left", "time_wait_peak", "established_peak", "ports",
-    "cpu_gunicorn", "cpu_postgres", "cpu_locust", "worker_restarts", "worker_timeouts", "error", "run_dir", "rerun",
-)  # fmt: skip
+    "scenario",
+    "concurrency",
+    "connection",
+    "topology",
+    "worker_class",
+    "workers",
+    "pool_capacity",
+    "seconds",
+    "requests",
+    "failures",
+    "error_rate",
+    "rps",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "failures_by_cause",
+    "service_errors",
+    "address_unavailable",
+    "pool_timeouts",
+    "sessions_opened",
+    "sessions_per_second",
+    "sessions_per_request",
+    "sessions_per_success",
+    "stalled_seconds",
+    "backends_peak",
+    "backends_mean",
+    "backends_left",
+    "time_wait_peak",
+    "established_peak",
+    "ports",
+    "cpu_gunicorn",
+    "cpu_postgres",
+    "cpu_locust",
+    "worker_restarts",
+    "worker_timeouts",
+    "error",
+    "run_dir",
+    "rerun",
+)
 
 
 # -- formatting ------------------------------------------------------------------------------
@@ -59,7 +93,10 @@ def _pct(value: float | None) -> str:
 def _causes(causes: dict[str, int], requests: int, limit: int = 3) -> str:
     if not causes:
         return "none"
-    parts = [f"{kind} {count:,} ({_pct(count / requests) if requests else '-'})" for kind, count in list(causes.items())[:limit]]
+    parts = [
+        f"{kind} {count:,} ({_pct(count / requests) if requests else '-'})"
+        for kind, count in list(causes.items())[:limit]
+    ]
     return ", ".join(parts)
 
 
@@ -78,7 +115,11 @@ def scenario_verdict(runs: list[dict], meta: dict) -> dict[str, Any]:
     stalled = max(measured, key=lambda r: r.get("stalled_seconds") or 0)
     if (stalled.get("stalled_seconds") or 0) >= STALL_THRESHOLD and (worst["error_rate"] or 0) <= FAILURE_THRESHOLD:
         worst = stalled
-    failed = (worst["error_rate"] or 0) > FAILURE_THRESHOLD or worst.get("worker_timeouts", 0) > 0 or (worst.get("stalled_seconds") or 0) >= STALL_THRESHOLD
+    failed = (
+        (worst["error_rate"] or 0) > FAILURE_THRESHOLD
+        or worst.get("worker_timeouts", 0) > 0
+        or (worst.get("stalled_seconds") or 0) >= STALL_THRESHOLD
+    )
     cause = next(iter(worst["failures_by_cause"]), None) if failed else None
     if failed and cause is None:
         cause = "stopped answering" if (worst.get("stalled_seconds") or 0) >= STALL_THRESHOLD else "worker timeouts"
@@ -91,7 +132,9 @@ def scenario_verdict(runs: list[dict], meta: dict) -> dict[str, Any]:
     if worst.get("time_wait_peak") is not None and worst.get("by_host"):
         busiest = max((h.get("time_wait_peak") or 0) for h in worst["by_host"])
         of = f" of {worst['ports']:,} ports each" if worst.get("ports") else ""
-        facts.append(f"TIME_WAIT peaked at {worst['time_wait_peak']:,} across {len(worst['by_host'])} hosts ({busiest:,} on the busiest{of})")
+        facts.append(
+            f"TIME_WAIT peaked at {worst['time_wait_peak']:,} across {len(worst['by_host'])} hosts ({busiest:,} on the busiest{of})"
+        )
     elif worst.get("time_wait_peak") is not None:
         of = f" of {worst['ports']:,} ports" if worst.get("ports") else ""
         facts.append(f"TIME_WAIT peaked at {worst['time_wait_peak']:,}{of}")
@@ -100,10 +143,14 @@ def scenario_verdict(runs: list[dict], meta: dict) -> dict[str, Any]:
         facts.append(f"backends peaked at {worst['backends_peak']:,}{limit}")
     if failed:
         if worst["failures"]:
-            facts.append(f"{_pct(worst['error_rate'])} of requests failed: {_causes(worst['failures_by_cause'], worst['requests'])}")
+            facts.append(
+                f"{_pct(worst['error_rate'])} of requests failed: {_causes(worst['failures_by_cause'], worst['requests'])}"
+            )
         if (worst.get("stalled_seconds") or 0) >= STALL_THRESHOLD:
-            facts.append(f"the service stopped answering: no request completed for {worst['stalled_seconds']:.1f} s while "
-                         f"{worst['concurrency']:,} clients waited ({_n(worst['rps'])} requests/s over the run)")  # fmt: skip
+            facts.append(
+                f"the service stopped answering: no request completed for {worst['stalled_seconds']:.1f} s while "
+                f"{worst['concurrency']:,} clients waited ({_n(worst['rps'])} requests/s over the run)"
+            )
         if worst.get("worker_timeouts"):
             facts.append(f"gunicorn killed {worst['worker_timeouts']} stuck worker(s) (WORKER TIMEOUT)")
     else:
@@ -114,9 +161,11 @@ def scenario_verdict(runs: list[dict], meta: dict) -> dict[str, Any]:
         r = max(risky, key=port_churn_per_host)
         what = "connections to PgBouncer" if (r.get("pgbouncer") or {}).get("placement") == "db" else "sessions"
         per_host = " per application host" if r.get("hosts", 1) > 1 else ""
-        facts.append(f"but at {r['concurrency']:,} clients it opened {_n(port_churn_per_host(r))} {what}/s{per_host}, which keep "
-                     f"{_n(ports_needed(port_churn_per_host(r)))} client ports in TIME_WAIT when sustained, more than the "
-                     f"{r['ports']:,} in range: a longer run exhausts them")  # fmt: skip
+        facts.append(
+            f"but at {r['concurrency']:,} clients it opened {_n(port_churn_per_host(r))} {what}/s{per_host}, which keep "
+            f"{_n(ports_needed(port_churn_per_host(r)))} client ports in TIME_WAIT when sustained, more than the "
+            f"{r['ports']:,} in range: a longer run exhausts them"
+        )
     notes = pooling_notes(measured, meta)
     text = ("FAILED: " if failed else "AT RISK: " if at_risk else "held: ") + "; ".join(facts) + "."
     if notes:
@@ -139,8 +188,14 @@ def pooling_notes(measured: list[dict], meta: dict) -> list[str]:
     capacity, hosts = sample.get("pool_capacity"), sample.get("hosts", 1) or 1
     workers = sample["workers"] * hosts  # every worker process of every application host
     in_process = not sample.get("pgbouncer")  # through PgBouncer, PostgreSQL's sessions are PgBouncer's
-    churn = [r for r in measured if capacity and in_process and r["sessions_opened"] > 2 * workers * capacity
-             and not r["failures_by_cause"].get("too_many_clients")]  # refused connections are retried, not churned  # fmt: skip
+    churn = [
+        r
+        for r in measured
+        if capacity
+        and in_process
+        and r["sessions_opened"] > 2 * workers * capacity
+        and not r["failures_by_cause"].get("too_many_clients")
+    ]  # refused connections are retried, not churned
     if churn:
         r = max(churn, key=lambda r: r["sessions_per_second"] or 0)
         who = f"{hosts} hosts x {sample['workers']} workers" if hosts > 1 else f"{workers} workers"
@@ -149,23 +204,29 @@ def pooling_notes(measured: list[dict], meta: dict) -> list[str]:
             f"{who} x pool of {capacity} hold at most {workers * capacity}: connections beyond pool_size "
             f"are closed on check-in and reopened on the next burst. Sustained, {_n(port_churn_per_host(r))} sessions/s "
             f"{'per host ' if hosts > 1 else ''}keep {_n(ports_needed(port_churn_per_host(r)))} client ports in TIME_WAIT"
-        )  # fmt: skip
+        )
         if r.get("ports"):
             note += f" (peak here {_n(r.get('time_wait_peak'))} of {r['ports']:,} ports in range)"
         notes.append(note + ".")
     timeouts = [r for r in measured if r.get("pool_timeouts")]
     if timeouts:
         r = max(timeouts, key=lambda r: r["pool_timeouts"])
-        notes.append(f"Pool smaller than the load: {r['pool_timeouts']:,} requests waited longer than pool_timeout at {r['concurrency']:,} clients.")
+        notes.append(
+            f"Pool smaller than the load: {r['pool_timeouts']:,} requests waited longer than pool_timeout at {r['concurrency']:,} clients."
+        )
     pg = meta.get("postgres", {})
     budget = (pg.get("max_connections") or 0) - (pg.get("superuser_reserved_connections") or 0)
     if capacity and in_process and budget and workers * capacity > budget:
         who = f"{hosts} hosts x {sample['workers']} workers" if hosts > 1 else f"{workers} workers"
-        notes.append(f"Budget: {who} x {capacity} connections = {workers * capacity:,} exceeds max_connections minus reserved ({budget:,}).")
+        notes.append(
+            f"Budget: {who} x {capacity} connections = {workers * capacity:,} exceeds max_connections minus reserved ({budget:,})."
+        )
     too_many = [r for r in measured if r["failures_by_cause"].get("too_many_clients")]
     if too_many:
         r = too_many[0]
-        notes.append(f"max_connections reached: {r['failures_by_cause']['too_many_clients']:,} too_many_clients at {r['concurrency']:,} clients.")
+        notes.append(
+            f"max_connections reached: {r['failures_by_cause']['too_many_clients']:,} too_many_clients at {r['concurrency']:,} clients."
+        )
     return notes
 
 
@@ -192,9 +253,11 @@ def exhaustion_reason(run: dict) -> str:
     ports = f" of {run['ports']:,} ports" if run.get("ports") else ""
     time_wait, established = run.get("time_wait_peak") or 0, run.get("established_peak") or 0
     if time_wait >= established / 2 and (run.get("sessions_per_success") or 0) >= 0.5:
-        return (f"a new database connection per request, {_n(run['sessions_per_second'])} sessions/s; each closed one holds "
-                f"its client port in TIME_WAIT for {TIME_WAIT_SECONDS} s, so that rate needs "
-                f"{_n(ports_needed(run['sessions_per_second']))} ports: TIME_WAIT peaked at {_n(time_wait)}{ports}")  # fmt: skip
+        return (
+            f"a new database connection per request, {_n(run['sessions_per_second'])} sessions/s; each closed one holds "
+            f"its client port in TIME_WAIT for {TIME_WAIT_SECONDS} s, so that rate needs "
+            f"{_n(ports_needed(run['sessions_per_second']))} ports: TIME_WAIT peaked at {_n(time_wait)}{ports}"
+        )
     return f"database connections held open: {_n(established)} toward PostgreSQL at once{ports} for {run['concurrency']:,} clients"
 
 
@@ -214,30 +277,49 @@ def answer(verdicts: dict[str, dict], results: list[dict], meta: dict) -> list[s
     topology = meta.get("topology", {})
     out: list[str] = []
     if exhausted:
-        parts = [f"{n} ({_pct(verdicts[n]['worst']['error_rate'])} failed; {exhaustion_reason(verdicts[n]['worst'])})" for n in exhausted]
-        out.append("The reported failure (`Cannot assign requested address`, address_unavailable) occurred in: " + "; ".join(parts) + ".")
+        parts = [
+            f"{n} ({_pct(verdicts[n]['worst']['error_rate'])} failed; {exhaustion_reason(verdicts[n]['worst'])})"
+            for n in exhausted
+        ]
+        out.append(
+            "The reported failure (`Cannot assign requested address`, address_unavailable) occurred in: "
+            + "; ".join(parts)
+            + "."
+        )
     elif topology.get("faithful") is False:
         unpooled = [n for n in verdicts if by_scenario[n] and by_scenario[n][0].get("pool_capacity") is None]
         rates = [f"{n} {_n(max(r['sessions_per_second'] or 0 for r in by_scenario[n]))}/s" for n in unpooled]
-        out.append("No address_unavailable here: this run used the loopback topology, where Linux reuses TIME_WAIT ports, "
-                   "so exhaustion cannot show. The churn that causes it on a real network is measured all the same: "
-                   + (", ".join(rates) if rates else "no unpooled scenario ran") + f" new connections, against a budget of "
-                   f"(ports in range) / {TIME_WAIT_SECONDS} s per client host. Rerun with --topology netns (root) to see the failure.")  # fmt: skip
+        out.append(
+            "No address_unavailable here: this run used the loopback topology, where Linux reuses TIME_WAIT ports, "
+            "so exhaustion cannot show. The churn that causes it on a real network is measured all the same: "
+            + (", ".join(rates) if rates else "no unpooled scenario ran")
+            + f" new connections, against a budget of "
+            f"(ports in range) / {TIME_WAIT_SECONDS} s per client host. Rerun with --topology netns (root) to see the failure."
+        )
     if bounded_held:
         figures = []
         for n in bounded_held:
             top = max(by_scenario[n], key=lambda r: r["concurrency"])
-            figures.append(f"{n} ({_n(top['sessions_opened'])} sessions for {_n(top['requests'])} requests at {top['concurrency']:,} clients, "
-                           f"{_n(top['rps'])} requests/s, p99 {_n(top['p99_ms'])} ms)")  # fmt: skip
-        out.append("**Does connection pooling alone fix it? Yes, when the pool is bounded:** a QueuePool with max_overflow=0 opened "
-                   "its connections once and reused them, with no failed request: " + "; ".join(figures) + ".")  # fmt: skip
+            figures.append(
+                f"{n} ({_n(top['sessions_opened'])} sessions for {_n(top['requests'])} requests at {top['concurrency']:,} clients, "
+                f"{_n(top['rps'])} requests/s, p99 {_n(top['p99_ms'])} ms)"
+            )
+        out.append(
+            "**Does connection pooling alone fix it? Yes, when the pool is bounded:** a QueuePool with max_overflow=0 opened "
+            "its connections once and reused them, with no failed request: " + "; ".join(figures) + "."
+        )
     if churners:
-        out.append("**Not with overflow:** " + " ".join(verdicts[n]["notes"][0] for n in churners if verdicts[n].get("notes"))
-                   + " Overflow turns every burst into new connections, which is the churn that exhausts ports; set max_overflow=0 "
-                   "and size pool_size instead.")  # fmt: skip
+        out.append(
+            "**Not with overflow:** "
+            + " ".join(verdicts[n]["notes"][0] for n in churners if verdicts[n].get("notes"))
+            + " Overflow turns every burst into new connections, which is the churn that exhausts ports; set max_overflow=0 "
+            "and size pool_size instead."
+        )
     other_failed = [n for n in failed if n not in exhausted]
     if other_failed:
-        out.append("**Also failed, for other reasons:** " + " ".join(f"{n}: {verdicts[n]['text']}" for n in other_failed))
+        out.append(
+            "**Also failed, for other reasons:** " + " ".join(f"{n}: {verdicts[n]['text']}" for n in other_failed)
+        )
     rec = recommend(by_scenario, verdicts, meta)
     if rec:
         out.append(rec)
@@ -248,7 +330,12 @@ def recommend(by_scenario: dict[str, list[dict]], verdicts: dict[str, dict], met
     """Settings for the measured load: the fastest bounded pool that held at the highest step."""
     candidates = []
     for name, runs in by_scenario.items():
-        if verdicts[name]["failed"] is False and not verdicts[name].get("at_risk") and runs and _is_bounded_pool(runs[0]):
+        if (
+            verdicts[name]["failed"] is False
+            and not verdicts[name].get("at_risk")
+            and runs
+            and _is_bounded_pool(runs[0])
+        ):
             top = max(runs, key=lambda r: r["concurrency"])
             candidates.append((top["rps"] or 0, name, top))
     if not candidates:
@@ -265,24 +352,46 @@ def recommend(by_scenario: dict[str, list[dict]], verdicts: dict[str, dict], met
         what = f"PgBouncer's default_pool_size {bouncer['default_pool_size']} server connections for every application host"
     else:
         per_host = top["workers"] * top["pool_capacity"]
-        what = f"{top['workers']} workers x pool_size {top['pool_capacity']} = {per_host} connections per application host"
+        what = (
+            f"{top['workers']} workers x pool_size {top['pool_capacity']} = {per_host} connections per application host"
+        )
     hosts = budget // per_host if budget and per_host else None
-    text = (f"**Recommended for this load** ({top['concurrency']:,} concurrent clients"
-            f"{f' over {ran_on} application hosts' if ran_on > 1 else ''}): the settings of {name}: {top['summary']}. "
-            f"That is {what}, measured at {_n(top['backends_peak'])} peak backends{' in all' if ran_on > 1 else ''}.")  # fmt: skip
+    text = (
+        f"**Recommended for this load** ({top['concurrency']:,} concurrent clients"
+        f"{f' over {ran_on} application hosts' if ran_on > 1 else ''}): the settings of {name}: {top['summary']}. "
+        f"That is {what}, measured at {_n(top['backends_peak'])} peak backends{' in all' if ran_on > 1 else ''}."
+    )
     if hosts:
         beyond = "" if bouncer else "; beyond that, put PgBouncer between the hosts and PostgreSQL"
-        text += (f" With max_connections {pg['max_connections']:,} ({pg['superuser_reserved_connections']} reserved), up to {hosts:,} such hosts "
-                 f"fit{beyond}.")  # fmt: skip
+        text += (
+            f" With max_connections {pg['max_connections']:,} ({pg['superuser_reserved_connections']} reserved), up to {hosts:,} such hosts "
+            f"fit{beyond}."
+        )
     if top.get("p99_ms"):
         text += f" Keep pool_timeout well above the measured p99 of {_n(top['p99_ms'])} ms (the default 30 s is)."
     return text
 
 
 # -- tables and plots ------------------------------------------------------------------------
-STEP_COLUMNS = ("scenario", "req/s", "p50 ms", "p95 ms", "p99 ms", "failed", "causes", "sessions opened", "sessions/s",
-                "sessions/request", "backends peak/mean", "TIME_WAIT peak", "EADDRNOTAVAIL lines", "pool timeouts",
-                "CPU s gunicorn/postgres/locust", "stalled s", "worker timeouts")  # fmt: skip
+STEP_COLUMNS = (
+    "scenario",
+    "req/s",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "failed",
+    "causes",
+    "sessions opened",
+    "sessions/s",
+    "sessions/request",
+    "backends peak/mean",
+    "TIME_WAIT peak",
+    "EADDRNOTAVAIL lines",
+    "pool timeouts",
+    "CPU s gunicorn/postgres/locust",
+    "stalled s",
+    "worker timeouts",
+)
 
 
 def step_rows(results: list[dict], concurrency: int) -> list[list[str]]:
@@ -294,20 +403,44 @@ def step_rows(results: list[dict], concurrency: int) -> list[list[str]]:
             rows.append([r["scenario"], "not measured: " + r["error"][:120], *["-"] * (len(STEP_COLUMNS) - 2)])
             continue
         cpu = r["cpu_seconds"]
-        rows.append([
-            r["scenario"], _n(r["rps"]), _n(r["p50_ms"]), _n(r["p95_ms"]), _n(r["p99_ms"]), _pct(r["error_rate"]),
-            _causes(r["failures_by_cause"], r["requests"], 2), _n(r["sessions_opened"]), _n(r["sessions_per_second"], 1),
-            _n(r["sessions_per_request"], 3), f"{_n(r['backends_peak'])} / {_n(r['backends_mean'])}",
-            _n(r["time_wait_peak"]) + (f" of {r['ports']:,}" if r.get("ports") and r.get("time_wait_peak") is not None else ""),
-            _n(r["address_unavailable"]), _n(r["pool_timeouts"]),
-            f"{_n(cpu.get('gunicorn'), 1)} / {_n(cpu.get('postgres'), 1)} / {_n(cpu.get('locust'), 1)}",
-            _n(r.get("stalled_seconds"), 1), _n(r["worker_timeouts"]),
-        ])  # fmt: skip
+        rows.append(
+            [
+                r["scenario"],
+                _n(r["rps"]),
+                _n(r["p50_ms"]),
+                _n(r["p95_ms"]),
+                _n(r["p99_ms"]),
+                _pct(r["error_rate"]),
+                _causes(r["failures_by_cause"], r["requests"], 2),
+                _n(r["sessions_opened"]),
+                _n(r["sessions_per_second"], 1),
+                _n(r["sessions_per_request"], 3),
+                f"{_n(r['backends_peak'])} / {_n(r['backends_mean'])}",
+                _n(r["time_wait_peak"])
+                + (f" of {r['ports']:,}" if r.get("ports") and r.get("time_wait_peak") is not None else ""),
+                _n(r["address_unavailable"]),
+                _n(r["pool_timeouts"]),
+                f"{_n(cpu.get('gunicorn'), 1)} / {_n(cpu.get('postgres'), 1)} / {_n(cpu.get('locust'), 1)}",
+                _n(r.get("stalled_seconds"), 1),
+                _n(r["worker_timeouts"]),
+            ]
+        )
     return rows
 
 
-HOST_COLUMNS = ("scenario", "clients", "host", "requests", "failed", "causes", "sessions opened", "refused by PostgreSQL",
-                "backends peak", "TIME_WAIT peak", "EADDRNOTAVAIL lines")  # fmt: skip
+HOST_COLUMNS = (
+    "scenario",
+    "clients",
+    "host",
+    "requests",
+    "failed",
+    "causes",
+    "sessions opened",
+    "refused by PostgreSQL",
+    "backends peak",
+    "TIME_WAIT peak",
+    "EADDRNOTAVAIL lines",
+)
 
 
 def host_rows(results: list[dict]) -> list[list[str]]:
@@ -319,19 +452,49 @@ def host_rows(results: list[dict]) -> list[list[str]]:
             continue
         for h in hosts:
             rate = h["failures"] / h["requests"] if h.get("requests") else None
-            rows.append([r["scenario"], f"{r['concurrency']:,}", f"{h['host']} ({h['address']})", _n(h["requests"]), _pct(rate),
-                         _causes(h["failures_by_cause"], h["requests"] or 0, 2), _n(h["sessions_opened"]), _n(h.get("refused")),
-                         _n(h["backends_peak"]),
-                         _n(h["time_wait_peak"]), _n(h["address_unavailable"])])  # fmt: skip
-        rows.append([r["scenario"], f"{r['concurrency']:,}", f"**all {len(hosts)} hosts**", _n(r["requests"]), _pct(r["error_rate"]),
-                     _causes(r["failures_by_cause"], r["requests"], 2), _n(r["sessions_opened"]),
-                     _n(sum(h.get("refused") or 0 for h in hosts)), _n(r["backends_peak"]),
-                     _n(r["time_wait_peak"]), _n(r["address_unavailable"])])  # fmt: skip
+            rows.append(
+                [
+                    r["scenario"],
+                    f"{r['concurrency']:,}",
+                    f"{h['host']} ({h['address']})",
+                    _n(h["requests"]),
+                    _pct(rate),
+                    _causes(h["failures_by_cause"], h["requests"] or 0, 2),
+                    _n(h["sessions_opened"]),
+                    _n(h.get("refused")),
+                    _n(h["backends_peak"]),
+                    _n(h["time_wait_peak"]),
+                    _n(h["address_unavailable"]),
+                ]
+            )
+        rows.append(
+            [
+                r["scenario"],
+                f"{r['concurrency']:,}",
+                f"**all {len(hosts)} hosts**",
+                _n(r["requests"]),
+                _pct(r["error_rate"]),
+                _causes(r["failures_by_cause"], r["requests"], 2),
+                _n(r["sessions_opened"]),
+                _n(sum(h.get("refused") or 0 for h in hosts)),
+                _n(r["backends_peak"]),
+                _n(r["time_wait_peak"]),
+                _n(r["address_unavailable"]),
+            ]
+        )
     return rows
 
 
-BUDGET_COLUMNS = ("scenario", "hosts", "connections needed", "available", "fits", "hosts that fit", "backends peak",
-                  "too many clients")  # fmt: skip
+BUDGET_COLUMNS = (
+    "scenario",
+    "hosts",
+    "connections needed",
+    "available",
+    "fits",
+    "hosts that fit",
+    "backends peak",
+    "too many clients",
+)
 
 
 def connection_need(run: dict, meta: dict) -> tuple[str, int | None, int | None]:
@@ -352,8 +515,16 @@ def connection_need(run: dict, meta: dict) -> tuple[str, int | None, int | None]
         return f"one per request in flight, up to {run['concurrency']:,}", None, None
     if available < 1:
         return f"{hosts} x {workers} workers x {capacity}", hosts * workers * capacity, 0
-    planned = plan(Deployment(hosts=hosts, workers=workers, worker_class=run["worker_class"], max_connections=pg["max_connections"],
-                              reserved_connections=pg.get("superuser_reserved_connections", 0), pool_size=capacity))  # fmt: skip
+    planned = plan(
+        Deployment(
+            hosts=hosts,
+            workers=workers,
+            worker_class=run["worker_class"],
+            max_connections=pg["max_connections"],
+            reserved_connections=pg.get("superuser_reserved_connections", 0),
+            pool_size=capacity,
+        )
+    )
     return f"{hosts} x {workers} workers x {capacity}", hosts * workers * capacity, planned.max_hosts
 
 
@@ -369,14 +540,37 @@ def budget_rows(results: list[dict], meta: dict) -> list[list[str]]:
             continue
         how, needed, fit = connection_need(r, meta)
         fits = "-" if needed is None else ("yes" if needed <= available else f"no: {needed - available:,} over")
-        rows.append([r["scenario"], str(r.get("hosts", 1)), how, _n(available), fits, "any" if fit is None and needed is not None else _n(fit),
-                     _n(r["backends_peak"]), _n(r["failures_by_cause"].get("too_many_clients", 0))])  # fmt: skip
+        rows.append(
+            [
+                r["scenario"],
+                str(r.get("hosts", 1)),
+                how,
+                _n(available),
+                fits,
+                "any" if fit is None and needed is not None else _n(fit),
+                _n(r["backends_peak"]),
+                _n(r["failures_by_cause"].get("too_many_clients", 0)),
+            ]
+        )
     return rows
 
 
-PGBOUNCER_COLUMNS = ("scenario", "clients", "placement", "pool_mode / pool size", "client connections/s", "server sessions",
-                     "TIME_WAIT peak", "EADDRNOTAVAIL lines", "failed", "waiting peak", "max wait ms", "wait ms/transaction",
-                     "req/s", "port exhaustion")  # fmt: skip
+PGBOUNCER_COLUMNS = (
+    "scenario",
+    "clients",
+    "placement",
+    "pool_mode / pool size",
+    "client connections/s",
+    "server sessions",
+    "TIME_WAIT peak",
+    "EADDRNOTAVAIL lines",
+    "failed",
+    "waiting peak",
+    "max wait ms",
+    "wait ms/transaction",
+    "req/s",
+    "port exhaustion",
+)
 PLACEMENTS = {"app": "app host, 127.0.0.1", "app-unix": "app host, Unix socket", "db": "database host"}
 
 
@@ -390,8 +584,10 @@ def exhaustion_effect(run: dict) -> str:
         return "only moved: the service's connections to PgBouncer ran the app host out of ports"
     needed = ports_needed(port_churn_per_host(run))
     if placement == "db" and ports and needed is not None and needed > ports:
-        return (f"only moved: {_n(port_churn_per_host(run))} connections/s to PgBouncer per host keep {needed:,} ports in "
-                f"TIME_WAIT when sustained, more than the {ports:,} in range (peak here {tw:,}): a longer run exhausts them")  # fmt: skip
+        return (
+            f"only moved: {_n(port_churn_per_host(run))} connections/s to PgBouncer per host keep {needed:,} ports in "
+            f"TIME_WAIT when sustained, more than the {ports:,} in range (peak here {tw:,}): a longer run exhausts them"
+        )
     if placement == "app" and ports and tw >= ports / 10:
         return f"held only by TIME_WAIT reuse on loopback (tcp_tw_reuse=2): {tw:,} of {ports:,} ports in TIME_WAIT"
     return "removed"
@@ -404,23 +600,50 @@ def pgbouncer_rows(results: list[dict]) -> list[list[str]]:
         if not b:
             continue
         if r.get("error"):
-            rows.append([r["scenario"], f"{r['concurrency']:,}", PLACEMENTS.get(b["placement"], b["placement"]),
-                         "not measured: " + r["error"][:120], *["-"] * (len(PGBOUNCER_COLUMNS) - 4)])  # fmt: skip
+            rows.append(
+                [
+                    r["scenario"],
+                    f"{r['concurrency']:,}",
+                    PLACEMENTS.get(b["placement"], b["placement"]),
+                    "not measured: " + r["error"][:120],
+                    *["-"] * (len(PGBOUNCER_COLUMNS) - 4),
+                ]
+            )
             continue
         seconds = r.get("seconds") or 0
         logins = b.get("logins")
-        rows.append([
-            r["scenario"], f"{r['concurrency']:,}", PLACEMENTS.get(b["placement"], b["placement"]),
-            f"{b['pool_mode']} / {b['default_pool_size']}", _n(logins / seconds if logins is not None and seconds else None, 1),
-            _n(r["sessions_opened"]), _n(r["time_wait_peak"]), _n(r["address_unavailable"]), _pct(r["error_rate"]),
-            _n(b.get("cl_waiting_peak")), _n(b.get("maxwait_ms_peak"), 1), _n(b.get("wait_ms_per_transaction"), 2), _n(r["rps"]),
-            exhaustion_effect(r),
-        ])  # fmt: skip
+        rows.append(
+            [
+                r["scenario"],
+                f"{r['concurrency']:,}",
+                PLACEMENTS.get(b["placement"], b["placement"]),
+                f"{b['pool_mode']} / {b['default_pool_size']}",
+                _n(logins / seconds if logins is not None and seconds else None, 1),
+                _n(r["sessions_opened"]),
+                _n(r["time_wait_peak"]),
+                _n(r["address_unavailable"]),
+                _pct(r["error_rate"]),
+                _n(b.get("cl_waiting_peak")),
+                _n(b.get("maxwait_ms_peak"), 1),
+                _n(b.get("wait_ms_per_transaction"), 2),
+                _n(r["rps"]),
+                exhaustion_effect(r),
+            ]
+        )
     return rows
 
 
-DOCTOR_COLUMNS = ("scenario", "clients", "doctor says", "exit", "opened by the host", "ports run out in",
-                  "opened, measured by the lab", "measured diagnosis", "agrees")  # fmt: skip
+DOCTOR_COLUMNS = (
+    "scenario",
+    "clients",
+    "doctor says",
+    "exit",
+    "opened by the host",
+    "ports run out in",
+    "opened, measured by the lab",
+    "measured diagnosis",
+    "agrees",
+)
 
 
 def doctor_rows(results: list[dict]) -> list[list[str]]:
@@ -431,15 +654,30 @@ def doctor_rows(results: list[dict]) -> list[list[str]]:
         if not d:
             continue
         if d.get("error"):
-            rows.append([r["scenario"], f"{r['concurrency']:,}", "did not run: " + d["error"][:120], _n(d.get("exit")), *["-"] * 5])
+            rows.append(
+                [
+                    r["scenario"],
+                    f"{r['concurrency']:,}",
+                    "did not run: " + d["error"][:120],
+                    _n(d.get("exit")),
+                    *["-"] * 5,
+                ]
+            )
             continue
         exhaustion = d.get("seconds_to_exhaustion")
-        rows.append([
-            r["scenario"], f"{r['concurrency']:,}", d["status"], str(d["exit"]),
-            f"{_n(d['opened'])} in {d['window']:g} s ({_n(d['opened_per_second'], 1)}/s)",
-            "-" if exhaustion is None else f"{exhaustion:,.1f} s",
-            f"{_n(d.get('measured_sessions_per_second'), 1)}/s", d.get("measured_status") or "-", "yes" if d.get("agrees") else "NO",
-        ])  # fmt: skip
+        rows.append(
+            [
+                r["scenario"],
+                f"{r['concurrency']:,}",
+                d["status"],
+                str(d["exit"]),
+                f"{_n(d['opened'])} in {d['window']:g} s ({_n(d['opened_per_second'], 1)}/s)",
+                "-" if exhaustion is None else f"{exhaustion:,.1f} s",
+                f"{_n(d.get('measured_sessions_per_second'), 1)}/s",
+                d.get("measured_status") or "-",
+                "yes" if d.get("agrees") else "NO",
+            ]
+        )
     return rows
 
 
@@ -476,7 +714,11 @@ def write_plots(results: list[dict], folder: Path) -> list[tuple[str, str]]:
         fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
         ports = None
         for r in (r for r in measured if r["concurrency"] == top):
-            points = [(s["t"], s["time_wait"] + (s.get("established") or 0)) for s in r["samples"] if s.get("time_wait") is not None]
+            points = [
+                (s["t"], s["time_wait"] + (s.get("established") or 0))
+                for s in r["samples"]
+                if s.get("time_wait") is not None
+            ]
             if points:
                 ax.plot(*zip(*points), label=r["scenario"])
             ports = r.get("ports") or ports
@@ -490,7 +732,12 @@ def write_plots(results: list[dict], folder: Path) -> list[tuple[str, str]]:
         fig.tight_layout()
         fig.savefig(folder / "ports_in_use.png")
         plt.close(fig)
-        made.append(("ports_in_use.png", f"Client ports held toward PostgreSQL (TIME_WAIT + ESTABLISHED) over time at {top:,} clients"))
+        made.append(
+            (
+                "ports_in_use.png",
+                f"Client ports held toward PostgreSQL (TIME_WAIT + ESTABLISHED) over time at {top:,} clients",
+            )
+        )
     return made
 
 
@@ -517,71 +764,110 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
     topology, pg, machine, config = (meta.get(key, {}) for key in ("topology", "postgres", "machine", "config"))
     blocks: list[tuple] = [
         ("h1", "healthz lab report"),
-        ("p", "The question, from the original report: under gunicorn's eventlet workers a health endpoint fails above about "
-              "500 concurrent clients with `could not connect to server: Cannot assign requested address`. "
-              "Does connection pooling alone fix it?"),  # fmt: skip
+        (
+            "p",
+            "The question, from the original report: under gunicorn's eventlet workers a health endpoint fails above about "
+            "500 concurrent clients with `could not connect to server: Cannot assign requested address`. "
+            "Does connection pooling alone fix it?",
+        ),
         ("h2", "Verdict"),
-        ("table", ("scenario", "outcome", "cause", "in numbers"),
-         [[n, outcome(v), v["cause"] or "-", v["text"].split(": ", 1)[-1]]
-          for n, v in verdicts.items()]),  # fmt: skip
+        (
+            "table",
+            ("scenario", "outcome", "cause", "in numbers"),
+            [[n, outcome(v), v["cause"] or "-", v["text"].split(": ", 1)[-1]] for n, v in verdicts.items()],
+        ),
         *[("p", paragraph) for paragraph in answer(verdicts, results, meta)],
         ("h2", "Set-up"),
-        ("ul", [
-            f"Topology: {topology.get('description', '-')}",
-            f"PostgreSQL {pg.get('version', '-')} ({pg.get('source', '-')}), max_connections {pg.get('max_connections', '-')}, "
-            f"superuser_reserved_connections {pg.get('superuser_reserved_connections', '-')}",
-            f"Machine: {machine.get('cpus', '-')} CPUs, {machine.get('platform', '-')}, Python {machine.get('python', '-')}; "
-            f"load average at start {', '.join(f'{x:.2f}' for x in machine.get('loadavg', []))}",
-            "Versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()),
-            f"Command: `{meta.get('command') or '-'}`; each step ran up to {config.get('duration', '-')} s or "
-            f"{config.get('max_requests', '-')} requests; probes sampled every {config.get('interval', '-')} s",
-        ]),  # fmt: skip
+        (
+            "ul",
+            [
+                f"Topology: {topology.get('description', '-')}",
+                f"PostgreSQL {pg.get('version', '-')} ({pg.get('source', '-')}), max_connections {pg.get('max_connections', '-')}, "
+                f"superuser_reserved_connections {pg.get('superuser_reserved_connections', '-')}",
+                f"Machine: {machine.get('cpus', '-')} CPUs, {machine.get('platform', '-')}, Python {machine.get('python', '-')}; "
+                f"load average at start {', '.join(f'{x:.2f}' for x in machine.get('loadavg', []))}",
+                "Versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()),
+                f"Command: `{meta.get('command') or '-'}`; each step ran up to {config.get('duration', '-')} s or "
+                f"{config.get('max_requests', '-')} requests; probes sampled every {config.get('interval', '-')} s",
+            ],
+        ),
         ("h3", "Scenarios"),
-        ("table", ("scenario", "configuration", "stands for"),
-         [[n, next(r["summary"] for r in results if r["scenario"] == n), next(r["description"] for r in results if r["scenario"] == n)]
-          for n in scenarios]),  # fmt: skip
+        (
+            "table",
+            ("scenario", "configuration", "stands for"),
+            [
+                [
+                    n,
+                    next(r["summary"] for r in results if r["scenario"] == n),
+                    next(r["description"] for r in results if r["scenario"] == n),
+                ]
+                for n in scenarios
+            ],
+        ),
     ]
     if not topology.get("faithful", True):
-        blocks.append(("p", "**Loopback caveat:** on 127.0.0.1 Linux reuses TIME_WAIT ports (net.ipv4.tcp_tw_reuse = 2), so "
-                            "ephemeral-port exhaustion barely shows and cannot be reproduced faithfully; the sessions-opened "
-                            "figures still show which scenarios churn. `--topology netns` reproduces the failure."))  # fmt: skip
+        blocks.append(
+            (
+                "p",
+                "**Loopback caveat:** on 127.0.0.1 Linux reuses TIME_WAIT ports (net.ipv4.tcp_tw_reuse = 2), so "
+                "ephemeral-port exhaustion barely shows and cannot be reproduced faithfully; the sessions-opened "
+                "figures still show which scenarios churn. `--topology netns` reproduces the failure.",
+            )
+        )
     blocks.append(("h2", "Results by concurrency step"))
-    blocks.append(("p", "Figures per run: req/s and latency percentiles from locust; failed = share of requests locust counted as "
-                        "failures, causes = the service's error kind of each 499 (or the client's own error); sessions opened = "
-                        "delta of pg_stat_database.sessions; backends = client backends in pg_stat_activity; TIME_WAIT = sockets "
-                        "toward the PostgreSQL port in the application's network namespace; EADDRNOTAVAIL lines = `Cannot assign "
-                        "requested address` in the service log; CPU s = CPU seconds of each process tree during the run."))  # fmt: skip
+    blocks.append(
+        (
+            "p",
+            "Figures per run: req/s and latency percentiles from locust; failed = share of requests locust counted as "
+            "failures, causes = the service's error kind of each 499 (or the client's own error); sessions opened = "
+            "delta of pg_stat_database.sessions; backends = client backends in pg_stat_activity; TIME_WAIT = sockets "
+            "toward the PostgreSQL port in the application's network namespace; EADDRNOTAVAIL lines = `Cannot assign "
+            "requested address` in the service log; CPU s = CPU seconds of each process tree during the run.",
+        )
+    )
     for step in sorted({r["concurrency"] for r in results}):
         blocks.append(("h3", f"{step:,} concurrent clients"))
         blocks.append(("table", STEP_COLUMNS, step_rows(results, step)))
     sections = [
-        ("Application hosts",
-         "Each application host's share: requests and failures from locust (its users were spread over the hosts round robin), "
-         "sessions it opened and connections PostgreSQL refused it from PostgreSQL's connection log (by client address), its "
-         "peak of client backends (pg_stat_activity by client address), of TIME_WAIT sockets in its namespace, and the "
-         "EADDRNOTAVAIL lines in its service log.",
-         HOST_COLUMNS, host_rows(results)),
-        ("The connection budget: hosts x workers x pool against max_connections",
-         "Connections needed at most, as `healthz plan` counts them: every worker's in-process pool full, or, through PgBouncer, "
-         "its server connections (default_pool_size per instance). Available = max_connections less "
-         "superuser_reserved_connections. `hosts that fit` is `healthz plan`'s max_hosts for the same workers and pool; `too "
-         "many clients` counts the 499s PostgreSQL's refusals caused.",
-         BUDGET_COLUMNS, budget_rows(results, meta)),
-        ("PgBouncer: which placement removes the port exhaustion, which only moves it",
-         "Runs with PgBouncer between the service and PostgreSQL. Client connections = the service's connections to PgBouncer "
-         "(its `login attempt` log lines); server sessions = PostgreSQL's pg_stat_database.sessions; TIME_WAIT = the "
-         "application host's sockets toward PostgreSQL and PgBouncer; waiting and max wait from `SHOW POOLS`, wait per "
-         "transaction from `SHOW STATS`.",
-         PGBOUNCER_COLUMNS, pgbouncer_rows(results)),
-        ("healthz doctor against the measurement",
-         "In the middle of each run the lab ran `healthz doctor --json` where the service runs (its network namespace, its "
-         "DATABASE_URL), as a team would on a live host. The doctor counts the connections the host opened from its socket "
-         "table. Over the same seconds the lab counted them its own way: PgBouncer's logged logins from that host when the "
-         "service reaches PgBouncer over TCP, else the connection attempts from that host in the lab's PostgreSQL's log, else "
-         "(a --database-url database, or a Unix socket) pg_stat_database.sessions; it applied the doctor's own rules to its "
-         "figures. `agrees` compares the two diagnoses.",
-         DOCTOR_COLUMNS, doctor_rows(results)),
-    ]  # fmt: skip
+        (
+            "Application hosts",
+            "Each application host's share: requests and failures from locust (its users were spread over the hosts round robin), "
+            "sessions it opened and connections PostgreSQL refused it from PostgreSQL's connection log (by client address), its "
+            "peak of client backends (pg_stat_activity by client address), of TIME_WAIT sockets in its namespace, and the "
+            "EADDRNOTAVAIL lines in its service log.",
+            HOST_COLUMNS,
+            host_rows(results),
+        ),
+        (
+            "The connection budget: hosts x workers x pool against max_connections",
+            "Connections needed at most, as `healthz plan` counts them: every worker's in-process pool full, or, through PgBouncer, "
+            "its server connections (default_pool_size per instance). Available = max_connections less "
+            "superuser_reserved_connections. `hosts that fit` is `healthz plan`'s max_hosts for the same workers and pool; `too "
+            "many clients` counts the 499s PostgreSQL's refusals caused.",
+            BUDGET_COLUMNS,
+            budget_rows(results, meta),
+        ),
+        (
+            "PgBouncer: which placement removes the port exhaustion, which only moves it",
+            "Runs with PgBouncer between the service and PostgreSQL. Client connections = the service's connections to PgBouncer "
+            "(its `login attempt` log lines); server sessions = PostgreSQL's pg_stat_database.sessions; TIME_WAIT = the "
+            "application host's sockets toward PostgreSQL and PgBouncer; waiting and max wait from `SHOW POOLS`, wait per "
+            "transaction from `SHOW STATS`.",
+            PGBOUNCER_COLUMNS,
+            pgbouncer_rows(results),
+        ),
+        (
+            "healthz doctor against the measurement",
+            "In the middle of each run the lab ran `healthz doctor --json` where the service runs (its network namespace, its "
+            "DATABASE_URL), as a team would on a live host. The doctor counts the connections the host opened from its socket "
+            "table. Over the same seconds the lab counted them its own way: PgBouncer's logged logins from that host when the "
+            "service reaches PgBouncer over TCP, else the connection attempts from that host in the lab's PostgreSQL's log, else "
+            "(a --database-url database, or a Unix socket) pg_stat_database.sessions; it applied the doctor's own rules to its "
+            "figures. `agrees` compares the two diagnoses.",
+            DOCTOR_COLUMNS,
+            doctor_rows(results),
+        ),
+    ]
     for title, text, columns, rows in sections:
         if rows:
             blocks += [("h2", title), ("p", text), ("table", columns, rows)]
@@ -589,10 +875,20 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
         blocks.append(("h2", "Plots"))
         blocks += [("img", name, title) for name, title in plots]
     blocks.append(("h2", "Rerun any row"))
-    blocks.append(("p", "Each run's folder holds locust's CSV and HTML reports, the service log, `gunicorn --print-config` and "
-                        "`commands.txt` with the exact gunicorn and locust commands (passwords masked)."))  # fmt: skip
-    blocks.append(("table", ("scenario", "clients", "folder", "rerun with"),
-                   [[r["scenario"], f"{r['concurrency']:,}", r["run_dir"], f"`{r['commands']['rerun']}`"] for r in results]))  # fmt: skip
+    blocks.append(
+        (
+            "p",
+            "Each run's folder holds locust's CSV and HTML reports, the service log, `gunicorn --print-config` and "
+            "`commands.txt` with the exact gunicorn and locust commands (passwords masked).",
+        )
+    )
+    blocks.append(
+        (
+            "table",
+            ("scenario", "clients", "folder", "rerun with"),
+            [[r["scenario"], f"{r['concurrency']:,}", r["run_dir"], f"`{r['commands']['rerun']}`"] for r in results],
+        )
+    )
     return blocks
 
 
@@ -645,14 +941,18 @@ def to_html(blocks: list[tuple], folder: Path, title: str = "healthz lab report"
             body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in block[1]) + "</ul>")
         elif kind == "img":
             data = base64.b64encode((folder / block[1]).read_bytes()).decode()
-            body.append(f'<figure><img alt="{html.escape(block[2])}" src="data:image/png;base64,{data}"><figcaption>{html.escape(block[2])}</figcaption></figure>')
+            body.append(
+                f'<figure><img alt="{html.escape(block[2])}" src="data:image/png;base64,{data}"><figcaption>{html.escape(block[2])}</figcaption></figure>'
+            )
         elif kind == "table":
             head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
             rows = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in block[2])
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45}"
-             "table{border-collapse:collapse;margin:1em 0;font-size:.85em}td,th{border:1px solid #ccc;padding:.3em .5em;"
-             "vertical-align:top}th{background:#f3f3f3}code{background:#f6f6f6;padding:0 .2em}img{max-width:100%}")  # fmt: skip
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:.85em}td,th{border:1px solid #ccc;padding:.3em .5em;"
+        "vertical-align:top}th{background:#f3f3f3}code{background:#f6f6f6;padding:0 .2em}img{max-width:100%}"
+    )
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
 
 
@@ -665,13 +965,21 @@ def verdict_table(data: dict[str, Any]) -> str:
     for name in names:
         v = scenario_verdict([r for r in results if r["scenario"] == name], meta)
         w = v.get("worst") or {}
-        figures = (f"{_pct(w.get('error_rate'))} failed ({v['cause'] or 'none'}), {_n(w.get('sessions_per_second'))} sessions/s, "
-                   f"TIME_WAIT peak {_n(w.get('time_wait_peak'))}, {_n(w.get('rps'))} req/s") if w else v["text"]  # fmt: skip
+        figures = (
+            (
+                f"{_pct(w.get('error_rate'))} failed ({v['cause'] or 'none'}), {_n(w.get('sessions_per_second'))} sessions/s, "
+                f"TIME_WAIT peak {_n(w.get('time_wait_peak'))}, {_n(w.get('rps'))} req/s"
+            )
+            if w
+            else v["text"]
+        )
         lines.append(f"{name:<{width}}  {outcome(v):<7}  {figures}")
     doctored = [r["doctor"] for r in results if r.get("doctor") and not r["doctor"].get("error")]
     if doctored:
         agreed = sum(1 for d in doctored if d.get("agrees"))
-        lines.append(f"healthz doctor, run during each step, agreed with the measurement in {agreed} of {len(doctored)} runs")
+        lines.append(
+            f"healthz doctor, run during each step, agreed with the measurement in {agreed} of {len(doctored)} runs"
+        )
     return "\n".join(lines)
 
 
@@ -684,4 +992,9 @@ def write(folder: Path) -> dict[str, Path]:
     blocks = build(data, plots)
     (folder / "report.md").write_text(to_markdown(blocks))
     (folder / "report.html").write_text(to_html(blocks, folder))
-    return {"markdown": folder / "report.md", "html": folder / "report.html", "csv": folder / "results.csv", "json": folder / "results.json"}
+    return {
+        "markdown": folder / "report.md",
+        "html": folder / "report.html",
+        "csv": folder / "results.csv",
+        "json": folder / "results.json",
+    }

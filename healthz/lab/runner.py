@@ -23,9 +23,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg2
@@ -88,10 +89,14 @@ class LabConfig:
         if self.max_requests < 1:
             raise LabError(f"--max-requests {self.max_requests}: expected an integer >= 1")
         if self.hosts != 1 and self.topology != "netns":
-            raise LabError(f"--hosts {self.hosts} needs --topology netns: each application host is a network namespace (root)")
+            raise LabError(
+                f"--hosts {self.hosts} needs --topology netns: each application host is a network namespace (root)"
+            )
         if self.database_url and self.topology == "netns":
-            raise LabError("--database-url cannot be used with --topology netns: the netns topology runs its own "
-                           "PostgreSQL inside its database namespace; use --topology loopback for your own database")  # fmt: skip
+            raise LabError(
+                "--database-url cannot be used with --topology netns: the netns topology runs its own "
+                "PostgreSQL inside its database namespace; use --topology loopback for your own database"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -168,12 +173,14 @@ class Lab:
             yield url, url, None
             return
         pg = PostgreSQL(
-            max_connections=cfg.max_connections, host=topology.db_host, command_prefix=topology.db_prefix,
+            max_connections=cfg.max_connections,
+            host=topology.db_host,
+            command_prefix=topology.db_prefix,
             settings={"superuser_reserved_connections": 3},
             # Every connection attempt logged with its client address: sessions per application host, and
             # the doctor's host's own connections as they happen (pg_stat_database.sessions can lag by seconds).
             log_connections=True,
-        )  # fmt: skip
+        )
         with pg:
             seed_roles(Settings.from_mapping({"database_url": pg.local_url()}), cfg.roles)
             yield pg.url, pg.local_dsn("postgres"), pg
@@ -200,28 +207,47 @@ class Lab:
         self._save()
         return self.results
 
-    def runs(self, topology, url: str, pg: PostgreSQL | None, counters: probes.PostgresCounters) -> Iterator[dict[str, Any]]:
+    def runs(
+        self, topology, url: str, pg: PostgreSQL | None, counters: probes.PostgresCounters
+    ) -> Iterator[dict[str, Any]]:
         """Each run's result in turn: every scenario at every concurrency step."""
         cfg = self.config
         total = len(cfg.scenarios) * len(cfg.concurrency)
         for i, (scenario, users) in enumerate(((s, c) for s in cfg.scenarios for c in cfg.concurrency), 1):
             yield self.run_one(scenario, users, topology, url, pg, counters, label=f"[{i}/{total}]")
 
-    def _meta(self, topology, pg: PostgreSQL | None, counters: probes.PostgresCounters, started: float) -> dict[str, Any]:
+    def _meta(
+        self, topology, pg: PostgreSQL | None, counters: probes.PostgresCounters, started: float
+    ) -> dict[str, Any]:
         with counters.conn.cursor() as cur:
-            cur.execute("SELECT current_setting('server_version'), current_setting('max_connections')::int, "
-                        "current_setting('superuser_reserved_connections')::int")  # fmt: skip
+            cur.execute(
+                "SELECT current_setting('server_version'), current_setting('max_connections')::int, "
+                "current_setting('superuser_reserved_connections')::int"
+            )
             version, max_connections, reserved = cur.fetchone()
         return {
             "started": started,
             "command": self.config.command_line,
             "config": self.config.to_dict(),
-            "topology": {"name": topology.name, "description": topology.describe(), "faithful": topology.faithful,
-                         "port_range": list(topology.port_range) if topology.port_range else None},  # fmt: skip
-            "postgres": {"version": version, "max_connections": max_connections, "superuser_reserved_connections": reserved,
-                         "source": str(pg.binaries) if pg else "--database-url"},  # fmt: skip
-            "machine": {"host": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform(),
-                        "python": platform.python_version(), "loadavg": os.getloadavg()},  # fmt: skip
+            "topology": {
+                "name": topology.name,
+                "description": topology.describe(),
+                "faithful": topology.faithful,
+                "port_range": list(topology.port_range) if topology.port_range else None,
+            },
+            "postgres": {
+                "version": version,
+                "max_connections": max_connections,
+                "superuser_reserved_connections": reserved,
+                "source": str(pg.binaries) if pg else "--database-url",
+            },
+            "machine": {
+                "host": platform.node(),
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "loadavg": os.getloadavg(),
+            },
             "versions": _versions(),
         }
 
@@ -235,8 +261,23 @@ class Lab:
     def rerun_command(self, scenario: Scenario, users: int, connection: str) -> str:
         """The ``healthz lab run`` command that repeats one run (password masked)."""
         cfg = self.config
-        args = ["healthz", "lab", "run", "--topology", cfg.topology, "--scenario", scenario.name, "--concurrency", str(users),
-                "--duration", f"{cfg.duration:g}", "--max-requests", str(cfg.max_requests), "--connection", connection]  # fmt: skip
+        args = [
+            "healthz",
+            "lab",
+            "run",
+            "--topology",
+            cfg.topology,
+            "--scenario",
+            scenario.name,
+            "--concurrency",
+            str(users),
+            "--duration",
+            f"{cfg.duration:g}",
+            "--max-requests",
+            str(cfg.max_requests),
+            "--connection",
+            connection,
+        ]
         args += [arg for path in cfg.scenarios_files for arg in ("--scenarios-file", str(path))]
         if cfg.topology == "netns":
             args += ["--ports", str(cfg.ports)] + (["--delay-ms", f"{cfg.delay_ms:g}"] if cfg.delay_ms else [])
@@ -247,18 +288,29 @@ class Lab:
             args += ["--max-connections", str(cfg.max_connections)]
         return shlex.join(args)
 
-    def _service(self, scenario: Scenario, topology, host: topologies.AppHost, url: str, run_dir: Path) -> tuple[Gunicorn, dict[str, str]]:
+    def _service(
+        self, scenario: Scenario, topology, host: topologies.AppHost, url: str, run_dir: Path
+    ) -> tuple[Gunicorn, dict[str, str]]:
         """An unstarted gunicorn for ``scenario`` on application host ``host`` of ``topology``
         (logging into ``run_dir``: ``gunicorn.log`` for the first host, ``gunicorn-appN.log`` for
         the others) and its environment."""
         port = NETNS_SERVICE_PORT if topology.name == "netns" else free_port()
         env = {**scenario.environment(url), "GUNICORN_GRACEFUL_TIMEOUT": "3", "GUNICORN_BACKLOG": "4096"}
         log = run_dir / ("gunicorn.log" if host.index == 0 else f"gunicorn-{host.name}.log")
-        gunicorn = Gunicorn(scenario.worker_class, env, log, host=host.service_host, port=port,
-                            command_prefix=host.prefix, client_prefix=topology.client_prefix)  # fmt: skip
+        gunicorn = Gunicorn(
+            scenario.worker_class,
+            env,
+            log,
+            host=host.service_host,
+            port=port,
+            command_prefix=host.prefix,
+            client_prefix=topology.client_prefix,
+        )
         return gunicorn, env
 
-    def _commands(self, scenario: Scenario, env: dict[str, str], topology, locust_cmd: list[str], run_dir: Path, rerun: str) -> dict[str, str]:
+    def _commands(
+        self, scenario: Scenario, env: dict[str, str], topology, locust_cmd: list[str], run_dir: Path, rerun: str
+    ) -> dict[str, str]:
         """The run's commands (rerun, gunicorn, locust), also written to ``commands.txt`` beside
         ``gunicorn --print-config``'s output; passwords masked."""
         commands = {
@@ -273,7 +325,9 @@ class Lab:
         (run_dir / "gunicorn-config.txt").write_text(self._configs[key])
         return commands
 
-    def _doctor_result(self, doctor: probes.DoctorProbe, samples: list[dict], topology, scenario: Scenario) -> dict[str, Any]:
+    def _doctor_result(
+        self, doctor: probes.DoctorProbe, samples: list[dict], topology, scenario: Scenario
+    ) -> dict[str, Any]:
         """The doctor's diagnosis beside the one the same rules give on the lab's own figures over the
         doctor's window (:func:`probes.measured_observation`), and whether they agree."""
         data = doctor.result(timeout=doctor.sample + 30) or {}
@@ -282,23 +336,31 @@ class Lab:
         seen, said = data["observation"], data["diagnosis"]
         pg = self.meta.get("postgres", {})
         measured = probes.measured_observation(
-            samples, seen["started_at"], seen["started_at"] + seen["window"], port_range=topology.port_range,
+            samples,
+            seen["started_at"],
+            seen["started_at"] + seen["window"],
+            port_range=topology.port_range,
             max_connections=pg.get("max_connections", seen["max_connections"]),
             reserved_connections=pg.get("superuser_reserved_connections", seen["reserved_connections"]),
             # The doctor's host's own connections when a log counts them (PgBouncer's, or PostgreSQL's with
             # several hosts), else PostgreSQL's session counter.
             opened_key="host_opened" if any("host_opened" in s for s in samples) else "sessions",
             transport="unix" if scenario.pgbouncer == "app-unix" else "tcp",
-        )  # fmt: skip
+        )
         verdict = diagnose(measured) if measured else None
         return {
-            "exit": data["exit"], "status": said["status"], "opened": seen["opened"], "sessions_opened": seen["sessions_opened"],
-            "window": seen["window"], "opened_per_second": said["opened_per_second"],
-            "seconds_to_exhaustion": said["seconds_to_exhaustion"], "findings": said["findings"],
+            "exit": data["exit"],
+            "status": said["status"],
+            "opened": seen["opened"],
+            "sessions_opened": seen["sessions_opened"],
+            "window": seen["window"],
+            "opened_per_second": said["opened_per_second"],
+            "seconds_to_exhaustion": said["seconds_to_exhaustion"],
+            "findings": said["findings"],
             "measured_status": verdict.status if verdict else None,
             "measured_sessions_per_second": verdict.opened_per_second if verdict else None,
             "agrees": verdict is not None and verdict.status == said["status"],
-        }  # fmt: skip
+        }
 
     def _pgbouncers(self, scenario: Scenario, topology, url: str) -> tuple[list[PgBouncer], list[str]]:
         """The PgBouncers ``scenario`` places, started (one per application host, or one on the
@@ -326,29 +388,57 @@ class Lab:
         parts = make_url(url)
         on_db = scenario.pgbouncer == "db"
         bouncer = PgBouncer(
-            server_host=parts.host or "127.0.0.1", server_port=parts.port or 5432, password=parts.password or "",
-            database=parts.database or "healthz", user=parts.username or "healthz", pool_mode=scenario.pgbouncer_pool_mode,
-            default_pool_size=scenario.pgbouncer_pool_size, listen_host=topology.db_host if on_db else "127.0.0.1",
+            server_host=parts.host or "127.0.0.1",
+            server_port=parts.port or 5432,
+            password=parts.password or "",
+            database=parts.database or "healthz",
+            user=parts.username or "healthz",
+            pool_mode=scenario.pgbouncer_pool_mode,
+            default_pool_size=scenario.pgbouncer_pool_size,
+            listen_host=topology.db_host if on_db else "127.0.0.1",
             command_prefix=prefix,
-        )  # fmt: skip
+        )
         bouncer.start()
         return bouncer, bouncer.unix_url if scenario.pgbouncer == "app-unix" else bouncer.url
 
-    def _sampler(self, counters: probes.PostgresCounters, gunicorns: list[Gunicorn], locust: load.Locust, pg: PostgreSQL | None,
-                 url: str, bouncer: PgBouncer | None = None, extra=None) -> probes.Sampler:  # fmt: skip
+    def _sampler(
+        self,
+        counters: probes.PostgresCounters,
+        gunicorns: list[Gunicorn],
+        locust: load.Locust,
+        pg: PostgreSQL | None,
+        url: str,
+        bouncer: PgBouncer | None = None,
+        extra=None,
+    ) -> probes.Sampler:
         """The run's sampler: sockets toward PostgreSQL's port, and PgBouncer's when the service
         reaches it over TCP (``bouncer``), on every application host; backends by address with
         several hosts."""
         ports = [pg.port if pg else _port_of(url)] + ([bouncer.listen_port] if bouncer else [])
         return probes.Sampler(
-            counters, db_port=ports, netns_pid=[(lambda g=g: g.pid) for g in gunicorns], interval=self.config.interval,
-            extra=extra, by_address=len(gunicorns) > 1,
-            cpu_pids={"gunicorn": lambda: [g.pid for g in gunicorns], "postgres": lambda: pg.process.pid if pg and pg.process else None,
-                      "locust": lambda: locust.pid if locust.running() else None},
-        )  # fmt: skip
+            counters,
+            db_port=ports,
+            netns_pid=[(lambda g=g: g.pid) for g in gunicorns],
+            interval=self.config.interval,
+            extra=extra,
+            by_address=len(gunicorns) > 1,
+            cpu_pids={
+                "gunicorn": lambda: [g.pid for g in gunicorns],
+                "postgres": lambda: pg.process.pid if pg and pg.process else None,
+                "locust": lambda: locust.pid if locust.running() else None,
+            },
+        )
 
-    def run_one(self, scenario: Scenario, users: int, topology, url: str, pg: PostgreSQL | None,
-                counters: probes.PostgresCounters, label: str = "") -> dict[str, Any]:  # fmt: skip
+    def run_one(
+        self,
+        scenario: Scenario,
+        users: int,
+        topology,
+        url: str,
+        pg: PostgreSQL | None,
+        counters: probes.PostgresCounters,
+        label: str = "",
+    ) -> dict[str, Any]:
         """One scenario at one concurrency: the figures of :func:`summarise`, plus where its files are."""
         cfg = self.config
         connection = cfg.connection or scenario.connection
@@ -367,26 +457,53 @@ class Lab:
         gunicorns = [g for g, _ in services]
         gunicorn, env = services[0]
         csv_prefix = run_dir / "locust"
-        locust_cmd = load.locust_command(gunicorn.base_url, users, cfg.duration, connection=connection, max_requests=cfg.max_requests,
-                                         csv_prefix=csv_prefix, html=run_dir / "locust.html", stats_interval=cfg.interval,
-                                         targets=[g.base_url for g in gunicorns])  # fmt: skip
+        locust_cmd = load.locust_command(
+            gunicorn.base_url,
+            users,
+            cfg.duration,
+            connection=connection,
+            max_requests=cfg.max_requests,
+            csv_prefix=csv_prefix,
+            html=run_dir / "locust.html",
+            stats_interval=cfg.interval,
+            targets=[g.base_url for g in gunicorns],
+        )
         locust = load.Locust(locust_cmd, run_dir / "locust.log", command_prefix=topology.client_prefix)
         result: dict[str, Any] = {
-            "scenario": scenario.name, "description": scenario.description, "summary": scenario.summary(),
-            "worker_class": scenario.worker_class, "workers": scenario.workers, "pool_capacity": scenario.pool_capacity(),
-            "concurrency": users, "connection": connection, "topology": topology.name, "run_dir": str(run_dir.relative_to(cfg.output)),
+            "scenario": scenario.name,
+            "description": scenario.description,
+            "summary": scenario.summary(),
+            "worker_class": scenario.worker_class,
+            "workers": scenario.workers,
+            "pool_capacity": scenario.pool_capacity(),
+            "concurrency": users,
+            "connection": connection,
+            "topology": topology.name,
+            "run_dir": str(run_dir.relative_to(cfg.output)),
             "hosts": len(hosts),
-            "commands": self._commands(scenario, env, topology, locust_cmd, run_dir, self.rerun_command(scenario, users, connection)),
-            "error": None, "pgbouncer": None,
-        }  # fmt: skip
+            "commands": self._commands(
+                scenario, env, topology, locust_cmd, run_dir, self.rerun_command(scenario, users, connection)
+            ),
+            "error": None,
+            "pgbouncer": None,
+        }
         if scenario.pgbouncer != "none":
-            result["pgbouncer"] = {"placement": scenario.pgbouncer, "pool_mode": scenario.pgbouncer_pool_mode,
-                                   "default_pool_size": scenario.pgbouncer_pool_size, "instances": len(bouncers)}  # fmt: skip
+            result["pgbouncer"] = {
+                "placement": scenario.pgbouncer,
+                "pool_mode": scenario.pgbouncer_pool_mode,
+                "default_pool_size": scenario.pgbouncer_pool_size,
+                "instances": len(bouncers),
+            }
         head = f"{label} {scenario.name} c={users} {connection}" + (f" hosts={len(hosts)}" if len(hosts) > 1 else "")
         sampler: probes.Sampler | None = None
         connection_log = probes.ConnectionLog(pg.logfile) if pg and pg.log_connections and len(hosts) > 1 else None
-        doctor = (probes.DoctorProbe(service_urls[0], doctor_sample(cfg.duration), run_dir / "doctor.log", command_prefix=hosts[0].prefix)
-                  if cfg.doctor and cfg.duration >= DOCTOR_MIN_DURATION else None)  # fmt: skip
+        doctor = (
+            probes.DoctorProbe(
+                service_urls[0], doctor_sample(cfg.duration), run_dir / "doctor.log", command_prefix=hosts[0].prefix
+            )
+            if cfg.doctor and cfg.duration >= DOCTOR_MIN_DURATION
+            else None
+        )
         try:
             if bouncer_error:
                 raise ServiceError(bouncer_error)
@@ -399,9 +516,18 @@ class Lab:
                 server.start()
                 status, body = server.wait_for("/api/v1/healthz/", HEALTHY_TIMEOUT, request_timeout=5)
                 if status != 200:
-                    raise ServiceError(f"/api/v1/healthz/ answered {status} before any load: {mask_password(body.strip())[:300]}")
-            sampler = self._sampler(counters, gunicorns, locust, pg, url, bouncers[0] if bouncers and scenario.pgbouncer != "app-unix" else None,
-                                    _extra_probe(scenario, bouncers, pg, hosts[0]))  # fmt: skip
+                    raise ServiceError(
+                        f"/api/v1/healthz/ answered {status} before any load: {mask_password(body.strip())[:300]}"
+                    )
+            sampler = self._sampler(
+                counters,
+                gunicorns,
+                locust,
+                pg,
+                url,
+                bouncers[0] if bouncers and scenario.pgbouncer != "app-unix" else None,
+                _extra_probe(scenario, bouncers, pg, hosts[0]),
+            )
             sampler.start()
             began = time.monotonic()
             locust.start()
@@ -421,12 +547,24 @@ class Lab:
             sessions_after = counters.settled_sessions()
             backends_left = counters.wait_backends(0)
             totals = load.read_summary(csv_prefix)
-            result.update(summarise(
-                totals, load.read_history(csv_prefix, cfg.interval), samples, sessions_before, sessions_after, backends_left,
-                "".join(g.log_text() for g in gunicorns), scenario, topology.port_range, hosts=len(hosts),
-            ))  # fmt: skip
+            result.update(
+                summarise(
+                    totals,
+                    load.read_history(csv_prefix, cfg.interval),
+                    samples,
+                    sessions_before,
+                    sessions_after,
+                    backends_left,
+                    "".join(g.log_text() for g in gunicorns),
+                    scenario,
+                    topology.port_range,
+                    hosts=len(hosts),
+                )
+            )
             if len(hosts) > 1:
-                result["by_host"] = host_figures(hosts, gunicorns, totals, samples, connection_log.since_mark() if connection_log else {})
+                result["by_host"] = host_figures(
+                    hosts, gunicorns, totals, samples, connection_log.since_mark() if connection_log else {}
+                )
             if bouncers:
                 result["pgbouncer"].update(pooler_figures(samples))
         except ServiceError as exc:
@@ -511,8 +649,13 @@ def _stop_run(locust: load.Locust, sampler: probes.Sampler | None, gunicorns: li
         gunicorn.stop()
 
 
-def host_figures(hosts: list, gunicorns: list[Gunicorn], totals: dict[str, Any], samples: list[dict],
-                 sessions_by_address: dict[str, dict[str, int]]) -> list[dict[str, Any]]:  # fmt: skip
+def host_figures(
+    hosts: list,
+    gunicorns: list[Gunicorn],
+    totals: dict[str, Any],
+    samples: list[dict],
+    sessions_by_address: dict[str, dict[str, int]],
+) -> list[dict[str, Any]]:
     """Each application host's share of a run: requests and failures (locust's ``--targets``
     names), sessions it opened and connections PostgreSQL refused it (PostgreSQL's log, by client
     address: :class:`probes.ConnectionLog`), its peak of client backends
@@ -522,16 +665,25 @@ def host_figures(hosts: list, gunicorns: list[Gunicorn], totals: dict[str, Any],
         share = totals["by_host"][i] if i < len(totals.get("by_host", [])) else {}
         logged = sessions_by_address.get(host.app_host, {"received": 0, "sessions": 0})
         per_host = [s["hosts"][i] for s in samples if len(s.get("hosts") or []) > i]
-        figures.append({
-            "host": host.name, "address": host.app_host,
-            "requests": share.get("requests"), "failures": share.get("failures"), "failures_by_cause": share.get("failures_by_cause", {}),
-            "sessions_opened": logged["sessions"],
-            "refused": logged["received"] - logged["sessions"],
-            "backends_peak": probes.peak((s.get("backends_by_address") or {}).get(host.app_host, 0) for s in samples if s.get("sessions") is not None),
-            "time_wait_peak": probes.peak(h["time_wait"] for h in per_host),
-            "established_peak": probes.peak(h["established"] for h in per_host),
-            "address_unavailable": probes.log_counts(gunicorn.log_text())["address_unavailable_lines"],
-        })  # fmt: skip
+        figures.append(
+            {
+                "host": host.name,
+                "address": host.app_host,
+                "requests": share.get("requests"),
+                "failures": share.get("failures"),
+                "failures_by_cause": share.get("failures_by_cause", {}),
+                "sessions_opened": logged["sessions"],
+                "refused": logged["received"] - logged["sessions"],
+                "backends_peak": probes.peak(
+                    (s.get("backends_by_address") or {}).get(host.app_host, 0)
+                    for s in samples
+                    if s.get("sessions") is not None
+                ),
+                "time_wait_peak": probes.peak(h["time_wait"] for h in per_host),
+                "established_peak": probes.peak(h["established"] for h in per_host),
+                "address_unavailable": probes.log_counts(gunicorn.log_text())["address_unavailable_lines"],
+            }
+        )
     return figures
 
 
@@ -557,9 +709,18 @@ def _unwind_on_termination() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def summarise(totals: dict[str, Any], history: list[dict], samples: list[dict], sessions_before: int, sessions_after: int,
-              backends_left: int, service_log: str, scenario: Scenario, port_range: tuple[int, int] | None,
-              hosts: int = 1) -> dict[str, Any]:  # fmt: skip
+def summarise(
+    totals: dict[str, Any],
+    history: list[dict],
+    samples: list[dict],
+    sessions_before: int,
+    sessions_after: int,
+    backends_left: int,
+    service_log: str,
+    scenario: Scenario,
+    port_range: tuple[int, int] | None,
+    hosts: int = 1,
+) -> dict[str, Any]:
     """The figures of one run from locust's totals and history, the probe samples, the session
     counter before and after, and the service log (of every host, with ``hosts`` of them)."""
     requests, failures = totals["requests"], totals["failures"]
@@ -579,9 +740,13 @@ def summarise(totals: dict[str, Any], history: list[dict], samples: list[dict], 
         "failures": failures,
         "error_rate": failures / requests if requests else None,
         "rps": requests / seconds if seconds else None,
-        "p50_ms": totals["p50_ms"], "p95_ms": totals["p95_ms"], "p99_ms": totals["p99_ms"],
+        "p50_ms": totals["p50_ms"],
+        "p95_ms": totals["p95_ms"],
+        "p99_ms": totals["p99_ms"],
         "failures_by_cause": totals["failures_by_cause"],
-        "stalled_seconds": load.stalled_seconds(history, history[1]["t"] - history[0]["t"]) if len(history) > 1 else 0.0,
+        "stalled_seconds": load.stalled_seconds(history, history[1]["t"] - history[0]["t"])
+        if len(history) > 1
+        else 0.0,
         "service_errors": logged["error_kinds"],
         "address_unavailable": logged["address_unavailable_lines"],
         "pool_timeouts": logged["error_kinds"].get("pool_timeout", 0),
@@ -600,7 +765,7 @@ def summarise(totals: dict[str, Any], history: list[dict], samples: list[dict], 
         "worker_timeouts": service_log.count("WORKER TIMEOUT"),
         "samples": samples,
         "history": history,
-    }  # fmt: skip
+    }
 
 
 def one_line(result: dict[str, Any]) -> str:
@@ -624,8 +789,13 @@ def _progress_line(head: str, elapsed: float, duration: float, csv_prefix: Path)
 def _print_config(scenario: Scenario, env: dict[str, str]) -> str:
     """``gunicorn --print-config`` for this scenario (resolved settings, passwords masked); the
     same for each of its steps, since only the bind address, which is not in ``env``, differs."""
-    result = subprocess.run([*gunicorn_command(scenario.worker_class), "--print-config"], env={**os.environ, **env},
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [*gunicorn_command(scenario.worker_class), "--print-config"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return mask_password(result.stdout + result.stderr)
 
 
@@ -645,7 +815,9 @@ def _check_seeded(url: str) -> None:
     with contextlib.closing(psycopg2.connect(url, connect_timeout=5)) as conn, conn.cursor() as cur:
         cur.execute("SELECT to_regclass('role') IS NOT NULL")
         if not cur.fetchone()[0]:
-            raise LabError(f"--database-url {mask_password(url)} has no table role: pass --seed to create and seed it (the only write the lab makes)")
+            raise LabError(
+                f"--database-url {mask_password(url)} has no table role: pass --seed to create and seed it (the only write the lab makes)"
+            )
 
 
 def _versions() -> dict[str, str]:

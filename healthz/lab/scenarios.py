@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from healthz.config import ENVIRONMENT, WORKER_CLASSES, Settings, SettingsError, parse_integer
 
@@ -33,8 +34,17 @@ CONNECTION_MODES = ("close", "keep-alive")
 #: its Unix socket, or on the database host, reached over the network like PostgreSQL itself.
 PGBOUNCER_PLACEMENTS = ("none", "app", "app-unix", "db")
 PGBOUNCER_POOL_MODES = ("transaction", "session")
-SCENARIO_KEYS = ("description", "worker_class", "workers", "threads", "worker_connections", "connection", "pgbouncer",
-                 "pgbouncer_pool_mode", "pgbouncer_pool_size")  # fmt: skip
+SCENARIO_KEYS = (
+    "description",
+    "worker_class",
+    "workers",
+    "threads",
+    "worker_connections",
+    "connection",
+    "pgbouncer",
+    "pgbouncer_pool_mode",
+    "pgbouncer_pool_size",
+)
 _PLACEHOLDER_URL = "postgresql://healthz@localhost/healthz"
 
 
@@ -68,19 +78,29 @@ class Scenario:
 
     def __post_init__(self) -> None:
         if self.worker_class not in WORKER_CLASSES:
-            raise ScenarioError(f"scenario {self.name}: worker_class {self.worker_class!r} is not one of {', '.join(WORKER_CLASSES)}")
+            raise ScenarioError(
+                f"scenario {self.name}: worker_class {self.worker_class!r} is not one of {', '.join(WORKER_CLASSES)}"
+            )
         if self.connection not in CONNECTION_MODES:
-            raise ScenarioError(f"scenario {self.name}: connection {self.connection!r} is not one of {', '.join(CONNECTION_MODES)}")
+            raise ScenarioError(
+                f"scenario {self.name}: connection {self.connection!r} is not one of {', '.join(CONNECTION_MODES)}"
+            )
         if self.pgbouncer not in PGBOUNCER_PLACEMENTS:
-            raise ScenarioError(f"scenario {self.name}: pgbouncer {self.pgbouncer!r} is not one of {', '.join(PGBOUNCER_PLACEMENTS)}")
+            raise ScenarioError(
+                f"scenario {self.name}: pgbouncer {self.pgbouncer!r} is not one of {', '.join(PGBOUNCER_PLACEMENTS)}"
+            )
         if self.pgbouncer_pool_mode not in PGBOUNCER_POOL_MODES:
-            raise ScenarioError(f"scenario {self.name}: pgbouncer_pool_mode {self.pgbouncer_pool_mode!r} is not one of "
-                                f"{', '.join(PGBOUNCER_POOL_MODES)}")  # fmt: skip
+            raise ScenarioError(
+                f"scenario {self.name}: pgbouncer_pool_mode {self.pgbouncer_pool_mode!r} is not one of "
+                f"{', '.join(PGBOUNCER_POOL_MODES)}"
+            )
         for key in ("workers", "threads", "worker_connections", "pgbouncer_pool_size"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ScenarioError(f"scenario {self.name}: {key} must be an integer >= 1, got {getattr(self, key)!r}")
         if self.worker_class in ("gthread", "sync") and self.settings.get("green_driver") == "on":
-            raise ScenarioError(f"scenario {self.name}: green_driver=on needs eventlet or gevent, not {self.worker_class}")
+            raise ScenarioError(
+                f"scenario {self.name}: green_driver=on needs eventlet or gevent, not {self.worker_class}"
+            )
         try:
             self.service_settings(_PLACEHOLDER_URL)
         except SettingsError as exc:
@@ -127,12 +147,17 @@ class Scenario:
             pool += f"(pool_size={settings.pool_size}, max_overflow={settings.max_overflow}, pool_timeout={settings.pool_timeout:g})"
         elif pool == "SingletonThreadPool":
             pool += f"(pool_size={settings.pool_size})"
-        per_worker = {"gthread": f"threads={self.threads}", "sync": ""}.get(self.worker_class, f"worker_connections={self.worker_connections}")
+        per_worker = {"gthread": f"threads={self.threads}", "sync": ""}.get(
+            self.worker_class, f"worker_connections={self.worker_connections}"
+        )
         green = f", green_driver={settings.green_driver}" if self.worker_class in ("eventlet", "gevent") else ""
         bouncer = ""
         if self.pgbouncer != "none":
-            where = {"app": "on the app host over 127.0.0.1", "app-unix": "on the app host over its Unix socket",
-                     "db": "on the database host"}[self.pgbouncer]  # fmt: skip
+            where = {
+                "app": "on the app host over 127.0.0.1",
+                "app-unix": "on the app host over its Unix socket",
+                "db": "on the database host",
+            }[self.pgbouncer]
             bouncer = f", PgBouncer {where} (pool_mode={self.pgbouncer_pool_mode}, default_pool_size={self.pgbouncer_pool_size})"
         summary = f"{self.worker_class} workers={self.workers} {per_worker}, {pool}{green}{bouncer}, clients {self.connection}"
         return summary.replace("  ", " ")
@@ -277,7 +302,9 @@ def parse_spec(spec: str, known: Mapping[str, Scenario]) -> Scenario:
     name = name.strip()
     if not rest:
         if name not in known:
-            raise ScenarioError(f"unknown scenario {name!r}: choose from {', '.join(known)} (healthz lab list), or define one as NAME:worker_class=...,pool_class=...")
+            raise ScenarioError(
+                f"unknown scenario {name!r}: choose from {', '.join(known)} (healthz lab list), or define one as NAME:worker_class=...,pool_class=..."
+            )
         return known[name]
     changes: dict[str, Any] = {}
     for item in rest.split(","):
@@ -356,6 +383,8 @@ def parse_concurrency(text: str) -> list[int]:
         except ValueError:
             value = 0
         if not 1 <= value <= 20000:
-            raise ScenarioError(f"--concurrency {text!r}: expected comma-separated integers from 1 to 20000, such as 200,500,1000")
+            raise ScenarioError(
+                f"--concurrency {text!r}: expected comma-separated integers from 1 to 20000, such as 200,500,1000"
+            )
         steps.append(value)
     return steps

@@ -25,8 +25,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 #: The prefix of every namespace the lab creates; the PID keeps parallel runs apart.
 NAMESPACE_PREFIX = "healthz-"
@@ -51,8 +51,10 @@ def _add_netem(prefix: Sequence[str], interface: str, delay_ms: float) -> None:
         _run([*prefix, "tc", "qdisc", "add", "dev", interface, "root", "netem", "delay", f"{delay_ms:g}ms"])
     except TopologyError as exc:
         if "unknown" in str(exc):
-            raise TopologyError(f"--delay-ms needs the kernel's netem qdisc, which this kernel lacks (modprobe sch_netem); "
-                                f"run without --delay-ms. ({exc})") from None  # fmt: skip
+            raise TopologyError(
+                f"--delay-ms needs the kernel's netem qdisc, which this kernel lacks (modprobe sch_netem); "
+                f"run without --delay-ms. ({exc})"
+            ) from None
         raise
 
 
@@ -168,11 +170,19 @@ class Netns:
         self.hosts = []
         for i in range(hosts):
             service_host, client_host = (str(h) for h in client_links[i].hosts())
-            self.hosts.append(AppHost(
-                index=i, namespace=f"{NAMESPACE_PREFIX}{tag}-app" + (str(i + 1) if i else ""),
-                app_if=f"hz{short}{i:x}a", db_if=f"hz{short}{i:x}d", app_host=str(lan.network_address + 2 + i),
-                service_if=f"hz{short}{i:x}s", client_if=f"hz{short}{i:x}c", service_host=service_host, client_host=client_host,
-            ))  # fmt: skip
+            self.hosts.append(
+                AppHost(
+                    index=i,
+                    namespace=f"{NAMESPACE_PREFIX}{tag}-app" + (str(i + 1) if i else ""),
+                    app_if=f"hz{short}{i:x}a",
+                    db_if=f"hz{short}{i:x}d",
+                    app_host=str(lan.network_address + 2 + i),
+                    service_if=f"hz{short}{i:x}s",
+                    client_if=f"hz{short}{i:x}c",
+                    service_host=service_host,
+                    client_host=client_host,
+                )
+            )
         low = min(40000, 65536 - ports)  # the range ends at 65535 at most
         self.port_range = (low, low + ports - 1)
         self._created: list[str] = []
@@ -216,7 +226,8 @@ class Netns:
             apps = f"gunicorn in {self.app_ns} ({self.service_host}; {self.app_host} toward the database)"
         else:
             apps = f"{len(self.hosts)} application hosts, each with its own gunicorn: " + ", ".join(
-                f"{h.namespace} ({h.service_host}; {h.app_host})" for h in self.hosts)
+                f"{h.namespace} ({h.service_host}; {h.app_host})" for h in self.hosts
+            )
         return (
             f"netns: locust in namespace {self.client_ns} -> {apps} -> PostgreSQL in {self.db_ns} ({self.db_host}), "
             f"joined by veth pairs{' and a bridge' if len(self.hosts) > 1 else ''}; each application host's ip_local_port_range "
@@ -229,9 +240,13 @@ class Netns:
         if sys.platform != "linux":
             raise TopologyError("--topology netns needs Linux; use --topology loopback")
         if os.geteuid() != 0:
-            raise TopologyError("--topology netns needs root (it creates network namespaces): run as root or use --topology loopback")
+            raise TopologyError(
+                "--topology netns needs root (it creates network namespaces): run as root or use --topology loopback"
+            )
         if shutil.which("ip") is None:
-            raise TopologyError("--topology netns needs iproute2's ip command (apt-get install iproute2), or use --topology loopback")
+            raise TopologyError(
+                "--topology netns needs iproute2's ip command (apt-get install iproute2), or use --topology loopback"
+            )
 
     def setup(self) -> Netns:
         """Create the namespaces, the bridge and the links; on any failure remove what was made and raise."""
@@ -261,11 +276,30 @@ class Netns:
         _run([*app, "ip", "link", "add", host.app_if, "type", "veth", "peer", "name", host.db_if, "netns", self.db_ns])
         _run([*app, "ip", "addr", "add", f"{host.app_host}/24", "dev", host.app_if])
         _run([*db, "ip", "link", "set", host.db_if, "master", self.bridge])
-        _run([*app, "ip", "link", "add", host.service_if, "type", "veth", "peer", "name", host.client_if, "netns", self.client_ns])
+        _run(
+            [
+                *app,
+                "ip",
+                "link",
+                "add",
+                host.service_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                host.client_if,
+                "netns",
+                self.client_ns,
+            ]
+        )
         _run([*app, "ip", "addr", "add", f"{host.service_host}/30", "dev", host.service_if])
         _run([*client, "ip", "addr", "add", f"{host.client_host}/30", "dev", host.client_if])
-        for prefix, interface, delay in ((app, host.app_if, self.delay_ms), (db, host.db_if, self.delay_ms),
-                                         (app, host.service_if, 0.0), (client, host.client_if, 0.0)):  # fmt: skip
+        for prefix, interface, delay in (
+            (app, host.app_if, self.delay_ms),
+            (db, host.db_if, self.delay_ms),
+            (app, host.service_if, 0.0),
+            (client, host.client_if, 0.0),
+        ):
             _run([*prefix, "ip", "link", "set", interface, "up"])
             if delay:
                 _add_netem(prefix, interface, delay)

@@ -52,17 +52,55 @@ CONNECTION_MODES = ("keep-alive", "close")
 @events.init_command_line_parser.add_listener
 def add_arguments(parser) -> None:
     group = parser.add_argument_group("healthz")
-    group.add_argument("--connection", choices=CONNECTION_MODES, default="keep-alive", env_var="HEALTHZ_CONNECTION",
-                       help="keep-alive: reuse each user's TCP connection; close: a new connection per request (ab without -k)")  # fmt: skip
-    group.add_argument("--max-requests", type=int, default=0, env_var="HEALTHZ_MAX_REQUESTS", help="stop after this many requests (0: no cap)")
-    group.add_argument("--request-timeout", type=float, default=10.0, env_var="HEALTHZ_REQUEST_TIMEOUT", help="connect and read timeout, seconds")
-    group.add_argument("--stats-interval", type=float, default=1.0, env_var="HEALTHZ_STATS_INTERVAL", help="seconds between --csv history rows")
-    group.add_argument("--summary-file", default="", env_var="HEALTHZ_SUMMARY_FILE", help="write final totals as JSON here at exit")
-    group.add_argument("--timeline-file", default="", env_var="HEALTHZ_TIMELINE_FILE", help="write per-0.1 s outcomes as JSON here at exit")
-    group.add_argument("--targets", default="", env_var="HEALTHZ_TARGETS",
-                       help="comma-separated base URLs to spread the users over, round robin (default: --host)")
-    group.add_argument("--step-users", type=int, default=100, env_var="HEALTHZ_STEP_USERS", help="step ramp: users added per step")
-    group.add_argument("--step-seconds", type=float, default=10.0, env_var="HEALTHZ_STEP_SECONDS", help="step ramp: seconds per step")
+    group.add_argument(
+        "--connection",
+        choices=CONNECTION_MODES,
+        default="keep-alive",
+        env_var="HEALTHZ_CONNECTION",
+        help="keep-alive: reuse each user's TCP connection; close: a new connection per request (ab without -k)",
+    )
+    group.add_argument(
+        "--max-requests",
+        type=int,
+        default=0,
+        env_var="HEALTHZ_MAX_REQUESTS",
+        help="stop after this many requests (0: no cap)",
+    )
+    group.add_argument(
+        "--request-timeout",
+        type=float,
+        default=10.0,
+        env_var="HEALTHZ_REQUEST_TIMEOUT",
+        help="connect and read timeout, seconds",
+    )
+    group.add_argument(
+        "--stats-interval",
+        type=float,
+        default=1.0,
+        env_var="HEALTHZ_STATS_INTERVAL",
+        help="seconds between --csv history rows",
+    )
+    group.add_argument(
+        "--summary-file", default="", env_var="HEALTHZ_SUMMARY_FILE", help="write final totals as JSON here at exit"
+    )
+    group.add_argument(
+        "--timeline-file",
+        default="",
+        env_var="HEALTHZ_TIMELINE_FILE",
+        help="write per-0.1 s outcomes as JSON here at exit",
+    )
+    group.add_argument(
+        "--targets",
+        default="",
+        env_var="HEALTHZ_TARGETS",
+        help="comma-separated base URLs to spread the users over, round robin (default: --host)",
+    )
+    group.add_argument(
+        "--step-users", type=int, default=100, env_var="HEALTHZ_STEP_USERS", help="step ramp: users added per step"
+    )
+    group.add_argument(
+        "--step-seconds", type=float, default=10.0, env_var="HEALTHZ_STEP_SECONDS", help="step ramp: seconds per step"
+    )
     group.add_argument("--steps", type=int, default=5, env_var="HEALTHZ_STEPS", help="step ramp: number of steps")
 
 
@@ -80,7 +118,9 @@ def configure(environment, **_kwargs) -> None:
     if options.max_requests > 0:
         _cap_requests(environment, options.max_requests)
     if options.summary_file:
-        environment.events.quit.add_listener(lambda **_kw: write_summary(environment.runner.stats, options.summary_file))
+        environment.events.quit.add_listener(
+            lambda **_kw: write_summary(environment.runner.stats, options.summary_file)
+        )
     if options.timeline_file:
         timeline = Timeline()
         environment.events.request.add_listener(timeline.record)
@@ -102,11 +142,14 @@ def write_summary(stats, path: str) -> None:
         "failures_by_error": by_error,
         "by_name": {
             entry.name: {
-                "requests": entry.num_requests, "failures": entry.num_failures,
-                "failures_by_error": {str(e.error): e.occurrences for e in stats.errors.values() if e.name == entry.name},
+                "requests": entry.num_requests,
+                "failures": entry.num_failures,
+                "failures_by_error": {
+                    str(e.error): e.occurrences for e in stats.errors.values() if e.name == entry.name
+                },
             }
             for entry in stats.entries.values()
-        },  # fmt: skip
+        },
         "start_time": total.start_time,
         "end_time": time.time(),
         "last_request_timestamp": total.last_request_timestamp,
@@ -127,7 +170,13 @@ class Timeline:
         tick = int(time.time() * 10)
         bucket = self.buckets.get(tick)
         if bucket is None:
-            bucket = self.buckets[tick] = {"t": tick / 10, "ok": 0, "ok_max_ms": 0.0, "failed": {}, "failed_max_ms": 0.0}
+            bucket = self.buckets[tick] = {
+                "t": tick / 10,
+                "ok": 0,
+                "ok_max_ms": 0.0,
+                "failed": {},
+                "failed_max_ms": 0.0,
+            }
         ms = float(response_time or 0.0)
         if exception is None:
             bucket["ok"] += 1

@@ -13,7 +13,9 @@ from locust import LoadTestShape
 def stages(step_users: int, step_seconds: float, steps: int) -> list[tuple[float, int]]:
     """The ramp as data: ``(end time in seconds, users)`` for each step, in order."""
     if step_users < 1 or step_seconds <= 0 or steps < 1:
-        raise ValueError(f"step ramp needs step_users >= 1, step_seconds > 0, steps >= 1; got {step_users}, {step_seconds}, {steps}")
+        raise ValueError(
+            f"step ramp needs step_users >= 1, step_seconds > 0, steps >= 1; got {step_users}, {step_seconds}, {steps}"
+        )
     return [(step_seconds * k, step_users * k) for k in range(1, steps + 1)]
 
 

@@ -33,14 +33,31 @@ def test_statement_is_what_the_service_sends():
 
 @pytest.mark.parametrize("connect", [False, True], ids=["persistent", "connect-per-transaction"])
 def test_run_against_the_seeded_database(postgres, database, connect):
-    result = pgbench.run(postgres.binaries.bindir, host=postgres.host, port=postgres.port, user=APP_USER, database=database,
-                         password=postgres.password, clients=2, seconds=1, connect_per_transaction=connect)  # fmt: skip
+    result = pgbench.run(
+        postgres.binaries.bindir,
+        host=postgres.host,
+        port=postgres.port,
+        user=APP_USER,
+        database=database,
+        password=postgres.password,
+        clients=2,
+        seconds=1,
+        connect_per_transaction=connect,
+    )
     assert result.tps > 0 and result.failed == 0 and result.connect_per_transaction is connect
 
 
 def test_a_wrong_password_is_an_error_without_the_password(postgres, database):
     with pytest.raises(pgbench.PgbenchError) as caught:
-        pgbench.run(postgres.binaries.bindir, host=postgres.host, port=postgres.port, user=APP_USER, database=database,
-                    password="not-the-password", clients=1, seconds=1)  # fmt: skip
+        pgbench.run(
+            postgres.binaries.bindir,
+            host=postgres.host,
+            port=postgres.port,
+            user=APP_USER,
+            database=database,
+            password="not-the-password",
+            clients=1,
+            seconds=1,
+        )
     assert "password authentication failed" in str(caught.value)
     assert "not-the-password" not in str(caught.value)

@@ -16,10 +16,19 @@ PASSWORD = "bench-test-secret-4711"
 def short_run(tmp_path_factory):
     output = tmp_path_factory.mktemp("bench")
     config = BenchConfig(
-        cases=cases.default_cases(("eventlet",), ("queuepool-sized", "nullpool"), ()), output=output,
-        duration=1, repeats=2, warmup=1, connections=20, crowd=300, crowd_duration=2, statement_requests=20,
-        pgbench_clients=2, max_connections=100, password=PASSWORD,
-    )  # fmt: skip
+        cases=cases.default_cases(("eventlet",), ("queuepool-sized", "nullpool"), ()),
+        output=output,
+        duration=1,
+        repeats=2,
+        warmup=1,
+        connections=20,
+        crowd=300,
+        crowd_duration=2,
+        statement_requests=20,
+        pgbench_clients=2,
+        max_connections=100,
+        password=PASSWORD,
+    )
     lines: list[str] = []
     results = Bench(config, echo=lines.append).run()
     return results, output, lines
@@ -42,8 +51,13 @@ def test_every_figure_is_measured(short_run):
 
 def test_the_pooled_path_sends_one_statement_per_request(short_run):
     sized = short_run[0]["cases"][0]
-    assert sized["statements"] == {"requests": 20, "ok": 20, "sent": 20, "per_request": 1.0,
-                                   "by_statement": {"SELECT count(*) AS count_1 FROM role": 20}}  # fmt: skip
+    assert sized["statements"] == {
+        "requests": 20,
+        "ok": 20,
+        "sent": 20,
+        "per_request": 1.0,
+        "by_statement": {"SELECT count(*) AS count_1 FROM role": 20},
+    }
 
 
 def test_sessions_show_the_pool(short_run):

@@ -25,18 +25,25 @@ def test_parse_log_counts_the_roles_statements_joining_continued_lines():
 def test_has_pg_stat_statements_matches_the_install(postgres):
     found = statements.has_pg_stat_statements(postgres.binaries.bindir)
     assert isinstance(found, bool)
-    assert statements.server_settings(postgres.binaries.bindir) == ({"shared_preload_libraries": "'pg_stat_statements'"} if found else {})
+    assert statements.server_settings(postgres.binaries.bindir) == (
+        {"shared_preload_libraries": "'pg_stat_statements'"} if found else {}
+    )
 
 
 @pytest.mark.parametrize(
     "isolation_level, expected",
     [
         ("AUTOCOMMIT", {"SELECT count(*) AS count_1 FROM role": 1}),
-        ("READ COMMITTED", {"BEGIN ISOLATION LEVEL READ COMMITTED": 1, "SELECT count(*) AS count_1 FROM role": 1, "ROLLBACK": 1}),
+        (
+            "READ COMMITTED",
+            {"BEGIN ISOLATION LEVEL READ COMMITTED": 1, "SELECT count(*) AS count_1 FROM role": 1, "ROLLBACK": 1},
+        ),
     ],
 )
 def test_statements_per_health_check(postgres, database, make_app, isolation_level, expected):
-    client = make_app(pool_class="QueuePool", pool_size=1, max_overflow=0, isolation_level=isolation_level).test_client()
+    client = make_app(
+        pool_class="QueuePool", pool_size=1, max_overflow=0, isolation_level=isolation_level
+    ).test_client()
     assert client.get("/api/v1/healthz/").status_code == 200  # the pool's first connect is not counted
     counter = statements.StatementCounter(postgres, APP_USER, database)
     assert counter.source == "log_statement"  # the test server loads no extension

@@ -10,32 +10,70 @@ from healthz.bench.runner import series
 
 def _case(name, worker_class, pool, rps, *, variant="", livez=None, sent=200, ok=200):
     case = {
-        "name": name, "worker_class": worker_class, "pool": pool, "variant": variant,
-        "healthz": {"rps": series([rps * 0.95, rps, rps * 1.05]), "p50_ms": series([1, 1, 1]), "p99_ms": series([9, 10, 11]),
-                    "requests": 3000, "failed": 0, "errors": {}},
+        "name": name,
+        "worker_class": worker_class,
+        "pool": pool,
+        "variant": variant,
+        "healthz": {
+            "rps": series([rps * 0.95, rps, rps * 1.05]),
+            "p50_ms": series([1, 1, 1]),
+            "p99_ms": series([9, 10, 11]),
+            "requests": 3000,
+            "failed": 0,
+            "errors": {},
+        },
         "statements": {"requests": 200, "ok": ok, "sent": sent, "per_request": sent / 200, "by_statement": {}},
-        "sessions_opened": 10, "rss_mib_per_worker": [60.0, 61.5],
-    }  # fmt: skip
+        "sessions_opened": 10,
+        "rss_mib_per_worker": [60.0, 61.5],
+    }
     if livez:
-        case["livez"] = {"rps": series([livez]), "p50_ms": series([1]), "p99_ms": series([5]), "requests": 1, "failed": 0, "errors": {}}
+        case["livez"] = {
+            "rps": series([livez]),
+            "p50_ms": series([1]),
+            "p99_ms": series([5]),
+            "requests": 1,
+            "failed": 0,
+            "errors": {},
+        }
     return case
 
 
 def _results(sized_rps=6000, null_rps=500, sent=200, crowd_failed=0):
     results = {
-        "config": {"connections": 100, "reconnect_every": 100, "repeats": 3, "duration": 3.0, "warmup": 1.0, "crowd_duration": 10.0},
+        "config": {
+            "connections": 100,
+            "reconnect_every": 100,
+            "repeats": 3,
+            "duration": 3.0,
+            "warmup": 1.0,
+            "crowd_duration": 10.0,
+        },
         "machine": {"cpu": "cpu", "cores": 2, "memory_gib": 24, "kernel": "6", "python": "3.11"},
         "postgresql": {"version": "15", "statements_from": "log_statement"},
-        "pgbench": {"clients": 10, "persistent": {"tps": series([60000]), "failed": 0}, "connect": {"tps": series([400]), "failed": 0}},
+        "pgbench": {
+            "clients": 10,
+            "persistent": {"tps": series([60000]), "failed": 0},
+            "connect": {"tps": series([400]), "failed": 0},
+        },
         "cases": [
             _case("eventlet-queuepool-sized", "eventlet", "queuepool-sized", sized_rps, livez=10000, sent=sent),
             _case("eventlet-nullpool", "eventlet", "nullpool", null_rps),
         ],
-        "crowd": {"name": "eventlet-queuepool-sized", "connections": 2000, "sessions_opened": 10,
-                  "run": {"requests": 5000, "failed": crowd_failed, "rps": 500.0, "p50_ms": 3.0, "p99_ms": 900.0,
-                          "errors": {"timeout": crowd_failed}}},
+        "crowd": {
+            "name": "eventlet-queuepool-sized",
+            "connections": 2000,
+            "sessions_opened": 10,
+            "run": {
+                "requests": 5000,
+                "failed": crowd_failed,
+                "rps": 500.0,
+                "p50_ms": 3.0,
+                "p99_ms": 900.0,
+                "errors": {"timeout": crowd_failed},
+            },
+        },
         "seconds": 12,
-    }  # fmt: skip
+    }
     results["ratios"] = targets.ratios(results)
     results["targets"] = targets.judge(results)
     return results

@@ -7,41 +7,89 @@ import json
 
 from healthz.lab import fault_report
 
-META = {"users": 50, "lead": 2.0, "tail": 4.0, "request_timeout": 10.0, "seconds": 12.0, "command": "healthz lab faults",
-        "postgres": {"version": "15", "max_connections": 100}, "machine": {"cpus": 2}, "topology": {"name": "loopback"},
-        "faults": {"db-restart-fast": {"description": "restart"}}}  # fmt: skip
+META = {
+    "users": 50,
+    "lead": 2.0,
+    "tail": 4.0,
+    "request_timeout": 10.0,
+    "seconds": 12.0,
+    "command": "healthz lab faults",
+    "postgres": {"version": "15", "max_connections": 100},
+    "machine": {"cpus": 2},
+    "topology": {"name": "loopback"},
+    "faults": {"db-restart-fast": {"description": "restart"}},
+}
 
 
 def run(fault, scenario, **figures):
     result = {
-        "fault": fault, "scenario": scenario, "worker_class": "eventlet", "workers": 2, "threads": 8, "pool_capacity": 10,
-        "users": 50, "skipped": None, "error": None, "problems": [], "errors_before": {}, "errors": {}, "failed": 0,
-        "lost_after_end": 0, "recovery_seconds": 0.0, "slowest_failure_ms": 0.0, "slowest_ok_ms": 50.0, "worker_restarts": 0,
-        "backends_left": 0, "failure_bound_s": None, "livez_during_fault": {"status": 200, "seconds": 0.05, "during_fault": True},
+        "fault": fault,
+        "scenario": scenario,
+        "worker_class": "eventlet",
+        "workers": 2,
+        "threads": 8,
+        "pool_capacity": 10,
+        "users": 50,
+        "skipped": None,
+        "error": None,
+        "problems": [],
+        "errors_before": {},
+        "errors": {},
+        "failed": 0,
+        "lost_after_end": 0,
+        "recovery_seconds": 0.0,
+        "slowest_failure_ms": 0.0,
+        "slowest_ok_ms": 50.0,
+        "worker_restarts": 0,
+        "backends_left": 0,
+        "failure_bound_s": None,
+        "livez_during_fault": {"status": 200, "seconds": 0.05, "during_fault": True},
         "commands": {"rerun": f"healthz lab faults --fault {fault}"},
-    }  # fmt: skip
+    }
     result.update(figures)
     return result
 
 
 def test_rows_show_errors_recovery_and_the_problem():
     results = [
-        run("db-restart-fast", "a", errors={"connection_refused": 2000, "connection_lost": 20}, failed=2020, slowest_failure_ms=80.0),
+        run(
+            "db-restart-fast",
+            "a",
+            errors={"connection_refused": 2000, "connection_lost": 20},
+            failed=2020,
+            slowest_failure_ms=80.0,
+        ),
         run("slow-network", "a", skipped="needs --topology netns (tc netem on the veth pair)"),
-        run("pool-exhausted", "b", problems=["x"], livez_during_fault={"status": 200, "seconds": 1.3, "during_fault": False}),
+        run(
+            "pool-exhausted",
+            "b",
+            problems=["x"],
+            livez_during_fault={"status": 200, "seconds": 1.3, "during_fault": False},
+        ),
     ]
     rows = fault_report.rows(results)
-    assert rows[0][:6] == ["db-restart-fast", "a", "as expected", "connection_refused 2,000, connection_lost 20", "0", "0"]
+    assert rows[0][:6] == [
+        "db-restart-fast",
+        "a",
+        "as expected",
+        "connection_refused 2,000, connection_lost 20",
+        "0",
+        "0",
+    ]
     assert rows[1][:4] == ["slow-network", "a", "skipped", "needs --topology netns (tc netem on the veth pair)"]
     assert rows[2][2] == "PROBLEM: x" and rows[2][8] == "200 in 1.3 s, after the fault"
     assert all(len(row) == len(fault_report.HEADERS) for row in rows)
 
 
 def test_pre_ping_rows_pair_each_scenario_with_its_variant():
-    results = [run("db-restart-fast", "s", failed=30, lost_after_end=12, recovery_seconds=0.4),
-               run("db-restart-fast", "s+pre_ping", failed=20, lost_after_end=0, recovery_seconds=0.1),
-               run("db-restart-fast", "nullpool", failed=25)]  # fmt: skip
-    assert fault_report.pre_ping_rows(results) == [["db-restart-fast", "s", "30 (12 after restart)", "20 (0 after restart)", "0.4", "0.1"]]
+    results = [
+        run("db-restart-fast", "s", failed=30, lost_after_end=12, recovery_seconds=0.4),
+        run("db-restart-fast", "s+pre_ping", failed=20, lost_after_end=0, recovery_seconds=0.1),
+        run("db-restart-fast", "nullpool", failed=25),
+    ]
+    assert fault_report.pre_ping_rows(results) == [
+        ["db-restart-fast", "s", "30 (12 after restart)", "20 (0 after restart)", "0.4", "0.1"]
+    ]
 
 
 def test_notes_explain_a_long_wait_and_a_pool_that_never_ran_out():
@@ -51,7 +99,10 @@ def test_notes_explain_a_long_wait_and_a_pool_that_never_ran_out():
     notes = fault_report.details([waited, gthread, few])
     assert notes[0].startswith("`db-down-at-start` on `s`: a request that ended 200 had waited 5.3 s.")
     assert "gthread worker serves no more requests at once than its 8 threads" in notes[1] and "2.6 s" in notes[1]
-    assert notes[2] == "`pool-exhausted` on `e`: no request waited for the pool: 10 clients for 2 workers x 10 pooled connections never ran it out; raise --users."
+    assert (
+        notes[2]
+        == "`pool-exhausted` on `e`: no request waited for the pool: 10 clients for 2 workers x 10 pooled connections never ran it out; raise --users."
+    )
 
 
 def test_a_remade_report_judges_again(tmp_path):

@@ -8,15 +8,14 @@ import functools
 import json
 
 import pytest
-
 from click.testing import CliRunner
 
 from healthz.cli import main
 from healthz.lab import fault_report, faults, runner
 from healthz.lab.fault_runner import FaultLab
-from healthz.postgres import PostgreSQL
 from healthz.lab.runner import LabConfig
 from healthz.lab.scenarios import DEFAULTS
+from healthz.postgres import PostgreSQL
 
 PASSWORD = "Kn0wn-lab-pw-7731"
 
@@ -29,8 +28,13 @@ def fault_run(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setattr(runner, "PostgreSQL", functools.partial(PostgreSQL, password=PASSWORD))
     try:
-        config = LabConfig(scenarios=[DEFAULTS["eventlet-queuepool-sized"]], concurrency=[40], output=output,
-                           topology="loopback", max_connections=60)  # fmt: skip
+        config = LabConfig(
+            scenarios=[DEFAULTS["eventlet-queuepool-sized"]],
+            concurrency=[40],
+            output=output,
+            topology="loopback",
+            max_connections=60,
+        )
         lab = FaultLab(config, faults.select([]), lead=1.5, tail=3.0)
         results = lab.run()
     finally:
@@ -63,7 +67,9 @@ def test_restart_refuses_while_down_and_recovers_with_and_without_pre_ping(fault
 def test_too_many_clients_is_answered_at_once_and_names_the_budget(fault_run):
     [r] = runs_of(fault_run, "too-many-clients")
     assert r["errors"]["too_many_clients"] > 0 and r["slowest_failure_ms"] < 1000
-    assert r["budget"].startswith("budget 20 connections = 2 workers x (pool_size 10 + max_overflow 0); 10 slot(s) free of max_connections 60")
+    assert r["budget"].startswith(
+        "budget 20 connections = 2 workers x (pool_size 10 + max_overflow 0); 10 slot(s) free of max_connections 60"
+    )
     assert r["livez_during_fault"]["status"] == 200
 
 
@@ -134,18 +140,45 @@ def test_the_password_is_in_no_file_the_lab_wrote(fault_run):
     files = [p for p in output.rglob("*") if p.is_file()]
     assert len(files) > 50
     names = {p.name for p in files}
-    assert {"gunicorn.log", "commands.txt", "gunicorn-config.txt", "locust.log", "faults.json", "faults.md", "faults.html"} <= names
+    assert {
+        "gunicorn.log",
+        "commands.txt",
+        "gunicorn-config.txt",
+        "locust.log",
+        "faults.json",
+        "faults.md",
+        "faults.html",
+    } <= names
     for path in files:
         assert PASSWORD.encode() not in path.read_bytes(), path
 
 
 def test_the_faults_command_runs_one_fault_and_writes_its_report(tmp_path):
-    result = CliRunner().invoke(main, ["lab", "faults", "--fault", "worker-kill", "--scenario", "gthread-queuepool", "--users", "10",
-                                       "--topology", "loopback", "--output", str(tmp_path)], catch_exceptions=False)  # fmt: skip
+    result = CliRunner().invoke(
+        main,
+        [
+            "lab",
+            "faults",
+            "--fault",
+            "worker-kill",
+            "--scenario",
+            "gthread-queuepool",
+            "--users",
+            "10",
+            "--topology",
+            "loopback",
+            "--output",
+            str(tmp_path),
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert "1 fault(s) x 1 scenario(s): 1 runs" in result.output
     assert "worker-kill           gthread-queuepool" in result.output and "as expected" in result.output
     data = json.loads((tmp_path / "faults.json").read_text())
-    assert data["meta"]["command"] == f"healthz lab faults --fault worker-kill --scenario gthread-queuepool --users 10 --topology loopback --output {tmp_path}"
+    assert (
+        data["meta"]["command"]
+        == f"healthz lab faults --fault worker-kill --scenario gthread-queuepool --users 10 --topology loopback --output {tmp_path}"
+    )
     assert [r["worker_restarts"] for r in data["results"]] == [1]
     assert (tmp_path / "faults.md").exists() and (tmp_path / "fault_worker-kill.png").exists()

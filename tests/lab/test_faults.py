@@ -15,7 +15,13 @@ T0 = 1_800_000_000.0  # the load's start, Unix time
 
 
 def row(t, ok=0, failed=None, ok_ms=5.0, failed_ms=5.0):
-    return {"t": round(T0 + t, 1), "ok": ok, "ok_max_ms": ok_ms if ok else 0.0, "failed": failed or {}, "failed_max_ms": failed_ms if failed else 0.0}
+    return {
+        "t": round(T0 + t, 1),
+        "ok": ok,
+        "ok_max_ms": ok_ms if ok else 0.0,
+        "failed": failed or {},
+        "failed_max_ms": failed_ms if failed else 0.0,
+    }
 
 
 def timeline(spec):
@@ -30,7 +36,9 @@ def timeline(spec):
 
 
 def test_measure_counts_errors_by_kind_and_recovery_from_the_faults_end():
-    rows = timeline([(0, 2, 10, {}), (2, 3, 0, {"connection_refused": 5}), (3, 3.5, 4, {"connection_lost": 1}), (3.5, 8, 10, {})])
+    rows = timeline(
+        [(0, 2, 10, {}), (2, 3, 0, {"connection_refused": 5}), (3, 3.5, 4, {"connection_lost": 1}), (3.5, 8, 10, {})]
+    )
     m = faults.measure(rows, fault_began=T0 + 2, fault_ended=T0 + 3, load_ended=T0 + 8)
     assert m["errors_before"] == {}
     assert m["errors"] == {"connection_refused": 50, "connection_lost": 5}
@@ -69,15 +77,27 @@ def test_measure_keeps_failures_before_the_fault_apart():
 
 
 def test_measure_slowest_requests_are_taken_from_the_faults_beginning():
-    rows = [row(0.5, 10, ok_ms=9000.0), row(2.0, 1, {"pool_timeout": 1}, ok_ms=700.0, failed_ms=510.0), row(2.5, 10, ok_ms=2500.0)]
+    rows = [
+        row(0.5, 10, ok_ms=9000.0),
+        row(2.0, 1, {"pool_timeout": 1}, ok_ms=700.0, failed_ms=510.0),
+        row(2.5, 10, ok_ms=2500.0),
+    ]
     rows += timeline([(2.6, 5, 10, {})])
     m = faults.measure(rows, T0 + 2, T0 + 2.5, T0 + 5)
     assert m["slowest_failure_ms"] == 510.0 and m["slowest_ok_ms"] == 2500.0
 
 
 def good_result(**changes):
-    result = {"errors_before": {}, "errors": {"connection_refused": 10}, "recovery_seconds": 0.2, "slowest_failure_ms": 30.0,
-              "slowest_ok_ms": 80.0, "worker_restarts": 0, "backends_left": 0, "failure_bound_s": 1.0}  # fmt: skip
+    result = {
+        "errors_before": {},
+        "errors": {"connection_refused": 10},
+        "recovery_seconds": 0.2,
+        "slowest_failure_ms": 30.0,
+        "slowest_ok_ms": 80.0,
+        "worker_restarts": 0,
+        "backends_left": 0,
+        "failure_bound_s": 1.0,
+    }
     result.update(changes)
     return result
 
@@ -94,10 +114,14 @@ def good_result(**changes):
         ({"worker_restarts": 1}, "1 worker restart(s), expected 0"),
         ({"backends_left": 3}, "3 backend(s) left after gunicorn stopped"),
         ({"errors_before": {"too_many_clients": 1}}, "errors before the fault: too_many_clients 1"),
-        ({"livez_during_fault": {"status": 0, "seconds": 10.1, "during_fault": False}},
-         "/api/v1/livez/ did not answer while the fault lasted (no answer after 10.1 s): every worker was busy waiting on the database"),
-        ({"livez_during_fault": {"status": 200, "seconds": 2.4, "during_fault": False}},
-         "/api/v1/livez/ did not answer while the fault lasted (200 after 2.4 s): every worker was busy waiting on the database"),
+        (
+            {"livez_during_fault": {"status": 0, "seconds": 10.1, "during_fault": False}},
+            "/api/v1/livez/ did not answer while the fault lasted (no answer after 10.1 s): every worker was busy waiting on the database",
+        ),
+        (
+            {"livez_during_fault": {"status": 200, "seconds": 2.4, "during_fault": False}},
+            "/api/v1/livez/ did not answer while the fault lasted (200 after 2.4 s): every worker was busy waiting on the database",
+        ),
         ({"livez_during_fault": {"status": 200, "seconds": 0.8, "during_fault": True}}, None),
     ],
 )
@@ -108,10 +132,16 @@ def test_judge_names_each_problem(changes, problem):
 
 def test_judge_accepts_client_side_errors_for_a_killed_worker_but_not_timeouts():
     kill = faults.FAULTS["worker-kill"]
-    ok = good_result(errors={"client ConnectionResetError": 2, "client RemoteDisconnected": 1}, worker_restarts=1, failure_bound_s=None)
+    ok = good_result(
+        errors={"client ConnectionResetError": 2, "client RemoteDisconnected": 1},
+        worker_restarts=1,
+        failure_bound_s=None,
+    )
     assert faults.judge(kill, ok, 10) == []
     assert faults.judge(kill, {**ok, "worker_restarts": 0}, 10) == ["0 worker restart(s), expected 1"]
-    assert faults.judge(kill, {**ok, "killed_worker_backends_left": 2}, 10) == ["2 backend(s) of the killed worker still open"]
+    assert faults.judge(kill, {**ok, "killed_worker_backends_left": 2}, 10) == [
+        "2 backend(s) of the killed worker still open"
+    ]
 
 
 def test_select_refuses_an_unknown_fault_naming_the_accepted_ones():
@@ -121,17 +151,26 @@ def test_select_refuses_an_unknown_fault_naming_the_accepted_ones():
 
 
 def test_budget_is_workers_times_pool_capacity_or_the_clients_when_unbounded():
-    sized, default, null = DEFAULTS["eventlet-queuepool-sized"], DEFAULTS["eventlet-queuepool-default"], DEFAULTS["eventlet-nullpool"]
+    sized, default, null = (
+        DEFAULTS["eventlet-queuepool-sized"],
+        DEFAULTS["eventlet-queuepool-default"],
+        DEFAULTS["eventlet-nullpool"],
+    )
     assert faults.TooManyClients.budget(sized, 50) == (20, "2 workers x (pool_size 10 + max_overflow 0)")
     assert faults.TooManyClients.budget(default, 50) == (30, "2 workers x (pool_size 5 + max_overflow 10)")
-    assert faults.TooManyClients.budget(null, 50) == (50, "one connection per request in flight, up to 50 (the clients)")
+    assert faults.TooManyClients.budget(null, 50) == (
+        50,
+        "one connection per request in flight, up to 50 (the clients)",
+    )
 
 
 def test_restart_runs_pooled_scenarios_with_and_without_pre_ping():
     restart = faults.FAULTS["db-restart-fast"]
     variants = restart.scenarios(DEFAULTS["eventlet-queuepool-sized"])
     assert [(s.name, s.service_settings().pool_pre_ping) for s in variants] == [
-        ("eventlet-queuepool-sized", False), ("eventlet-queuepool-sized+pre_ping", True)]  # fmt: skip
+        ("eventlet-queuepool-sized", False),
+        ("eventlet-queuepool-sized+pre_ping", True),
+    ]
     assert [s.name for s in restart.scenarios(DEFAULTS["eventlet-nullpool"])] == ["eventlet-nullpool"]
 
 
@@ -140,7 +179,9 @@ def test_fault_settings_reach_the_scenario():
     assert exhausted.service_settings().pool_timeout == 0.5
     [slow] = faults.FAULTS["statement-timeout"].scenarios(DEFAULTS["eventlet-nullpool"])
     assert slow.service_settings().statement_timeout == 500
-    assert faults.FAULTS["pool-exhausted"].skip_reason(DEFAULTS["eventlet-nullpool"], None).startswith("no pool_timeout")
+    assert (
+        faults.FAULTS["pool-exhausted"].skip_reason(DEFAULTS["eventlet-nullpool"], None).startswith("no pool_timeout")
+    )
 
 
 def test_database_client_ports_finds_this_processs_connection(postgres):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
+from test_report import META, RESULTS
 
 from healthz.cli import main
 from healthz.lab.scenarios import DEFAULTS
-
-from test_report import META, RESULTS
 
 
 def invoke(*args: str):
@@ -34,12 +33,18 @@ def test_run_refuses_bad_input_in_one_line(tmp_path):
         (["-s", "nope"], "unknown scenario 'nope'"),
         (["-c", "100,lots"], "expected comma-separated integers from 1 to 20000"),
         (["-s", "eventlet-nullpool:pool_size=-3"], "HEALTHZ_POOL_SIZE='-3' is not accepted"),
-        (["--topology", "netns", "--database-url", "postgresql://u:pw@127.0.0.1/db"], "cannot be used with --topology netns"),
+        (
+            ["--topology", "netns", "--database-url", "postgresql://u:pw@127.0.0.1/db"],
+            "cannot be used with --topology netns",
+        ),
         (["--scenarios-file", str(tmp_path / "missing.toml")], "No such file"),
         (["--topology", "loopback", "--hosts", "3"], "--hosts 3 needs --topology netns"),
         (["--hosts", "9"], "Invalid value for '--hosts'"),
         (["-s", "eventlet-nullpool:pgbouncer=sidecar"], "pgbouncer 'sidecar' is not one of none, app, app-unix, db"),
-        (["-s", "eventlet-nullpool-pgbouncer:pgbouncer_pool_mode=statement"], "pgbouncer_pool_mode 'statement' is not one of"),
+        (
+            ["-s", "eventlet-nullpool-pgbouncer:pgbouncer_pool_mode=statement"],
+            "pgbouncer_pool_mode 'statement' is not one of",
+        ),
     ]
     for args, message in cases:
         result = invoke("lab", "run", "-o", str(tmp_path / "out"), *args)
@@ -51,7 +56,10 @@ def test_run_refuses_bad_input_in_one_line(tmp_path):
 
 def test_faults_refuse_bad_input_in_one_line(tmp_path):
     cases = [
-        (["-f", "db-crash"], "unknown fault 'db-crash': choose from db-restart-fast, db-restart-immediate, too-many-clients"),
+        (
+            ["-f", "db-crash"],
+            "unknown fault 'db-crash': choose from db-restart-fast, db-restart-immediate, too-many-clients",
+        ),
         (["-s", "nope"], "unknown scenario 'nope'"),
         (["-s", "eventlet-nullpool:pool_timeout=soon"], "HEALTHZ_POOL_TIMEOUT='soon' is not accepted"),
         (["-u", "0"], "Invalid value for '--users'"),
@@ -70,7 +78,10 @@ def test_netns_without_root_says_what_to_do(tmp_path, monkeypatch):
     for command in ("run", "faults"):
         result = invoke("lab", command, "--topology", "netns", "-o", str(tmp_path / "out"))
         assert result.exit_code == 2, result.output
-        assert "--topology netns needs root (it creates network namespaces): run as root or use --topology loopback" in result.output
+        assert (
+            "--topology netns needs root (it creates network namespaces): run as root or use --topology loopback"
+            in result.output
+        )
         assert len(result.output.strip().splitlines()[-1]) < 200
     result = invoke("lab", "faults", "--topology", "auto", "-f", "nope", "-o", str(tmp_path / "out"))
     assert "unknown fault" in result.output  # auto never needs root
@@ -78,12 +89,20 @@ def test_netns_without_root_says_what_to_do(tmp_path, monkeypatch):
 
 
 def test_run_refuses_an_unreachable_database_without_its_password(tmp_path):
-    result = invoke("lab", "run", "-s", "eventlet-nullpool", "-o", str(tmp_path / "out"),
-                    "--database-url", "postgresql://healthz:s3cret-pw@127.0.0.1:1/healthz")  # fmt: skip
+    result = invoke(
+        "lab",
+        "run",
+        "-s",
+        "eventlet-nullpool",
+        "-o",
+        str(tmp_path / "out"),
+        "--database-url",
+        "postgresql://healthz:s3cret-pw@127.0.0.1:1/healthz",
+    )
     assert result.exit_code == 1
     assert "topology auto: loopback, because --database-url is given" in result.output
     assert "it writes nothing" in result.output
-    assert "is not reachable: connection to server at \"127.0.0.1\", port 1 failed: Connection refused" in result.output
+    assert 'is not reachable: connection to server at "127.0.0.1", port 1 failed: Connection refused' in result.output
     assert "s3cret-pw" not in result.output and not (tmp_path / "out").exists()
 
 
@@ -97,4 +116,8 @@ def test_report_remakes_a_report(tmp_path):
 
 def test_report_needs_results(tmp_path):
     result = invoke("lab", "report", str(tmp_path))
-    assert result.exit_code == 2 and "has no results.json or faults.json: give a folder written by healthz lab run or healthz lab faults" in result.output
+    assert (
+        result.exit_code == 2
+        and "has no results.json or faults.json: give a folder written by healthz lab run or healthz lab faults"
+        in result.output
+    )

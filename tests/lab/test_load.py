@@ -7,12 +7,11 @@ import sys
 import time
 
 import pytest
+from helpers import settled_sessions
 
 from healthz import locustfiles
 from healthz.lab import load
 from healthz.postgres import free_port
-
-from helpers import settled_sessions
 
 LOCUSTFILES = sorted(p for p in locustfiles.DIRECTORY.glob("*.py") if p.stem != "__init__")
 
@@ -20,14 +19,27 @@ LOCUSTFILES = sorted(p for p in locustfiles.DIRECTORY.glob("*.py") if p.stem != 
 @pytest.mark.parametrize("locustfile", LOCUSTFILES, ids=lambda p: p.name)
 def test_every_locustfile_loads(locustfile, tmp_path):
     files = ",".join(sorted({str(locustfiles.HEALTHCHECK), str(locustfile)}))
-    result = subprocess.run([sys.executable, "-m", "locust", "-f", files, "--list"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", files, "--list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert "HealthzUser" in result.stdout
 
 
 def _locust(tmp_path, base_url, users, *, connection="keep-alive", max_requests=0, run_time=60, name="locust"):
-    command = load.locust_command(base_url, users, run_time, connection=connection, max_requests=max_requests,
-                                  csv_prefix=tmp_path / name, html=tmp_path / f"{name}.html")  # fmt: skip
+    command = load.locust_command(
+        base_url,
+        users,
+        run_time,
+        connection=connection,
+        max_requests=max_requests,
+        csv_prefix=tmp_path / name,
+        html=tmp_path / f"{name}.html",
+    )
     began = time.monotonic()
     runner = load.Locust(command, tmp_path / f"{name}.log").start()
     runner.wait(run_time + 30)
@@ -35,7 +47,9 @@ def _locust(tmp_path, base_url, users, *, connection="keep-alive", max_requests=
 
 
 @pytest.mark.parametrize("connection", ["close", "keep-alive"])
-def test_connection_switch_decides_database_connections_under_eventlet(tmp_path, run_gunicorn, postgres, database, connection):
+def test_connection_switch_decides_database_connections_under_eventlet(
+    tmp_path, run_gunicorn, postgres, database, connection
+):
     """One greenlet per TCP connection, one SingletonThreadPool connection per greenlet: with
     ``close`` every request opens a session, with ``keep-alive`` every user does once."""
     server = run_gunicorn("eventlet", workers=1, HEALTHZ_POOL_CLASS="SingletonThreadPool", HEALTHZ_POOL_SIZE="500")
@@ -66,8 +80,16 @@ def test_targets_spread_the_users_over_services_and_count_each_share(tmp_path, r
     good = run_gunicorn("gthread", workers=1)
     unreachable = f"postgresql://healthz:{postgres.password}@127.0.0.1:{free_port()}/healthz"
     broken = run_gunicorn("gthread", workers=1, url=unreachable)
-    command = load.locust_command(good.base_url, 4, 60, connection="keep-alive", max_requests=200, csv_prefix=tmp_path / "locust",
-                                  html=tmp_path / "locust.html", targets=[good.base_url, broken.base_url])  # fmt: skip
+    command = load.locust_command(
+        good.base_url,
+        4,
+        60,
+        connection="keep-alive",
+        max_requests=200,
+        csv_prefix=tmp_path / "locust",
+        html=tmp_path / "locust.html",
+        targets=[good.base_url, broken.base_url],
+    )
     load.Locust(command, tmp_path / "locust.log").start().wait(90)
     totals = load.read_summary(tmp_path / "locust")
     first, second = totals["by_host"]
@@ -76,20 +98,55 @@ def test_targets_spread_the_users_over_services_and_count_each_share(tmp_path, r
     assert first["failures"] == 0 and second["failures"] == second["requests"] == totals["failures"]
     assert second["failures_by_cause"] == {"connection_refused": second["failures"]}
     # The same error under two names (@1, @2) is summed in the totals, not overwritten.
-    command = load.locust_command(broken.base_url, 2, 60, connection="keep-alive", max_requests=100, csv_prefix=tmp_path / "both",
-                                  html=tmp_path / "both.html", targets=[broken.base_url, broken.base_url])  # fmt: skip
+    command = load.locust_command(
+        broken.base_url,
+        2,
+        60,
+        connection="keep-alive",
+        max_requests=100,
+        csv_prefix=tmp_path / "both",
+        html=tmp_path / "both.html",
+        targets=[broken.base_url, broken.base_url],
+    )
     load.Locust(command, tmp_path / "both.log").start().wait(90)
     both = load.read_summary(tmp_path / "both")
-    assert both["failures_by_cause"] == {"connection_refused": both["failures"]} and both["failures"] == both["requests"] >= 100
+    assert (
+        both["failures_by_cause"] == {"connection_refused": both["failures"]}
+        and both["failures"] == both["requests"] >= 100
+    )
 
 
 def test_step_ramp_shape_from_the_environment(tmp_path, run_gunicorn):
     server = run_gunicorn("gthread", workers=1)
-    command = [sys.executable, "-m", "locust", "-f", str(load.LOCUSTFILE), "--headless", "--host", server.base_url,
-               "--csv", str(tmp_path / "ramp"), "--stats-interval", "0.2", "--step-users", "2", "--step-seconds", "1.5", "--steps", "2"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(load.LOCUSTFILE),
+        "--headless",
+        "--host",
+        server.base_url,
+        "--csv",
+        str(tmp_path / "ramp"),
+        "--stats-interval",
+        "0.2",
+        "--step-users",
+        "2",
+        "--step-seconds",
+        "1.5",
+        "--steps",
+        "2",
+    ]
     began = time.monotonic()
-    result = subprocess.run(command, env={**__import__("os").environ, "HEALTHZ_SHAPE": "step-ramp"}, capture_output=True, text=True,
-                            timeout=60, cwd=tmp_path)  # fmt: skip
+    result = subprocess.run(
+        command,
+        env={**__import__("os").environ, "HEALTHZ_SHAPE": "step-ramp"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert time.monotonic() - began < 30, "the shape stops the run after its last step"
     users = [s["users"] for s in load.read_history(tmp_path / "ramp", 0.2)]
@@ -98,22 +155,39 @@ def test_step_ramp_shape_from_the_environment(tmp_path, run_gunicorn):
 
 
 def test_stages_are_data():
-    code = ("from step_ramp import stages; print(stages(100, 10, 3))\n"
-            "try:\n    stages(0, 10, 3)\nexcept ValueError as e:\n    print(e)")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=locustfiles.DIRECTORY, timeout=60).stdout
-    assert out.splitlines() == ["[(10, 100), (20, 200), (30, 300)]", "step ramp needs step_users >= 1, step_seconds > 0, steps >= 1; got 0, 10, 3"]
+    code = (
+        "from step_ramp import stages; print(stages(100, 10, 3))\n"
+        "try:\n    stages(0, 10, 3)\nexcept ValueError as e:\n    print(e)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=locustfiles.DIRECTORY, timeout=60
+    ).stdout
+    assert out.splitlines() == [
+        "[(10, 100), (20, 200), (30, 300)]",
+        "step ramp needs step_users >= 1, step_seconds > 0, steps >= 1; got 0, 10, 3",
+    ]
 
 
 def test_read_summary_without_files(tmp_path):
-    assert load.read_summary(tmp_path / "none") == {"requests": 0, "failures": 0, "p50_ms": None, "p95_ms": None, "p99_ms": None,
-                                                   "seconds": None, "failures_by_cause": {}, "by_host": []}  # fmt: skip
+    assert load.read_summary(tmp_path / "none") == {
+        "requests": 0,
+        "failures": 0,
+        "p50_ms": None,
+        "p95_ms": None,
+        "p99_ms": None,
+        "seconds": None,
+        "failures_by_cause": {},
+        "by_host": [],
+    }
     assert load.read_history(tmp_path / "none", 0.2) == [] and load.last_progress(tmp_path / "none") is None
 
 
 def test_client_failures_keep_locust_s_wording(tmp_path):
-    (tmp_path / "x_summary.json").write_text('{"requests": 10, "failures": 4, "failures_by_error": '
-                                             '{"499 pool_timeout": 1, "ConnectionRefusedError(111, \'Connection refused\')": 2, "HTTP 502": 1, '
-                                             '"URL http://198.18.0.5:8000/api/v1/healthz/: 0, original=timed out": 3}}')  # fmt: skip
+    (tmp_path / "x_summary.json").write_text(
+        '{"requests": 10, "failures": 4, "failures_by_error": '
+        '{"499 pool_timeout": 1, "ConnectionRefusedError(111, \'Connection refused\')": 2, "HTTP 502": 1, '
+        '"URL http://198.18.0.5:8000/api/v1/healthz/: 0, original=timed out": 3}}'
+    )
     causes = load.read_summary(tmp_path / "x")["failures_by_cause"]
     assert causes == {"client timeout": 3, "client ConnectionRefusedError": 2, "pool_timeout": 1, "HTTP 502": 1}
 

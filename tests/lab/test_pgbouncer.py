@@ -7,11 +7,10 @@ import os
 
 import psycopg2
 import pytest
+from helpers import sessions, wait_until
 
 from healthz.lab.pgbouncer import Console, PgBouncer, PgBouncerError, login_pattern
 from healthz.lab.probes import LineCounter
-
-from helpers import sessions, wait_until
 
 
 def _count_roles(url: str) -> int:
@@ -25,8 +24,14 @@ def _count_roles(url: str) -> int:
 @pytest.mark.parametrize("pool_mode", ["transaction", "session"])
 def test_twenty_clients_share_a_few_server_connections(postgres, database, pool_mode):
     before = sessions(postgres, database)
-    with PgBouncer(server_host=postgres.host, server_port=postgres.port, password=postgres.password, database=database,
-                   pool_mode=pool_mode, default_pool_size=2) as bouncer:  # fmt: skip
+    with PgBouncer(
+        server_host=postgres.host,
+        server_port=postgres.port,
+        password=postgres.password,
+        database=database,
+        pool_mode=pool_mode,
+        default_pool_size=2,
+    ) as bouncer:
         logins = LineCounter(bouncer.logfile, login_pattern(database))
         over_tcp = LineCounter(bouncer.logfile, login_pattern(database, "127.0.0.1"))
         counts = [_count_roles(bouncer.url if i % 2 else bouncer.unix_url) for i in range(20)]
@@ -43,7 +48,9 @@ def test_twenty_clients_share_a_few_server_connections(postgres, database, pool_
 
 
 def test_a_wrong_password_is_refused_without_echoing_it(postgres, database):
-    with PgBouncer(server_host=postgres.host, server_port=postgres.port, password=postgres.password, database=database) as bouncer:
+    with PgBouncer(
+        server_host=postgres.host, server_port=postgres.port, password=postgres.password, database=database
+    ) as bouncer:
         wrong = bouncer.url.replace(postgres.password, "not-the-password")
         with pytest.raises(psycopg2.OperationalError, match="authentication failed"):
             psycopg2.connect(wrong).close()
@@ -59,6 +66,8 @@ def test_bad_pool_mode_and_missing_program(postgres, monkeypatch):
 
 
 def test_runs_unprivileged_when_root(postgres, database):
-    with PgBouncer(server_host=postgres.host, server_port=postgres.port, password=postgres.password, database=database) as bouncer:
+    with PgBouncer(
+        server_host=postgres.host, server_port=postgres.port, password=postgres.password, database=database
+    ) as bouncer:
         uid = os.stat(f"/proc/{bouncer.process.pid}").st_uid
     assert uid != 0 or os.geteuid() != 0

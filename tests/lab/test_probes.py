@@ -10,10 +10,11 @@ import time
 
 import psycopg2
 import pytest
+from helpers import sessions as sessions_of
+from helpers import wait_until
 
 from healthz.lab import probes
 
-from helpers import sessions as sessions_of, wait_until
 
 def test_tcp_states_sees_a_real_time_wait_socket():
     with socket.socket() as server:
@@ -34,7 +35,9 @@ def test_parse_stat_survives_odd_command_names():
 
 
 def test_cpu_seconds_counts_a_busy_child_and_its_children():
-    script = "import subprocess, sys, time\np = subprocess.Popen([sys.executable, '-c', 'while True: pass'])\ntime.sleep(60)"
+    script = (
+        "import subprocess, sys, time\np = subprocess.Popen([sys.executable, '-c', 'while True: pass'])\ntime.sleep(60)"
+    )
     parent = subprocess.Popen([sys.executable, "-c", script])
     try:
         assert wait_until(lambda: (probes.cpu_seconds(parent.pid) or 0) > 0.5, timeout=15)
@@ -53,7 +56,10 @@ def test_log_counts():
         "healthz 499 error=pool_timeout: QueuePool limit of size 1 overflow 0 reached\n"
         "healthz 499 error=address_unavailable: could not connect to server: Cannot assign requested address\n"
     )
-    assert probes.log_counts(log) == {"address_unavailable_lines": 2, "error_kinds": {"address_unavailable": 2, "pool_timeout": 1}}
+    assert probes.log_counts(log) == {
+        "address_unavailable_lines": 2,
+        "error_kinds": {"address_unavailable": 2, "pool_timeout": 1},
+    }
     assert probes.log_counts("") == {"address_unavailable_lines": 0, "error_kinds": {}}
 
 
@@ -75,7 +81,9 @@ def test_postgres_counters_agree_with_an_independent_read(postgres, database):
 
 def test_sampler_samples_five_times_a_second(postgres, database):
     counters = probes.PostgresCounters(postgres.local_dsn("postgres"), database)
-    sampler = probes.Sampler(counters, db_port=postgres.port, netns_pid=os.getpid, cpu_pids={"self": os.getpid}, interval=0.2)
+    sampler = probes.Sampler(
+        counters, db_port=postgres.port, netns_pid=os.getpid, cpu_pids={"self": os.getpid}, interval=0.2
+    )
     held = psycopg2.connect(postgres.url_for(database))
     try:
         sampler.start()
@@ -118,22 +126,34 @@ def test_worker_restarts_are_workers_booted_beyond_the_first():
 
 
 def test_measured_observation_takes_the_doctors_window_from_the_samples():
-    samples = [{"at": 100.0 + i, "sessions": 10 * i, "backends": 5 + i, "established": 4, "time_wait": 7 * i} for i in range(10)]
-    obs = probes.measured_observation(samples, 102.0, 105.0, port_range=(40000, 40999), max_connections=100, reserved_connections=3)
+    samples = [
+        {"at": 100.0 + i, "sessions": 10 * i, "backends": 5 + i, "established": 4, "time_wait": 7 * i}
+        for i in range(10)
+    ]
+    obs = probes.measured_observation(
+        samples, 102.0, 105.0, port_range=(40000, 40999), max_connections=100, reserved_connections=3
+    )
     # Samples at 102..105: sessions 20 -> 50 over 3 s, backends peak 10, TIME_WAIT 35 at the end.
     assert (obs.opened, obs.window, obs.sessions_opened) == (30, 3.0, 30)
     assert obs.sockets_by_state == {"ESTABLISHED": 4, "TIME_WAIT": 35} and obs.backends_total == 10
     logins = [{**row, "pooler_logins": 100 * i} for i, row in enumerate(samples)]
-    through = probes.measured_observation(logins, 102.0, 105.0, port_range=None, max_connections=100, reserved_connections=3,
-                                          opened_key="pooler_logins")  # fmt: skip
+    through = probes.measured_observation(
+        logins, 102.0, 105.0, port_range=None, max_connections=100, reserved_connections=3, opened_key="pooler_logins"
+    )
     assert (through.opened, through.sessions_opened) == (300, 30)
-    unix = probes.measured_observation(logins, 102.0, 105.0, port_range=None, max_connections=100, reserved_connections=3,
-                                       transport="unix")  # fmt: skip
+    unix = probes.measured_observation(
+        logins, 102.0, 105.0, port_range=None, max_connections=100, reserved_connections=3, transport="unix"
+    )
     assert (unix.opened, unix.sessions_opened, unix.transport) == (None, 30, "unix")
     assert obs.unreachable is None
-    full = probes.measured_observation(samples, 102.0, 105.0, port_range=(40000, 40038), max_connections=100, reserved_connections=3)
+    full = probes.measured_observation(
+        samples, 102.0, 105.0, port_range=(40000, 40038), max_connections=100, reserved_connections=3
+    )
     assert full.unreachable == "the port range was full (39 sockets of 39 ports)"  # 4 ESTABLISHED + 35 TIME_WAIT
-    assert probes.measured_observation(samples, 102.0, 102.5, port_range=None, max_connections=100, reserved_connections=3) is None
+    assert (
+        probes.measured_observation(samples, 102.0, 102.5, port_range=None, max_connections=100, reserved_connections=3)
+        is None
+    )
 
 
 def test_doctor_probe_runs_the_real_command(postgres, database_url, tmp_path):

@@ -14,16 +14,17 @@ import sys
 import time
 
 import pytest
+from helpers import settled_sessions, wait_until
 
 from healthz.lab import probes, report
 from healthz.lab.runner import Lab, LabConfig, LabError, Progress
 from healthz.lab.scenarios import DEFAULTS, select
-from healthz.plan import Deployment, plan
 from healthz.lab.topology import lab_namespaces
+from healthz.plan import Deployment, plan
 
-from helpers import settled_sessions, wait_until
-
-needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="the netns topology needs root and iproute2")
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None, reason="the netns topology needs root and iproute2"
+)
 #: Sessions the lab itself opens on a --database-url database: the reachability check, the check
 #: for table role, and the probe's connection.
 LAB_OWN_SESSIONS = 3
@@ -37,9 +38,13 @@ def _writes(postgres, database):
     """Rows inserted, updated and deleted in ``database``'s own tables as PostgreSQL counts them (not
     its catalogs, which autovacuum's ANALYZE writes to), and its tables."""
     with postgres.connect(database) as conn, conn.cursor() as cur:
-        cur.execute("SELECT coalesce(sum(n_tup_ins), 0), coalesce(sum(n_tup_upd), 0), coalesce(sum(n_tup_del), 0) FROM pg_stat_user_tables")
+        cur.execute(
+            "SELECT coalesce(sum(n_tup_ins), 0), coalesce(sum(n_tup_upd), 0), coalesce(sum(n_tup_del), 0) FROM pg_stat_user_tables"
+        )
         counts = cur.fetchone()
-        cur.execute("SELECT array_agg(relname ORDER BY relname) FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace")
+        cur.execute(
+            "SELECT array_agg(relname ORDER BY relname) FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
+        )
         return counts, cur.fetchone()[0]
 
 
@@ -49,8 +54,12 @@ def test_a_small_run_agrees_with_postgres(tmp_path, postgres, database):
     before = settled_sessions(postgres, database)
     config = LabConfig(
         scenarios=select(["eventlet-nullpool:workers=1", "eventlet-queuepool-sized:workers=1,pool_size=2"]),
-        concurrency=[5], duration=3, topology="loopback", database_url=url, output=tmp_path / "out",
-    )  # fmt: skip
+        concurrency=[5],
+        duration=3,
+        topology="loopback",
+        database_url=url,
+        output=tmp_path / "out",
+    )
     nullpool, pooled = Lab(config, Progress(io.StringIO())).run()
     opened = settled_sessions(postgres, database) - before
     assert _writes(postgres, database) == writes_before, "the lab wrote to a --database-url database without --seed"
@@ -76,7 +85,14 @@ def test_a_small_run_agrees_with_postgres(tmp_path, postgres, database):
     assert "eventlet-nullpool:workers=1" in paths["markdown"].read_text()
     for run in data["results"]:
         folder = out / run["run_dir"]
-        for name in ("locust_stats.csv", "locust_stats_history.csv", "locust.html", "gunicorn.log", "commands.txt", "gunicorn-config.txt"):
+        for name in (
+            "locust_stats.csv",
+            "locust_stats_history.csv",
+            "locust.html",
+            "gunicorn.log",
+            "commands.txt",
+            "gunicorn-config.txt",
+        ):
             assert (folder / name).exists(), name
         assert "worker_class" in (folder / "gunicorn-config.txt").read_text()
     assert postgres.password not in _all_text(out)
@@ -84,7 +100,9 @@ def test_a_small_run_agrees_with_postgres(tmp_path, postgres, database):
 
 def test_an_unreachable_database_is_refused_before_anything_starts(tmp_path, postgres):
     url = f"postgresql://healthz:{postgres.password}@127.0.0.1:1/healthz"
-    config = LabConfig(scenarios=select(["eventlet-nullpool"]), concurrency=[5], duration=1, database_url=url, output=tmp_path / "out")
+    config = LabConfig(
+        scenarios=select(["eventlet-nullpool"]), concurrency=[5], duration=1, database_url=url, output=tmp_path / "out"
+    )
     with pytest.raises(LabError) as info:
         Lab(config, Progress(io.StringIO())).run()
     assert "is not reachable" in str(info.value) and postgres.password not in str(info.value)
@@ -94,7 +112,13 @@ def test_an_unreachable_database_is_refused_before_anything_starts(tmp_path, pos
 def test_a_database_without_role_needs_seed(tmp_path, postgres):
     url = postgres.create_database("unseeded")
     try:
-        config = LabConfig(scenarios=select(["eventlet-nullpool"]), concurrency=[5], duration=1, database_url=url, output=tmp_path / "o")
+        config = LabConfig(
+            scenarios=select(["eventlet-nullpool"]),
+            concurrency=[5],
+            duration=1,
+            database_url=url,
+            output=tmp_path / "o",
+        )
         with pytest.raises(LabError, match="has no table role: pass --seed"):
             Lab(config, Progress(io.StringIO())).run()
     finally:
@@ -104,9 +128,14 @@ def test_a_database_without_role_needs_seed(tmp_path, postgres):
 @needs_root
 def test_netns_reproduces_the_report_and_a_sized_pool_does_not_fail(tmp_path):
     config = LabConfig(
-        scenarios=select(["eventlet-nullpool", "eventlet-queuepool-sized"]), concurrency=[100], duration=6,
-        topology="netns", ports=300, max_connections=400, output=tmp_path / "out",
-    )  # fmt: skip
+        scenarios=select(["eventlet-nullpool", "eventlet-queuepool-sized"]),
+        concurrency=[100],
+        duration=6,
+        topology="netns",
+        ports=300,
+        max_connections=400,
+        output=tmp_path / "out",
+    )
     nullpool, sized = Lab(config, Progress(io.StringIO())).run()
     assert nullpool["failures_by_cause"].get("address_unavailable", 0) > 0, nullpool["failures_by_cause"]
     assert nullpool["address_unavailable"] > 0, "the service logged libpq's 'Cannot assign requested address'"
@@ -116,10 +145,15 @@ def test_netns_reproduces_the_report_and_a_sized_pool_does_not_fail(tmp_path):
     assert sized["sessions_opened"] <= 20 + 1 and sized["time_wait_peak"] <= 1
     assert not [ns for ns in lab_namespaces() if f"-{os.getpid()}-" in ns]
     # The planner's predictions for this deployment, against what was measured.
-    predicted = plan(Deployment(hosts=1, workers=2, worker_class="eventlet", max_connections=400, pool_size=10,
-                                port_range=(40000, 40299)))  # fmt: skip
+    predicted = plan(
+        Deployment(
+            hosts=1, workers=2, worker_class="eventlet", max_connections=400, pool_size=10, port_range=(40000, 40299)
+        )
+    )
     assert nullpool["sessions_per_second"] > predicted.exhaustion_rate  # 300 ports / 60 s = 5 connections/s
-    assert predicted.total_connections == 20 and sized["backends_peak"] <= predicted.total_connections + 1  # + the doctor
+    assert (
+        predicted.total_connections == 20 and sized["backends_peak"] <= predicted.total_connections + 1
+    )  # + the doctor
     # The doctor, run in the app namespace during the load, says what the measurement says.
     assert nullpool["doctor"]["status"] == "connection churn" and nullpool["doctor"]["exit"] == 1, nullpool["doctor"]
     assert nullpool["doctor"]["seconds_to_exhaustion"] is not None
@@ -131,7 +165,9 @@ def test_netns_reproduces_the_report_and_a_sized_pool_does_not_fail(tmp_path):
 @pytest.mark.timeout(600)
 def test_the_doctor_agrees_with_the_measurement_on_every_default_scenario(tmp_path):
     # 8 s: the doctor starts 2 s in, once PgBouncer has opened its server connections.
-    config = LabConfig(scenarios=select([]), concurrency=[100], duration=8, topology="netns", ports=1000, output=tmp_path / "out")
+    config = LabConfig(
+        scenarios=select([]), concurrency=[100], duration=8, topology="netns", ports=1000, output=tmp_path / "out"
+    )
     results = Lab(config, Progress(io.StringIO())).run()
     assert [r["scenario"] for r in results] == list(DEFAULTS)
     said = {r["scenario"]: (r["doctor"]["status"], r["doctor"]["measured_status"]) for r in results}
@@ -142,15 +178,25 @@ def test_the_doctor_agrees_with_the_measurement_on_every_default_scenario(tmp_pa
     assert said["eventlet-nullpool-pgbouncer-db"][0] == "connection churn"  # PgBouncer across the network: still churn
     assert said["eventlet-queuepool-pgbouncer"][0] == "healthy"
     runs = len(DEFAULTS)
-    assert f"agreed with the measurement in {runs} of {runs} runs" in report.verdict_table({"meta": {}, "results": results})
+    assert f"agreed with the measurement in {runs} of {runs} runs" in report.verdict_table(
+        {"meta": {}, "results": results}
+    )
 
 
 @needs_root
 def test_three_hosts_pass_max_connections_without_pgbouncer_and_stay_under_it_with_it(tmp_path):
     # 50 - 3 reserved = 47 available. In-process pools: 3 hosts x 2 workers x 10 = 60, over.
     # PgBouncer on each host: 3 x default_pool_size 10 = 30 server connections, under.
-    config = LabConfig(scenarios=select(["eventlet-queuepool-sized", "eventlet-queuepool-pgbouncer"]), concurrency=[150], duration=6,
-                       topology="netns", hosts=3, ports=1000, max_connections=50, output=tmp_path / "out")  # fmt: skip
+    config = LabConfig(
+        scenarios=select(["eventlet-queuepool-sized", "eventlet-queuepool-pgbouncer"]),
+        concurrency=[150],
+        duration=6,
+        topology="netns",
+        hosts=3,
+        ports=1000,
+        max_connections=50,
+        output=tmp_path / "out",
+    )
     lab = Lab(config, Progress(io.StringIO()))
     sized, bounced = lab.run()
     for run in (sized, bounced):
@@ -186,14 +232,33 @@ def _descendants(pid: int) -> set[int]:
 
 @pytest.mark.parametrize(
     "topology, signum",
-    [pytest.param("netns", signal.SIGINT, marks=needs_root, id="netns-SIGINT"),
-     pytest.param("netns", signal.SIGTERM, marks=needs_root, id="netns-SIGTERM"),
-     pytest.param("loopback", signal.SIGTERM, id="loopback-SIGTERM")],
-)  # fmt: skip
+    [
+        pytest.param("netns", signal.SIGINT, marks=needs_root, id="netns-SIGINT"),
+        pytest.param("netns", signal.SIGTERM, marks=needs_root, id="netns-SIGTERM"),
+        pytest.param("loopback", signal.SIGTERM, id="loopback-SIGTERM"),
+    ],
+)
 def test_an_interrupted_run_leaves_no_namespace_and_no_process(tmp_path, topology, signum):
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "healthz", "lab", "run", "--topology", topology, "-s", "eventlet-nullpool",
-               "-c", "50", "-d", "60", "--max-connections", "200", "-o", str(out)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "healthz",
+        "lab",
+        "run",
+        "--topology",
+        topology,
+        "-s",
+        "eventlet-nullpool",
+        "-c",
+        "50",
+        "-d",
+        "60",
+        "--max-connections",
+        "200",
+        "-o",
+        str(out),
+    ]
     lab = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert wait_until(lambda: list(out.glob("runs/*/locust_stats_history.csv")), timeout=60), "locust never started"

@@ -6,8 +6,15 @@ import pytest
 
 from healthz.lab.scenarios import DEFAULTS, Scenario, ScenarioError, load_file, parse_concurrency, parse_spec, select
 
-REQUIRED = ("eventlet-nullpool", "eventlet-singleton", "eventlet-queuepool-default", "eventlet-queuepool-sized",
-            "gevent-queuepool-sized", "gevent-queuepool-blocking", "gthread-queuepool")  # fmt: skip
+REQUIRED = (
+    "eventlet-nullpool",
+    "eventlet-singleton",
+    "eventlet-queuepool-default",
+    "eventlet-queuepool-sized",
+    "gevent-queuepool-sized",
+    "gevent-queuepool-blocking",
+    "gthread-queuepool",
+)
 
 
 def test_the_issue_s_scenarios_exist_and_stand_for_what_they_say():
@@ -15,7 +22,10 @@ def test_the_issue_s_scenarios_exist_and_stand_for_what_they_say():
     env = {name: DEFAULTS[name].environment("postgresql://u:p@h/db") for name in DEFAULTS}
     assert env["eventlet-nullpool"]["HEALTHZ_POOL_CLASS"] == "NullPool"
     assert env["eventlet-singleton"]["HEALTHZ_POOL_CLASS"] == "SingletonThreadPool"
-    assert (env["eventlet-queuepool-default"]["HEALTHZ_POOL_SIZE"], env["eventlet-queuepool-default"]["HEALTHZ_MAX_OVERFLOW"]) == ("5", "10")
+    assert (
+        env["eventlet-queuepool-default"]["HEALTHZ_POOL_SIZE"],
+        env["eventlet-queuepool-default"]["HEALTHZ_MAX_OVERFLOW"],
+    ) == ("5", "10")
     assert env["eventlet-queuepool-sized"]["HEALTHZ_MAX_OVERFLOW"] == "0"
     assert env["gevent-queuepool-sized"]["HEALTHZ_GREEN_DRIVER"] == "on"
     assert env["gevent-queuepool-blocking"]["HEALTHZ_GREEN_DRIVER"] == "off"
@@ -44,7 +54,9 @@ def test_a_spec_changes_a_known_scenario():
 
 
 def test_a_spec_defines_a_new_scenario():
-    mine = parse_spec("mine:worker_class=gevent,pool_class=QueuePool,pool_size=3,max_overflow=0,green_driver=on", DEFAULTS)
+    mine = parse_spec(
+        "mine:worker_class=gevent,pool_class=QueuePool,pool_size=3,max_overflow=0,green_driver=on", DEFAULTS
+    )
     assert mine.name == "mine" and mine.worker_class == "gevent" and mine.pool_capacity() == 3
     assert mine.environment("postgresql://u:p@h/db")["HEALTHZ_GREEN_DRIVER"] == "on"
 
@@ -76,7 +88,7 @@ def test_toml_file(tmp_path):
     path.write_text(
         '[scenario.big-pool]\nbase = "eventlet-queuepool-sized"\npool_size = 50\ndescription = "more"\n\n'
         '[scenario.gevent-null]\nworker_class = "gevent"\npool_class = "NullPool"\ngreen_driver = "on"\n\n'
-        '[scenario.eventlet-nullpool]\nworkers = 4\n'
+        "[scenario.eventlet-nullpool]\nworkers = 4\n"
     )
     found = load_file(path, DEFAULTS)
     assert list(found) == ["big-pool", "gevent-null", "eventlet-nullpool"]

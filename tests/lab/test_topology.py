@@ -11,7 +11,9 @@ import pytest
 from healthz.lab import topology
 from healthz.lab.topology import Loopback, Netns, TopologyError, lab_namespaces
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="the netns topology needs root and iproute2")
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None, reason="the netns topology needs root and iproute2"
+)
 
 
 def _sh(*command: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import ipaddress
 import time
 from collections.abc import Callable
@@ -33,7 +34,20 @@ OVERRUN_SHARE = 0.9
 CONNECT_RETRY_SECONDS = 3.0
 #: How PostgreSQL words a refusal for want of a connection slot.
 FULL_TEXTS = ("too many clients", "remaining connection slots are reserved")
-HEALTHY, CHURN, OVERRUN = "healthy", "connection churn", "budget overrun"
+HEALTHY = "healthy"
+
+
+class Problem(str, enum.Enum):
+    """What the doctor can find wrong with a host's connections."""
+
+    CHURN = "connection churn"  # connections opened and closed faster than TIME_WAIT gives their ports back
+    OVERRUN = "budget overrun"  # more connections held than the database's slots or the host's ports allow
+
+    def __str__(self) -> str:
+        return self.value
+
+
+CHURN, OVERRUN = Problem.CHURN, Problem.OVERRUN
 
 
 class DoctorError(RuntimeError):
@@ -84,10 +98,10 @@ class Observation:
 
 @dataclasses.dataclass
 class Diagnosis:
-    """``status`` is :data:`HEALTHY` or the problems found, joined by ``, ``; ``findings`` explain
-    them with the figures, ``changes`` are the settings to change."""
+    """``problems`` found (none: healthy), in the order found; ``findings`` explain them with the
+    figures, ``changes`` are the settings to change."""
 
-    status: str
+    problems: tuple[Problem, ...]
     opened_per_second: float
     time_wait_share: float | None
     seconds_to_exhaustion: float | None
@@ -96,7 +110,17 @@ class Diagnosis:
 
     @property
     def healthy(self) -> bool:
-        return self.status == HEALTHY
+        return not self.problems
+
+    @property
+    def status(self) -> str:
+        """:data:`HEALTHY`, or the problems joined by ``, ``, for a person to read."""
+        return ", ".join(p.value for p in self.problems) or HEALTHY
+
+    @classmethod
+    def problems_of(cls, data: dict[str, Any]) -> tuple[Problem, ...]:
+        """The problems of a diagnosis as :func:`to_dict` wrote it."""
+        return tuple(Problem(p) for p in data.get("problems", ()))
 
 
 def diagnose(obs: Observation) -> Diagnosis:
@@ -215,7 +239,7 @@ def diagnose(obs: Observation) -> Diagnosis:
             "healthz plan --hosts H --workers W --max-connections M",
             "or put PgBouncer (pool_mode = transaction) in front of the database, its default_pool_size within the budget",
         ]
-    return Diagnosis(", ".join(dict.fromkeys(problems)) or HEALTHY, rate, share, seconds, findings, changes)
+    return Diagnosis(tuple(dict.fromkeys(problems)), rate, share, seconds, findings, changes)
 
 
 # -- reading a live host ---------------------------------------------------------------------
@@ -445,5 +469,10 @@ def to_dict(obs: Observation, diagnosis: Diagnosis) -> dict[str, Any]:
             "budget": obs.budget,
             "backends_total": obs.backends_total,
         },
-        "diagnosis": {**dataclasses.asdict(diagnosis), "healthy": diagnosis.healthy},
+        "diagnosis": {
+            **dataclasses.asdict(diagnosis),
+            "problems": [p.value for p in diagnosis.problems],
+            "status": diagnosis.status,
+            "healthy": diagnosis.healthy,
+        },
     }

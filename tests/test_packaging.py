@@ -69,7 +69,7 @@ def _pythons() -> list[pytest.param]:
             params.append(
                 pytest.param(
                     None,
-                    marks=pytest.mark.skip(reason=f"only Python {found[0][0]} found: tested as the oldest"),
+                    marks=pytest.mark.skip(reason="only Python {}.{} found: tested as the oldest".format(*found[0][0])),
                     id=label,
                 )
             )

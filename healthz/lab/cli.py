@@ -149,9 +149,12 @@ def lab_config(topology: str, output: Path | None, avoid_netns: str | None = Non
     the choice of topology is said on stderr."""
     from healthz.lab.runner import LabConfig, default_output
 
-    topology_name, note = resolve_topology(topology)
-    if topology_name == "netns" and avoid_netns and topology == "auto":
+    if avoid_netns and topology == "auto":  # the reason holds whether or not this host could run netns
         topology_name, note = "loopback", f"topology auto: loopback, because {avoid_netns}"
+    elif avoid_netns and topology == "netns":  # LabConfig refuses the pair before root is even asked for
+        topology_name, note = "netns", None
+    else:
+        topology_name, note = resolve_topology(topology)
     config = LabConfig(
         topology=topology_name,
         output=output or default_output(),

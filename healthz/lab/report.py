@@ -2,8 +2,9 @@
 ``report.md``, a self-contained ``report.html`` (plots inlined), ``results.csv`` with one row per
 run, and PNG plots against concurrency, one line per scenario.
 
-The verdict is computed from the figures: per scenario, whether the failure occurred and why, in
-numbers; then the answer to the report's question and settings recommended for the measured load.
+The verdict is judged by :mod:`healthz.lab.verdict` from the figures; this module only renders it:
+per scenario, whether the failure occurred and why, in numbers; then the answer to the report's
+question and settings recommended for the measured load.
 """
 
 from __future__ import annotations
@@ -13,19 +14,15 @@ import csv
 import html
 import json
 import math
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from healthz.lab import require_extra
+from healthz.lab import require_extra, verdict
+from healthz.lab.figures import DatabaseLimits
+from healthz.plan import TIME_WAIT_SECONDS
 
 require_extra()
 
-#: A scenario "failed" when more than this share of its requests failed at some step.
-FAILURE_THRESHOLD = 0.001
-#: ... or when no request completed for this many seconds while clients waited (a stuck worker).
-STALL_THRESHOLD = 2.0
-TIME_WAIT_SECONDS = 60
 PLOTS = (
     ("rps", "requests/s", "requests_per_second.png"),
     ("p99_ms", "p99 latency (ms)", "p99_latency.png"),
@@ -100,53 +97,33 @@ def _causes(causes: dict[str, int], requests: int, limit: int = 3) -> str:
     return ", ".join(parts)
 
 
-# -- verdict ---------------------------------------------------------------------------------
-def _measured(runs: Iterable[dict]) -> list[dict]:
-    return [r for r in runs if not r.get("error")]
-
-
-def scenario_verdict(runs: list[dict], meta: dict) -> dict[str, Any]:
-    """Whether the failure occurred for one scenario's runs, the worst run, and why, in numbers.
-    Returns ``failed`` (bool or None when nothing was measured), ``cause`` and ``text``."""
-    measured = _measured(runs)
-    if not measured:
-        return {"failed": None, "cause": "not measured", "text": "not measured: " + (runs[0].get("error") or "no runs")}
-    worst = max(measured, key=lambda r: (r["error_rate"] or 0, r["concurrency"]))
-    stalled = max(measured, key=lambda r: r.get("stalled_seconds") or 0)
-    if (stalled.get("stalled_seconds") or 0) >= STALL_THRESHOLD and (worst["error_rate"] or 0) <= FAILURE_THRESHOLD:
-        worst = stalled
-    failed = (
-        (worst["error_rate"] or 0) > FAILURE_THRESHOLD
-        or worst.get("worker_timeouts", 0) > 0
-        or (worst.get("stalled_seconds") or 0) >= STALL_THRESHOLD
-    )
-    cause = next(iter(worst["failures_by_cause"]), None) if failed else None
-    if failed and cause is None:
-        cause = "stopped answering" if (worst.get("stalled_seconds") or 0) >= STALL_THRESHOLD else "worker timeouts"
-    max_connections = meta.get("postgres", {}).get("max_connections")
+# -- the verdict, rendered -------------------------------------------------------------------
+def _facts(v: verdict.Verdict, limits: DatabaseLimits | None) -> list[str]:
+    """The worst run's figures, one clause each."""
+    worst = v.worst
     facts = [
         f"at {worst['concurrency']:,} clients ({worst['connection']}) opened {_n(worst['sessions_opened'])} sessions for "
         f"{_n(worst['requests'])} requests in {_n(worst['seconds'], 0)} s ({_n(worst['sessions_per_second'])}/s, "
         f"{_n(worst['sessions_per_request'], 3)} per request, {_n(worst.get('sessions_per_success'), 3)} per successful one)"
     ]
     if worst.get("time_wait_peak") is not None and worst.get("by_host"):
-        busiest = max((h.get("time_wait_peak") or 0) for h in worst["by_host"])
         of = f" of {worst['ports']:,} ports each" if worst.get("ports") else ""
         facts.append(
-            f"TIME_WAIT peaked at {worst['time_wait_peak']:,} across {len(worst['by_host'])} hosts ({busiest:,} on the busiest{of})"
+            f"TIME_WAIT peaked at {worst['time_wait_peak']:,} across {len(worst['by_host'])} hosts "
+            f"({verdict.busiest_time_wait(worst):,} on the busiest{of})"
         )
     elif worst.get("time_wait_peak") is not None:
         of = f" of {worst['ports']:,} ports" if worst.get("ports") else ""
         facts.append(f"TIME_WAIT peaked at {worst['time_wait_peak']:,}{of}")
     if worst.get("backends_peak") is not None:
-        limit = f" of max_connections {max_connections:,}" if max_connections else ""
+        limit = f" of max_connections {limits.max_connections:,}" if limits else ""
         facts.append(f"backends peaked at {worst['backends_peak']:,}{limit}")
-    if failed:
+    if v.outcome is verdict.Outcome.FAILED:
         if worst["failures"]:
             facts.append(
                 f"{_pct(worst['error_rate'])} of requests failed: {_causes(worst['failures_by_cause'], worst['requests'])}"
             )
-        if (worst.get("stalled_seconds") or 0) >= STALL_THRESHOLD:
+        if verdict.stalled(worst):
             facts.append(
                 f"the service stopped answering: no request completed for {worst['stalled_seconds']:.1f} s while "
                 f"{worst['concurrency']:,} clients waited ({_n(worst['rps'])} requests/s over the run)"
@@ -155,140 +132,56 @@ def scenario_verdict(runs: list[dict], meta: dict) -> dict[str, Any]:
             facts.append(f"gunicorn killed {worst['worker_timeouts']} stuck worker(s) (WORKER TIMEOUT)")
     else:
         facts.append(f"no failed requests, {_n(worst['rps'])} requests/s, p99 {_n(worst['p99_ms'])} ms")
-    risky = [r for r in measured if r.get("ports") and (ports_needed(port_churn_per_host(r)) or 0) > r["ports"]]
-    at_risk = not failed and bool(risky)
-    if at_risk:
-        r = max(risky, key=port_churn_per_host)
-        what = "connections to PgBouncer" if (r.get("pgbouncer") or {}).get("placement") == "db" else "sessions"
-        per_host = " per application host" if r.get("hosts", 1) > 1 else ""
-        facts.append(
-            f"but at {r['concurrency']:,} clients it opened {_n(port_churn_per_host(r))} {what}/s{per_host}, which keep "
-            f"{_n(ports_needed(port_churn_per_host(r)))} client ports in TIME_WAIT when sustained, more than the "
-            f"{r['ports']:,} in range: a longer run exhausts them"
-        )
-    notes = pooling_notes(measured, meta)
-    text = ("FAILED: " if failed else "AT RISK: " if at_risk else "held: ") + "; ".join(facts) + "."
-    if notes:
-        text += " " + " ".join(notes)
-    return {"failed": failed, "at_risk": at_risk, "cause": cause, "text": text, "worst": worst, "notes": notes}
+    risk = v.first(verdict.PortsAtRisk)
+    if risk:
+        facts.append(risk.sentence())
+    return facts
 
 
-def outcome(verdict: dict) -> str:
-    """FAILED, at risk (held only because the run was short), held, or not measured."""
-    if verdict["failed"] is None:
-        return "not measured"
-    return "FAILED" if verdict["failed"] else "at risk" if verdict.get("at_risk") else "held"
-
-
-def pooling_notes(measured: list[dict], meta: dict) -> list[str]:
-    """Where pooling alone is not enough, from a scenario's runs: overflow churn, a pool smaller
-    than the concurrency (pool timeouts), and workers x pool over ``max_connections``."""
-    notes: list[str] = []
-    sample = measured[0]
-    capacity, hosts = sample.get("pool_capacity"), sample.get("hosts", 1) or 1
-    workers = sample["workers"] * hosts  # every worker process of every application host
-    in_process = not sample.get("pgbouncer")  # through PgBouncer, PostgreSQL's sessions are PgBouncer's
-    churn = [
-        r
-        for r in measured
-        if capacity
-        and in_process
-        and r["sessions_opened"] > 2 * workers * capacity
-        and not r["failures_by_cause"].get("too_many_clients")
-    ]  # refused connections are retried, not churned
-    if churn:
-        r = max(churn, key=lambda r: r["sessions_per_second"] or 0)
-        who = f"{hosts} hosts x {sample['workers']} workers" if hosts > 1 else f"{workers} workers"
-        note = (
-            f"Overflow churn: {r['sessions_opened']:,} sessions opened at {r['concurrency']:,} clients although "
-            f"{who} x pool of {capacity} hold at most {workers * capacity}: connections beyond pool_size "
-            f"are closed on check-in and reopened on the next burst. Sustained, {_n(port_churn_per_host(r))} sessions/s "
-            f"{'per host ' if hosts > 1 else ''}keep {_n(ports_needed(port_churn_per_host(r)))} client ports in TIME_WAIT"
-        )
-        if r.get("ports"):
-            note += f" (peak here {_n(r.get('time_wait_peak'))} of {r['ports']:,} ports in range)"
-        notes.append(note + ".")
-    timeouts = [r for r in measured if r.get("pool_timeouts")]
-    if timeouts:
-        r = max(timeouts, key=lambda r: r["pool_timeouts"])
-        notes.append(
-            f"Pool smaller than the load: {r['pool_timeouts']:,} requests waited longer than pool_timeout at {r['concurrency']:,} clients."
-        )
-    pg = meta.get("postgres", {})
-    budget = (pg.get("max_connections") or 0) - (pg.get("superuser_reserved_connections") or 0)
-    if capacity and in_process and budget and workers * capacity > budget:
-        who = f"{hosts} hosts x {sample['workers']} workers" if hosts > 1 else f"{workers} workers"
-        notes.append(
-            f"Budget: {who} x {capacity} connections = {workers * capacity:,} exceeds max_connections minus reserved ({budget:,})."
-        )
-    too_many = [r for r in measured if r["failures_by_cause"].get("too_many_clients")]
-    if too_many:
-        r = too_many[0]
-        notes.append(
-            f"max_connections reached: {r['failures_by_cause']['too_many_clients']:,} too_many_clients at {r['concurrency']:,} clients."
-        )
-    return notes
-
-
-def port_churn_per_host(run: dict) -> float | None:
-    """New TCP connections per second that one application host opened across the network, each
-    leaving a port in TIME_WAIT that loopback's reuse does not give back: to PgBouncer on the
-    database host (its logged logins), else to PostgreSQL (sessions; PgBouncer on the app host
-    keeps its own few), shared evenly by the hosts."""
-    bouncer, seconds, hosts = run.get("pgbouncer") or {}, run.get("seconds"), run.get("hosts", 1) or 1
-    if bouncer.get("placement") == "db":
-        return bouncer["logins"] / seconds / hosts if bouncer.get("logins") is not None and seconds else None
-    rate = run.get("sessions_per_second")
-    return None if rate is None else rate / hosts
-
-
-def ports_needed(sessions_per_second: float | None) -> int | None:
-    """Client ports a sustained rate of new connections keeps in TIME_WAIT: rate x 60 s."""
-    return None if sessions_per_second is None else round(sessions_per_second * TIME_WAIT_SECONDS)
+def in_numbers(v: verdict.Verdict, limits: DatabaseLimits | None) -> str:
+    """The verdict's figures and findings in sentences: the Verdict table's last column."""
+    if v.outcome is verdict.Outcome.NOT_MEASURED:
+        return v.error or "no runs"
+    notes = [f.sentence() for f in v.findings if not isinstance(f, verdict.PortsAtRisk)]
+    return "; ".join(_facts(v, limits)) + "." + ("".join(" " + n for n in notes))
 
 
 def exhaustion_reason(run: dict) -> str:
-    """Why a run ran out of client ports, from its figures: churn (closed connections waiting in
-    TIME_WAIT) or connections held open (more at once than the range has ports)."""
+    """Why a run ran out of client ports, in numbers (:func:`verdict.exhaustion`)."""
     ports = f" of {run['ports']:,} ports" if run.get("ports") else ""
-    time_wait, established = run.get("time_wait_peak") or 0, run.get("established_peak") or 0
-    if time_wait >= established / 2 and (run.get("sessions_per_success") or 0) >= 0.5:
+    if verdict.exhaustion(run) is verdict.Exhaustion.CHURN:
         return (
             f"a new database connection per request, {_n(run['sessions_per_second'])} sessions/s; each closed one holds "
             f"its client port in TIME_WAIT for {TIME_WAIT_SECONDS} s, so that rate needs "
-            f"{_n(ports_needed(run['sessions_per_second']))} ports: TIME_WAIT peaked at {_n(time_wait)}{ports}"
+            f"{_n(verdict.ports_needed(run['sessions_per_second']))} ports: TIME_WAIT peaked at "
+            f"{_n(run.get('time_wait_peak') or 0)}{ports}"
         )
-    return f"database connections held open: {_n(established)} toward PostgreSQL at once{ports} for {run['concurrency']:,} clients"
+    return (
+        f"database connections held open: {_n(run.get('established_peak') or 0)} toward PostgreSQL at once{ports} "
+        f"for {run['concurrency']:,} clients"
+    )
 
 
-def _is_bounded_pool(run: dict) -> bool:
-    return bool(run.get("pool_capacity")) and "max_overflow=0" in run.get("summary", "")
-
-
-def answer(verdicts: dict[str, dict], results: list[dict], meta: dict) -> list[str]:
-    """The plain answer to "does connection pooling alone fix it?", as paragraphs built from the
-    figures; and the settings recommended for the measured load."""
-    by_scenario = {name: _measured(r for r in results if r["scenario"] == name) for name in verdicts}
-    failed = [n for n, v in verdicts.items() if v["failed"]]
-    held = [n for n, v in verdicts.items() if v["failed"] is False and not v.get("at_risk")]
-    exhausted = [n for n in failed if verdicts[n]["cause"] == "address_unavailable"]
-    bounded_held = [n for n in held if by_scenario[n] and _is_bounded_pool(by_scenario[n][0])]
-    churners = [n for n in verdicts if any(note.startswith("Overflow churn") for note in verdicts[n].get("notes", []))]
-    topology = meta.get("topology", {})
+def answer_paragraphs(
+    verdicts: dict[str, verdict.Verdict], results: list[dict], meta: dict, limits: DatabaseLimits | None
+) -> list[str]:
+    """The plain answer to "does connection pooling alone fix it?" (:func:`verdict.answer`), as
+    paragraphs built from the figures; and the settings recommended for the measured load."""
+    said = verdict.answer(verdicts, results, faithful=meta.get("topology", {}).get("faithful", True) is not False)
+    by_scenario = {name: verdict.measured(r for r in results if r["scenario"] == name) for name in verdicts}
     out: list[str] = []
-    if exhausted:
+    if said.exhausted:
         parts = [
-            f"{n} ({_pct(verdicts[n]['worst']['error_rate'])} failed; {exhaustion_reason(verdicts[n]['worst'])})"
-            for n in exhausted
+            f"{n} ({_pct(verdicts[n].worst['error_rate'])} failed; {exhaustion_reason(verdicts[n].worst)})"
+            for n in said.exhausted
         ]
         out.append(
             "The reported failure (`Cannot assign requested address`, address_unavailable) occurred in: "
             + "; ".join(parts)
             + "."
         )
-    elif topology.get("faithful") is False:
-        unpooled = [n for n in verdicts if by_scenario[n] and by_scenario[n][0].get("pool_capacity") is None]
-        rates = [f"{n} {_n(max(r['sessions_per_second'] or 0 for r in by_scenario[n]))}/s" for n in unpooled]
+    elif not said.faithful:
+        rates = [f"{n} {_n(max(r['sessions_per_second'] or 0 for r in by_scenario[n]))}/s" for n in said.unpooled]
         out.append(
             "No address_unavailable here: this run used the loopback topology, where Linux reuses TIME_WAIT ports, "
             "so exhaustion cannot show. The churn that causes it on a real network is measured all the same: "
@@ -296,9 +189,9 @@ def answer(verdicts: dict[str, dict], results: list[dict], meta: dict) -> list[s
             + f" new connections, against a budget of "
             f"(ports in range) / {TIME_WAIT_SECONDS} s per client host. Rerun with --topology netns (root) to see the failure."
         )
-    if bounded_held:
+    if said.bounded_held:
         figures = []
-        for n in bounded_held:
+        for n in said.bounded_held:
             top = max(by_scenario[n], key=lambda r: r["concurrency"])
             figures.append(
                 f"{n} ({_n(top['sessions_opened'])} sessions for {_n(top['requests'])} requests at {top['concurrency']:,} clients, "
@@ -308,54 +201,38 @@ def answer(verdicts: dict[str, dict], results: list[dict], meta: dict) -> list[s
             "**Does connection pooling alone fix it? Yes, when the pool is bounded:** a QueuePool with max_overflow=0 opened "
             "its connections once and reused them, with no failed request: " + "; ".join(figures) + "."
         )
-    if churners:
+    if said.churned:
         out.append(
             "**Not with overflow:** "
-            + " ".join(verdicts[n]["notes"][0] for n in churners if verdicts[n].get("notes"))
+            + " ".join(verdicts[n].first(verdict.OverflowChurn).sentence() for n in said.churned)
             + " Overflow turns every burst into new connections, which is the churn that exhausts ports; set max_overflow=0 "
             "and size pool_size instead."
         )
-    other_failed = [n for n in failed if n not in exhausted]
-    if other_failed:
+    if said.other_failures:
         out.append(
-            "**Also failed, for other reasons:** " + " ".join(f"{n}: {verdicts[n]['text']}" for n in other_failed)
+            "**Also failed, for other reasons:** "
+            + " ".join(f"{n}: FAILED: {in_numbers(verdicts[n], limits)}" for n in said.other_failures)
         )
-    rec = recommend(by_scenario, verdicts, meta)
-    if rec:
-        out.append(rec)
+    if said.recommended:
+        out.append(recommendation(said.recommended, by_scenario[said.recommended], limits))
     return out
 
 
-def recommend(by_scenario: dict[str, list[dict]], verdicts: dict[str, dict], meta: dict) -> str | None:
-    """Settings for the measured load: the fastest bounded pool that held at the highest step."""
-    candidates = []
-    for name, runs in by_scenario.items():
-        if (
-            verdicts[name]["failed"] is False
-            and not verdicts[name].get("at_risk")
-            and runs
-            and _is_bounded_pool(runs[0])
-        ):
-            top = max(runs, key=lambda r: r["concurrency"])
-            candidates.append((top["rps"] or 0, name, top))
-    if not candidates:
-        return None
-    _, name, top = max(candidates)
-    pg = meta.get("postgres", {})
-    budget = (pg.get("max_connections") or 0) - (pg.get("superuser_reserved_connections") or 0)
+def recommendation(name: str, runs: list[dict], limits: DatabaseLimits | None) -> str:
+    """Settings for the measured load: those of ``name``, the recommended scenario, at its highest step."""
+    top = max(runs, key=lambda r: r["concurrency"])
     bouncer, ran_on = top.get("pgbouncer"), top.get("hosts", 1) or 1
-    if bouncer and bouncer["placement"] != "db":
-        per_host = bouncer["default_pool_size"]
+    need = verdict.connection_need(top)
+    if need.how == "pgbouncer-per-host":
+        per_host = need.per_instance
         what = f"PgBouncer's default_pool_size {per_host} = {per_host} server connections per application host"
-    elif bouncer:
+    elif need.how == "pgbouncer-on-db":
         per_host = 0  # one PgBouncer for every host: its pool does not grow with them
-        what = f"PgBouncer's default_pool_size {bouncer['default_pool_size']} server connections for every application host"
+        what = f"PgBouncer's default_pool_size {need.per_instance} server connections for every application host"
     else:
-        per_host = top["workers"] * top["pool_capacity"]
-        what = (
-            f"{top['workers']} workers x pool_size {top['pool_capacity']} = {per_host} connections per application host"
-        )
-    hosts = budget // per_host if budget and per_host else None
+        per_host = top["workers"] * need.per_instance
+        what = f"{top['workers']} workers x pool_size {need.per_instance} = {per_host} connections per application host"
+    hosts = limits.available // per_host if limits and limits.available and per_host else None
     text = (
         f"**Recommended for this load** ({top['concurrency']:,} concurrent clients"
         f"{f' over {ran_on} application hosts' if ran_on > 1 else ''}): the settings of {name}: {top['summary']}. "
@@ -364,7 +241,7 @@ def recommend(by_scenario: dict[str, list[dict]], verdicts: dict[str, dict], met
     if hosts:
         beyond = "" if bouncer else "; beyond that, put PgBouncer between the hosts and PostgreSQL"
         text += (
-            f" With max_connections {pg['max_connections']:,} ({pg['superuser_reserved_connections']} reserved), up to {hosts:,} such hosts "
+            f" With max_connections {limits.max_connections:,} ({limits.reserved} reserved), up to {hosts:,} such hosts "
             f"fit{beyond}."
         )
     if top.get("p99_ms"):
@@ -497,48 +374,44 @@ BUDGET_COLUMNS = (
 )
 
 
-def connection_need(run: dict, meta: dict) -> tuple[str, int | None, int | None]:
-    """``(how it is counted, connections needed, hosts that fit)`` for ``run``; None where the
-    need has no bound (a pool that opens one connection per request in flight)."""
+def budget_cells(run: dict, limits: DatabaseLimits | None) -> tuple[str, int | None, int | None]:
+    """``(how it is counted, connections needed, hosts that fit)`` for ``run``
+    (:func:`verdict.connection_need`); None where the need has no bound (a pool that opens one
+    connection per request in flight) or any number of hosts fits."""
     from healthz.plan import Deployment, plan
 
-    pg = meta.get("postgres", {})
-    available = pg.get("max_connections", 0) - pg.get("superuser_reserved_connections", 0)
-    hosts, workers, bouncer = run.get("hosts", 1), run["workers"], run.get("pgbouncer")
-    if bouncer:
-        size = bouncer["default_pool_size"]
-        if bouncer["placement"] == "db":
-            return f"PgBouncer on the database host: {size}", size, None
-        return f"PgBouncer per host: {hosts} x {size}", hosts * size, available // size if available > 0 else 0
-    capacity = run.get("pool_capacity")
-    if not capacity:
+    need, available = verdict.connection_need(run), limits.available if limits else 0
+    size = need.per_instance
+    if need.how == "pgbouncer-on-db":
+        return f"PgBouncer on the database host: {size}", need.needed, None
+    if need.how == "pgbouncer-per-host":
+        return f"PgBouncer per host: {need.hosts} x {size}", need.needed, available // size
+    if need.how == "unbounded":
         return f"one per request in flight, up to {run['concurrency']:,}", None, None
+    how = f"{need.hosts} x {need.workers} workers x {size}"
     if available < 1:
-        return f"{hosts} x {workers} workers x {capacity}", hosts * workers * capacity, 0
+        return how, need.needed, 0
     planned = plan(
         Deployment(
-            hosts=hosts,
-            workers=workers,
+            hosts=need.hosts,
+            workers=need.workers,
             worker_class=run["worker_class"],
-            max_connections=pg["max_connections"],
-            reserved_connections=pg.get("superuser_reserved_connections", 0),
-            pool_size=capacity,
+            max_connections=limits.max_connections,
+            reserved_connections=limits.reserved,
+            pool_size=size,
         )
     )
-    return f"{hosts} x {workers} workers x {capacity}", hosts * workers * capacity, planned.max_hosts
+    return how, need.needed, planned.max_hosts
 
 
-def budget_rows(results: list[dict], meta: dict) -> list[list[str]]:
+def budget_rows(results: list[dict], limits: DatabaseLimits | None) -> list[list[str]]:
     """The connection budget of each run, when any run had several hosts or PgBouncer."""
     if not any(r.get("hosts", 1) > 1 or r.get("pgbouncer") for r in results):
         return []
-    pg = meta.get("postgres", {})
-    available = pg.get("max_connections", 0) - pg.get("superuser_reserved_connections", 0)
+    available = limits.available if limits else 0
     rows = []
-    for r in results:
-        if r.get("error"):
-            continue
-        how, needed, fit = connection_need(r, meta)
+    for r in verdict.measured(results):
+        how, needed, fit = budget_cells(r, limits)
         fits = "-" if needed is None else ("yes" if needed <= available else f"no: {needed - available:,} over")
         rows.append(
             [
@@ -571,24 +444,21 @@ PGBOUNCER_COLUMNS = (
     "req/s",
     "port exhaustion",
 )
-PLACEMENTS = {"app": "app host, 127.0.0.1", "app-unix": "app host, Unix socket", "db": "database host"}
 
 
 def exhaustion_effect(run: dict) -> str:
-    """What a PgBouncer placement did to the app host's ephemeral ports in ``run``, as measured."""
-    ports, tw = run.get("ports"), run.get("time_wait_peak") or 0
-    if run.get("by_host"):  # each host has a port range of its own
-        tw = max((h.get("time_wait_peak") or 0) for h in run["by_host"])
-    placement = (run.get("pgbouncer") or {}).get("placement")
-    if run.get("address_unavailable") or run["failures_by_cause"].get("address_unavailable"):
+    """What a PgBouncer placement did to the app host's ephemeral ports in ``run``
+    (:func:`verdict.pooler_effect`), in numbers."""
+    effect, ports, tw = verdict.pooler_effect(run), run.get("ports"), verdict.busiest_time_wait(run)
+    if effect is verdict.PoolerEffect.MOVED:
         return "only moved: the service's connections to PgBouncer ran the app host out of ports"
-    needed = ports_needed(port_churn_per_host(run))
-    if placement == "db" and ports and needed is not None and needed > ports:
+    if effect is verdict.PoolerEffect.MOVED_AT_RISK:
+        rate = verdict.port_churn_per_host(run)
         return (
-            f"only moved: {_n(port_churn_per_host(run))} connections/s to PgBouncer per host keep {needed:,} ports in "
+            f"only moved: {_n(rate)} connections/s to PgBouncer per host keep {verdict.ports_needed(rate):,} ports in "
             f"TIME_WAIT when sustained, more than the {ports:,} in range (peak here {tw:,}): a longer run exhausts them"
         )
-    if placement == "app" and ports and tw >= ports / 10:
+    if effect is verdict.PoolerEffect.HELD_BY_REUSE:
         return f"held only by TIME_WAIT reuse on loopback (tcp_tw_reuse=2): {tw:,} of {ports:,} ports in TIME_WAIT"
     return "removed"
 
@@ -604,7 +474,7 @@ def pgbouncer_rows(results: list[dict]) -> list[list[str]]:
                 [
                     r["scenario"],
                     f"{r['concurrency']:,}",
-                    PLACEMENTS.get(b["placement"], b["placement"]),
+                    verdict.placement(r).where,
                     "not measured: " + r["error"][:120],
                     *["-"] * (len(PGBOUNCER_COLUMNS) - 4),
                 ]
@@ -616,7 +486,7 @@ def pgbouncer_rows(results: list[dict]) -> list[list[str]]:
             [
                 r["scenario"],
                 f"{r['concurrency']:,}",
-                PLACEMENTS.get(b["placement"], b["placement"]),
+                verdict.placement(r).where,
                 f"{b['pool_mode']} / {b['default_pool_size']}",
                 _n(logins / seconds if logins is not None and seconds else None, 1),
                 _n(r["sessions_opened"]),
@@ -690,7 +560,7 @@ def write_plots(results: list[dict], folder: Path) -> list[tuple[str, str]]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    measured = _measured(results)
+    measured = verdict.measured(results)
     scenarios = list(dict.fromkeys(r["scenario"] for r in measured))
     made: list[tuple[str, str]] = []
     for key, label, name in PLOTS:
@@ -760,7 +630,8 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
     ``("img", file, title)``, ``("ul", items)``. Rendered to Markdown and HTML alike."""
     meta, results = data["meta"], data["results"]
     scenarios = list(dict.fromkeys(r["scenario"] for r in results))
-    verdicts = {name: scenario_verdict([r for r in results if r["scenario"] == name], meta) for name in scenarios}
+    limits = DatabaseLimits.from_meta(meta)
+    verdicts = verdict.judge_all(results, limits)
     topology, pg, machine, config = (meta.get(key, {}) for key in ("topology", "postgres", "machine", "config"))
     blocks: list[tuple] = [
         ("h1", "healthz lab report"),
@@ -774,9 +645,9 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
         (
             "table",
             ("scenario", "outcome", "cause", "in numbers"),
-            [[n, outcome(v), v["cause"] or "-", v["text"].split(": ", 1)[-1]] for n, v in verdicts.items()],
+            [[n, str(v.outcome), v.cause or "-", in_numbers(v, limits)] for n, v in verdicts.items()],
         ),
-        *[("p", paragraph) for paragraph in answer(verdicts, results, meta)],
+        *[("p", paragraph) for paragraph in answer_paragraphs(verdicts, results, meta, limits)],
         ("h2", "Set-up"),
         (
             "ul",
@@ -845,7 +716,7 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
             "superuser_reserved_connections. `hosts that fit` is `healthz plan`'s max_hosts for the same workers and pool; `too "
             "many clients` counts the 499s PostgreSQL's refusals caused.",
             BUDGET_COLUMNS,
-            budget_rows(results, meta),
+            budget_rows(results, limits),
         ),
         (
             "PgBouncer: which placement removes the port exhaustion, which only moves it",
@@ -959,21 +830,19 @@ def to_html(blocks: list[tuple], folder: Path, title: str = "healthz lab report"
 def verdict_table(data: dict[str, Any]) -> str:
     """The verdict as plain text for the terminal: one line per scenario."""
     meta, results = data["meta"], data["results"]
-    names = list(dict.fromkeys(r["scenario"] for r in results))
-    width = max((len(n) for n in names), default=10)
+    verdicts = verdict.judge_all(results, DatabaseLimits.from_meta(meta))
+    width = max((len(n) for n in verdicts), default=10)
     lines = []
-    for name in names:
-        v = scenario_verdict([r for r in results if r["scenario"] == name], meta)
-        w = v.get("worst") or {}
-        figures = (
-            (
-                f"{_pct(w.get('error_rate'))} failed ({v['cause'] or 'none'}), {_n(w.get('sessions_per_second'))} sessions/s, "
+    for name, v in verdicts.items():
+        w = v.worst
+        if w is None:
+            figures = f"not measured: {v.error or 'no runs'}"
+        else:
+            figures = (
+                f"{_pct(w.get('error_rate'))} failed ({v.cause or 'none'}), {_n(w.get('sessions_per_second'))} sessions/s, "
                 f"TIME_WAIT peak {_n(w.get('time_wait_peak'))}, {_n(w.get('rps'))} req/s"
             )
-            if w
-            else v["text"]
-        )
-        lines.append(f"{name:<{width}}  {outcome(v):<7}  {figures}")
+        lines.append(f"{name:<{width}}  {str(v.outcome):<7}  {figures}")
     doctored = [r["doctor"] for r in results if r.get("doctor") and not r["doctor"].get("error")]
     if doctored:
         agreed = sum(1 for d in doctored if d.get("agrees"))

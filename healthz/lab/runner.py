@@ -34,9 +34,10 @@ from sqlalchemy.engine import make_url
 
 from healthz.config import Settings, mask_password
 from healthz.db import seed as seed_roles
-from healthz.doctor import diagnose
+from healthz.doctor import Diagnosis, diagnose
 from healthz.lab import load, probes, require_extra
 from healthz.lab import topology as topologies
+from healthz.lab.figures import Placement
 from healthz.lab.pgbouncer import Console, PgBouncer, PgBouncerError, login_pattern
 from healthz.lab.probes import LineCounter
 from healthz.lab.scenarios import Scenario
@@ -345,9 +346,9 @@ class Lab:
             # The doctor's host's own connections when a log counts them (PgBouncer's, or PostgreSQL's with
             # several hosts), else PostgreSQL's session counter.
             opened_key="host_opened" if any("host_opened" in s for s in samples) else "sessions",
-            transport="unix" if scenario.pgbouncer == "app-unix" else "tcp",
+            transport=scenario.pgbouncer.transport,
         )
-        verdict = diagnose(measured) if measured else None
+        measured_diagnosis = diagnose(measured) if measured else None
         return {
             "exit": data["exit"],
             "status": said["status"],
@@ -357,9 +358,10 @@ class Lab:
             "opened_per_second": said["opened_per_second"],
             "seconds_to_exhaustion": said["seconds_to_exhaustion"],
             "findings": said["findings"],
-            "measured_status": verdict.status if verdict else None,
-            "measured_sessions_per_second": verdict.opened_per_second if verdict else None,
-            "agrees": verdict is not None and verdict.status == said["status"],
+            "measured_status": measured_diagnosis.status if measured_diagnosis else None,
+            "measured_sessions_per_second": measured_diagnosis.opened_per_second if measured_diagnosis else None,
+            "agrees": measured_diagnosis is not None
+            and set(measured_diagnosis.problems) == set(Diagnosis.problems_of(said)),
         }
 
     def _pgbouncers(self, scenario: Scenario, topology, url: str) -> tuple[list[PgBouncer], list[str]]:
@@ -367,7 +369,7 @@ class Lab:
         database host), and each application host's URL; what was started is stopped on failure."""
         started: list[PgBouncer] = []
         try:
-            if scenario.pgbouncer == "db":
+            if scenario.pgbouncer is Placement.DB:
                 bouncer, service_url = self._pgbouncer(scenario, topology, url, topology.db_prefix)
                 started.append(bouncer)
                 return started, [service_url] * len(topology.hosts)
@@ -386,7 +388,7 @@ class Lab:
         """A started PgBouncer in front of the database at ``url``, run with ``prefix``, and the
         URL the service is to use."""
         parts = make_url(url)
-        on_db = scenario.pgbouncer == "db"
+        on_db = scenario.pgbouncer is Placement.DB
         bouncer = PgBouncer(
             server_host=parts.host or "127.0.0.1",
             server_port=parts.port or 5432,
@@ -399,7 +401,7 @@ class Lab:
             command_prefix=prefix,
         )
         bouncer.start()
-        return bouncer, bouncer.unix_url if scenario.pgbouncer == "app-unix" else bouncer.url
+        return bouncer, scenario.pgbouncer.service_url(bouncer.url, bouncer.unix_url)
 
     def _sampler(
         self,
@@ -448,7 +450,7 @@ class Lab:
         hosts = topology.hosts
         bouncers: list[PgBouncer] = []
         service_urls, bouncer_error = [url] * len(hosts), None
-        if scenario.pgbouncer != "none":
+        if scenario.pgbouncer.pooled:
             try:
                 bouncers, service_urls = self._pgbouncers(scenario, topology, url)
             except PgBouncerError as exc:
@@ -476,6 +478,7 @@ class Lab:
             "worker_class": scenario.worker_class,
             "workers": scenario.workers,
             "pool_capacity": scenario.pool_capacity(),
+            "pool": scenario.pool_shape().to_dict(),
             "concurrency": users,
             "connection": connection,
             "topology": topology.name,
@@ -487,9 +490,9 @@ class Lab:
             "error": None,
             "pgbouncer": None,
         }
-        if scenario.pgbouncer != "none":
+        if scenario.pgbouncer.pooled:
             result["pgbouncer"] = {
-                "placement": scenario.pgbouncer,
+                "placement": scenario.pgbouncer.value,
                 "pool_mode": scenario.pgbouncer_pool_mode,
                 "default_pool_size": scenario.pgbouncer_pool_size,
                 "instances": len(bouncers),
@@ -525,7 +528,7 @@ class Lab:
                 locust,
                 pg,
                 url,
-                bouncers[0] if bouncers and scenario.pgbouncer != "app-unix" else None,
+                bouncers[0] if bouncers and scenario.pgbouncer.transport == "tcp" else None,
                 _extra_probe(scenario, bouncers, pg, hosts[0]),
             )
             sampler.start()
@@ -588,11 +591,11 @@ def _extra_probe(scenario: Scenario, bouncers: list[PgBouncer], pg: PostgreSQL |
     that is on (several hosts)."""
     consoles = [(Console(b), LineCounter(b.logfile, login_pattern(b.database))) for b in bouncers]
     host_opened = None
-    if scenario.pgbouncer == "app":
+    if scenario.pgbouncer is Placement.APP:
         host_opened = consoles[0][1]
-    elif scenario.pgbouncer == "db":
+    elif scenario.pgbouncer is Placement.DB:
         host_opened = LineCounter(bouncers[0].logfile, login_pattern(bouncers[0].database, first_host.app_host))
-    elif scenario.pgbouncer == "none" and pg is not None and pg.log_connections:
+    elif not scenario.pgbouncer.pooled and pg is not None and pg.log_connections:
         host_opened = LineCounter(pg.logfile, probes.attempts_pattern(first_host.app_host), from_end=True)
     if not consoles and host_opened is None:
         return None

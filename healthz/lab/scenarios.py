@@ -23,16 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from healthz.config import ENVIRONMENT, WORKER_CLASSES, Settings, SettingsError, parse_integer
+from healthz.lab.figures import Placement, PoolShape
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10 has no tomllib; tomli is the same parser, a dependency there
     import tomli as tomllib
 CONNECTION_MODES = ("close", "keep-alive")
-#: Keys of a scenario that are not service settings.
-#: Where PgBouncer sits, if anywhere: on the application host, reached over TCP on 127.0.0.1 or over
-#: its Unix socket, or on the database host, reached over the network like PostgreSQL itself.
-PGBOUNCER_PLACEMENTS = ("none", "app", "app-unix", "db")
 PGBOUNCER_POOL_MODES = ("transaction", "session")
 SCENARIO_KEYS = (
     "description",
@@ -60,7 +57,7 @@ class Scenario:
     ``worker_connections`` for eventlet and gevent; ``settings`` are service settings by field name;
     ``connection`` is how locust's users connect: ``close`` (a new TCP connection per request, as
     ``ab`` without ``-k``) or ``keep-alive``. ``pgbouncer`` places a PgBouncer between the service
-    and PostgreSQL (:data:`PGBOUNCER_PLACEMENTS`) in ``pgbouncer_pool_mode`` with
+    and PostgreSQL (a :class:`Placement`, given as its value in files) in ``pgbouncer_pool_mode`` with
     ``pgbouncer_pool_size`` server connections (its ``default_pool_size``).
     """
 
@@ -72,7 +69,7 @@ class Scenario:
     worker_connections: int = 1000
     settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     connection: str = "close"
-    pgbouncer: str = "none"
+    pgbouncer: Placement = Placement.NONE
     pgbouncer_pool_mode: str = "transaction"
     pgbouncer_pool_size: int = 10
 
@@ -85,10 +82,10 @@ class Scenario:
             raise ScenarioError(
                 f"scenario {self.name}: connection {self.connection!r} is not one of {', '.join(CONNECTION_MODES)}"
             )
-        if self.pgbouncer not in PGBOUNCER_PLACEMENTS:
-            raise ScenarioError(
-                f"scenario {self.name}: pgbouncer {self.pgbouncer!r} is not one of {', '.join(PGBOUNCER_PLACEMENTS)}"
-            )
+        try:
+            object.__setattr__(self, "pgbouncer", Placement.parse(self.pgbouncer))
+        except ValueError as exc:
+            raise ScenarioError(f"scenario {self.name}: {exc}") from None
         if self.pgbouncer_pool_mode not in PGBOUNCER_POOL_MODES:
             raise ScenarioError(
                 f"scenario {self.name}: pgbouncer_pool_mode {self.pgbouncer_pool_mode!r} is not one of "
@@ -117,13 +114,15 @@ class Scenario:
         ``worker_connections``."""
         return {"gthread": self.threads, "sync": 1}.get(self.worker_class, self.worker_connections)
 
-    def pool_capacity(self, database_url: str = _PLACEHOLDER_URL) -> int | None:
+    def pool_shape(self) -> PoolShape:
+        """One worker's pool as the scenario configures it."""
+        settings = self.service_settings(_PLACEHOLDER_URL)
+        return PoolShape(settings.pool_class, settings.pool_size, settings.max_overflow)
+
+    def pool_capacity(self) -> int | None:
         """Most connections one worker's pool holds at once, or None when unbounded (NullPool,
         QueuePool with ``max_overflow=-1``, SingletonThreadPool: one per thread or greenlet)."""
-        settings = self.service_settings(database_url)
-        if settings.pool_class == "QueuePool" and settings.max_overflow >= 0:
-            return settings.pool_size + settings.max_overflow
-        return None
+        return self.pool_shape().capacity
 
     def environment(self, database_url: str, every_setting: bool = False) -> dict[str, str]:
         """The service's environment: ``DATABASE_URL``, ``HEALTHZ_*`` and ``GUNICORN_*``.
@@ -152,18 +151,23 @@ class Scenario:
         )
         green = f", green_driver={settings.green_driver}" if self.worker_class in ("eventlet", "gevent") else ""
         bouncer = ""
-        if self.pgbouncer != "none":
+        if self.pgbouncer.pooled:
             where = {
-                "app": "on the app host over 127.0.0.1",
-                "app-unix": "on the app host over its Unix socket",
-                "db": "on the database host",
+                Placement.APP: "on the app host over 127.0.0.1",
+                Placement.APP_UNIX: "on the app host over its Unix socket",
+                Placement.DB: "on the database host",
             }[self.pgbouncer]
             bouncer = f", PgBouncer {where} (pool_mode={self.pgbouncer_pool_mode}, default_pool_size={self.pgbouncer_pool_size})"
         summary = f"{self.worker_class} workers={self.workers} {per_worker}, {pool}{green}{bouncer}, clients {self.connection}"
         return summary.replace("  ", " ")
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "settings": dict(self.settings), "summary": self.summary()}
+        return {
+            **dataclasses.asdict(self),
+            "pgbouncer": self.pgbouncer.value,
+            "settings": dict(self.settings),
+            "summary": self.summary(),
+        }
 
     def with_changes(self, name: str, changes: Mapping[str, Any]) -> Scenario:
         """A copy called ``name`` with scenario keys and settings in ``changes`` applied."""
@@ -241,14 +245,14 @@ DEFAULTS: dict[str, Scenario] = {
             "127.0.0.1: the service still opens a connection per request, to PgBouncer, which keeps a few to PostgreSQL.",
             "eventlet",
             settings={"pool_class": "NullPool"},
-            pgbouncer="app",
+            pgbouncer=Placement.APP,
         ),
         Scenario(
             "eventlet-nullpool-pgbouncer-unix",
             "The same through PgBouncer's Unix socket: a connection per request, but no TCP port for it.",
             "eventlet",
             settings={"pool_class": "NullPool"},
-            pgbouncer="app-unix",
+            pgbouncer=Placement.APP_UNIX,
         ),
         Scenario(
             "eventlet-nullpool-pgbouncer-db",
@@ -256,7 +260,7 @@ DEFAULTS: dict[str, Scenario] = {
             "from the application host.",
             "eventlet",
             settings={"pool_class": "NullPool"},
-            pgbouncer="db",
+            pgbouncer=Placement.DB,
         ),
         Scenario(
             "eventlet-nullpool-pgbouncer-session",
@@ -264,7 +268,7 @@ DEFAULTS: dict[str, Scenario] = {
             "the whole client connection, which under NullPool is one request.",
             "eventlet",
             settings={"pool_class": "NullPool"},
-            pgbouncer="app",
+            pgbouncer=Placement.APP,
             pgbouncer_pool_mode="session",
         ),
         Scenario(
@@ -273,7 +277,7 @@ DEFAULTS: dict[str, Scenario] = {
             "(pool_mode=transaction): both layers pool.",
             "eventlet",
             settings={"pool_class": "QueuePool", "pool_size": 10, "max_overflow": 0},
-            pgbouncer="app",
+            pgbouncer=Placement.APP,
         ),
         Scenario(
             "gthread-queuepool",

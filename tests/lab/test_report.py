@@ -1,10 +1,12 @@
-"""The report and its verdict, from results written as the runner writes them."""
+"""The report: rendering of the verdicts (judged in test_verdict) and every file, from results
+written as the runner writes them. Each sentence is checked once here."""
 
 from __future__ import annotations
 
 import json
 
-from healthz.lab import report
+from healthz.lab import report, verdict
+from healthz.lab.figures import DatabaseLimits, PoolShape
 
 META = {
     "topology": {"name": "netns", "description": "netns: test", "faithful": True, "port_range": [40000, 40999]},
@@ -24,19 +26,21 @@ def run(
     failures=0,
     causes=None,
     sessions=20,
-    capacity=10,
+    pool=("QueuePool", 10, 0),
     workers=2,
-    summary="QueuePool(pool_size=10, max_overflow=0)",
     time_wait=0,
     **extra,
 ):
+    shape = PoolShape(*pool)
+    summary = f"{shape.pool_class}(pool_size={shape.pool_size}, max_overflow={shape.max_overflow})"
     result = {
         "scenario": scenario,
         "description": f"{scenario} stands for",
         "summary": summary,
         "worker_class": "eventlet",
         "workers": workers,
-        "pool_capacity": capacity,
+        "pool_capacity": shape.capacity,
+        "pool": shape.to_dict(),
         "concurrency": concurrency,
         "connection": "close",
         "topology": "netns",
@@ -75,6 +79,8 @@ def run(
     return result
 
 
+NULLPOOL = ("NullPool", 5, 10)
+LIMITS = DatabaseLimits(100, 3)
 RESULTS = [
     run(
         "eventlet-nullpool",
@@ -82,15 +88,13 @@ RESULTS = [
         failures=4800,
         causes={"address_unavailable": 4800},
         sessions=1300,
-        capacity=None,
-        summary="NullPool",
+        pool=NULLPOOL,
         time_wait=990,
     ),
     run(
         "eventlet-queuepool-default",
         sessions=900,
-        capacity=15,
-        summary="QueuePool(pool_size=5, max_overflow=10)",
+        pool=("QueuePool", 5, 10),
         time_wait=400,
     ),
     run("eventlet-queuepool-sized", sessions=20),
@@ -98,57 +102,53 @@ RESULTS = [
 ]
 
 
-def test_verdict_per_scenario_in_numbers():
-    nullpool = report.scenario_verdict([RESULTS[0]], META)
-    assert nullpool["failed"] is True and nullpool["cause"] == "address_unavailable"
-    assert "opened 1,300 sessions for 6,000 requests" in nullpool["text"]
-    assert "TIME_WAIT peaked at 990 of 1,000 ports" in nullpool["text"]
-    assert "80% of requests failed: address_unavailable 4,800 (80%)" in nullpool["text"]
-    sized = report.scenario_verdict(RESULTS[2:], META)
-    assert sized["failed"] is False and sized["worst"]["concurrency"] == 1000
-    assert "no failed requests" in sized["text"]
+def judged(results, limits=LIMITS):
+    return verdict.judge_all(results, limits)
 
 
-def test_overflow_churn_and_budget_are_named():
-    default = report.scenario_verdict([RESULTS[1]], META)
-    assert default["failed"] is False
-    assert any(
-        n.startswith(
-            "Overflow churn: 900 sessions opened at 500 clients although 2 workers x pool of 15 hold at most 30"
-        )
-        for n in default["notes"]
+def test_the_verdict_in_numbers():
+    verdicts = judged(RESULTS)
+    text = report.in_numbers(verdicts["eventlet-nullpool"], LIMITS)
+    assert text.startswith("at 500 clients (close) opened 1,300 sessions for 6,000 requests in 10 s")
+    assert "TIME_WAIT peaked at 990 of 1,000 ports; backends peaked at 20 of max_connections 100" in text
+    assert "80% of requests failed: address_unavailable 4,800 (80%)." in text
+    assert report.in_numbers(verdicts["eventlet-queuepool-sized"], LIMITS).endswith(
+        "no failed requests, 1,000 requests/s, p99 30 ms."
     )
-    assert any(
-        "Sustained, 90 sessions/s keep 5,400 client ports in TIME_WAIT (peak here 400 of 1,000 ports in range)." in n
-        for n in default["notes"]
+    churn = report.in_numbers(verdicts["eventlet-queuepool-default"], LIMITS)
+    assert (
+        "Overflow churn: 900 sessions opened at 500 clients although 2 workers x pool of 15 hold at most 30: "
+        "connections beyond pool_size are closed on check-in and reopened on the next burst. Sustained, 90 sessions/s "
+        "keep 5,400 client ports in TIME_WAIT (peak here 400 of 1,000 ports in range)." in churn
     )
-    over = run("big", capacity=60, sessions=120)
-    notes = report.pooling_notes([over], META)
-    assert "Budget: 2 workers x 60 connections = 120 exceeds max_connections minus reserved (97)." in notes
-    timeouts = run("small", failures=50, causes={"pool_timeout": 50})
-    assert any("50 requests waited longer than pool_timeout" in n for n in report.pooling_notes([timeouts], META))
 
 
-def test_the_answer_follows_the_figures():
-    verdicts = {
-        n: report.scenario_verdict([r for r in RESULTS if r["scenario"] == n], META)
-        for n in dict.fromkeys(r["scenario"] for r in RESULTS)
-    }
-    text = "\n".join(report.answer(verdicts, RESULTS, META))
+def test_each_finding_says_its_numbers():
+    assert verdict.BudgetExceeded(1, 2, 60, 97).sentence() == (
+        "Budget: 2 workers x 60 connections = 120 exceeds max_connections minus reserved (97)."
+    )
+    assert verdict.PoolTooSmall(50, 500).sentence() == (
+        "Pool smaller than the load: 50 requests waited longer than pool_timeout at 500 clients."
+    )
+    assert (
+        verdict.MaxConnectionsReached(12, 300).sentence()
+        == "max_connections reached: 12 too_many_clients at 300 clients."
+    )
+    assert verdict.PortsAtRisk(100, 306.0, False, 1, 1000).sentence() == (
+        "but at 100 clients it opened 306 sessions/s, which keep 18,360 client ports in TIME_WAIT when sustained, "
+        "more than the 1,000 in range: a longer run exhausts them"
+    )
+
+
+def test_the_answer_in_paragraphs():
+    text = "\n".join(report.answer_paragraphs(judged(RESULTS), RESULTS, META, LIMITS))
     assert "occurred in: eventlet-nullpool (80% failed; a new database connection per request, 130 sessions/s" in text
     assert "that rate needs 7,800 ports: TIME_WAIT peaked at 990 of 1,000 ports" in text
-    assert (
-        "Yes, when the pool is bounded" in text
-        and "eventlet-queuepool-sized (20 sessions for 10,000 requests at 1,000 clients" in text
-    )
-    assert "Not with overflow" in text
+    assert "**Does connection pooling alone fix it? Yes, when the pool is bounded:**" in text
+    assert "eventlet-queuepool-sized (20 sessions for 10,000 requests at 1,000 clients" in text
+    assert "**Not with overflow:** Overflow churn: 900 sessions" in text
     assert "2 workers x pool_size 10 = 20 connections per application host" in text
     assert "up to 4 such hosts fit" in text  # (100 - 3) // 20
-    # Nothing held: no "Yes", no recommendation.
-    failing = [RESULTS[0]]
-    verdicts = {"eventlet-nullpool": report.scenario_verdict(failing, META)}
-    text = "\n".join(report.answer(verdicts, failing, META))
-    assert "Yes" not in text and "Recommended" not in text
 
 
 def test_persistent_connections_beyond_the_port_range_are_told_apart():
@@ -159,8 +159,7 @@ def test_persistent_connections_beyond_the_port_range_are_told_apart():
         failures=100,
         causes={"address_unavailable": 100},
         sessions=1000,
-        capacity=None,
-        summary="SingletonThreadPool",
+        pool=("SingletonThreadPool", 1000, 10),
         established_peak=1000,
     )
     assert report.exhaustion_reason(held).startswith(
@@ -173,9 +172,8 @@ def test_loopback_says_it_cannot_show_exhaustion():
         **META,
         "topology": {"name": "loopback", "description": "loopback", "faithful": False, "port_range": [32768, 60999]},
     }
-    results = [run("eventlet-nullpool", sessions=5000, capacity=None, summary="NullPool"), RESULTS[2]]
-    verdicts = {r["scenario"]: report.scenario_verdict([r], meta) for r in results}
-    text = "\n".join(report.answer(verdicts, results, meta))
+    results = [run("eventlet-nullpool", sessions=5000, pool=NULLPOOL), RESULTS[2]]
+    text = "\n".join(report.answer_paragraphs(judged(results), results, meta, LIMITS))
     assert "loopback topology, where Linux reuses TIME_WAIT ports" in text and "eventlet-nullpool 500/s" in text
     blocks = report.build({"meta": meta, "results": results}, [])
     assert any(b[0] == "p" and b[1].startswith("**Loopback caveat:**") for b in blocks)
@@ -183,10 +181,10 @@ def test_loopback_says_it_cannot_show_exhaustion():
 
 def test_a_run_that_was_not_measured_is_reported_as_such():
     broken = {**run("x"), "error": "gunicorn (eventlet) exited with status 2: healthz: HEALTHZ_POOL_SIZE='x'"}
-    verdict = report.scenario_verdict([broken], META)
-    assert verdict["failed"] is None and "not measured" in verdict["text"]
     rows = report.step_rows([broken], 500)
     assert rows[0][1].startswith("not measured: gunicorn (eventlet) exited")
+    table = report.verdict_table({"meta": META, "results": [broken]})
+    assert table.split()[:3] == ["x", "not", "measured"]
 
 
 def test_write_makes_every_file(tmp_path):
@@ -219,57 +217,20 @@ def test_write_makes_every_file(tmp_path):
     assert table.splitlines()[0].split()[:2] == ["eventlet-nullpool", "FAILED"]
 
 
-def test_a_service_that_stops_answering_failed_even_without_failures():
-    stuck = run(
-        "eventlet-singleton:pool_size=100",
-        concurrency=100,
-        requests=191,
-        sessions=251,
-        capacity=None,
-        stalled_seconds=8.8,
-    )
-    verdict = report.scenario_verdict([stuck], META)
-    assert verdict["failed"] is True and verdict["cause"] == "stopped answering"
-    assert "no request completed for 8.8 s while 100 clients waited" in verdict["text"]
+def test_a_stalled_service_is_said_to_stop_answering():
+    stuck = run("eventlet-singleton", concurrency=100, requests=191, sessions=251, pool=NULLPOOL, stalled_seconds=8.8)
+    text = report.in_numbers(verdict.judge("eventlet-singleton", [stuck], LIMITS), LIMITS)
+    assert "the service stopped answering: no request completed for 8.8 s while 100 clients waited" in text
 
 
-def test_a_run_too_short_to_exhaust_the_ports_is_at_risk_not_held():
-    short = run(
-        "eventlet-nullpool",
-        concurrency=100,
-        requests=1142,
-        sessions=1237,
-        capacity=None,
-        summary="NullPool",
-        time_wait=744,
-        seconds=4.0,
-        sessions_per_second=306.0,
-    )
-    verdict = report.scenario_verdict([short], META)
-    assert verdict["failed"] is False and verdict["at_risk"] is True and report.outcome(verdict) == "at risk"
-    assert (
-        "306 sessions/s, which keep 18,360 client ports in TIME_WAIT when sustained, more than the 1,000 in range"
-        in verdict["text"]
-    )
-    sized = report.scenario_verdict([RESULTS[2]], META)
-    assert sized["at_risk"] is False and report.outcome(sized) == "held"
-    text = "\n".join(report.answer({"eventlet-nullpool": verdict}, [short], META))
-    assert "Recommended" not in text
-
-
-def test_exhaustion_effect_says_what_each_placement_did():
+def test_exhaustion_effect_says_what_each_placement_did_in_numbers():
     base = {"ports": 1000, "time_wait_peak": 0, "address_unavailable": 0, "failures_by_cause": {}}
-    assert report.exhaustion_effect(base) == "removed"
-    on_app = {**base, "pgbouncer": {"placement": "app", "logins": 2500}, "seconds": 10}
-    assert report.exhaustion_effect({**on_app, "time_wait_peak": 498}).startswith(
-        "held only by TIME_WAIT reuse on loopback"
-    )
-    moved = {**base, "time_wait_peak": 1000, "address_unavailable": 12}
-    assert report.exhaustion_effect(moved).startswith("only moved")
-    # On the database host, 240 logins/s over 10 s from 3 hosts = 80/s each: 4,800 ports needed > 1,000.
     short = {**base, "pgbouncer": {"placement": "db", "logins": 2400}, "seconds": 10, "hosts": 3, "time_wait_peak": 807}
-    assert report.port_churn_per_host(short) == 80
-    assert report.exhaustion_effect(short).startswith(
-        "only moved: 80 connections/s to PgBouncer per host keep 4,800 ports"
+    assert report.exhaustion_effect(short) == (
+        "only moved: 80 connections/s to PgBouncer per host keep 4,800 ports in TIME_WAIT when sustained, more than "
+        "the 1,000 in range (peak here 807): a longer run exhausts them"
     )
-    assert report.exhaustion_effect({**short, "pgbouncer": {"placement": "app-unix", "logins": 2400}}) == "removed"
+    on_app = {**base, "pgbouncer": {"placement": "app", "logins": 2500}, "seconds": 10, "time_wait_peak": 498}
+    assert report.exhaustion_effect(on_app) == (
+        "held only by TIME_WAIT reuse on loopback (tcp_tw_reuse=2): 498 of 1,000 ports in TIME_WAIT"
+    )

@@ -1,0 +1,404 @@
+"""Judging a lab run: figures in, verdicts out. Pure: no I/O, no reading of sentences.
+
+A run is the dict :func:`healthz.lab.runner.summarise` made (as saved in ``results.json``). A
+scenario's :class:`Verdict` is an :class:`Outcome`, a cause, the worst run and typed
+:class:`Finding` objects, each of which renders its own sentence; :class:`Answer` says, over every
+scenario, where the reported failure occurred, which bounded pools held, which overflowed, and
+which setup is recommended. :mod:`healthz.lab.report` only renders these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from healthz.lab.figures import DatabaseLimits, Placement, PoolShape
+from healthz.plan import TIME_WAIT_SECONDS
+
+#: A scenario "failed" when more than this share of its requests failed at some step.
+FAILURE_THRESHOLD = 0.001
+#: ... or when no request completed for this many seconds while clients waited (a stuck worker).
+STALL_THRESHOLD = 2.0
+
+Run = Mapping[str, Any]
+
+
+class Outcome(str, enum.Enum):
+    """What a scenario's runs show."""
+
+    FAILED = "FAILED"
+    AT_RISK = "at risk"  # held, but only because the run was too short for its churn to run the ports out
+    HELD = "held"
+    NOT_MEASURED = "not measured"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _n(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
+
+
+# -- figures read off a run --------------------------------------------------------------------
+def measured(runs: Iterable[Run]) -> list[Run]:
+    """The runs that were measured (no start-up error)."""
+    return [r for r in runs if not r.get("error")]
+
+
+def pool_shape(run: Run) -> PoolShape | None:
+    return PoolShape.from_dict(run["pool"]) if run.get("pool") else None
+
+
+def placement(run: Run) -> Placement:
+    return Placement.parse((run.get("pgbouncer") or {}).get("placement", "none"))
+
+
+def capacity(run: Run) -> int | None:
+    """Most connections one worker's pool holds at once; None when unbounded or unknown."""
+    shape = pool_shape(run)
+    return shape.capacity if shape else None
+
+
+def port_churn_per_host(run: Run) -> float | None:
+    """New TCP connections per second that one application host opened across the network, each
+    leaving a port in TIME_WAIT that loopback's reuse does not give back: to PgBouncer on the
+    database host (its logged logins), else to PostgreSQL (sessions; PgBouncer on the app host
+    keeps its own few), shared evenly by the hosts."""
+    seconds, hosts = run.get("seconds"), run.get("hosts", 1) or 1
+    if placement(run) is Placement.DB:
+        logins = (run.get("pgbouncer") or {}).get("logins")
+        return logins / seconds / hosts if logins is not None and seconds else None
+    rate = run.get("sessions_per_second")
+    return None if rate is None else rate / hosts
+
+
+def ports_needed(connections_per_second: float | None) -> int | None:
+    """Client ports a sustained rate of new connections keeps in TIME_WAIT: rate x 60 s."""
+    return None if connections_per_second is None else round(connections_per_second * TIME_WAIT_SECONDS)
+
+
+def stalled(run: Run) -> bool:
+    return (run.get("stalled_seconds") or 0) >= STALL_THRESHOLD
+
+
+def run_failed(run: Run) -> bool:
+    return (run["error_rate"] or 0) > FAILURE_THRESHOLD or run.get("worker_timeouts", 0) > 0 or stalled(run)
+
+
+# -- findings ----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """Something a scenario's figures show beyond its outcome; :meth:`sentence` says it."""
+
+    def sentence(self) -> str:
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class OverflowChurn(Finding):
+    """More sessions opened than the pools can hold: overflow connections closed on check-in."""
+
+    sessions_opened: int
+    concurrency: int
+    hosts: int
+    workers: int  # per host
+    capacity: int
+    rate_per_host: float | None
+    time_wait_peak: int | None
+    ports: int | None
+
+    def sentence(self) -> str:
+        total = self.hosts * self.workers
+        who = f"{self.hosts} hosts x {self.workers} workers" if self.hosts > 1 else f"{total} workers"
+        text = (
+            f"Overflow churn: {self.sessions_opened:,} sessions opened at {self.concurrency:,} clients although "
+            f"{who} x pool of {self.capacity} hold at most {total * self.capacity}: connections beyond pool_size "
+            f"are closed on check-in and reopened on the next burst. Sustained, {_n(self.rate_per_host)} sessions/s "
+            f"{'per host ' if self.hosts > 1 else ''}keep {_n(ports_needed(self.rate_per_host))} client ports in TIME_WAIT"
+        )
+        if self.ports:
+            text += f" (peak here {_n(self.time_wait_peak)} of {self.ports:,} ports in range)"
+        return text + "."
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolTooSmall(Finding):
+    """Requests waited longer than ``pool_timeout``."""
+
+    pool_timeouts: int
+    concurrency: int
+
+    def sentence(self) -> str:
+        return (
+            f"Pool smaller than the load: {self.pool_timeouts:,} requests waited longer than pool_timeout at "
+            f"{self.concurrency:,} clients."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetExceeded(Finding):
+    """Every worker's pool full would take more connections than the database has for clients."""
+
+    hosts: int
+    workers: int  # per host
+    capacity: int
+    available: int
+
+    @property
+    def needed(self) -> int:
+        return self.hosts * self.workers * self.capacity
+
+    def sentence(self) -> str:
+        who = f"{self.hosts} hosts x {self.workers} workers" if self.hosts > 1 else f"{self.workers} workers"
+        return (
+            f"Budget: {who} x {self.capacity} connections = {self.needed:,} exceeds max_connections minus reserved "
+            f"({self.available:,})."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class MaxConnectionsReached(Finding):
+    """PostgreSQL refused connections: ``too many clients``."""
+
+    refused: int
+    concurrency: int
+
+    def sentence(self) -> str:
+        return f"max_connections reached: {self.refused:,} too_many_clients at {self.concurrency:,} clients."
+
+
+@dataclasses.dataclass(frozen=True)
+class PortsAtRisk(Finding):
+    """A run that held only because it was short: its sustained churn needs more ports than the range."""
+
+    concurrency: int
+    rate_per_host: float
+    to_pgbouncer: bool
+    hosts: int
+    ports: int
+
+    def sentence(self) -> str:
+        what = "connections to PgBouncer" if self.to_pgbouncer else "sessions"
+        per_host = " per application host" if self.hosts > 1 else ""
+        return (
+            f"but at {self.concurrency:,} clients it opened {_n(self.rate_per_host)} {what}/s{per_host}, which keep "
+            f"{_n(ports_needed(self.rate_per_host))} client ports in TIME_WAIT when sustained, more than the "
+            f"{self.ports:,} in range: a longer run exhausts them"
+        )
+
+
+def findings(runs: list[Run], limits: DatabaseLimits | None) -> list[Finding]:
+    """Where pooling alone is not enough, from one scenario's measured runs: overflow churn, a pool
+    smaller than the concurrency (pool timeouts), workers x pool over the database's budget, and
+    PostgreSQL's refusals."""
+    if not runs:
+        return []
+    out: list[Finding] = []
+    first = runs[0]
+    size, hosts, workers = capacity(first), first.get("hosts", 1) or 1, first["workers"]
+    in_process = not placement(first).pooled  # through PgBouncer, PostgreSQL's sessions are PgBouncer's
+    # Refused connections are retried, not churned.
+    churn = [
+        r
+        for r in runs
+        if size
+        and in_process
+        and r["sessions_opened"] > 2 * hosts * workers * size
+        and not r["failures_by_cause"].get("too_many_clients")
+    ]
+    if churn:
+        r = max(churn, key=lambda r: r["sessions_per_second"] or 0)
+        out.append(
+            OverflowChurn(
+                r["sessions_opened"], r["concurrency"], hosts, workers, size, port_churn_per_host(r),
+                r.get("time_wait_peak"), r.get("ports"),
+            )
+        )  # fmt: skip
+    timeouts = [r for r in runs if r.get("pool_timeouts")]
+    if timeouts:
+        r = max(timeouts, key=lambda r: r["pool_timeouts"])
+        out.append(PoolTooSmall(r["pool_timeouts"], r["concurrency"]))
+    if size and in_process and limits and limits.available and hosts * workers * size > limits.available:
+        out.append(BudgetExceeded(hosts, workers, size, limits.available))
+    refused = [r for r in runs if r["failures_by_cause"].get("too_many_clients")]
+    if refused:
+        out.append(
+            MaxConnectionsReached(refused[0]["failures_by_cause"]["too_many_clients"], refused[0]["concurrency"])
+        )
+    return out
+
+
+# -- one scenario ------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """One scenario's runs judged: the outcome, its cause (an error kind, ``stopped answering``,
+    ``worker timeouts``; None when it held), the run that decided it, and the findings."""
+
+    scenario: str
+    outcome: Outcome
+    cause: str | None
+    worst: Run | None
+    findings: tuple[Finding, ...] = ()
+    error: str | None = None  # why nothing was measured
+
+    @property
+    def failed(self) -> bool | None:
+        """True when it failed, False when it held (at risk or not), None when not measured."""
+        return None if self.outcome is Outcome.NOT_MEASURED else self.outcome is Outcome.FAILED
+
+    def has(self, kind: type[Finding]) -> bool:
+        return any(isinstance(f, kind) for f in self.findings)
+
+    def first(self, kind: type[Finding]) -> Finding | None:
+        return next((f for f in self.findings if isinstance(f, kind)), None)
+
+
+def judge(scenario: str, runs: list[Run], limits: DatabaseLimits | None) -> Verdict:
+    """The verdict of ``scenario`` over its runs (every concurrency step)."""
+    done = measured(runs)
+    if not done:
+        return Verdict(
+            scenario, Outcome.NOT_MEASURED, "not measured", None, (), runs[0].get("error") if runs else "no runs"
+        )
+    worst = max(done, key=lambda r: (r["error_rate"] or 0, r["concurrency"]))
+    longest = max(done, key=lambda r: r.get("stalled_seconds") or 0)
+    if stalled(longest) and (worst["error_rate"] or 0) <= FAILURE_THRESHOLD:
+        worst = longest
+    found = findings(done, limits)
+    if run_failed(worst):
+        cause = next(iter(worst["failures_by_cause"]), None)
+        if cause is None:
+            cause = "stopped answering" if stalled(worst) else "worker timeouts"
+        return Verdict(scenario, Outcome.FAILED, cause, worst, tuple(found))
+    risky = [r for r in done if r.get("ports") and (ports_needed(port_churn_per_host(r)) or 0) > r["ports"]]
+    if risky:
+        r = max(risky, key=port_churn_per_host)
+        risk = PortsAtRisk(
+            r["concurrency"], port_churn_per_host(r), placement(r) is Placement.DB, r.get("hosts", 1) or 1, r["ports"]
+        )
+        return Verdict(scenario, Outcome.AT_RISK, None, worst, (risk, *found))
+    return Verdict(scenario, Outcome.HELD, None, worst, tuple(found))
+
+
+def judge_all(results: list[Run], limits: DatabaseLimits | None) -> dict[str, Verdict]:
+    """Every scenario's verdict, in the order the scenarios first ran."""
+    names = list(dict.fromkeys(r["scenario"] for r in results))
+    return {name: judge(name, [r for r in results if r["scenario"] == name], limits) for name in names}
+
+
+# -- the mechanism of a port exhaustion --------------------------------------------------------
+class Exhaustion(str, enum.Enum):
+    """Why a run ran out of client ports."""
+
+    CHURN = "churn"  # closed connections waiting out TIME_WAIT
+    HELD_OPEN = "held open"  # more connections open at once than the range has ports
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def exhaustion(run: Run) -> Exhaustion:
+    """Churn when TIME_WAIT dominates and most successful requests opened a connection, else held open."""
+    time_wait, established = run.get("time_wait_peak") or 0, run.get("established_peak") or 0
+    if time_wait >= established / 2 and (run.get("sessions_per_success") or 0) >= 0.5:
+        return Exhaustion.CHURN
+    return Exhaustion.HELD_OPEN
+
+
+class PoolerEffect(str, enum.Enum):
+    """What a PgBouncer placement did to the application host's ephemeral ports."""
+
+    MOVED = "only moved"  # the service's connections to PgBouncer ran the host out of ports
+    MOVED_AT_RISK = "only moved, at risk"  # its sustained rate would, in a longer run
+    HELD_BY_REUSE = "held by TIME_WAIT reuse"  # loopback's tcp_tw_reuse=2 gave the ports back
+    REMOVED = "removed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def pooler_effect(run: Run) -> PoolerEffect:
+    """:class:`PoolerEffect` of ``run``, from its figures."""
+    ports, time_wait = run.get("ports"), busiest_time_wait(run)
+    if run.get("address_unavailable") or run["failures_by_cause"].get("address_unavailable"):
+        return PoolerEffect.MOVED
+    needed, where = ports_needed(port_churn_per_host(run)), placement(run)
+    if where is Placement.DB and ports and needed is not None and needed > ports:
+        return PoolerEffect.MOVED_AT_RISK
+    if where is Placement.APP and ports and time_wait >= ports / 10:
+        return PoolerEffect.HELD_BY_REUSE
+    return PoolerEffect.REMOVED
+
+
+def busiest_time_wait(run: Run) -> int:
+    """TIME_WAIT peak on the busiest application host (each has a port range of its own)."""
+    if run.get("by_host"):
+        return max((h.get("time_wait_peak") or 0) for h in run["by_host"])
+    return run.get("time_wait_peak") or 0
+
+
+# -- the connection budget ---------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ConnectionNeed:
+    """Connections a run's setup needs from PostgreSQL at most, and how it is counted."""
+
+    how: str  # "in-process", "pgbouncer-per-host", "pgbouncer-on-db", "unbounded"
+    needed: int | None  # None: no bound (one per request in flight)
+    hosts: int
+    workers: int
+    per_instance: int | None  # pool capacity, or PgBouncer's default_pool_size
+
+
+def connection_need(run: Run) -> ConnectionNeed:
+    hosts, workers, bouncer = run.get("hosts", 1) or 1, run["workers"], run.get("pgbouncer")
+    if bouncer:
+        size = bouncer["default_pool_size"]
+        if placement(run) is Placement.DB:
+            return ConnectionNeed("pgbouncer-on-db", size, hosts, workers, size)
+        return ConnectionNeed("pgbouncer-per-host", hosts * size, hosts, workers, size)
+    size = capacity(run)
+    if not size:
+        return ConnectionNeed("unbounded", None, hosts, workers, None)
+    return ConnectionNeed("in-process", hosts * workers * size, hosts, workers, size)
+
+
+# -- the answer over every scenario ------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """Does connection pooling alone fix it, over every scenario of a run."""
+
+    exhausted: tuple[str, ...]  # failed with address_unavailable: the reported failure
+    bounded_held: tuple[str, ...]  # a QueuePool with max_overflow=0 that held
+    churned: tuple[str, ...]  # overflow churn found
+    other_failures: tuple[str, ...]  # failed for another cause
+    unpooled: tuple[str, ...]  # no pool bound at all (NullPool and the like)
+    recommended: str | None  # the fastest bounded pool that held at the highest step
+    faithful: bool  # the topology can show port exhaustion (netns), unlike loopback
+
+
+def answer(verdicts: Mapping[str, Verdict], results: list[Run], faithful: bool) -> Answer:
+    by_scenario = {name: measured(r for r in results if r["scenario"] == name) for name in verdicts}
+
+    def bounded(name: str) -> bool:
+        shape = pool_shape(by_scenario[name][0]) if by_scenario[name] else None
+        return bool(shape and shape.bounded)
+
+    failed = [n for n, v in verdicts.items() if v.outcome is Outcome.FAILED]
+    held = [n for n, v in verdicts.items() if v.outcome is Outcome.HELD]
+    exhausted = [n for n in failed if verdicts[n].cause == "address_unavailable"]
+    bounded_held = [n for n in held if bounded(n)]
+    candidates = [(max(by_scenario[n], key=lambda r: r["concurrency"])["rps"] or 0, n) for n in bounded_held]
+    unpooled = [n for n in verdicts if by_scenario[n] and capacity(by_scenario[n][0]) is None]
+    return Answer(
+        exhausted=tuple(exhausted),
+        bounded_held=tuple(bounded_held),
+        churned=tuple(n for n, v in verdicts.items() if v.has(OverflowChurn)),
+        other_failures=tuple(n for n in failed if n not in exhausted),
+        unpooled=tuple(unpooled),
+        recommended=max(candidates)[1] if candidates else None,
+        faithful=faithful,
+    )

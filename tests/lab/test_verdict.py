@@ -1,0 +1,133 @@
+"""The verdict, judged from figures alone: outcomes, causes, findings and their numbers (the
+sentences they render are checked once, in test_report)."""
+
+from __future__ import annotations
+
+from test_report import LIMITS, NULLPOOL, RESULTS, run
+
+from healthz.lab import verdict
+from healthz.lab.figures import DatabaseLimits, Placement
+from healthz.lab.verdict import (
+    BudgetExceeded,
+    Exhaustion,
+    MaxConnectionsReached,
+    Outcome,
+    OverflowChurn,
+    PoolerEffect,
+    PoolTooSmall,
+    PortsAtRisk,
+)
+
+
+def test_each_scenario_gets_an_outcome_a_cause_and_its_worst_run():
+    verdicts = verdict.judge_all(RESULTS, LIMITS)
+    assert list(verdicts) == ["eventlet-nullpool", "eventlet-queuepool-default", "eventlet-queuepool-sized"]
+    nullpool = verdicts["eventlet-nullpool"]
+    assert (nullpool.outcome, nullpool.cause, nullpool.failed) == (Outcome.FAILED, "address_unavailable", True)
+    assert nullpool.worst["error_rate"] == 0.8
+    sized = verdicts["eventlet-queuepool-sized"]
+    assert (sized.outcome, sized.cause, sized.worst["concurrency"]) == (Outcome.HELD, None, 1000)
+    assert sized.findings == ()
+
+
+def test_overflow_churn_is_a_finding_with_its_numbers():
+    default = verdict.judge("eventlet-queuepool-default", [RESULTS[1]], LIMITS)
+    assert (default.outcome, default.failed) == (Outcome.AT_RISK, False)  # 90 sessions/s x 60 s > 1,000 ports
+    churn = default.first(OverflowChurn)
+    assert churn == OverflowChurn(
+        sessions_opened=900, concurrency=500, hosts=1, workers=2, capacity=15, rate_per_host=90.0, time_wait_peak=400,
+        ports=1000,
+    )  # fmt: skip
+
+
+def test_budget_pool_timeouts_and_refusals_are_findings():
+    over = verdict.judge("big", [run("big", pool=("QueuePool", 60, 0), sessions=120)], LIMITS)
+    assert over.first(BudgetExceeded) == BudgetExceeded(hosts=1, workers=2, capacity=60, available=97)
+    assert over.first(BudgetExceeded).needed == 120
+    small = verdict.judge("small", [run("small", failures=50, causes={"pool_timeout": 50})], LIMITS)
+    assert small.first(PoolTooSmall) == PoolTooSmall(50, 500)
+    full = verdict.judge("full", [run("full", failures=12, causes={"too_many_clients": 12})], LIMITS)
+    assert (full.outcome, full.cause) == (Outcome.FAILED, "too_many_clients")
+    assert full.first(MaxConnectionsReached) == MaxConnectionsReached(12, 500)
+    # No budget finding without limits, nor for a pool that has no bound.
+    assert not verdict.judge("big", [run("big", pool=("QueuePool", 60, 0))], None).has(BudgetExceeded)
+    assert not verdict.judge("n", [run("n", pool=NULLPOOL)], LIMITS).has(BudgetExceeded)
+
+
+def test_a_short_run_whose_churn_would_exhaust_the_ports_is_at_risk():
+    short = run("eventlet-nullpool", concurrency=100, requests=1142, sessions=1237, pool=NULLPOOL, time_wait=744,
+                seconds=4.0, sessions_per_second=306.0)  # fmt: skip
+    judged = verdict.judge("eventlet-nullpool", [short], LIMITS)
+    assert (judged.outcome, judged.failed) == (Outcome.AT_RISK, False)
+    assert judged.first(PortsAtRisk) == PortsAtRisk(100, 306.0, False, 1, 1000)
+    answer = verdict.answer({"eventlet-nullpool": judged}, [short], faithful=True)
+    assert answer.recommended is None and answer.bounded_held == ()
+
+
+def test_a_stalled_service_failed_without_failures():
+    stuck = run("eventlet-singleton", concurrency=100, requests=191, sessions=251, pool=NULLPOOL, stalled_seconds=8.8)
+    judged = verdict.judge("eventlet-singleton", [stuck], LIMITS)
+    assert (judged.outcome, judged.cause) == (Outcome.FAILED, "stopped answering")
+
+
+def test_a_run_not_measured():
+    broken = {**run("x"), "error": "gunicorn exited with status 2"}
+    judged = verdict.judge("x", [broken], LIMITS)
+    assert (judged.outcome, judged.failed, judged.worst, judged.error) == (
+        Outcome.NOT_MEASURED, None, None, "gunicorn exited with status 2",
+    )  # fmt: skip
+
+
+def test_the_answer_names_scenarios_by_what_their_figures_show():
+    answer = verdict.answer(verdict.judge_all(RESULTS, LIMITS), RESULTS, faithful=True)
+    assert answer.exhausted == ("eventlet-nullpool",)
+    assert answer.bounded_held == ("eventlet-queuepool-sized",)
+    assert answer.churned == ("eventlet-queuepool-default",)
+    assert answer.other_failures == () and answer.unpooled == ("eventlet-nullpool",)
+    assert answer.recommended == "eventlet-queuepool-sized"
+    # A pool with overflow that held is not "bounded": it is not recommended.
+    overflowing = [run("overflow", pool=("QueuePool", 10, 5))]
+    assert verdict.answer(verdict.judge_all(overflowing, LIMITS), overflowing, True).recommended is None
+
+
+def test_exhaustion_is_churn_or_connections_held_open():
+    assert verdict.exhaustion(RESULTS[0]) is Exhaustion.CHURN
+    held = run("keepalive", sessions=1000, failures=100, causes={"address_unavailable": 100}, established_peak=1000)
+    assert verdict.exhaustion(held) is Exhaustion.HELD_OPEN
+
+
+def test_what_each_pgbouncer_placement_did_to_the_ports():
+    base = {"ports": 1000, "time_wait_peak": 0, "address_unavailable": 0, "failures_by_cause": {}}
+    assert verdict.pooler_effect(base) is PoolerEffect.REMOVED
+    on_app = {**base, "pgbouncer": {"placement": "app", "logins": 2500}, "seconds": 10}
+    assert verdict.pooler_effect({**on_app, "time_wait_peak": 498}) is PoolerEffect.HELD_BY_REUSE
+    assert verdict.pooler_effect({**base, "time_wait_peak": 1000, "address_unavailable": 12}) is PoolerEffect.MOVED
+    # On the database host, 2,400 logins over 10 s from 3 hosts = 80/s each: 4,800 ports needed > 1,000.
+    short = {**base, "pgbouncer": {"placement": "db", "logins": 2400}, "seconds": 10, "hosts": 3, "time_wait_peak": 807}
+    assert verdict.port_churn_per_host(short) == 80
+    assert verdict.pooler_effect(short) is PoolerEffect.MOVED_AT_RISK
+    unix = {**short, "pgbouncer": {"placement": "app-unix", "logins": 2400}}
+    assert verdict.placement(unix) is Placement.APP_UNIX and verdict.pooler_effect(unix) is PoolerEffect.REMOVED
+
+
+def test_connection_need_counts_pools_or_pgbouncer():
+    sized = verdict.connection_need(RESULTS[2])
+    assert (sized.how, sized.needed, sized.per_instance) == ("in-process", 20, 10)
+    assert verdict.connection_need(RESULTS[0]).needed is None
+    per_host = verdict.connection_need(
+        {**RESULTS[0], "hosts": 3, "pgbouncer": {"placement": "app", "default_pool_size": 10}}
+    )
+    assert (per_host.how, per_host.needed) == ("pgbouncer-per-host", 30)
+    on_db = verdict.connection_need(
+        {**RESULTS[0], "hosts": 3, "pgbouncer": {"placement": "db", "default_pool_size": 10}}
+    )
+    assert (on_db.how, on_db.needed) == ("pgbouncer-on-db", 10)
+
+
+def test_database_limits_available_is_never_negative():
+    assert DatabaseLimits(100, 3).available == 97
+    assert DatabaseLimits(2, 3).available == 0
+    assert DatabaseLimits.from_meta(
+        {"postgres": {"max_connections": 50, "superuser_reserved_connections": 3}}
+    ) == DatabaseLimits(50, 3)
+    assert DatabaseLimits.from_meta({}) is None

@@ -172,48 +172,74 @@ def diagnose(obs: Observation) -> Diagnosis:
         )
     if (opened >= CHURN_MIN_OPENED and rate * TIME_WAIT_SECONDS > max(established, 1)) or out_of_ports:
         problems.append(CHURN)
-        if share is not None:
-            if reused:
-                ending = (
-                    f"tcp_tw_reuse={obs.tcp_tw_reuse} lets connect() reuse those ports toward "
-                    f"{'this loopback address' if obs.loopback else 'the database'}, so they do not run out, but every "
-                    f"request still pays for a new connection"
-                )
-            elif seconds is not None:
-                ending = f"the range runs out in about {seconds:,.0f} s, then connect() fails with EADDRNOTAVAIL"
-            else:
-                ending = "below the range for now, but each burst takes more"
-            findings.append(
-                f"connection churn: at {rate:,.1f}/s, TIME_WAIT would hold {rate * TIME_WAIT_SECONDS:,.0f} of "
-                f"{ports:,} ports ({share:.0%}): {ending}"
-            )
-        else:
-            findings.append(
-                "connection churn: new database sessions faster than connections are kept (over a Unix socket "
-                "no ports run out, but every connection costs a backend start)"
-            )
-        changes += [
-            "keep connections open: a QueuePool sized to what a worker holds at peak, with no overflow "
-            "(HEALTHZ_POOL_CLASS=QueuePool HEALTHZ_POOL_SIZE=N HEALTHZ_MAX_OVERFLOW=0; SQLAlchemy create_engine(pool_size=N, "
-            "max_overflow=0); Django: CONN_MAX_AGE > 0 with gthread workers, since under eventlet every greenlet is a thread "
-            "with its own connection); healthz plan sizes N",
-            "or put PgBouncer on this host and connect over its Unix socket: no ephemeral ports toward the database",
-        ]
-        if obs.port_range and ports:
-            changes.append(
-                f"widening net.ipv4.ip_local_port_range (now {obs.port_range[0]}-{obs.port_range[1]}) or setting "
-                f"net.ipv4.tcp_tw_reuse=1 (now {obs.tcp_tw_reuse}) only delays EADDRNOTAVAIL: {ports:,} ports / "
-                f"{TIME_WAIT_SECONDS} s = {ports / TIME_WAIT_SECONDS:,.0f} connections/s sustained"
-            )
-    if ports_held:
+        findings.append(_churn_finding(obs, rate, share, ports, reused, seconds))
+        changes += _churn_changes(obs, ports)
+    overrun, overrun_findings, overrun_changes = _overrun(obs, ports_held, held_open, ports)
+    findings += overrun_findings
+    if overrun:
         problems.append(OVERRUN)
+        changes += overrun_changes
+    return Diagnosis(tuple(dict.fromkeys(problems)), rate, share, seconds, findings, changes)
+
+
+def _churn_finding(
+    obs: Observation, rate: float, share: float | None, ports: int | None, reused: bool, seconds: float | None
+) -> str:
+    """The churn in numbers: the TIME_WAIT its rate would hold against the port range, and what follows."""
+    if share is None:
+        return (
+            "connection churn: new database sessions faster than connections are kept (over a Unix socket "
+            "no ports run out, but every connection costs a backend start)"
+        )
+    if reused:
+        ending = (
+            f"tcp_tw_reuse={obs.tcp_tw_reuse} lets connect() reuse those ports toward "
+            f"{'this loopback address' if obs.loopback else 'the database'}, so they do not run out, but every "
+            f"request still pays for a new connection"
+        )
+    elif seconds is not None:
+        ending = f"the range runs out in about {seconds:,.0f} s, then connect() fails with EADDRNOTAVAIL"
+    else:
+        ending = "below the range for now, but each burst takes more"
+    return (
+        f"connection churn: at {rate:,.1f}/s, TIME_WAIT would hold {rate * TIME_WAIT_SECONDS:,.0f} of "
+        f"{ports:,} ports ({share:.0%}): {ending}"
+    )
+
+
+def _churn_changes(obs: Observation, ports: int | None) -> list[str]:
+    """The settings that end churn, in the words of SQLAlchemy, Django and PgBouncer."""
+    changes = [
+        "keep connections open: a QueuePool sized to what a worker holds at peak, with no overflow "
+        "(HEALTHZ_POOL_CLASS=QueuePool HEALTHZ_POOL_SIZE=N HEALTHZ_MAX_OVERFLOW=0; SQLAlchemy create_engine(pool_size=N, "
+        "max_overflow=0); Django: CONN_MAX_AGE > 0 with gthread workers, since under eventlet every greenlet is a thread "
+        "with its own connection); healthz plan sizes N",
+        "or put PgBouncer on this host and connect over its Unix socket: no ephemeral ports toward the database",
+    ]
+    if obs.port_range and ports:
+        changes.append(
+            f"widening net.ipv4.ip_local_port_range (now {obs.port_range[0]}-{obs.port_range[1]}) or setting "
+            f"net.ipv4.tcp_tw_reuse=1 (now {obs.tcp_tw_reuse}) only delays EADDRNOTAVAIL: {ports:,} ports / "
+            f"{TIME_WAIT_SECONDS} s = {ports / TIME_WAIT_SECONDS:,.0f} connections/s sustained"
+        )
+    return changes
+
+
+def _overrun(
+    obs: Observation, ports_held: bool, held_open: int, ports: int | None
+) -> tuple[bool, list[str], list[str]]:
+    """``(overrun, findings, changes)``: this host's ports taken by connections held open, the
+    database refusing the doctor, or its backends near the budget; the backends line either way."""
+    overrun, findings, changes = False, [], []
+    if ports_held:
+        overrun = True
         findings.append(
             f"budget overrun: this host holds {held_open:,} connections to the database open, "
             f"{held_open / ports:.0%} of its {ports:,} ephemeral ports: one more and connect() fails with "
             f"EADDRNOTAVAIL (a connection per thread or greenlet, as Django's CONN_MAX_AGE under eventlet)"
         )
     if obs.refused:
-        problems.append(OVERRUN)
+        overrun = True
         findings.append(f"budget overrun: the database refused the doctor's own connection: {obs.refused}")
     elif obs.budget is None:
         findings.append("client backends: not read (the database was not reachable)")
@@ -223,12 +249,12 @@ def diagnose(obs: Observation) -> Diagnosis:
             f"- {obs.reserved_connections} reserved)"
         )
     if obs.budget is not None and obs.backends_total >= OVERRUN_SHARE * obs.budget:
-        problems.append(OVERRUN)
+        overrun = True
         findings.append(
             f"budget overrun: {obs.backends_total:,} backends use {obs.backends_total / obs.budget:.0%} of the "
             f"{obs.budget:,} available; the next ones get 'too many clients already'"
         )
-    if OVERRUN in problems:
+    if overrun:
         if ports_held:
             changes.append(
                 "hold fewer connections: a QueuePool with pool_size per worker well under the port range "
@@ -239,7 +265,7 @@ def diagnose(obs: Observation) -> Diagnosis:
             "healthz plan --hosts H --workers W --max-connections M",
             "or put PgBouncer (pool_mode = transaction) in front of the database, its default_pool_size within the budget",
         ]
-    return Diagnosis(tuple(dict.fromkeys(problems)), rate, share, seconds, findings, changes)
+    return overrun, findings, changes
 
 
 # -- reading a live host ---------------------------------------------------------------------

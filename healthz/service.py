@@ -18,6 +18,11 @@ from pathlib import Path
 
 from healthz.config import WORKER_CLASSES, mask_password
 
+#: Seconds a started gunicorn has to answer ``/api/v1/livez/``.
+READY_TIMEOUT = 30.0
+#: Seconds a started service then has to answer ``/api/v1/healthz/`` with 200 before a run's load.
+HEALTHY_TIMEOUT = 20.0
+
 # Run inside a network namespace: print the status, a newline, then the body.
 _GET = """
 import sys, urllib.error, urllib.request
@@ -85,7 +90,7 @@ class Gunicorn:
         port: int,
         command_prefix: Sequence[str] = (),
         client_prefix: Sequence[str] | None = None,
-        ready_timeout: float = 30.0,
+        ready_timeout: float = READY_TIMEOUT,
     ) -> None:
         self.worker_class = worker_class
         self.host, self.port = host, port

@@ -15,10 +15,10 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from healthz import versions
 from healthz.config import Settings
 from healthz.db import seed as seed_roles
 from healthz.lab import probes, require_extra
@@ -33,7 +33,6 @@ require_extra()
 
 HEALTHZ = "/api/v1/healthz/"
 LIVEZ = "/api/v1/livez/"
-PACKAGES = ("gunicorn", "eventlet", "gevent", "flask", "sqlalchemy", "psycopg2-binary", "prometheus-client")
 
 
 @dataclasses.dataclass
@@ -104,19 +103,13 @@ def machine() -> dict[str, Any]:
         memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError):
         memory = None
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "memory_gib": memory,
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "packages": versions,
+        "packages": versions.installed(),
     }
 
 

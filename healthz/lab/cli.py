@@ -452,7 +452,7 @@ def report_command(folder: Path) -> None:
         )
     if "results.json" in found:
         paths = report.write(folder)
-        click.echo(report.verdict_table(json.loads((folder / "results.json").read_text())))
+        click.echo(report.verdict_table(report.read(folder)))
         click.echo(f"\nReport: {paths['markdown']} and {paths['html']}")
     if "faults.json" in found:
         paths = fault_report.write(folder)

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from healthz.lab.faults import FAULTS, judge
+from healthz.lab.faults import FAULTS, judged
 from healthz.lab.report import to_html, to_markdown
 
 PLOT_BIN = 0.5  # seconds per point on the timeline plots
@@ -86,18 +86,17 @@ HEADERS = [
 
 def pre_ping_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     """For each database restart and pooled scenario: requests failed without and with ``pool_pre_ping``."""
-    by_key = {(r["fault"], r["scenario"]): r for r in results if r["fault"].startswith("db-restart") and "failed" in r}
+    runs = [r for r in results if r["fault"].startswith("db-restart") and "failed" in r]
+    by_key = {(r["fault"], r.get("base_scenario", r["scenario"]), bool(r.get("pool_pre_ping"))): r for r in runs}
     table = []
-    for (fault, name), r in by_key.items():
-        if name.endswith("+pre_ping"):
-            continue
-        with_ping = by_key.get((fault, f"{name}+pre_ping"))
-        if with_ping is None:
+    for (fault, base, pre_ping), r in by_key.items():
+        with_ping = by_key.get((fault, base, True))
+        if pre_ping or with_ping is None:
             continue
         table.append(
             [
                 fault,
-                name,
+                r["scenario"],
                 f"{r['failed']:,} ({r['lost_after_end']:,} after restart)",
                 f"{with_ping['failed']:,} ({with_ping['lost_after_end']:,} after restart)",
                 _seconds(r["recovery_seconds"]),
@@ -292,7 +291,7 @@ def write(folder: Path) -> dict[str, Path]:
     data = json.loads((folder / "faults.json").read_text())
     for r in data["results"]:  # judged again, so that a remade report applies the current rules
         if r["fault"] in FAULTS and not r.get("skipped") and not r.get("error"):
-            r["problems"] = judge(FAULTS[r["fault"]], r, data["meta"].get("request_timeout", 10.0))
+            r.update(judged(FAULTS[r["fault"]], r, data["meta"].get("request_timeout", 10.0)))
     plots = write_plots(data["results"], folder)
     blocks = build(data, plots)
     paths = {"markdown": folder / "faults.md", "html": folder / "faults.html"}

@@ -14,6 +14,8 @@ Faults need a server the lab may stop, fill and lock: always a throwaway Postgre
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import threading
 import time
@@ -24,12 +26,10 @@ from healthz.config import mask_password
 from healthz.lab import faults as catalogue
 from healthz.lab import load, probes
 from healthz.lab.faults import Fault, FaultError, Target
-from healthz.lab.runner import Lab, LabConfig, _slug, _stop_run
+from healthz.lab.runner import Lab, LabConfig, slug
 from healthz.lab.scenarios import Scenario
 from healthz.postgres import PostgreSQL
-from healthz.service import ServiceError
-
-HEALTHY_TIMEOUT = 20.0
+from healthz.service import HEALTHY_TIMEOUT, ServiceError
 
 
 class FaultLab(Lab):
@@ -37,6 +37,11 @@ class FaultLab(Lab):
     writes ``faults.json`` (the fault report is made from it)."""
 
     RESULTS = "faults.json"
+
+    @staticmethod
+    def serialise(result: dict[str, Any]) -> dict[str, Any]:
+        """A fault run's result, already the dict ``faults.json`` holds."""
+        return result
 
     def __init__(
         self,
@@ -50,15 +55,18 @@ class FaultLab(Lab):
     ) -> None:
         super().__init__(config, progress)
         self.faults, self.lead, self.tail, self.request_timeout = faults, lead, tail, request_timeout
+        self.bases: dict[str, str] = {}  # a fault's variant of a scenario -> the scenario
 
     def plan(self) -> list[tuple[Fault, Scenario]]:
-        """Every (fault, scenario) pair to run, with the fault's own variants of each scenario."""
-        return [
-            (fault, variant)
-            for fault in self.faults
-            for base in self.config.scenarios
-            for variant in fault.scenarios(base)
-        ]
+        """Every (fault, scenario) pair to run, with the fault's own variants of each scenario (each
+        variant's base scenario kept in :attr:`bases`)."""
+        pairs = []
+        for fault in self.faults:
+            for base in self.config.scenarios:
+                for variant in fault.scenarios(base):
+                    self.bases[variant.name] = base.name
+                    pairs.append((fault, variant))
+        return pairs
 
     def _meta(
         self, topology, pg: PostgreSQL | None, counters: probes.PostgresCounters, started: float
@@ -94,6 +102,8 @@ class FaultLab(Lab):
         return {
             "fault": fault.name,
             "scenario": scenario.name,
+            "base_scenario": self.bases.get(scenario.name, scenario.name),
+            "pool_pre_ping": scenario.service_settings().pool_pre_ping,
             "summary": scenario.summary(),
             "worker_class": scenario.worker_class,
             "workers": scenario.workers,
@@ -110,7 +120,7 @@ class FaultLab(Lab):
 
     def rerun_fault(self, fault: Fault, scenario: Scenario) -> str:
         cfg = self.config
-        base = scenario.name.split(":", 1)[0].removesuffix("+pre_ping")
+        base = self.bases.get(scenario.name, scenario.name).split(":", 1)[0]
         args = [
             "healthz",
             "lab",
@@ -139,112 +149,172 @@ class FaultLab(Lab):
         label: str = "",
     ) -> dict[str, Any]:
         """One fault against one scenario: the figures of :func:`~healthz.lab.faults.measure` and
-        more, and the problems :func:`~healthz.lab.faults.judge` found."""
+        more, and what :func:`~healthz.lab.faults.judge` found.
+
+        gunicorn, locust, the sampler and the fault itself (ended if begun) are entered in one
+        :class:`contextlib.ExitStack` as they start, so each is stopped once on every exit path."""
         cfg = self.config
-        users, connection = cfg.concurrency[0], cfg.connection or scenario.connection
-        run_dir = cfg.output / "faults" / _slug(fault.name) / _slug(scenario.name)
+        run_dir = cfg.output / "faults" / slug(fault.name) / slug(scenario.name)
         run_dir.mkdir(parents=True, exist_ok=True)
         topology.renew_app()
+        with contextlib.ExitStack() as stack:
+            run = self._prepare_fault(fault, scenario, topology, url, pg, run_dir, stack)
+            result = run.result
+            try:
+                self.progress.update(f"{label}: starting")
+                times = self._inject(run, counters, pg, url, label, stack)
+                result.update(self._fault_figures(run, counters, times, stack))
+                result.update(catalogue.judged(fault, result, self.request_timeout))
+            except (ServiceError, FaultError) as exc:
+                result["error"] = mask_password(str(exc))
+        (run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
+        self.progress.done(f"{label}: {fault_line(result)}")
+        return result
+
+    def _prepare_fault(
+        self, fault: Fault, scenario: Scenario, topology, url: str, pg: PostgreSQL, run_dir, stack: contextlib.ExitStack
+    ) -> _FaultRun:
+        """The run's gunicorn and locust (unstarted, entered in ``stack``), its target and its result so far."""
+        cfg = self.config
+        users, connection = cfg.concurrency[0], cfg.connection or scenario.connection
         gunicorn, env = self._service(scenario, topology, topology.hosts[0], url, run_dir)
+        stack.callback(gunicorn.stop)
         # Beginning and ending a fault take time of their own (a restart, a replacement worker): 1 s of slack.
         duration = self.lead + fault.hold + self.tail + 1
-        csv_prefix, timeline_file = run_dir / "locust", run_dir / "timeline.json"
+        run = _FaultRun(fault, scenario, run_dir, gunicorn, Target(pg, gunicorn, topology, scenario, users), duration)
         locust_cmd = load.locust_command(
             gunicorn.base_url,
             users,
             duration,
             connection=connection,
             max_requests=cfg.max_requests,
-            csv_prefix=csv_prefix,
+            csv_prefix=run.csv_prefix,
             html=run_dir / "locust.html",
             stats_interval=cfg.interval,
             request_timeout=self.request_timeout,
-            timeline=timeline_file,
+            timeline=run.timeline_file,
         )
-        locust = load.Locust(locust_cmd, run_dir / "locust.log", command_prefix=topology.client_prefix)
-        result = self._row(fault, scenario, topology)
-        result.update(
-            run_dir=str(run_dir.relative_to(cfg.output)),
-            failure_bound_s=fault.failure_bound(scenario, users),
-            commands=self._commands(scenario, env, topology, locust_cmd, run_dir, self.rerun_fault(fault, scenario)),
-        )
-        target = Target(pg, gunicorn, topology, scenario, users)
-        sampler: probes.Sampler | None = None
-        begun = ended = False
-        try:
-            self.progress.update(f"{label}: starting")
-            if fault.at_start:
-                fault_began = time.time()
-                fault.begin(target)
-                begun = True
-            gunicorn.start()
-            if not fault.at_start:
-                status, body = gunicorn.wait_for("/api/v1/healthz/", HEALTHY_TIMEOUT, request_timeout=5)
-                if status != 200:
-                    raise ServiceError(
-                        f"/api/v1/healthz/ answered {status} before the fault: {mask_password(body.strip())[:300]}"
-                    )
-            sampler = self._sampler(counters, [gunicorn], locust, pg, url)
-            sampler.start()
-            locust.start()
-            load_began = _wait_for_load(locust, csv_prefix)
-            if fault.at_start:
-                held_from = load_began + self.lead
-            else:
-                _sleep_until(load_began + self.lead)
-                self.progress.update(f"{label}: fault begins")
-                fault_began = time.time()
-                fault.begin(target)
-                begun, held_from = True, time.time()
-            probe = None
-            if fault.hold:
-                _sleep_until(held_from + fault.hold / 2)
-                probe = _LivezProbe(gunicorn, self.request_timeout)
-                _sleep_until(held_from + fault.hold)
-            fault.end(target)
-            ended = True
-            fault_ended = fault_began if fault.instant else time.time()
-            if probe is not None:
-                result["livez_during_fault"] = probe.result(before=fault_ended)
-            self.progress.update(f"{label}: fault ended, load goes on")
-            locust.wait(duration + 30 - (time.time() - load_began))
-            load_ended = time.time()
-            samples = sampler.stop()
-            backends_end = counters.backends()
-            gunicorn.stop()
-            backends_left = counters.wait_backends(0)
-            log = gunicorn.log_text()
-            totals = load.read_summary(csv_prefix)
-            notes = {k: v for k, v in target.notes.items() if not k.startswith("_")}
-            timeline = load.read_timeline(timeline_file)
-            result.update(
-                requests=totals["requests"],
-                failures=totals["failures"],
-                p50_ms=totals["p50_ms"],
-                p99_ms=totals["p99_ms"],
-                fault_began_s=round(fault_began - load_began, 2),
-                fault_ended_s=round(fault_ended - load_began, 2),
-                load_seconds=round(load_ended - load_began, 2),
-                service_errors=probes.log_counts(log)["error_kinds"],
-                worker_restarts=probes.worker_restarts(log, scenario.workers),
-                worker_timeouts=log.count("WORKER TIMEOUT"),
-                backends_peak=probes.peak(s["backends"] for s in samples),
-                backends_end=backends_end,
-                backends_left=backends_left,
-                **notes,
-                **catalogue.measure(timeline, fault_began, fault_ended, load_ended),
-            )
-            result["timeline"] = _relative(timeline, load_began)
-            result["problems"] = catalogue.judge(fault, result, self.request_timeout)
-        except (ServiceError, FaultError) as exc:
-            result["error"] = mask_password(str(exc))
-        finally:
-            if begun and not ended:
-                fault.end(target)
-            _stop_run(locust, sampler, [gunicorn])
-        (run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
-        self.progress.done(f"{label}: {fault_line(result)}")
-        return result
+        run.locust = load.Locust(locust_cmd, run_dir / "locust.log", command_prefix=topology.client_prefix)
+        stack.callback(run.locust.stop)
+        run.result = self._row(fault, scenario, topology) | {
+            "run_dir": str(run_dir.relative_to(cfg.output)),
+            "failure_bound_s": fault.failure_bound(scenario, users),
+            "commands": self._commands(scenario, env, topology, locust_cmd, run_dir, self.rerun_fault(fault, scenario)),
+        }
+        return run
+
+    def _begin(self, run: _FaultRun, stack: contextlib.ExitStack) -> float:
+        """Begin the fault, entered in ``stack`` so that it is ended on any exit; when it began."""
+        began = time.time()
+        run.fault.begin(run.target)
+        stack.callback(run.end_fault)
+        return began
+
+    def _inject(
+        self, run: _FaultRun, counters, pg: PostgreSQL, url: str, label: str, stack: contextlib.ExitStack
+    ) -> dict[str, float]:
+        """Start the service and the load, hold the fault for its time with livez probed halfway, end
+        it and let the load run out: when the load and the fault began and ended."""
+        fault, gunicorn = run.fault, run.gunicorn
+        if fault.at_start:
+            fault_began = self._begin(run, stack)
+        gunicorn.start()
+        if not fault.at_start:
+            status, body = gunicorn.wait_for("/api/v1/healthz/", HEALTHY_TIMEOUT, request_timeout=5)
+            if status != 200:
+                raise ServiceError(
+                    f"/api/v1/healthz/ answered {status} before the fault: {mask_password(body.strip())[:300]}"
+                )
+        run.sampler = self._sampler(counters, [gunicorn], run.locust, pg, url)
+        run.sampler.start()
+        stack.callback(lambda: run.sampler.is_alive() and run.sampler.stop())
+        run.locust.start()
+        load_began = _wait_for_load(run.locust, run.csv_prefix)
+        if fault.at_start:
+            held_from = load_began + self.lead
+        else:
+            _sleep_until(load_began + self.lead)
+            self.progress.update(f"{label}: fault begins")
+            fault_began = self._begin(run, stack)
+            held_from = time.time()
+        probe = None
+        if fault.hold:
+            _sleep_until(held_from + fault.hold / 2)
+            probe = _LivezProbe(gunicorn, self.request_timeout)
+            _sleep_until(held_from + fault.hold)
+        run.end_fault()
+        fault_ended = fault_began if fault.instant else time.time()
+        if probe is not None:
+            run.result["livez_during_fault"] = probe.result(before=fault_ended)
+        self.progress.update(f"{label}: fault ended, load goes on")
+        run.locust.wait(run.duration + 30 - (time.time() - load_began))
+        return {
+            "load_began": load_began,
+            "fault_began": fault_began,
+            "fault_ended": fault_ended,
+            "load_ended": time.time(),
+        }
+
+    def _fault_figures(
+        self, run: _FaultRun, counters, times: dict[str, float], stack: contextlib.ExitStack
+    ) -> dict[str, Any]:
+        """Every figure of a finished fault run; gunicorn is stopped (``stack``) between the backends
+        counted at the end of the load and those left after it."""
+        samples = run.sampler.stop()
+        backends_end = counters.backends()
+        stack.close()
+        backends_left = counters.wait_backends(0)
+        log, totals = run.gunicorn.log_text(), load.read_summary(run.csv_prefix)
+        timeline = load.read_timeline(run.timeline_file)
+        began = times["load_began"]
+        return {
+            "requests": totals["requests"],
+            "failures": totals["failures"],
+            "p50_ms": totals["p50_ms"],
+            "p99_ms": totals["p99_ms"],
+            "fault_began_s": round(times["fault_began"] - began, 2),
+            "fault_ended_s": round(times["fault_ended"] - began, 2),
+            "load_seconds": round(times["load_ended"] - began, 2),
+            "service_errors": probes.log_counts(log)["error_kinds"],
+            "worker_restarts": probes.worker_restarts(log, run.scenario.workers),
+            "worker_timeouts": log.count("WORKER TIMEOUT"),
+            "backends_peak": probes.peak(s["backends"] for s in samples),
+            "backends_end": backends_end,
+            "backends_left": backends_left,
+            **run.target.notes,
+            **catalogue.measure(timeline, times["fault_began"], times["fault_ended"], times["load_ended"]),
+            "timeline": _relative(timeline, began),
+        }
+
+
+@dataclasses.dataclass
+class _FaultRun:
+    """The parts of one fault run, as :meth:`FaultLab._prepare_fault` made them."""
+
+    fault: Fault
+    scenario: Scenario
+    run_dir: Any
+    gunicorn: Any
+    target: Target
+    duration: float
+    locust: load.Locust | None = None
+    sampler: probes.Sampler | None = None
+    result: dict[str, Any] = dataclasses.field(default_factory=dict)
+    ended: bool = False
+
+    @property
+    def csv_prefix(self):
+        return self.run_dir / "locust"
+
+    @property
+    def timeline_file(self):
+        return self.run_dir / "timeline.json"
+
+    def end_fault(self) -> None:
+        """End the fault once: the second call (the stack's, after a normal end) does nothing."""
+        if not self.ended:
+            self.ended = True
+            self.fault.end(self.target)
 
 
 def _wait_for_load(locust: load.Locust, csv_prefix, timeout: float = 30.0) -> float:

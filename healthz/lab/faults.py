@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import math
 import os
 import signal
@@ -49,7 +50,10 @@ class FaultError(RuntimeError):
 
 @dataclasses.dataclass
 class Target:
-    """What a fault acts on: the throwaway server, the service, the topology and the load."""
+    """What a fault acts on: the throwaway server, the service, the topology and the load.
+
+    ``notes`` are figures a fault reports (they join the run's result); ``state`` is what it keeps
+    between :meth:`Fault.begin` and :meth:`Fault.end` and reports nowhere."""
 
     pg: PostgreSQL
     gunicorn: Any  # healthz.service.Gunicorn
@@ -57,6 +61,7 @@ class Target:
     scenario: Scenario
     users: int
     notes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    state: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class Fault:
@@ -340,12 +345,11 @@ class WorkerKill(Fault):
         db_port = target.pg.port
         ports = database_client_ports(pid, db_port)
         os.kill(pid, signal.SIGKILL)
-        target.notes.update(
-            killed_pid=pid, killed_at=time.monotonic(), killed_worker_connections=len(ports), _ports=ports
-        )
+        target.notes.update(killed_pid=pid, killed_worker_connections=len(ports))
+        target.state.update(killed_at=time.monotonic(), ports=ports)
 
     def end(self, target: Target) -> None:
-        notes, started = target.notes, target.notes["killed_at"]
+        notes, started = target.notes, target.state["killed_at"]
         deadline = started + self.TIMEOUT
         wanted = target.scenario.workers
         while time.monotonic() < deadline:
@@ -354,7 +358,7 @@ class WorkerKill(Fault):
                 break
             time.sleep(0.05)
         notes["replaced_seconds"] = round(time.monotonic() - started, 2)
-        ports = notes.pop("_ports")
+        ports = target.state["ports"]
         left = ports
         while left and time.monotonic() < deadline:
             left = _backends_on_ports(target.pg, ports)
@@ -362,7 +366,6 @@ class WorkerKill(Fault):
                 time.sleep(0.05)
         notes["backends_released_seconds"] = round(time.monotonic() - started, 2)
         notes["killed_worker_backends_left"] = len(left)
-        notes.pop("killed_at")
 
 
 class DatabaseDownAtStart(Fault):
@@ -500,38 +503,95 @@ def _expected(cause: str, expected: Iterable[str]) -> bool:
     )
 
 
-def judge(fault: Fault, result: dict[str, Any], request_timeout: float) -> list[str]:
-    """What went wrong in a fault run, one phrase each; empty when the service behaved: only the
+class Trouble(str, enum.Enum):
+    """What can go wrong in a fault run besides the fault's own, expected errors."""
+
+    ERRORS_BEFORE = "errors before the fault"
+    UNEXPECTED_ERRORS = "unexpected errors"
+    NOT_RECOVERED = "not recovered"
+    SLOW_FAILURE = "slow failure"  # a failure slower than the fault's bound
+    HANG = "hang"  # a request as slow as the client's timeout
+    LIVEZ_BLOCKED = "livez blocked"  # /api/v1/livez/ did not answer while the fault lasted
+    WORKER_RESTARTS = "worker restarts"  # not the number the fault causes
+    BACKENDS_LEFT = "backends left"
+    KILLED_WORKER_BACKENDS = "killed worker's backends left"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclasses.dataclass(frozen=True)
+class FaultFinding:
+    """One thing that went wrong in a fault run: its :class:`Trouble` and the figures that show it."""
+
+    trouble: Trouble
+    figures: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def sentence(self) -> str:
+        f, t = self.figures, self.trouble
+        if t in (Trouble.ERRORS_BEFORE, Trouble.UNEXPECTED_ERRORS):
+            return f"{t}: " + ", ".join(f"{k} {v}" for k, v in f["errors"].items())
+        if t is Trouble.NOT_RECOVERED:
+            return "not recovered by the end of the load"
+        if t is Trouble.SLOW_FAILURE:
+            return f"a failed request took {f['ms'] / 1000:.1f} s (bound {f['bound_s']:g} s)"
+        if t is Trouble.HANG:
+            return f"a request took {f['ms'] / 1000:.1f} s, the client's timeout: a hang"
+        if t is Trouble.LIVEZ_BLOCKED:
+            return (
+                f"/api/v1/livez/ did not answer while the fault lasted ({f['status'] or 'no answer'} after "
+                f"{f['seconds']:g} s): every worker was busy waiting on the database"
+            )
+        if t is Trouble.WORKER_RESTARTS:
+            return f"{f['restarts']} worker restart(s), expected {f['expected']}"
+        if t is Trouble.BACKENDS_LEFT:
+            return f"{f['backends']} backend(s) left after gunicorn stopped"
+        return f"{f['backends']} backend(s) of the killed worker still open"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trouble": self.trouble.value, "figures": self.figures}
+
+
+def judge(fault: Fault, result: dict[str, Any], request_timeout: float) -> list[FaultFinding]:
+    """What went wrong in a fault run, from its figures; empty when the service behaved: only the
     fault's expected errors, recovered, failures within the fault's bound, no request near the
     client's timeout, ``/api/v1/livez/`` answered while the fault lasted (the workers kept
     serving), the expected worker restarts, no backend left behind."""
-    problems = []
+    found = []
     if result.get("errors_before"):
-        problems.append("errors before the fault: " + ", ".join(f"{k} {v}" for k, v in result["errors_before"].items()))
+        found.append(FaultFinding(Trouble.ERRORS_BEFORE, {"errors": dict(result["errors_before"])}))
     unexpected = {k: v for k, v in result["errors"].items() if not _expected(k, fault.expected)}
     if unexpected:
-        problems.append("unexpected errors: " + ", ".join(f"{k} {v}" for k, v in unexpected.items()))
+        found.append(FaultFinding(Trouble.UNEXPECTED_ERRORS, {"errors": unexpected}))
     if result["recovery_seconds"] is None:
-        problems.append("not recovered by the end of the load")
+        found.append(FaultFinding(Trouble.NOT_RECOVERED))
     bound = result.get("failure_bound_s")
     if bound is not None and result["slowest_failure_ms"] > bound * 1000:
-        problems.append(f"a failed request took {result['slowest_failure_ms'] / 1000:.1f} s (bound {bound:g} s)")
+        found.append(FaultFinding(Trouble.SLOW_FAILURE, {"ms": result["slowest_failure_ms"], "bound_s": bound}))
     slowest = max(result["slowest_failure_ms"], result["slowest_ok_ms"])
     if slowest >= request_timeout * 1000 * 0.95:
-        problems.append(f"a request took {slowest / 1000:.1f} s, the client's timeout: a hang")
+        found.append(FaultFinding(Trouble.HANG, {"ms": slowest}))
     livez = result.get("livez_during_fault")
     if livez and (livez["status"] != 200 or not livez["during_fault"]):
-        problems.append(
-            f"/api/v1/livez/ did not answer while the fault lasted ({livez['status'] or 'no answer'} after "
-            f"{livez['seconds']:g} s): every worker was busy waiting on the database"
-        )
+        found.append(FaultFinding(Trouble.LIVEZ_BLOCKED, {"status": livez["status"], "seconds": livez["seconds"]}))
     if result["worker_restarts"] != fault.worker_restarts:
-        problems.append(f"{result['worker_restarts']} worker restart(s), expected {fault.worker_restarts}")
+        found.append(
+            FaultFinding(
+                Trouble.WORKER_RESTARTS, {"restarts": result["worker_restarts"], "expected": fault.worker_restarts}
+            )
+        )
     if result.get("backends_left"):
-        problems.append(f"{result['backends_left']} backend(s) left after gunicorn stopped")
+        found.append(FaultFinding(Trouble.BACKENDS_LEFT, {"backends": result["backends_left"]}))
     if result.get("killed_worker_backends_left"):
-        problems.append(f"{result['killed_worker_backends_left']} backend(s) of the killed worker still open")
-    return problems
+        found.append(FaultFinding(Trouble.KILLED_WORKER_BACKENDS, {"backends": result["killed_worker_backends_left"]}))
+    return found
+
+
+def judged(fault: Fault, result: dict[str, Any], request_timeout: float) -> dict[str, Any]:
+    """``result``'s findings as ``faults.json`` holds them: ``problems`` (sentences, for people)
+    and ``findings`` (trouble and figures, for programs)."""
+    found = judge(fault, result, request_timeout)
+    return {"problems": [f.sentence() for f in found], "findings": [f.to_dict() for f in found]}
 
 
 __all__ = [
@@ -543,5 +603,8 @@ __all__ = [
     "select",
     "measure",
     "judge",
+    "judged",
+    "Trouble",
+    "FaultFinding",
     "database_client_ports",
 ]

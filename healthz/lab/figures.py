@@ -124,3 +124,165 @@ class PoolShape:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PoolShape:
         return cls(str(data["pool_class"]), int(data["pool_size"]), int(data["max_overflow"]))
+
+
+def _fields(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``data`` that are fields of dataclass ``cls`` (older files may lack some, or
+    carry keys a later version dropped)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolerFigures:
+    """PgBouncer over one run: where it sat and how, and what its console and log counted."""
+
+    placement: Placement
+    pool_mode: str
+    default_pool_size: int
+    instances: int = 1
+    logins: int | None = None  # client connections it accepted (the service's connections to it)
+    transactions: int | None = None
+    cl_waiting_peak: int | None = None
+    sv_active_peak: int | None = None
+    maxwait_ms_peak: float | None = None
+    wait_ms_per_transaction: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "placement": self.placement.value}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PoolerFigures:
+        return cls(**{**_fields(cls, data), "placement": Placement.parse(data["placement"])})
+
+
+@dataclasses.dataclass(frozen=True)
+class HostShare:
+    """One application host's share of a run with several hosts."""
+
+    host: str
+    address: str
+    requests: int | None
+    failures: int | None
+    failures_by_cause: dict[str, int]
+    sessions_opened: int
+    refused: int
+    backends_peak: int | None
+    time_wait_peak: int | None
+    established_peak: int | None
+    address_unavailable: int
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HostShare:
+        return cls(**_fields(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
+class DoctorCheck:
+    """``healthz doctor`` run during the load, beside the same rules applied to the lab's own figures."""
+
+    exit: int | None
+    status: str | None = None
+    opened: int | None = None
+    sessions_opened: int | None = None
+    window: float | None = None
+    opened_per_second: float | None = None
+    seconds_to_exhaustion: float | None = None
+    findings: tuple[str, ...] = ()
+    measured_status: str | None = None
+    measured_sessions_per_second: float | None = None
+    agrees: bool = False
+    error: str | None = None  # why it did not run
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DoctorCheck:
+        return cls(**{**_fields(cls, data), "findings": tuple(data.get("findings") or ())})
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFigures:
+    """One scenario at one concurrency step: what ran and every figure measured.
+
+    A run that could not be measured has ``error`` set and its figures at their defaults.
+    ``samples`` are the probes' readings (five a second) and ``history`` locust's, kept for plots.
+    """
+
+    scenario: str
+    description: str
+    summary: str
+    worker_class: str
+    workers: int
+    pool: PoolShape
+    concurrency: int
+    connection: str
+    topology: str
+    run_dir: str
+    commands: dict[str, str]
+    hosts: int = 1
+    error: str | None = None
+    pgbouncer: PoolerFigures | None = None
+    doctor: DoctorCheck | None = None
+    by_host: tuple[HostShare, ...] = ()
+    seconds: float | None = None
+    requests: int = 0
+    failures: int = 0
+    error_rate: float | None = None
+    rps: float | None = None
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    failures_by_cause: dict[str, int] = dataclasses.field(default_factory=dict)
+    stalled_seconds: float = 0.0
+    service_errors: dict[str, int] = dataclasses.field(default_factory=dict)
+    address_unavailable: int = 0
+    pool_timeouts: int = 0
+    sessions_opened: int = 0
+    sessions_per_second: float | None = None
+    sessions_per_request: float | None = None
+    sessions_per_success: float | None = None
+    backends_peak: int | None = None
+    backends_mean: float | None = None
+    backends_left: int | None = None
+    time_wait_peak: int | None = None
+    established_peak: int | None = None
+    ports_held_peak: int | None = None  # TIME_WAIT + ESTABLISHED toward the database at the same moment
+    ports: int | None = None
+    cpu_seconds: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    worker_restarts: int = 0
+    worker_timeouts: int = 0
+    samples: tuple[dict[str, Any], ...] = ()
+    history: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def measured(self) -> bool:
+        return self.error is None
+
+    @property
+    def placement(self) -> Placement:
+        return self.pgbouncer.placement if self.pgbouncer else Placement.NONE
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data.update(
+            pool=self.pool.to_dict(),
+            pool_capacity=self.pool.capacity,  # derived, for readers of the file (results.csv, jq)
+            pgbouncer=self.pgbouncer.to_dict() if self.pgbouncer else None,
+            doctor=dataclasses.asdict(self.doctor) if self.doctor else None,
+            by_host=[dataclasses.asdict(h) for h in self.by_host],
+            samples=list(self.samples),
+            history=list(self.history),
+        )
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunFigures:
+        values = _fields(cls, data)
+        values.update(
+            pool=PoolShape.from_dict(data["pool"]),
+            pgbouncer=PoolerFigures.from_dict(data["pgbouncer"]) if data.get("pgbouncer") else None,
+            doctor=DoctorCheck.from_dict(data["doctor"]) if data.get("doctor") else None,
+            by_host=tuple(HostShare.from_dict(h) for h in data.get("by_host") or ()),
+            samples=tuple(data.get("samples") or ()),
+            history=tuple(data.get("history") or ()),
+        )
+        return cls(**values)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from healthz.lab import require_extra, verdict
-from healthz.lab.figures import DatabaseLimits
+from healthz.lab.figures import DatabaseLimits, RunFigures
 from healthz.plan import TIME_WAIT_SECONDS
 
 require_extra()
@@ -102,36 +102,36 @@ def _facts(v: verdict.Verdict, limits: DatabaseLimits | None) -> list[str]:
     """The worst run's figures, one clause each."""
     worst = v.worst
     facts = [
-        f"at {worst['concurrency']:,} clients ({worst['connection']}) opened {_n(worst['sessions_opened'])} sessions for "
-        f"{_n(worst['requests'])} requests in {_n(worst['seconds'], 0)} s ({_n(worst['sessions_per_second'])}/s, "
-        f"{_n(worst['sessions_per_request'], 3)} per request, {_n(worst.get('sessions_per_success'), 3)} per successful one)"
+        f"at {worst.concurrency:,} clients ({worst.connection}) opened {_n(worst.sessions_opened)} sessions for "
+        f"{_n(worst.requests)} requests in {_n(worst.seconds, 0)} s ({_n(worst.sessions_per_second)}/s, "
+        f"{_n(worst.sessions_per_request, 3)} per request, {_n(worst.sessions_per_success, 3)} per successful one)"
     ]
-    if worst.get("time_wait_peak") is not None and worst.get("by_host"):
-        of = f" of {worst['ports']:,} ports each" if worst.get("ports") else ""
+    if worst.time_wait_peak is not None and worst.by_host:
+        of = f" of {worst.ports:,} ports each" if worst.ports else ""
         facts.append(
-            f"TIME_WAIT peaked at {worst['time_wait_peak']:,} across {len(worst['by_host'])} hosts "
+            f"TIME_WAIT peaked at {worst.time_wait_peak:,} across {len(worst.by_host)} hosts "
             f"({verdict.busiest_time_wait(worst):,} on the busiest{of})"
         )
-    elif worst.get("time_wait_peak") is not None:
-        of = f" of {worst['ports']:,} ports" if worst.get("ports") else ""
-        facts.append(f"TIME_WAIT peaked at {worst['time_wait_peak']:,}{of}")
-    if worst.get("backends_peak") is not None:
+    elif worst.time_wait_peak is not None:
+        of = f" of {worst.ports:,} ports" if worst.ports else ""
+        facts.append(f"TIME_WAIT peaked at {worst.time_wait_peak:,}{of}")
+    if worst.backends_peak is not None:
         limit = f" of max_connections {limits.max_connections:,}" if limits else ""
-        facts.append(f"backends peaked at {worst['backends_peak']:,}{limit}")
+        facts.append(f"backends peaked at {worst.backends_peak:,}{limit}")
     if v.outcome is verdict.Outcome.FAILED:
-        if worst["failures"]:
+        if worst.failures:
             facts.append(
-                f"{_pct(worst['error_rate'])} of requests failed: {_causes(worst['failures_by_cause'], worst['requests'])}"
+                f"{_pct(worst.error_rate)} of requests failed: {_causes(worst.failures_by_cause, worst.requests)}"
             )
         if verdict.stalled(worst):
             facts.append(
-                f"the service stopped answering: no request completed for {worst['stalled_seconds']:.1f} s while "
-                f"{worst['concurrency']:,} clients waited ({_n(worst['rps'])} requests/s over the run)"
+                f"the service stopped answering: no request completed for {worst.stalled_seconds:.1f} s while "
+                f"{worst.concurrency:,} clients waited ({_n(worst.rps)} requests/s over the run)"
             )
-        if worst.get("worker_timeouts"):
-            facts.append(f"gunicorn killed {worst['worker_timeouts']} stuck worker(s) (WORKER TIMEOUT)")
+        if worst.worker_timeouts:
+            facts.append(f"gunicorn killed {worst.worker_timeouts} stuck worker(s) (WORKER TIMEOUT)")
     else:
-        facts.append(f"no failed requests, {_n(worst['rps'])} requests/s, p99 {_n(worst['p99_ms'])} ms")
+        facts.append(f"no failed requests, {_n(worst.rps)} requests/s, p99 {_n(worst.p99_ms)} ms")
     risk = v.first(verdict.PortsAtRisk)
     if risk:
         facts.append(risk.sentence())
@@ -146,33 +146,33 @@ def in_numbers(v: verdict.Verdict, limits: DatabaseLimits | None) -> str:
     return "; ".join(_facts(v, limits)) + "." + ("".join(" " + n for n in notes))
 
 
-def exhaustion_reason(run: dict) -> str:
+def exhaustion_reason(run: RunFigures) -> str:
     """Why a run ran out of client ports, in numbers (:func:`verdict.exhaustion`)."""
-    ports = f" of {run['ports']:,} ports" if run.get("ports") else ""
+    ports = f" of {run.ports:,} ports" if run.ports else ""
     if verdict.exhaustion(run) is verdict.Exhaustion.CHURN:
         return (
-            f"a new database connection per request, {_n(run['sessions_per_second'])} sessions/s; each closed one holds "
+            f"a new database connection per request, {_n(run.sessions_per_second)} sessions/s; each closed one holds "
             f"its client port in TIME_WAIT for {TIME_WAIT_SECONDS} s, so that rate needs "
-            f"{_n(verdict.ports_needed(run['sessions_per_second']))} ports: TIME_WAIT peaked at "
-            f"{_n(run.get('time_wait_peak') or 0)}{ports}"
+            f"{_n(verdict.ports_needed(run.sessions_per_second))} ports: TIME_WAIT peaked at "
+            f"{_n(run.time_wait_peak or 0)}{ports}"
         )
     return (
-        f"database connections held open: {_n(run.get('established_peak') or 0)} toward PostgreSQL at once{ports} "
-        f"for {run['concurrency']:,} clients"
+        f"database connections held open: {_n(run.established_peak or 0)} toward PostgreSQL at once{ports} "
+        f"for {run.concurrency:,} clients"
     )
 
 
 def answer_paragraphs(
-    verdicts: dict[str, verdict.Verdict], results: list[dict], meta: dict, limits: DatabaseLimits | None
+    verdicts: dict[str, verdict.Verdict], results: list[RunFigures], meta: dict, limits: DatabaseLimits | None
 ) -> list[str]:
     """The plain answer to "does connection pooling alone fix it?" (:func:`verdict.answer`), as
     paragraphs built from the figures; and the settings recommended for the measured load."""
     said = verdict.answer(verdicts, results, faithful=meta.get("topology", {}).get("faithful", True) is not False)
-    by_scenario = {name: verdict.measured(r for r in results if r["scenario"] == name) for name in verdicts}
+    by_scenario = {name: verdict.measured(r for r in results if r.scenario == name) for name in verdicts}
     out: list[str] = []
     if said.exhausted:
         parts = [
-            f"{n} ({_pct(verdicts[n].worst['error_rate'])} failed; {exhaustion_reason(verdicts[n].worst)})"
+            f"{n} ({_pct(verdicts[n].worst.error_rate)} failed; {exhaustion_reason(verdicts[n].worst)})"
             for n in said.exhausted
         ]
         out.append(
@@ -181,7 +181,7 @@ def answer_paragraphs(
             + "."
         )
     elif not said.faithful:
-        rates = [f"{n} {_n(max(r['sessions_per_second'] or 0 for r in by_scenario[n]))}/s" for n in said.unpooled]
+        rates = [f"{n} {_n(max(r.sessions_per_second or 0 for r in by_scenario[n]))}/s" for n in said.unpooled]
         out.append(
             "No address_unavailable here: this run used the loopback topology, where Linux reuses TIME_WAIT ports, "
             "so exhaustion cannot show. The churn that causes it on a real network is measured all the same: "
@@ -192,10 +192,10 @@ def answer_paragraphs(
     if said.bounded_held:
         figures = []
         for n in said.bounded_held:
-            top = max(by_scenario[n], key=lambda r: r["concurrency"])
+            top = max(by_scenario[n], key=lambda r: r.concurrency)
             figures.append(
-                f"{n} ({_n(top['sessions_opened'])} sessions for {_n(top['requests'])} requests at {top['concurrency']:,} clients, "
-                f"{_n(top['rps'])} requests/s, p99 {_n(top['p99_ms'])} ms)"
+                f"{n} ({_n(top.sessions_opened)} sessions for {_n(top.requests)} requests at {top.concurrency:,} clients, "
+                f"{_n(top.rps)} requests/s, p99 {_n(top.p99_ms)} ms)"
             )
         out.append(
             "**Does connection pooling alone fix it? Yes, when the pool is bounded:** a QueuePool with max_overflow=0 opened "
@@ -218,10 +218,10 @@ def answer_paragraphs(
     return out
 
 
-def recommendation(name: str, runs: list[dict], limits: DatabaseLimits | None) -> str:
+def recommendation(name: str, runs: list[RunFigures], limits: DatabaseLimits | None) -> str:
     """Settings for the measured load: those of ``name``, the recommended scenario, at its highest step."""
-    top = max(runs, key=lambda r: r["concurrency"])
-    bouncer, ran_on = top.get("pgbouncer"), top.get("hosts", 1) or 1
+    top = max(runs, key=lambda r: r.concurrency)
+    bouncer, ran_on = top.pgbouncer, top.hosts or 1
     need = verdict.connection_need(top)
     if need.how == "pgbouncer-per-host":
         per_host = need.per_instance
@@ -230,13 +230,13 @@ def recommendation(name: str, runs: list[dict], limits: DatabaseLimits | None) -
         per_host = 0  # one PgBouncer for every host: its pool does not grow with them
         what = f"PgBouncer's default_pool_size {need.per_instance} server connections for every application host"
     else:
-        per_host = top["workers"] * need.per_instance
-        what = f"{top['workers']} workers x pool_size {need.per_instance} = {per_host} connections per application host"
+        per_host = top.workers * need.per_instance
+        what = f"{top.workers} workers x pool_size {need.per_instance} = {per_host} connections per application host"
     hosts = limits.available // per_host if limits and limits.available and per_host else None
     text = (
-        f"**Recommended for this load** ({top['concurrency']:,} concurrent clients"
-        f"{f' over {ran_on} application hosts' if ran_on > 1 else ''}): the settings of {name}: {top['summary']}. "
-        f"That is {what}, measured at {_n(top['backends_peak'])} peak backends{' in all' if ran_on > 1 else ''}."
+        f"**Recommended for this load** ({top.concurrency:,} concurrent clients"
+        f"{f' over {ran_on} application hosts' if ran_on > 1 else ''}): the settings of {name}: {top.summary}. "
+        f"That is {what}, measured at {_n(top.backends_peak)} peak backends{' in all' if ran_on > 1 else ''}."
     )
     if hosts:
         beyond = "" if bouncer else "; beyond that, put PgBouncer between the hosts and PostgreSQL"
@@ -244,8 +244,8 @@ def recommendation(name: str, runs: list[dict], limits: DatabaseLimits | None) -
             f" With max_connections {limits.max_connections:,} ({limits.reserved} reserved), up to {hosts:,} such hosts "
             f"fit{beyond}."
         )
-    if top.get("p99_ms"):
-        text += f" Keep pool_timeout well above the measured p99 of {_n(top['p99_ms'])} ms (the default 30 s is)."
+    if top.p99_ms:
+        text += f" Keep pool_timeout well above the measured p99 of {_n(top.p99_ms)} ms (the default 30 s is)."
     return text
 
 
@@ -263,6 +263,7 @@ STEP_COLUMNS = (
     "sessions/request",
     "backends peak/mean",
     "TIME_WAIT peak",
+    "ports held peak",
     "EADDRNOTAVAIL lines",
     "pool timeouts",
     "CPU s gunicorn/postgres/locust",
@@ -271,35 +272,35 @@ STEP_COLUMNS = (
 )
 
 
-def step_rows(results: list[dict], concurrency: int) -> list[list[str]]:
+def step_rows(results: list[RunFigures], concurrency: int) -> list[list[str]]:
     rows = []
     for r in results:
-        if r["concurrency"] != concurrency:
+        if r.concurrency != concurrency:
             continue
-        if r.get("error"):
-            rows.append([r["scenario"], "not measured: " + r["error"][:120], *["-"] * (len(STEP_COLUMNS) - 2)])
+        if r.error:
+            rows.append([r.scenario, "not measured: " + r.error[:120], *["-"] * (len(STEP_COLUMNS) - 2)])
             continue
-        cpu = r["cpu_seconds"]
+        cpu = r.cpu_seconds
         rows.append(
             [
-                r["scenario"],
-                _n(r["rps"]),
-                _n(r["p50_ms"]),
-                _n(r["p95_ms"]),
-                _n(r["p99_ms"]),
-                _pct(r["error_rate"]),
-                _causes(r["failures_by_cause"], r["requests"], 2),
-                _n(r["sessions_opened"]),
-                _n(r["sessions_per_second"], 1),
-                _n(r["sessions_per_request"], 3),
-                f"{_n(r['backends_peak'])} / {_n(r['backends_mean'])}",
-                _n(r["time_wait_peak"])
-                + (f" of {r['ports']:,}" if r.get("ports") and r.get("time_wait_peak") is not None else ""),
-                _n(r["address_unavailable"]),
-                _n(r["pool_timeouts"]),
+                r.scenario,
+                _n(r.rps),
+                _n(r.p50_ms),
+                _n(r.p95_ms),
+                _n(r.p99_ms),
+                _pct(r.error_rate),
+                _causes(r.failures_by_cause, r.requests, 2),
+                _n(r.sessions_opened),
+                _n(r.sessions_per_second, 1),
+                _n(r.sessions_per_request, 3),
+                f"{_n(r.backends_peak)} / {_n(r.backends_mean)}",
+                _n(r.time_wait_peak) + (f" of {r.ports:,}" if r.ports and r.time_wait_peak is not None else ""),
+                _n(r.ports_held_peak),
+                _n(r.address_unavailable),
+                _n(r.pool_timeouts),
                 f"{_n(cpu.get('gunicorn'), 1)} / {_n(cpu.get('postgres'), 1)} / {_n(cpu.get('locust'), 1)}",
-                _n(r.get("stalled_seconds"), 1),
-                _n(r["worker_timeouts"]),
+                _n(r.stalled_seconds, 1),
+                _n(r.worker_timeouts),
             ]
         )
     return rows
@@ -320,43 +321,43 @@ HOST_COLUMNS = (
 )
 
 
-def host_rows(results: list[dict]) -> list[list[str]]:
+def host_rows(results: list[RunFigures]) -> list[list[str]]:
     """One row per application host of each multi-host run, then the run's total."""
     rows = []
     for r in results:
-        hosts = r.get("by_host")
+        hosts = r.by_host
         if not hosts:
             continue
         for h in hosts:
-            rate = h["failures"] / h["requests"] if h.get("requests") else None
+            rate = h.failures / h.requests if h.requests else None
             rows.append(
                 [
-                    r["scenario"],
-                    f"{r['concurrency']:,}",
-                    f"{h['host']} ({h['address']})",
-                    _n(h["requests"]),
+                    r.scenario,
+                    f"{r.concurrency:,}",
+                    f"{h.host} ({h.address})",
+                    _n(h.requests),
                     _pct(rate),
-                    _causes(h["failures_by_cause"], h["requests"] or 0, 2),
-                    _n(h["sessions_opened"]),
-                    _n(h.get("refused")),
-                    _n(h["backends_peak"]),
-                    _n(h["time_wait_peak"]),
-                    _n(h["address_unavailable"]),
+                    _causes(h.failures_by_cause, h.requests or 0, 2),
+                    _n(h.sessions_opened),
+                    _n(h.refused),
+                    _n(h.backends_peak),
+                    _n(h.time_wait_peak),
+                    _n(h.address_unavailable),
                 ]
             )
         rows.append(
             [
-                r["scenario"],
-                f"{r['concurrency']:,}",
+                r.scenario,
+                f"{r.concurrency:,}",
                 f"**all {len(hosts)} hosts**",
-                _n(r["requests"]),
-                _pct(r["error_rate"]),
-                _causes(r["failures_by_cause"], r["requests"], 2),
-                _n(r["sessions_opened"]),
-                _n(sum(h.get("refused") or 0 for h in hosts)),
-                _n(r["backends_peak"]),
-                _n(r["time_wait_peak"]),
-                _n(r["address_unavailable"]),
+                _n(r.requests),
+                _pct(r.error_rate),
+                _causes(r.failures_by_cause, r.requests, 2),
+                _n(r.sessions_opened),
+                _n(sum(h.refused or 0 for h in hosts)),
+                _n(r.backends_peak),
+                _n(r.time_wait_peak),
+                _n(r.address_unavailable),
             ]
         )
     return rows
@@ -374,7 +375,7 @@ BUDGET_COLUMNS = (
 )
 
 
-def budget_cells(run: dict, limits: DatabaseLimits | None) -> tuple[str, int | None, int | None]:
+def budget_cells(run: RunFigures, limits: DatabaseLimits | None) -> tuple[str, int | None, int | None]:
     """``(how it is counted, connections needed, hosts that fit)`` for ``run``
     (:func:`verdict.connection_need`); None where the need has no bound (a pool that opens one
     connection per request in flight) or any number of hosts fits."""
@@ -387,7 +388,7 @@ def budget_cells(run: dict, limits: DatabaseLimits | None) -> tuple[str, int | N
     if need.how == "pgbouncer-per-host":
         return f"PgBouncer per host: {need.hosts} x {size}", need.needed, available // size
     if need.how == "unbounded":
-        return f"one per request in flight, up to {run['concurrency']:,}", None, None
+        return f"one per request in flight, up to {run.concurrency:,}", None, None
     how = f"{need.hosts} x {need.workers} workers x {size}"
     if available < 1:
         return how, need.needed, 0
@@ -395,7 +396,7 @@ def budget_cells(run: dict, limits: DatabaseLimits | None) -> tuple[str, int | N
         Deployment(
             hosts=need.hosts,
             workers=need.workers,
-            worker_class=run["worker_class"],
+            worker_class=run.worker_class,
             max_connections=limits.max_connections,
             reserved_connections=limits.reserved,
             pool_size=size,
@@ -404,9 +405,9 @@ def budget_cells(run: dict, limits: DatabaseLimits | None) -> tuple[str, int | N
     return how, need.needed, planned.max_hosts
 
 
-def budget_rows(results: list[dict], limits: DatabaseLimits | None) -> list[list[str]]:
+def budget_rows(results: list[RunFigures], limits: DatabaseLimits | None) -> list[list[str]]:
     """The connection budget of each run, when any run had several hosts or PgBouncer."""
-    if not any(r.get("hosts", 1) > 1 or r.get("pgbouncer") for r in results):
+    if not any(r.hosts > 1 or r.pgbouncer for r in results):
         return []
     available = limits.available if limits else 0
     rows = []
@@ -415,14 +416,14 @@ def budget_rows(results: list[dict], limits: DatabaseLimits | None) -> list[list
         fits = "-" if needed is None else ("yes" if needed <= available else f"no: {needed - available:,} over")
         rows.append(
             [
-                r["scenario"],
-                str(r.get("hosts", 1)),
+                r.scenario,
+                str(r.hosts),
                 how,
                 _n(available),
                 fits,
                 "any" if fit is None and needed is not None else _n(fit),
-                _n(r["backends_peak"]),
-                _n(r["failures_by_cause"].get("too_many_clients", 0)),
+                _n(r.backends_peak),
+                _n(r.failures_by_cause.get("too_many_clients", 0)),
             ]
         )
     return rows
@@ -446,10 +447,10 @@ PGBOUNCER_COLUMNS = (
 )
 
 
-def exhaustion_effect(run: dict) -> str:
+def exhaustion_effect(run: RunFigures) -> str:
     """What a PgBouncer placement did to the app host's ephemeral ports in ``run``
     (:func:`verdict.pooler_effect`), in numbers."""
-    effect, ports, tw = verdict.pooler_effect(run), run.get("ports"), verdict.busiest_time_wait(run)
+    effect, ports, tw = verdict.pooler_effect(run), run.ports, verdict.busiest_time_wait(run)
     if effect is verdict.PoolerEffect.MOVED:
         return "only moved: the service's connections to PgBouncer ran the app host out of ports"
     if effect is verdict.PoolerEffect.MOVED_AT_RISK:
@@ -463,40 +464,40 @@ def exhaustion_effect(run: dict) -> str:
     return "removed"
 
 
-def pgbouncer_rows(results: list[dict]) -> list[list[str]]:
+def pgbouncer_rows(results: list[RunFigures]) -> list[list[str]]:
     rows = []
     for r in results:
-        b = r.get("pgbouncer")
+        b = r.pgbouncer
         if not b:
             continue
-        if r.get("error"):
+        if r.error:
             rows.append(
                 [
-                    r["scenario"],
-                    f"{r['concurrency']:,}",
-                    verdict.placement(r).where,
-                    "not measured: " + r["error"][:120],
+                    r.scenario,
+                    f"{r.concurrency:,}",
+                    r.placement.where,
+                    "not measured: " + r.error[:120],
                     *["-"] * (len(PGBOUNCER_COLUMNS) - 4),
                 ]
             )
             continue
-        seconds = r.get("seconds") or 0
-        logins = b.get("logins")
+        seconds = r.seconds or 0
+        logins = b.logins
         rows.append(
             [
-                r["scenario"],
-                f"{r['concurrency']:,}",
-                verdict.placement(r).where,
-                f"{b['pool_mode']} / {b['default_pool_size']}",
+                r.scenario,
+                f"{r.concurrency:,}",
+                r.placement.where,
+                f"{b.pool_mode} / {b.default_pool_size}",
                 _n(logins / seconds if logins is not None and seconds else None, 1),
-                _n(r["sessions_opened"]),
-                _n(r["time_wait_peak"]),
-                _n(r["address_unavailable"]),
-                _pct(r["error_rate"]),
-                _n(b.get("cl_waiting_peak")),
-                _n(b.get("maxwait_ms_peak"), 1),
-                _n(b.get("wait_ms_per_transaction"), 2),
-                _n(r["rps"]),
+                _n(r.sessions_opened),
+                _n(r.time_wait_peak),
+                _n(r.address_unavailable),
+                _pct(r.error_rate),
+                _n(b.cl_waiting_peak),
+                _n(b.maxwait_ms_peak, 1),
+                _n(b.wait_ms_per_transaction, 2),
+                _n(r.rps),
                 exhaustion_effect(r),
             ]
         )
@@ -516,42 +517,42 @@ DOCTOR_COLUMNS = (
 )
 
 
-def doctor_rows(results: list[dict]) -> list[list[str]]:
+def doctor_rows(results: list[RunFigures]) -> list[list[str]]:
     """One row per run in which the doctor ran: its diagnosis and figures beside the measured ones."""
     rows = []
     for r in results:
-        d = r.get("doctor")
+        d = r.doctor
         if not d:
             continue
-        if d.get("error"):
+        if d.error:
             rows.append(
                 [
-                    r["scenario"],
-                    f"{r['concurrency']:,}",
-                    "did not run: " + d["error"][:120],
-                    _n(d.get("exit")),
+                    r.scenario,
+                    f"{r.concurrency:,}",
+                    "did not run: " + d.error[:120],
+                    _n(d.exit),
                     *["-"] * 5,
                 ]
             )
             continue
-        exhaustion = d.get("seconds_to_exhaustion")
+        exhaustion = d.seconds_to_exhaustion
         rows.append(
             [
-                r["scenario"],
-                f"{r['concurrency']:,}",
-                d["status"],
-                str(d["exit"]),
-                f"{_n(d['opened'])} in {d['window']:g} s ({_n(d['opened_per_second'], 1)}/s)",
+                r.scenario,
+                f"{r.concurrency:,}",
+                d.status,
+                str(d.exit),
+                f"{_n(d.opened)} in {d.window:g} s ({_n(d.opened_per_second, 1)}/s)",
                 "-" if exhaustion is None else f"{exhaustion:,.1f} s",
-                f"{_n(d.get('measured_sessions_per_second'), 1)}/s",
-                d.get("measured_status") or "-",
-                "yes" if d.get("agrees") else "NO",
+                f"{_n(d.measured_sessions_per_second, 1)}/s",
+                d.measured_status or "-",
+                "yes" if d.agrees else "NO",
             ]
         )
     return rows
 
 
-def write_plots(results: list[dict], folder: Path) -> list[tuple[str, str]]:
+def write_plots(results: list[RunFigures], folder: Path) -> list[tuple[str, str]]:
     """PNG plots into ``folder``: each figure against concurrency (one line per scenario) and the
     client ports held toward PostgreSQL (TIME_WAIT + ESTABLISHED) over time at the highest step.
     Returns ``(file name, title)`` pairs."""
@@ -561,14 +562,14 @@ def write_plots(results: list[dict], folder: Path) -> list[tuple[str, str]]:
     import matplotlib.pyplot as plt
 
     measured = verdict.measured(results)
-    scenarios = list(dict.fromkeys(r["scenario"] for r in measured))
+    scenarios = list(dict.fromkeys(r.scenario for r in measured))
     made: list[tuple[str, str]] = []
     for key, label, name in PLOTS:
         fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
         for scenario in scenarios:
-            runs = sorted((r for r in measured if r["scenario"] == scenario), key=lambda r: r["concurrency"])
-            xs = [r["concurrency"] for r in runs]
-            ys = [(r[key] or 0) * (100 if key == "error_rate" else 1) for r in runs]
+            runs = sorted((r for r in measured if r.scenario == scenario), key=lambda r: r.concurrency)
+            xs = [r.concurrency for r in runs]
+            ys = [(getattr(r, key) or 0) * (100 if key == "error_rate" else 1) for r in runs]
             ax.plot(xs, ys, marker="o", label=scenario)
         ax.set_xlabel("concurrent clients")
         ax.set_ylabel(label)
@@ -579,19 +580,19 @@ def write_plots(results: list[dict], folder: Path) -> list[tuple[str, str]]:
         fig.savefig(folder / name)
         plt.close(fig)
         made.append((name, f"{label} against concurrency"))
-    if measured and any(r["time_wait_peak"] or r["established_peak"] for r in measured):
-        top = max(r["concurrency"] for r in measured)
+    if measured and any(r.time_wait_peak or r.established_peak for r in measured):
+        top = max(r.concurrency for r in measured)
         fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
         ports = None
-        for r in (r for r in measured if r["concurrency"] == top):
+        for r in (r for r in measured if r.concurrency == top):
             points = [
                 (s["t"], s["time_wait"] + (s.get("established") or 0))
-                for s in r["samples"]
+                for s in r.samples
                 if s.get("time_wait") is not None
             ]
             if points:
-                ax.plot(*zip(*points), label=r["scenario"])
-            ports = r.get("ports") or ports
+                ax.plot(*zip(*points), label=r.scenario)
+            ports = r.ports or ports
         if ports:
             ax.axhline(ports, color="red", linestyle="--", linewidth=1, label=f"ports in range ({ports:,})")
         ax.set_xlabel("seconds")
@@ -611,43 +612,24 @@ def write_plots(results: list[dict], folder: Path) -> list[tuple[str, str]]:
     return made
 
 
-def write_csv(results: list[dict], path: Path) -> None:
+def write_csv(results: list[RunFigures], path: Path) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for r in results:
-            row = {**r, "rerun": r["commands"]["rerun"]}
+            row = {**r.to_dict(), "rerun": r.commands["rerun"]}
             for name in ("gunicorn", "postgres", "locust"):
-                row[f"cpu_{name}"] = (r.get("cpu_seconds") or {}).get(name)
+                row[f"cpu_{name}"] = (r.cpu_seconds or {}).get(name)
             for key in ("failures_by_cause", "service_errors"):
-                row[key] = json.dumps(r.get(key) or {})
+                row[key] = json.dumps(getattr(r, key) or {})
             writer.writerow(row)
 
 
 # -- documents -------------------------------------------------------------------------------
-def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
-    """The report as blocks: ``("h1"|"h2"|"h3"|"p"|"pre", text)``, ``("table", headers, rows)``,
-    ``("img", file, title)``, ``("ul", items)``. Rendered to Markdown and HTML alike."""
-    meta, results = data["meta"], data["results"]
-    scenarios = list(dict.fromkeys(r["scenario"] for r in results))
-    limits = DatabaseLimits.from_meta(meta)
-    verdicts = verdict.judge_all(results, limits)
+def _setup(meta: dict[str, Any], results: list[RunFigures], scenarios: list[str]) -> list[tuple]:
+    """The set-up: topology, PostgreSQL, machine, versions, command; then each scenario and what it stands for."""
     topology, pg, machine, config = (meta.get(key, {}) for key in ("topology", "postgres", "machine", "config"))
-    blocks: list[tuple] = [
-        ("h1", "healthz lab report"),
-        (
-            "p",
-            "The question, from the original report: under gunicorn's eventlet workers a health endpoint fails above about "
-            "500 concurrent clients with `could not connect to server: Cannot assign requested address`. "
-            "Does connection pooling alone fix it?",
-        ),
-        ("h2", "Verdict"),
-        (
-            "table",
-            ("scenario", "outcome", "cause", "in numbers"),
-            [[n, str(v.outcome), v.cause or "-", in_numbers(v, limits)] for n, v in verdicts.items()],
-        ),
-        *[("p", paragraph) for paragraph in answer_paragraphs(verdicts, results, meta, limits)],
+    return [
         ("h2", "Set-up"),
         (
             "ul",
@@ -669,36 +651,17 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
             [
                 [
                     n,
-                    next(r["summary"] for r in results if r["scenario"] == n),
-                    next(r["description"] for r in results if r["scenario"] == n),
+                    next(r.summary for r in results if r.scenario == n),
+                    next(r.description for r in results if r.scenario == n),
                 ]
                 for n in scenarios
             ],
         ),
     ]
-    if not topology.get("faithful", True):
-        blocks.append(
-            (
-                "p",
-                "**Loopback caveat:** on 127.0.0.1 Linux reuses TIME_WAIT ports (net.ipv4.tcp_tw_reuse = 2), so "
-                "ephemeral-port exhaustion barely shows and cannot be reproduced faithfully; the sessions-opened "
-                "figures still show which scenarios churn. `--topology netns` reproduces the failure.",
-            )
-        )
-    blocks.append(("h2", "Results by concurrency step"))
-    blocks.append(
-        (
-            "p",
-            "Figures per run: req/s and latency percentiles from locust; failed = share of requests locust counted as "
-            "failures, causes = the service's error kind of each 499 (or the client's own error); sessions opened = "
-            "delta of pg_stat_database.sessions; backends = client backends in pg_stat_activity; TIME_WAIT = sockets "
-            "toward the PostgreSQL port in the application's network namespace; EADDRNOTAVAIL lines = `Cannot assign "
-            "requested address` in the service log; CPU s = CPU seconds of each process tree during the run.",
-        )
-    )
-    for step in sorted({r["concurrency"] for r in results}):
-        blocks.append(("h3", f"{step:,} concurrent clients"))
-        blocks.append(("table", STEP_COLUMNS, step_rows(results, step)))
+
+
+def _sections(results: list[RunFigures], limits: DatabaseLimits | None) -> list[tuple]:
+    """The sections that only some runs have (several hosts, PgBouncer, the doctor), each with what its figures mean."""
     sections = [
         (
             "Application hosts",
@@ -739,9 +702,62 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
             doctor_rows(results),
         ),
     ]
+    blocks: list[tuple] = []
     for title, text, columns, rows in sections:
         if rows:
             blocks += [("h2", title), ("p", text), ("table", columns, rows)]
+    return blocks
+
+
+def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
+    """The report of ``data`` (:func:`read`) as blocks: ``("h1"|"h2"|"h3"|"p"|"pre", text)``, ``("table", headers, rows)``,
+    ``("img", file, title)``, ``("ul", items)``. Rendered to Markdown and HTML alike."""
+    meta, results = data["meta"], data["results"]
+    scenarios = list(dict.fromkeys(r.scenario for r in results))
+    limits = DatabaseLimits.from_meta(meta)
+    verdicts = verdict.judge_all(results, limits)
+    topology = meta.get("topology", {})
+    blocks: list[tuple] = [
+        ("h1", "healthz lab report"),
+        (
+            "p",
+            "The question, from the original report: under gunicorn's eventlet workers a health endpoint fails above about "
+            "500 concurrent clients with `could not connect to server: Cannot assign requested address`. "
+            "Does connection pooling alone fix it?",
+        ),
+        ("h2", "Verdict"),
+        (
+            "table",
+            ("scenario", "outcome", "cause", "in numbers"),
+            [[n, str(v.outcome), v.cause or "-", in_numbers(v, limits)] for n, v in verdicts.items()],
+        ),
+        *[("p", paragraph) for paragraph in answer_paragraphs(verdicts, results, meta, limits)],
+        *_setup(meta, results, scenarios),
+    ]
+    if not topology.get("faithful", True):
+        blocks.append(
+            (
+                "p",
+                "**Loopback caveat:** on 127.0.0.1 Linux reuses TIME_WAIT ports (net.ipv4.tcp_tw_reuse = 2), so "
+                "ephemeral-port exhaustion barely shows and cannot be reproduced faithfully; the sessions-opened "
+                "figures still show which scenarios churn. `--topology netns` reproduces the failure.",
+            )
+        )
+    blocks.append(("h2", "Results by concurrency step"))
+    blocks.append(
+        (
+            "p",
+            "Figures per run: req/s and latency percentiles from locust; failed = share of requests locust counted as "
+            "failures, causes = the service's error kind of each 499 (or the client's own error); sessions opened = "
+            "delta of pg_stat_database.sessions; backends = client backends in pg_stat_activity; TIME_WAIT = sockets "
+            "toward the PostgreSQL port in the application's network namespace; EADDRNOTAVAIL lines = `Cannot assign "
+            "requested address` in the service log; CPU s = CPU seconds of each process tree during the run.",
+        )
+    )
+    for step in sorted({r.concurrency for r in results}):
+        blocks.append(("h3", f"{step:,} concurrent clients"))
+        blocks.append(("table", STEP_COLUMNS, step_rows(results, step)))
+    blocks += _sections(results, limits)
     if plots:
         blocks.append(("h2", "Plots"))
         blocks += [("img", name, title) for name, title in plots]
@@ -757,7 +773,7 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
         (
             "table",
             ("scenario", "clients", "folder", "rerun with"),
-            [[r["scenario"], f"{r['concurrency']:,}", r["run_dir"], f"`{r['commands']['rerun']}`"] for r in results],
+            [[r.scenario, f"{r.concurrency:,}", r.run_dir, f"`{r.commands['rerun']}`"] for r in results],
         )
     )
     return blocks
@@ -839,23 +855,29 @@ def verdict_table(data: dict[str, Any]) -> str:
             figures = f"not measured: {v.error or 'no runs'}"
         else:
             figures = (
-                f"{_pct(w.get('error_rate'))} failed ({v.cause or 'none'}), {_n(w.get('sessions_per_second'))} sessions/s, "
-                f"TIME_WAIT peak {_n(w.get('time_wait_peak'))}, {_n(w.get('rps'))} req/s"
+                f"{_pct(w.error_rate)} failed ({v.cause or 'none'}), {_n(w.sessions_per_second)} sessions/s, "
+                f"TIME_WAIT peak {_n(w.time_wait_peak)}, {_n(w.rps)} req/s"
             )
         lines.append(f"{name:<{width}}  {str(v.outcome):<7}  {figures}")
-    doctored = [r["doctor"] for r in results if r.get("doctor") and not r["doctor"].get("error")]
+    doctored = [r.doctor for r in results if r.doctor and not r.doctor.error]
     if doctored:
-        agreed = sum(1 for d in doctored if d.get("agrees"))
+        agreed = sum(1 for d in doctored if d.agrees)
         lines.append(
             f"healthz doctor, run during each step, agreed with the measurement in {agreed} of {len(doctored)} runs"
         )
     return "\n".join(lines)
 
 
+def read(folder: Path) -> dict[str, Any]:
+    """``folder``'s ``results.json``: its ``meta`` as written, its ``results`` as :class:`RunFigures`."""
+    data = json.loads((Path(folder) / "results.json").read_text())
+    return {"meta": data["meta"], "results": [RunFigures.from_dict(r) for r in data["results"]]}
+
+
 def write(folder: Path) -> dict[str, Path]:
     """Make every report file in ``folder`` from its ``results.json``; return their paths."""
     folder = Path(folder)
-    data = json.loads((folder / "results.json").read_text())
+    data = read(folder)
     plots = write_plots(data["results"], folder)
     write_csv(data["results"], folder / "results.csv")
     blocks = build(data, plots)

@@ -24,7 +24,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,23 +31,23 @@ from urllib.parse import urlsplit
 import psycopg2
 from sqlalchemy.engine import make_url
 
+from healthz import versions
 from healthz.config import Settings, mask_password
 from healthz.db import seed as seed_roles
 from healthz.doctor import Diagnosis, diagnose
 from healthz.lab import load, probes, require_extra
 from healthz.lab import topology as topologies
-from healthz.lab.figures import Placement
+from healthz.lab.figures import Placement, RunFigures
 from healthz.lab.pgbouncer import Console, PgBouncer, PgBouncerError, login_pattern
 from healthz.lab.probes import LineCounter
 from healthz.lab.scenarios import Scenario
 from healthz.postgres import PostgreSQL, free_port
-from healthz.service import Gunicorn, ServiceError, gunicorn_command
+from healthz.service import HEALTHY_TIMEOUT, Gunicorn, ServiceError, gunicorn_command
 
 require_extra()
 
 #: Service port inside the app namespace (a fresh namespace has every port free).
 NETNS_SERVICE_PORT = 8000
-HEALTHY_TIMEOUT = 20.0
 #: Runs shorter than this leave no room for ``healthz doctor`` past the start-up burst.
 DOCTOR_MIN_DURATION = 5.0
 
@@ -118,7 +117,7 @@ def default_output(root: Path = Path("lab-results")) -> Path:
     return path
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:80]
 
 
@@ -155,7 +154,7 @@ class Lab:
     def __init__(self, config: LabConfig, progress: Progress | None = None) -> None:
         self.config = config
         self.progress = progress or Progress()
-        self.results: list[dict[str, Any]] = []
+        self.results: list[RunFigures] = []
         self.meta: dict[str, Any] = {}
         self._configs: dict[str, str] = {}  # gunicorn --print-config by environment
 
@@ -186,7 +185,7 @@ class Lab:
             seed_roles(Settings.from_mapping({"database_url": pg.local_url()}), cfg.roles)
             yield pg.url, pg.local_dsn("postgres"), pg
 
-    def run(self) -> list[dict[str, Any]]:
+    def run(self) -> list[RunFigures]:
         """Set up the topology and the database, then every run of :meth:`runs`; returns the
         results (also in :attr:`RESULTS`, saved after each run)."""
         cfg = self.config
@@ -210,7 +209,7 @@ class Lab:
 
     def runs(
         self, topology, url: str, pg: PostgreSQL | None, counters: probes.PostgresCounters
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[RunFigures]:
         """Each run's result in turn: every scenario at every concurrency step."""
         cfg = self.config
         total = len(cfg.scenarios) * len(cfg.concurrency)
@@ -249,14 +248,19 @@ class Lab:
                 "python": platform.python_version(),
                 "loadavg": os.getloadavg(),
             },
-            "versions": _versions(),
+            "versions": versions.installed(),
         }
 
     def _save(self) -> None:
-        data = {"meta": self.meta, "results": self.results}
+        data = {"meta": self.meta, "results": [self.serialise(r) for r in self.results]}
         tmp = self.config.output / f"{self.RESULTS}.tmp"
         tmp.write_text(json.dumps(data, indent=1, default=str))
         tmp.replace(self.config.output / self.RESULTS)
+
+    @staticmethod
+    def serialise(result: RunFigures) -> dict[str, Any]:
+        """A result as ``results.json`` holds it."""
+        return result.to_dict()
 
     # -- one run ---------------------------------------------------------------------------
     def rerun_command(self, scenario: Scenario, users: int, connection: str) -> str:
@@ -440,147 +444,228 @@ class Lab:
         pg: PostgreSQL | None,
         counters: probes.PostgresCounters,
         label: str = "",
-    ) -> dict[str, Any]:
-        """One scenario at one concurrency: the figures of :func:`summarise`, plus where its files are."""
-        cfg = self.config
-        connection = cfg.connection or scenario.connection
-        run_dir = cfg.output / "runs" / _slug(f"{scenario.name}-c{users}-{connection}")
+    ) -> RunFigures:
+        """One scenario at one concurrency: its :class:`RunFigures` (also in the run's ``result.json``).
+
+        Every process the run starts (PgBouncers, gunicorns, the doctor, locust, the sampler) is
+        entered in one :class:`contextlib.ExitStack` as it starts, so each is stopped exactly once
+        on every exit path: on success when the figures need it stopped, else when the stack closes."""
+        connection = self.config.connection or scenario.connection
+        run_dir = self.config.output / "runs" / slug(f"{scenario.name}-c{users}-{connection}")
         run_dir.mkdir(parents=True, exist_ok=True)
         topology.renew_app()
-        hosts = topology.hosts
-        bouncers: list[PgBouncer] = []
-        service_urls, bouncer_error = [url] * len(hosts), None
+        with contextlib.ExitStack() as stack:
+            run = self._prepare(scenario, users, connection, topology, url, pg, run_dir, label, stack)
+            result = self._identity(run, topology)
+            try:
+                if run.error:
+                    raise ServiceError(run.error)
+                result.update(self._measure(run, topology, url, pg, counters, stack))
+            except ServiceError as exc:
+                result["error"] = mask_password(str(exc))
+        figures = RunFigures.from_dict(result)
+        (run_dir / "result.json").write_text(json.dumps(figures.to_dict(), indent=1, default=str))
+        self.progress.done(f"{run.head}: {one_line(figures)}")
+        return figures
+
+    def _prepare(
+        self,
+        scenario: Scenario,
+        users: int,
+        connection: str,
+        topology,
+        url: str,
+        pg: PostgreSQL | None,
+        run_dir: Path,
+        label: str,
+        stack: contextlib.ExitStack,
+    ) -> _Run:
+        """The run's parts, unstarted but for its PgBouncers; each entered in ``stack``. A PgBouncer
+        that cannot start is the run's ``error``."""
+        cfg, hosts = self.config, topology.hosts
+        run = _Run(scenario, users, connection, run_dir, hosts, service_urls=[url] * len(hosts))
+        run.head = f"{label} {scenario.name} c={users} {connection}" + (
+            f" hosts={len(hosts)}" if len(hosts) > 1 else ""
+        )
         if scenario.pgbouncer.pooled:
             try:
-                bouncers, service_urls = self._pgbouncers(scenario, topology, url)
+                run.bouncers, run.service_urls = self._pgbouncers(scenario, topology, url)
             except PgBouncerError as exc:
-                bouncer_error = mask_password(str(exc))
-        services = [self._service(scenario, topology, host, service_urls[i], run_dir) for i, host in enumerate(hosts)]
-        gunicorns = [g for g, _ in services]
-        gunicorn, env = services[0]
-        csv_prefix = run_dir / "locust"
-        locust_cmd = load.locust_command(
-            gunicorn.base_url,
+                run.error = mask_password(str(exc))
+            for bouncer in run.bouncers:  # stopped last: their server connections end, and PostgreSQL logs them
+                stack.callback(bouncer.stop)
+        services = [
+            self._service(scenario, topology, host, run.service_urls[i], run_dir) for i, host in enumerate(hosts)
+        ]
+        run.gunicorns, run.env = [g for g, _ in services], services[0][1]
+        for gunicorn in run.gunicorns:
+            stack.callback(gunicorn.stop)
+        run.locust_cmd = load.locust_command(
+            run.gunicorns[0].base_url,
             users,
             cfg.duration,
             connection=connection,
             max_requests=cfg.max_requests,
-            csv_prefix=csv_prefix,
+            csv_prefix=run.csv_prefix,
             html=run_dir / "locust.html",
             stats_interval=cfg.interval,
-            targets=[g.base_url for g in gunicorns],
+            targets=[g.base_url for g in run.gunicorns],
         )
-        locust = load.Locust(locust_cmd, run_dir / "locust.log", command_prefix=topology.client_prefix)
-        result: dict[str, Any] = {
+        if cfg.doctor and cfg.duration >= DOCTOR_MIN_DURATION:
+            run.doctor = probes.DoctorProbe(
+                run.service_urls[0], doctor_sample(cfg.duration), run_dir / "doctor.log", command_prefix=hosts[0].prefix
+            )
+            stack.callback(run.doctor.stop)
+        run.locust = load.Locust(run.locust_cmd, run_dir / "locust.log", command_prefix=topology.client_prefix)
+        stack.callback(run.locust.stop)  # first to stop: no new requests
+        if pg and pg.log_connections and len(hosts) > 1:
+            run.connection_log = probes.ConnectionLog(pg.logfile)
+        return run
+
+    def _identity(self, run: _Run, topology) -> dict[str, Any]:
+        """What ran: the scenario, the step, where its files are and the commands that repeat it."""
+        scenario = run.scenario
+        commands = self._commands(
+            scenario,
+            run.env,
+            topology,
+            run.locust_cmd,
+            run.run_dir,
+            self.rerun_command(scenario, run.users, run.connection),
+        )
+        pgbouncer = self._identity_pgbouncer(run) if scenario.pgbouncer.pooled else None
+        return {
             "scenario": scenario.name,
             "description": scenario.description,
             "summary": scenario.summary(),
             "worker_class": scenario.worker_class,
             "workers": scenario.workers,
-            "pool_capacity": scenario.pool_capacity(),
             "pool": scenario.pool_shape().to_dict(),
-            "concurrency": users,
-            "connection": connection,
+            "concurrency": run.users,
+            "connection": run.connection,
             "topology": topology.name,
-            "run_dir": str(run_dir.relative_to(cfg.output)),
-            "hosts": len(hosts),
-            "commands": self._commands(
-                scenario, env, topology, locust_cmd, run_dir, self.rerun_command(scenario, users, connection)
-            ),
+            "run_dir": str(run.run_dir.relative_to(self.config.output)),
+            "hosts": len(run.hosts),
+            "commands": commands,
             "error": None,
-            "pgbouncer": None,
+            "pgbouncer": pgbouncer,
         }
-        if scenario.pgbouncer.pooled:
-            result["pgbouncer"] = {
-                "placement": scenario.pgbouncer.value,
-                "pool_mode": scenario.pgbouncer_pool_mode,
-                "default_pool_size": scenario.pgbouncer_pool_size,
-                "instances": len(bouncers),
-            }
-        head = f"{label} {scenario.name} c={users} {connection}" + (f" hosts={len(hosts)}" if len(hosts) > 1 else "")
-        sampler: probes.Sampler | None = None
-        connection_log = probes.ConnectionLog(pg.logfile) if pg and pg.log_connections and len(hosts) > 1 else None
-        doctor = (
-            probes.DoctorProbe(
-                service_urls[0], doctor_sample(cfg.duration), run_dir / "doctor.log", command_prefix=hosts[0].prefix
-            )
-            if cfg.doctor and cfg.duration >= DOCTOR_MIN_DURATION
-            else None
+
+    def _measure(
+        self,
+        run: _Run,
+        topology,
+        url: str,
+        pg: PostgreSQL | None,
+        counters: probes.PostgresCounters,
+        stack: contextlib.ExitStack,
+    ) -> dict[str, Any]:
+        """Start the service, drive the load, stop everything (``stack``), and return the figures."""
+        self.progress.update(f"{run.head}: starting gunicorn")
+        # Before gunicorn starts: the sessions its workers open at start-up count too.
+        sessions_before = counters.settled_sessions()
+        if run.connection_log:
+            run.connection_log.mark()
+        for server in run.gunicorns:
+            server.start()
+            status, body = server.wait_for("/api/v1/healthz/", HEALTHY_TIMEOUT, request_timeout=5)
+            if status != 200:
+                raise ServiceError(
+                    f"/api/v1/healthz/ answered {status} before any load: {mask_password(body.strip())[:300]}"
+                )
+        tcp_bouncer = run.bouncers[0] if run.bouncers and run.scenario.pgbouncer.transport == "tcp" else None
+        sampler = self._sampler(
+            counters,
+            run.gunicorns,
+            run.locust,
+            pg,
+            url,
+            tcp_bouncer,
+            _extra_probe(run.scenario, run.bouncers, pg, run.hosts[0]),
         )
-        try:
-            if bouncer_error:
-                raise ServiceError(bouncer_error)
-            self.progress.update(f"{head}: starting gunicorn")
-            # Before gunicorn starts: the sessions its workers open at start-up count too.
-            sessions_before = counters.settled_sessions()
-            if connection_log:
-                connection_log.mark()
-            for server in gunicorns:
-                server.start()
-                status, body = server.wait_for("/api/v1/healthz/", HEALTHY_TIMEOUT, request_timeout=5)
-                if status != 200:
-                    raise ServiceError(
-                        f"/api/v1/healthz/ answered {status} before any load: {mask_password(body.strip())[:300]}"
-                    )
-            sampler = self._sampler(
-                counters,
-                gunicorns,
-                locust,
-                pg,
-                url,
-                bouncers[0] if bouncers and scenario.pgbouncer.transport == "tcp" else None,
-                _extra_probe(scenario, bouncers, pg, hosts[0]),
-            )
-            sampler.start()
-            began = time.monotonic()
-            locust.start()
-            deadline = began + cfg.duration + 30
-            while locust.running() and time.monotonic() < deadline:
-                time.sleep(0.5)
-                if doctor and doctor.process is None and time.monotonic() - began >= doctor_lead(cfg.duration):
-                    doctor.start()
-                self.progress.update(_progress_line(head, time.monotonic() - began, cfg.duration, csv_prefix))
-            locust.stop()
-            samples = sampler.stop()
-            result["doctor"] = self._doctor_result(doctor, samples, topology, scenario) if doctor else None
-            for server in gunicorns:
-                server.stop()
-            for bouncer in bouncers:  # its server connections end, and PostgreSQL logs them
-                bouncer.stop()
-            sessions_after = counters.settled_sessions()
-            backends_left = counters.wait_backends(0)
-            totals = load.read_summary(csv_prefix)
-            result.update(
-                summarise(
-                    totals,
-                    load.read_history(csv_prefix, cfg.interval),
-                    samples,
-                    sessions_before,
-                    sessions_after,
-                    backends_left,
-                    "".join(g.log_text() for g in gunicorns),
-                    scenario,
-                    topology.port_range,
-                    hosts=len(hosts),
-                )
-            )
-            if len(hosts) > 1:
-                result["by_host"] = host_figures(
-                    hosts, gunicorns, totals, samples, connection_log.since_mark() if connection_log else {}
-                )
-            if bouncers:
-                result["pgbouncer"].update(pooler_figures(samples))
-        except ServiceError as exc:
-            result["error"] = mask_password(str(exc))
-        finally:
-            _stop_run(locust, sampler, gunicorns)
-            if doctor:
-                doctor.stop()
-            for bouncer in bouncers:
-                bouncer.stop()
-        (run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
-        self.progress.done(f"{head}: {one_line(result)}")
-        return result
+        sampler.start()
+        stack.callback(lambda: sampler.is_alive() and sampler.stop())
+        self._drive(run)
+        run.locust.stop()
+        samples = sampler.stop()
+        doctor = self._doctor_result(run.doctor, samples, topology, run.scenario) if run.doctor else None
+        stack.close()  # every gunicorn and PgBouncer stops now, once: the session counter settles after
+        return self._figures(run, topology, samples, sessions_before, counters) | {"doctor": doctor}
+
+    def _drive(self, run: _Run) -> None:
+        """locust's bounded run, with the doctor started past the start-up burst and the progress line."""
+        duration = self.config.duration
+        began = time.monotonic()
+        run.locust.start()
+        deadline = began + duration + 30
+        while run.locust.running() and time.monotonic() < deadline:
+            time.sleep(0.5)
+            if run.doctor and run.doctor.process is None and time.monotonic() - began >= doctor_lead(duration):
+                run.doctor.start()
+            self.progress.update(_progress_line(run.head, time.monotonic() - began, duration, run.csv_prefix))
+
+    def _figures(
+        self, run: _Run, topology, samples: list[dict], sessions_before: int, counters: probes.PostgresCounters
+    ) -> dict[str, Any]:
+        """Every figure of a finished run, from locust's files, the samples and PostgreSQL's counters."""
+        sessions_after = counters.settled_sessions()
+        backends_left = counters.wait_backends(0)
+        totals = load.read_summary(run.csv_prefix)
+        history = load.read_history(run.csv_prefix, self.config.interval)
+        service_log = "".join(g.log_text() for g in run.gunicorns)
+        figures = summarise(
+            totals,
+            history,
+            samples,
+            sessions_before,
+            sessions_after,
+            backends_left,
+            service_log,
+            run.scenario,
+            topology.port_range,
+            hosts=len(run.hosts),
+        )
+        if len(run.hosts) > 1:
+            by_address = run.connection_log.since_mark() if run.connection_log else {}
+            figures["by_host"] = host_figures(run.hosts, run.gunicorns, totals, samples, by_address)
+        if run.bouncers:
+            figures["pgbouncer"] = {**self._identity_pgbouncer(run), **pooler_figures(samples)}
+        return figures
+
+    @staticmethod
+    def _identity_pgbouncer(run: _Run) -> dict[str, Any]:
+        scenario = run.scenario
+        return {
+            "placement": scenario.pgbouncer.value,
+            "pool_mode": scenario.pgbouncer_pool_mode,
+            "default_pool_size": scenario.pgbouncer_pool_size,
+            "instances": len(run.bouncers),
+        }
+
+
+@dataclasses.dataclass
+class _Run:
+    """The parts of one run, as :meth:`Lab._prepare` made them."""
+
+    scenario: Scenario
+    users: int
+    connection: str
+    run_dir: Path
+    hosts: list
+    service_urls: list[str]
+    head: str = ""
+    error: str | None = None  # a part that could not be made (PgBouncer)
+    bouncers: list[PgBouncer] = dataclasses.field(default_factory=list)
+    gunicorns: list[Gunicorn] = dataclasses.field(default_factory=list)
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    locust_cmd: list[str] = dataclasses.field(default_factory=list)
+    locust: load.Locust | None = None
+    doctor: probes.DoctorProbe | None = None
+    connection_log: probes.ConnectionLog | None = None
+
+    @property
+    def csv_prefix(self) -> Path:
+        return self.run_dir / "locust"
 
 
 def _extra_probe(scenario: Scenario, bouncers: list[PgBouncer], pg: PostgreSQL | None, first_host):
@@ -640,16 +725,6 @@ def doctor_lead(duration: float) -> float:
 def doctor_sample(duration: float) -> float:
     """The doctor's sample window: done well before the load ends."""
     return round(min(5.0, duration * 0.4), 1)
-
-
-def _stop_run(locust: load.Locust, sampler: probes.Sampler | None, gunicorns: list[Gunicorn]) -> None:
-    """Stop a run's processes on every exit path: locust first (no new requests), the sampler,
-    then every gunicorn. Each does nothing when already stopped."""
-    locust.stop()
-    if sampler is not None and sampler.is_alive():
-        sampler.stop()
-    for gunicorn in gunicorns:
-        gunicorn.stop()
 
 
 def host_figures(
@@ -762,6 +837,9 @@ def summarise(
         "backends_left": backends_left,
         "time_wait_peak": probes.peak(s["time_wait"] for s in samples),
         "established_peak": probes.peak(s["established"] for s in samples),
+        "ports_held_peak": probes.peak(
+            s["time_wait"] + (s.get("established") or 0) for s in samples if s.get("time_wait") is not None
+        ),
         "ports": (port_range[1] - port_range[0] + 1) if port_range else None,
         "cpu_seconds": {name: cpu(name) for name in ("gunicorn", "postgres", "locust")},
         "worker_restarts": probes.worker_restarts(service_log, scenario.workers * hosts),
@@ -771,15 +849,15 @@ def summarise(
     }
 
 
-def one_line(result: dict[str, Any]) -> str:
+def one_line(run: RunFigures) -> str:
     """A run's outcome in one line for the terminal."""
-    if result.get("error"):
-        return f"not measured: {result['error'][:200]}"
-    causes = ", ".join(f"{k} {v:,}" for k, v in list(result["failures_by_cause"].items())[:3])
+    if run.error:
+        return f"not measured: {run.error[:200]}"
+    causes = ", ".join(f"{k} {v:,}" for k, v in list(run.failures_by_cause.items())[:3])
     return (
-        f"{result['rps'] or 0:,.0f} req/s, p99 {result['p99_ms'] or 0:,.0f} ms, {result['requests']:,} requests, "
-        f"{result['failures']:,} failed{f' ({causes})' if causes else ''}, {result['sessions_opened']:,} sessions opened, "
-        f"TIME_WAIT peak {result['time_wait_peak'] if result['time_wait_peak'] is not None else '-'}"
+        f"{run.rps or 0:,.0f} req/s, p99 {run.p99_ms or 0:,.0f} ms, {run.requests:,} requests, "
+        f"{run.failures:,} failed{f' ({causes})' if causes else ''}, {run.sessions_opened:,} sessions opened, "
+        f"TIME_WAIT peak {run.time_wait_peak if run.time_wait_peak is not None else '-'}"
     )
 
 
@@ -821,16 +899,6 @@ def _check_seeded(url: str) -> None:
             raise LabError(
                 f"--database-url {mask_password(url)} has no table role: pass --seed to create and seed it (the only write the lab makes)"
             )
-
-
-def _versions() -> dict[str, str]:
-    found = {}
-    for name in ("healthz", "flask", "sqlalchemy", "psycopg2-binary", "gunicorn", "eventlet", "gevent", "locust"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return found
 
 
 __all__ = ["Lab", "LabConfig", "LabError", "Progress", "default_output", "summarise", "one_line"]

@@ -31,8 +31,6 @@ from pathlib import Path
 #: The prefix of every namespace the lab creates; the PID keeps parallel runs apart.
 NAMESPACE_PREFIX = "healthz-"
 NETWORK = ipaddress.ip_network("198.18.0.0/15")
-#: Linux keeps a closed socket in TIME_WAIT for 60 s (TCP_TIMEWAIT_LEN); not tunable.
-TIME_WAIT_SECONDS = 60
 
 
 class TopologyError(RuntimeError):

@@ -1,6 +1,6 @@
 """Judging a lab run: figures in, verdicts out. Pure: no I/O, no reading of sentences.
 
-A run is the dict :func:`healthz.lab.runner.summarise` made (as saved in ``results.json``). A
+A run is a :class:`~healthz.lab.figures.RunFigures` (as saved in ``results.json``). A
 scenario's :class:`Verdict` is an :class:`Outcome`, a cause, the worst run and typed
 :class:`Finding` objects, each of which renders its own sentence; :class:`Answer` says, over every
 scenario, where the reported failure occurred, which bounded pools held, which overflowed, and
@@ -14,7 +14,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from healthz.lab.figures import DatabaseLimits, Placement, PoolShape
+from healthz.lab.figures import DatabaseLimits, Placement, RunFigures
 from healthz.plan import TIME_WAIT_SECONDS
 
 #: A scenario "failed" when more than this share of its requests failed at some step.
@@ -22,7 +22,7 @@ FAILURE_THRESHOLD = 0.001
 #: ... or when no request completed for this many seconds while clients waited (a stuck worker).
 STALL_THRESHOLD = 2.0
 
-Run = Mapping[str, Any]
+Run = RunFigures
 
 
 class Outcome(str, enum.Enum):
@@ -46,21 +46,7 @@ def _n(value: Any, digits: int = 0) -> str:
 # -- figures read off a run --------------------------------------------------------------------
 def measured(runs: Iterable[Run]) -> list[Run]:
     """The runs that were measured (no start-up error)."""
-    return [r for r in runs if not r.get("error")]
-
-
-def pool_shape(run: Run) -> PoolShape | None:
-    return PoolShape.from_dict(run["pool"]) if run.get("pool") else None
-
-
-def placement(run: Run) -> Placement:
-    return Placement.parse((run.get("pgbouncer") or {}).get("placement", "none"))
-
-
-def capacity(run: Run) -> int | None:
-    """Most connections one worker's pool holds at once; None when unbounded or unknown."""
-    shape = pool_shape(run)
-    return shape.capacity if shape else None
+    return [r for r in runs if r.measured]
 
 
 def port_churn_per_host(run: Run) -> float | None:
@@ -68,11 +54,11 @@ def port_churn_per_host(run: Run) -> float | None:
     leaving a port in TIME_WAIT that loopback's reuse does not give back: to PgBouncer on the
     database host (its logged logins), else to PostgreSQL (sessions; PgBouncer on the app host
     keeps its own few), shared evenly by the hosts."""
-    seconds, hosts = run.get("seconds"), run.get("hosts", 1) or 1
-    if placement(run) is Placement.DB:
-        logins = (run.get("pgbouncer") or {}).get("logins")
+    seconds, hosts = run.seconds, run.hosts or 1
+    if run.placement is Placement.DB:
+        logins = run.pgbouncer.logins
         return logins / seconds / hosts if logins is not None and seconds else None
-    rate = run.get("sessions_per_second")
+    rate = run.sessions_per_second
     return None if rate is None else rate / hosts
 
 
@@ -82,11 +68,11 @@ def ports_needed(connections_per_second: float | None) -> int | None:
 
 
 def stalled(run: Run) -> bool:
-    return (run.get("stalled_seconds") or 0) >= STALL_THRESHOLD
+    return (run.stalled_seconds or 0) >= STALL_THRESHOLD
 
 
 def run_failed(run: Run) -> bool:
-    return (run["error_rate"] or 0) > FAILURE_THRESHOLD or run.get("worker_timeouts", 0) > 0 or stalled(run)
+    return (run.error_rate or 0) > FAILURE_THRESHOLD or run.worker_timeouts > 0 or stalled(run)
 
 
 # -- findings ----------------------------------------------------------------------------------
@@ -199,36 +185,40 @@ def findings(runs: list[Run], limits: DatabaseLimits | None) -> list[Finding]:
         return []
     out: list[Finding] = []
     first = runs[0]
-    size, hosts, workers = capacity(first), first.get("hosts", 1) or 1, first["workers"]
-    in_process = not placement(first).pooled  # through PgBouncer, PostgreSQL's sessions are PgBouncer's
+    size, hosts, workers = first.pool.capacity, first.hosts or 1, first.workers
+    in_process = not first.placement.pooled  # through PgBouncer, PostgreSQL's sessions are PgBouncer's
     # Refused connections are retried, not churned.
     churn = [
         r
         for r in runs
         if size
         and in_process
-        and r["sessions_opened"] > 2 * hosts * workers * size
-        and not r["failures_by_cause"].get("too_many_clients")
+        and r.sessions_opened > 2 * hosts * workers * size
+        and not r.failures_by_cause.get("too_many_clients")
     ]
     if churn:
-        r = max(churn, key=lambda r: r["sessions_per_second"] or 0)
+        r = max(churn, key=lambda r: r.sessions_per_second or 0)
         out.append(
             OverflowChurn(
-                r["sessions_opened"], r["concurrency"], hosts, workers, size, port_churn_per_host(r),
-                r.get("time_wait_peak"), r.get("ports"),
+                r.sessions_opened,
+                r.concurrency,
+                hosts,
+                workers,
+                size,
+                port_churn_per_host(r),
+                r.time_wait_peak,
+                r.ports,
             )
-        )  # fmt: skip
-    timeouts = [r for r in runs if r.get("pool_timeouts")]
+        )
+    timeouts = [r for r in runs if r.pool_timeouts]
     if timeouts:
-        r = max(timeouts, key=lambda r: r["pool_timeouts"])
-        out.append(PoolTooSmall(r["pool_timeouts"], r["concurrency"]))
+        r = max(timeouts, key=lambda r: r.pool_timeouts)
+        out.append(PoolTooSmall(r.pool_timeouts, r.concurrency))
     if size and in_process and limits and limits.available and hosts * workers * size > limits.available:
         out.append(BudgetExceeded(hosts, workers, size, limits.available))
-    refused = [r for r in runs if r["failures_by_cause"].get("too_many_clients")]
+    refused = [r for r in runs if r.failures_by_cause.get("too_many_clients")]
     if refused:
-        out.append(
-            MaxConnectionsReached(refused[0]["failures_by_cause"]["too_many_clients"], refused[0]["concurrency"])
-        )
+        out.append(MaxConnectionsReached(refused[0].failures_by_cause["too_many_clients"], refused[0].concurrency))
     return out
 
 
@@ -261,33 +251,29 @@ def judge(scenario: str, runs: list[Run], limits: DatabaseLimits | None) -> Verd
     """The verdict of ``scenario`` over its runs (every concurrency step)."""
     done = measured(runs)
     if not done:
-        return Verdict(
-            scenario, Outcome.NOT_MEASURED, "not measured", None, (), runs[0].get("error") if runs else "no runs"
-        )
-    worst = max(done, key=lambda r: (r["error_rate"] or 0, r["concurrency"]))
-    longest = max(done, key=lambda r: r.get("stalled_seconds") or 0)
-    if stalled(longest) and (worst["error_rate"] or 0) <= FAILURE_THRESHOLD:
+        return Verdict(scenario, Outcome.NOT_MEASURED, "not measured", None, (), runs[0].error if runs else "no runs")
+    worst = max(done, key=lambda r: (r.error_rate or 0, r.concurrency))
+    longest = max(done, key=lambda r: r.stalled_seconds or 0)
+    if stalled(longest) and (worst.error_rate or 0) <= FAILURE_THRESHOLD:
         worst = longest
     found = findings(done, limits)
     if run_failed(worst):
-        cause = next(iter(worst["failures_by_cause"]), None)
+        cause = next(iter(worst.failures_by_cause), None)
         if cause is None:
             cause = "stopped answering" if stalled(worst) else "worker timeouts"
         return Verdict(scenario, Outcome.FAILED, cause, worst, tuple(found))
-    risky = [r for r in done if r.get("ports") and (ports_needed(port_churn_per_host(r)) or 0) > r["ports"]]
+    risky = [r for r in done if r.ports and (ports_needed(port_churn_per_host(r)) or 0) > r.ports]
     if risky:
         r = max(risky, key=port_churn_per_host)
-        risk = PortsAtRisk(
-            r["concurrency"], port_churn_per_host(r), placement(r) is Placement.DB, r.get("hosts", 1) or 1, r["ports"]
-        )
+        risk = PortsAtRisk(r.concurrency, port_churn_per_host(r), r.placement is Placement.DB, r.hosts or 1, r.ports)
         return Verdict(scenario, Outcome.AT_RISK, None, worst, (risk, *found))
     return Verdict(scenario, Outcome.HELD, None, worst, tuple(found))
 
 
 def judge_all(results: list[Run], limits: DatabaseLimits | None) -> dict[str, Verdict]:
     """Every scenario's verdict, in the order the scenarios first ran."""
-    names = list(dict.fromkeys(r["scenario"] for r in results))
-    return {name: judge(name, [r for r in results if r["scenario"] == name], limits) for name in names}
+    names = list(dict.fromkeys(r.scenario for r in results))
+    return {name: judge(name, [r for r in results if r.scenario == name], limits) for name in names}
 
 
 # -- the mechanism of a port exhaustion --------------------------------------------------------
@@ -303,8 +289,8 @@ class Exhaustion(str, enum.Enum):
 
 def exhaustion(run: Run) -> Exhaustion:
     """Churn when TIME_WAIT dominates and most successful requests opened a connection, else held open."""
-    time_wait, established = run.get("time_wait_peak") or 0, run.get("established_peak") or 0
-    if time_wait >= established / 2 and (run.get("sessions_per_success") or 0) >= 0.5:
+    time_wait, established = run.time_wait_peak or 0, run.established_peak or 0
+    if time_wait >= established / 2 and (run.sessions_per_success or 0) >= 0.5:
         return Exhaustion.CHURN
     return Exhaustion.HELD_OPEN
 
@@ -323,10 +309,10 @@ class PoolerEffect(str, enum.Enum):
 
 def pooler_effect(run: Run) -> PoolerEffect:
     """:class:`PoolerEffect` of ``run``, from its figures."""
-    ports, time_wait = run.get("ports"), busiest_time_wait(run)
-    if run.get("address_unavailable") or run["failures_by_cause"].get("address_unavailable"):
+    ports, time_wait = run.ports, busiest_time_wait(run)
+    if run.address_unavailable or run.failures_by_cause.get("address_unavailable"):
         return PoolerEffect.MOVED
-    needed, where = ports_needed(port_churn_per_host(run)), placement(run)
+    needed, where = ports_needed(port_churn_per_host(run)), run.placement
     if where is Placement.DB and ports and needed is not None and needed > ports:
         return PoolerEffect.MOVED_AT_RISK
     if where is Placement.APP and ports and time_wait >= ports / 10:
@@ -336,9 +322,9 @@ def pooler_effect(run: Run) -> PoolerEffect:
 
 def busiest_time_wait(run: Run) -> int:
     """TIME_WAIT peak on the busiest application host (each has a port range of its own)."""
-    if run.get("by_host"):
-        return max((h.get("time_wait_peak") or 0) for h in run["by_host"])
-    return run.get("time_wait_peak") or 0
+    if run.by_host:
+        return max((h.time_wait_peak or 0) for h in run.by_host)
+    return run.time_wait_peak or 0
 
 
 # -- the connection budget ---------------------------------------------------------------------
@@ -354,13 +340,13 @@ class ConnectionNeed:
 
 
 def connection_need(run: Run) -> ConnectionNeed:
-    hosts, workers, bouncer = run.get("hosts", 1) or 1, run["workers"], run.get("pgbouncer")
+    hosts, workers, bouncer = run.hosts or 1, run.workers, run.pgbouncer
     if bouncer:
-        size = bouncer["default_pool_size"]
-        if placement(run) is Placement.DB:
+        size = bouncer.default_pool_size
+        if run.placement is Placement.DB:
             return ConnectionNeed("pgbouncer-on-db", size, hosts, workers, size)
         return ConnectionNeed("pgbouncer-per-host", hosts * size, hosts, workers, size)
-    size = capacity(run)
+    size = run.pool.capacity
     if not size:
         return ConnectionNeed("unbounded", None, hosts, workers, None)
     return ConnectionNeed("in-process", hosts * workers * size, hosts, workers, size)
@@ -381,18 +367,17 @@ class Answer:
 
 
 def answer(verdicts: Mapping[str, Verdict], results: list[Run], faithful: bool) -> Answer:
-    by_scenario = {name: measured(r for r in results if r["scenario"] == name) for name in verdicts}
+    by_scenario = {name: measured(r for r in results if r.scenario == name) for name in verdicts}
 
     def bounded(name: str) -> bool:
-        shape = pool_shape(by_scenario[name][0]) if by_scenario[name] else None
-        return bool(shape and shape.bounded)
+        return bool(by_scenario[name]) and by_scenario[name][0].pool.bounded
 
     failed = [n for n, v in verdicts.items() if v.outcome is Outcome.FAILED]
     held = [n for n, v in verdicts.items() if v.outcome is Outcome.HELD]
     exhausted = [n for n in failed if verdicts[n].cause == "address_unavailable"]
     bounded_held = [n for n in held if bounded(n)]
-    candidates = [(max(by_scenario[n], key=lambda r: r["concurrency"])["rps"] or 0, n) for n in bounded_held]
-    unpooled = [n for n in verdicts if by_scenario[n] and capacity(by_scenario[n][0]) is None]
+    candidates = [(max(by_scenario[n], key=lambda r: r.concurrency).rps or 0, n) for n in bounded_held]
+    unpooled = [n for n in verdicts if by_scenario[n] and by_scenario[n][0].pool.capacity is None]
     return Answer(
         exhausted=tuple(exhausted),
         bounded_held=tuple(bounded_held),

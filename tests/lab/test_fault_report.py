@@ -83,9 +83,9 @@ def test_rows_show_errors_recovery_and_the_problem():
 
 def test_pre_ping_rows_pair_each_scenario_with_its_variant():
     results = [
-        run("db-restart-fast", "s", failed=30, lost_after_end=12, recovery_seconds=0.4),
-        run("db-restart-fast", "s+pre_ping", failed=20, lost_after_end=0, recovery_seconds=0.1),
-        run("db-restart-fast", "nullpool", failed=25),
+        run("db-restart-fast", "s", base_scenario="s", failed=30, lost_after_end=12, recovery_seconds=0.4),
+        run("db-restart-fast", "s (pinged)", base_scenario="s", pool_pre_ping=True, failed=20, recovery_seconds=0.1),
+        run("db-restart-fast", "nullpool", base_scenario="nullpool", failed=25),
     ]
     assert fault_report.pre_ping_rows(results) == [
         ["db-restart-fast", "s", "30 (12 after restart)", "20 (0 after restart)", "0.4", "0.1"]

@@ -102,32 +102,56 @@ def good_result(**changes):
     return result
 
 
+T = faults.Trouble
+
+
 @pytest.mark.parametrize(
-    "changes, problem",
+    "changes, trouble, figures, sentence",
     [
-        ({}, None),
-        ({"errors": {"connection_refused": 3, "other": 2}}, "unexpected errors: other 2"),
-        ({"errors": {"client timeout": 2}}, "unexpected errors: client timeout 2"),
-        ({"recovery_seconds": None}, "not recovered by the end of the load"),
-        ({"slowest_failure_ms": 2500.0}, "a failed request took 2.5 s (bound 1 s)"),
-        ({"slowest_ok_ms": 9800.0}, "a request took 9.8 s, the client's timeout: a hang"),
-        ({"worker_restarts": 1}, "1 worker restart(s), expected 0"),
-        ({"backends_left": 3}, "3 backend(s) left after gunicorn stopped"),
-        ({"errors_before": {"too_many_clients": 1}}, "errors before the fault: too_many_clients 1"),
+        ({}, None, None, None),
+        (
+            {"errors": {"connection_refused": 3, "other": 2}},
+            T.UNEXPECTED_ERRORS,
+            {"errors": {"other": 2}},
+            "unexpected errors: other 2",
+        ),
+        ({"errors": {"client timeout": 2}}, T.UNEXPECTED_ERRORS, {"errors": {"client timeout": 2}}, None),
+        ({"recovery_seconds": None}, T.NOT_RECOVERED, {}, "not recovered by the end of the load"),
+        (
+            {"slowest_failure_ms": 2500.0},
+            T.SLOW_FAILURE,
+            {"ms": 2500.0, "bound_s": 1.0},
+            "a failed request took 2.5 s (bound 1 s)",
+        ),
+        ({"slowest_ok_ms": 9800.0}, T.HANG, {"ms": 9800.0}, "a request took 9.8 s, the client's timeout: a hang"),
+        ({"worker_restarts": 1}, T.WORKER_RESTARTS, {"restarts": 1, "expected": 0}, "1 worker restart(s), expected 0"),
+        ({"backends_left": 3}, T.BACKENDS_LEFT, {"backends": 3}, "3 backend(s) left after gunicorn stopped"),
+        (
+            {"errors_before": {"too_many_clients": 1}},
+            T.ERRORS_BEFORE,
+            {"errors": {"too_many_clients": 1}},
+            "errors before the fault: too_many_clients 1",
+        ),
         (
             {"livez_during_fault": {"status": 0, "seconds": 10.1, "during_fault": False}},
+            T.LIVEZ_BLOCKED,
+            {"status": 0, "seconds": 10.1},
             "/api/v1/livez/ did not answer while the fault lasted (no answer after 10.1 s): every worker was busy waiting on the database",
         ),
         (
             {"livez_during_fault": {"status": 200, "seconds": 2.4, "during_fault": False}},
-            "/api/v1/livez/ did not answer while the fault lasted (200 after 2.4 s): every worker was busy waiting on the database",
+            T.LIVEZ_BLOCKED,
+            {"status": 200, "seconds": 2.4},
+            None,
         ),
-        ({"livez_during_fault": {"status": 200, "seconds": 0.8, "during_fault": True}}, None),
+        ({"livez_during_fault": {"status": 200, "seconds": 0.8, "during_fault": True}}, None, None, None),
     ],
-)
-def test_judge_names_each_problem(changes, problem):
+)  # fmt: skip  (one case per row: the table reads better than the formatter's layout)
+def test_judge_finds_each_trouble_with_its_figures(changes, trouble, figures, sentence):
     found = faults.judge(faults.FAULTS["db-down-at-start"], good_result(**changes), request_timeout=10)
-    assert found == ([] if problem is None else [problem])
+    assert [(f.trouble, f.figures) for f in found] == ([] if trouble is None else [(trouble, figures)])
+    if sentence:  # each sentence rendered once
+        assert found[0].sentence() == sentence
 
 
 def test_judge_accepts_client_side_errors_for_a_killed_worker_but_not_timeouts():
@@ -138,10 +162,10 @@ def test_judge_accepts_client_side_errors_for_a_killed_worker_but_not_timeouts()
         failure_bound_s=None,
     )
     assert faults.judge(kill, ok, 10) == []
-    assert faults.judge(kill, {**ok, "worker_restarts": 0}, 10) == ["0 worker restart(s), expected 1"]
-    assert faults.judge(kill, {**ok, "killed_worker_backends_left": 2}, 10) == [
-        "2 backend(s) of the killed worker still open"
-    ]
+    assert [f.trouble for f in faults.judge(kill, {**ok, "worker_restarts": 0}, 10)] == [T.WORKER_RESTARTS]
+    (left,) = faults.judge(kill, {**ok, "killed_worker_backends_left": 2}, 10)
+    assert (left.trouble, left.figures) == (T.KILLED_WORKER_BACKENDS, {"backends": 2})
+    assert left.sentence() == "2 backend(s) of the killed worker still open"
 
 
 def test_select_refuses_an_unknown_fault_naming_the_accepted_ones():

@@ -107,7 +107,7 @@ def test_run_refuses_an_unreachable_database_without_its_password(tmp_path):
 
 
 def test_report_remakes_a_report(tmp_path):
-    (tmp_path / "results.json").write_text(json.dumps({"meta": META, "results": RESULTS}))
+    (tmp_path / "results.json").write_text(json.dumps({"meta": META, "results": [r.to_dict() for r in RESULTS]}))
     result = invoke("lab", "report", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0].split()[:2] == ["eventlet-nullpool", "FAILED"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from healthz.lab import report, verdict
-from healthz.lab.figures import DatabaseLimits, PoolShape
+from healthz.lab.figures import DatabaseLimits, PoolShape, RunFigures
 
 META = {
     "topology": {"name": "netns", "description": "netns: test", "faithful": True, "port_range": [40000, 40999]},
@@ -76,7 +76,11 @@ def run(
         "history": [],
     }
     result.update(extra)
-    return result
+    return RunFigures.from_dict(result)
+
+
+def bouncer(placement, **figures):
+    return {"placement": placement, "pool_mode": "transaction", "default_pool_size": 10, **figures}
 
 
 NULLPOOL = ("NullPool", 5, 10)
@@ -180,7 +184,8 @@ def test_loopback_says_it_cannot_show_exhaustion():
 
 
 def test_a_run_that_was_not_measured_is_reported_as_such():
-    broken = {**run("x"), "error": "gunicorn (eventlet) exited with status 2: healthz: HEALTHZ_POOL_SIZE='x'"}
+    broken = run("x", error="gunicorn (eventlet) exited with status 2: healthz: HEALTHZ_POOL_SIZE='x'")
+    assert all(len(row) == len(report.STEP_COLUMNS) for row in report.step_rows(RESULTS, 500))
     rows = report.step_rows([broken], 500)
     assert rows[0][1].startswith("not measured: gunicorn (eventlet) exited")
     table = report.verdict_table({"meta": META, "results": [broken]})
@@ -188,7 +193,7 @@ def test_a_run_that_was_not_measured_is_reported_as_such():
 
 
 def test_write_makes_every_file(tmp_path):
-    (tmp_path / "results.json").write_text(json.dumps({"meta": META, "results": RESULTS}))
+    (tmp_path / "results.json").write_text(json.dumps({"meta": META, "results": [r.to_dict() for r in RESULTS]}))
     paths = report.write(tmp_path)
     md = paths["markdown"].read_text()
     for needle in (
@@ -224,13 +229,51 @@ def test_a_stalled_service_is_said_to_stop_answering():
 
 
 def test_exhaustion_effect_says_what_each_placement_did_in_numbers():
-    base = {"ports": 1000, "time_wait_peak": 0, "address_unavailable": 0, "failures_by_cause": {}}
-    short = {**base, "pgbouncer": {"placement": "db", "logins": 2400}, "seconds": 10, "hosts": 3, "time_wait_peak": 807}
+    short = run("x", pgbouncer=bouncer("db", logins=2400), hosts=3, time_wait=807)
     assert report.exhaustion_effect(short) == (
         "only moved: 80 connections/s to PgBouncer per host keep 4,800 ports in TIME_WAIT when sustained, more than "
         "the 1,000 in range (peak here 807): a longer run exhausts them"
     )
-    on_app = {**base, "pgbouncer": {"placement": "app", "logins": 2500}, "seconds": 10, "time_wait_peak": 498}
+    on_app = run("x", pgbouncer=bouncer("app", logins=2500), time_wait=498)
     assert report.exhaustion_effect(on_app) == (
         "held only by TIME_WAIT reuse on loopback (tcp_tw_reuse=2): 498 of 1,000 ports in TIME_WAIT"
     )
+
+
+def test_every_section_renders_for_hosts_pgbouncer_and_the_doctor():
+    share = {
+        "host": "app1",
+        "address": "198.18.1.2",
+        "requests": 100,
+        "failures": 0,
+        "failures_by_cause": {},
+        "sessions_opened": 4,
+        "refused": 0,
+        "backends_peak": 4,
+        "time_wait_peak": 2,
+        "established_peak": 4,
+        "address_unavailable": 0,
+    }
+    doctor = {
+        "exit": 1,
+        "status": "connection churn",
+        "opened": 40,
+        "window": 4.0,
+        "opened_per_second": 10.0,
+        "measured_status": "connection churn",
+        "measured_sessions_per_second": 9.5,
+        "agrees": True,
+    }
+    runs = [
+        run("eventlet-nullpool-pgbouncer-db", hosts=3, pgbouncer=bouncer("db", logins=2400), by_host=[share] * 3),
+        run("eventlet-nullpool", pool=NULLPOOL, doctor=doctor),
+        run("eventlet-nullpool", concurrency=1000, pool=NULLPOOL, doctor={"exit": 2, "error": "no answer"}),
+    ]
+    blocks = report.build({"meta": META, "results": runs}, [])
+    titles = [b[1] for b in blocks if b[0] == "h2"]
+    for title in ("Application hosts", "PgBouncer", "healthz doctor against the measurement", "The connection budget"):
+        assert any(t.startswith(title) for t in titles), (title, titles)
+    tables = {b[1]: b[2] for b in blocks if b[0] == "table"}
+    (bouncer_row,) = tables[report.PGBOUNCER_COLUMNS]
+    assert bouncer_row[2] == "database host" and bouncer_row[4] == "240.0"
+    assert [row[2] for row in tables[report.DOCTOR_COLUMNS]] == ["connection churn", "did not run: no answer"]

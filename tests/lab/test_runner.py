@@ -17,6 +17,7 @@ import pytest
 from helpers import settled_sessions, wait_until
 
 from healthz.lab import probes, report
+from healthz.lab.figures import DatabaseLimits
 from healthz.lab.runner import Lab, LabConfig, LabError, Progress
 from healthz.lab.scenarios import DEFAULTS, select
 from healthz.lab.topology import lab_namespaces
@@ -64,23 +65,24 @@ def test_a_small_run_agrees_with_postgres(tmp_path, postgres, database):
     opened = settled_sessions(postgres, database) - before
     assert _writes(postgres, database) == writes_before, "the lab wrote to a --database-url database without --seed"
 
-    assert opened == nullpool["sessions_opened"] + pooled["sessions_opened"] + LAB_OWN_SESSIONS
+    assert opened == nullpool.sessions_opened + pooled.sessions_opened + LAB_OWN_SESSIONS
     for run in (nullpool, pooled):
-        assert run["error"] is None and run["failures"] == 0 and run["requests"] > 20, run
-        assert run["rps"] == pytest.approx(run["requests"] / run["seconds"])
-        assert run["backends_left"] == 0 and run["time_wait_peak"] is not None
-        assert len(run["samples"]) >= 5 * 3 - 2, "probes sampled five times a second"
-        assert run["cpu_seconds"]["gunicorn"] > 0 and run["cpu_seconds"]["locust"] > 0
-        assert run["cpu_seconds"]["postgres"] is None, "not our process: a --database-url server"
+        assert run.error is None and run.failures == 0 and run.requests > 20, run
+        assert run.rps == pytest.approx(run.requests / run.seconds)
+        assert run.backends_left == 0 and run.time_wait_peak is not None
+        assert run.ports_held_peak >= run.time_wait_peak  # TIME_WAIT + ESTABLISHED at once
+        assert len(run.samples) >= 5 * 3 - 2, "probes sampled five times a second"
+        assert run.cpu_seconds["gunicorn"] > 0 and run.cpu_seconds["locust"] > 0
+        assert run.cpu_seconds["postgres"] is None, "not our process: a --database-url server"
 
     # NullPool: one session per request served (the readiness check's included; locust stops its
     # users without waiting, so up to one request per user is served but not counted).
-    assert nullpool["requests"] + 1 <= nullpool["sessions_opened"] <= nullpool["requests"] + 1 + 5
-    assert pooled["sessions_opened"] <= 2 and pooled["backends_peak"] <= 2
+    assert nullpool.requests + 1 <= nullpool.sessions_opened <= nullpool.requests + 1 + 5
+    assert pooled.sessions_opened <= 2 and pooled.backends_peak <= 2
 
     out = tmp_path / "out"
     data = json.loads((out / "results.json").read_text())
-    assert [r["sessions_opened"] for r in data["results"]] == [nullpool["sessions_opened"], pooled["sessions_opened"]]
+    assert [r["sessions_opened"] for r in data["results"]] == [nullpool.sessions_opened, pooled.sessions_opened]
     paths = report.write(out)
     assert "eventlet-nullpool:workers=1" in paths["markdown"].read_text()
     for run in data["results"]:
@@ -137,12 +139,12 @@ def test_netns_reproduces_the_report_and_a_sized_pool_does_not_fail(tmp_path):
         output=tmp_path / "out",
     )
     nullpool, sized = Lab(config, Progress(io.StringIO())).run()
-    assert nullpool["failures_by_cause"].get("address_unavailable", 0) > 0, nullpool["failures_by_cause"]
-    assert nullpool["address_unavailable"] > 0, "the service logged libpq's 'Cannot assign requested address'"
-    assert nullpool["time_wait_peak"] > 150, "TIME_WAIT filled the narrowed port range"
-    assert sized["failures"] == 0 and sized["address_unavailable"] == 0, sized["failures_by_cause"]
+    assert nullpool.failures_by_cause.get("address_unavailable", 0) > 0, nullpool.failures_by_cause
+    assert nullpool.address_unavailable > 0, "the service logged libpq's 'Cannot assign requested address'"
+    assert nullpool.time_wait_peak > 150, "TIME_WAIT filled the narrowed port range"
+    assert sized.failures == 0 and sized.address_unavailable == 0, sized.failures_by_cause
     # 2 pools of 10; the doctor's own connection adds one session and, once closed, one TIME_WAIT.
-    assert sized["sessions_opened"] <= 20 + 1 and sized["time_wait_peak"] <= 1
+    assert sized.sessions_opened <= 20 + 1 and sized.time_wait_peak <= 1
     assert not [ns for ns in lab_namespaces() if f"-{os.getpid()}-" in ns]
     # The planner's predictions for this deployment, against what was measured.
     predicted = plan(
@@ -150,15 +152,13 @@ def test_netns_reproduces_the_report_and_a_sized_pool_does_not_fail(tmp_path):
             hosts=1, workers=2, worker_class="eventlet", max_connections=400, pool_size=10, port_range=(40000, 40299)
         )
     )
-    assert nullpool["sessions_per_second"] > predicted.exhaustion_rate  # 300 ports / 60 s = 5 connections/s
-    assert (
-        predicted.total_connections == 20 and sized["backends_peak"] <= predicted.total_connections + 1
-    )  # + the doctor
+    assert nullpool.sessions_per_second > predicted.exhaustion_rate  # 300 ports / 60 s = 5 connections/s
+    assert predicted.total_connections == 20 and sized.backends_peak <= predicted.total_connections + 1  # + the doctor
     # The doctor, run in the app namespace during the load, says what the measurement says.
-    assert nullpool["doctor"]["status"] == "connection churn" and nullpool["doctor"]["exit"] == 1, nullpool["doctor"]
-    assert nullpool["doctor"]["seconds_to_exhaustion"] is not None
-    assert sized["doctor"]["status"] == "healthy" and sized["doctor"]["exit"] == 0, sized["doctor"]
-    assert nullpool["doctor"]["agrees"] and sized["doctor"]["agrees"]
+    assert nullpool.doctor.status == "connection churn" and nullpool.doctor.exit == 1, nullpool.doctor
+    assert nullpool.doctor.seconds_to_exhaustion is not None
+    assert sized.doctor.status == "healthy" and sized.doctor.exit == 0, sized.doctor
+    assert nullpool.doctor.agrees and sized.doctor.agrees
 
 
 @needs_root
@@ -169,9 +169,9 @@ def test_the_doctor_agrees_with_the_measurement_on_every_default_scenario(tmp_pa
         scenarios=select([]), concurrency=[100], duration=8, topology="netns", ports=1000, output=tmp_path / "out"
     )
     results = Lab(config, Progress(io.StringIO())).run()
-    assert [r["scenario"] for r in results] == list(DEFAULTS)
-    said = {r["scenario"]: (r["doctor"]["status"], r["doctor"]["measured_status"]) for r in results}
-    assert all(r["doctor"]["agrees"] for r in results), said
+    assert [r.scenario for r in results] == list(DEFAULTS)
+    said = {r.scenario: (r.doctor.status, r.doctor.measured_status) for r in results}
+    assert all(r.doctor.agrees for r in results), said
     assert said["eventlet-nullpool"][0] == "connection churn"
     assert said["eventlet-queuepool-sized"][0] == "healthy"
     assert said["gthread-queuepool"][0] == "healthy"
@@ -200,21 +200,21 @@ def test_three_hosts_pass_max_connections_without_pgbouncer_and_stay_under_it_wi
     lab = Lab(config, Progress(io.StringIO()))
     sized, bounced = lab.run()
     for run in (sized, bounced):
-        assert run["error"] is None, run["error"]
-        hosts = run["by_host"]
-        assert [h["host"] for h in hosts] == ["app1", "app2", "app3"]
-        assert sum(h["requests"] for h in hosts) == run["requests"] and all(h["requests"] > 0 for h in hosts)
+        assert run.error is None, run.error
+        hosts = run.by_host
+        assert [h.host for h in hosts] == ["app1", "app2", "app3"]
+        assert sum(h.requests for h in hosts) == run.requests and all(h.requests > 0 for h in hosts)
         # Sessions per host from PostgreSQL's log add up to its session counter (the lab's own come over the Unix socket).
-        assert sum(h["sessions_opened"] for h in hosts) == run["sessions_opened"], (hosts, run["sessions_opened"])
-    assert sized["failures_by_cause"].get("too_many_clients", 0) > 0, sized["failures_by_cause"]
-    assert sized["backends_peak"] <= 47
-    assert bounced["failures"] == 0, bounced["failures_by_cause"]
-    assert bounced["backends_peak"] <= 30 + 1  # + the doctor's connection, which goes through PgBouncer on app1
+        assert sum(h.sessions_opened for h in hosts) == run.sessions_opened, (hosts, run.sessions_opened)
+    assert sized.failures_by_cause.get("too_many_clients", 0) > 0, sized.failures_by_cause
+    assert sized.backends_peak <= 47
+    assert bounced.failures == 0, bounced.failures_by_cause
+    assert bounced.backends_peak <= 30 + 1  # + the doctor's connection, which goes through PgBouncer on app1
     # The planner's arithmetic, as the report shows it.
     predicted = plan(Deployment(hosts=3, workers=2, worker_class="eventlet", max_connections=50, pool_size=10))
     assert predicted.max_hosts == 2 and predicted.pooler_needed
     data = {"meta": lab.meta, "results": [sized, bounced]}
-    budget = {row[0]: row for row in report.budget_rows(data["results"], data["meta"])}
+    budget = {row[0]: row for row in report.budget_rows(data["results"], DatabaseLimits.from_meta(data["meta"]))}
     assert budget["eventlet-queuepool-sized"][4] == "no: 13 over" and budget["eventlet-queuepool-sized"][5] == "2"
     assert budget["eventlet-queuepool-pgbouncer"][4] == "yes"
     text = report.to_markdown(report.build(data, []))

@@ -3,7 +3,7 @@ sentences they render are checked once, in test_report)."""
 
 from __future__ import annotations
 
-from test_report import LIMITS, NULLPOOL, RESULTS, run
+from test_report import LIMITS, NULLPOOL, RESULTS, bouncer, run
 
 from healthz.lab import verdict
 from healthz.lab.figures import DatabaseLimits, Placement
@@ -24,9 +24,9 @@ def test_each_scenario_gets_an_outcome_a_cause_and_its_worst_run():
     assert list(verdicts) == ["eventlet-nullpool", "eventlet-queuepool-default", "eventlet-queuepool-sized"]
     nullpool = verdicts["eventlet-nullpool"]
     assert (nullpool.outcome, nullpool.cause, nullpool.failed) == (Outcome.FAILED, "address_unavailable", True)
-    assert nullpool.worst["error_rate"] == 0.8
+    assert nullpool.worst.error_rate == 0.8
     sized = verdicts["eventlet-queuepool-sized"]
-    assert (sized.outcome, sized.cause, sized.worst["concurrency"]) == (Outcome.HELD, None, 1000)
+    assert (sized.outcome, sized.cause, sized.worst.concurrency) == (Outcome.HELD, None, 1000)
     assert sized.findings == ()
 
 
@@ -35,9 +35,15 @@ def test_overflow_churn_is_a_finding_with_its_numbers():
     assert (default.outcome, default.failed) == (Outcome.AT_RISK, False)  # 90 sessions/s x 60 s > 1,000 ports
     churn = default.first(OverflowChurn)
     assert churn == OverflowChurn(
-        sessions_opened=900, concurrency=500, hosts=1, workers=2, capacity=15, rate_per_host=90.0, time_wait_peak=400,
+        sessions_opened=900,
+        concurrency=500,
+        hosts=1,
+        workers=2,
+        capacity=15,
+        rate_per_host=90.0,
+        time_wait_peak=400,
         ports=1000,
-    )  # fmt: skip
+    )
 
 
 def test_budget_pool_timeouts_and_refusals_are_findings():
@@ -55,8 +61,16 @@ def test_budget_pool_timeouts_and_refusals_are_findings():
 
 
 def test_a_short_run_whose_churn_would_exhaust_the_ports_is_at_risk():
-    short = run("eventlet-nullpool", concurrency=100, requests=1142, sessions=1237, pool=NULLPOOL, time_wait=744,
-                seconds=4.0, sessions_per_second=306.0)  # fmt: skip
+    short = run(
+        "eventlet-nullpool",
+        concurrency=100,
+        requests=1142,
+        sessions=1237,
+        pool=NULLPOOL,
+        time_wait=744,
+        seconds=4.0,
+        sessions_per_second=306.0,
+    )
     judged = verdict.judge("eventlet-nullpool", [short], LIMITS)
     assert (judged.outcome, judged.failed) == (Outcome.AT_RISK, False)
     assert judged.first(PortsAtRisk) == PortsAtRisk(100, 306.0, False, 1, 1000)
@@ -71,11 +85,14 @@ def test_a_stalled_service_failed_without_failures():
 
 
 def test_a_run_not_measured():
-    broken = {**run("x"), "error": "gunicorn exited with status 2"}
+    broken = run("x", error="gunicorn exited with status 2")
     judged = verdict.judge("x", [broken], LIMITS)
     assert (judged.outcome, judged.failed, judged.worst, judged.error) == (
-        Outcome.NOT_MEASURED, None, None, "gunicorn exited with status 2",
-    )  # fmt: skip
+        Outcome.NOT_MEASURED,
+        None,
+        None,
+        "gunicorn exited with status 2",
+    )
 
 
 def test_the_answer_names_scenarios_by_what_their_figures_show():
@@ -97,31 +114,37 @@ def test_exhaustion_is_churn_or_connections_held_open():
 
 
 def test_what_each_pgbouncer_placement_did_to_the_ports():
-    base = {"ports": 1000, "time_wait_peak": 0, "address_unavailable": 0, "failures_by_cause": {}}
-    assert verdict.pooler_effect(base) is PoolerEffect.REMOVED
-    on_app = {**base, "pgbouncer": {"placement": "app", "logins": 2500}, "seconds": 10}
-    assert verdict.pooler_effect({**on_app, "time_wait_peak": 498}) is PoolerEffect.HELD_BY_REUSE
-    assert verdict.pooler_effect({**base, "time_wait_peak": 1000, "address_unavailable": 12}) is PoolerEffect.MOVED
+    assert verdict.pooler_effect(run("x", pgbouncer=bouncer("app", logins=2500))) is PoolerEffect.REMOVED
+    on_app = run("x", pgbouncer=bouncer("app", logins=2500), time_wait=498)
+    assert verdict.pooler_effect(on_app) is PoolerEffect.HELD_BY_REUSE
+    moved = run("x", pgbouncer=bouncer("app"), time_wait=1000, address_unavailable=12)
+    assert verdict.pooler_effect(moved) is PoolerEffect.MOVED
     # On the database host, 2,400 logins over 10 s from 3 hosts = 80/s each: 4,800 ports needed > 1,000.
-    short = {**base, "pgbouncer": {"placement": "db", "logins": 2400}, "seconds": 10, "hosts": 3, "time_wait_peak": 807}
+    short = run("x", pgbouncer=bouncer("db", logins=2400), hosts=3, time_wait=807)
     assert verdict.port_churn_per_host(short) == 80
     assert verdict.pooler_effect(short) is PoolerEffect.MOVED_AT_RISK
-    unix = {**short, "pgbouncer": {"placement": "app-unix", "logins": 2400}}
-    assert verdict.placement(unix) is Placement.APP_UNIX and verdict.pooler_effect(unix) is PoolerEffect.REMOVED
+    unix = run("x", pgbouncer=bouncer("app-unix", logins=2400), hosts=3, time_wait=807)
+    assert unix.placement is Placement.APP_UNIX and verdict.pooler_effect(unix) is PoolerEffect.REMOVED
 
 
 def test_connection_need_counts_pools_or_pgbouncer():
     sized = verdict.connection_need(RESULTS[2])
     assert (sized.how, sized.needed, sized.per_instance) == ("in-process", 20, 10)
     assert verdict.connection_need(RESULTS[0]).needed is None
-    per_host = verdict.connection_need(
-        {**RESULTS[0], "hosts": 3, "pgbouncer": {"placement": "app", "default_pool_size": 10}}
-    )
+    per_host = verdict.connection_need(run("x", hosts=3, pgbouncer=bouncer("app")))
     assert (per_host.how, per_host.needed) == ("pgbouncer-per-host", 30)
-    on_db = verdict.connection_need(
-        {**RESULTS[0], "hosts": 3, "pgbouncer": {"placement": "db", "default_pool_size": 10}}
-    )
+    on_db = verdict.connection_need(run("x", hosts=3, pgbouncer=bouncer("db")))
     assert (on_db.how, on_db.needed) == ("pgbouncer-on-db", 10)
+
+
+def test_run_figures_round_trip_through_json():
+    import json
+
+    from healthz.lab.figures import RunFigures
+
+    figures = run("x", hosts=3, pgbouncer=bouncer("db", logins=2400))
+    again = RunFigures.from_dict(json.loads(json.dumps(figures.to_dict())))
+    assert again == figures and again.placement is Placement.DB and again.pool.bounded
 
 
 def test_database_limits_available_is_never_negative():

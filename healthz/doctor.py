@@ -315,7 +315,6 @@ def observe(
 ) -> Observation:
     """Read the host and the database for ``sample`` seconds (see the module docstring).
     :class:`DoctorError` when either cannot be read."""
-    import psycopg2
     from sqlalchemy.engine import make_url
 
     from healthz.config import mask_password
@@ -331,30 +330,7 @@ def observe(
     transport = "unix" if not host or str(host).startswith("/") else "tcp"
     port = url.port or 5432
     read_sockets = read_sockets or (lambda p: sockets.read("/proc/self/net", p))
-    conn, unreachable, refused = None, None, None
-    retry_until = time.monotonic() + CONNECT_RETRY_SECONDS
-    while conn is None:
-        try:
-            conn = psycopg2.connect(
-                _libpq_url(database_url),
-                connect_timeout=10,
-                application_name="healthz-doctor",
-                options="-c default_transaction_read_only=on",
-            )
-        except psycopg2.Error as exc:
-            first = mask_password((str(exc).strip().splitlines() or [type(exc).__name__])[0])
-            # The failures themselves: this host has no port left to reach the database, or the database
-            # has no slot left for it. The host's sockets still tell the rest.
-            if transport == "tcp" and sockets.EADDRNOTAVAIL_TEXT in first:
-                unreachable = first
-                break
-            if any(text in first for text in FULL_TEXTS):
-                if time.monotonic() < retry_until:  # slots come and go under churn
-                    time.sleep(0.1)
-                    continue
-                refused = f"{first} (for {CONNECT_RETRY_SECONDS:g} s)"
-                break
-            raise DoctorError(f"cannot connect to {safe}: {first}") from None
+    conn, unreachable, refused = _connect(database_url, transport, safe)
     with contextlib.closing(conn) if conn else contextlib.nullcontext():
         max_connections = reserved = own_port = server_addr = None
         if conn:
@@ -375,47 +351,102 @@ def observe(
                 return []
             return [s for s in sockets.toward(read_sockets(port), port, addresses) if s.local_port != own_port]
 
-        first = toward()
-        counter = OpenedCounter(first)
-        started_at, began = time.time(), time.monotonic()
-        sessions_before = _sessions(conn) if conn else None
-        deadline = began + sample
-        last = first
-        backends_peak = _backends_count(conn) if conn else None
-        while time.monotonic() < deadline:
-            time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
-            last = toward()
-            counter.add(last)
-            if conn:
-                backends_peak = max(backends_peak or 0, _backends_count(conn))
-        window = time.monotonic() - began
-        sessions_opened = _sessions(conn) - sessions_before if conn else None
-        backends = _backends(conn) if conn else []
+        watched = _watch(conn, toward, sample, interval)
+    port_range, tcp_tw_reuse = _kernel(transport)
+    return Observation(
+        database=safe,
+        transport=transport,
+        port_range=port_range,
+        tcp_tw_reuse=tcp_tw_reuse,
+        window=round(watched.window, 3),
+        opened=watched.counter.opened if transport == "tcp" else None,
+        sockets_by_state=dict(sockets.states(watched.last)),
+        sessions_opened=watched.sessions_opened,
+        max_connections=max_connections,
+        reserved_connections=reserved,
+        backends=watched.backends,
+        started_at=watched.started_at,
+        unreachable=unreachable or refused,
+        refused=refused,
+        backends_peak=watched.backends_peak,
+        loopback=bool(host_addresses) and all(ipaddress.ip_address(a).is_loopback for a in host_addresses if _is_ip(a)),
+    )
+
+
+@dataclasses.dataclass
+class _Watched:
+    counter: OpenedCounter
+    last: list
+    started_at: float
+    window: float
+    sessions_opened: int | None
+    backends_peak: int | None
+    backends: list[dict[str, Any]]
+
+
+def _watch(conn, toward: Callable[[], list], sample: float, interval: float) -> _Watched:
+    """Watch this host's sockets toward the database (``toward``) and the database's counters
+    (``conn``, when there is one) every ``interval`` seconds for ``sample`` seconds."""
+    first = toward()
+    counter = OpenedCounter(first)
+    started_at, began = time.time(), time.monotonic()
+    sessions_before = _sessions(conn) if conn else None
+    deadline, last = began + sample, first
+    backends_peak = _backends_count(conn) if conn else None
+    while time.monotonic() < deadline:
+        time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+        last = toward()
+        counter.add(last)
+        if conn:
+            backends_peak = max(backends_peak or 0, _backends_count(conn))
+    window = time.monotonic() - began
+    sessions_opened = _sessions(conn) - sessions_before if conn else None
+    return _Watched(counter, last, started_at, window, sessions_opened, backends_peak, _backends(conn) if conn else [])
+
+
+def _connect(database_url: str, transport: str, safe: str):
+    """``(connection, unreachable, refused)``: a read-only connection to the database; or None and
+    why this host could not get one that is itself a diagnosis (no ephemeral port left; no slot left
+    for :data:`CONNECT_RETRY_SECONDS`). :class:`DoctorError` for any other failure."""
+    import psycopg2
+
+    from healthz.config import mask_password
+
+    retry_until = time.monotonic() + CONNECT_RETRY_SECONDS
+    while True:
+        try:
+            conn = psycopg2.connect(
+                _libpq_url(database_url),
+                connect_timeout=10,
+                application_name="healthz-doctor",
+                options="-c default_transaction_read_only=on",
+            )
+            return conn, None, None
+        except psycopg2.Error as exc:
+            first = mask_password((str(exc).strip().splitlines() or [type(exc).__name__])[0])
+            # The failures themselves: this host has no port left to reach the database, or the database
+            # has no slot left for it. The host's sockets still tell the rest.
+            if transport == "tcp" and sockets.EADDRNOTAVAIL_TEXT in first:
+                return None, first, None
+            if any(text in first for text in FULL_TEXTS):
+                if time.monotonic() < retry_until:  # slots come and go under churn
+                    time.sleep(0.1)
+                    continue
+                return None, None, f"{first} (for {CONNECT_RETRY_SECONDS:g} s)"
+            raise DoctorError(f"cannot connect to {safe}: {first}") from None
+
+
+def _kernel(transport: str) -> tuple[tuple[int, int] | None, int | None]:
+    """This host's ``ip_local_port_range`` and ``tcp_tw_reuse``; :class:`DoctorError` when the range
+    cannot be read for a TCP database (not the Linux host that runs the service)."""
     low_high = _read_sysctl("net.ipv4.ip_local_port_range")
     reuse = _read_sysctl("net.ipv4.tcp_tw_reuse")
     if transport == "tcp" and low_high is None:
         raise DoctorError(
             "cannot read /proc/sys/net/ipv4/ip_local_port_range: run the doctor on the Linux host that runs the service"
         )
-    low, high = (int(v) for v in low_high.split()) if low_high else (None, None)
-    return Observation(
-        database=safe,
-        transport=transport,
-        port_range=(low, high) if low is not None else None,
-        tcp_tw_reuse=int(reuse) if reuse and reuse.isdigit() else None,
-        window=round(window, 3),
-        opened=counter.opened if transport == "tcp" else None,
-        sockets_by_state=dict(sockets.states(last)),
-        sessions_opened=sessions_opened,
-        max_connections=max_connections,
-        reserved_connections=reserved,
-        backends=backends,
-        started_at=started_at,
-        unreachable=unreachable or refused,
-        refused=refused,
-        backends_peak=backends_peak,
-        loopback=bool(host_addresses) and all(ipaddress.ip_address(a).is_loopback for a in host_addresses if _is_ip(a)),
-    )
+    port_range = tuple(int(v) for v in low_high.split()) if low_high else None
+    return port_range, int(reuse) if reuse and reuse.isdigit() else None
 
 
 def _is_ip(text: str) -> bool:

@@ -278,7 +278,7 @@ class FaultLab(Lab):
             "service_errors": probes.log_counts(log)["error_kinds"],
             "worker_restarts": probes.worker_restarts(log, run.scenario.workers),
             "worker_timeouts": log.count("WORKER TIMEOUT"),
-            "backends_peak": probes.peak(s["backends"] for s in samples),
+            "backends_peak": probes.peak(s.backends for s in samples),
             "backends_end": backends_end,
             "backends_left": backends_left,
             **run.target.notes,

@@ -250,7 +250,7 @@ class RunFigures:
     cpu_seconds: dict[str, float | None] = dataclasses.field(default_factory=dict)
     worker_restarts: int = 0
     worker_timeouts: int = 0
-    samples: tuple[dict[str, Any], ...] = ()
+    samples: tuple[Sample, ...] = ()
     history: tuple[dict[str, Any], ...] = ()
 
     @property
@@ -269,7 +269,7 @@ class RunFigures:
             pgbouncer=self.pgbouncer.to_dict() if self.pgbouncer else None,
             doctor=dataclasses.asdict(self.doctor) if self.doctor else None,
             by_host=[dataclasses.asdict(h) for h in self.by_host],
-            samples=list(self.samples),
+            samples=[s.to_dict() for s in self.samples],
             history=list(self.history),
         )
         return data
@@ -282,7 +282,61 @@ class RunFigures:
             pgbouncer=PoolerFigures.from_dict(data["pgbouncer"]) if data.get("pgbouncer") else None,
             doctor=DoctorCheck.from_dict(data["doctor"]) if data.get("doctor") else None,
             by_host=tuple(HostShare.from_dict(h) for h in data.get("by_host") or ()),
-            samples=tuple(data.get("samples") or ()),
+            # The runner hands its samples over as they were taken; results.json as dicts.
+            samples=tuple(s if isinstance(s, Sample) else Sample.from_dict(s) for s in data.get("samples") or ()),
             history=tuple(data.get("history") or ()),
         )
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class HostSockets:
+    """One application host's sockets toward the database's port(s) at a sample."""
+
+    time_wait: int | None
+    established: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One reading of the probes (five a second by default). A probe that failed leaves None.
+
+    ``t`` is seconds since sampling began, ``at`` unix time; ``sessions`` is
+    ``pg_stat_database.sessions`` and ``backends`` the client backends; ``time_wait`` and
+    ``established`` sum every application host's sockets, each host's in ``hosts`` when there are
+    several; ``cpu`` is CPU seconds of each process tree so far; ``pooler`` PgBouncer's SHOW POOLS
+    and SHOW STATS figures and its logins; ``host_opened`` the connections the first host opened as
+    a log counts them (PgBouncer's, or PostgreSQL's with several hosts)."""
+
+    t: float
+    at: float
+    sessions: int | None = None
+    backends: int | None = None
+    backends_by_address: dict[str, int] | None = None
+    time_wait: int | None = None
+    established: int | None = None
+    hosts: tuple[HostSockets, ...] = ()
+    cpu: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    pooler: dict[str, float] = dataclasses.field(default_factory=dict)
+    host_opened: int | None = None
+
+    @property
+    def ports_held(self) -> int | None:
+        """TIME_WAIT + ESTABLISHED toward the database: the ports taken at this moment."""
+        return None if self.time_wait is None else self.time_wait + (self.established or 0)
+
+    def on_first_host(self) -> Sample:
+        """This sample with the first application host's sockets in place of the sum (where the doctor runs)."""
+        if not self.hosts:
+            return self
+        first = self.hosts[0]
+        return dataclasses.replace(self, time_wait=first.time_wait, established=first.established)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Sample:
+        values = _fields(cls, data)
+        values["hosts"] = tuple(HostSockets(**h) for h in data.get("hosts") or ())
         return cls(**values)

@@ -26,12 +26,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions
 
 from healthz import sockets
 from healthz.doctor import Observation
+from healthz.lab.figures import HostSockets, Sample
 
 EADDRNOTAVAIL_TEXT = sockets.EADDRNOTAVAIL_TEXT
 _ERROR_LINE = re.compile(r"healthz [45]\d\d error=([a-z_]+)")
@@ -270,53 +272,50 @@ class Sampler(threading.Thread):
         self.db_ports = [db_port] if isinstance(db_port, int) else list(db_port)
         self.extra = extra
         self.interval = interval
-        self.samples: list[dict[str, float | int | None]] = []
+        self.samples: list[Sample] = []
         self._stop_event = threading.Event()
         self.started_at = time.monotonic()
 
-    def sample(self) -> dict[str, float | int | None]:
-        row: dict[str, float | int | None] = {
-            "t": round(time.monotonic() - self.started_at, 3),
-            "at": round(time.time(), 3),
-        }
+    def sample(self) -> Sample:
+        row: dict[str, Any] = {"t": round(time.monotonic() - self.started_at, 3), "at": round(time.time(), 3)}
         try:
             row["sessions"], row["backends"] = self.counters.sessions(), self.counters.backends()
             if self.by_address:
                 row["backends_by_address"] = self.counters.backends_by_address()
         except psycopg2.Error:
             row["sessions"] = row["backends"] = None
-        hosts = []
-        for getter in self.netns_pids:
-            pid = getter()
-            states: collections.Counter = collections.Counter()
-            for port in self.db_ports if pid else ():
-                states += tcp_states(pid, port)
-            hosts.append(
-                {
-                    "time_wait": states.get("TIME_WAIT", 0) if pid else None,
-                    "established": states.get("ESTABLISHED", 0) if pid else None,
-                }
-            )
+        hosts = [self._sockets(getter()) for getter in self.netns_pids]
         for key in ("time_wait", "established"):
-            present = [h[key] for h in hosts if h[key] is not None]
+            present = [getattr(h, key) for h in hosts if getattr(h, key) is not None]
             row[key] = sum(present) if present else None
         if len(hosts) > 1:
-            row["hosts"] = hosts
-        for name, getter in self.cpu_pids.items():
-            pids = getter()
-            if isinstance(pids, list):
-                seconds = [cpu_seconds(p) for p in pids]
-                row[f"cpu_{name}"] = (
-                    sum(v for v in seconds if v is not None) if any(v is not None for v in seconds) else None
-                )
-            else:
-                row[f"cpu_{name}"] = cpu_seconds(pids)
+            row["hosts"] = tuple(hosts)
+        row["cpu"] = {name: self._cpu(getter()) for name, getter in self.cpu_pids.items()}
         if self.extra is not None:
             try:
-                row.update(self.extra())
+                extra = dict(self.extra())
             except psycopg2.Error:
-                pass  # PgBouncer restarting or gone: this sample goes without its figures
-        return row
+                extra = {}  # PgBouncer restarting or gone: this sample goes without its figures
+            row["host_opened"] = extra.pop("host_opened", None)
+            row["pooler"] = extra
+        return Sample(**row)
+
+    def _sockets(self, pid: int | None) -> HostSockets:
+        """The sockets toward the database's port(s) in the namespace of ``pid`` (None: not running)."""
+        if not pid:
+            return HostSockets(None, None)
+        states: collections.Counter = collections.Counter()
+        for port in self.db_ports:
+            states += tcp_states(pid, port)
+        return HostSockets(states.get("TIME_WAIT", 0), states.get("ESTABLISHED", 0))
+
+    @staticmethod
+    def _cpu(pids: int | None | list[int | None]) -> float | None:
+        """CPU seconds of one process tree, or summed over several (None when none is readable)."""
+        if not isinstance(pids, list):
+            return cpu_seconds(pids)
+        seconds = [v for v in (cpu_seconds(p) for p in pids) if v is not None]
+        return sum(seconds) if seconds else None
 
     def run(self) -> None:
         self.started_at = time.monotonic()
@@ -325,7 +324,7 @@ class Sampler(threading.Thread):
             self.samples.append(self.sample())
             self._stop_event.wait(max(0.0, self.interval - (time.monotonic() - began)))
 
-    def stop(self) -> list[dict[str, float | int | None]]:
+    def stop(self) -> list[Sample]:
         """Stop sampling, take one last sample, and return them all."""
         self._stop_event.set()
         if self.is_alive():
@@ -378,7 +377,7 @@ class DoctorProbe:
 
 
 def measured_observation(
-    samples: list[dict],
+    samples: list[Sample],
     start: float,
     end: float,
     *,
@@ -394,21 +393,19 @@ def measured_observation(
     TIME_WAIT from the first app namespace's table, the peak of client backends;
     a port range found full counts as the doctor's failed connect(). None without two samples in
     the window."""
-    inside = [s for s in samples if start <= (s.get("at") or 0) <= end and s.get("sessions") is not None]
+    # The doctor ran on the first application host: its sockets, not every host's.
+    inside = [s.on_first_host() for s in samples if start <= s.at <= end and s.sessions is not None]
     if len(inside) < 2:
         return None
     first, last = inside[0], inside[-1]
-    if any(s.get("hosts") for s in inside):  # the doctor ran on the first application host: its sockets
-        inside = [{**s, **(s.get("hosts") or [{}])[0]} for s in inside]
-        last = inside[-1]
-    sessions = opened = int(last["sessions"] - first["sessions"])
+    sessions = opened = int(last.sessions - first.sessions)
     if opened_key != "sessions":
-        if first.get(opened_key) is None or last.get(opened_key) is None:
+        if getattr(first, opened_key) is None or getattr(last, opened_key) is None:
             return None
-        opened = int(last[opened_key] - first[opened_key])
-    established = mean(s.get("established") for s in inside)
+        opened = int(getattr(last, opened_key) - getattr(first, opened_key))
+    established = mean(s.established for s in inside)
     ports = port_range[1] - port_range[0] + 1 if port_range else None
-    held = peak((s.get("time_wait") or 0) + (s.get("established") or 0) for s in inside)
+    held = peak((s.time_wait or 0) + (s.established or 0) for s in inside)
     # What the doctor learns when its own connect() fails: every port of the range is taken.
     full = (
         f"the port range was full ({held:,} sockets of {ports:,} ports)"
@@ -420,15 +417,13 @@ def measured_observation(
         transport=transport,
         port_range=port_range,
         tcp_tw_reuse=None,
-        window=round(last["at"] - first["at"], 3),
+        window=round(last.at - first.at, 3),
         opened=opened if transport == "tcp" else None,
-        sockets_by_state={"ESTABLISHED": round(established or 0), "TIME_WAIT": int(last.get("time_wait") or 0)},
+        sockets_by_state={"ESTABLISHED": round(established or 0), "TIME_WAIT": int(last.time_wait or 0)},
         sessions_opened=sessions,
         max_connections=max_connections,
         reserved_connections=reserved_connections,
-        backends=[
-            {"application_name": "", "client_addr": "", "count": int(peak(s.get("backends") for s in inside) or 0)}
-        ],
+        backends=[{"application_name": "", "client_addr": "", "count": int(peak(s.backends for s in inside) or 0)}],
         unreachable=full,
     )
 

@@ -585,11 +585,7 @@ def write_plots(results: list[RunFigures], folder: Path) -> list[tuple[str, str]
         fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
         ports = None
         for r in (r for r in measured if r.concurrency == top):
-            points = [
-                (s["t"], s["time_wait"] + (s.get("established") or 0))
-                for s in r.samples
-                if s.get("time_wait") is not None
-            ]
+            points = [(s.t, s.ports_held) for s in r.samples if s.ports_held is not None]
             if points:
                 ax.plot(*zip(*points), label=r.scenario)
             ports = r.ports or ports

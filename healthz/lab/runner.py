@@ -37,7 +37,7 @@ from healthz.db import seed as seed_roles
 from healthz.doctor import Diagnosis, diagnose
 from healthz.lab import load, probes, require_extra
 from healthz.lab import topology as topologies
-from healthz.lab.figures import Placement, RunFigures
+from healthz.lab.figures import Placement, RunFigures, Sample
 from healthz.lab.pgbouncer import Console, PgBouncer, PgBouncerError, login_pattern
 from healthz.lab.probes import LineCounter
 from healthz.lab.scenarios import Scenario
@@ -331,7 +331,7 @@ class Lab:
         return commands
 
     def _doctor_result(
-        self, doctor: probes.DoctorProbe, samples: list[dict], topology, scenario: Scenario
+        self, doctor: probes.DoctorProbe, samples: list[Sample], topology, scenario: Scenario
     ) -> dict[str, Any]:
         """The doctor's diagnosis beside the one the same rules give on the lab's own figures over the
         doctor's window (:func:`probes.measured_observation`), and whether they agree."""
@@ -349,7 +349,7 @@ class Lab:
             reserved_connections=pg.get("superuser_reserved_connections", seen["reserved_connections"]),
             # The doctor's host's own connections when a log counts them (PgBouncer's, or PostgreSQL's with
             # several hosts), else PostgreSQL's session counter.
-            opened_key="host_opened" if any("host_opened" in s for s in samples) else "sessions",
+            opened_key="host_opened" if any(s.host_opened is not None for s in samples) else "sessions",
             transport=scenario.pgbouncer.transport,
         )
         measured_diagnosis = diagnose(measured) if measured else None
@@ -605,7 +605,7 @@ class Lab:
             self.progress.update(_progress_line(run.head, time.monotonic() - began, duration, run.csv_prefix))
 
     def _figures(
-        self, run: _Run, topology, samples: list[dict], sessions_before: int, counters: probes.PostgresCounters
+        self, run: _Run, topology, samples: list[Sample], sessions_before: int, counters: probes.PostgresCounters
     ) -> dict[str, Any]:
         """Every figure of a finished run, from locust's files, the samples and PostgreSQL's counters."""
         sessions_after = counters.settled_sessions()
@@ -696,11 +696,11 @@ def _extra_probe(scenario: Scenario, bouncers: list[PgBouncer], pg: PostgreSQL |
     return sample
 
 
-def pooler_figures(samples: list[dict]) -> dict[str, Any]:
+def pooler_figures(samples: list[Sample]) -> dict[str, Any]:
     """PgBouncer over a run: client connections it accepted (``logins``), transactions, the peak
     of waiting clients and of server connections in use, the longest wait, and the mean wait per
     transaction in ms. None for figures no sample had."""
-    rows = [s for s in samples if s.get("pooler_logins") is not None]
+    rows = [s.pooler for s in samples if s.pooler.get("pooler_logins") is not None]
     if not rows:
         return {"logins": None}
     first, last = rows[0], rows[-1]
@@ -731,7 +731,7 @@ def host_figures(
     hosts: list,
     gunicorns: list[Gunicorn],
     totals: dict[str, Any],
-    samples: list[dict],
+    samples: list[Sample],
     sessions_by_address: dict[str, dict[str, int]],
 ) -> list[dict[str, Any]]:
     """Each application host's share of a run: requests and failures (locust's ``--targets``
@@ -742,7 +742,7 @@ def host_figures(
     for i, (host, gunicorn) in enumerate(zip(hosts, gunicorns)):
         share = totals["by_host"][i] if i < len(totals.get("by_host", [])) else {}
         logged = sessions_by_address.get(host.app_host, {"received": 0, "sessions": 0})
-        per_host = [s["hosts"][i] for s in samples if len(s.get("hosts") or []) > i]
+        per_host = [s.hosts[i] for s in samples if len(s.hosts) > i]
         figures.append(
             {
                 "host": host.name,
@@ -753,12 +753,10 @@ def host_figures(
                 "sessions_opened": logged["sessions"],
                 "refused": logged["received"] - logged["sessions"],
                 "backends_peak": probes.peak(
-                    (s.get("backends_by_address") or {}).get(host.app_host, 0)
-                    for s in samples
-                    if s.get("sessions") is not None
+                    (s.backends_by_address or {}).get(host.app_host, 0) for s in samples if s.sessions is not None
                 ),
-                "time_wait_peak": probes.peak(h["time_wait"] for h in per_host),
-                "established_peak": probes.peak(h["established"] for h in per_host),
+                "time_wait_peak": probes.peak(h.time_wait for h in per_host),
+                "established_peak": probes.peak(h.established for h in per_host),
                 "address_unavailable": probes.log_counts(gunicorn.log_text())["address_unavailable_lines"],
             }
         )
@@ -790,7 +788,7 @@ def _unwind_on_termination() -> Iterator[None]:
 def summarise(
     totals: dict[str, Any],
     history: list[dict],
-    samples: list[dict],
+    samples: list[Sample],
     sessions_before: int,
     sessions_after: int,
     backends_left: int,
@@ -807,7 +805,7 @@ def summarise(
     logged = probes.log_counts(service_log)
 
     def cpu(name: str) -> float | None:
-        values = [s.get(f"cpu_{name}") for s in samples if s.get(f"cpu_{name}") is not None]
+        values = [s.cpu[name] for s in samples if s.cpu.get(name) is not None]
         if not values:
             return None
         return round(max(values) - (0 if name == "locust" else values[0]), 2)
@@ -832,14 +830,12 @@ def summarise(
         "sessions_per_second": sessions / seconds if seconds else None,
         "sessions_per_request": sessions / requests if requests else None,
         "sessions_per_success": sessions / (requests - failures) if requests > failures else None,
-        "backends_peak": probes.peak(s["backends"] for s in samples),
-        "backends_mean": probes.mean(s["backends"] for s in samples),
+        "backends_peak": probes.peak(s.backends for s in samples),
+        "backends_mean": probes.mean(s.backends for s in samples),
         "backends_left": backends_left,
-        "time_wait_peak": probes.peak(s["time_wait"] for s in samples),
-        "established_peak": probes.peak(s["established"] for s in samples),
-        "ports_held_peak": probes.peak(
-            s["time_wait"] + (s.get("established") or 0) for s in samples if s.get("time_wait") is not None
-        ),
+        "time_wait_peak": probes.peak(s.time_wait for s in samples),
+        "established_peak": probes.peak(s.established for s in samples),
+        "ports_held_peak": probes.peak(s.ports_held for s in samples),
         "ports": (port_range[1] - port_range[0] + 1) if port_range else None,
         "cpu_seconds": {name: cpu(name) for name in ("gunicorn", "postgres", "locust")},
         "worker_restarts": probes.worker_restarts(service_log, scenario.workers * hosts),

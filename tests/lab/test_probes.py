@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import socket
 import subprocess
@@ -14,6 +16,7 @@ from helpers import sessions as sessions_of
 from helpers import wait_until
 
 from healthz.lab import probes
+from healthz.lab.figures import Sample
 
 
 def test_tcp_states_sees_a_real_time_wait_socket():
@@ -93,11 +96,12 @@ def test_sampler_samples_five_times_a_second(postgres, database):
         held.close()
         counters.close()
     assert 5 <= len(samples) <= 8
-    assert all(s["backends"] == 1 for s in samples)
-    assert all(s["established"] >= 1 for s in samples)  # our own connection, seen in /proc
-    times = [s["t"] for s in samples]
+    assert all(s.backends == 1 for s in samples)
+    assert all(s.established >= 1 for s in samples)  # our own connection, seen in /proc
+    times = [s.t for s in samples]
     assert times == sorted(times) and times[-1] >= 1.0
-    assert all(s["cpu_self"] is not None for s in samples)
+    assert all(s.cpu["self"] is not None for s in samples)
+    assert all(Sample.from_dict(json.loads(json.dumps(s.to_dict()))) == s for s in samples)
 
 
 def test_sampler_keeps_going_when_the_database_goes_away_and_reconnects_when_back(postgres, database):
@@ -107,10 +111,10 @@ def test_sampler_keeps_going_when_the_database_goes_away_and_reconnects_when_bac
     counters.conn.close()  # as if the server had dropped it
     sampler = probes.Sampler(counters, db_port=postgres.port, netns_pid=lambda: None, cpu_pids={}, interval=0.05)
     row = sampler.sample()
-    assert row["sessions"] is None and row["backends"] is None and row["time_wait"] is None
+    assert row.sessions is None and row.backends is None and row.time_wait is None
     counters.dsn = real_dsn  # the server is back
     row = sampler.sample()
-    assert row["sessions"] is not None and row["backends"] == 0
+    assert row.sessions is not None and row.backends == 0
     counters.close()
 
 
@@ -127,7 +131,7 @@ def test_worker_restarts_are_workers_booted_beyond_the_first():
 
 def test_measured_observation_takes_the_doctors_window_from_the_samples():
     samples = [
-        {"at": 100.0 + i, "sessions": 10 * i, "backends": 5 + i, "established": 4, "time_wait": 7 * i}
+        Sample(t=float(i), at=100.0 + i, sessions=10 * i, backends=5 + i, established=4, time_wait=7 * i)
         for i in range(10)
     ]
     obs = probes.measured_observation(
@@ -136,9 +140,9 @@ def test_measured_observation_takes_the_doctors_window_from_the_samples():
     # Samples at 102..105: sessions 20 -> 50 over 3 s, backends peak 10, TIME_WAIT 35 at the end.
     assert (obs.opened, obs.window, obs.sessions_opened) == (30, 3.0, 30)
     assert obs.sockets_by_state == {"ESTABLISHED": 4, "TIME_WAIT": 35} and obs.backends_total == 10
-    logins = [{**row, "pooler_logins": 100 * i} for i, row in enumerate(samples)]
+    logins = [dataclasses.replace(row, host_opened=100 * i) for i, row in enumerate(samples)]
     through = probes.measured_observation(
-        logins, 102.0, 105.0, port_range=None, max_connections=100, reserved_connections=3, opened_key="pooler_logins"
+        logins, 102.0, 105.0, port_range=None, max_connections=100, reserved_connections=3, opened_key="host_opened"
     )
     assert (through.opened, through.sessions_opened) == (300, 30)
     unix = probes.measured_observation(

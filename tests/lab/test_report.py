@@ -72,7 +72,7 @@ def run(
         "cpu_seconds": {"gunicorn": 5.0, "postgres": 1.0, "locust": 2.0},
         "worker_restarts": 0,
         "worker_timeouts": 0,
-        "samples": [{"t": 0.0, "time_wait": 0}, {"t": 0.2, "time_wait": time_wait}],
+        "samples": [{"t": 0.0, "at": 0.0, "time_wait": 0}, {"t": 0.2, "at": 0.2, "time_wait": time_wait}],
         "history": [],
     }
     result.update(extra)

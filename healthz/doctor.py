@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from healthz import sockets
-from healthz.plan import TIME_WAIT_SECONDS
+from healthz.plan import TIME_WAIT_SECONDS, DatabaseLimits
 
 #: Fewer connections than this opened in a window is reconnection (a restart, pool_recycle), not churn.
 CHURN_MIN_OPENED = 5
@@ -88,7 +88,7 @@ class Observation:
         """Connections ordinary roles may open: max_connections less the reserved slots."""
         if self.max_connections is None:
             return None
-        return self.max_connections - (self.reserved_connections or 0)
+        return DatabaseLimits(self.max_connections, self.reserved_connections or 0).available
 
     @property
     def backends_total(self) -> int:

@@ -20,6 +20,7 @@ The figures it rests on:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from healthz.config import WORKER_CLASSES
@@ -36,6 +37,28 @@ PGBOUNCER_SPARE_FDS = 20
 
 class PlanError(ValueError):
     """A deployment that cannot be planned; the message names the input and what is accepted."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatabaseLimits:
+    """PostgreSQL's connection limits: ``max_connections`` less the slots reserved for superusers
+    (and, on 16+, ``reserved_connections``) is what clients such as the service can take."""
+
+    max_connections: int
+    reserved: int = 0
+
+    @property
+    def available(self) -> int:
+        """Connections left for ordinary clients (never below 0)."""
+        return max(0, self.max_connections - self.reserved)
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> DatabaseLimits | None:
+        """The limits a lab run recorded (``meta["postgres"]``), or None when it recorded none."""
+        pg = meta.get("postgres") or {}
+        if not pg.get("max_connections"):
+            return None
+        return cls(int(pg["max_connections"]), int(pg.get("superuser_reserved_connections") or 0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +112,7 @@ class Deployment:
     @property
     def available(self) -> int:
         """Connections the application may open: max_connections less reserved and other ones."""
-        return self.max_connections - self.reserved_connections - self.other_connections
+        return DatabaseLimits(self.max_connections, self.reserved_connections).available - self.other_connections
 
     @property
     def per_worker(self) -> int:

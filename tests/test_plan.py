@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from healthz.cli import main
-from healthz.plan import Deployment, PlanError, parse_port_range, plan
+from healthz.plan import DatabaseLimits, Deployment, PlanError, parse_port_range, plan
 
 
 def test_the_issue_example_worked_by_hand():
@@ -146,3 +146,12 @@ def test_plan_command_refuses_bad_input():
     assert result.exit_code == 2 and "--threads applies to --worker-class gthread" in result.output
     result = CliRunner().invoke(main, ["plan", "--port-range", "1-2-3"])
     assert result.exit_code == 2 and "--port-range" in result.output
+
+
+def test_database_limits_available_is_never_negative():
+    assert DatabaseLimits(100, 3).available == 97
+    assert DatabaseLimits(2, 3).available == 0
+    assert DatabaseLimits.from_meta(
+        {"postgres": {"max_connections": 50, "superuser_reserved_connections": 3}}
+    ) == DatabaseLimits(50, 3)
+    assert DatabaseLimits.from_meta({}) is None

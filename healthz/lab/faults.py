@@ -36,6 +36,7 @@ import psycopg2
 
 from healthz import errors
 from healthz.lab.scenarios import Scenario
+from healthz.plan import DatabaseLimits
 from healthz.postgres import ADMIN_USER, APP_DATABASE, APP_USER, PostgreSQL
 
 #: Causes any fault may add: a client that timed out waiting is a hang, and is never expected.
@@ -180,7 +181,8 @@ class TooManyClients(Fault):
             )
             max_connections, reserved, in_use = cur.fetchone()
         free = max(1, needed // 2)
-        hogs = max_connections - reserved - (in_use - 1) - free  # our own admin session has ended
+        # Our own admin session has ended by the time the hogs connect.
+        hogs = DatabaseLimits(max_connections, reserved).available - (in_use - 1) - free
         if hogs < 1:
             raise FaultError(
                 f"max_connections {max_connections} leaves no room to hold slots; use a larger --max-connections"

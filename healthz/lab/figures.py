@@ -1,4 +1,5 @@
-"""The lab's vocabulary as types: where PgBouncer sits, a pool's shape, the database's limits.
+"""The lab's vocabulary as types: where PgBouncer sits, a pool's shape, a probe sample, a run's
+figures (the database's limits are :class:`healthz.plan.DatabaseLimits`, shared with the doctor).
 
 Each is small, immutable and JSON-able (``to_dict`` / ``from_dict``), so ``results.json`` holds
 what the runner measured and the verdict and the report read it back as the same types, never by
@@ -70,28 +71,6 @@ class Placement(str, enum.Enum):
     def service_url(self, tcp_url: str, unix_url: str) -> str:
         """The URL the service is handed for a PgBouncer listening on both."""
         return unix_url if self is Placement.APP_UNIX else tcp_url
-
-
-@dataclasses.dataclass(frozen=True)
-class DatabaseLimits:
-    """PostgreSQL's connection limits: ``max_connections`` less the slots reserved for superusers
-    (and, on 16+, ``reserved_connections``) is what clients such as the service can take."""
-
-    max_connections: int
-    reserved: int = 0
-
-    @property
-    def available(self) -> int:
-        """Connections left for ordinary clients (never below 0)."""
-        return max(0, self.max_connections - self.reserved)
-
-    @classmethod
-    def from_meta(cls, meta: Mapping[str, Any]) -> DatabaseLimits | None:
-        """The limits a lab run recorded (``meta["postgres"]``), or None when it recorded none."""
-        pg = meta.get("postgres") or {}
-        if not pg.get("max_connections"):
-            return None
-        return cls(int(pg["max_connections"]), int(pg.get("superuser_reserved_connections") or 0))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from healthz.lab import require_extra, verdict
-from healthz.lab.figures import DatabaseLimits, RunFigures
-from healthz.plan import TIME_WAIT_SECONDS
+from healthz.lab.figures import RunFigures
+from healthz.plan import TIME_WAIT_SECONDS, DatabaseLimits
 
 require_extra()
 

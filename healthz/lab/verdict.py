@@ -14,8 +14,8 @@ import enum
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from healthz.lab.figures import DatabaseLimits, Placement, RunFigures
-from healthz.plan import TIME_WAIT_SECONDS
+from healthz.lab.figures import Placement, RunFigures
+from healthz.plan import TIME_WAIT_SECONDS, DatabaseLimits
 
 #: A scenario "failed" when more than this share of its requests failed at some step.
 FAILURE_THRESHOLD = 0.001

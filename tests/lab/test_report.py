@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 from healthz.lab import report, verdict
-from healthz.lab.figures import DatabaseLimits, PoolShape, RunFigures
+from healthz.lab.figures import PoolShape, RunFigures
+from healthz.plan import DatabaseLimits
 
 META = {
     "topology": {"name": "netns", "description": "netns: test", "faithful": True, "port_range": [40000, 40999]},

@@ -17,11 +17,10 @@ import pytest
 from helpers import settled_sessions, wait_until
 
 from healthz.lab import probes, report
-from healthz.lab.figures import DatabaseLimits
 from healthz.lab.runner import Lab, LabConfig, LabError, Progress
 from healthz.lab.scenarios import DEFAULTS, select
 from healthz.lab.topology import lab_namespaces
-from healthz.plan import Deployment, plan
+from healthz.plan import DatabaseLimits, Deployment, plan
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None, reason="the netns topology needs root and iproute2"

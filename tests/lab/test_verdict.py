@@ -6,7 +6,7 @@ from __future__ import annotations
 from test_report import LIMITS, NULLPOOL, RESULTS, bouncer, run
 
 from healthz.lab import verdict
-from healthz.lab.figures import DatabaseLimits, Placement
+from healthz.lab.figures import Placement
 from healthz.lab.verdict import (
     BudgetExceeded,
     Exhaustion,
@@ -145,12 +145,3 @@ def test_run_figures_round_trip_through_json():
     figures = run("x", hosts=3, pgbouncer=bouncer("db", logins=2400))
     again = RunFigures.from_dict(json.loads(json.dumps(figures.to_dict())))
     assert again == figures and again.placement is Placement.DB and again.pool.bounded
-
-
-def test_database_limits_available_is_never_negative():
-    assert DatabaseLimits(100, 3).available == 97
-    assert DatabaseLimits(2, 3).available == 0
-    assert DatabaseLimits.from_meta(
-        {"postgres": {"max_connections": 50, "superuser_reserved_connections": 3}}
-    ) == DatabaseLimits(50, 3)
-    assert DatabaseLimits.from_meta({}) is None

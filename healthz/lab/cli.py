@@ -27,6 +27,31 @@ scenarios_file_option = click.option(
 )
 
 
+# Options lab run and lab faults share, each with the default and help text of its command.
+def scenario_option(text: str):
+    return click.option("--scenario", "-s", "specs", multiple=True, metavar="NAME[:key=value,...]", help=text)
+
+
+def connection_option(text: str):
+    return click.option("--connection", type=click.Choice(["close", "keep-alive"]), default=None, help=text)
+
+
+def topology_option(text: str):
+    return click.option("--topology", "-t", type=click.Choice(TOPOLOGIES), default="auto", show_default=True, help=text)
+
+
+def ports_option(default: int, text: str):
+    return click.option("--ports", default=default, show_default=True, type=click.IntRange(16, 28000), help=text)
+
+
+def max_connections_option(default: int, text: str):
+    return click.option("--max-connections", default=default, show_default=True, type=click.IntRange(min=20), help=text)
+
+
+def output_option(text: str):
+    return click.option("--output", "-o", type=click.Path(path_type=Path, file_okay=False), default=None, help=text)
+
+
 @click.group("lab")
 def lab() -> None:
     """The experiment: does connection pooling alone fix EADDRNOTAVAIL under load?
@@ -167,13 +192,8 @@ def lab_config(topology: str, output: Path | None, avoid_netns: str | None = Non
 
 
 @lab.command("run")
-@click.option(
-    "--scenario",
-    "-s",
-    "specs",
-    multiple=True,
-    metavar="NAME[:key=value,...]",
-    help="Scenario to run (repeatable; default: all). NAME:key=value,... changes a scenario or defines a new one.",
+@scenario_option(
+    "Scenario to run (repeatable; default: all). NAME:key=value,... changes a scenario or defines a new one."
 )
 @scenarios_file_option
 @click.option(
@@ -195,28 +215,11 @@ def lab_config(topology: str, output: Path | None, avoid_netns: str | None = Non
 @click.option(
     "--max-requests", default=500_000, show_default=True, type=click.IntRange(min=1), help="Request cap per step."
 )
-@click.option(
-    "--connection",
-    type=click.Choice(["close", "keep-alive"]),
-    default=None,
-    help="Client connections for every scenario: close (a new TCP connection per request, like ab) or keep-alive. "
-    "Default: each scenario's own (close).",
+@connection_option(
+    "Client connections for every scenario: close (a new TCP connection per request, like ab) or keep-alive. Default: each scenario's own (close)."
 )
-@click.option(
-    "--topology",
-    "-t",
-    type=click.Choice(TOPOLOGIES),
-    default="auto",
-    show_default=True,
-    help="netns reproduces port exhaustion (root); loopback runs anywhere; auto picks netns when it can.",
-)
-@click.option(
-    "--ports",
-    default=1000,
-    show_default=True,
-    type=click.IntRange(16, 28000),
-    help="netns: size of the app host's ip_local_port_range.",
-)
+@topology_option("netns reproduces port exhaustion (root); loopback runs anywhere; auto picks netns when it can.")
+@ports_option(1000, "netns: size of the app host's ip_local_port_range.")
 @click.option(
     "--delay-ms",
     default=0.0,
@@ -240,20 +243,8 @@ def lab_config(topology: str, output: Path | None, avoid_netns: str | None = Non
 @click.option(
     "--seed", is_flag=True, help="With --database-url: create and seed table role (the only write the lab makes)."
 )
-@click.option(
-    "--max-connections",
-    default=4096,
-    show_default=True,
-    type=click.IntRange(min=20),
-    help="max_connections of the throwaway PostgreSQL, as in the report.",
-)
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Folder for results and report (default: lab-results/<timestamp>).",
-)
+@max_connections_option(4096, "max_connections of the throwaway PostgreSQL, as in the report.")
+@output_option("Folder for results and report (default: lab-results/<timestamp>).")
 def run_command(
     specs,
     scenarios_files,
@@ -333,13 +324,8 @@ def run_command(
     help="Fault to inject (repeatable; default: all). One of: db-restart-fast, db-restart-immediate, too-many-clients, "
     "pool-exhausted, statement-timeout, slow-network, worker-kill, db-down-at-start.",
 )
-@click.option(
-    "--scenario",
-    "-s",
-    "specs",
-    multiple=True,
-    metavar="NAME[:key=value,...]",
-    help="Scenario to break (repeatable; default: eventlet-nullpool, eventlet-queuepool-sized, gevent-queuepool-sized, gthread-queuepool).",
+@scenario_option(
+    "Scenario to break (repeatable; default: eventlet-nullpool, eventlet-queuepool-sized, gevent-queuepool-sized, gthread-queuepool)."
 )
 @scenarios_file_option
 @click.option(
@@ -350,41 +336,13 @@ def run_command(
     type=click.IntRange(1, 5000),
     help="Steady locust users during each fault.",
 )
-@click.option(
-    "--connection",
-    type=click.Choice(["close", "keep-alive"]),
-    default=None,
-    help="Client connections for every scenario (default: each scenario's own).",
+@connection_option("Client connections for every scenario (default: each scenario's own).")
+@topology_option("netns is needed for slow-network; loopback runs anywhere.")
+@ports_option(
+    28000, "netns: size of the app host's ip_local_port_range (wide, so that port exhaustion does not mix in)."
 )
-@click.option(
-    "--topology",
-    "-t",
-    type=click.Choice(TOPOLOGIES),
-    default="auto",
-    show_default=True,
-    help="netns is needed for slow-network; loopback runs anywhere.",
-)
-@click.option(
-    "--ports",
-    default=28000,
-    show_default=True,
-    type=click.IntRange(16, 28000),
-    help="netns: size of the app host's ip_local_port_range (wide, so that port exhaustion does not mix in).",
-)
-@click.option(
-    "--max-connections",
-    default=100,
-    show_default=True,
-    type=click.IntRange(min=20),
-    help="max_connections of the throwaway PostgreSQL (too-many-clients fills it).",
-)
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Folder for faults.json and the fault report (default: lab-results/<timestamp>).",
-)
+@max_connections_option(100, "max_connections of the throwaway PostgreSQL (too-many-clients fills it).")
+@output_option("Folder for faults.json and the fault report (default: lab-results/<timestamp>).")
 def faults_command(
     fault_names, specs, scenarios_files, users, connection, topology, ports, max_connections, output
 ) -> None:

@@ -282,36 +282,8 @@ class Bench:
         cfg = self.config
         service = self._service(case, pg, case.name)
         sessions_before = counters.settled_sessions()
-        healthz_runs: list[wrk.WrkResult] = []
-        livez_runs: list[wrk.WrkResult] = []
         with service:
-            self._wrk(load, service, HEALTHZ, f"{case.name} warm-up", cfg.warmup, cfg.connections)
-            if case.ceiling:
-                self._wrk(load, service, LIVEZ, f"{case.name} livez warm-up", cfg.warmup, cfg.connections)
-            cpu = {"service": 0.0, "postgres": 0.0}
-            for i in range(cfg.repeats):
-                if case.ceiling:
-                    livez_runs.append(
-                        self._wrk(
-                            load,
-                            service,
-                            LIVEZ,
-                            f"{case.name} livez {i + 1}/{cfg.repeats}",
-                            cfg.duration,
-                            cfg.connections,
-                        )
-                    )
-                healthz_runs.append(
-                    self._wrk(
-                        load,
-                        service,
-                        HEALTHZ,
-                        f"{case.name} healthz {i + 1}/{cfg.repeats}",
-                        cfg.duration,
-                        cfg.connections,
-                        cpu=(pg, cpu),
-                    )
-                )
+            healthz_runs, livez_runs, cpu = self._measured_runs(case, load, service, pg)
             answers: list[int] = []
             self._settle(service)
             sent = counter.count(
@@ -347,6 +319,25 @@ class Bench:
         if livez_runs:
             result["livez"] = _runs_summary(livez_runs)
         return result
+
+    def _measured_runs(self, case: Case, load: wrk.Wrk, service, pg: PostgreSQL):
+        """The warm-up, then ``repeats`` measured runs of healthz (and of livez for a ceiling case):
+        ``(healthz runs, livez runs, CPU seconds of the service and of PostgreSQL during the healthz runs)``."""
+        cfg = self.config
+        self._wrk(load, service, HEALTHZ, f"{case.name} warm-up", cfg.warmup, cfg.connections)
+        if case.ceiling:
+            self._wrk(load, service, LIVEZ, f"{case.name} livez warm-up", cfg.warmup, cfg.connections)
+        healthz_runs: list[wrk.WrkResult] = []
+        livez_runs: list[wrk.WrkResult] = []
+        cpu = {"service": 0.0, "postgres": 0.0}
+        for i in range(cfg.repeats):
+            label = f"{case.name} {{}} {i + 1}/{cfg.repeats}"
+            if case.ceiling:
+                livez_runs.append(self._wrk(load, service, LIVEZ, label.format("livez"), cfg.duration, cfg.connections))
+            healthz_runs.append(
+                self._wrk(load, service, HEALTHZ, label.format("healthz"), cfg.duration, cfg.connections, cpu=(pg, cpu))
+            )
+        return healthz_runs, livez_runs, cpu
 
     def _crowd(self, load: wrk.Wrk, pg: PostgreSQL, counters: probes.PostgresCounters) -> dict[str, Any]:
         """The sized pool under ``crowd`` concurrent keep-alive connections: does any request fail?"""

@@ -48,17 +48,6 @@ class Placement(str, enum.Enum):
         return "unix" if self is Placement.APP_UNIX else "tcp"
 
     @property
-    def on_app_host(self) -> bool:
-        """One PgBouncer per application host (its pool multiplies with the hosts)."""
-        return self in (Placement.APP, Placement.APP_UNIX)
-
-    @property
-    def crosses_network(self) -> bool:
-        """Whether the service's own connections (one per request without a pool) cross the network,
-        each leaving a TIME_WAIT port that loopback's reuse does not give back."""
-        return self in (Placement.NONE, Placement.DB)
-
-    @property
     def where(self) -> str:
         """Where it sits, in a phrase for a table."""
         return {

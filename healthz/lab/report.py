@@ -13,7 +13,6 @@ import base64
 import csv
 import html
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +72,7 @@ CSV_FIELDS = (
 
 
 # -- formatting ------------------------------------------------------------------------------
-def _n(value: Any, digits: int = 0) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:,.{digits}f}"
+_n = verdict.number
 
 
 def _pct(value: float | None) -> str:
@@ -223,10 +219,10 @@ def recommendation(name: str, runs: list[RunFigures], limits: DatabaseLimits | N
     top = max(runs, key=lambda r: r.concurrency)
     bouncer, ran_on = top.pgbouncer, top.hosts or 1
     need = verdict.connection_need(top)
-    if need.how == "pgbouncer-per-host":
+    if need.how is verdict.Counted.PGBOUNCER_PER_HOST:
         per_host = need.per_instance
         what = f"PgBouncer's default_pool_size {per_host} = {per_host} server connections per application host"
-    elif need.how == "pgbouncer-on-db":
+    elif need.how is verdict.Counted.PGBOUNCER_ON_DB:
         per_host = 0  # one PgBouncer for every host: its pool does not grow with them
         what = f"PgBouncer's default_pool_size {need.per_instance} server connections for every application host"
     else:
@@ -383,11 +379,11 @@ def budget_cells(run: RunFigures, limits: DatabaseLimits | None) -> tuple[str, i
 
     need, available = verdict.connection_need(run), limits.available if limits else 0
     size = need.per_instance
-    if need.how == "pgbouncer-on-db":
+    if need.how is verdict.Counted.PGBOUNCER_ON_DB:
         return f"PgBouncer on the database host: {size}", need.needed, None
-    if need.how == "pgbouncer-per-host":
+    if need.how is verdict.Counted.PGBOUNCER_PER_HOST:
         return f"PgBouncer per host: {need.hosts} x {size}", need.needed, available // size
-    if need.how == "unbounded":
+    if need.how is verdict.Counted.UNBOUNDED:
         return f"one per request in flight, up to {run.concurrency:,}", None, None
     how = f"{need.hosts} x {need.workers} workers x {size}"
     if available < 1:

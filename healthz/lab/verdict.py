@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -37,10 +38,15 @@ class Outcome(str, enum.Enum):
         return self.value
 
 
-def _n(value: Any, digits: int = 0) -> str:
-    if value is None:
+def number(value: Any, digits: int = 0) -> str:
+    """A figure as the findings and the report print it: thousands separated, ``digits`` decimals,
+    ``-`` when missing (None or NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
+    return f"{value:,.{digits}f}"
+
+
+_n = number
 
 
 # -- figures read off a run --------------------------------------------------------------------
@@ -328,11 +334,23 @@ def busiest_time_wait(run: Run) -> int:
 
 
 # -- the connection budget ---------------------------------------------------------------------
+class Counted(str, enum.Enum):
+    """How a setup's connections to PostgreSQL are counted."""
+
+    IN_PROCESS = "in-process"  # hosts x workers x the pool's capacity
+    PGBOUNCER_PER_HOST = "pgbouncer-per-host"  # hosts x PgBouncer's default_pool_size
+    PGBOUNCER_ON_DB = "pgbouncer-on-db"  # one default_pool_size for every host
+    UNBOUNDED = "unbounded"  # one per request in flight
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclasses.dataclass(frozen=True)
 class ConnectionNeed:
     """Connections a run's setup needs from PostgreSQL at most, and how it is counted."""
 
-    how: str  # "in-process", "pgbouncer-per-host", "pgbouncer-on-db", "unbounded"
+    how: Counted
     needed: int | None  # None: no bound (one per request in flight)
     hosts: int
     workers: int
@@ -344,12 +362,12 @@ def connection_need(run: Run) -> ConnectionNeed:
     if bouncer:
         size = bouncer.default_pool_size
         if run.placement is Placement.DB:
-            return ConnectionNeed("pgbouncer-on-db", size, hosts, workers, size)
-        return ConnectionNeed("pgbouncer-per-host", hosts * size, hosts, workers, size)
+            return ConnectionNeed(Counted.PGBOUNCER_ON_DB, size, hosts, workers, size)
+        return ConnectionNeed(Counted.PGBOUNCER_PER_HOST, hosts * size, hosts, workers, size)
     size = run.pool.capacity
     if not size:
-        return ConnectionNeed("unbounded", None, hosts, workers, None)
-    return ConnectionNeed("in-process", hosts * workers * size, hosts, workers, size)
+        return ConnectionNeed(Counted.UNBOUNDED, None, hosts, workers, None)
+    return ConnectionNeed(Counted.IN_PROCESS, hosts * workers * size, hosts, workers, size)
 
 
 # -- the answer over every scenario ------------------------------------------------------------

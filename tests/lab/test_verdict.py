@@ -129,12 +129,12 @@ def test_what_each_pgbouncer_placement_did_to_the_ports():
 
 def test_connection_need_counts_pools_or_pgbouncer():
     sized = verdict.connection_need(RESULTS[2])
-    assert (sized.how, sized.needed, sized.per_instance) == ("in-process", 20, 10)
+    assert (sized.how, sized.needed, sized.per_instance) == (verdict.Counted.IN_PROCESS, 20, 10)
     assert verdict.connection_need(RESULTS[0]).needed is None
     per_host = verdict.connection_need(run("x", hosts=3, pgbouncer=bouncer("app")))
-    assert (per_host.how, per_host.needed) == ("pgbouncer-per-host", 30)
+    assert (per_host.how, per_host.needed) == (verdict.Counted.PGBOUNCER_PER_HOST, 30)
     on_db = verdict.connection_need(run("x", hosts=3, pgbouncer=bouncer("db")))
-    assert (on_db.how, on_db.needed) == ("pgbouncer-on-db", 10)
+    assert (on_db.how, on_db.needed) == (verdict.Counted.PGBOUNCER_ON_DB, 10)
 
 
 def test_run_figures_round_trip_through_json():

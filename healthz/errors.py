@@ -88,11 +88,24 @@ def classify(exc: BaseException) -> str:
         if code == "57014" and "lock timeout" in str(orig).lower():
             return STATEMENT_TIMEOUT
         return _BY_SQLSTATE[code]
-    text = str(orig).lower()
+    return classify_text(str(orig))
+
+
+def classify_text(text: str) -> str:
+    """The kind libpq's wording of an error gives (``could not connect to server: Cannot assign
+    requested address`` is ``address_unavailable``), for errors read from another service's log;
+    ``other`` when no phrase is known."""
+    lowered = text.lower()
     for phrase, kind in _BY_TEXT:
-        if phrase in text:
+        if phrase in lowered:
             return kind
     return OTHER
+
+
+def is_driver_error(line: str) -> bool:
+    """Whether a log line reports a database driver's error in words :func:`classify_text` knows."""
+    lowered = line.lower()
+    return any(phrase in lowered for phrase, _ in _BY_TEXT)
 
 
 def first_line(exc: BaseException) -> str:

@@ -72,32 +72,19 @@ def gunicorn_command(worker_class: str) -> list[str]:
     return [sys.executable, "-m", "gunicorn", "-c", f"python:healthz.gunicorn_conf.{worker_class}", "healthz.wsgi:app"]
 
 
-class Gunicorn:
-    """gunicorn for ``worker_class`` on ``host:port``, its output in ``logfile``.
+class Service:
+    """An HTTP service as our child process on ``host:port``, its output in ``logfile``: started by a
+    subclass's :meth:`start`, probed with :meth:`get` from where its clients are (``client_prefix``,
+    a network namespace, or here), stopped by :meth:`stop`."""
 
-    ``env`` is laid over the current environment (``DATABASE_URL``, ``HEALTHZ_*``,
-    ``GUNICORN_*``); ``command_prefix`` runs it inside another context (a network namespace),
-    ``client_prefix`` is where its clients run (default: the same), used by :meth:`get`.
-    """
+    name = "service"
 
     def __init__(
-        self,
-        worker_class: str,
-        env: Mapping[str, str],
-        logfile: Path,
-        *,
-        host: str = "127.0.0.1",
-        port: int,
-        command_prefix: Sequence[str] = (),
-        client_prefix: Sequence[str] | None = None,
-        ready_timeout: float = READY_TIMEOUT,
+        self, logfile: Path, *, host: str, port: int, client_prefix: Sequence[str] = (), ready_timeout: float
     ) -> None:
-        self.worker_class = worker_class
         self.host, self.port = host, port
-        self.env = {**os.environ, **env, "GUNICORN_BIND": f"{host}:{port}", "PYTHONUNBUFFERED": "1"}
         self.logfile = Path(logfile)
-        self.client_prefix = list(command_prefix if client_prefix is None else client_prefix)
-        self.command = [*command_prefix, *gunicorn_command(worker_class)]
+        self.client_prefix = list(client_prefix)
         self.ready_timeout = ready_timeout
         self.process: subprocess.Popen | None = None
 
@@ -105,29 +92,14 @@ class Gunicorn:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> Gunicorn:
-        """Start gunicorn and wait until it answers ``/api/v1/livez/``."""
-        self.logfile.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.logfile, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        status, _ = self.wait_for("/api/v1/livez/", self.ready_timeout)
-        if status != 200:
-            self.stop()
-            raise ServiceError(
-                f"gunicorn ({self.worker_class}) did not answer in {self.ready_timeout:.0f} s: {self.log_tail()}"
-            )
-        return self
-
     def wait_for(self, path: str, timeout: float, request_timeout: float = 2.0) -> tuple[int, str]:
         """``GET path`` every 0.1 s until it answers 200 or ``timeout`` passes; the last answer
-        (see :meth:`get`). :class:`ServiceError` with the log's end if gunicorn exits meanwhile."""
+        (see :meth:`get`). :class:`ServiceError` with the log's end if the process exits meanwhile."""
         deadline = time.monotonic() + timeout
         while True:
             if self.process is None or self.process.poll() is not None:
                 status = None if self.process is None else self.process.returncode
-                raise ServiceError(f"gunicorn ({self.worker_class}) exited with status {status}: {self.log_tail()}")
+                raise ServiceError(f"{self.name} exited with status {status}: {self.log_tail()}")
             status, body = self.get(path, timeout=request_timeout)
             if status == 200 or time.monotonic() > deadline:
                 return status, body
@@ -157,25 +129,15 @@ class Gunicorn:
         except (urllib.error.URLError, OSError) as exc:
             return 0, str(exc)
 
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """Stop gunicorn gracefully (SIGTERM), killing it after ``timeout``; return its status."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            workers = self.worker_pids()
-            stop_process(self.process, signal.SIGTERM, timeout)
-            # A worker stuck in C code outlives a killed master; these PIDs are our grandchildren.
-            for pid in workers:
-                if _is_our_worker(pid, self.command):
-                    os.kill(pid, signal.SIGKILL)
-        return self.process.returncode
+    def stop(self) -> int | None:
+        raise NotImplementedError
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
     def worker_pids(self) -> list[int]:
-        """PIDs of the master's live children (the workers)."""
+        """PIDs of the process's live children (gunicorn's workers)."""
         if self.pid is None:
             return []
         try:
@@ -191,11 +153,70 @@ class Gunicorn:
             return ""
 
     def log_tail(self, lines: int = 15) -> str:
-        """The last ``lines`` lines of gunicorn's log, passwords masked."""
+        """The last ``lines`` lines of the log, passwords masked."""
         return mask_password("\n".join(self.log_text().splitlines()[-lines:]))
 
-    def __enter__(self) -> Gunicorn:
+    def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class Gunicorn(Service):
+    """gunicorn for ``worker_class`` on ``host:port``, its output in ``logfile``.
+
+    ``env`` is laid over the current environment (``DATABASE_URL``, ``HEALTHZ_*``,
+    ``GUNICORN_*``); ``command_prefix`` runs it inside another context (a network namespace),
+    ``client_prefix`` is where its clients run (default: the same), used by :meth:`get`.
+    """
+
+    def __init__(
+        self,
+        worker_class: str,
+        env: Mapping[str, str],
+        logfile: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int,
+        command_prefix: Sequence[str] = (),
+        client_prefix: Sequence[str] | None = None,
+        ready_timeout: float = READY_TIMEOUT,
+    ) -> None:
+        super().__init__(
+            logfile,
+            host=host,
+            port=port,
+            client_prefix=command_prefix if client_prefix is None else client_prefix,
+            ready_timeout=ready_timeout,
+        )
+        self.worker_class = worker_class
+        self.name = f"gunicorn ({worker_class})"
+        self.env = {**os.environ, **env, "GUNICORN_BIND": f"{host}:{port}", "PYTHONUNBUFFERED": "1"}
+        self.command = [*command_prefix, *gunicorn_command(worker_class)]
+
+    def start(self) -> Gunicorn:
+        """Start gunicorn and wait until it answers ``/api/v1/livez/``."""
+        self.logfile.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.logfile, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        status, _ = self.wait_for("/api/v1/livez/", self.ready_timeout)
+        if status != 200:
+            self.stop()
+            raise ServiceError(f"{self.name} did not answer in {self.ready_timeout:.0f} s: {self.log_tail()}")
+        return self
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """Stop gunicorn gracefully (SIGTERM), killing it after ``timeout``; return its status."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            workers = self.worker_pids()
+            stop_process(self.process, signal.SIGTERM, timeout)
+            # A worker stuck in C code outlives a killed master; these PIDs are our grandchildren.
+            for pid in workers:
+                if _is_our_worker(pid, self.command):
+                    os.kill(pid, signal.SIGKILL)
+        return self.process.returncode

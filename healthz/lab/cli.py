@@ -244,6 +244,19 @@ def lab_config(topology: str, output: Path | None, avoid_netns: str | None = Non
     "--seed", is_flag=True, help="With --database-url: create and seed table role (the only write the lab makes)."
 )
 @max_connections_option(4096, "max_connections of the throwaway PostgreSQL, as in the report.")
+@click.option(
+    "--app",
+    metavar="COMMAND",
+    default=None,
+    help="Your own service: a command serving HTTP, run from here where the lab's service runs, as scenario "
+    "'app' (placeholders such as {port} and {db_host}, DATABASE_URL, PG* and PORT as in docs/own-service.md).",
+)
+@click.option(
+    "--path",
+    default="/api/v1/healthz/",
+    show_default=True,
+    help="With --app: the endpoint locust calls, which must answer 200 before the load.",
+)
 @output_option("Folder for results and report (default: lab-results/<timestamp>).")
 def run_command(
     specs,
@@ -259,6 +272,8 @@ def run_command(
     database_url,
     seed,
     max_connections,
+    app,
+    path,
     output,
 ) -> None:
     """Run each scenario at each concurrency step under locust and write the report.
@@ -273,14 +288,16 @@ def run_command(
         healthz lab run -s eventlet-nullpool -s eventlet-queuepool-sized --database-url $URL
         healthz lab run -s 'eventlet-queuepool-sized:pool_size=40' -c 2000
         healthz lab run -s eventlet-nullpool-pgbouncer -s eventlet-queuepool-sized --hosts 3
+        healthz lab run --scenarios-file mine.toml        # your own service: docs/own-service.md
+        healthz lab run --app 'gunicorn myapp.wsgi -b {bind} -k eventlet' -c 500
     """
     require_lab()
     from healthz.lab import report
     from healthz.lab.runner import Lab
-    from healthz.lab.scenarios import parse_concurrency, select
+    from healthz.lab.scenarios import own_service, parse_concurrency, select
 
     with refused_as_usage_error():
-        chosen = select(specs, scenarios_files)
+        chosen = select(specs, scenarios_files, [own_service(app, path)] if app else [])
         config = lab_config(
             topology,
             output,

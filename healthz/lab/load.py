@@ -28,6 +28,8 @@ require_extra()
 #: Failures the locustfile names ``<status> <kind>`` (``499 pool_timeout``, or 503 with
 #: HEALTHZ_ERROR_STATUS=503); anything else is the client's own (refused, timed out) or ``HTTP <status>``.
 _SERVICE_ERROR = re.compile(r"^[45]\d\d ([a-z_]+)$")
+#: A failure without the service's JSON error: its status alone (``499``, ``500``).
+_STATUS = re.compile(r"^(?:HTTP )?([1-5]\d\d)$")
 
 
 def locust_command(
@@ -43,11 +45,14 @@ def locust_command(
     stats_interval: float = 0.2,
     timeline: Path | None = None,
     targets: Sequence[str] = (),
+    path: str = "/api/v1/healthz/",
 ) -> list[str]:
     """The headless locust command for one run; every bound is explicit. ``timeline`` adds the
     locustfile's per-0.1 s outcomes file (:func:`read_timeline`); ``targets`` spreads the users
-    over several services, round robin (one per application host)."""
+    over several services, round robin (one per application host); ``path`` is the endpoint called."""
     extra = ["--timeline-file", str(timeline)] if timeline else []
+    if path != "/api/v1/healthz/":
+        extra += ["--path", path]
     if len(targets) > 1:
         extra += ["--targets", ",".join(targets)]
     return [
@@ -177,9 +182,13 @@ def read_summary(csv_prefix: Path) -> dict[str, Any]:
 
 def cause(error: str) -> str:
     """What a locust failure name says went wrong: the service's error kind for a 499
-    (``499 pool_timeout`` is ``pool_timeout``), else the client's cause (:func:`_client_cause`)."""
+    (``499 pool_timeout`` is ``pool_timeout``), the status of a failure without one (``500``), else
+    the client's cause (:func:`_client_cause`)."""
     match = _SERVICE_ERROR.match(error)
-    return match.group(1) if match else _client_cause(error)
+    if match:
+        return match.group(1)
+    status = _STATUS.match(error)
+    return status.group(1) if status else _client_cause(error)
 
 
 def read_timeline(path: Path) -> list[dict[str, Any]]:
@@ -199,10 +208,8 @@ def read_timeline(path: Path) -> list[dict[str, Any]]:
 
 
 def _client_cause(error: str) -> str:
-    """locust's error text shortened to a cause: ``HTTP 502``, ``client timeout``, or ``client``
-    and the exception's name (``client ConnectionRefusedError``)."""
-    if error.startswith("HTTP "):
-        return error
+    """locust's error text shortened to a cause: ``client timeout``, or ``client`` and the
+    exception's name (``client ConnectionRefusedError``)."""
     if "timed out" in error or "Timeout" in error:
         return "client timeout"
     name = error.split("(", 1)[0].split(":", 1)[0].strip()

@@ -31,7 +31,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from healthz import sockets
+from healthz import errors, sockets
 from healthz.doctor import Observation
 from healthz.lab.figures import HostSockets, Sample
 
@@ -153,10 +153,17 @@ class ConnectionLog:
         return counts
 
 
-def log_counts(text: str) -> dict[str, int]:
+def log_counts(text: str, own_service: bool = False) -> dict[str, int]:
     """From a service log: ``address_unavailable_lines`` (lines with the EADDRNOTAVAIL text, as
-    libpq words it) and ``error_kinds``, the 499s by kind as the service logged them."""
+    libpq words it) and ``error_kinds``: the 499s by kind as our service logged them, and with
+    ``own_service`` (a team's service, such as Django, whose log is not ours) every line with a
+    driver error in libpq's words, by the kind its words give. Lines, not requests: a service may
+    log one error twice."""
     kinds = collections.Counter(_ERROR_LINE.findall(text))
+    if own_service:
+        for line in text.splitlines():
+            if errors.is_driver_error(line):
+                kinds[errors.classify_text(line)] += 1
     return {"address_unavailable_lines": text.count(EADDRNOTAVAIL_TEXT), "error_kinds": dict(kinds)}
 
 
@@ -403,7 +410,6 @@ def measured_observation(
         if getattr(first, opened_key) is None or getattr(last, opened_key) is None:
             return None
         opened = int(getattr(last, opened_key) - getattr(first, opened_key))
-    established = mean(s.established for s in inside)
     ports = port_range[1] - port_range[0] + 1 if port_range else None
     held = peak((s.time_wait or 0) + (s.established or 0) for s in inside)
     # What the doctor learns when its own connect() fails: every port of the range is taken.
@@ -419,7 +425,8 @@ def measured_observation(
         tcp_tw_reuse=None,
         window=round(last.at - first.at, 3),
         opened=opened if transport == "tcp" else None,
-        sockets_by_state={"ESTABLISHED": round(established or 0), "TIME_WAIT": int(last.time_wait or 0)},
+        # As the doctor reads them: at the end of its window.
+        sockets_by_state={"ESTABLISHED": int(last.established or 0), "TIME_WAIT": int(last.time_wait or 0)},
         sessions_opened=sessions,
         max_connections=max_connections,
         reserved_connections=reserved_connections,

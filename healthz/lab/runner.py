@@ -37,12 +37,13 @@ from healthz.db import seed as seed_roles
 from healthz.doctor import Diagnosis, diagnose
 from healthz.lab import load, probes, require_extra
 from healthz.lab import topology as topologies
+from healthz.lab.app import AppService, mask, placeholders, run_setup
 from healthz.lab.figures import Placement, RunFigures, Sample
 from healthz.lab.pgbouncer import Console, PgBouncer, PgBouncerError, login_pattern
 from healthz.lab.probes import LineCounter
 from healthz.lab.scenarios import Scenario
 from healthz.postgres import PostgreSQL, free_port
-from healthz.service import HEALTHY_TIMEOUT, Gunicorn, ServiceError, gunicorn_command
+from healthz.service import HEALTHY_TIMEOUT, Gunicorn, Service, ServiceError, gunicorn_command
 
 require_extra()
 
@@ -157,6 +158,7 @@ class Lab:
         self.results: list[RunFigures] = []
         self.meta: dict[str, Any] = {}
         self._configs: dict[str, str] = {}  # gunicorn --print-config by environment
+        self._set_up: set[str] = set()  # scenarios whose own service's setup has run
 
     # -- set-up ----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -295,11 +297,22 @@ class Lab:
 
     def _service(
         self, scenario: Scenario, topology, host: topologies.AppHost, url: str, run_dir: Path
-    ) -> tuple[Gunicorn, dict[str, str]]:
-        """An unstarted gunicorn for ``scenario`` on application host ``host`` of ``topology``
-        (logging into ``run_dir``: ``gunicorn.log`` for the first host, ``gunicorn-appN.log`` for
-        the others) and its environment."""
+    ) -> tuple[Service, dict[str, str]]:
+        """An unstarted service for ``scenario`` on application host ``host`` of ``topology`` and
+        the environment it is given: our gunicorn (logging into ``run_dir``: ``gunicorn.log`` for the
+        first host, ``gunicorn-appN.log`` for the others), or the scenario's own service
+        (``service.log``, ``service-appN.log``), whose environment shown is what differs from ours."""
         port = NETNS_SERVICE_PORT if topology.name == "netns" else free_port()
+        if scenario.app:
+            log = run_dir / ("service.log" if host.index == 0 else f"service-{host.name}.log")
+            service = AppService(
+                scenario.app,
+                placeholders(host.service_host, port, url),
+                log,
+                command_prefix=host.prefix,
+                client_prefix=topology.client_prefix,
+            )
+            return service, {k: v for k, v in service.env.items() if os.environ.get(k) != v}
         env = {**scenario.environment(url), "GUNICORN_GRACEFUL_TIMEOUT": "3", "GUNICORN_BACKLOG": "4096"}
         log = run_dir / ("gunicorn.log" if host.index == 0 else f"gunicorn-{host.name}.log")
         gunicorn = Gunicorn(
@@ -314,16 +327,30 @@ class Lab:
         return gunicorn, env
 
     def _commands(
-        self, scenario: Scenario, env: dict[str, str], topology, locust_cmd: list[str], run_dir: Path, rerun: str
+        self,
+        scenario: Scenario,
+        server: Service,
+        env: dict[str, str],
+        topology,
+        locust_cmd: list[str],
+        run_dir: Path,
+        rerun: str,
     ) -> dict[str, str]:
-        """The run's commands (rerun, gunicorn, locust), also written to ``commands.txt`` beside
-        ``gunicorn --print-config``'s output; passwords masked."""
-        commands = {
-            "rerun": rerun,
-            "gunicorn": _shell(env, [*topology.app_prefix, *gunicorn_command(scenario.worker_class)]),
-            "locust": shlex.join([*topology.client_prefix, *locust_cmd]),
-        }
+        """The run's commands (rerun, the service, locust), also written to ``commands.txt`` beside
+        ``gunicorn --print-config``'s output (our gunicorn's only); passwords masked."""
+        if isinstance(server, AppService):
+            secret, spec = server.values["db_password"], server.spec
+            where = f"cd {shlex.quote(str(spec.app_dir))} && " if spec.app_dir else ""
+            service = {"service": mask(where + _shell(env, server.command), secret)}
+            if spec.setup:
+                setup = [*topology.app_prefix, *spec.setup_argv(server.values)]
+                service["setup"] = mask(where + _shell(env, setup), secret)
+        else:
+            service = {"gunicorn": _shell(env, [*topology.app_prefix, *gunicorn_command(scenario.worker_class)])}
+        commands = {"rerun": rerun, **service, "locust": shlex.join([*topology.client_prefix, *locust_cmd])}
         (run_dir / "commands.txt").write_text("\n\n".join(f"# {k}\n{v}" for k, v in commands.items()) + "\n")
+        if isinstance(server, AppService):
+            return commands
         key = json.dumps(env, sort_keys=True)
         if key not in self._configs:
             self._configs[key] = _print_config(scenario, env)
@@ -410,7 +437,7 @@ class Lab:
     def _sampler(
         self,
         counters: probes.PostgresCounters,
-        gunicorns: list[Gunicorn],
+        gunicorns: list[Service],
         locust: load.Locust,
         pg: PostgreSQL | None,
         url: str,
@@ -510,6 +537,7 @@ class Lab:
             html=run_dir / "locust.html",
             stats_interval=cfg.interval,
             targets=[g.base_url for g in run.gunicorns],
+            path=scenario.path,
         )
         if cfg.doctor and cfg.duration >= DOCTOR_MIN_DURATION:
             run.doctor = probes.DoctorProbe(
@@ -527,6 +555,7 @@ class Lab:
         scenario = run.scenario
         commands = self._commands(
             scenario,
+            run.gunicorns[0],
             run.env,
             topology,
             run.locust_cmd,
@@ -561,17 +590,23 @@ class Lab:
         stack: contextlib.ExitStack,
     ) -> dict[str, Any]:
         """Start the service, drive the load, stop everything (``stack``), and return the figures."""
-        self.progress.update(f"{run.head}: starting gunicorn")
-        # Before gunicorn starts: the sessions its workers open at start-up count too.
+        scenario = run.scenario
+        if scenario.app and scenario.app.setup and scenario.name not in self._set_up:
+            self.progress.update(f"{run.head}: setup")
+            first = run.gunicorns[0]
+            run_setup(scenario.app, first.values, run.run_dir / "setup.log", run.hosts[0].prefix)
+            self._set_up.add(scenario.name)
+        self.progress.update(f"{run.head}: starting the service")
+        # Before the service starts: the sessions its workers open at start-up count too.
         sessions_before = counters.settled_sessions()
         if run.connection_log:
             run.connection_log.mark()
         for server in run.gunicorns:
             server.start()
-            status, body = server.wait_for("/api/v1/healthz/", HEALTHY_TIMEOUT, request_timeout=5)
+            status, body = server.wait_for(scenario.path, HEALTHY_TIMEOUT, request_timeout=5)
             if status != 200:
                 raise ServiceError(
-                    f"/api/v1/healthz/ answered {status} before any load: {mask_password(body.strip())[:300]}"
+                    f"{scenario.path} answered {status} before any load: {mask_password(body.strip())[:300]}"
                 )
         tcp_bouncer = run.bouncers[0] if run.bouncers and run.scenario.pgbouncer.transport == "tcp" else None
         sampler = self._sampler(
@@ -624,6 +659,7 @@ class Lab:
             run.scenario,
             topology.port_range,
             hosts=len(run.hosts),
+            workers_started=sum(g.booted_at_ready for g in run.gunicorns) if run.scenario.app else None,
         )
         if len(run.hosts) > 1:
             by_address = run.connection_log.since_mark() if run.connection_log else {}
@@ -656,7 +692,7 @@ class _Run:
     head: str = ""
     error: str | None = None  # a part that could not be made (PgBouncer)
     bouncers: list[PgBouncer] = dataclasses.field(default_factory=list)
-    gunicorns: list[Gunicorn] = dataclasses.field(default_factory=list)
+    gunicorns: list[Service] = dataclasses.field(default_factory=list)  # ours, or the scenario's own
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     locust_cmd: list[str] = dataclasses.field(default_factory=list)
     locust: load.Locust | None = None
@@ -729,7 +765,7 @@ def doctor_sample(duration: float) -> float:
 
 def host_figures(
     hosts: list,
-    gunicorns: list[Gunicorn],
+    gunicorns: list[Service],
     totals: dict[str, Any],
     samples: list[Sample],
     sessions_by_address: dict[str, dict[str, int]],
@@ -796,13 +832,16 @@ def summarise(
     scenario: Scenario,
     port_range: tuple[int, int] | None,
     hosts: int = 1,
+    workers_started: int | None = None,
 ) -> dict[str, Any]:
     """The figures of one run from locust's totals and history, the probe samples, the session
-    counter before and after, and the service log (of every host, with ``hosts`` of them)."""
+    counter before and after, and the service log (of every host, with ``hosts`` of them).
+    Worker restarts count gunicorn's boots beyond ``workers_started`` (default: the scenario's
+    workers on every host)."""
     requests, failures = totals["requests"], totals["failures"]
     seconds = totals.get("seconds") or (history[-1]["t"] if history else None)
     sessions = sessions_after - sessions_before
-    logged = probes.log_counts(service_log)
+    logged = probes.log_counts(service_log, own_service=scenario.app is not None)
 
     def cpu(name: str) -> float | None:
         values = [s.cpu[name] for s in samples if s.cpu.get(name) is not None]
@@ -838,7 +877,9 @@ def summarise(
         "ports_held_peak": probes.peak(s.ports_held for s in samples),
         "ports": (port_range[1] - port_range[0] + 1) if port_range else None,
         "cpu_seconds": {name: cpu(name) for name in ("gunicorn", "postgres", "locust")},
-        "worker_restarts": probes.worker_restarts(service_log, scenario.workers * hosts),
+        "worker_restarts": probes.worker_restarts(
+            service_log, scenario.workers * hosts if workers_started is None else workers_started
+        ),
         "worker_timeouts": service_log.count("WORKER TIMEOUT"),
         "samples": samples,
         "history": history,

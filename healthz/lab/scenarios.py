@@ -12,6 +12,11 @@ Users add their own:
   ``worker_class``;
 * in a TOML file, one table per scenario (``[scenario.NAME]``) with the same keys, plus
   ``description`` and optionally ``base``.
+
+A scenario with ``app`` runs the team's own service instead of ours (:mod:`healthz.lab.app`): its
+command, ``app_dir`` (relative to the TOML file), ``env``, ``setup``, ``path``, ``ready_path`` and
+``python``. Its ``worker_class``, ``workers`` and pool keys (``pool_class``, ``pool_size``...) are then
+what the team says its service runs, read by the report and the verdict, never passed to it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from healthz.config import ENVIRONMENT, WORKER_CLASSES, Settings, SettingsError, parse_integer
+from healthz.lab.app import AppSpec, AppSpecError
 from healthz.lab.figures import Placement, PoolShape
 
 if sys.version_info >= (3, 11):
@@ -42,6 +48,10 @@ SCENARIO_KEYS = (
     "pgbouncer_pool_mode",
     "pgbouncer_pool_size",
 )
+#: The keys of a scenario that runs the team's own service (:class:`AppSpec`'s fields).
+APP_KEYS = ("app", "app_dir", "env", "setup", "path", "ready_path", "ready_timeout", "python")
+#: The worker class of a service the lab does not configure and was not told about.
+UNKNOWN = "unknown"
 _PLACEHOLDER_URL = "postgresql://healthz@localhost/healthz"
 
 
@@ -72,9 +82,10 @@ class Scenario:
     pgbouncer: Placement = Placement.NONE
     pgbouncer_pool_mode: str = "transaction"
     pgbouncer_pool_size: int = 10
+    app: AppSpec | None = None
 
     def __post_init__(self) -> None:
-        if self.worker_class not in WORKER_CLASSES:
+        if self.worker_class not in WORKER_CLASSES and not (self.app and self.worker_class == UNKNOWN):
             raise ScenarioError(
                 f"scenario {self.name}: worker_class {self.worker_class!r} is not one of {', '.join(WORKER_CLASSES)}"
             )
@@ -86,6 +97,11 @@ class Scenario:
             object.__setattr__(self, "pgbouncer", Placement.parse(self.pgbouncer))
         except ValueError as exc:
             raise ScenarioError(f"scenario {self.name}: {exc}") from None
+        if self.app and self.pgbouncer.pooled:
+            raise ScenarioError(
+                f"scenario {self.name}: pgbouncer places PgBouncer for the lab's own service; with app, run your "
+                "PgBouncer yourself and point the app's env at it"
+            )
         if self.pgbouncer_pool_mode not in PGBOUNCER_POOL_MODES:
             raise ScenarioError(
                 f"scenario {self.name}: pgbouncer_pool_mode {self.pgbouncer_pool_mode!r} is not one of "
@@ -115,7 +131,10 @@ class Scenario:
         return {"gthread": self.threads, "sync": 1}.get(self.worker_class, self.worker_connections)
 
     def pool_shape(self) -> PoolShape:
-        """One worker's pool as the scenario configures it."""
+        """One worker's pool as the scenario configures it (an own service's, as its scenario
+        declares it: ``unknown`` when it does not)."""
+        if self.app and "pool_class" not in self.settings:
+            return PoolShape(UNKNOWN, 0, 0)
         settings = self.service_settings(_PLACEHOLDER_URL)
         return PoolShape(settings.pool_class, settings.pool_size, settings.max_overflow)
 
@@ -139,7 +158,19 @@ class Scenario:
         return env
 
     def summary(self) -> str:
-        """One line: worker class and counts, pool and green driver, client connection mode."""
+        """One line: worker class and counts, pool and green driver, client connection mode (an own
+        service's command and what its scenario declares)."""
+        if self.app:
+            declared = f"{self.worker_class} workers={self.workers}" if self.worker_class != UNKNOWN else ""
+            pool = self.pool_shape()
+            if pool.pool_class != UNKNOWN:
+                declared += f", {pool.pool_class}(pool_size={pool.pool_size}, max_overflow={pool.max_overflow})"
+            where = f" in {self.app.app_dir}" if self.app.app_dir else ""
+            return (
+                f"own service: {self.app.command}{where}"
+                + (f" ({declared.strip(', ')})" if declared else "")
+                + (f", clients {self.connection}")
+            )
         settings = self.service_settings(_PLACEHOLDER_URL)
         pool = settings.pool_class
         if pool == "QueuePool":
@@ -167,13 +198,44 @@ class Scenario:
             "pgbouncer": self.pgbouncer.value,
             "settings": dict(self.settings),
             "summary": self.summary(),
+            "app": self.app.to_dict() if self.app else None,
         }
 
-    def with_changes(self, name: str, changes: Mapping[str, Any]) -> Scenario:
-        """A copy called ``name`` with scenario keys and settings in ``changes`` applied."""
+    @property
+    def path(self) -> str:
+        """The endpoint the load calls."""
+        return self.app.path if self.app else "/api/v1/healthz/"
+
+    def with_changes(self, name: str, changes: Mapping[str, Any], root: Path | None = None) -> Scenario:
+        """A copy called ``name`` with scenario keys, app keys (``app_dir`` relative to ``root``)
+        and settings in ``changes`` applied."""
         own = {k: v for k, v in changes.items() if k in SCENARIO_KEYS}
-        settings = {**self.settings, **{k: v for k, v in changes.items() if k not in SCENARIO_KEYS}}
-        return dataclasses.replace(self, name=name, settings=settings, **own)
+        settings = {
+            **self.settings,
+            **{k: v for k, v in changes.items() if k not in SCENARIO_KEYS and k not in APP_KEYS},
+        }
+        app = _app(name, self.app, {k: v for k, v in changes.items() if k in APP_KEYS}, root)
+        try:
+            return dataclasses.replace(self, name=name, settings=settings, app=app, **own)
+        except TypeError as exc:
+            raise ScenarioError(f"scenario {name}: {exc}") from None
+
+
+def _app(name: str, base: AppSpec | None, keys: Mapping[str, Any], root: Path | None) -> AppSpec | None:
+    """``base`` with the app keys in ``keys`` applied (``app_dir`` and ``python`` relative to ``root``)."""
+    if not keys:
+        return base
+    if base is None and "app" not in keys:
+        raise ScenarioError(f"scenario {name}: {', '.join(sorted(keys))} need(s) app, the command that serves HTTP")
+    fields = {"command" if k == "app" else k: v for k, v in keys.items()}
+    for key in ("app_dir", "python"):
+        if key in fields:
+            value = Path(str(fields[key])).expanduser()
+            fields[key] = value if value.is_absolute() or root is None else (root / value).resolve()
+    try:
+        return dataclasses.replace(base, **fields) if base else AppSpec(**fields)
+    except (AppSpecError, TypeError) as exc:
+        raise ScenarioError(f"scenario {name}: {exc}") from None
 
 
 def _text(value: object) -> str:
@@ -320,19 +382,38 @@ def parse_spec(spec: str, known: Mapping[str, Scenario]) -> Scenario:
     return _build(spec if name in known else name, name, changes, known)
 
 
-def _build(name: str, base: str | None, changes: Mapping[str, Any], known: Mapping[str, Scenario]) -> Scenario:
-    unknown = set(changes) - set(SCENARIO_KEYS) - set(ENVIRONMENT) | ({"database_url"} & set(changes))
+def _build(
+    name: str,
+    base: str | None,
+    changes: Mapping[str, Any],
+    known: Mapping[str, Scenario],
+    root: Path | None = None,
+) -> Scenario:
+    unknown = set(changes) - set(SCENARIO_KEYS) - set(APP_KEYS) - set(ENVIRONMENT) | ({"database_url"} & set(changes))
     if unknown:
-        accepted = ", ".join([*SCENARIO_KEYS, *(f for f in ENVIRONMENT if f != "database_url")])
+        accepted = ", ".join([*SCENARIO_KEYS, *APP_KEYS, *(f for f in ENVIRONMENT if f != "database_url")])
         raise ScenarioError(f"scenario {name}: unknown key(s) {', '.join(sorted(unknown))}; accepted: {accepted}")
     if base in known:
-        return known[base].with_changes(name, changes)
-    if "worker_class" not in changes:
-        raise ScenarioError(f"scenario {name}: a new scenario needs worker_class (one of {', '.join(WORKER_CLASSES)})")
+        return known[base].with_changes(name, changes, root)
+    app = _app(name, None, {k: v for k, v in changes.items() if k in APP_KEYS}, root)
+    own_service = app is not None
+    if "worker_class" not in changes and not own_service:
+        raise ScenarioError(
+            f"scenario {name}: a new scenario needs worker_class (one of {', '.join(WORKER_CLASSES)}), or app"
+        )
     own = {k: v for k, v in changes.items() if k in SCENARIO_KEYS}
-    own.setdefault("description", f"user-defined: {', '.join(f'{k}={v}' for k, v in changes.items())}")
-    settings = {k: v for k, v in changes.items() if k not in SCENARIO_KEYS}
-    return Scenario(name=name, settings=settings, **own)
+    own.setdefault("worker_class", UNKNOWN)
+    own.setdefault(
+        "description",
+        f"own service: {changes['app']}"
+        if own_service
+        else f"user-defined: {', '.join(f'{k}={v}' for k, v in changes.items())}",
+    )
+    settings = {k: v for k, v in changes.items() if k not in SCENARIO_KEYS and k not in APP_KEYS}
+    try:
+        return Scenario(name=name, settings=settings, app=app, **own)
+    except TypeError as exc:
+        raise ScenarioError(f"scenario {name}: {exc}") from None
 
 
 def load_file(path: Path, known: Mapping[str, Scenario]) -> dict[str, Scenario]:
@@ -354,28 +435,41 @@ def load_file(path: Path, known: Mapping[str, Scenario]) -> dict[str, Scenario]:
         base = table.pop("base", name if name in known else None)
         if base is not None and base not in {**known, **found}:
             raise ScenarioError(f"--scenarios-file {path}: scenario.{name}: unknown base {base!r}")
-        found[name] = _build(name, base, table, {**known, **found})
+        found[name] = _build(name, base, table, {**known, **found}, Path(path).resolve().parent)
     return found
 
 
-def select(specs: Iterable[str] = (), files: Iterable[Path] = ()) -> list[Scenario]:
-    """The scenarios to run: each spec in order (from the defaults and the files' scenarios); no
-    specs means every default scenario followed by every scenario from the files."""
+def select(specs: Iterable[str] = (), files: Iterable[Path] = (), apps: Iterable[Scenario] = ()) -> list[Scenario]:
+    """The scenarios to run: each spec in order (from the defaults and the files' scenarios), then
+    ``apps`` (``--app``). No specs means every default scenario followed by every scenario from the
+    files, but only the files' (or only ``apps``) when they hold a team's own service: the question
+    is then about that service."""
     known: dict[str, Scenario] = dict(DEFAULTS)
     from_files: dict[str, Scenario] = {}
     for path in files:
         loaded = load_file(path, known)
         known.update(loaded)
         from_files.update(loaded)
-    specs = list(specs)
+    specs, apps = list(specs), list(apps)
     if not specs:
-        return [*DEFAULTS.values(), *from_files.values()]
-    chosen = [parse_spec(spec, known) for spec in specs]
+        own = apps or any(s.app for s in from_files.values())
+        return [*([] if own else DEFAULTS.values()), *from_files.values(), *apps]
+    chosen = [parse_spec(spec, known) for spec in specs] + apps
     names = [s.name for s in chosen]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ScenarioError(f"scenario(s) given twice: {', '.join(duplicates)}")
     return chosen
+
+
+def own_service(command: str, path: str = "/api/v1/healthz/", name: str = "app") -> Scenario:
+    """The scenario of ``--app COMMAND``: that command run from the current directory, ``path`` its
+    health endpoint."""
+    try:
+        spec = AppSpec(command, app_dir=Path.cwd(), path=path)
+    except AppSpecError as exc:
+        raise ScenarioError(f"--app: {exc}") from None
+    return Scenario(name, f"own service: {command}", UNKNOWN, app=spec)
 
 
 def parse_concurrency(text: str) -> list[int]:

@@ -22,6 +22,8 @@ Options (each also read from the environment variable in brackets):
   tenths of a second of completion time (Unix time): successes, failures by name and the slowest
   response of each, so a fault's start, its errors and the first clean second after it can be read
   off (the lab's fault runs use it).
+* ``--path PATH`` [``HEALTHZ_PATH``, default ``/api/v1/healthz/``]: the endpoint called, for a
+  service whose health check lives elsewhere.
 * ``--targets URL,URL,...`` [``HEALTHZ_TARGETS``]: spread the users over several services (one per
   application host), round robin: user *i* calls ``targets[i % n]``, named ``/api/v1/healthz/ @N``
   (N from 1) so locust's tables and the summary's ``by_name`` give each host's share. Without it
@@ -29,8 +31,9 @@ Options (each also read from the environment variable in brackets):
 * the step ramp's ``--step-users``, ``--step-seconds``, ``--steps``, used when ``HEALTHZ_SHAPE=step-ramp``
   or when ``step_ramp.py`` is added to ``-f`` (``healthz locustfile --step-ramp``).
 
-No wait between requests, like ``ab``. A 499 is a failure named by its error kind
-(``499 address_unavailable``), so locust's failure table lists the causes.
+No wait between requests, like ``ab``. A failure with the service's JSON error is named by its
+status and kind (``499 address_unavailable``), so locust's failure table lists the causes; one
+without (another service, such as the report's Django view) by its status alone (``499``, ``500``).
 """
 
 from __future__ import annotations
@@ -90,6 +93,9 @@ def add_arguments(parser) -> None:
         help="write per-0.1 s outcomes as JSON here at exit",
     )
     group.add_argument(
+        "--path", default=PATH, env_var="HEALTHZ_PATH", help="the endpoint called (default /api/v1/healthz/)"
+    )
+    group.add_argument(
         "--targets",
         default="",
         env_var="HEALTHZ_TARGETS",
@@ -115,6 +121,7 @@ def configure(environment, **_kwargs) -> None:
     if options.connection == "close":
         HealthzUser.default_headers = {"Connection": "close"}
     HealthzUser.targets = [t.strip().rstrip("/") for t in options.targets.split(",") if t.strip()]
+    HealthzUser.path = options.path if options.path.startswith("/") else "/" + options.path
     if options.max_requests > 0:
         _cap_requests(environment, options.max_requests)
     if options.summary_file:
@@ -207,28 +214,29 @@ def _cap_requests(environment, cap: int) -> None:
 
 def failure_name(status: int, body: object) -> str | None:
     """The failure to record for a response, or None for a 200: ``<status> <kind>`` from the
-    service's JSON error (``499 pool_timeout``; ``503 ...`` under HEALTHZ_ERROR_STATUS=503),
-    ``499 unknown`` for a 499 without one (the report's status), else ``HTTP <status>``."""
+    service's JSON error (``499 pool_timeout``; ``503 ...`` under HEALTHZ_ERROR_STATUS=503), else
+    the status alone (``499``, the report's; ``500``)."""
     if status == 200:
         return None
     kind = body.get("error") if isinstance(body, dict) else None
-    if kind:
+    if isinstance(kind, str) and kind:
         return f"{status} {kind}"
-    return "499 unknown" if status == 499 else f"HTTP {status}"
+    return str(status)
 
 
 class HealthzUser(FastHttpUser):
     """One client calling the health endpoint back to back (on its share of ``--targets``, when given)."""
 
     wait_time = constant(0)
+    path = PATH
     targets: list[str] = []
     _started = itertools.count()
 
     def on_start(self) -> None:
-        self.url, self.name = PATH, PATH
+        self.url, self.name = self.path, self.path
         if self.targets:
             index = next(self._started) % len(self.targets)
-            self.url, self.name = self.targets[index] + PATH, f"{PATH} @{index + 1}"
+            self.url, self.name = self.targets[index] + self.path, f"{self.path} @{index + 1}"
 
     @task
     def healthz(self) -> None:

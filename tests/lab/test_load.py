@@ -189,7 +189,7 @@ def test_client_failures_keep_locust_s_wording(tmp_path):
         '"URL http://198.18.0.5:8000/api/v1/healthz/: 0, original=timed out": 3}}'
     )
     causes = load.read_summary(tmp_path / "x")["failures_by_cause"]
-    assert causes == {"client timeout": 3, "client ConnectionRefusedError": 2, "pool_timeout": 1, "HTTP 502": 1}
+    assert causes == {"client timeout": 3, "client ConnectionRefusedError": 2, "pool_timeout": 1, "502": 1}
 
 
 def test_stalled_seconds_is_the_longest_stretch_without_a_completed_request():

@@ -163,14 +163,16 @@ def test_netns_reproduces_the_report_and_a_sized_pool_does_not_fail(tmp_path):
 @needs_root
 @pytest.mark.timeout(600)
 def test_the_doctor_agrees_with_the_measurement_on_every_default_scenario(tmp_path):
-    # 8 s: the doctor starts 2 s in, once PgBouncer has opened its server connections.
+    # 8 s: the doctor starts 2 s in, once PgBouncer has opened its server connections. 2,000 ports: the
+    # connections eventlet-singleton holds (one per greenlet, ~130 more a second) stay well below the 90%
+    # of the range where a held-open budget overrun starts, instead of crossing it inside the doctor's window.
     config = LabConfig(
-        scenarios=select([]), concurrency=[100], duration=8, topology="netns", ports=1000, output=tmp_path / "out"
+        scenarios=select([]), concurrency=[100], duration=8, topology="netns", ports=2000, output=tmp_path / "out"
     )
     results = Lab(config, Progress(io.StringIO())).run()
     assert [r.scenario for r in results] == list(DEFAULTS)
     said = {r.scenario: (r.doctor.status, r.doctor.measured_status) for r in results}
-    assert all(r.doctor.agrees for r in results), said
+    assert all(r.doctor.agrees for r in results), {r.scenario: said[r.scenario] for r in results if not r.doctor.agrees}
     assert said["eventlet-nullpool"][0] == "connection churn"
     assert said["eventlet-queuepool-sized"][0] == "healthy"
     assert said["gthread-queuepool"][0] == "healthy"

@@ -1,0 +1,340 @@
+"""The team's own service in the lab: a command that serves HTTP (their gunicorn command, uvicorn,
+anything), started where the lab's Flask service runs, with the lab's database handed to it.
+
+:class:`AppSpec` is what a scenario says (``app``, ``app_dir``, ``env``, ``setup``, ``path``,
+``ready_path``, ``python``); :class:`AppService` runs it in a process group of its own, so stopping it
+stops everything it started; :func:`run_setup` runs its ``setup`` once. Placeholders in ``app``,
+``env`` and ``setup`` (``{port}``, ``{db_host}``...) are filled from :func:`placeholders`; a literal
+brace is written twice (``{{``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import signal
+import string
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from healthz.config import mask_password
+from healthz.service import READY_TIMEOUT, Service, ServiceError
+
+#: Every placeholder ``app``, ``env`` and ``setup`` may use.
+PLACEHOLDERS = ("host", "port", "bind", "database_url", "db_host", "db_port", "db_name", "db_user", "db_password")
+#: The health endpoint of the report's service, and of ours.
+DEFAULT_PATH = "/api/v1/healthz/"
+#: Seconds ``setup`` may take.
+SETUP_TIMEOUT = 300.0
+#: Seconds between SIGINT, SIGTERM and SIGKILL to the service's process group. gunicorn exits at
+#: once on SIGINT; on SIGTERM, eventlet workers sit out ``graceful_timeout`` (30 s by default).
+STOP_GRACE = 5.0
+
+
+class AppSpecError(ValueError):
+    """An ``app`` scenario's keys are wrong; the message names the key and what is accepted."""
+
+
+def _fields(template: str) -> list[str]:
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise AppSpecError(f"{template!r}: {exc} (write a literal brace twice: {{{{ or }}}})") from None
+
+
+def _check_template(key: str, template: str) -> None:
+    unknown = sorted({name for name in _fields(template) if name not in PLACEHOLDERS})
+    if unknown:
+        raise AppSpecError(
+            f"{key} {template!r}: unknown placeholder(s) {', '.join('{' + u + '}' for u in unknown)}; "
+            f"accepted: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class AppSpec:
+    """A service the lab starts: ``command`` (split like a shell would, not run by one) in
+    ``app_dir`` with ``env`` laid over the lab's own variables, ``setup`` run once before its
+    scenario's first step, ``path`` the endpoint the load calls and ``ready_path`` the one that must
+    answer 200 before it (within ``ready_timeout`` seconds of the start), ``python`` an interpreter or a
+    venv whose ``bin/`` goes first on ``PATH``."""
+
+    command: str
+    app_dir: Path | None = None
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    setup: str | None = None
+    path: str = DEFAULT_PATH
+    ready_path: str | None = None
+    python: Path | None = None
+    ready_timeout: float = READY_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ready_timeout, (int, float)) or not 1 <= self.ready_timeout <= 600:
+            raise AppSpecError(f"ready_timeout {self.ready_timeout!r}: expected seconds from 1 to 600")
+        if not isinstance(self.command, str) or not self.command.strip():
+            raise AppSpecError("app: expected the command that serves HTTP, such as 'gunicorn myapp.wsgi'")
+        _check_template("app", self.command)
+        try:
+            shlex.split(self.command)
+        except ValueError as exc:
+            raise AppSpecError(f"app {self.command!r}: {exc}") from None
+        if not isinstance(self.env, Mapping) or not all(isinstance(v, (str, int)) for v in self.env.values()):
+            raise AppSpecError('env: expected a table of strings, such as { CONN_MAX_AGE = "0" }')
+        for name, value in self.env.items():
+            _check_template(f"env.{name}", str(value))
+        if self.setup is not None:
+            _check_template("setup", self.setup)
+        for key in ("path", "ready_path"):
+            value = getattr(self, key)
+            if value is not None and not (isinstance(value, str) and value.startswith("/")):
+                raise AppSpecError(f"{key} {value!r}: expected a path starting with /, such as /api/v1/healthz/")
+        if self.app_dir is not None and not Path(self.app_dir).is_dir():
+            raise AppSpecError(f"app_dir {self.app_dir}: no such directory")
+        if self.python is not None and self.bin_dir is None:
+            raise AppSpecError(f"python {self.python}: neither a venv (with bin/python) nor a Python interpreter")
+
+    @property
+    def ready(self) -> str:
+        return self.ready_path or self.path
+
+    @property
+    def bin_dir(self) -> Path | None:
+        """The ``bin/`` that ``python`` names: the venv's, or the interpreter's own directory."""
+        if self.python is None:
+            return None
+        python = Path(self.python)
+        if (python / "bin" / "python").exists():
+            return python / "bin"
+        return python.parent if python.is_file() and os.access(python, os.X_OK) else None
+
+    def environment(self, values: Mapping[str, str], base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The service's environment: ``base`` (default: ours), the libpq variables, ``DATABASE_URL``
+        and ``PORT`` from ``values``, then ``env`` with its placeholders filled."""
+        env = dict(os.environ if base is None else base)
+        env.update(
+            {
+                "DATABASE_URL": values["database_url"],
+                "PGHOST": values["db_host"],
+                "PGPORT": values["db_port"],
+                "PGUSER": values["db_user"],
+                "PGPASSWORD": values["db_password"],
+                "PGDATABASE": values["db_name"],
+                "PORT": values["port"],
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if self.bin_dir is not None:
+            env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}"
+            env["VIRTUAL_ENV"] = str(self.bin_dir.parent)
+        env.update({name: str(value).format_map(values) for name, value in self.env.items()})
+        return env
+
+    def argv(self, values: Mapping[str, str]) -> list[str]:
+        return shlex.split(self.command.format_map(values))
+
+    def setup_argv(self, values: Mapping[str, str]) -> list[str] | None:
+        return shlex.split(self.setup.format_map(values)) if self.setup else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "app_dir": str(self.app_dir) if self.app_dir else None,
+            "env": dict(self.env),
+            "setup": self.setup,
+            "path": self.path,
+            "ready_path": self.ready,
+            "python": str(self.python) if self.python else None,
+            "ready_timeout": self.ready_timeout,
+        }
+
+
+def placeholders(host: str, port: int, database_url: str) -> dict[str, str]:
+    """The placeholder values for a service on ``host:port`` using the database at ``database_url``
+    (``db_host`` is a directory for a Unix socket)."""
+    url = make_url(database_url)
+    socket_dir = url.query.get("host")
+    return {
+        "host": host,
+        "port": str(port),
+        "bind": f"{host}:{port}",
+        "database_url": database_url,
+        "db_host": str(socket_dir if socket_dir else url.host or "127.0.0.1"),
+        "db_port": str(url.port or 5432),
+        "db_name": url.database or "",
+        "db_user": url.username or "",
+        "db_password": url.password or "",
+    }
+
+
+def mask(text: str, secret: str) -> str:
+    """``text`` with URL passwords and ``secret`` itself (a bare ``PGPASSWORD``) masked."""
+    text = mask_password(text)
+    return text.replace(secret, "***") if secret else text
+
+
+def _last_lines(text: str, lines: int = 3) -> str:
+    return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip()) or "(no output)"
+
+
+def run_setup(spec: AppSpec, values: Mapping[str, str], logfile: Path, prefix: Sequence[str] = ()) -> None:
+    """Run ``spec.setup`` once (inside ``prefix``, in ``app_dir``), its output appended to ``logfile``;
+    :class:`ServiceError` with its last lines when it fails, cannot start or outlives
+    :data:`SETUP_TIMEOUT` (its process group is killed then)."""
+    argv = spec.setup_argv(values)
+    if argv is None:
+        return
+    secret = values["db_password"]
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        process = subprocess.Popen(
+            [*prefix, *argv],
+            cwd=spec.app_dir,
+            env=spec.environment(values),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise ServiceError(f"setup {mask(spec.setup, secret)!r} could not start: {_why(exc, spec)}") from None
+    try:
+        out, _ = process.communicate(timeout=SETUP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        _kill_group(process.pid, signal.SIGKILL)
+        out, _ = process.communicate()
+        process.returncode = None
+    text = mask(out.decode(errors="replace"), secret)
+    with open(logfile, "a") as log:
+        log.write(text)
+    if process.returncode != 0:
+        how = f"exited with status {process.returncode}" if process.returncode is not None else "timed out"
+        raise ServiceError(f"setup {mask(spec.setup, secret)!r} {how}: {_last_lines(text)}")
+
+
+def _why(exc: OSError, spec: AppSpec) -> str:
+    if isinstance(exc, FileNotFoundError) and exc.filename and "/" not in str(exc.filename):
+        where = f"in {spec.bin_dir} nor on PATH" if spec.bin_dir else "on PATH (set python to the project's venv)"
+        return f"{exc.filename} not found {where}"
+    return exc.strerror or str(exc)
+
+
+def _kill_group(pgid: int, signum: int) -> bool:
+    """Signal every process of group ``pgid``; False when none is left."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
+    return _kill_group(pgid, 0)
+
+
+class AppService(Service):
+    """The command of an :class:`AppSpec`, serving on ``host:port``, run inside ``command_prefix``
+    in a session (so a process group) of its own, its stdout and stderr in ``logfile``.
+
+    Ready when ``ready_path`` answers 200 within ``ready_timeout``; a command that exits first, or
+    never answers there (it listens elsewhere), is a :class:`ServiceError` with its log's last lines,
+    and its whole group is stopped. Passwords are masked in the log once it stops."""
+
+    name = "the service"
+
+    def __init__(
+        self,
+        spec: AppSpec,
+        values: Mapping[str, str],
+        logfile: Path,
+        *,
+        command_prefix: Sequence[str] = (),
+        client_prefix: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(
+            logfile,
+            host=values["host"],
+            port=int(values["port"]),
+            client_prefix=command_prefix if client_prefix is None else client_prefix,
+            ready_timeout=spec.ready_timeout,
+        )
+        self.spec, self.values = spec, dict(values)
+        self.env = spec.environment(values)
+        self.command = [*command_prefix, *spec.argv(values)]
+        self.booted_at_ready = 0
+
+    @property
+    def shown_command(self) -> str:
+        """The command as run, password masked."""
+        return mask(shlex.join(self.command), self.values["db_password"])
+
+    def start(self) -> AppService:
+        self.logfile.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.logfile, "ab") as log:
+            try:
+                self.process = subprocess.Popen(
+                    self.command,
+                    cwd=self.spec.app_dir,
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise ServiceError(f"{self.shown_command} could not start: {_why(exc, self.spec)}") from None
+        try:
+            status, body = self.wait_for(self.spec.ready, self.ready_timeout)
+        except ServiceError:
+            self.stop()
+            raise ServiceError(
+                f"{self.shown_command} exited with status {self.process.returncode} before answering "
+                f"{self.spec.ready}: {_last_lines(self.log_tail())}"
+            ) from None
+        if status != 200:
+            self.stop()
+            said = f"answered {status}" if status else "did not answer"
+            raise ServiceError(
+                f"{self.shown_command} {said} on {self.base_url}{self.spec.ready} within {self.ready_timeout:.0f} s "
+                f"(it must listen on {self.values['bind']} or 0.0.0.0:{self.port}): {_last_lines(self.log_tail())}"
+            )
+        self.booted_at_ready = self.log_text().count("Booting worker with pid")
+        return self
+
+    def stop(self, grace: float = STOP_GRACE) -> int | None:
+        """Stop the whole process group: SIGINT, then SIGTERM, then SIGKILL, ``grace`` seconds
+        apart (each step only while something of the group is left); return the command's status."""
+        if self.process is None:
+            return None
+        pgid = self.process.pid
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+            if not _kill_group(pgid, signum):
+                break
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None and not _group_alive(pgid):
+                    break
+                time.sleep(0.05)
+            else:
+                continue
+            break
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        self._mask_log()
+        return self.process.returncode
+
+    def _mask_log(self) -> None:
+        text = self.log_text()
+        masked = mask(text, self.values["db_password"])
+        if masked != text:
+            self.logfile.write_text(masked)
+
+    def log_tail(self, lines: int = 15) -> str:
+        return mask(super().log_tail(lines), self.values["db_password"])

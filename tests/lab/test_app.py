@@ -1,0 +1,245 @@
+"""A team's own service in the lab: a tiny WSGI app the test writes (not healthz), run from its own
+command under real gunicorn against the lab's real PostgreSQL, on loopback and in netns; and each
+command the lab cannot run refused in one line with nothing left running."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from healthz.lab.app import AppService, AppSpec, placeholders
+from healthz.lab.runner import Lab, LabConfig, Progress
+from healthz.lab.scenarios import ScenarioError, load_file, select
+from healthz.lab.topology import lab_namespaces
+from healthz.postgres import free_port
+from healthz.service import ServiceError
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None, reason="the netns topology needs root and iproute2"
+)
+VENV = Path(sys.prefix)  # the test's own venv: gunicorn and psycopg2 are there
+
+# A health check that opens a connection per request, as Django with CONN_MAX_AGE=0 does; a
+# failure is a 503 without a JSON body, and libpq's first line in the log.
+TINY_APP = textwrap.dedent(
+    """
+    import os, psycopg2
+
+    def application(environ, start_response):
+        if environ["PATH_INFO"] != "/health":
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not here"]
+        try:
+            conn = psycopg2.connect(os.environ["DATABASE_URL"], connect_timeout=5)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT count(*) FROM role")
+                    cur.fetchone()
+            finally:
+                conn.close()
+        except psycopg2.Error as exc:
+            print("health check failed:", str(exc).strip().splitlines()[0], flush=True)
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"down"]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+    """
+)
+
+
+def _project(tmp_path: Path, table: str) -> Path:
+    """A project folder with the tiny app and a scenarios file holding ``table``; the file's path."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "tinyapp.py").write_text(TINY_APP)
+    toml = tmp_path / "mine.toml"
+    toml.write_text(textwrap.dedent(table))
+    return toml
+
+
+def _ours_left(marker: str) -> list[str]:
+    """Command lines of live processes that carry ``marker`` (the test's own folder)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if marker in cmdline and state != "Z" and int(entry.name) != os.getpid():
+                found.append(cmdline)
+    return found
+
+
+def _run(tmp_path: Path, toml: Path, **fields) -> tuple[Lab, list]:
+    config = LabConfig(scenarios=select([], [toml]), scenarios_files=[toml], output=tmp_path / "out", **fields)
+    lab = Lab(config, Progress(io.StringIO()))
+    return lab, lab.run()
+
+
+def test_the_scenarios_file_describes_an_own_service_relative_to_itself(tmp_path):
+    toml = _project(
+        tmp_path,
+        f"""
+        [scenario.tiny]
+        app = "gunicorn tinyapp:application -b {{bind}}"
+        app_dir = "project"
+        python = "{VENV}"
+        path = "/health"
+        env = {{ TINY_DB = "{{db_name}}" }}
+        """,
+    )
+    tiny = load_file(toml, {})["tiny"]
+    assert tiny.app.app_dir == tmp_path / "project" and tiny.app.ready == "/health"
+    assert tiny.pool_shape().pool_class == "unknown" and tiny.pool_capacity() is None
+    # Only the file's own service runs when it has one: the question is about that service.
+    assert [s.name for s in select([], [toml])] == ["tiny"]
+    values = placeholders("10.0.0.1", 8000, "postgresql://u:secret@db.example:6432/shop")
+    env = tiny.app.environment(values, base={"PATH": "/usr/bin"})
+    assert env["TINY_DB"] == "shop" and env["PGPORT"] == "6432" and env["PORT"] == "8000"
+    assert env["PATH"].split(os.pathsep)[0] == str(VENV / "bin")
+    assert tiny.app.argv(values) == ["gunicorn", "tinyapp:application", "-b", "10.0.0.1:8000"]
+
+
+@pytest.mark.parametrize(
+    "table, named",
+    [
+        ('app = "gunicorn x -b {bindd}"', "{bindd}"),
+        ('app = ""', "app"),
+        ('app = "x"\npath = "health"', "path"),
+        ('app = "x"\napp_dir = "nowhere"', "app_dir"),
+        ('app = "x"\npython = "/nowhere/venv"', "python"),
+        ('app = "x"\nready_timeout = 0', "ready_timeout"),
+        ('setup = "python manage.py migrate"', "need(s) app"),
+        ('app = "x"\npgbouncer = "app"', "pgbouncer"),
+    ],
+)
+def test_a_wrong_app_key_is_refused_naming_it(tmp_path, table, named):
+    toml = tmp_path / "bad.toml"
+    toml.write_text(f"[scenario.mine]\n{table}\n")
+    with pytest.raises(ScenarioError) as refused:
+        load_file(toml, {})
+    message = str(refused.value)
+    assert "\n" not in message and "mine" in message and named in message
+
+
+def test_an_own_service_is_measured_on_loopback_like_ours(tmp_path, postgres, database):
+    toml = _project(
+        tmp_path,
+        f"""
+        [scenario.tiny]
+        app = "gunicorn tinyapp:application -b {{bind}} -w 2"
+        app_dir = "project"
+        python = "{VENV}"
+        path = "/health"
+        setup = "python -c 'import os; open(\\"setup-ran\\", \\"w\\").write(os.environ[\\"PGDATABASE\\"])'"
+        """,
+    )
+    url = postgres.url_for(database)
+    _, (run,) = _run(tmp_path, toml, concurrency=[10], duration=4, topology="loopback", database_url=url, doctor=False)
+    assert run.error is None, run.error
+    assert run.requests > 50 and run.failures == 0
+    # A connection per request, counted by PostgreSQL itself.
+    assert run.sessions_opened >= run.requests - run.failures
+    assert run.cpu_seconds["gunicorn"] > 0 and run.worker_restarts == 0
+    assert (tmp_path / "project" / "setup-ran").read_text() == database  # run against the lab's database
+    run_dir = tmp_path / "out" / run.run_dir
+    assert "Booting worker" in (run_dir / "service.log").read_text()
+    commands = (run_dir / "commands.txt").read_text()
+    assert "# service" in commands and "# setup" in commands and "PGPASSWORD=***" in commands
+    assert "-b 127.0.0.1:" in commands  # the placeholder filled in
+    written = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.suffix != ".png"]
+    assert not [p for p in written if postgres.password in p.read_text(errors="replace")]
+
+
+@needs_root
+def test_an_own_service_binding_every_address_exhausts_its_ports_in_netns(tmp_path):
+    # The report's gunicorn.conf.py binds 0.0.0.0:$GUNICORN_PORT; a connection per request on 300
+    # ports (5 new connections a second) runs out within the run.
+    toml = _project(
+        tmp_path,
+        f"""
+        [scenario.tiny-netns]
+        app = "sh -c 'exec gunicorn tinyapp:application -b 0.0.0.0:$GUNICORN_PORT -w 2'"
+        app_dir = "project"
+        python = "{VENV}"
+        path = "/health"
+        env = {{ GUNICORN_PORT = "{{port}}" }}
+        """,
+    )
+    _, (run,) = _run(tmp_path, toml, concurrency=[50], duration=8, topology="netns", ports=300)
+    assert run.error is None, run.error
+    assert run.failures > 0 and run.failures_by_cause.get("503", 0) > 0, run.failures_by_cause
+    assert run.service_errors.get("address_unavailable", 0) > 0 and run.address_unavailable > 0
+    assert run.time_wait_peak is not None and run.time_wait_peak > 200
+    assert run.doctor is not None and "connection churn" in run.doctor.status
+    assert not [ns for ns in lab_namespaces() if f"-{os.getpid()}-" in ns]
+
+
+def test_each_command_the_lab_cannot_run_is_refused_in_one_line_with_nothing_left(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "tinyapp.py").write_text(TINY_APP)
+    stubborn = project / "stubborn.py"
+    # Ignores SIGINT and SIGTERM, and leaves a child of its own in the group: only SIGKILL to the group ends both.
+    stubborn.write_text(
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "subprocess.Popen([sys.executable, '-c', 'import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)', 'stubborn-child'])\n"
+        "print('listening elsewhere', flush=True); time.sleep(120)\n"
+    )
+    cases = {
+        "exits": ('python -c "import sys; print(\\"bad settings\\"); sys.exit(3)"', {}, "exited with status 3"),
+        "not-found": ("no-such-server --bind {bind}", {}, "no-such-server not found"),
+        "setup-fails": (
+            "gunicorn tinyapp:application -b {bind}",
+            {"setup": "python -c \"import sys; print('migration failed'); sys.exit(1)\""},
+            "migration failed",
+        ),
+        "elsewhere": ("python stubborn.py", {"ready_timeout": 3}, "did not answer"),
+    }
+    tables = []
+    for name, (command, extra, _) in cases.items():
+        keys = "".join(f"\n{k} = {json.dumps(v)}" for k, v in extra.items())
+        tables.append(
+            f'[scenario.{name}]\napp = {json.dumps(command)}\napp_dir = "project"\npython = "{VENV}"\npath = "/health"{keys}\n'
+        )
+    toml = tmp_path / "mine.toml"
+    toml.write_text("\n".join(tables))
+    started = time.monotonic()
+    _, runs = _run(tmp_path, toml, concurrency=[5], duration=2, topology="loopback", doctor=False)
+    for run, (name, (_, _, cause)) in zip(runs, cases.items()):
+        assert run.scenario == name and run.error is not None, run
+        assert "\n" not in run.error and cause in run.error, run.error
+        assert run.requests == 0
+    assert _ours_left(str(tmp_path)) == [] and not _ours_left("stubborn-child")
+    assert time.monotonic() - started < 120
+
+
+def test_an_own_service_that_never_gets_ready_is_stopped_with_its_whole_process_group(tmp_path):
+    (tmp_path / "tinyapp.py").write_text(TINY_APP)
+    # gunicorn under a shell, so the group holds a shell, a master and its workers; /nothing answers 404.
+    spec = AppSpec(
+        "sh -c 'gunicorn tinyapp:application -b {bind} -w 2 & wait'",
+        app_dir=tmp_path,
+        path="/health",
+        ready_path="/nothing",
+        python=VENV,
+        ready_timeout=5,
+    )
+    values = placeholders("127.0.0.1", free_port(), "postgresql://u:pw@127.0.0.1:1/x")
+    service = AppService(spec, values, tmp_path / "service.log")
+    with pytest.raises(ServiceError) as refused:
+        service.start()
+    assert "answered 404" in str(refused.value) and "\n" not in str(refused.value)
+    assert _ours_left("tinyapp:application") == []

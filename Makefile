@@ -5,7 +5,7 @@ PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11 python3.10; 
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint format lab lab-hosts faults bench serve clean python
+.PHONY: install test lint format lab lab-django lab-hosts faults bench serve clean python
 
 install: $(VENV)/.installed
 
@@ -16,7 +16,7 @@ python:
 $(VENV)/.installed: pyproject.toml | python
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[lab,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[lab,django,dev]'
 	touch $@
 
 test: install
@@ -36,6 +36,15 @@ format: install
 LAB_ARGS ?= --concurrency 100,1000 --duration 10
 lab: install
 	$(BIN)/healthz lab run $(LAB_ARGS)
+
+# The report's own stack (examples/django-report: Django, DRF, gunicorn.conf.py) beside the Flask
+# scenario that stands for each, at 500 and 1,000 clients for 10 s each; netns as root, else loopback;
+# about 4 minutes. The report pairs each with its stand-in.
+DJANGO_ARGS ?= --concurrency 500,1000 --duration 10
+DJANGO_SCENARIOS ?= -s django-eventlet -s eventlet-nullpool -s django-eventlet-persistent -s eventlet-singleton \
+	-s django-gthread-persistent -s gthread-queuepool -s django-pool -s django-pool-gevent -s gevent-queuepool-sized
+lab-django: install
+	$(BIN)/healthz lab run --scenarios-file examples/django-report/scenarios.toml $(DJANGO_SCENARIOS) $(DJANGO_ARGS)
 
 # Beyond one host: 3 application hosts against one PostgreSQL with max_connections 50, the in-process
 # pools beside PgBouncer in each placement, at 300 clients for 10 s each; netns (root) only.

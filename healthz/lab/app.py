@@ -16,6 +16,7 @@ import shlex
 import signal
 import string
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,7 +28,18 @@ from healthz.config import mask_password
 from healthz.service import READY_TIMEOUT, Service, ServiceError
 
 #: Every placeholder ``app``, ``env`` and ``setup`` may use.
-PLACEHOLDERS = ("host", "port", "bind", "database_url", "db_host", "db_port", "db_name", "db_user", "db_password")
+PLACEHOLDERS = (
+    "host",
+    "port",
+    "bind",
+    "database_url",
+    "db_host",
+    "db_port",
+    "db_name",
+    "db_user",
+    "db_password",
+    "python",
+)
 #: The health endpoint of the report's service, and of ours.
 DEFAULT_PATH = "/api/v1/healthz/"
 #: Seconds ``setup`` may take.
@@ -156,7 +168,7 @@ class AppSpec:
 
 def placeholders(host: str, port: int, database_url: str) -> dict[str, str]:
     """The placeholder values for a service on ``host:port`` using the database at ``database_url``
-    (``db_host`` is a directory for a Unix socket)."""
+    (``db_host`` is a directory for a Unix socket); ``python`` is the lab's own interpreter."""
     url = make_url(database_url)
     socket_dir = url.query.get("host")
     return {
@@ -169,6 +181,7 @@ def placeholders(host: str, port: int, database_url: str) -> dict[str, str]:
         "db_name": url.database or "",
         "db_user": url.username or "",
         "db_password": url.password or "",
+        "python": sys.executable,
     }
 
 

@@ -187,6 +187,8 @@ class RunFigures:
     run_dir: str
     commands: dict[str, str]
     hosts: int = 1
+    own_service: bool = False  # the team's service (a scenario with app), not the lab's
+    counterpart: str | None = None  # the lab's scenario that stands for it
     error: str | None = None
     pgbouncer: PoolerFigures | None = None
     doctor: DoctorCheck | None = None
@@ -228,6 +230,17 @@ class RunFigures:
     @property
     def placement(self) -> Placement:
         return self.pgbouncer.placement if self.pgbouncer else Placement.NONE
+
+    @property
+    def causes(self) -> dict[str, int]:
+        """Failures by cause in the service's error kinds, most first. An own service's responses
+        carry only a status (``499``): where its log names kinds, those replace the bare statuses
+        (its log lines, not requests), and the client's own causes stay."""
+        statuses = [k for k in self.failures_by_cause if k.isdigit()]
+        if not (self.own_service and statuses and self.service_errors):
+            return self.failures_by_cause
+        kept = {k: v for k, v in self.failures_by_cause.items() if not k.isdigit()}
+        return dict(sorted({**kept, **self.service_errors}.items(), key=lambda kv: -kv[1]))
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

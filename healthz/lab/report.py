@@ -513,6 +513,53 @@ DOCTOR_COLUMNS = (
 )
 
 
+PAIR_COLUMNS = (
+    "clients",
+    "own service",
+    "stood for by",
+    "sessions/s",
+    "sessions/request",
+    "peak backends",
+    "TIME_WAIT peak",
+    "failed",
+    "failures by cause",
+)
+
+
+def pair_rows(results: list[RunFigures]) -> list[list[str]]:
+    """Each measured own service beside its ``counterpart`` at the same step and client mode, every
+    cell ``own / counterpart``: the mechanism figures (connections opened per second and per
+    request, peak backends, TIME_WAIT peak) and the failures by cause."""
+    by_key = {(r.scenario, r.concurrency, r.connection): r for r in results if r.measured}
+    rows = []
+    for own in results:
+        lab = by_key.get((own.counterpart, own.concurrency, own.connection)) if own.counterpart else None
+        if not own.own_service or not own.measured or lab is None:
+            continue
+
+        def pair(value, own=own, lab=lab) -> str:
+            return f"{value(own)} / {value(lab)}"
+
+        rows.append(
+            [
+                f"{own.concurrency:,} ({own.connection})",
+                own.scenario,
+                lab.scenario,
+                pair(lambda r: verdict.number(r.sessions_per_second)),
+                pair(lambda r: f"{r.sessions_per_request:.2f}" if r.sessions_per_request is not None else "-"),
+                pair(lambda r: _count(r.backends_peak)),
+                pair(lambda r: _count(r.time_wait_peak)),
+                pair(lambda r: _pct(r.error_rate)),
+                pair(lambda r: _causes(r.causes, r.requests)),
+            ]
+        )
+    return rows
+
+
+def _count(value: int | None) -> str:
+    return f"{value:,}" if value is not None else "-"
+
+
 def doctor_rows(results: list[RunFigures]) -> list[list[str]]:
     """One row per run in which the doctor ran: its diagnosis and figures beside the measured ones."""
     rows = []
@@ -681,6 +728,16 @@ def _sections(results: list[RunFigures], limits: DatabaseLimits | None) -> list[
             "transaction from `SHOW STATS`.",
             PGBOUNCER_COLUMNS,
             pgbouncer_rows(results),
+        ),
+        (
+            "Own services beside the lab's scenarios that stand for them",
+            "Each own service (a scenario with `app`: the team's command, such as the report's Django project in "
+            "examples/django-report) beside the lab's Flask scenario that claims to behave like it (`counterpart`), at the "
+            "same step; each cell is own / stand-in. Sessions from pg_stat_database.sessions, backends from pg_stat_activity, "
+            "TIME_WAIT from the application namespace. An own service answers a failure with a status only (the report's 499): "
+            "its causes are the lines of its log with a libpq error, by the kind libpq's words give.",
+            PAIR_COLUMNS,
+            pair_rows(results),
         ),
         (
             "healthz doctor against the measurement",

@@ -575,6 +575,8 @@ class Lab:
             "topology": topology.name,
             "run_dir": str(run.run_dir.relative_to(self.config.output)),
             "hosts": len(run.hosts),
+            "own_service": scenario.app is not None,
+            "counterpart": scenario.counterpart,
             "commands": commands,
             "error": None,
             "pgbouncer": pgbouncer,

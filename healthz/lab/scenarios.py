@@ -47,6 +47,7 @@ SCENARIO_KEYS = (
     "pgbouncer",
     "pgbouncer_pool_mode",
     "pgbouncer_pool_size",
+    "counterpart",
 )
 #: The keys of a scenario that runs the team's own service (:class:`AppSpec`'s fields).
 APP_KEYS = ("app", "app_dir", "env", "setup", "path", "ready_path", "ready_timeout", "python")
@@ -83,6 +84,7 @@ class Scenario:
     pgbouncer_pool_mode: str = "transaction"
     pgbouncer_pool_size: int = 10
     app: AppSpec | None = None
+    counterpart: str | None = None  # the lab's scenario that stands for this one, for the report's pairs
 
     def __post_init__(self) -> None:
         if self.worker_class not in WORKER_CLASSES and not (self.app and self.worker_class == UNKNOWN):
@@ -257,11 +259,12 @@ DEFAULTS: dict[str, Scenario] = {
         ),
         Scenario(
             "eventlet-singleton",
-            "Django with CONN_MAX_AGE>0 under eventlet: one persistent connection per thread, and "
-            "every greenlet is a thread, so each new client connection gets a new database connection. "
-            "SingletonThreadPool keeps one connection per thread (greenlet); pool_size=1000, as many as "
-            "a worker has greenlets, so it never closes a live greenlet's connection (a smaller pool_size "
-            "does, and under eventlet that freezes the worker).",
+            "What CONN_MAX_AGE>0 is often taken to do under eventlet, not what Django does: one connection per thread, "
+            "every greenlet is a thread, and the connection is kept open. SingletonThreadPool keeps one per greenlet; "
+            "pool_size=1000, as many as a worker has greenlets, so it never closes a live greenlet's connection (a "
+            "smaller pool_size does, and under eventlet that freezes the worker). It fails by holding connections "
+            "open (ports and backends), where Django closes a greenlet's connection when the greenlet ends and so "
+            "churns like eventlet-nullpool (make lab-django: django-eventlet-persistent).",
             "eventlet",
             settings={"pool_class": "SingletonThreadPool", "pool_size": 1000},
         ),

@@ -200,7 +200,7 @@ def findings(runs: list[Run], limits: DatabaseLimits | None) -> list[Finding]:
         if size
         and in_process
         and r.sessions_opened > 2 * hosts * workers * size
-        and not r.failures_by_cause.get("too_many_clients")
+        and not r.causes.get("too_many_clients")
     ]
     if churn:
         r = max(churn, key=lambda r: r.sessions_per_second or 0)
@@ -222,9 +222,9 @@ def findings(runs: list[Run], limits: DatabaseLimits | None) -> list[Finding]:
         out.append(PoolTooSmall(r.pool_timeouts, r.concurrency))
     if size and in_process and limits and limits.available and hosts * workers * size > limits.available:
         out.append(BudgetExceeded(hosts, workers, size, limits.available))
-    refused = [r for r in runs if r.failures_by_cause.get("too_many_clients")]
+    refused = [r for r in runs if r.causes.get("too_many_clients")]
     if refused:
-        out.append(MaxConnectionsReached(refused[0].failures_by_cause["too_many_clients"], refused[0].concurrency))
+        out.append(MaxConnectionsReached(refused[0].causes["too_many_clients"], refused[0].concurrency))
     return out
 
 
@@ -264,7 +264,7 @@ def judge(scenario: str, runs: list[Run], limits: DatabaseLimits | None) -> Verd
         worst = longest
     found = findings(done, limits)
     if run_failed(worst):
-        cause = next(iter(worst.failures_by_cause), None)
+        cause = next(iter(worst.causes), None)
         if cause is None:
             cause = "stopped answering" if stalled(worst) else "worker timeouts"
         return Verdict(scenario, Outcome.FAILED, cause, worst, tuple(found))
@@ -316,7 +316,7 @@ class PoolerEffect(str, enum.Enum):
 def pooler_effect(run: Run) -> PoolerEffect:
     """:class:`PoolerEffect` of ``run``, from its figures."""
     ports, time_wait = run.ports, busiest_time_wait(run)
-    if run.address_unavailable or run.failures_by_cause.get("address_unavailable"):
+    if run.address_unavailable or run.causes.get("address_unavailable"):
         return PoolerEffect.MOVED
     needed, where = ports_needed(port_churn_per_host(run)), run.placement
     if where is Placement.DB and ports and needed is not None and needed > ports:

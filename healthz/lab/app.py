@@ -3,7 +3,8 @@ anything), started where the lab's Flask service runs, with the lab's database h
 
 :class:`AppSpec` is what a scenario says (``app``, ``app_dir``, ``env``, ``setup``, ``path``,
 ``ready_path``, ``python``); :class:`AppService` runs it in a process group of its own, so stopping it
-stops everything it started; :func:`run_setup` runs its ``setup`` once. Placeholders in ``app``,
+stops everything it started; :func:`run_setup` runs its ``setup`` once. :class:`RunningService` is
+one the lab does not start (``--target``). Placeholders in ``app``,
 ``env`` and ``setup`` (``{port}``, ``{db_host}``...) are filled from :func:`placeholders`; a literal
 brace is written twice (``{{``).
 """
@@ -21,6 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 
@@ -351,3 +353,52 @@ class AppService(Service):
 
     def log_tail(self, lines: int = 15) -> str:
         return mask(super().log_tail(lines), self.values["db_password"])
+
+
+class RunningService(Service):
+    """A service the lab does not start (``--target URL``): already running, reached at ``url``.
+    Nothing to stop; no process, so no sockets, CPU or log of its host to read."""
+
+    name = "the target"
+
+    def __init__(self, url: str, *, client_prefix: Sequence[str] = (), ready_timeout: float = 10.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise AppSpecError(
+                f"--target {url!r}: expected an http(s) URL such as http://127.0.0.1:8000/api/v1/healthz/"
+            )
+        self.scheme = parts.scheme
+        super().__init__(
+            Path(os.devnull),
+            host=parts.hostname,
+            port=parts.port or (443 if parts.scheme == "https" else 80),
+            client_prefix=client_prefix,
+            ready_timeout=ready_timeout,
+        )
+        self.url, self.path = url, parts.path or "/"
+        self.booted_at_ready = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    def start(self) -> RunningService:
+        """Check the target answers 200 on its path within ``ready_timeout``."""
+        deadline = time.monotonic() + self.ready_timeout
+        status, body = self.get(self.path)
+        while status != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            status, body = self.get(self.path)
+        if status != 200:
+            said = f"answered {status}" if status else f"did not answer ({body.strip()[:120]})"
+            raise ServiceError(f"--target {self.url} {said} within {self.ready_timeout:.0f} s")
+        return self
+
+    def wait_for(self, path: str, timeout: float, request_timeout: float = 2.0) -> tuple[int, str]:
+        return self.get(path, timeout=request_timeout)
+
+    def stop(self) -> None:
+        return None
+
+    def log_text(self) -> str:
+        return ""

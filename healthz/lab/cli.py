@@ -245,11 +245,25 @@ def lab_config(topology: str, output: Path | None, avoid_netns: str | None = Non
 )
 @max_connections_option(4096, "max_connections of the throwaway PostgreSQL, as in the report.")
 @click.option(
+    "--load-processes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="locust processes sharing the users (locust's --processes): more when the report says the load generator was saturated.",
+)
+@click.option(
     "--app",
     metavar="COMMAND",
     default=None,
     help="Your own service: a command serving HTTP, run from here where the lab's service runs, as scenario "
     "'app' (placeholders such as {port} and {db_host}, DATABASE_URL, PG* and PORT as in docs/own-service.md).",
+)
+@click.option(
+    "--target",
+    metavar="URL",
+    default=None,
+    help="A service already running (its health endpoint's full URL): locust drives it, the lab reads --database-url's "
+    "counters (read-only) and says which figures it could not take.",
 )
 @click.option(
     "--path",
@@ -272,7 +286,9 @@ def run_command(
     database_url,
     seed,
     max_connections,
+    load_processes,
     app,
+    target,
     path,
     output,
 ) -> None:
@@ -290,14 +306,22 @@ def run_command(
         healthz lab run -s eventlet-nullpool-pgbouncer -s eventlet-queuepool-sized --hosts 3
         healthz lab run --scenarios-file mine.toml        # your own service: docs/own-service.md
         healthz lab run --app 'gunicorn myapp.wsgi -b {bind} -k eventlet' -c 500
+        healthz lab run --target http://127.0.0.1:8000/api/v1/healthz/ --database-url $URL -c 200 -d 30
     """
     require_lab()
     from healthz.lab import report
     from healthz.lab.runner import Lab
-    from healthz.lab.scenarios import own_service, parse_concurrency, select
+    from healthz.lab.scenarios import own_service, parse_concurrency, running_service, select
 
     with refused_as_usage_error():
-        chosen = select(specs, scenarios_files, [own_service(app, path)] if app else [])
+        if target and (specs or app or scenarios_files):
+            raise click.UsageError(
+                "--target drives the running service alone: drop --scenario, --scenarios-file and --app"
+            )
+        if target:
+            chosen = [running_service(target)]
+        else:
+            chosen = select(specs, scenarios_files, [own_service(app, path)] if app else [])
         config = lab_config(
             topology,
             output,
@@ -314,6 +338,7 @@ def run_command(
             max_connections=max_connections,
             connection=connection,
             scenarios_files=list(scenarios_files),
+            load_processes=load_processes,
         )
     topology_name, folder, steps = config.topology, config.output, config.concurrency
     if database_url:

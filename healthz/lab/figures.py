@@ -168,6 +168,27 @@ class DoctorCheck:
 
 
 @dataclasses.dataclass(frozen=True)
+class LoadGenerator:
+    """locust over one run: its worker processes (1: locust alone), the busiest process's share of
+    a core from 1 s in to its end, and whether locust warned of its own CPU."""
+
+    processes: int = 1
+    busiest_share: float | None = None
+    cpu_warning: bool = False
+
+    #: A process at this share of a core is saturated: its users wait for it, not for the service.
+    SATURATED = 0.9
+
+    @property
+    def saturated(self) -> bool:
+        return self.cpu_warning or (self.busiest_share is not None and self.busiest_share >= self.SATURATED)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LoadGenerator:
+        return cls(**_fields(cls, data))
+
+
+@dataclasses.dataclass(frozen=True)
 class RunFigures:
     """One scenario at one concurrency step: what ran and every figure measured.
 
@@ -189,6 +210,8 @@ class RunFigures:
     hosts: int = 1
     own_service: bool = False  # the team's service (a scenario with app), not the lab's
     counterpart: str | None = None  # the lab's scenario that stands for it
+    not_taken: tuple[str, ...] = ()  # figures the lab could not take (a service it does not run)
+    load_generator: LoadGenerator | None = None
     error: str | None = None
     pgbouncer: PoolerFigures | None = None
     doctor: DoctorCheck | None = None
@@ -249,6 +272,7 @@ class RunFigures:
             pool_capacity=self.pool.capacity,  # derived, for readers of the file (results.csv, jq)
             pgbouncer=self.pgbouncer.to_dict() if self.pgbouncer else None,
             doctor=dataclasses.asdict(self.doctor) if self.doctor else None,
+            load_generator=dataclasses.asdict(self.load_generator) if self.load_generator else None,
             by_host=[dataclasses.asdict(h) for h in self.by_host],
             samples=[s.to_dict() for s in self.samples],
             history=list(self.history),
@@ -263,6 +287,8 @@ class RunFigures:
             pgbouncer=PoolerFigures.from_dict(data["pgbouncer"]) if data.get("pgbouncer") else None,
             doctor=DoctorCheck.from_dict(data["doctor"]) if data.get("doctor") else None,
             by_host=tuple(HostShare.from_dict(h) for h in data.get("by_host") or ()),
+            not_taken=tuple(data.get("not_taken") or ()),
+            load_generator=LoadGenerator.from_dict(data["load_generator"]) if data.get("load_generator") else None,
             # The runner hands its samples over as they were taken; results.json as dicts.
             samples=tuple(s if isinstance(s, Sample) else Sample.from_dict(s) for s in data.get("samples") or ()),
             history=tuple(data.get("history") or ()),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import signal
 import subprocess
@@ -46,13 +47,18 @@ def locust_command(
     timeline: Path | None = None,
     targets: Sequence[str] = (),
     path: str = "/api/v1/healthz/",
+    processes: int = 1,
 ) -> list[str]:
     """The headless locust command for one run; every bound is explicit. ``timeline`` adds the
     locustfile's per-0.1 s outcomes file (:func:`read_timeline`); ``targets`` spreads the users
-    over several services, round robin (one per application host); ``path`` is the endpoint called."""
+    over several services, round robin (one per application host); ``path`` is the endpoint called;
+    ``processes`` above 1 spreads the same users over that many locust worker processes (locust's
+    own ``--processes``: a master and its forked workers)."""
     extra = ["--timeline-file", str(timeline)] if timeline else []
     if path != "/api/v1/healthz/":
         extra += ["--path", path]
+    if processes > 1:
+        extra += ["--processes", str(processes)]
     if len(targets) > 1:
         extra += ["--targets", ",".join(targets)]
     return [
@@ -112,6 +118,21 @@ class Locust:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
+    def process_cpu(self) -> dict[int, float]:
+        """CPU seconds (user + system) of locust and of each of its worker processes, each its own
+        (not its children's), by PID; empty when it is not running."""
+        if not self.running():
+            return {}
+        pids = [self.pid, *probes_children(self.pid)]
+        seconds = {}
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            seconds[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return seconds
+
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
@@ -125,6 +146,35 @@ class Locust:
         while self.running() and time.monotonic() < deadline:
             time.sleep(0.1)
         return self.stop()
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+#: locust's own warning when one of its processes runs out of CPU.
+CPU_WARNING = "CPU usage above"
+
+
+def probes_children(pid: int) -> list[int]:
+    """The live child PIDs of ``pid`` (locust's forked workers)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    found: list[int] = []
+    for task in tasks:
+        try:
+            found += [int(p) for p in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def busiest_share(before: dict[int, float], after: dict[int, float], seconds: float) -> float | None:
+    """The largest share of one core any locust process used between two :meth:`Locust.process_cpu`
+    readings ``seconds`` apart; None without two readings."""
+    if seconds <= 0 or not after:
+        return None
+    shares = [(after[pid] - before.get(pid, 0.0)) / seconds for pid in after if pid in before]
+    return round(max(shares), 3) if shares else None
 
 
 def _number(text: str | None) -> float | None:

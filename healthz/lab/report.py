@@ -268,6 +268,32 @@ STEP_COLUMNS = (
 )
 
 
+def not_taken(results: list[RunFigures]) -> list[str]:
+    """A line per scenario with figures the lab could not take (a running service on another host)."""
+    seen = {r.scenario: r.not_taken for r in results if r.not_taken}
+    return [f"**Not taken for {name}:** " + "; ".join(items) + "." for name, items in seen.items()]
+
+
+def saturation(results: list[RunFigures]) -> list[str]:
+    """One line naming the runs whose load generator was saturated (a locust process at 90% of a
+    core or more, or locust's own CPU warning), or nothing: their req/s is locust's ceiling."""
+    hot = [r for r in results if r.measured and r.load_generator and r.load_generator.saturated]
+    if not hot:
+        return []
+    parts = []
+    for r in hot:
+        g = r.load_generator
+        share = f"busiest locust process at {g.busiest_share:.0%} of a core" if g.busiest_share is not None else ""
+        said = ", ".join(x for x in (share, "locust warned of its CPU" if g.cpu_warning else "") if x)
+        parts.append(f"{r.scenario} at {r.concurrency:,} clients ({said}, {g.processes} process(es))")
+    more = max(g.processes for g in (r.load_generator for r in hot)) * 2
+    return [
+        "**The load generator was saturated** in "
+        + "; ".join(parts)
+        + f": there req/s and latency measure locust, not the service. Rerun with --load-processes {more}."
+    ]
+
+
 def step_rows(results: list[RunFigures], concurrency: int) -> list[list[str]]:
     rows = []
     for r in results:
@@ -781,6 +807,8 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
             [[n, str(v.outcome), v.cause or "-", in_numbers(v, limits)] for n, v in verdicts.items()],
         ),
         *[("p", paragraph) for paragraph in answer_paragraphs(verdicts, results, meta, limits)],
+        *[("p", text) for text in not_taken(results)],
+        *[("p", text) for text in saturation(results)],
         *_setup(meta, results, scenarios),
     ]
     if not topology.get("faithful", True):
@@ -914,6 +942,7 @@ def verdict_table(data: dict[str, Any]) -> str:
         lines.append(
             f"healthz doctor, run during each step, agreed with the measurement in {agreed} of {len(doctored)} runs"
         )
+    lines += [text.replace("**", "") for text in not_taken(results) + saturation(results)]
     return "\n".join(lines)
 
 

@@ -37,7 +37,7 @@ from healthz.db import seed as seed_roles
 from healthz.doctor import Diagnosis, diagnose
 from healthz.lab import load, probes, require_extra
 from healthz.lab import topology as topologies
-from healthz.lab.app import AppService, mask, placeholders, run_setup
+from healthz.lab.app import AppService, RunningService, mask, placeholders, run_setup
 from healthz.lab.figures import Placement, RunFigures, Sample
 from healthz.lab.pgbouncer import Console, PgBouncer, PgBouncerError, login_pattern
 from healthz.lab.probes import LineCounter
@@ -51,6 +51,11 @@ require_extra()
 NETNS_SERVICE_PORT = 8000
 #: Runs shorter than this leave no room for ``healthz doctor`` past the start-up burst.
 DOCTOR_MIN_DURATION = 5.0
+#: What the lab cannot measure of a service it does not run (``--target``): it lives on another host.
+NOT_TAKEN_FOR_TARGET = (
+    "the application host's sockets (TIME_WAIT, ports held, EADDRNOTAVAIL): run `healthz doctor` there",
+    "its CPU, worker restarts and log",
+)
 
 
 class LabError(RuntimeError):
@@ -79,16 +84,29 @@ class LabConfig:
     interval: float = 0.2
     doctor: bool = True
     hosts: int = 1
+    load_processes: int = 1
     command_line: str = ""
     scenarios_files: list[Path] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.scenarios:
             raise LabError("no scenarios to run")
+        if any(s.target for s in self.scenarios):
+            if not self.database_url:
+                raise LabError(
+                    "--target needs --database-url: the database the running service uses, which the lab reads "
+                    "(pg_stat_database, pg_stat_activity) and never writes"
+                )
+            if self.topology != "loopback" or self.hosts != 1 or len(self.scenarios) != 1:
+                raise LabError(
+                    "--target drives one running service from this host: no --scenario, --app, --hosts or --topology netns"
+                )
         if self.duration <= 0 or self.duration > 3600:
             raise LabError(f"--duration {self.duration:g}: expected seconds between 1 and 3600")
         if self.max_requests < 1:
             raise LabError(f"--max-requests {self.max_requests}: expected an integer >= 1")
+        if not 1 <= self.load_processes <= 64:
+            raise LabError(f"--load-processes {self.load_processes}: expected an integer from 1 to 64")
         if self.hosts != 1 and self.topology != "netns":
             raise LabError(
                 f"--hosts {self.hosts} needs --topology netns: each application host is a network namespace (root)"
@@ -168,6 +186,9 @@ class Lab:
         if cfg.database_url:
             url = Settings.from_mapping({"database_url": cfg.database_url}).database_url.replace("+psycopg2", "")
             _check_reachable(url)
+            if any(s.target for s in cfg.scenarios):
+                yield url, url, None  # the running service's own tables: the lab only reads counters
+                return
             if cfg.seed:
                 seed_roles(Settings.from_mapping({"database_url": url}), cfg.roles)
             else:
@@ -285,10 +306,16 @@ class Lab:
             "--connection",
             connection,
         ]
+        if scenario.target:
+            args[args.index("--scenario") : args.index("--scenario") + 2] = ["--target", scenario.target]
+        elif scenario.app and scenario.name == "app" and not cfg.scenarios_files:
+            args[args.index("--scenario") : args.index("--scenario") + 2] = ["--app", scenario.app.command]
+            args += ["--path", scenario.app.path] if scenario.app.path != "/api/v1/healthz/" else []
         args += [arg for path in cfg.scenarios_files for arg in ("--scenarios-file", str(path))]
         if cfg.topology == "netns":
             args += ["--ports", str(cfg.ports)] + (["--delay-ms", f"{cfg.delay_ms:g}"] if cfg.delay_ms else [])
             args += ["--hosts", str(cfg.hosts)] if cfg.hosts > 1 else []
+        args += ["--load-processes", str(cfg.load_processes)] if cfg.load_processes > 1 else []
         if cfg.database_url:
             args += ["--database-url", mask_password(cfg.database_url)]
         else:
@@ -302,6 +329,8 @@ class Lab:
         the environment it is given: our gunicorn (logging into ``run_dir``: ``gunicorn.log`` for the
         first host, ``gunicorn-appN.log`` for the others), or the scenario's own service
         (``service.log``, ``service-appN.log``), whose environment shown is what differs from ours."""
+        if scenario.target:
+            return RunningService(scenario.target, client_prefix=topology.client_prefix), {}
         port = NETNS_SERVICE_PORT if topology.name == "netns" else free_port()
         if scenario.app:
             log = run_dir / ("service.log" if host.index == 0 else f"service-{host.name}.log")
@@ -338,7 +367,9 @@ class Lab:
     ) -> dict[str, str]:
         """The run's commands (rerun, the service, locust), also written to ``commands.txt`` beside
         ``gunicorn --print-config``'s output (our gunicorn's only); passwords masked."""
-        if isinstance(server, AppService):
+        if isinstance(server, RunningService):
+            service = {"target": server.url}
+        elif isinstance(server, AppService):
             secret, spec = server.values["db_password"], server.spec
             where = f"cd {shlex.quote(str(spec.app_dir))} && " if spec.app_dir else ""
             service = {"service": mask(where + _shell(env, server.command), secret)}
@@ -349,7 +380,7 @@ class Lab:
             service = {"gunicorn": _shell(env, [*topology.app_prefix, *gunicorn_command(scenario.worker_class)])}
         commands = {"rerun": rerun, **service, "locust": shlex.join([*topology.client_prefix, *locust_cmd])}
         (run_dir / "commands.txt").write_text("\n\n".join(f"# {k}\n{v}" for k, v in commands.items()) + "\n")
-        if isinstance(server, AppService):
+        if isinstance(server, (AppService, RunningService)):
             return commands
         key = json.dumps(env, sort_keys=True)
         if key not in self._configs:
@@ -538,8 +569,10 @@ class Lab:
             stats_interval=cfg.interval,
             targets=[g.base_url for g in run.gunicorns],
             path=scenario.path,
+            processes=cfg.load_processes,
         )
-        if cfg.doctor and cfg.duration >= DOCTOR_MIN_DURATION:
+        # A running service's host is not this one: the doctor must run there.
+        if cfg.doctor and cfg.duration >= DOCTOR_MIN_DURATION and not scenario.target:
             run.doctor = probes.DoctorProbe(
                 run.service_urls[0], doctor_sample(cfg.duration), run_dir / "doctor.log", command_prefix=hosts[0].prefix
             )
@@ -575,7 +608,8 @@ class Lab:
             "topology": topology.name,
             "run_dir": str(run.run_dir.relative_to(self.config.output)),
             "hosts": len(run.hosts),
-            "own_service": scenario.app is not None,
+            "own_service": scenario.own_service,
+            "not_taken": list(NOT_TAKEN_FOR_TARGET) if scenario.target else [],
             "counterpart": scenario.counterpart,
             "commands": commands,
             "error": None,
@@ -635,11 +669,19 @@ class Lab:
         began = time.monotonic()
         run.locust.start()
         deadline = began + duration + 30
+        first: tuple[float, dict[int, float]] | None = None
+        last: tuple[float, dict[int, float]] | None = None
         while run.locust.running() and time.monotonic() < deadline:
             time.sleep(0.5)
             if run.doctor and run.doctor.process is None and time.monotonic() - began >= doctor_lead(duration):
                 run.doctor.start()
+            # The load generator's CPU, each process its own, from 1 s in (past the fork and the spawn).
+            reading = (time.monotonic(), run.locust.process_cpu())
+            if reading[1] and reading[0] - began >= 1.0:
+                first, last = first or reading, reading
             self.progress.update(_progress_line(run.head, time.monotonic() - began, duration, run.csv_prefix))
+        if first and last:
+            run.load_busiest = load.busiest_share(first[1], last[1], last[0] - first[0])
 
     def _figures(
         self, run: _Run, topology, samples: list[Sample], sessions_before: int, counters: probes.PostgresCounters
@@ -661,13 +703,19 @@ class Lab:
             run.scenario,
             topology.port_range,
             hosts=len(run.hosts),
-            workers_started=sum(g.booted_at_ready for g in run.gunicorns) if run.scenario.app else None,
+            workers_started=sum(g.booted_at_ready for g in run.gunicorns) if run.scenario.own_service else None,
         )
         if len(run.hosts) > 1:
             by_address = run.connection_log.since_mark() if run.connection_log else {}
             figures["by_host"] = host_figures(run.hosts, run.gunicorns, totals, samples, by_address)
         if run.bouncers:
             figures["pgbouncer"] = {**self._identity_pgbouncer(run), **pooler_figures(samples)}
+        locust_log = run.locust.logfile.read_text(errors="replace") if run.locust.logfile.exists() else ""
+        figures["load_generator"] = {
+            "processes": self.config.load_processes,
+            "busiest_share": run.load_busiest,
+            "cpu_warning": load.CPU_WARNING in locust_log,
+        }
         return figures
 
     @staticmethod
@@ -698,6 +746,7 @@ class _Run:
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     locust_cmd: list[str] = dataclasses.field(default_factory=list)
     locust: load.Locust | None = None
+    load_busiest: float | None = None  # the busiest locust process's share of a core
     doctor: probes.DoctorProbe | None = None
     connection_log: probes.ConnectionLog | None = None
 
@@ -843,7 +892,7 @@ def summarise(
     requests, failures = totals["requests"], totals["failures"]
     seconds = totals.get("seconds") or (history[-1]["t"] if history else None)
     sessions = sessions_after - sessions_before
-    logged = probes.log_counts(service_log, own_service=scenario.app is not None)
+    logged = probes.log_counts(service_log, own_service=scenario.own_service)
 
     def cpu(name: str) -> float | None:
         values = [s.cpu[name] for s in samples if s.cpu.get(name) is not None]

@@ -26,6 +26,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from healthz.config import ENVIRONMENT, WORKER_CLASSES, Settings, SettingsError, parse_integer
 from healthz.lab.app import AppSpec, AppSpecError
@@ -85,9 +86,10 @@ class Scenario:
     pgbouncer_pool_size: int = 10
     app: AppSpec | None = None
     counterpart: str | None = None  # the lab's scenario that stands for this one, for the report's pairs
+    target: str | None = None  # the URL of a running service the lab does not start (--target)
 
     def __post_init__(self) -> None:
-        if self.worker_class not in WORKER_CLASSES and not (self.app and self.worker_class == UNKNOWN):
+        if self.worker_class not in WORKER_CLASSES and not (self.own_service and self.worker_class == UNKNOWN):
             raise ScenarioError(
                 f"scenario {self.name}: worker_class {self.worker_class!r} is not one of {', '.join(WORKER_CLASSES)}"
             )
@@ -135,7 +137,7 @@ class Scenario:
     def pool_shape(self) -> PoolShape:
         """One worker's pool as the scenario configures it (an own service's, as its scenario
         declares it: ``unknown`` when it does not)."""
-        if self.app and "pool_class" not in self.settings:
+        if self.own_service and "pool_class" not in self.settings:
             return PoolShape(UNKNOWN, 0, 0)
         settings = self.service_settings(_PLACEHOLDER_URL)
         return PoolShape(settings.pool_class, settings.pool_size, settings.max_overflow)
@@ -162,6 +164,8 @@ class Scenario:
     def summary(self) -> str:
         """One line: worker class and counts, pool and green driver, client connection mode (an own
         service's command and what its scenario declares)."""
+        if self.target:
+            return f"a running service at {self.target}, clients {self.connection}"
         if self.app:
             declared = f"{self.worker_class} workers={self.workers}" if self.worker_class != UNKNOWN else ""
             pool = self.pool_shape()
@@ -204,8 +208,15 @@ class Scenario:
         }
 
     @property
+    def own_service(self) -> bool:
+        """Whether the service is the team's (one the lab starts, or one already running), not ours."""
+        return self.app is not None or self.target is not None
+
+    @property
     def path(self) -> str:
         """The endpoint the load calls."""
+        if self.target:
+            return urlsplit(self.target).path or "/"
         return self.app.path if self.app else "/api/v1/healthz/"
 
     def with_changes(self, name: str, changes: Mapping[str, Any], root: Path | None = None) -> Scenario:
@@ -473,6 +484,14 @@ def own_service(command: str, path: str = "/api/v1/healthz/", name: str = "app")
     except AppSpecError as exc:
         raise ScenarioError(f"--app: {exc}") from None
     return Scenario(name, f"own service: {command}", UNKNOWN, app=spec)
+
+
+def running_service(url: str) -> Scenario:
+    """The scenario of ``--target URL``: a service already running, which the lab only loads."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ScenarioError(f"--target {url!r}: expected an http(s) URL such as http://127.0.0.1:8000/api/v1/healthz/")
+    return Scenario("target", f"a running service: {url}", UNKNOWN, target=url)
 
 
 def parse_concurrency(text: str) -> list[int]:

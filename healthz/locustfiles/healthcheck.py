@@ -10,7 +10,8 @@ Options (each also read from the environment variable in brackets):
   ``Connection: close`` so every request opens a new TCP connection, which is what ``ab`` without
   ``-k`` does and what makes gunicorn's green workers start one greenlet, and so one Django or
   SingletonThreadPool connection, per request.
-* ``--max-requests N`` [``HEALTHZ_MAX_REQUESTS``, 0 = no cap]: stop after N requests.
+* ``--max-requests N`` [``HEALTHZ_MAX_REQUESTS``, 0 = no cap]: stop after N requests (with
+  locust's ``--processes P``, each worker stops after N / P).
 * ``--request-timeout S`` [``HEALTHZ_REQUEST_TIMEOUT``, default 10]: connect and read timeout, so a
   stuck server shows as failures instead of a hang.
 * ``--stats-interval S`` [``HEALTHZ_STATS_INTERVAL``, default 1]: how often ``--csv`` history rows
@@ -123,7 +124,9 @@ def configure(environment, **_kwargs) -> None:
     HealthzUser.targets = [t.strip().rstrip("/") for t in options.targets.split(",") if t.strip()]
     HealthzUser.path = options.path if options.path.startswith("/") else "/" + options.path
     if options.max_requests > 0:
-        _cap_requests(environment, options.max_requests)
+        # With --processes, each worker sends its share (the master sends none).
+        processes = max(1, getattr(options, "processes", 1) or 1)
+        _cap_requests(environment, -(-options.max_requests // processes))
     if options.summary_file:
         environment.events.quit.add_listener(
             lambda **_kw: write_summary(environment.runner.stats, options.summary_file)

@@ -14,10 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from healthz import cli
+from healthz.lab import report
 from healthz.lab.app import AppService, AppSpec, placeholders
 from healthz.lab.runner import Lab, LabConfig, Progress
-from healthz.lab.scenarios import ScenarioError, load_file, select
+from healthz.lab.scenarios import ScenarioError, load_file, running_service, select
 from healthz.lab.topology import lab_namespaces
 from healthz.postgres import free_port
 from healthz.service import ServiceError
@@ -243,3 +246,68 @@ def test_an_own_service_that_never_gets_ready_is_stopped_with_its_whole_process_
         service.start()
     assert "answered 404" in str(refused.value) and "\n" not in str(refused.value)
     assert _ours_left("tinyapp:application") == []
+
+
+def test_a_running_service_is_driven_and_its_database_read_with_the_figures_not_taken_said(
+    tmp_path, run_gunicorn, postgres, database
+):
+    server = run_gunicorn("gthread", workers=1, HEALTHZ_POOL_CLASS="NullPool")
+    url = postgres.url_for(database)
+    config = LabConfig(
+        scenarios=[running_service(server.base_url + "/api/v1/healthz/")],
+        concurrency=[5],
+        duration=3,
+        topology="loopback",
+        database_url=url,
+        output=tmp_path / "out",
+    )
+    lab = Lab(config, Progress(io.StringIO()))
+    (run,) = lab.run()
+    assert run.error is None and run.requests > 20 and run.failures == 0
+    # NullPool: a session per request, read from the service's own database.
+    assert run.sessions_opened >= run.requests
+    assert run.time_wait_peak is None and run.cpu_seconds["gunicorn"] is None and run.doctor is None
+    assert any("healthz doctor" in item for item in run.not_taken)
+    assert server.process.poll() is None  # the lab never stops what it did not start
+    data = report.read(tmp_path / "out")
+    assert "Not taken for target" in report.verdict_table(data)
+    assert (
+        f"--target {server.base_url}/api/v1/healthz/" in run.commands["rerun"]
+        and "--scenario" not in run.commands["rerun"]
+    )
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--target", "http://127.0.0.1:9/x"], "--target needs --database-url"),
+        (["--target", "ftp://x/", "--database-url", "postgresql://u:pw@127.0.0.1:1/x"], "expected an http(s) URL"),
+        (["--target", "http://127.0.0.1:9/x", "-s", "eventlet-nullpool"], "drop --scenario"),
+        (["--app", "gunicorn x -b {nope}"], "unknown placeholder"),
+    ],
+)
+def test_a_lab_command_it_cannot_run_is_refused_in_one_line(tmp_path, args, says):
+    result = CliRunner().invoke(cli.main, ["lab", "run", *args, "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert says in last and "pw" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_load_processes_spread_the_same_users_over_locust_workers(tmp_path, run_gunicorn, postgres, database):
+    server = run_gunicorn("gthread", workers=1)
+    config = LabConfig(
+        scenarios=[running_service(server.base_url + "/api/v1/healthz/")],
+        concurrency=[12],
+        duration=4,
+        topology="loopback",
+        database_url=postgres.url_for(database),
+        output=tmp_path / "out",
+        load_processes=2,
+    )
+    (run,) = Lab(config, Progress(io.StringIO())).run()
+    assert run.error is None and run.requests > 50 and run.failures == 0
+    assert max(h["users"] or 0 for h in run.history) == 12  # the master's total over both workers
+    assert "--processes 2" in run.commands["locust"]
+    generator = run.load_generator
+    assert generator.processes == 2 and generator.busiest_share is not None and 0 < generator.busiest_share <= 1.05

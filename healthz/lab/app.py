@@ -44,6 +44,8 @@ PLACEHOLDERS = (
 )
 #: The health endpoint of the report's service, and of ours.
 DEFAULT_PATH = "/api/v1/healthz/"
+#: gunicorn's line for each worker it starts.
+BOOTING = "Booting worker with pid"
 #: Seconds ``setup`` may take.
 SETUP_TIMEOUT = 300.0
 #: Seconds between SIGINT, SIGTERM and SIGKILL to the service's process group. gunicorn exits at
@@ -318,8 +320,20 @@ class AppService(Service):
                 f"{self.shown_command} {said} on {self.base_url}{self.spec.ready} within {self.ready_timeout:.0f} s "
                 f"(it must listen on {self.values['bind']} or 0.0.0.0:{self.port}): {_last_lines(self.log_tail())}"
             )
-        self.booted_at_ready = self.log_text().count("Booting worker with pid")
+        self.booted_at_ready = self._settled_boots()
         return self
+
+    def _settled_boots(self, quiet: float = 1.0, timeout: float = 5.0) -> int:
+        """gunicorn's ``Booting worker`` lines once none has been added for ``quiet`` seconds (the
+        first worker can answer before the others boot), or after ``timeout``: later ones are restarts."""
+        deadline = time.monotonic() + timeout
+        count, since = self.log_text().count(BOOTING), time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - since < quiet:
+            time.sleep(0.2)
+            current = self.log_text().count(BOOTING)
+            if current != count:
+                count, since = current, time.monotonic()
+        return count
 
     def stop(self, grace: float = STOP_GRACE) -> int | None:
         """Stop the whole process group: SIGINT, then SIGTERM, then SIGKILL, ``grace`` seconds

@@ -408,6 +408,11 @@ def faults_command(
     with refused_as_usage_error():
         chosen_faults = faults.select(fault_names)
         chosen = select(specs or faults.DEFAULT_SCENARIOS, scenarios_files)
+        own = [s.name for s in chosen if s.own_service]
+        if own:
+            raise click.UsageError(
+                f"lab faults breaks the lab's own service; {', '.join(own)} run(s) yours: measure it with lab run"
+            )
         config = lab_config(
             topology,
             output,

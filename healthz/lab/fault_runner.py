@@ -199,7 +199,9 @@ class FaultLab(Lab):
         run.result = self._row(fault, scenario, topology) | {
             "run_dir": str(run_dir.relative_to(cfg.output)),
             "failure_bound_s": fault.failure_bound(scenario, users),
-            "commands": self._commands(scenario, env, topology, locust_cmd, run_dir, self.rerun_fault(fault, scenario)),
+            "commands": self._commands(
+                scenario, gunicorn, env, topology, locust_cmd, run_dir, self.rerun_fault(fault, scenario)
+            ),
         }
         return run
 

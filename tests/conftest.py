@@ -8,6 +8,7 @@ their server, which only a throwaway one may suffer.
 from __future__ import annotations
 
 import itertools
+import signal
 import time
 
 import pytest
@@ -18,6 +19,11 @@ from healthz.postgres import PostgreSQL, free_port
 from healthz.service import Gunicorn
 
 _names = itertools.count(1)
+
+# A shell without job control starts a background job with SIGINT ignored, and every child the tests
+# start would inherit that and sit through the SIGINT a test sends it (Python keeps an inherited
+# SIG_IGN). Handled here, the signal is back to its default in every child.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,10 @@ PACKAGES = (
     "psycogreen",
     "prometheus-client",
     "locust",
+    # The report's stack, for examples/django-report (the [django] extra), when installed.
+    "django",
+    "djangorestframework",
+    "psycopg",
 )
 
 

@@ -572,7 +572,7 @@ def pair_rows(results: list[RunFigures]) -> list[list[str]]:
                 own.scenario,
                 lab.scenario,
                 pair(lambda r: verdict.number(r.sessions_per_second)),
-                pair(lambda r: f"{r.sessions_per_request:.2f}" if r.sessions_per_request is not None else "-"),
+                pair(lambda r: f"{r.sessions_per_request:.3f}" if r.sessions_per_request is not None else "-"),
                 pair(lambda r: _count(r.backends_peak)),
                 pair(lambda r: _count(r.time_wait_peak)),
                 pair(lambda r: _pct(r.error_rate)),

@@ -169,9 +169,13 @@ class Scenario:
         if self.app:
             declared = f"{self.worker_class} workers={self.workers}" if self.worker_class != UNKNOWN else ""
             pool = self.pool_shape()
-            if pool.pool_class != UNKNOWN:
-                declared += f", {pool.pool_class}(pool_size={pool.pool_size}, max_overflow={pool.max_overflow})"
-            where = f" in {self.app.app_dir}" if self.app.app_dir else ""
+            if pool.pool_class == "QueuePool":
+                declared += f", QueuePool(pool_size={pool.pool_size}, max_overflow={pool.max_overflow})"
+            elif pool.pool_class == "SingletonThreadPool":
+                declared += f", SingletonThreadPool(pool_size={pool.pool_size})"
+            elif pool.pool_class != UNKNOWN:
+                declared += f", {pool.pool_class}"
+            where = f" in {_shown(self.app.app_dir)}" if self.app.app_dir else ""
             return (
                 f"own service: {self.app.command}{where}"
                 + (f" ({declared.strip(', ')})" if declared else "")
@@ -249,6 +253,14 @@ def _app(name: str, base: AppSpec | None, keys: Mapping[str, Any], root: Path | 
         return dataclasses.replace(base, **fields) if base else AppSpec(**fields)
     except (AppSpecError, TypeError) as exc:
         raise ScenarioError(f"scenario {name}: {exc}") from None
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the current directory when it lies below it (a checkout's examples/...)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _text(value: object) -> str:

@@ -60,9 +60,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100)
     args = parser.parse_args()
     bin_dir = os.path.join(args.venv, "bin")
-    with Netns(ports=1000, tag="check") as net, PostgreSQL(
-        max_connections=4096, host=net.db_host, command_prefix=net.db_prefix
-    ) as pg:
+    with (
+        Netns(ports=1000, tag="check") as net,
+        PostgreSQL(max_connections=4096, host=net.db_host, command_prefix=net.db_prefix) as pg,
+    ):
         url = make_url(pg.create_database("theirs"))
         env = {
             **os.environ,
@@ -75,7 +76,9 @@ def main() -> None:
             "GUNICORN_PORT": "8000",
             "WORKERS": "2",
         }
-        subprocess.run([*net.app_prefix, "python", "manage.py", "migrate", "-v", "0"], cwd=args.project, env=env, check=True)
+        subprocess.run(
+            [*net.app_prefix, "python", "manage.py", "migrate", "-v", "0"], cwd=args.project, env=env, check=True
+        )
         for label, settings in SETTINGS.items():
             net.renew_app()
             gunicorn = subprocess.Popen(
@@ -99,7 +102,9 @@ def main() -> None:
                 backends = time_wait = 0
                 while ab.poll() is None:
                     time_wait = max(time_wait, _time_wait(net.app_ns, url.port))
-                    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'"
+                    query = (
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'"
+                    )
                     backends = max(backends, _one(pg, query, "theirs"))
                     time.sleep(0.2)
                 out = ab.stdout.read()

@@ -179,7 +179,7 @@ def test_an_own_service_binding_every_address_exhausts_its_ports_in_netns(tmp_pa
         env = {{ GUNICORN_PORT = "{{port}}" }}
         """,
     )
-    _, (run,) = _run(tmp_path, toml, concurrency=[50], duration=8, topology="netns", ports=300)
+    _, (run,) = _run(tmp_path, toml, concurrency=[50], duration=6, topology="netns", ports=300)
     assert run.error is None, run.error
     assert run.failures > 0 and run.failures_by_cause.get("503", 0) > 0, run.failures_by_cause
     assert run.service_errors.get("address_unavailable", 0) > 0 and run.address_unavailable > 0

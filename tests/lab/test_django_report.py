@@ -38,15 +38,13 @@ def test_every_django_scenario_names_a_lab_scenario_that_stands_for_it():
 @needs_root
 @pytest.mark.timeout(400)
 def test_the_report_stack_fails_under_eventlet_and_holds_under_gthread_beside_its_stand_ins(tmp_path):
-    chosen = select(
-        ["django-eventlet", "eventlet-nullpool", "django-gthread-persistent", "gthread-queuepool"], [SCENARIOS]
-    )
+    chosen = select(["django-eventlet", "eventlet-nullpool", "django-gthread-persistent"], [SCENARIOS])
     config = LabConfig(
         scenarios=chosen,
         scenarios_files=[SCENARIOS],
-        # ~100 new connections a second on 300 ports: the range runs out within 3 s of the 8.
+        # ~100 new connections a second on 300 ports: the range runs out within 3 s of the 6.
         concurrency=[200],
-        duration=8,
+        duration=6,
         topology="netns",
         ports=300,
         output=tmp_path / "out",
@@ -68,8 +66,5 @@ def test_the_report_stack_fails_under_eventlet_and_holds_under_gthread_beside_it
         and verdicts["django-eventlet"].cause == "address_unavailable"
     )
     assert str(verdicts["django-gthread-persistent"].outcome) == "held"
-    pairs = report.pair_rows(results)
-    assert [row[1:3] for row in pairs] == [
-        ["django-eventlet", "eventlet-nullpool"],
-        ["django-gthread-persistent", "gthread-queuepool"],
-    ]
+    # Paired with its stand-in where that ran too.
+    assert [row[1:3] for row in report.pair_rows(results)] == [["django-eventlet", "eventlet-nullpool"]]

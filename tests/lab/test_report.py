@@ -278,3 +278,26 @@ def test_every_section_renders_for_hosts_pgbouncer_and_the_doctor():
     (bouncer_row,) = tables[report.PGBOUNCER_COLUMNS]
     assert bouncer_row[2] == "database host" and bouncer_row[4] == "240.0"
     assert [row[2] for row in tables[report.DOCTOR_COLUMNS]] == ["connection churn", "did not run: no answer"]
+
+
+def test_an_own_service_is_judged_by_the_kinds_its_log_names_and_paired_with_its_stand_in():
+    django = run(
+        "django-eventlet",
+        failures=900,
+        causes={"499": 880, "client timeout": 20},
+        pool=("unknown", 0, 0),
+        own_service=True,
+        counterpart="eventlet-nullpool",
+        service_errors={"address_unavailable": 870},
+        time_wait=800,
+    )
+    nullpool = run("eventlet-nullpool", failures=800, causes={"address_unavailable": 800}, pool=("NullPool", 5, 10))
+    elsewhere = run("django-eventlet", concurrency=1000, own_service=True, counterpart="eventlet-nullpool")
+    # The bare status gives way to the kind the log names; the client's own cause stays.
+    assert django.causes == {"address_unavailable": 870, "client timeout": 20}
+    assert nullpool.causes == nullpool.failures_by_cause  # ours: locust's causes are already kinds
+    assert verdict.judge("django-eventlet", [django], None).cause == "address_unavailable"
+    # Paired at the same step only: the 1,000-client run has no stand-in beside it.
+    (row,) = report.pair_rows([django, nullpool, elsewhere])
+    assert dict(zip(report.PAIR_COLUMNS, row))["own service"] == "django-eventlet"
+    assert dict(zip(report.PAIR_COLUMNS, row))["TIME_WAIT peak"] == "800 / 0"

@@ -11,6 +11,7 @@ import click
 
 from . import __version__
 from .config import WORKER_CLASSES, Settings, SettingsError, mask_password
+from .plan import DEFAULT_HOLD_MS
 
 database_url_option = click.option(
     "--database-url",
@@ -220,7 +221,20 @@ def serve_command(database_url: str | None, worker_class: str, port: int) -> Non
     "--rate",
     default=None,
     type=click.FloatRange(min=0, min_open=True),
-    help="Requests/s per host, to judge a service without a pool.",
+    help="Requests/s per host: sizes the pool by need (with --hold-ms) and judges a service without a pool.",
+)
+@click.option(
+    "--hold-ms",
+    default=DEFAULT_HOLD_MS,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Milliseconds a request holds its connection (with --rate: connections needed = rate x hold x 1.5).",
+)
+@click.option(
+    "--db-cores",
+    default=None,
+    type=click.IntRange(min=1),
+    help="The database server's cores: caps the pools at about 2 x cores + 1 active connections in all.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan_command(
@@ -235,6 +249,8 @@ def plan_command(
     port_range,
     pool_size,
     rate,
+    hold_ms,
+    db_cores,
     as_json,
 ) -> None:
     """Size the pools: the largest safe pool_size per worker, PgBouncer's settings when it is
@@ -247,6 +263,7 @@ def plan_command(
     Example:
         healthz plan --hosts 4 --workers 6 --worker-class eventlet --concurrency 2000 --max-connections 4096
         healthz plan --hosts 2 --workers 4 --worker-class gthread --threads 8 --max-connections 100 --pool-size 20
+        healthz plan --workers 6 --max-connections 4096 --rate 2000 --hold-ms 10 --db-cores 16
     """
     import json
 
@@ -269,6 +286,8 @@ def plan_command(
             port_range=parse_port_range(port_range),
             pool_size=pool_size,
             rate=rate,
+            hold_ms=hold_ms,
+            db_cores=db_cores,
         )
     except PlanError as exc:
         raise click.UsageError(str(exc)) from None

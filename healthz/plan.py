@@ -15,11 +15,19 @@ The figures it rests on:
 * A client socket stays in TIME_WAIT for 60 s after it closes first (psycopg2 does), holding its
   local port toward the same server, so a host opening more than ``ports / 60`` connections per
   second to one database runs out of ports: ``connect()`` fails with EADDRNOTAVAIL.
+* A pool needs as many connections as are in use at once: by Little's law, the requests per second
+  times the seconds each holds its connection, plus :data:`HEADROOM` for bursts. More is waste:
+  every idle backend costs PostgreSQL memory and every snapshot has to scan it.
+* PostgreSQL runs well about ``2 x cores + 1`` active connections at once (its wiki's "How to Find
+  the Optimal Database Connection Limit", and HikariCP's "About Pool Sizing": cores x 2 plus the
+  effective spindle count, 1 for a cached or SSD database); beyond that, queries wait on each other.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +41,25 @@ DEFAULT_PORT_RANGE = (32768, 60999)
 DEFAULT_WORKER_CONNECTIONS = 1000
 #: File descriptors PgBouncer needs beyond one per client and server connection (listeners, logs).
 PGBOUNCER_SPARE_FDS = 20
+#: Milliseconds a request holds its connection when ``--hold-ms`` is not given: the health check's one
+#: statement and its round trip, with room for a short OLTP request (measure yours: the lab's
+#: healthz_pool_checkout_wait_seconds and request durations bound it).
+DEFAULT_HOLD_MS = 10.0
+#: Connections beyond the mean in use, for bursts: 50%.
+HEADROOM = 1.5
+
+
+class Bound(str, enum.Enum):
+    """What decided a planned pool_size: the smallest of these."""
+
+    WANTED = "the pool_size asked for"
+    LOAD = "the load (rate x hold time)"
+    DB_CORES = "the database's cores"
+    CONCURRENCY = "the worker's concurrency"
+    BUDGET = "max_connections"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class PlanError(ValueError):
@@ -71,7 +98,9 @@ class Deployment:
     ``reserved_connections`` is the server's reserved slots (``superuser_reserved_connections``,
     default 3, plus ``reserved_connections`` on 16+); ``other_connections`` what other clients hold.
     ``pool_size``, when given, is the pool each worker is wanted to have; ``rate`` the requests per
-    second each host serves, to judge a pool-less (NullPool) service against the port range.
+    second each host serves, which sizes the pool by need (with ``hold_ms``, the milliseconds each
+    request holds its connection) and judges a pool-less (NullPool) service against the port range;
+    ``db_cores`` the database server's cores, which cap the connections worth running at once.
     """
 
     hosts: int
@@ -84,6 +113,8 @@ class Deployment:
     port_range: tuple[int, int] = DEFAULT_PORT_RANGE
     pool_size: int | None = None
     rate: float | None = None
+    hold_ms: float = DEFAULT_HOLD_MS
+    db_cores: int | None = None
 
     def __post_init__(self) -> None:
         if self.worker_class not in WORKER_CLASSES:
@@ -108,6 +139,10 @@ class Deployment:
             raise PlanError(f"--pool-size {self.pool_size}: expected an integer >= 1")
         if self.rate is not None and not self.rate > 0:
             raise PlanError(f"--rate {self.rate:g}: expected requests per second per host > 0")
+        if not 0 < self.hold_ms <= 600_000:
+            raise PlanError(f"--hold-ms {self.hold_ms:g}: expected milliseconds > 0")
+        if self.db_cores is not None and self.db_cores < 1:
+            raise PlanError(f"--db-cores {self.db_cores}: expected an integer >= 1")
 
     @property
     def available(self) -> int:
@@ -158,11 +193,15 @@ class Plan:
     pgbouncer: tuple[PgBouncerSize, ...]
     exhaustion_rate: float
     nullpool_time_wait: float | None
+    bound: Bound = Bound.BUDGET
+    needed_per_host: int | None = None  # by Little's law, with headroom, when the rate is known
+    db_active_limit: int | None = None  # 2 x cores + 1, when the cores are known
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["deployment"]["available"] = self.deployment.available
         data["deployment"]["ports"] = self.deployment.ports
+        data["bound"] = self.bound.name.lower()
         return data
 
 
@@ -170,9 +209,12 @@ def plan(deployment: Deployment) -> Plan:
     """Size the pools of ``deployment``.
 
     * ``budget_per_worker``: the available connections shared evenly by every worker process.
-    * ``pool_size``: the largest safe pool per worker: the budget, but no more than the worker's
-      concurrency (a connection nobody can check out is waste) and no more than the wanted
-      ``pool_size``; ``max_overflow`` is 0 (overflow connections churn). 0 when the budget is 0.
+    * ``pool_size``: the pool each worker needs, the smallest of (``bound`` says which): the wanted
+      ``pool_size``; the load's need, ``rate x hold_ms x`` :data:`HEADROOM` per host shared by its
+      workers (``needed_per_host``); the database's ``2 x db_cores + 1`` active connections shared
+      by every worker (``db_active_limit``); the worker's concurrency (a connection nobody can check
+      out is waste); the budget. Never below 1 but when the budget is 0. ``max_overflow`` is 0
+      (overflow connections churn).
     * ``max_hosts``: hosts that fit under the budget at that pool size (at the wanted one when given).
     * ``pooler_needed``: when not every worker can hold one connection, or the wanted pool does not
       fit; ``reasons`` say which. PgBouncer sizes are given either way, for both placements.
@@ -182,8 +224,19 @@ def plan(deployment: Deployment) -> Plan:
     """
     d = deployment
     budget = d.available // d.processes
-    wanted = d.pool_size or d.per_worker
-    pool_size = min(budget, d.per_worker, wanted)
+    needed = math.ceil(d.rate * d.hold_ms / 1000 * HEADROOM) if d.rate is not None else None
+    active = 2 * d.db_cores + 1 if d.db_cores is not None else None
+    # In the order a tie is told: what was asked for, then the load, the database, the worker, the budget.
+    candidates = [
+        (Bound.WANTED, d.pool_size),
+        (Bound.LOAD, None if needed is None else max(1, math.ceil(needed / d.workers))),
+        (Bound.DB_CORES, None if active is None else max(1, active // d.processes)),
+        (Bound.CONCURRENCY, d.per_worker),
+        (Bound.BUDGET, budget),
+    ]
+    bound, pool_size = min(((b, v) for b, v in candidates if v is not None), key=lambda bv: bv[1])
+    if budget < 1:
+        bound, pool_size = Bound.BUDGET, 0
     sized = d.pool_size or max(pool_size, 1)
     reasons = []
     if budget < 1:
@@ -209,6 +262,9 @@ def plan(deployment: Deployment) -> Plan:
         pgbouncer=_pgbouncer(d),
         exhaustion_rate=exhaustion_rate,
         nullpool_time_wait=None if d.rate is None else d.rate * TIME_WAIT_SECONDS,
+        bound=bound,
+        needed_per_host=needed,
+        db_active_limit=active,
     )
 
 
@@ -240,6 +296,7 @@ def render(result: Plan) -> str:
     if result.budget_per_worker >= 1:
         lines += [
             f"In-process pool (SQLAlchemy QueuePool), per worker: pool_size={result.pool_size}, max_overflow=0",
+            f"  bounded by {result.bound}: " + _bound_reason(result),
             f"  budget {result.budget_per_worker} connection(s) per worker; pool_size + max_overflow must stay <= "
             f"{result.budget_per_worker}; overflow connections are closed on check-in, so max_overflow=0 avoids churn.",
             f"  {result.total_connections} connections in all; at pool_size={d.pool_size or result.pool_size}, "
@@ -279,6 +336,27 @@ def render(result: Plan) -> str:
             f"keeps {result.nullpool_time_wait:,.0f} sockets in TIME_WAIT: it {verdict}."
         )
     return "\n".join(lines)
+
+
+def _bound_reason(result: Plan) -> str:
+    """Why the planned pool_size is what it is, in figures, and what would size it better."""
+    d = result.deployment
+    if result.bound is Bound.LOAD:
+        return (
+            f"{d.rate:,.0f} requests/s per host x {d.hold_ms:g} ms held x {HEADROOM:g} headroom = "
+            f"{result.needed_per_host} connections per host, over {d.workers} workers."
+        )
+    if result.bound is Bound.DB_CORES:
+        return (
+            f"{d.db_cores} database cores run about {result.db_active_limit} active connections at once "
+            f"(2 x cores + 1), over {d.processes} worker processes; more would queue inside PostgreSQL."
+        )
+    if result.bound is Bound.WANTED:
+        return f"the pool_size={d.pool_size} asked for."
+    if result.bound is Bound.CONCURRENCY:
+        return f"a worker serves {d.per_worker} request(s) at once; a connection beyond that is never checked out."
+    hint = "" if d.rate is not None else " Give --rate (and --hold-ms) to size it by the load instead."
+    return f"the most that fits: {d.available} available over {d.processes} worker processes.{hint}"
 
 
 def parse_port_range(text: str) -> tuple[int, int]:

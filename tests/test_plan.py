@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from healthz.cli import main
-from healthz.plan import DatabaseLimits, Deployment, PlanError, parse_port_range, plan
+from healthz.plan import Bound, DatabaseLimits, Deployment, PlanError, parse_port_range, plan, render
 
 
 def test_the_issue_example_worked_by_hand():
@@ -155,3 +155,29 @@ def test_database_limits_available_is_never_negative():
         {"postgres": {"max_connections": 50, "superuser_reserved_connections": 3}}
     ) == DatabaseLimits(50, 3)
     assert DatabaseLimits.from_meta({}) is None
+
+
+def test_the_pool_is_sized_by_the_load_when_the_rate_is_known_and_says_what_bounded_it():
+    # The report's deployment: 1 host, 6 eventlet workers, max_connections 4096.
+    report = dict(hosts=1, workers=6, worker_class="eventlet", concurrency=1000, max_connections=4096)
+    fits = plan(Deployment(**report))
+    assert (fits.pool_size, fits.bound) == (682, Bound.BUDGET)  # the most that fits, and it says so
+    # 2,000 req/s x 10 ms x 1.5 = 30 connections per host: 5 per worker.
+    needed = plan(Deployment(**report, rate=2000, hold_ms=10))
+    assert (needed.needed_per_host, needed.pool_size, needed.bound) == (30, 5, Bound.LOAD)
+    assert needed.total_connections == 30 and "30 connections per host" in render(needed)
+    # 4 database cores run 9 at once: a pool of 1 per worker, the cores bound it.
+    cores = plan(Deployment(**report, rate=2000, hold_ms=10, db_cores=4))
+    assert (cores.db_active_limit, cores.pool_size, cores.bound) == (9, 1, Bound.DB_CORES)
+    # The worker's own concurrency bounds a gthread pool before a heavy load does.
+    threads = plan(Deployment(hosts=1, workers=2, worker_class="gthread", concurrency=8, rate=5000, hold_ms=20))
+    assert (threads.pool_size, threads.bound) == (8, Bound.CONCURRENCY)
+    asked = plan(Deployment(**report, rate=2000, pool_size=3))
+    assert (asked.pool_size, asked.bound) == (3, Bound.WANTED)
+    assert plan(Deployment(**report, rate=2000)).to_dict()["bound"] == "load"
+
+
+@pytest.mark.parametrize("field, value, named", [("hold_ms", 0, "--hold-ms"), ("db_cores", 0, "--db-cores")])
+def test_a_bad_load_figure_is_refused_naming_its_option(field, value, named):
+    with pytest.raises(PlanError, match=named):
+        Deployment(hosts=1, workers=2, worker_class="gthread", **{field: value})

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from healthz.config import WORKER_CLASSES
 from healthz.lab import require_extra, verdict
 from healthz.lab.figures import RunFigures
 from healthz.plan import TIME_WAIT_SECONDS, DatabaseLimits
@@ -418,7 +419,8 @@ def budget_cells(run: RunFigures, limits: DatabaseLimits | None) -> tuple[str, i
         Deployment(
             hosts=need.hosts,
             workers=need.workers,
-            worker_class=run.worker_class,
+            # An own service may not say its worker class; hosts that fit depend on workers and pool alone.
+            worker_class=run.worker_class if run.worker_class in WORKER_CLASSES else "sync",
             max_connections=limits.max_connections,
             reserved_connections=limits.reserved,
             pool_size=size,

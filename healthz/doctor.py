@@ -107,6 +107,7 @@ class Diagnosis:
     seconds_to_exhaustion: float | None
     findings: list[str]
     changes: list[str]
+    exhausted: bool = False  # the port range toward the database is full now (or the doctor's connect found it so)
 
     @property
     def healthy(self) -> bool:
@@ -132,6 +133,10 @@ def diagnose(obs: Observation) -> Diagnosis:
       TIME_WAIT (rate x 60 s) is set against the port range: at or above it, ``connect()`` will fail
       with EADDRNOTAVAIL, in about ``seconds_to_exhaustion``. Over a Unix socket the database's
       session rate stands in for the host's.
+      **Exhausted now**, whatever the rate in the window: sockets toward the database (TIME_WAIT
+      and ESTABLISHED) fill :data:`OVERRUN_SHARE` of the range or more, or the doctor's own connect()
+      found no port; a range full of closed connections is churn even when few open in the window
+      (the ones that fail to open are not counted as opened).
     * **budget overrun**: client backends at or above :data:`OVERRUN_SHARE` of ``max_connections``
       less the reserved slots; or the database refused the doctor a slot; or this host's own budget,
       its ports, taken by connections held open (ESTABLISHED at or above that share of the range,
@@ -165,12 +170,24 @@ def diagnose(obs: Observation) -> Diagnosis:
     )
     if ports_held:
         out_of_ports = False
+    # A full range is the failure itself: the rate seen in the window can be low precisely because connects fail.
+    exhausted = (
+        bool(ports) and not reused and (bool(obs.unreachable) and not obs.refused or in_use >= OVERRUN_SHARE * ports)
+    )
+    if exhausted:
+        seconds = 0.0
+        findings.append(
+            f"exhausted now: {in_use:,} of {ports:,} ephemeral ports toward the database are taken "
+            f"({obs.sockets_by_state.get('TIME_WAIT', 0):,} in TIME_WAIT, {held_open:,} open): new connections "
+            f"fail with EADDRNOTAVAIL now"
+        )
     if out_of_ports:
         findings.append(
             f"the doctor's own connection failed: {obs.unreachable}: this host has no ephemeral port left toward "
             f"the database ({in_use:,} sockets of {ports or 0:,} ports)"
         )
-    if (opened >= CHURN_MIN_OPENED and rate * TIME_WAIT_SECONDS > max(established, 1)) or out_of_ports:
+    churned_full = exhausted and not ports_held  # the range is full of closed connections: churn
+    if (opened >= CHURN_MIN_OPENED and rate * TIME_WAIT_SECONDS > max(established, 1)) or out_of_ports or churned_full:
         problems.append(CHURN)
         findings.append(_churn_finding(obs, rate, share, ports, reused, seconds))
         changes += _churn_changes(obs, ports)
@@ -179,7 +196,7 @@ def diagnose(obs: Observation) -> Diagnosis:
     if overrun:
         problems.append(OVERRUN)
         changes += overrun_changes
-    return Diagnosis(tuple(dict.fromkeys(problems)), rate, share, seconds, findings, changes)
+    return Diagnosis(tuple(dict.fromkeys(problems)), rate, share, seconds, findings, changes, exhausted)
 
 
 def _churn_finding(
@@ -197,6 +214,8 @@ def _churn_finding(
             f"{'this loopback address' if obs.loopback else 'the database'}, so they do not run out, but every "
             f"request still pays for a new connection"
         )
+    elif seconds == 0:
+        ending = "the range is exhausted now: connect() fails with EADDRNOTAVAIL"
     elif seconds is not None:
         ending = f"the range runs out in about {seconds:,.0f} s, then connect() fails with EADDRNOTAVAIL"
     else:
@@ -219,8 +238,9 @@ def _churn_changes(obs: Observation, ports: int | None) -> list[str]:
     if obs.port_range and ports:
         changes.append(
             f"widening net.ipv4.ip_local_port_range (now {obs.port_range[0]}-{obs.port_range[1]}) or setting "
-            f"net.ipv4.tcp_tw_reuse=1 (now {obs.tcp_tw_reuse}) only delays EADDRNOTAVAIL: {ports:,} ports / "
-            f"{TIME_WAIT_SECONDS} s = {ports / TIME_WAIT_SECONDS:,.0f} connections/s sustained"
+            f"net.ipv4.tcp_tw_reuse=1 (now {obs.tcp_tw_reuse}) only moves the limit, not the cost: {ports:,} ports / "
+            f"{TIME_WAIT_SECONDS} s = {ports / TIME_WAIT_SECONDS:,.0f} connections/s sustained without reuse, and "
+            f"every request still opens a connection"
         )
     return changes
 
@@ -510,9 +530,12 @@ def render(obs: Observation, diagnosis: Diagnosis) -> str:
                 for b in obs.backends[:15]
             ),
         ]
-    if diagnosis.seconds_to_exhaustion is not None:
+    if diagnosis.exhausted:
+        lines.append("  the port range toward the database is exhausted now")
+    elif diagnosis.seconds_to_exhaustion is not None:
         lines.append(f"  estimated seconds until the port range is exhausted: {diagnosis.seconds_to_exhaustion:,.0f}")
-    lines += ["", f"Diagnosis: {diagnosis.status}", *(f"  - {f}" for f in diagnosis.findings)]
+    severity = " (exhausted now)" if diagnosis.exhausted else ""
+    lines += ["", f"Diagnosis: {diagnosis.status}{severity}", *(f"  - {f}" for f in diagnosis.findings)]
     if diagnosis.changes:
         lines += ["Change:", *(f"  - {c}" for c in diagnosis.changes)]
     return "\n".join(line for line in lines if line != "")

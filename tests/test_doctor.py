@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from healthz import sockets
 from healthz.cli import main
-from healthz.doctor import CHURN, OVERRUN, Observation, OpenedCounter, diagnose
+from healthz.doctor import CHURN, OVERRUN, Observation, OpenedCounter, diagnose, render
 from healthz.postgres import PostgreSQL, free_port
 
 
@@ -228,3 +228,28 @@ def test_doctor_exits_2_when_it_cannot_inspect():
     assert code == 2 and "s3cret-pw" not in output
     result = CliRunner().invoke(main, ["doctor"], env={"DATABASE_URL": ""})
     assert result.exit_code == 2 and "no database" in result.output
+
+
+@pytest.mark.parametrize("opened, window", [(107, 10.0), (49, 10.0), (0, 5.0)])
+def test_a_range_full_of_time_wait_is_exhausted_now_whatever_the_rate(opened, window):
+    # A Django host from the issue: its 1,000 ports all in TIME_WAIT while 92% of requests failed. Connections
+    # that fail to open are not counted as opened, so the rate in the window looks calm.
+    obs = observation(
+        opened=opened, window=window, sockets_by_state={"TIME_WAIT": 960, "ESTABLISHED": 12}, tcp_tw_reuse=0
+    )
+    result = diagnose(obs)
+    assert result.exhausted and result.seconds_to_exhaustion == 0
+    assert result.problems == (CHURN,)
+    assert result.findings[1].startswith("exhausted now: 972 of 1,000")
+    assert "(exhausted now)" in render(obs, result)
+
+
+def test_a_range_at_risk_is_not_exhausted_and_reuse_is_not_exhaustion():
+    below = diagnose(observation(opened=500, sockets_by_state={"TIME_WAIT": 500, "ESTABLISHED": 10}, tcp_tw_reuse=0))
+    assert not below.exhausted and below.seconds_to_exhaustion and below.seconds_to_exhaustion > 0
+    # tcp_tw_reuse=1 lets connect() take a TIME_WAIT port: full of TIME_WAIT is not out of ports.
+    reused = diagnose(observation(opened=500, sockets_by_state={"TIME_WAIT": 990}, tcp_tw_reuse=1))
+    assert not reused.exhausted and reused.problems == (CHURN,)
+    # Held open, it is the budget, not churn, that is spent.
+    held = diagnose(observation(opened=0, sockets_by_state={"ESTABLISHED": 950}, tcp_tw_reuse=0))
+    assert held.exhausted and held.problems == (OVERRUN,)

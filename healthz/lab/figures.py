@@ -156,6 +156,7 @@ class DoctorCheck:
     window: float | None = None
     opened_per_second: float | None = None
     seconds_to_exhaustion: float | None = None
+    exhausted: bool = False  # the doctor found the port range full now
     findings: tuple[str, ...] = ()
     measured_status: str | None = None
     measured_sessions_per_second: float | None = None

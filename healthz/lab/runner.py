@@ -419,6 +419,7 @@ class Lab:
             "window": seen["window"],
             "opened_per_second": said["opened_per_second"],
             "seconds_to_exhaustion": said["seconds_to_exhaustion"],
+            "exhausted": bool(said.get("exhausted")),
             "findings": said["findings"],
             "measured_status": measured_diagnosis.status if measured_diagnosis else None,
             "measured_sessions_per_second": measured_diagnosis.opened_per_second if measured_diagnosis else None,

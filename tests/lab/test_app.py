@@ -184,7 +184,8 @@ def test_an_own_service_binding_every_address_exhausts_its_ports_in_netns(tmp_pa
     assert run.failures > 0 and run.failures_by_cause.get("503", 0) > 0, run.failures_by_cause
     assert run.service_errors.get("address_unavailable", 0) > 0 and run.address_unavailable > 0
     assert run.time_wait_peak is not None and run.time_wait_peak > 200
-    assert run.doctor is not None and "connection churn" in run.doctor.status
+    # The doctor, on an app it does not know, finds the range full: exhausted now, whatever the rate it saw.
+    assert run.doctor is not None and "connection churn" in run.doctor.status and run.doctor.exhausted, run.doctor
     assert not [ns for ns in lab_namespaces() if f"-{os.getpid()}-" in ns]
 
 

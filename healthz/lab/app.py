@@ -208,18 +208,9 @@ def run_setup(spec: AppSpec, values: Mapping[str, str], logfile: Path, prefix: S
         return
     secret = values["db_password"]
     logfile.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        process = subprocess.Popen(
-            [*prefix, *argv],
-            cwd=spec.app_dir,
-            env=spec.environment(values),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise ServiceError(f"setup {mask(spec.setup, secret)!r} could not start: {_why(exc, spec)}") from None
+    process = _spawn(
+        spec, [*prefix, *argv], spec.environment(values), subprocess.PIPE, f"setup {mask(spec.setup, secret)!r}"
+    )
     try:
         out, _ = process.communicate(timeout=SETUP_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -232,6 +223,23 @@ def run_setup(spec: AppSpec, values: Mapping[str, str], logfile: Path, prefix: S
     if process.returncode != 0:
         how = f"exited with status {process.returncode}" if process.returncode is not None else "timed out"
         raise ServiceError(f"setup {mask(spec.setup, secret)!r} {how}: {_last_lines(text)}")
+
+
+def _spawn(spec: AppSpec, argv: Sequence[str], env: Mapping[str, str], stdout, what: str) -> subprocess.Popen:
+    """``argv`` started in ``spec.app_dir`` in a session (so a process group) of its own, stderr with
+    stdout; :class:`ServiceError` naming ``what`` when it cannot start."""
+    try:
+        return subprocess.Popen(
+            argv,
+            cwd=spec.app_dir,
+            env=env,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise ServiceError(f"{what} could not start: {_why(exc, spec)}") from None
 
 
 def _why(exc: OSError, spec: AppSpec) -> str:
@@ -293,18 +301,7 @@ class AppService(Service):
     def start(self) -> AppService:
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
         with open(self.logfile, "ab") as log:
-            try:
-                self.process = subprocess.Popen(
-                    self.command,
-                    cwd=self.spec.app_dir,
-                    env=self.env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise ServiceError(f"{self.shown_command} could not start: {_why(exc, self.spec)}") from None
+            self.process = _spawn(self.spec, self.command, self.env, log, self.shown_command)
         try:
             status, body = self.wait_for(self.spec.ready, self.ready_timeout)
         except ServiceError:

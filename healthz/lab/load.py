@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from healthz.lab import require_extra
+from healthz.lab import probes, require_extra
 from healthz.locustfiles import HEALTHCHECK as LOCUSTFILE
 from healthz.service import stop_process
 
@@ -123,7 +123,7 @@ class Locust:
         (not its children's), by PID; empty when it is not running."""
         if not self.running():
             return {}
-        pids = [self.pid, *probes_children(self.pid)]
+        pids = [self.pid, *probes.children(self.pid)]
         seconds = {}
         for pid in pids:
             try:
@@ -151,21 +151,6 @@ class Locust:
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: locust's own warning when one of its processes runs out of CPU.
 CPU_WARNING = "CPU usage above"
-
-
-def probes_children(pid: int) -> list[int]:
-    """The live child PIDs of ``pid`` (locust's forked workers)."""
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return []
-    found: list[int] = []
-    for task in tasks:
-        try:
-            found += [int(p) for p in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-        except OSError:
-            pass
-    return found
 
 
 def busiest_share(before: dict[int, float], after: dict[int, float], seconds: float) -> float | None:

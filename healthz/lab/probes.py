@@ -54,7 +54,8 @@ def parse_stat(text: str) -> tuple[int, int, int, int]:
     return int(fields[11]), int(fields[12]), int(fields[13]), int(fields[14])
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
+    """The live child PIDs of ``pid``, from every one of its threads."""
     found: list[int] = []
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
@@ -85,7 +86,7 @@ def cpu_seconds(pid: int | None) -> float | None:
             if current == pid:
                 return None
             continue
-        stack += _children(current)
+        stack += children(current)
     return total / _CLOCK_TICKS
 
 

@@ -45,7 +45,7 @@ def test_cpu_seconds_counts_a_busy_child_and_its_children():
     try:
         assert wait_until(lambda: (probes.cpu_seconds(parent.pid) or 0) > 0.5, timeout=15)
     finally:
-        for child in probes._children(parent.pid):
+        for child in probes.children(parent.pid):
             os.kill(child, 9)
         parent.kill()
         parent.wait()

@@ -225,7 +225,7 @@ def test_three_hosts_pass_max_connections_without_pgbouncer_and_stay_under_it_wi
 def _descendants(pid: int) -> set[int]:
     found, stack = set(), [pid]
     while stack:
-        for child in probes._children(stack.pop()):
+        for child in probes.children(stack.pop()):
             found.add(child)
             stack.append(child)
     return found

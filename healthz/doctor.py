@@ -153,14 +153,13 @@ def diagnose(obs: Observation) -> Diagnosis:
     reused = obs.tcp_tw_reuse == 1 or (obs.tcp_tw_reuse == 2 and obs.loopback)
     if ports and rate > 0 and rate * TIME_WAIT_SECONDS >= ports and not reused:
         seconds = max(0.0, (ports - in_use) / rate)
-    if obs.unreachable and not obs.refused and ports:
-        seconds = 0.0  # the doctor's own connect() found no port: exhausted now
     problems, findings, changes = [], [], []
     who = "this host" if obs.opened is not None else "the database (all hosts)"
     findings.append(
         f"{who} opened {opened:,} connections in {obs.window:g} s ({rate:,.1f}/s) and holds {established:,} open"
     )
-    out_of_ports = bool(obs.unreachable) and not obs.refused
+    no_port = bool(obs.unreachable) and not obs.refused  # the doctor's own connect() found no port
+    out_of_ports = no_port
     held_open = obs.sockets_by_state.get("ESTABLISHED", 0)
     # Ports taken by connections held open rather than by closed ones waiting in TIME_WAIT: no churn, a budget.
     ports_held = (
@@ -171,9 +170,7 @@ def diagnose(obs: Observation) -> Diagnosis:
     if ports_held:
         out_of_ports = False
     # A full range is the failure itself: the rate seen in the window can be low precisely because connects fail.
-    exhausted = (
-        bool(ports) and not reused and (bool(obs.unreachable) and not obs.refused or in_use >= OVERRUN_SHARE * ports)
-    )
+    exhausted = bool(ports) and (no_port or (not reused and in_use >= OVERRUN_SHARE * ports))
     if exhausted:
         seconds = 0.0
         findings.append(

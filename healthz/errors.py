@@ -91,21 +91,17 @@ def classify(exc: BaseException) -> str:
     return classify_text(str(orig))
 
 
-def classify_text(text: str) -> str:
+def kind_in_text(text: str) -> str | None:
     """The kind libpq's wording of an error gives (``could not connect to server: Cannot assign
-    requested address`` is ``address_unavailable``), for errors read from another service's log;
-    ``other`` when no phrase is known."""
+    requested address`` is ``address_unavailable``), or None when the text holds no phrase known:
+    for errors read from another service's log."""
     lowered = text.lower()
-    for phrase, kind in _BY_TEXT:
-        if phrase in lowered:
-            return kind
-    return OTHER
+    return next((kind for phrase, kind in _BY_TEXT if phrase in lowered), None)
 
 
-def is_driver_error(line: str) -> bool:
-    """Whether a log line reports a database driver's error in words :func:`classify_text` knows."""
-    lowered = line.lower()
-    return any(phrase in lowered for phrase, _ in _BY_TEXT)
+def classify_text(text: str) -> str:
+    """:func:`kind_in_text`, ``other`` when no phrase is known."""
+    return kind_in_text(text) or OTHER
 
 
 def first_line(exc: BaseException) -> str:

@@ -339,22 +339,23 @@ class AppService(Service):
             return None
         pgid = self.process.pid
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-            if not _kill_group(pgid, signum):
+            if not _kill_group(pgid, signum) or self._group_ends(pgid, grace):
                 break
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None and not _group_alive(pgid):
-                    break
-                time.sleep(0.05)
-            else:
-                continue
-            break
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             pass
         self._mask_log()
         return self.process.returncode
+
+    def _group_ends(self, pgid: int, within: float) -> bool:
+        """Whether the command and every process of its group are gone within ``within`` seconds."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None and not _group_alive(pgid):
+                return True
+            time.sleep(0.05)
+        return False
 
     def _mask_log(self) -> None:
         text = self.log_text()

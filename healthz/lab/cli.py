@@ -13,6 +13,7 @@ import click
 
 from healthz.config import SettingsError, mask_password
 from healthz.lab import LabExtraMissing, require_extra
+from healthz.lab.app import DEFAULT_PATH
 
 TOPOLOGIES = ("auto", "netns", "loopback")
 DEFAULT_CONCURRENCY = "100,500,1000"
@@ -267,7 +268,7 @@ def lab_config(topology: str, output: Path | None, avoid_netns: str | None = Non
 )
 @click.option(
     "--path",
-    default="/api/v1/healthz/",
+    default=DEFAULT_PATH,
     show_default=True,
     help="With --app: the endpoint locust calls, which must answer 200 before the load.",
 )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from healthz.lab import probes, require_extra
+from healthz.lab.app import DEFAULT_PATH
 from healthz.locustfiles import HEALTHCHECK as LOCUSTFILE
 from healthz.service import stop_process
 
@@ -46,7 +46,7 @@ def locust_command(
     stats_interval: float = 0.2,
     timeline: Path | None = None,
     targets: Sequence[str] = (),
-    path: str = "/api/v1/healthz/",
+    path: str = DEFAULT_PATH,
     processes: int = 1,
 ) -> list[str]:
     """The headless locust command for one run; every bound is explicit. ``timeline`` adds the
@@ -55,7 +55,7 @@ def locust_command(
     ``processes`` above 1 spreads the same users over that many locust worker processes (locust's
     own ``--processes``: a master and its forked workers)."""
     extra = ["--timeline-file", str(timeline)] if timeline else []
-    if path != "/api/v1/healthz/":
+    if path != DEFAULT_PATH:
         extra += ["--path", path]
     if processes > 1:
         extra += ["--processes", str(processes)]
@@ -123,15 +123,8 @@ class Locust:
         (not its children's), by PID; empty when it is not running."""
         if not self.running():
             return {}
-        pids = [self.pid, *probes.children(self.pid)]
-        seconds = {}
-        for pid in pids:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            seconds[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-        return seconds
+        readings = {pid: probes.own_cpu_seconds(pid) for pid in [self.pid, *probes.children(self.pid)]}
+        return {pid: seconds for pid, seconds in readings.items() if seconds is not None}
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -148,7 +141,6 @@ class Locust:
         return self.stop()
 
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: locust's own warning when one of its processes runs out of CPU.
 CPU_WARNING = "CPU usage above"
 

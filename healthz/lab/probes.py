@@ -69,6 +69,15 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def own_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) of process ``pid`` alone, not its children's; None when it is gone."""
+    try:
+        utime, stime, _, _ = parse_stat(Path(f"/proc/{pid}/stat").read_text())
+    except (OSError, ValueError, IndexError):
+        return None
+    return (utime + stime) / _CLOCK_TICKS
+
+
 def cpu_seconds(pid: int | None) -> float | None:
     """CPU seconds (user + system) used by process ``pid``, its reaped children and its live
     descendants. None when there is no such process."""
@@ -162,9 +171,7 @@ def log_counts(text: str, own_service: bool = False) -> dict[str, int]:
     log one error twice."""
     kinds = collections.Counter(_ERROR_LINE.findall(text))
     if own_service:
-        for line in text.splitlines():
-            if errors.is_driver_error(line):
-                kinds[errors.classify_text(line)] += 1
+        kinds.update(kind for kind in map(errors.kind_in_text, text.splitlines()) if kind)
     return {"address_unavailable_lines": text.count(EADDRNOTAVAIL_TEXT), "error_kinds": dict(kinds)}
 
 

@@ -37,7 +37,7 @@ from healthz.db import seed as seed_roles
 from healthz.doctor import Diagnosis, diagnose
 from healthz.lab import load, probes, require_extra
 from healthz.lab import topology as topologies
-from healthz.lab.app import AppService, RunningService, mask, placeholders, run_setup
+from healthz.lab.app import DEFAULT_PATH, AppService, RunningService, mask, placeholders, run_setup
 from healthz.lab.figures import Placement, RunFigures, Sample
 from healthz.lab.pgbouncer import Console, PgBouncer, PgBouncerError, login_pattern
 from healthz.lab.probes import LineCounter
@@ -88,10 +88,15 @@ class LabConfig:
     command_line: str = ""
     scenarios_files: list[Path] = dataclasses.field(default_factory=list)
 
+    @property
+    def drives_a_running_service(self) -> bool:
+        """``--target``: the service runs elsewhere; the lab starts none and only reads the database."""
+        return any(s.target for s in self.scenarios)
+
     def __post_init__(self) -> None:
         if not self.scenarios:
             raise LabError("no scenarios to run")
-        if any(s.target for s in self.scenarios):
+        if self.drives_a_running_service:
             if not self.database_url:
                 raise LabError(
                     "--target needs --database-url: the database the running service uses, which the lab reads "
@@ -186,7 +191,7 @@ class Lab:
         if cfg.database_url:
             url = Settings.from_mapping({"database_url": cfg.database_url}).database_url.replace("+psycopg2", "")
             _check_reachable(url)
-            if any(s.target for s in cfg.scenarios):
+            if cfg.drives_a_running_service:
                 yield url, url, None  # the running service's own tables: the lab only reads counters
                 return
             if cfg.seed:
@@ -295,8 +300,7 @@ class Lab:
             "run",
             "--topology",
             cfg.topology,
-            "--scenario",
-            scenario.name,
+            *self._selector(scenario),
             "--concurrency",
             str(users),
             "--duration",
@@ -306,11 +310,6 @@ class Lab:
             "--connection",
             connection,
         ]
-        if scenario.target:
-            args[args.index("--scenario") : args.index("--scenario") + 2] = ["--target", scenario.target]
-        elif scenario.app and scenario.name == "app" and not cfg.scenarios_files:
-            args[args.index("--scenario") : args.index("--scenario") + 2] = ["--app", scenario.app.command]
-            args += ["--path", scenario.app.path] if scenario.app.path != "/api/v1/healthz/" else []
         args += [arg for path in cfg.scenarios_files for arg in ("--scenarios-file", str(path))]
         if cfg.topology == "netns":
             args += ["--ports", str(cfg.ports)] + (["--delay-ms", f"{cfg.delay_ms:g}"] if cfg.delay_ms else [])
@@ -321,6 +320,15 @@ class Lab:
         else:
             args += ["--max-connections", str(cfg.max_connections)]
         return shlex.join(args)
+
+    def _selector(self, scenario: Scenario) -> list[str]:
+        """The options that choose ``scenario`` again: ``--target``, ``--app`` (and ``--path``), or ``--scenario``."""
+        if scenario.target:
+            return ["--target", scenario.target]
+        if scenario.app and scenario.name == "app" and not self.config.scenarios_files:
+            path = ["--path", scenario.app.path] if scenario.app.path != DEFAULT_PATH else []
+            return ["--app", scenario.app.command, *path]
+        return ["--scenario", scenario.name]
 
     def _service(
         self, scenario: Scenario, topology, host: topologies.AppHost, url: str, run_dir: Path
@@ -367,20 +375,21 @@ class Lab:
     ) -> dict[str, str]:
         """The run's commands (rerun, the service, locust), also written to ``commands.txt`` beside
         ``gunicorn --print-config``'s output (our gunicorn's only); passwords masked."""
-        if isinstance(server, RunningService):
+        ours = isinstance(server, Gunicorn)
+        if ours:
+            service = {"gunicorn": _shell(env, [*topology.app_prefix, *gunicorn_command(scenario.worker_class)])}
+        elif isinstance(server, RunningService):
             service = {"target": server.url}
-        elif isinstance(server, AppService):
+        else:
             secret, spec = server.values["db_password"], server.spec
             where = f"cd {shlex.quote(str(spec.app_dir))} && " if spec.app_dir else ""
             service = {"service": mask(where + _shell(env, server.command), secret)}
             if spec.setup:
                 setup = [*topology.app_prefix, *spec.setup_argv(server.values)]
                 service["setup"] = mask(where + _shell(env, setup), secret)
-        else:
-            service = {"gunicorn": _shell(env, [*topology.app_prefix, *gunicorn_command(scenario.worker_class)])}
         commands = {"rerun": rerun, **service, "locust": shlex.join([*topology.client_prefix, *locust_cmd])}
         (run_dir / "commands.txt").write_text("\n\n".join(f"# {k}\n{v}" for k, v in commands.items()) + "\n")
-        if isinstance(server, (AppService, RunningService)):
+        if not ours:
             return commands
         key = json.dumps(env, sort_keys=True)
         if key not in self._configs:

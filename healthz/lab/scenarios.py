@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from healthz.config import ENVIRONMENT, WORKER_CLASSES, Settings, SettingsError, parse_integer
-from healthz.lab.app import AppSpec, AppSpecError
+from healthz.lab.app import DEFAULT_PATH, AppSpec, AppSpecError
 from healthz.lab.figures import Placement, PoolShape
 
 if sys.version_info >= (3, 11):
@@ -221,21 +221,25 @@ class Scenario:
         """The endpoint the load calls."""
         if self.target:
             return urlsplit(self.target).path or "/"
-        return self.app.path if self.app else "/api/v1/healthz/"
+        return self.app.path if self.app else DEFAULT_PATH
 
     def with_changes(self, name: str, changes: Mapping[str, Any], root: Path | None = None) -> Scenario:
         """A copy called ``name`` with scenario keys, app keys (``app_dir`` relative to ``root``)
         and settings in ``changes`` applied."""
-        own = {k: v for k, v in changes.items() if k in SCENARIO_KEYS}
-        settings = {
-            **self.settings,
-            **{k: v for k, v in changes.items() if k not in SCENARIO_KEYS and k not in APP_KEYS},
-        }
-        app = _app(name, self.app, {k: v for k, v in changes.items() if k in APP_KEYS}, root)
+        own, app_keys, settings = _split(changes)
+        app = _app(name, self.app, app_keys, root)
         try:
-            return dataclasses.replace(self, name=name, settings=settings, app=app, **own)
+            return dataclasses.replace(self, name=name, settings={**self.settings, **settings}, app=app, **own)
         except TypeError as exc:
             raise ScenarioError(f"scenario {name}: {exc}") from None
+
+
+def _split(changes: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``changes`` as scenario keys, app keys and the service's settings."""
+    own = {k: v for k, v in changes.items() if k in SCENARIO_KEYS}
+    app = {k: v for k, v in changes.items() if k in APP_KEYS}
+    settings = {k: v for k, v in changes.items() if k not in own and k not in app}
+    return own, app, settings
 
 
 def _app(name: str, base: AppSpec | None, keys: Mapping[str, Any], root: Path | None) -> AppSpec | None:
@@ -421,13 +425,13 @@ def _build(
         raise ScenarioError(f"scenario {name}: unknown key(s) {', '.join(sorted(unknown))}; accepted: {accepted}")
     if base in known:
         return known[base].with_changes(name, changes, root)
-    app = _app(name, None, {k: v for k, v in changes.items() if k in APP_KEYS}, root)
+    own, app_keys, settings = _split(changes)
+    app = _app(name, None, app_keys, root)
     own_service = app is not None
     if "worker_class" not in changes and not own_service:
         raise ScenarioError(
             f"scenario {name}: a new scenario needs worker_class (one of {', '.join(WORKER_CLASSES)}), or app"
         )
-    own = {k: v for k, v in changes.items() if k in SCENARIO_KEYS}
     own.setdefault("worker_class", UNKNOWN)
     own.setdefault(
         "description",
@@ -435,7 +439,6 @@ def _build(
         if own_service
         else f"user-defined: {', '.join(f'{k}={v}' for k, v in changes.items())}",
     )
-    settings = {k: v for k, v in changes.items() if k not in SCENARIO_KEYS and k not in APP_KEYS}
     try:
         return Scenario(name=name, settings=settings, app=app, **own)
     except TypeError as exc:
@@ -488,7 +491,7 @@ def select(specs: Iterable[str] = (), files: Iterable[Path] = (), apps: Iterable
     return chosen
 
 
-def own_service(command: str, path: str = "/api/v1/healthz/", name: str = "app") -> Scenario:
+def own_service(command: str, path: str = DEFAULT_PATH, name: str = "app") -> Scenario:
     """The scenario of ``--app COMMAND``: that command run from the current directory, ``path`` its
     health endpoint."""
     try:

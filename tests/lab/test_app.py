@@ -106,11 +106,11 @@ def test_the_scenarios_file_describes_an_own_service_relative_to_itself(tmp_path
     assert tiny.pool_shape().pool_class == "unknown" and tiny.pool_capacity() is None
     # Only the file's own service runs when it has one: the question is about that service.
     assert [s.name for s in select([], [toml])] == ["tiny"]
-    values = placeholders("10.0.0.1", 8000, "postgresql://u:secret@db.example:6432/shop")
+    values = placeholders("198.18.1.1", 8000, "postgresql://u:secret@198.18.0.1:6432/shop")
     env = tiny.app.environment(values, base={"PATH": "/usr/bin"})
     assert env["TINY_DB"] == "shop" and env["PGPORT"] == "6432" and env["PORT"] == "8000"
     assert env["PATH"].split(os.pathsep)[0] == str(VENV / "bin")
-    assert tiny.app.argv(values) == ["gunicorn", "tinyapp:application", "-b", "10.0.0.1:8000"]
+    assert tiny.app.argv(values) == ["gunicorn", "tinyapp:application", "-b", "198.18.1.1:8000"]
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,14 @@ CHECKOUT_WAIT = Histogram(
     registry=None,
 )
 
+CONNECTION_HELD = Histogram(
+    "healthz_pool_connection_held_seconds",
+    "Seconds a health check held its pooled connection, from checkout to check-in (its hold time: "
+    "by Little's law the pool a load needs is requests/s x this).",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=None,
+)
+
 _ALL = (
     REQUESTS,
     DB_ERRORS,
@@ -63,6 +71,7 @@ _ALL = (
     CAPACITY,
     REQUEST_DURATION,
     CHECKOUT_WAIT,
+    CONNECTION_HELD,
 )
 
 

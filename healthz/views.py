@@ -23,6 +23,7 @@ def blueprint(engine: Engine, settings: Settings) -> Blueprint:
     """The health endpoints, bound to ``engine``; metrics recorded when ``settings.metrics``."""
     bp = Blueprint("healthz", __name__)
     observe_wait = metrics.CHECKOUT_WAIT.observe if settings.metrics else None
+    observe_held = metrics.CONNECTION_HELD.observe if settings.metrics else None
     perf_counter = time.perf_counter
 
     @bp.route("/api/v1/healthz/", methods=["GET", "HEAD"])
@@ -31,11 +32,14 @@ def blueprint(engine: Engine, settings: Settings) -> Blueprint:
         ``settings.error_status`` (499 by default) ``{"status": "error", "error": KIND}`` when the
         database call raises, whatever it raised."""
         try:
-            started = perf_counter()
+            started = got = perf_counter()
             with engine.connect() as conn:
                 if observe_wait is not None:
-                    observe_wait(perf_counter() - started)
+                    got = perf_counter()
+                    observe_wait(got - started)
                 conn.execute(COUNT_ROLES).scalar_one()
+            if observe_held is not None:
+                observe_held(perf_counter() - got)
         except Exception as exc:  # as the report's view: any failure of the database call is a 499
             return _database_error(exc, settings)
         return Response(OK_BODY, mimetype="application/json")

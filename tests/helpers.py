@@ -94,3 +94,72 @@ def get_many(base_url, requests, concurrency, keep_alive=False, path="/api/v1/he
     for t in threads:
         t.join(timeout * 4)
     return statuses
+
+
+def lab_run(
+    scenario,
+    concurrency=500,
+    *,
+    requests=10000,
+    failures=0,
+    causes=None,
+    sessions=20,
+    pool=("QueuePool", 10, 0),
+    workers=2,
+    time_wait=0,
+    **extra,
+):
+    """A :class:`RunFigures` as the runner writes one: a scenario at a step, its figures from the arguments."""
+    from healthz.lab.figures import PoolShape, RunFigures
+
+    shape = PoolShape(*pool)
+    summary = f"{shape.pool_class}(pool_size={shape.pool_size}, max_overflow={shape.max_overflow})"
+    result = {
+        "scenario": scenario,
+        "description": f"{scenario} stands for",
+        "summary": summary,
+        "worker_class": "eventlet",
+        "workers": workers,
+        "pool_capacity": shape.capacity,
+        "pool": shape.to_dict(),
+        "concurrency": concurrency,
+        "connection": "close",
+        "topology": "netns",
+        "run_dir": f"runs/{scenario}",
+        "commands": {"rerun": f"healthz lab run -s {scenario}", "gunicorn": "g", "locust": "l"},
+        "error": None,
+        "seconds": 10.0,
+        "requests": requests,
+        "failures": failures,
+        "error_rate": failures / requests if requests else None,
+        "rps": requests / 10,
+        "p50_ms": 10,
+        "p95_ms": 20,
+        "p99_ms": 30,
+        "failures_by_cause": causes or {},
+        "service_errors": causes or {},
+        "address_unavailable": (causes or {}).get("address_unavailable", 0),
+        "pool_timeouts": (causes or {}).get("pool_timeout", 0),
+        "sessions_opened": sessions,
+        "sessions_per_second": sessions / 10,
+        "sessions_per_request": sessions / requests,
+        "sessions_per_success": sessions / max(1, requests - failures),
+        "backends_peak": min(sessions, 20),
+        "backends_mean": 10.0,
+        "backends_left": 0,
+        "time_wait_peak": time_wait,
+        "established_peak": 20,
+        "ports": 1000,
+        "cpu_seconds": {"gunicorn": 5.0, "postgres": 1.0, "locust": 2.0},
+        "worker_restarts": 0,
+        "worker_timeouts": 0,
+        "samples": [{"t": 0.0, "at": 0.0, "time_wait": 0}, {"t": 0.2, "at": 0.2, "time_wait": time_wait}],
+        "history": [],
+    }
+    result.update(extra)
+    return RunFigures.from_dict(result)
+
+
+def bouncer(placement, **figures):
+    """PgBouncer's figures of a run, as :func:`lab_run` takes them."""
+    return {"placement": placement, "pool_mode": "transaction", "default_pool_size": 10, **figures}

@@ -24,6 +24,8 @@ def test_pool_events_and_requests_are_counted(make_app, monkeypatch):
     assert delta("healthz_requests_total", '{endpoint="metrics",status="200"}') == 1
     assert delta("healthz_pool_connections_opened_total") == 1
     assert delta("healthz_pool_checkout_wait_seconds_count") == 3
+    assert delta("healthz_pool_connection_held_seconds_count") == 3
+    assert 0 < delta("healthz_pool_connection_held_seconds_sum") < 3 * 5
     assert value(after, "healthz_pool_checkedout") == 0
     assert value(after, "healthz_pool_capacity") == 2
     assert delta("healthz_request_duration_seconds_count", '{endpoint="healthz.healthz"}') == 3

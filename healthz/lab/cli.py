@@ -354,7 +354,7 @@ def run_command(
         + f"; results in {folder}",
         err=True,
     )
-    run_and_report(Lab(config), folder, report.write, lambda data: "Verdict\n" + report.verdict_table(data))
+    run_and_report(Lab(config), folder, report.write, report.terminal)
 
 
 @lab.command("faults")
@@ -458,7 +458,7 @@ def report_command(folder: Path) -> None:
         )
     if "results.json" in found:
         paths = report.write(folder)
-        click.echo(report.verdict_table(report.read(folder)))
+        click.echo(report.terminal(report.read(folder)))
         click.echo(f"\nReport: {paths['markdown']} and {paths['html']}")
     if "faults.json" in found:
         paths = fault_report.write(folder)

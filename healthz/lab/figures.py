@@ -209,6 +209,7 @@ class RunFigures:
     run_dir: str
     commands: dict[str, str]
     hosts: int = 1
+    worker_concurrency: int | None = None  # requests one worker serves at once (threads, greenlets, 1)
     own_service: bool = False  # the team's service (a scenario with app), not the lab's
     counterpart: str | None = None  # the lab's scenario that stands for it
     not_taken: tuple[str, ...] = ()  # figures the lab could not take (a service it does not run)
@@ -242,6 +243,9 @@ class RunFigures:
     ports_held_peak: int | None = None  # TIME_WAIT + ESTABLISHED toward the database at the same moment
     ports: int | None = None
     cpu_seconds: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    hold_ms: float | None = None  # mean checkout to check-in, from the service's /metrics
+    checkout_ms: float | None = None  # mean wait for a connection, connecting included
+    tcp_tw_reuse: int | None = None  # net.ipv4.tcp_tw_reuse where the service ran
     worker_restarts: int = 0
     worker_timeouts: int = 0
     samples: tuple[Sample, ...] = ()

@@ -7,6 +7,8 @@
 * CPU seconds of a process tree from ``/proc/<pid>/stat`` (its own, its reaped children's and its
   live descendants'), so a saturated load generator is told apart from a saturated service;
 * the service's log: ``Cannot assign requested address`` lines and ``healthz 499 error=KIND`` lines;
+* the service's ``/metrics``, read before and after the load: the mean time a request held its
+  pooled connection and waited for it (:func:`pool_times`), where the service exposes them;
 * ``healthz doctor`` itself, run in the middle of the load where the service runs, to be checked
   against what the probes above measured over the same seconds (:func:`measured_observation`).
 
@@ -441,6 +443,29 @@ def measured_observation(
         backends=[{"application_name": "", "client_addr": "", "count": int(peak(s.backends for s in inside) or 0)}],
         unreachable=full,
     )
+
+
+#: The histograms of ``/metrics`` the lab reads: the hold time and the checkout wait (which includes connecting).
+POOL_TIMES = {"hold": "healthz_pool_connection_held_seconds", "checkout": "healthz_pool_checkout_wait_seconds"}
+_SERIES = re.compile(r"^(\w+)_(sum|count) ([0-9.eE+-]+)$", re.M)
+
+
+def pool_totals(exposition: str) -> dict[str, float]:
+    """The ``_sum`` and ``_count`` of each :data:`POOL_TIMES` histogram in Prometheus text, keyed
+    ``hold_sum``, ``hold_count`` and so on; none for a text without them (not our service)."""
+    names = {metric: key for key, metric in POOL_TIMES.items()}
+    return {f"{names[m[1]]}_{m[2]}": float(m[3]) for m in _SERIES.finditer(exposition) if m[1] in names}
+
+
+def pool_times(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
+    """Mean milliseconds per request between two :func:`pool_totals`: ``hold_ms`` and
+    ``checkout_ms``; None where a histogram is missing or saw no request."""
+    out: dict[str, float | None] = {}
+    for key in POOL_TIMES:
+        count = after.get(f"{key}_count", 0) - before.get(f"{key}_count", 0)
+        total = after.get(f"{key}_sum", 0) - before.get(f"{key}_sum", 0)
+        out[f"{key}_ms"] = total / count * 1000 if f"{key}_count" in after and count > 0 else None
+    return out
 
 
 def peak(values: Iterable[float | int | None]) -> float | int | None:

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from healthz.config import WORKER_CLASSES
-from healthz.lab import require_extra, verdict
+from healthz.lab import advice, require_extra, verdict
 from healthz.lab.figures import RunFigures
-from healthz.plan import TIME_WAIT_SECONDS, DatabaseLimits
+from healthz.plan import DatabaseLimits
 
 require_extra()
 
@@ -143,107 +143,68 @@ def in_numbers(v: verdict.Verdict, limits: DatabaseLimits | None) -> str:
     return "; ".join(_facts(v, limits)) + "." + ("".join(" " + n for n in notes))
 
 
-def exhaustion_reason(run: RunFigures) -> str:
-    """Why a run ran out of client ports, in numbers (:func:`verdict.exhaustion`)."""
-    ports = f" of {run.ports:,} ports" if run.ports else ""
-    if verdict.exhaustion(run) is verdict.Exhaustion.CHURN:
-        return (
-            f"a new database connection per request, {_n(run.sessions_per_second)} sessions/s; each closed one holds "
-            f"its client port in TIME_WAIT for {TIME_WAIT_SECONDS} s, so that rate needs "
-            f"{_n(verdict.ports_needed(run.sessions_per_second))} ports: TIME_WAIT peaked at "
-            f"{_n(run.time_wait_peak or 0)}{ports}"
-        )
-    return (
-        f"database connections held open: {_n(run.established_peak or 0)} toward PostgreSQL at once{ports} "
-        f"for {run.concurrency:,} clients"
+def advice_of(data: dict[str, Any]) -> advice.Advice:
+    """The :class:`advice.Advice` of a run's ``results.json``: the database's cores are this
+    machine's when the lab ran its own PostgreSQL here (unknown for a --database-url one)."""
+    meta, results = data["meta"], data["results"]
+    limits = DatabaseLimits.from_meta(meta)
+    own_database = (meta.get("postgres") or {}).get("source") not in (None, "--database-url")
+    config = meta.get("config") or {}
+    return advice.advise(
+        verdict.judge_all(results, limits),
+        results,
+        limits,
+        faithful=meta.get("topology", {}).get("faithful", True) is not False,
+        db_cores=(meta.get("machine") or {}).get("cpus") if own_database else None,
+        ports_default=config.get("ports") if meta.get("topology", {}).get("name") == "netns" else None,
     )
 
 
-def answer_paragraphs(
-    verdicts: dict[str, verdict.Verdict], results: list[RunFigures], meta: dict, limits: DatabaseLimits | None
-) -> list[str]:
-    """The plain answer to "does connection pooling alone fix it?" (:func:`verdict.answer`), as
-    paragraphs built from the figures; and the settings recommended for the measured load."""
-    said = verdict.answer(verdicts, results, faithful=meta.get("topology", {}).get("faithful", True) is not False)
-    by_scenario = {name: verdict.measured(r for r in results if r.scenario == name) for name in verdicts}
-    out: list[str] = []
-    if said.exhausted:
-        parts = [
-            f"{n} ({_pct(verdicts[n].worst.error_rate)} failed; {exhaustion_reason(verdicts[n].worst)})"
-            for n in said.exhausted
-        ]
-        out.append(
-            "The reported failure (`Cannot assign requested address`, address_unavailable) occurred in: "
-            + "; ".join(parts)
-            + "."
-        )
-    elif not said.faithful:
-        rates = [f"{n} {_n(max(r.sessions_per_second or 0 for r in by_scenario[n]))}/s" for n in said.unpooled]
-        out.append(
-            "No address_unavailable here: this run used the loopback topology, where Linux reuses TIME_WAIT ports, "
-            "so exhaustion cannot show. The churn that causes it on a real network is measured all the same: "
-            + (", ".join(rates) if rates else "no unpooled scenario ran")
-            + f" new connections, against a budget of "
-            f"(ports in range) / {TIME_WAIT_SECONDS} s per client host. Rerun with --topology netns (root) to see the failure."
-        )
-    if said.bounded_held:
-        figures = []
-        for n in said.bounded_held:
-            top = max(by_scenario[n], key=lambda r: r.concurrency)
-            figures.append(
-                f"{n} ({_n(top.sessions_opened)} sessions for {_n(top.requests)} requests at {top.concurrency:,} clients, "
-                f"{_n(top.rps)} requests/s, p99 {_n(top.p99_ms)} ms)"
-            )
-        out.append(
-            "**Does connection pooling alone fix it? Yes, when the pool is bounded:** a QueuePool with max_overflow=0 opened "
-            "its connections once and reused them, with no failed request: " + "; ".join(figures) + "."
-        )
-    if said.churned:
-        out.append(
-            "**Not with overflow:** "
-            + " ".join(verdicts[n].first(verdict.OverflowChurn).sentence() for n in said.churned)
-            + " Overflow turns every burst into new connections, which is the churn that exhausts ports; set max_overflow=0 "
-            "and size pool_size instead."
-        )
-    if said.other_failures:
-        out.append(
-            "**Also failed, for other reasons:** "
-            + " ".join(f"{n}: FAILED: {in_numbers(verdicts[n], limits)}" for n in said.other_failures)
-        )
-    if said.recommended:
-        out.append(recommendation(said.recommended, by_scenario[said.recommended], limits))
-    return out
+def answer_blocks(said: advice.Advice) -> list[tuple]:
+    """The answer first, in at most :data:`advice.ANSWER_LINES` lines: the headline, then the change and the evidence."""
+    lines = said.lines()
+    return [("p", f"**{lines[0]}**"), ("ul", lines[1:])] if len(lines) > 1 else [("p", f"**{lines[0]}**")]
 
 
-def recommendation(name: str, runs: list[RunFigures], limits: DatabaseLimits | None) -> str:
-    """Settings for the measured load: those of ``name``, the recommended scenario, at its highest step."""
-    top = max(runs, key=lambda r: r.concurrency)
-    bouncer, ran_on = top.pgbouncer, top.hosts or 1
-    need = verdict.connection_need(top)
-    if need.how is verdict.Counted.PGBOUNCER_PER_HOST:
-        per_host = need.per_instance
-        what = f"PgBouncer's default_pool_size {per_host} = {per_host} server connections per application host"
-    elif need.how is verdict.Counted.PGBOUNCER_ON_DB:
-        per_host = 0  # one PgBouncer for every host: its pool does not grow with them
-        what = f"PgBouncer's default_pool_size {need.per_instance} server connections for every application host"
-    else:
-        per_host = top.workers * need.per_instance
-        what = f"{top.workers} workers x pool_size {need.per_instance} = {per_host} connections per application host"
-    hosts = limits.available // per_host if limits and limits.available and per_host else None
-    text = (
-        f"**Recommended for this load** ({top.concurrency:,} concurrent clients"
-        f"{f' over {ran_on} application hosts' if ran_on > 1 else ''}): the settings of {name}: {top.summary}. "
-        f"That is {what}, measured at {_n(top.backends_peak)} peak backends{' in all' if ran_on > 1 else ''}."
-    )
-    if hosts:
-        beyond = "" if bouncer else "; beyond that, put PgBouncer between the hosts and PostgreSQL"
-        text += (
-            f" With max_connections {limits.max_connections:,} ({limits.reserved} reserved), up to {hosts:,} such hosts "
-            f"fit{beyond}."
-        )
-    if top.p99_ms:
-        text += f" Keep pool_timeout well above the measured p99 of {_n(top.p99_ms)} ms (the default 30 s is)."
-    return text
+def settings_blocks(said: advice.Advice) -> list[tuple]:
+    """Settings to paste, per framework, each with the measured figure behind it."""
+    if not said.settings:
+        return []
+    blocks: list[tuple] = [
+        ("h2", "Settings to paste"),
+        (
+            "p",
+            f"Sized for the load {said.chosen} measured. Rerun them as a scenario to check they hold: "
+            f"`healthz lab run --scenarios-file {RECOMMENDED} -s recommended` (written beside this report).",
+        ),
+    ]
+    for snippet in said.settings:
+        blocks += [("h3", snippet.title), ("pre", snippet.code), ("p", f"Measured: {snippet.backed_by}.")]
+    return blocks
+
+
+#: The recommended setup as a scenario file, written beside the report.
+RECOMMENDED = "recommended.toml"
+
+
+def recommended_scenario(said: advice.Advice, results: list[RunFigures]) -> str | None:
+    """``recommended.toml``: the chosen scenario with the pool sized by need, to rerun as is."""
+    if not said.chosen or not said.sizing:
+        return None
+    run = next(r for r in results if r.scenario == said.chosen)
+    lines = [
+        "# The lab's recommendation for the load it measured (healthz lab report): rerun it to check it holds:",
+        f"#   healthz lab run --scenarios-file {RECOMMENDED} -s recommended "
+        f"--concurrency {max(r.concurrency for r in results if r.scenario == said.chosen)}",
+        "[scenario.recommended]",
+        f'base = "{said.chosen}"',
+        f'description = "{said.chosen} with the pool the measured load needs: {said.sizing.line().replace(chr(34), "")}"',
+    ]
+    if run.placement.pooled:
+        lines.append(f"pgbouncer_pool_size = {said.sizing.pgbouncer_pool_size}")
+    if run.pool.bounded:
+        lines.append(f"pool_size = {said.sizing.pool_size}")
+    return "\n".join(lines) + "\n"
 
 
 # -- tables and plots ------------------------------------------------------------------------
@@ -793,22 +754,33 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
     scenarios = list(dict.fromkeys(r.scenario for r in results))
     limits = DatabaseLimits.from_meta(meta)
     verdicts = verdict.judge_all(results, limits)
+    said = advice_of(data)
+    knobs = {k.scenario: k for k in said.knobs}
     topology = meta.get("topology", {})
     blocks: list[tuple] = [
         ("h1", "healthz lab report"),
+        *answer_blocks(said),
+        *settings_blocks(said),
+        ("h2", "Verdict"),
         (
             "p",
             "The question, from the original report: under gunicorn's eventlet workers a health endpoint fails above about "
             "500 concurrent clients with `could not connect to server: Cannot assign requested address`. "
-            "Does connection pooling alone fix it?",
+            "Does connection pooling alone fix it? Each scenario, judged on its worst step:",
         ),
-        ("h2", "Verdict"),
         (
             "table",
             ("scenario", "outcome", "cause", "in numbers"),
-            [[n, str(v.outcome), v.cause or "-", in_numbers(v, limits)] for n, v in verdicts.items()],
+            [
+                [
+                    n,
+                    str(v.outcome),
+                    v.cause or "-",
+                    in_numbers(v, limits) + (f" {knobs[n].sentence()}" if n in knobs else ""),
+                ]
+                for n, v in verdicts.items()
+            ],
         ),
-        *[("p", paragraph) for paragraph in answer_paragraphs(verdicts, results, meta, limits)],
         *[("p", text) for text in not_taken(results)],
         *[("p", text) for text in saturation(results)],
         *_setup(meta, results, scenarios),
@@ -922,6 +894,12 @@ def to_html(blocks: list[tuple], folder: Path, title: str = "healthz lab report"
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
 
 
+def terminal(data: dict[str, Any]) -> str:
+    """What ``healthz lab run`` prints at the end: the answer first, then the verdict per scenario."""
+    lines = advice_of(data).lines()
+    return "\n".join([lines[0], *(f"  {line}" for line in lines[1:]), "", "Verdict", verdict_table(data)])
+
+
 def verdict_table(data: dict[str, Any]) -> str:
     """The verdict as plain text for the terminal: one line per scenario."""
     meta, results = data["meta"], data["results"]
@@ -961,6 +939,9 @@ def write(folder: Path) -> dict[str, Path]:
     plots = write_plots(data["results"], folder)
     write_csv(data["results"], folder / "results.csv")
     blocks = build(data, plots)
+    scenario = recommended_scenario(advice_of(data), data["results"])
+    if scenario:
+        (folder / RECOMMENDED).write_text(scenario)
     (folder / "report.md").write_text(to_markdown(blocks))
     (folder / "report.html").write_text(to_html(blocks, folder))
     return {

@@ -521,9 +521,13 @@ class Lab:
         connection = self.config.connection or scenario.connection
         run_dir = self.config.output / "runs" / slug(f"{scenario.name}-c{users}-{connection}")
         run_dir.mkdir(parents=True, exist_ok=True)
-        topology.renew_app()
+        try:
+            topology.renew_app(**scenario.knobs)
+            refused = None
+        except topologies.TopologyError as exc:
+            refused = f"scenario {scenario.name}: {exc}"
         with contextlib.ExitStack() as stack:
-            run = self._prepare(scenario, users, connection, topology, url, pg, run_dir, label, stack)
+            run = self._prepare(scenario, users, connection, topology, url, pg, run_dir, label, stack, refused)
             result = self._identity(run, topology)
             try:
                 if run.error:
@@ -547,15 +551,16 @@ class Lab:
         run_dir: Path,
         label: str,
         stack: contextlib.ExitStack,
+        refused: str | None = None,
     ) -> _Run:
         """The run's parts, unstarted but for its PgBouncers; each entered in ``stack``. A PgBouncer
-        that cannot start is the run's ``error``."""
+        that cannot start is the run's ``error``, as is ``refused`` (then nothing starts)."""
         cfg, hosts = self.config, topology.hosts
-        run = _Run(scenario, users, connection, run_dir, hosts, service_urls=[url] * len(hosts))
+        run = _Run(scenario, users, connection, run_dir, hosts, service_urls=[url] * len(hosts), error=refused)
         run.head = f"{label} {scenario.name} c={users} {connection}" + (
             f" hosts={len(hosts)}" if len(hosts) > 1 else ""
         )
-        if scenario.pgbouncer.pooled:
+        if scenario.pgbouncer.pooled and not run.error:
             try:
                 run.bouncers, run.service_urls = self._pgbouncers(scenario, topology, url)
             except PgBouncerError as exc:
@@ -612,6 +617,7 @@ class Lab:
             "summary": scenario.summary(),
             "worker_class": scenario.worker_class,
             "workers": scenario.workers,
+            "worker_concurrency": scenario.concurrency_per_worker,
             "pool": scenario.pool_shape().to_dict(),
             "concurrency": run.users,
             "connection": run.connection,
@@ -621,6 +627,7 @@ class Lab:
             "own_service": scenario.own_service,
             "not_taken": list(NOT_TAKEN_FOR_TARGET) if scenario.target else [],
             "counterpart": scenario.counterpart,
+            "tcp_tw_reuse": topology.tcp_tw_reuse,
             "commands": commands,
             "error": None,
             "pgbouncer": pgbouncer,
@@ -654,6 +661,7 @@ class Lab:
                 raise ServiceError(
                     f"{scenario.path} answered {status} before any load: {mask_password(body.strip())[:300]}"
                 )
+        metrics_before = self._pool_totals(run.gunicorns)
         tcp_bouncer = run.bouncers[0] if run.bouncers and run.scenario.pgbouncer.transport == "tcp" else None
         sampler = self._sampler(
             counters,
@@ -669,9 +677,20 @@ class Lab:
         self._drive(run)
         run.locust.stop()
         samples = sampler.stop()
+        times = probes.pool_times(metrics_before, self._pool_totals(run.gunicorns))
         doctor = self._doctor_result(run.doctor, samples, topology, run.scenario) if run.doctor else None
         stack.close()  # every gunicorn and PgBouncer stops now, once: the session counter settles after
-        return self._figures(run, topology, samples, sessions_before, counters) | {"doctor": doctor}
+        return self._figures(run, topology, samples, sessions_before, counters) | {"doctor": doctor, **times}
+
+    @staticmethod
+    def _pool_totals(services: list[Service]) -> dict[str, float]:
+        """:func:`probes.pool_totals` of every service's ``/metrics``, summed (none from a service without it)."""
+        total: dict[str, float] = {}
+        for service in services:
+            status, body = service.get("/metrics", timeout=5)
+            for key, value in (probes.pool_totals(body) if status == 200 else {}).items():
+                total[key] = total.get(key, 0.0) + value
+        return total
 
     def _drive(self, run: _Run) -> None:
         """locust's bounded run, with the doctor started past the start-up burst and the progress line."""

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from healthz.config import ENVIRONMENT, WORKER_CLASSES, Settings, SettingsError, parse_integer
 from healthz.lab.app import DEFAULT_PATH, AppSpec, AppSpecError
 from healthz.lab.figures import Placement, PoolShape
+from healthz.lab.topology import TW_REUSE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,6 +50,8 @@ SCENARIO_KEYS = (
     "pgbouncer_pool_mode",
     "pgbouncer_pool_size",
     "counterpart",
+    "tcp_tw_reuse",
+    "ports",
 )
 #: The keys of a scenario that runs the team's own service (:class:`AppSpec`'s fields).
 APP_KEYS = ("app", "app_dir", "env", "setup", "path", "ready_path", "ready_timeout", "python")
@@ -87,6 +90,13 @@ class Scenario:
     app: AppSpec | None = None
     counterpart: str | None = None  # the lab's scenario that stands for this one, for the report's pairs
     target: str | None = None  # the URL of a running service the lab does not start (--target)
+    tcp_tw_reuse: int | None = None  # net.ipv4.tcp_tw_reuse on the application hosts (netns); None: Linux's 2
+    ports: int | None = None  # their ip_local_port_range size (netns); None: the lab's --ports
+
+    @property
+    def knobs(self) -> dict[str, int]:
+        """The kernel settings this scenario sets on its application hosts: ``tcp_tw_reuse``, ``ports``."""
+        return {k: v for k, v in (("tcp_tw_reuse", self.tcp_tw_reuse), ("ports", self.ports)) if v is not None}
 
     def __post_init__(self) -> None:
         if self.worker_class not in WORKER_CLASSES and not (self.own_service and self.worker_class == UNKNOWN):
@@ -111,6 +121,12 @@ class Scenario:
                 f"scenario {self.name}: pgbouncer_pool_mode {self.pgbouncer_pool_mode!r} is not one of "
                 f"{', '.join(PGBOUNCER_POOL_MODES)}"
             )
+        if self.tcp_tw_reuse is not None and self.tcp_tw_reuse not in TW_REUSE:
+            raise ScenarioError(
+                f"scenario {self.name}: tcp_tw_reuse {self.tcp_tw_reuse!r} is not one of {', '.join(map(str, TW_REUSE))}"
+            )
+        if self.ports is not None and (not isinstance(self.ports, int) or not 16 <= self.ports <= 28000):
+            raise ScenarioError(f"scenario {self.name}: ports must be an integer from 16 to 28000, got {self.ports!r}")
         for key in ("workers", "threads", "worker_connections", "pgbouncer_pool_size"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ScenarioError(f"scenario {self.name}: {key} must be an integer >= 1, got {getattr(self, key)!r}")
@@ -199,7 +215,8 @@ class Scenario:
                 Placement.DB: "on the database host",
             }[self.pgbouncer]
             bouncer = f", PgBouncer {where} (pool_mode={self.pgbouncer_pool_mode}, default_pool_size={self.pgbouncer_pool_size})"
-        summary = f"{self.worker_class} workers={self.workers} {per_worker}, {pool}{green}{bouncer}, clients {self.connection}"
+        knobs = "".join(f", {k}={v}" for k, v in self.knobs.items())
+        summary = f"{self.worker_class} workers={self.workers} {per_worker}, {pool}{green}{bouncer}{knobs}, clients {self.connection}"
         return summary.replace("  ", " ")
 
     def to_dict(self) -> dict[str, Any]:
@@ -283,6 +300,14 @@ DEFAULTS: dict[str, Scenario] = {
             "connection for every request; NullPool does the same.",
             "eventlet",
             settings={"pool_class": "NullPool"},
+        ),
+        Scenario(
+            "eventlet-nullpool-tw-reuse",
+            "The report's setup with the operator's first fix: net.ipv4.tcp_tw_reuse=1 on the application host, so "
+            "a new connection may take a port whose TIME_WAIT is 1 s old. It still opens a connection per request.",
+            "eventlet",
+            settings={"pool_class": "NullPool"},
+            tcp_tw_reuse=1,
         ),
         Scenario(
             "eventlet-singleton",

@@ -31,6 +31,10 @@ from pathlib import Path
 #: The prefix of every namespace the lab creates; the PID keeps parallel runs apart.
 NAMESPACE_PREFIX = "healthz-"
 NETWORK = ipaddress.ip_network("198.18.0.0/15")
+#: Linux's default ``net.ipv4.tcp_tw_reuse``: reuse a TIME_WAIT port for a new outgoing connection on loopback only.
+DEFAULT_TW_REUSE = 2
+#: What each value of ``net.ipv4.tcp_tw_reuse`` lets a new outgoing connection do with a port in TIME_WAIT.
+TW_REUSE = {0: "never reuse it", 1: "reuse it 1 s after its last packet", 2: "reuse it on loopback only"}
 
 
 class TopologyError(RuntimeError):
@@ -122,8 +126,22 @@ class Loopback:
     def teardown(self) -> None:
         pass
 
-    def renew_app(self) -> None:
-        """Loopback has no app namespace to renew; TIME_WAIT carries over between runs."""
+    @property
+    def tcp_tw_reuse(self) -> int | None:
+        """This host's ``net.ipv4.tcp_tw_reuse`` (loopback shares it)."""
+        try:
+            return int(Path("/proc/sys/net/ipv4/tcp_tw_reuse").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def renew_app(self, ports: int | None = None, tcp_tw_reuse: int | None = None) -> None:
+        """Loopback has no app namespace to renew; TIME_WAIT carries over between runs. Its sysctls
+        are this host's, so a run's own ``ports`` or ``tcp_tw_reuse`` is refused."""
+        if ports is not None or tcp_tw_reuse is not None:
+            knob = "ports" if ports is not None else "tcp_tw_reuse"
+            raise TopologyError(
+                f"{knob} is set per application namespace: it needs --topology netns (loopback shares this host's sysctls)"
+            )
 
     def __enter__(self) -> Loopback:
         return self.setup()
@@ -181,9 +199,16 @@ class Netns:
                     client_host=client_host,
                 )
             )
-        low = min(40000, 65536 - ports)  # the range ends at 65535 at most
-        self.port_range = (low, low + ports - 1)
+        self.port_range = self._range(ports)
+        self.tcp_tw_reuse = DEFAULT_TW_REUSE
         self._created: list[str] = []
+
+    @staticmethod
+    def _range(ports: int) -> tuple[int, int]:
+        if ports < 16 or ports > 28000:
+            raise TopologyError(f"ports must be between 16 and 28000, got {ports}")
+        low = min(40000, 65536 - ports)  # the range ends at 65535 at most
+        return (low, low + ports - 1)
 
     # The first application host, for the single-host code paths.
     @property
@@ -229,7 +254,8 @@ class Netns:
         return (
             f"netns: locust in namespace {self.client_ns} -> {apps} -> PostgreSQL in {self.db_ns} ({self.db_host}), "
             f"joined by veth pairs{' and a bridge' if len(self.hosts) > 1 else ''}; each application host's ip_local_port_range "
-            f"is {self.port_range[0]}-{self.port_range[1]} ({self.ports} ports), tcp_tw_reuse 2 (reuse on loopback only){netem}"
+            f"is {self.port_range[0]}-{self.port_range[1]} ({self.ports} ports) and tcp_tw_reuse 2 (reuse on loopback only), "
+            f"unless a scenario sets its own{netem}"
         )
 
     @staticmethod
@@ -303,7 +329,7 @@ class Netns:
                 _add_netem(prefix, interface, delay)
         low, high = self.port_range
         _run([*app, "sysctl", "-q", "-w", f"net.ipv4.ip_local_port_range={low} {high}"])
-        _run([*app, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=2"])
+        _run([*app, "sysctl", "-q", "-w", f"net.ipv4.tcp_tw_reuse={self.tcp_tw_reuse}"])
 
     def netem_problem(self) -> str | None:
         """Why ``tc netem`` cannot run here (tried on the client namespace's loopback), or None."""
@@ -316,9 +342,13 @@ class Netns:
         _run([*self.client_prefix, "tc", "qdisc", "del", "dev", "lo", "root"])
         return None
 
-    def renew_app(self) -> None:
+    def renew_app(self, ports: int | None = None, tcp_tw_reuse: int | None = None) -> None:
         """Replace every application namespace (and its veth pairs) with a fresh one, so TIME_WAIT
-        sockets left by one run do not eat the next run's ports. The db and client namespaces stay."""
+        sockets left by one run do not eat the next run's ports. The db and client namespaces stay.
+        ``ports`` and ``tcp_tw_reuse`` set the new namespaces' range size and reuse for this run
+        (default: the topology's ports and 2, Linux's default)."""
+        self.port_range = self._range(ports or self.ports)
+        self.tcp_tw_reuse = DEFAULT_TW_REUSE if tcp_tw_reuse is None else tcp_tw_reuse
         for host in self.hosts:
             if host.namespace in self._created:
                 subprocess.run(["ip", "netns", "del", host.namespace], capture_output=True)

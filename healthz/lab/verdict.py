@@ -2,9 +2,8 @@
 
 A run is a :class:`~healthz.lab.figures.RunFigures` (as saved in ``results.json``). A
 scenario's :class:`Verdict` is an :class:`Outcome`, a cause, the worst run and typed
-:class:`Finding` objects, each of which renders its own sentence; :class:`Answer` says, over every
-scenario, where the reported failure occurred, which bounded pools held, which overflowed, and
-which setup is recommended. :mod:`healthz.lab.report` only renders these.
+:class:`Finding` objects, each of which renders its own sentence. Over every scenario,
+:mod:`healthz.lab.advice` says what to change; :mod:`healthz.lab.report` only renders these.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from healthz.lab.figures import Placement, RunFigures
@@ -68,9 +67,19 @@ def port_churn_per_host(run: Run) -> float | None:
     return None if rate is None else rate / hosts
 
 
-def ports_needed(connections_per_second: float | None) -> int | None:
-    """Client ports a sustained rate of new connections keeps in TIME_WAIT: rate x 60 s."""
-    return None if connections_per_second is None else round(connections_per_second * TIME_WAIT_SECONDS)
+def ports_needed(connections_per_second: float | None, seconds: float = TIME_WAIT_SECONDS) -> int | None:
+    """Client ports a sustained rate of new connections keeps unusable: rate x 60 s in TIME_WAIT (or
+    x ``seconds``, :func:`seconds_held`)."""
+    return None if connections_per_second is None else round(connections_per_second * seconds)
+
+
+#: With tcp_tw_reuse=1, connect() may take a port in TIME_WAIT once its last timestamp is 1 s old.
+TW_REUSE_SECONDS = 1
+
+
+def seconds_held(run: Run) -> float:
+    """How long a closed connection keeps its client port from a new one: 60 s, or 1 s with tcp_tw_reuse=1."""
+    return TW_REUSE_SECONDS if run.tcp_tw_reuse == 1 else TIME_WAIT_SECONDS
 
 
 def stalled(run: Run) -> bool:
@@ -172,13 +181,14 @@ class PortsAtRisk(Finding):
     to_pgbouncer: bool
     hosts: int
     ports: int
+    seconds: float = TIME_WAIT_SECONDS  # how long each keeps its port (seconds_held)
 
     def sentence(self) -> str:
         what = "connections to PgBouncer" if self.to_pgbouncer else "sessions"
         per_host = " per application host" if self.hosts > 1 else ""
         return (
             f"but at {self.concurrency:,} clients it opened {_n(self.rate_per_host)} {what}/s{per_host}, which keep "
-            f"{_n(ports_needed(self.rate_per_host))} client ports in TIME_WAIT when sustained, more than the "
+            f"{_n(ports_needed(self.rate_per_host, self.seconds))} client ports in TIME_WAIT when sustained, more than the "
             f"{self.ports:,} in range: a longer run exhausts them"
         )
 
@@ -268,10 +278,12 @@ def judge(scenario: str, runs: list[Run], limits: DatabaseLimits | None) -> Verd
         if cause is None:
             cause = "stopped answering" if stalled(worst) else "worker timeouts"
         return Verdict(scenario, Outcome.FAILED, cause, worst, tuple(found))
-    risky = [r for r in done if r.ports and (ports_needed(port_churn_per_host(r)) or 0) > r.ports]
+    risky = [r for r in done if r.ports and (ports_needed(port_churn_per_host(r), seconds_held(r)) or 0) > r.ports]
     if risky:
         r = max(risky, key=port_churn_per_host)
-        risk = PortsAtRisk(r.concurrency, port_churn_per_host(r), r.placement is Placement.DB, r.hosts or 1, r.ports)
+        risk = PortsAtRisk(
+            r.concurrency, port_churn_per_host(r), r.placement is Placement.DB, r.hosts or 1, r.ports, seconds_held(r)
+        )
         return Verdict(scenario, Outcome.AT_RISK, None, worst, (risk, *found))
     return Verdict(scenario, Outcome.HELD, None, worst, tuple(found))
 
@@ -368,40 +380,3 @@ def connection_need(run: Run) -> ConnectionNeed:
     if not size:
         return ConnectionNeed(Counted.UNBOUNDED, None, hosts, workers, None)
     return ConnectionNeed(Counted.IN_PROCESS, hosts * workers * size, hosts, workers, size)
-
-
-# -- the answer over every scenario ------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Answer:
-    """Does connection pooling alone fix it, over every scenario of a run."""
-
-    exhausted: tuple[str, ...]  # failed with address_unavailable: the reported failure
-    bounded_held: tuple[str, ...]  # a QueuePool with max_overflow=0 that held
-    churned: tuple[str, ...]  # overflow churn found
-    other_failures: tuple[str, ...]  # failed for another cause
-    unpooled: tuple[str, ...]  # no pool bound at all (NullPool and the like)
-    recommended: str | None  # the fastest bounded pool that held at the highest step
-    faithful: bool  # the topology can show port exhaustion (netns), unlike loopback
-
-
-def answer(verdicts: Mapping[str, Verdict], results: list[Run], faithful: bool) -> Answer:
-    by_scenario = {name: measured(r for r in results if r.scenario == name) for name in verdicts}
-
-    def bounded(name: str) -> bool:
-        return bool(by_scenario[name]) and by_scenario[name][0].pool.bounded
-
-    failed = [n for n, v in verdicts.items() if v.outcome is Outcome.FAILED]
-    held = [n for n, v in verdicts.items() if v.outcome is Outcome.HELD]
-    exhausted = [n for n in failed if verdicts[n].cause == "address_unavailable"]
-    bounded_held = [n for n in held if bounded(n)]
-    candidates = [(max(by_scenario[n], key=lambda r: r.concurrency).rps or 0, n) for n in bounded_held]
-    unpooled = [n for n in verdicts if by_scenario[n] and by_scenario[n][0].pool.capacity is None]
-    return Answer(
-        exhausted=tuple(exhausted),
-        bounded_held=tuple(bounded_held),
-        churned=tuple(n for n, v in verdicts.items() if v.has(OverflowChurn)),
-        other_failures=tuple(n for n in failed if n not in exhausted),
-        unpooled=tuple(unpooled),
-        recommended=max(candidates)[1] if candidates else None,
-        faithful=faithful,
-    )

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 
+from helpers import bouncer
+from helpers import lab_run as run
+
 from healthz.lab import report, verdict
-from healthz.lab.figures import PoolShape, RunFigures
 from healthz.plan import DatabaseLimits
 
 META = {
@@ -17,71 +19,6 @@ META = {
     "config": {"duration": 10.0, "max_requests": 1000, "interval": 0.2},
     "command": "healthz lab run",
 }
-
-
-def run(
-    scenario,
-    concurrency=500,
-    *,
-    requests=10000,
-    failures=0,
-    causes=None,
-    sessions=20,
-    pool=("QueuePool", 10, 0),
-    workers=2,
-    time_wait=0,
-    **extra,
-):
-    shape = PoolShape(*pool)
-    summary = f"{shape.pool_class}(pool_size={shape.pool_size}, max_overflow={shape.max_overflow})"
-    result = {
-        "scenario": scenario,
-        "description": f"{scenario} stands for",
-        "summary": summary,
-        "worker_class": "eventlet",
-        "workers": workers,
-        "pool_capacity": shape.capacity,
-        "pool": shape.to_dict(),
-        "concurrency": concurrency,
-        "connection": "close",
-        "topology": "netns",
-        "run_dir": f"runs/{scenario}",
-        "commands": {"rerun": f"healthz lab run -s {scenario}", "gunicorn": "g", "locust": "l"},
-        "error": None,
-        "seconds": 10.0,
-        "requests": requests,
-        "failures": failures,
-        "error_rate": failures / requests if requests else None,
-        "rps": requests / 10,
-        "p50_ms": 10,
-        "p95_ms": 20,
-        "p99_ms": 30,
-        "failures_by_cause": causes or {},
-        "service_errors": causes or {},
-        "address_unavailable": (causes or {}).get("address_unavailable", 0),
-        "pool_timeouts": (causes or {}).get("pool_timeout", 0),
-        "sessions_opened": sessions,
-        "sessions_per_second": sessions / 10,
-        "sessions_per_request": sessions / requests,
-        "sessions_per_success": sessions / max(1, requests - failures),
-        "backends_peak": min(sessions, 20),
-        "backends_mean": 10.0,
-        "backends_left": 0,
-        "time_wait_peak": time_wait,
-        "established_peak": 20,
-        "ports": 1000,
-        "cpu_seconds": {"gunicorn": 5.0, "postgres": 1.0, "locust": 2.0},
-        "worker_restarts": 0,
-        "worker_timeouts": 0,
-        "samples": [{"t": 0.0, "at": 0.0, "time_wait": 0}, {"t": 0.2, "at": 0.2, "time_wait": time_wait}],
-        "history": [],
-    }
-    result.update(extra)
-    return RunFigures.from_dict(result)
-
-
-def bouncer(placement, **figures):
-    return {"placement": placement, "pool_mode": "transaction", "default_pool_size": 10, **figures}
 
 
 NULLPOOL = ("NullPool", 5, 10)
@@ -145,41 +82,14 @@ def test_each_finding_says_its_numbers():
     )
 
 
-def test_the_answer_in_paragraphs():
-    text = "\n".join(report.answer_paragraphs(judged(RESULTS), RESULTS, META, LIMITS))
-    assert "occurred in: eventlet-nullpool (80% failed; a new database connection per request, 130 sessions/s" in text
-    assert "that rate needs 7,800 ports: TIME_WAIT peaked at 990 of 1,000 ports" in text
-    assert "**Does connection pooling alone fix it? Yes, when the pool is bounded:**" in text
-    assert "eventlet-queuepool-sized (20 sessions for 10,000 requests at 1,000 clients" in text
-    assert "**Not with overflow:** Overflow churn: 900 sessions" in text
-    assert "2 workers x pool_size 10 = 20 connections per application host" in text
-    assert "up to 4 such hosts fit" in text  # (100 - 3) // 20
-
-
-def test_persistent_connections_beyond_the_port_range_are_told_apart():
-    held = run(
-        "eventlet-singleton-keepalive",
-        concurrency=1000,
-        requests=5000,
-        failures=100,
-        causes={"address_unavailable": 100},
-        sessions=1000,
-        pool=("SingletonThreadPool", 1000, 10),
-        established_peak=1000,
-    )
-    assert report.exhaustion_reason(held).startswith(
-        "database connections held open: 1,000 toward PostgreSQL at once of 1,000 ports"
-    )
-
-
 def test_loopback_says_it_cannot_show_exhaustion():
     meta = {
         **META,
         "topology": {"name": "loopback", "description": "loopback", "faithful": False, "port_range": [32768, 60999]},
     }
     results = [run("eventlet-nullpool", sessions=5000, pool=NULLPOOL), RESULTS[2]]
-    text = "\n".join(report.answer_paragraphs(judged(results), results, meta, LIMITS))
-    assert "loopback topology, where Linux reuses TIME_WAIT ports" in text and "eventlet-nullpool 500/s" in text
+    said = report.advice_of({"meta": meta, "results": results})
+    assert not said.faithful and any(line.startswith("Loopback:") for line in said.lines())
     blocks = report.build({"meta": meta, "results": results}, [])
     assert any(b[0] == "p" and b[1].startswith("**Loopback caveat:**") for b in blocks)
 

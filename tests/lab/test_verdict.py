@@ -74,8 +74,6 @@ def test_a_short_run_whose_churn_would_exhaust_the_ports_is_at_risk():
     judged = verdict.judge("eventlet-nullpool", [short], LIMITS)
     assert (judged.outcome, judged.failed) == (Outcome.AT_RISK, False)
     assert judged.first(PortsAtRisk) == PortsAtRisk(100, 306.0, False, 1, 1000)
-    answer = verdict.answer({"eventlet-nullpool": judged}, [short], faithful=True)
-    assert answer.recommended is None and answer.bounded_held == ()
 
 
 def test_a_stalled_service_failed_without_failures():
@@ -93,18 +91,6 @@ def test_a_run_not_measured():
         None,
         "gunicorn exited with status 2",
     )
-
-
-def test_the_answer_names_scenarios_by_what_their_figures_show():
-    answer = verdict.answer(verdict.judge_all(RESULTS, LIMITS), RESULTS, faithful=True)
-    assert answer.exhausted == ("eventlet-nullpool",)
-    assert answer.bounded_held == ("eventlet-queuepool-sized",)
-    assert answer.churned == ("eventlet-queuepool-default",)
-    assert answer.other_failures == () and answer.unpooled == ("eventlet-nullpool",)
-    assert answer.recommended == "eventlet-queuepool-sized"
-    # A pool with overflow that held is not "bounded": it is not recommended.
-    overflowing = [run("overflow", pool=("QueuePool", 10, 5))]
-    assert verdict.answer(verdict.judge_all(overflowing, LIMITS), overflowing, True).recommended is None
 
 
 def test_exhaustion_is_churn_or_connections_held_open():

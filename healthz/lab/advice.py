@@ -1,0 +1,618 @@
+"""What a team should change, judged from a lab run: the answer, the setup to adopt, its pool sized
+by the measured load, the evidence (one figure each) and settings to paste per framework. Pure:
+verdicts and figures in, :class:`Advice` out; :mod:`healthz.lab.report` renders it.
+
+The setup recommended is the simplest that held with margin, not the fastest: an in-process pool
+before PgBouncer on the application host, before PgBouncer on the database host. A setup "held with
+margin" when it held (not at risk) at the highest step, fits the connection budget, and served at
+least ``1 - MARGIN`` of the fastest such setup's requests per second; among those the simplest wins,
+then the one needing fewest connections. A component is added only when no simpler setup held, and
+the advice says why (the budget or the ports).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Mapping, Sequence
+
+from healthz import plan as plans
+from healthz.config import WORKER_CLASSES
+from healthz.lab import verdict
+from healthz.lab.figures import Placement, RunFigures
+from healthz.plan import DatabaseLimits
+
+#: Requests per second within this share of the fastest setup count as equal: runs vary by a few percent.
+MARGIN = 0.10
+#: At most this many lines answer before the detail (the answer, the change, the evidence).
+ANSWER_LINES = 8
+
+_n = verdict.number
+
+
+class Reply(str, enum.Enum):
+    """The answer to "does connection pooling alone fix it?" for one run of the lab."""
+
+    YES = "Yes"  # an in-process bounded pool held
+    WITH_PGBOUNCER = "Not alone"  # only a setup with PgBouncer held: the budget or the ports needed it
+    NO = "No"  # no pooled setup held
+    NOT_SHOWN = "Not shown here"  # nothing pooled was measured
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Component(int, enum.Enum):
+    """What a setup adds between the service and PostgreSQL, simplest first."""
+
+    IN_PROCESS = 0  # the worker's own pool (SQLAlchemy QueuePool, Django's pool or CONN_MAX_AGE)
+    PGBOUNCER_APP = 1  # PgBouncer on each application host
+    PGBOUNCER_DB = 2  # one PgBouncer on the database host
+
+    @classmethod
+    def of(cls, run: RunFigures) -> Component:
+        if run.placement is Placement.DB:
+            return cls.PGBOUNCER_DB
+        return cls.PGBOUNCER_APP if run.placement.pooled else cls.IN_PROCESS
+
+    def __str__(self) -> str:
+        return {0: "an in-process pool", 1: "PgBouncer on the application host", 2: "PgBouncer on the database host"}[
+            self.value
+        ]
+
+
+def top(runs: Sequence[RunFigures]) -> RunFigures:
+    """The run at the highest concurrency step."""
+    return max(runs, key=lambda r: r.concurrency)
+
+
+def pooled(run: RunFigures) -> bool:
+    """A setup that bounds its connections: a QueuePool with max_overflow=0, or PgBouncer."""
+    return run.pool.bounded or run.placement.pooled
+
+
+# -- evidence: one figure a line ------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+    """One line of the answer's evidence; :meth:`line` says it."""
+
+    scenario: str
+
+    def line(self) -> str:
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class Failed(Evidence):
+    """A scenario failed: its share of failed requests and the cause."""
+
+    error_rate: float
+    cause: str
+    concurrency: int
+    sessions_per_second: float | None
+    held_open: int | None = None  # for a port exhaustion by connections held open: how many
+
+    def line(self) -> str:
+        if self.held_open is not None:
+            how = f", {self.held_open:,} connections held open"
+        elif self.sessions_per_second:
+            how = f", {_n(self.sessions_per_second)} new connections/s"
+        else:
+            how = ""
+        return f"{self.scenario}: {_pct(self.error_rate)} failed at {self.concurrency:,} clients ({self.cause}{how})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Held(Evidence):
+    """The recommended setup held: no failed request, its sessions and throughput."""
+
+    concurrency: int
+    sessions_opened: int
+    seconds: float | None
+    rps: float | None
+    p99_ms: float | None
+
+    def line(self) -> str:
+        return (
+            f"{self.scenario}: 0 failed at {self.concurrency:,} clients, {self.sessions_opened:,} sessions in "
+            f"{_n(self.seconds)} s, {_n(self.rps)} req/s, p99 {_n(self.p99_ms)} ms"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class NotNeeded(Evidence):
+    """A setup with more parts held as well, within the margin: not worth its component."""
+
+    component: Component
+    rps: float | None
+    chosen_rps: float | None
+
+    def line(self) -> str:
+        return (
+            f"{self.scenario}: {_n(self.rps)} req/s against {_n(self.chosen_rps)}, within {MARGIN:.0%}: "
+            f"{self.component} is not needed for this load"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Needed(Evidence):
+    """The simpler setup that did not hold, and why the component was added."""
+
+    reason: str  # "budget" or "ports" or the cause
+    figure: str
+
+    def line(self) -> str:
+        return f"{self.scenario} did not hold ({self.reason}): {self.figure}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Churned(Evidence):
+    """Overflow churn: sessions opened beyond what the pools hold."""
+
+    sessions_opened: int
+    capacity: int
+
+    def line(self) -> str:
+        return (
+            f"{self.scenario}: {self.sessions_opened:,} sessions for pools that hold {self.capacity:,}: "
+            "max_overflow > 0 churns"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class KnobEffect(Evidence, verdict.Finding):
+    """What a kernel knob (``tcp_tw_reuse``, ``ports``) bought and cost against the same setup without
+    it (``base``) and against the recommended pool."""
+
+    knob: str  # "tcp_tw_reuse=1"
+    base: str
+    base_error_rate: float | None
+    base_address_unavailable: int
+    error_rate: float | None
+    address_unavailable: int
+    sessions_per_request: float | None
+    checkout_ms: float | None  # time to get each connection: connecting, for a setup without a pool
+    rps: float | None
+    pooled: str | None
+    pooled_rps: float | None
+
+    def line(self) -> str:
+        bought = (
+            f"EADDRNOTAVAIL {self.address_unavailable:,} (was {self.base_address_unavailable:,} in {self.base}), "
+            f"{_pct(self.error_rate)} failed (was {_pct(self.base_error_rate)})"
+        )
+        cost = f"still {_n(self.sessions_per_request, 2)} new connections per request"
+        if self.checkout_ms is not None:
+            cost += f" at {_n(self.checkout_ms, 1 if self.checkout_ms < 10 else 0)} ms each"
+        against = f", {_n(self.rps)} req/s" + (
+            f" against {_n(self.pooled_rps)} with {self.pooled}" if self.pooled else ""
+        )
+        return f"{self.knob} ({self.scenario}): {bought}; {cost}{against}"
+
+    def sentence(self) -> str:
+        return f"Knob: {self.line()}."
+
+
+def _pct(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0%"
+    return f"{value * 100:.2g}%" if value < 0.1 else f"{value * 100:.0f}%"
+
+
+def knob_text(run: RunFigures, ports_default: int | None) -> str | None:
+    """The kernel knobs a run set beyond the lab's defaults, as ``tcp_tw_reuse=1, ports=N``; None for none."""
+    parts = []
+    if run.tcp_tw_reuse is not None and run.tcp_tw_reuse != 2:
+        parts.append(f"tcp_tw_reuse={run.tcp_tw_reuse}")
+    if ports_default and run.ports and run.ports != ports_default:
+        parts.append(f"ports={run.ports:,}")
+    return ", ".join(parts) or None
+
+
+def _same_setup(a: RunFigures, b: RunFigures) -> bool:
+    return (a.worker_class, a.workers, a.pool, a.placement, a.connection, a.hosts) == (
+        b.worker_class,
+        b.workers,
+        b.pool,
+        b.placement,
+        b.connection,
+        b.hosts,
+    )
+
+
+def knob_effects(
+    by_scenario: Mapping[str, list[RunFigures]], chosen: str | None, ports_default: int | None
+) -> list[KnobEffect]:
+    """Each scenario that set a kernel knob, against the same setup without it, at the same step."""
+    out = []
+    for name, runs in by_scenario.items():
+        if not runs or not (knob := knob_text(runs[0], ports_default)):
+            continue
+        run = top(runs)
+        bases = [
+            n
+            for n, rs in by_scenario.items()
+            if n != name and rs and not knob_text(rs[0], ports_default) and _same_setup(rs[0], run)
+        ]
+        if not bases:
+            continue
+        base = next((r for r in by_scenario[bases[0]] if r.concurrency == run.concurrency), top(by_scenario[bases[0]]))
+        pooled_run = top(by_scenario[chosen]) if chosen else None
+        out.append(
+            KnobEffect(
+                name,
+                knob,
+                bases[0],
+                base.error_rate,
+                base.address_unavailable or base.causes.get("address_unavailable", 0),
+                run.error_rate,
+                run.address_unavailable or run.causes.get("address_unavailable", 0),
+                run.sessions_per_request,
+                run.checkout_ms,
+                run.rps,
+                chosen,
+                pooled_run.rps if pooled_run else None,
+            )
+        )
+    return out
+
+
+# -- the pool the measured load needs --------------------------------------------------------------
+class HoldSource(str, enum.Enum):
+    """Where the hold time came from."""
+
+    MEASURED = "measured"  # the service's healthz_pool_connection_held_seconds
+    LATENCY = "p50 latency"  # a service without that metric: a request holds its connection no longer than it takes
+    DEFAULT = "default"  # nothing measured: plan's DEFAULT_HOLD_MS
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizing:
+    """The recommended setup's pool sized by its measured load (:func:`healthz.plan.plan`)."""
+
+    rate: float  # requests per second per host
+    hold_ms: float
+    hold_source: HoldSource
+    db_cores: int | None
+    plan: plans.Plan
+
+    @property
+    def pool_size(self) -> int:
+        return max(1, self.plan.pool_size)
+
+    @property
+    def pgbouncer_pool_size(self) -> int:
+        """Server connections a PgBouncer on each application host needs: the same Little's law per host."""
+        return max(1, min(self.plan.needed_per_host or self.pool_size, self.plan.deployment.available))
+
+    def reason(self) -> str:
+        """Little's law in the measured figures, and the cap that decided when it was not the load."""
+        per_host = " per host" if self.plan.deployment.hosts > 1 else ""
+        reason = (
+            f"{_n(self.rate)} req/s{per_host} x {self.hold_ms:.2g} ms held ({self.hold_source}) x {plans.HEADROOM:g} = "
+            f"{self.plan.needed_per_host} connections{per_host}"
+        )
+        if self.plan.bound is plans.Bound.DB_CORES:
+            reason += f", capped by {self.db_cores} database cores (2 x cores + 1 = {self.plan.db_active_limit})"
+        elif self.plan.bound is not plans.Bound.LOAD:
+            reason += f", bounded by {self.plan.bound}"
+        return reason
+
+    def line(self) -> str:
+        return f"pool_size={self.pool_size} per worker ({self.plan.deployment.workers} workers): {self.reason()}"
+
+
+def size(run: RunFigures, limits: DatabaseLimits | None, db_cores: int | None) -> Sizing:
+    """The pool ``run``'s load needs: its requests per second per host times the mean time a request
+    held its connection (the service's own histogram; else its p50 latency, an upper bound; else
+    plan's default), with plan's headroom, capped by the database's cores and its budget."""
+    hosts = run.hosts or 1
+    rate = max((run.rps or 0) / hosts, 0.001)
+    if run.hold_ms:
+        hold, source = run.hold_ms, HoldSource.MEASURED
+    elif run.p50_ms:
+        hold, source = run.p50_ms, HoldSource.LATENCY
+    else:
+        hold, source = plans.DEFAULT_HOLD_MS, HoldSource.DEFAULT
+    worker_class = run.worker_class if run.worker_class in WORKER_CLASSES else "gthread"
+    deployment = plans.Deployment(
+        hosts=hosts,
+        workers=run.workers,
+        worker_class=worker_class,
+        concurrency=run.worker_concurrency or plans.DEFAULT_WORKER_CONNECTIONS,
+        max_connections=limits.max_connections if limits else 100,
+        reserved_connections=limits.reserved if limits else 3,
+        rate=rate,
+        hold_ms=max(hold, 0.001),
+        db_cores=db_cores,
+    )
+    return Sizing(rate, hold, source, db_cores, plans.plan(deployment))
+
+
+# -- settings to paste -----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Snippet:
+    """Settings for one framework or component, and the measured figure behind them."""
+
+    title: str
+    language: str
+    code: str
+    backed_by: str
+
+
+def _measured_line(name: str, runs: Sequence[RunFigures] | None) -> str:
+    if not runs:
+        return f"{name}: not measured in this run"
+    r = top(runs)
+    outcome = "0 failed" if not verdict.run_failed(r) else f"{_pct(r.error_rate)} failed"
+    return (
+        f"{name}: {outcome} at {r.concurrency:,} clients, {r.sessions_opened:,} sessions in {_n(r.seconds)} s, "
+        f"{_n(r.rps)} req/s"
+    )
+
+
+def _first(by_scenario: Mapping[str, list[RunFigures]], *names: str) -> tuple[str, list[RunFigures] | None]:
+    """The first of ``names`` that ran (own services first), with its runs."""
+    for name in names:
+        if by_scenario.get(name):
+            return name, by_scenario[name]
+    return names[-1], None
+
+
+def snippets(
+    chosen: RunFigures, sizing: Sizing, by_scenario: Mapping[str, list[RunFigures]], chosen_name: str
+) -> list[Snippet]:
+    """Settings to paste for Flask/SQLAlchemy, Django (persistent connections under gthread, Django
+    5.1+'s pool, PgBouncer's Unix socket), gunicorn and PgBouncer, each sized by ``sizing``."""
+    pool, d = sizing.pool_size, sizing.plan.deployment
+    timeout = 30 if not chosen.p99_ms or chosen.p99_ms < 3000 else math.ceil(chosen.p99_ms / 1000 * 10)
+    backed = _measured_line(chosen_name, by_scenario.get(chosen_name))
+    out = [
+        Snippet(
+            "Flask / SQLAlchemy",
+            "python",
+            "engine = create_engine(\n"
+            "    DATABASE_URL,\n"
+            f"    pool_size={pool},  # per worker process\n"
+            "    max_overflow=0,  # overflow connections are closed on check-in: bursts churn\n"
+            f"    pool_timeout={timeout},\n"
+            ")",
+            f"{sizing.line()}; {backed}",
+        )
+    ]
+    threads = max(pool, 1)
+    gthread_name, gthread_runs = _first(by_scenario, "django-gthread-persistent", "gthread-queuepool")
+    out.append(
+        Snippet(
+            "Django under gthread: persistent connections (one per thread)",
+            "python",
+            'DATABASES["default"].update(\n'
+            "    CONN_MAX_AGE=600,  # keep each thread's connection; under eventlet it is closed with its greenlet\n"
+            "    CONN_HEALTH_CHECKS=True,  # test a reused connection before the request uses it\n"
+            ")\n"
+            f"# gunicorn -k gthread --workers {d.workers} --threads {threads}: {d.workers * threads * d.hosts:,} "
+            "connections at most",
+            _measured_line(gthread_name, gthread_runs),
+        )
+    )
+    pool_name, pool_runs = _first(by_scenario, "django-pool", "django-pool-gevent", "gthread-queuepool")
+    out.append(
+        Snippet(
+            "Django 5.1+ with psycopg 3: Django's own pool",
+            "python",
+            'DATABASES["default"].update(\n'
+            "    CONN_MAX_AGE=0,  # Django refuses a pool with persistent connections\n"
+            f'    OPTIONS={{"pool": {{"min_size": {min(pool, 2)}, "max_size": {pool}, "timeout": {timeout}}}}},\n'
+            ")\n"
+            "# pip install 'psycopg[binary,pool]'; gthread, or gevent (psycopg 3.1.14+ cooperates; eventlet is unsupported)",
+            _measured_line(pool_name, pool_runs),
+        )
+    )
+    unix_name, unix_runs = _first(by_scenario, "eventlet-nullpool-pgbouncer-unix")
+    out.append(
+        Snippet(
+            "Django through PgBouncer on the application host, over its Unix socket",
+            "python",
+            'DATABASES["default"].update(\n'
+            '    HOST="/var/run/postgresql",  # PgBouncer\'s unix_socket_dir: no TCP port per connection\n'
+            '    PORT="6432",\n'
+            "    CONN_MAX_AGE=0,\n"
+            "    DISABLE_SERVER_SIDE_CURSORS=True,  # pool_mode = transaction\n"
+            ")",
+            _measured_line(unix_name, unix_runs),
+        )
+    )
+    if chosen.worker_class == "gthread":
+        command = f"gunicorn -k gthread --workers {d.workers} --threads {d.concurrency} wsgi:app"
+    elif chosen.worker_class in ("eventlet", "gevent"):
+        command = (
+            f"gunicorn -k {chosen.worker_class} --workers {d.workers} --worker-connections {d.concurrency} wsgi:app"
+        )
+    else:
+        command = f"gunicorn --workers {d.workers} wsgi:app"
+    note = ""
+    if chosen.worker_class == "eventlet":
+        gevent_name, gevent_runs = _first(by_scenario, "gevent-queuepool-sized")
+        note = (
+            "\n# eventlet needs gunicorn<26 and is deprecated; gevent is the supported green worker: "
+            "-k gevent with psycogreen (" + _measured_line(gevent_name, gevent_runs) + ")"
+        )
+    out.append(Snippet("gunicorn", "sh", command + note, backed))
+    bouncer_name, bouncer_runs = _first(by_scenario, "eventlet-nullpool-pgbouncer-unix", "eventlet-queuepool-pgbouncer")
+    out.append(
+        Snippet(
+            "PgBouncer (pgbouncer.ini), when the budget or the ports need it",
+            "ini",
+            "[pgbouncer]\n"
+            "pool_mode = transaction\n"
+            f"default_pool_size = {sizing.pgbouncer_pool_size}  ; server connections per database and user\n"
+            f"max_client_conn = {d.workers * d.concurrency:,}  ; every worker's requests in flight\n"
+            "unix_socket_dir = /var/run/postgresql\n"
+            "listen_port = 6432",
+            _measured_line(bouncer_name, bouncer_runs),
+        )
+    )
+    return out
+
+
+# -- the advice -----------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Advice:
+    """The answer, the setup to adopt (``chosen``: a scenario's name), its sizing, the evidence, the
+    kernel knobs' effects and the settings to paste."""
+
+    reply: Reply
+    chosen: str | None
+    component: Component | None
+    needed_because: str | None  # why a component beyond the in-process pool was added
+    sizing: Sizing | None
+    evidence: tuple[Evidence, ...]
+    knobs: tuple[KnobEffect, ...]
+    settings: tuple[Snippet, ...]
+    faithful: bool
+
+    def headline(self) -> str:
+        if self.reply is Reply.YES:
+            return (
+                "Does connection pooling alone fix it? Yes: a bounded pool (max_overflow=0) sized for the load "
+                "held where a connection per request failed."
+            )
+        if self.reply is Reply.WITH_PGBOUNCER:
+            return (
+                f"Does connection pooling alone fix it? Not alone: the in-process pool did not hold here "
+                f"({self.needed_because}); {self.component} did."
+            )
+        if self.reply is Reply.NO:
+            return "Does connection pooling alone fix it? No: no pooled setup held in this run."
+        return "Does connection pooling alone fix it? Not shown: no pooled setup ran."
+
+    def change(self) -> str | None:
+        if not self.chosen or not self.sizing:
+            return None
+        d = self.sizing.plan.deployment
+        text = f"Change: {d.worker_class} workers={d.workers}, pool_size={self.sizing.pool_size} and max_overflow=0 per worker"
+        if self.component in (Component.PGBOUNCER_APP, Component.PGBOUNCER_DB):
+            text += f", {self.component} with default_pool_size={self.sizing.pgbouncer_pool_size}"
+        return f"{text}, as in {self.chosen}; sized by need: {self.sizing.reason()}."
+
+    def lines(self) -> list[str]:
+        """The answer in at most :data:`ANSWER_LINES` lines: the headline, the change, the evidence."""
+        out = [self.headline()]
+        if change := self.change():
+            out.append(change)
+        if not self.faithful:
+            out.append(
+                "Loopback: Linux reuses TIME_WAIT ports on 127.0.0.1, so EADDRNOTAVAIL cannot show; "
+                "--topology netns (root) reproduces it."
+            )
+        out += [e.line() for e in self.evidence]
+        return out[:ANSWER_LINES]
+
+
+def advise(
+    verdicts: Mapping[str, verdict.Verdict],
+    results: Sequence[RunFigures],
+    limits: DatabaseLimits | None,
+    *,
+    faithful: bool = True,
+    db_cores: int | None = None,
+    ports_default: int | None = None,
+) -> Advice:
+    """The :class:`Advice` over every scenario of a run (own services are evidence, not setups we
+    give settings for: their settings are theirs)."""
+    by_scenario = {n: verdict.measured(r for r in results if r.scenario == n) for n in verdicts}
+    held = {
+        n: top(runs)
+        for n, runs in by_scenario.items()
+        if runs
+        and verdicts[n].outcome is verdict.Outcome.HELD
+        and not runs[0].own_service
+        and pooled(runs[0])
+        and not knob_text(runs[0], ports_default)
+        and not verdicts[n].has(verdict.BudgetExceeded)
+    }
+    fastest = max((r.rps or 0 for r in held.values()), default=0)
+    with_margin = {n: r for n, r in held.items() if (r.rps or 0) >= (1 - MARGIN) * fastest}
+
+    def need(r: RunFigures) -> int:
+        return verdict.connection_need(r).needed or 0
+
+    ranked = sorted(
+        with_margin, key=lambda n: (Component.of(with_margin[n]), need(with_margin[n]), -(with_margin[n].rps or 0))
+    )
+    chosen = ranked[0] if ranked else None
+    evidence: list[Evidence] = []
+    failed = [n for n, v in verdicts.items() if v.outcome is verdict.Outcome.FAILED and v.worst]
+    # The reported failure first: a connection per request (no pool bound) that ran out of ports.
+    failed.sort(key=lambda n: (verdicts[n].cause != "address_unavailable", by_scenario[n][0].pool.capacity is not None))
+    for n in failed[:2]:
+        w = verdicts[n].worst
+        held_open = (
+            w.established_peak
+            if verdicts[n].cause == "address_unavailable" and verdict.exhaustion(w) is verdict.Exhaustion.HELD_OPEN
+            else None
+        )
+        evidence.append(
+            Failed(n, w.error_rate or 0, verdicts[n].cause or "-", w.concurrency, w.sessions_per_second, held_open)
+        )
+    component = needed_because = sizing = None
+    settings: list[Snippet] = []
+    if chosen:
+        run = with_margin[chosen]
+        component = Component.of(run)
+        sizing = size(run, limits, db_cores)
+        evidence.insert(0, Held(chosen, run.concurrency, run.sessions_opened, run.seconds, run.rps, run.p99_ms))
+        if component is not Component.IN_PROCESS:
+            needed_because, line = _why_needed(component, verdicts, by_scenario)
+            if line:
+                evidence.append(line)
+        for n in ranked[1:]:
+            if Component.of(with_margin[n]) > component and (with_margin[n].rps or 0) > (run.rps or 0):
+                evidence.append(NotNeeded(n, Component.of(with_margin[n]), with_margin[n].rps, run.rps))
+                break
+        settings = snippets(run, sizing, by_scenario, chosen)
+    for n, v in verdicts.items():
+        churn = v.first(verdict.OverflowChurn)
+        if churn:
+            evidence.append(Churned(n, churn.sessions_opened, churn.hosts * churn.workers * churn.capacity))
+            break
+    knobs = knob_effects(by_scenario, chosen, ports_default)
+    evidence += knobs[:1]
+    if chosen:
+        reply = Reply.YES if component is Component.IN_PROCESS else Reply.WITH_PGBOUNCER
+    else:
+        reply = Reply.NO if any(pooled(rs[0]) for rs in by_scenario.values() if rs) else Reply.NOT_SHOWN
+    return Advice(
+        reply, chosen, component, needed_because, sizing, tuple(evidence), tuple(knobs), tuple(settings), faithful
+    )
+
+
+def _why_needed(
+    component: Component, verdicts: Mapping[str, verdict.Verdict], by_scenario: Mapping[str, list[RunFigures]]
+) -> tuple[str, Needed | None]:
+    """Why no in-process pool (or, for the database host, no PgBouncer on the app host) was enough."""
+    simpler = [
+        n
+        for n, runs in by_scenario.items()
+        if runs and not runs[0].own_service and pooled(runs[0]) and Component.of(runs[0]) < component
+    ]
+    for n in simpler:
+        v = verdicts[n]
+        if budget := v.first(verdict.BudgetExceeded):
+            return "the budget", Needed(n, "the budget", budget.sentence().removeprefix("Budget: ").rstrip("."))
+        if v.cause == "too_many_clients":
+            return "the budget", Needed(n, "the budget", f"{_pct(v.worst.error_rate)} failed, too_many_clients")
+        if v.cause == "address_unavailable" or v.outcome is verdict.Outcome.AT_RISK:
+            return "the ports", Needed(n, "the ports", f"{_pct(v.worst.error_rate)} failed, {v.cause or 'at risk'}")
+    if simpler:
+        v = verdicts[simpler[0]]
+        return str(v.cause or v.outcome), Needed(
+            simpler[0], str(v.cause or v.outcome), f"{_pct(v.worst.error_rate if v.worst else None)} failed"
+        )
+    return "no simpler setup ran", None

@@ -584,10 +584,52 @@ def doctor_rows(results: list[RunFigures]) -> list[list[str]]:
     return rows
 
 
-def write_plots(results: list[RunFigures], folder: Path) -> list[tuple[str, str]]:
-    """PNG plots into ``folder``: each figure against concurrency (one line per scenario) and the
-    client ports held toward PostgreSQL (TIME_WAIT + ESTABLISHED) over time at the highest step.
-    Returns ``(file name, title)`` pairs."""
+#: One marker per scenario, cycled beside tab20's 20 colours, so no two scenarios look alike.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "8", "H")
+
+
+def _styles(scenarios: list[str]) -> dict[str, dict[str, Any]]:
+    """A colour and a marker per scenario, the same in every plot."""
+    from matplotlib import colormaps
+
+    paired = colormaps["tab20"].colors  # dark and light of each hue: the darks first, so neighbours differ
+    colours = paired[0::2] + paired[1::2]
+    return {
+        name: {"color": colours[i % len(colours)], "marker": MARKERS[i % len(MARKERS)]}
+        for i, name in enumerate(scenarios)
+    }
+
+
+def app_connections_per_second(run: RunFigures) -> float | None:
+    """For a run through PgBouncer, the service's connections to PgBouncer per second (its logins)."""
+    logins = run.pgbouncer.logins if run.pgbouncer else None
+    return logins / run.seconds if logins is not None and run.seconds else None
+
+
+def _series(
+    measured: list[RunFigures], scenarios: list[str], key: str
+) -> list[tuple[str, list[tuple[int, float]], bool]]:
+    """``(label, [(step, value)], extra)`` per scenario for plot ``key``; missing values left out.
+    On the sessions plot, a PgBouncer run adds the service's connections to PgBouncer (``extra``)."""
+    scale = 100 if key == "error_rate" else 1
+    out = []
+    for scenario in scenarios:
+        runs = sorted((r for r in measured if r.scenario == scenario), key=lambda r: r.concurrency)
+        points = [(r.concurrency, getattr(r, key) * scale) for r in runs if getattr(r, key) is not None]
+        out.append((scenario, points, False))
+        if key == "sessions_per_second":
+            extra = [(r.concurrency, v) for r in runs if (v := app_connections_per_second(r)) is not None]
+            if extra:
+                out.append((scenario, extra, True))
+    return out
+
+
+def write_plots(results: list[RunFigures], folder: Path, limits: DatabaseLimits | None = None) -> list[tuple[str, str]]:
+    """PNG plots into ``folder``: each figure against concurrency, a line per scenario (bars when
+    there are fewer than three steps), a colour and marker per scenario, the legend outside; the
+    budget on the backends plot; the service's connections to PgBouncer beside PostgreSQL's sessions;
+    and the client ports held toward PostgreSQL over time at the highest step. Returns
+    ``(file name, title)`` pairs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -595,31 +637,87 @@ def write_plots(results: list[RunFigures], folder: Path) -> list[tuple[str, str]
 
     measured = verdict.measured(results)
     scenarios = list(dict.fromkeys(r.scenario for r in measured))
+    styles = _styles(scenarios)
+    steps = sorted({r.concurrency for r in measured})
+    bars = len(steps) < 3
     made: list[tuple[str, str]] = []
     for key, label, name in PLOTS:
-        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-        for scenario in scenarios:
-            runs = sorted((r for r in measured if r.scenario == scenario), key=lambda r: r.concurrency)
-            xs = [r.concurrency for r in runs]
-            ys = [(getattr(r, key) or 0) * (100 if key == "error_rate" else 1) for r in runs]
-            ax.plot(xs, ys, marker="o", label=scenario)
+        fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
+        series = _series(measured, scenarios, key)
+        width = 0.8 / max(1, len(series))
+        for i, (scenario, points, extra) in enumerate(series):
+            style = styles[scenario]
+            text = f"{scenario}: service to PgBouncer" if extra else scenario
+            if not points:
+                continue
+            if bars:
+                xs = [steps.index(x) - 0.4 + width * (i + 0.5) for x, _ in points]
+                drawn = ax.bar(
+                    xs,
+                    [y for _, y in points],
+                    width,
+                    color=style["color"],
+                    label=text,
+                    hatch="//" if extra else None,
+                    edgecolor="white" if not extra else "black",
+                    linewidth=0.3,
+                )
+                ax.bar_label(
+                    drawn,
+                    labels=[_n(y, 0 if y >= 10 or float(y).is_integer() else 1) for _, y in points],
+                    fontsize=6,
+                    rotation=90,
+                    padding=2,
+                )
+            else:
+                ax.plot(
+                    *zip(*points),
+                    marker=style["marker"],
+                    color=style["color"],
+                    label=text,
+                    linestyle="--" if extra else "-",
+                )
+        if key == "backends_peak" and limits and limits.available:
+            ax.axhline(
+                limits.available,
+                color="red",
+                linestyle="--",
+                linewidth=1,
+                label=f"budget: max_connections - reserved ({limits.available:,})",
+            )
+        values = [y for _, points, _ in series for _, y in points if y > 0]
+        if values and max(values) / min(values) > 100:  # a few large values would flatten the rest
+            ax.set_yscale("symlog", linthresh=max(1.0, min(values)))
+        if bars:
+            ax.set_xticks(range(len(steps)), [f"{s:,}" for s in steps])
         ax.set_xlabel("concurrent clients")
-        ax.set_ylabel(label)
-        ax.set_title(f"{label} against concurrency")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(folder / name)
+        ax.set_ylabel(label + (" (log scale)" if ax.get_yscale() == "symlog" else ""))
+        note = ""
+        if key == "sessions_per_second" and any(extra for *_, extra in series):
+            note = "\nPgBouncer rows: PostgreSQL's sessions, and the service's connections to PgBouncer " + (
+                "(hatched)" if bars else "(dashed)"
+            )
+        ax.set_title(f"{label} against concurrency{note}")
+        ax.grid(True, alpha=0.3, axis="y" if bars else "both")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+        fig.savefig(folder / name, bbox_inches="tight")
         plt.close(fig)
         made.append((name, f"{label} against concurrency"))
     if measured and any(r.time_wait_peak or r.established_peak for r in measured):
         top = max(r.concurrency for r in measured)
-        fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+        fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
         ports = None
         for r in (r for r in measured if r.concurrency == top):
             points = [(s.t, s.ports_held) for s in r.samples if s.ports_held is not None]
             if points:
-                ax.plot(*zip(*points), label=r.scenario)
+                style = styles[r.scenario]
+                ax.plot(
+                    *zip(*points),
+                    color=style["color"],
+                    marker=style["marker"],
+                    markevery=max(1, len(points) // 8),
+                    label=r.scenario,
+                )
             ports = r.ports or ports
         if ports:
             ax.axhline(ports, color="red", linestyle="--", linewidth=1, label=f"ports in range ({ports:,})")
@@ -627,9 +725,8 @@ def write_plots(results: list[RunFigures], folder: Path) -> list[tuple[str, str]
         ax.set_ylabel("client ports held toward PostgreSQL")
         ax.set_title(f"Ports held (TIME_WAIT + ESTABLISHED) at {top:,} clients")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(folder / "ports_in_use.png")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+        fig.savefig(folder / "ports_in_use.png", bbox_inches="tight")
         plt.close(fig)
         made.append(
             (
@@ -936,7 +1033,7 @@ def write(folder: Path) -> dict[str, Path]:
     """Make every report file in ``folder`` from its ``results.json``; return their paths."""
     folder = Path(folder)
     data = read(folder)
-    plots = write_plots(data["results"], folder)
+    plots = write_plots(data["results"], folder, DatabaseLimits.from_meta(data["meta"]))
     write_csv(data["results"], folder / "results.csv")
     blocks = build(data, plots)
     scenario = recommended_scenario(advice_of(data), data["results"])

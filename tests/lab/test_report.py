@@ -211,3 +211,19 @@ def test_an_own_service_is_judged_by_the_kinds_its_log_names_and_paired_with_its
     (row,) = report.pair_rows([django, nullpool, elsewhere])
     assert dict(zip(report.PAIR_COLUMNS, row))["own service"] == "django-eventlet"
     assert dict(zip(report.PAIR_COLUMNS, row))["TIME_WAIT peak"] == "800 / 0"
+
+
+def test_plots_leave_missing_values_out_and_show_the_service_side_of_pgbouncer():
+    missing = run("no-p99", p99_ms=None)
+    through = run("bounced", pool=NULLPOOL, sessions=10, pgbouncer=bouncer("app-unix", logins=2900))
+    series = {
+        (name, extra): points
+        for name, points, extra in report._series([missing, through], ["no-p99", "bounced"], "p99_ms")
+    }
+    assert series[("no-p99", False)] == [] and series[("bounced", False)] == [(500, 30)]
+    sessions = report._series([through], ["bounced"], "sessions_per_second")
+    assert [(extra, points) for _, points, extra in sessions] == [(False, [(500, 1.0)]), (True, [(500, 290.0)])]
+    names = [f"s{i}" for i in range(15)]
+    styles = report._styles(names)
+    assert len({(tuple(s["color"]), s["marker"]) for s in styles.values()}) == 15
+    assert len({tuple(s["color"]) for s in styles.values()}) == 15, "tab20 has a colour for each of 15 scenarios"

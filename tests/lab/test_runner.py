@@ -4,6 +4,7 @@ reproduction of the report, and nothing left behind after an interrupted run."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -16,7 +17,8 @@ import time
 import pytest
 from helpers import settled_sessions, wait_until
 
-from healthz.lab import probes, report
+from healthz.lab import probes, report, verdict
+from healthz.lab.advice import HoldSource
 from healthz.lab.runner import Lab, LabConfig, LabError, Progress
 from healthz.lab.scenarios import DEFAULTS, select
 from healthz.lab.topology import lab_namespaces
@@ -65,6 +67,8 @@ def test_a_small_run_agrees_with_postgres(tmp_path, postgres, database):
     assert _writes(postgres, database) == writes_before, "the lab wrote to a --database-url database without --seed"
 
     assert opened == nullpool.sessions_opened + pooled.sessions_opened + LAB_OWN_SESSIONS
+    assert pooled.hold_ms > 0 and pooled.checkout_ms > 0, "read from the service's /metrics"
+    assert nullpool.checkout_ms > pooled.checkout_ms, "without a pool, every checkout connects"
     for run in (nullpool, pooled):
         assert run.error is None and run.failures == 0 and run.requests > 20, run
         assert run.rps == pytest.approx(run.requests / run.seconds)
@@ -108,6 +112,23 @@ def test_an_unreachable_database_is_refused_before_anything_starts(tmp_path, pos
         Lab(config, Progress(io.StringIO())).run()
     assert "is not reachable" in str(info.value) and postgres.password not in str(info.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_kernel_knob_on_loopback_is_refused_with_nothing_started(tmp_path, postgres, database):
+    config = LabConfig(
+        scenarios=select(["eventlet-nullpool-tw-reuse"]),
+        concurrency=[5],
+        duration=1,
+        topology="loopback",
+        database_url=postgres.url_for(database),
+        output=tmp_path / "out",
+    )
+    (refused,) = Lab(config, Progress(io.StringIO())).run()
+    assert refused.error == (
+        "scenario eventlet-nullpool-tw-reuse: tcp_tw_reuse is set per application namespace: it needs "
+        "--topology netns (loopback shares this host's sysctls)"
+    )
+    assert refused.requests == 0 and not (tmp_path / "out" / refused.run_dir / "gunicorn.log").exists()
 
 
 def test_a_database_without_role_needs_seed(tmp_path, postgres):
@@ -158,6 +179,18 @@ def test_netns_reproduces_the_report_and_a_sized_pool_does_not_fail(tmp_path):
     assert nullpool.doctor.seconds_to_exhaustion is not None
     assert sized.doctor.status == "healthy" and sized.doctor.exit == 0, sized.doctor
     assert nullpool.doctor.agrees and sized.doctor.agrees
+    # The hold time, from the service's own histogram: short, and shorter than a request takes.
+    assert 0 < sized.hold_ms < sized.p50_ms and sized.checkout_ms is not None
+
+    # The lab's recommendation, sized by that rate and hold time, run at the same load: it holds.
+    report.write(tmp_path / "out")
+    said = report.advice_of(report.read(tmp_path / "out"))
+    assert said.chosen == "eventlet-queuepool-sized" and said.sizing.hold_source is HoldSource.MEASURED
+    again = dataclasses.replace(config, scenarios=select(["recommended"], [tmp_path / "out" / report.RECOMMENDED]))
+    (recommended,) = Lab(dataclasses.replace(again, output=tmp_path / "again"), Progress(io.StringIO())).run()
+    assert recommended.pool.pool_size == said.sizing.pool_size and recommended.concurrency == sized.concurrency
+    judged = verdict.judge("recommended", [recommended], DatabaseLimits(400, 3))
+    assert judged.outcome is verdict.Outcome.HELD, report.in_numbers(judged, None)
 
 
 @needs_root

@@ -40,6 +40,13 @@ def test_netns_builds_three_namespaces_in_a_line_and_removes_them():
         assert net.app_ns in lab_namespaces()
         assert _sh(*net.app_prefix, "stat", "-L", "-c", "%i", "/proc/self/ns/net") != inode, "a fresh app namespace"
         assert _sh(*net.app_prefix, "cat", "/proc/sys/net/ipv4/ip_local_port_range").split() == ["40000", "40499"]
+        # A scenario's own knobs hold for its run only: the next renewal is back to the topology's.
+        net.renew_app(ports=200, tcp_tw_reuse=1)
+        assert _sh(*net.app_prefix, "cat", "/proc/sys/net/ipv4/ip_local_port_range").split() == ["40000", "40199"]
+        assert _sh(*net.app_prefix, "cat", "/proc/sys/net/ipv4/tcp_tw_reuse").strip() == "1" == str(net.tcp_tw_reuse)
+        net.renew_app()
+        assert _sh(*net.app_prefix, "cat", "/proc/sys/net/ipv4/tcp_tw_reuse").strip() == "2"
+        assert net.port_range == (40000, 40499)
     assert not [ns for ns in lab_namespaces() if "-t1-" in ns]
 
 
@@ -96,6 +103,10 @@ def test_loopback_says_it_is_not_faithful():
     loop = Loopback()
     assert loop.faithful is False and "tcp_tw_reuse = 2" in loop.describe()
     assert loop.port_range is not None and loop.port_range[0] < loop.port_range[1]
+    assert loop.tcp_tw_reuse in (0, 1, 2)
+    loop.renew_app()
+    with pytest.raises(TopologyError, match="tcp_tw_reuse is set per application namespace: it needs --topology netns"):
+        loop.renew_app(tcp_tw_reuse=1)
 
 
 @needs_root

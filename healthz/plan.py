@@ -293,9 +293,11 @@ def render(result: Plan) -> str:
         f"{d.reserved_connections} reserved - {d.other_connections} other = {d.available} available.",
         "",
     ]
+    unsized = d.rate is None and result.bound is Bound.BUDGET
     if result.budget_per_worker >= 1:
         lines += [
-            f"In-process pool (SQLAlchemy QueuePool), per worker: pool_size={result.pool_size}, max_overflow=0",
+            f"In-process pool (SQLAlchemy QueuePool), per worker: {'at most ' if unsized else ''}"
+            f"pool_size={result.pool_size}, max_overflow=0",
             f"  bounded by {result.bound}: " + _bound_reason(result),
             f"  budget {result.budget_per_worker} connection(s) per worker; pool_size + max_overflow must stay <= "
             f"{result.budget_per_worker}; overflow connections are closed on check-in, so max_overflow=0 avoids churn.",
@@ -355,8 +357,15 @@ def _bound_reason(result: Plan) -> str:
         return f"the pool_size={d.pool_size} asked for."
     if result.bound is Bound.CONCURRENCY:
         return f"a worker serves {d.per_worker} request(s) at once; a connection beyond that is never checked out."
-    hint = "" if d.rate is not None else " Give --rate (and --hold-ms) to size it by the load instead."
-    return f"the most that fits: {d.available} available over {d.processes} worker processes.{hint}"
+    if d.rate is not None:
+        return f"the most that fits: {d.available} available over {d.processes} worker processes."
+    example = math.ceil(2000 * d.hold_ms / 1000 * HEADROOM)
+    return (
+        f"the most that fits ({d.available} available over {d.processes} worker processes), not what the load needs: "
+        f"give --rate (requests/s per host) and --hold-ms to size it by the load. At 2,000 requests/s and "
+        f"{d.hold_ms:g} ms held, a host needs {example} connections, not {result.pool_size * d.workers:,}: every idle "
+        f"backend costs PostgreSQL memory and snapshot time."
+    )
 
 
 def parse_port_range(text: str) -> tuple[int, int]:

@@ -162,6 +162,7 @@ def test_the_pool_is_sized_by_the_load_when_the_rate_is_known_and_says_what_boun
     report = dict(hosts=1, workers=6, worker_class="eventlet", concurrency=1000, max_connections=4096)
     fits = plan(Deployment(**report))
     assert (fits.pool_size, fits.bound) == (682, Bound.BUDGET)  # the most that fits, and it says so
+    assert "at most pool_size=682" in render(fits) and "not what the load needs: give --rate" in render(fits)
     # 2,000 req/s x 10 ms x 1.5 = 30 connections per host: 5 per worker.
     needed = plan(Deployment(**report, rate=2000, hold_ms=10))
     assert (needed.needed_per_host, needed.pool_size, needed.bound) == (30, 5, Bound.LOAD)

@@ -346,33 +346,52 @@ class Snippet:
     backed_by: str
 
 
-def _measured_line(name: str, runs: Sequence[RunFigures] | None) -> str:
-    if not runs:
+def measured_line(name: str, runs: Sequence[RunFigures] | None, judged: verdict.Verdict | None) -> str:
+    """A scenario's top step in one clause, with its outcome: the figure a setting rests on."""
+    if not runs or judged is None:
         return f"{name}: not measured in this run"
     r = top(runs)
-    outcome = "0 failed" if not verdict.run_failed(r) else f"{_pct(r.error_rate)} failed"
+    if judged.outcome is verdict.Outcome.FAILED:
+        outcome = f"FAILED ({judged.cause}, {_pct(judged.worst.error_rate if judged.worst else None)} failed)"
+    else:
+        outcome = f"{judged.outcome}, {_pct(r.error_rate)} failed"
     return (
         f"{name}: {outcome} at {r.concurrency:,} clients, {r.sessions_opened:,} sessions in {_n(r.seconds)} s, "
         f"{_n(r.rps)} req/s"
     )
 
 
-def _first(by_scenario: Mapping[str, list[RunFigures]], *names: str) -> tuple[str, list[RunFigures] | None]:
-    """The first of ``names`` that ran (own services first), with its runs."""
-    for name in names:
-        if by_scenario.get(name):
-            return name, by_scenario[name]
-    return names[-1], None
+@dataclasses.dataclass(frozen=True)
+class Backing:
+    """Finds the measured run behind a setting: the first of some scenarios that held, else the
+    first that ran, else none (and says so)."""
+
+    by_scenario: Mapping[str, list[RunFigures]]
+    verdicts: Mapping[str, verdict.Verdict]
+
+    def pick(self, *names: str) -> str | None:
+        ran = [n for n in names if self.by_scenario.get(n)]
+        held = [n for n in ran if self.verdicts[n].outcome is verdict.Outcome.HELD]
+        return (held or ran or [None])[0]
+
+    def line(self, *names: str) -> str:
+        name = self.pick(*names)
+        if name is None:
+            return f"{' or '.join(names)}: not measured in this run"
+        return measured_line(name, self.by_scenario[name], self.verdicts[name])
+
+    def run(self, *names: str) -> RunFigures | None:
+        name = self.pick(*names)
+        return top(self.by_scenario[name]) if name else None
 
 
-def snippets(
-    chosen: RunFigures, sizing: Sizing, by_scenario: Mapping[str, list[RunFigures]], chosen_name: str
-) -> list[Snippet]:
+def snippets(chosen: RunFigures, sizing: Sizing, backing: Backing, chosen_name: str) -> list[Snippet]:
     """Settings to paste for Flask/SQLAlchemy, Django (persistent connections under gthread, Django
-    5.1+'s pool, PgBouncer's Unix socket), gunicorn and PgBouncer, each sized by ``sizing``."""
+    5.1+'s pool, PgBouncer's Unix socket), gunicorn and PgBouncer, each sized by ``sizing`` and
+    each with the measured run behind it (own services first: ``django-*`` from make lab-django)."""
     pool, d = sizing.pool_size, sizing.plan.deployment
     timeout = 30 if not chosen.p99_ms or chosen.p99_ms < 3000 else math.ceil(chosen.p99_ms / 1000 * 10)
-    backed = _measured_line(chosen_name, by_scenario.get(chosen_name))
+    backed = backing.line(chosen_name)
     out = [
         Snippet(
             "Flask / SQLAlchemy",
@@ -386,8 +405,9 @@ def snippets(
             f"{sizing.line()}; {backed}",
         )
     ]
-    threads = max(pool, 1)
-    gthread_name, gthread_runs = _first(by_scenario, "django-gthread-persistent", "gthread-queuepool")
+    gthread = ("django-gthread-persistent", "gthread-queuepool")
+    # A thread holds its connection for all of its request: the threads that held, not the pool by need.
+    threads = (backing.run(*gthread).worker_concurrency if backing.run(*gthread) else None) or max(pool, 4)
     out.append(
         Snippet(
             "Django under gthread: persistent connections (one per thread)",
@@ -396,12 +416,11 @@ def snippets(
             "    CONN_MAX_AGE=600,  # keep each thread's connection; under eventlet it is closed with its greenlet\n"
             "    CONN_HEALTH_CHECKS=True,  # test a reused connection before the request uses it\n"
             ")\n"
-            f"# gunicorn -k gthread --workers {d.workers} --threads {threads}: {d.workers * threads * d.hosts:,} "
-            "connections at most",
-            _measured_line(gthread_name, gthread_runs),
+            f"# gunicorn -k gthread --workers {d.workers} --threads {threads}: "
+            f"{d.workers * threads * d.hosts} connections at most",
+            backing.line(*gthread),
         )
     )
-    pool_name, pool_runs = _first(by_scenario, "django-pool", "django-pool-gevent", "gthread-queuepool")
     out.append(
         Snippet(
             "Django 5.1+ with psycopg 3: Django's own pool",
@@ -410,11 +429,11 @@ def snippets(
             "    CONN_MAX_AGE=0,  # Django refuses a pool with persistent connections\n"
             f'    OPTIONS={{"pool": {{"min_size": {min(pool, 2)}, "max_size": {pool}, "timeout": {timeout}}}}},\n'
             ")\n"
-            "# pip install 'psycopg[binary,pool]'; gthread, or gevent (psycopg 3.1.14+ cooperates; eventlet is unsupported)",
-            _measured_line(pool_name, pool_runs),
+            "# pip install 'psycopg[binary,pool]'; gthread, or gevent (psycopg 3.1.14+ cooperates;\n"
+            "# eventlet is unsupported)",
+            backing.line("django-pool", "django-pool-gevent"),
         )
     )
-    unix_name, unix_runs = _first(by_scenario, "eventlet-nullpool-pgbouncer-unix")
     out.append(
         Snippet(
             "Django through PgBouncer on the application host, over its Unix socket",
@@ -422,10 +441,11 @@ def snippets(
             'DATABASES["default"].update(\n'
             '    HOST="/var/run/postgresql",  # PgBouncer\'s unix_socket_dir: no TCP port per connection\n'
             '    PORT="6432",\n'
-            "    CONN_MAX_AGE=0,\n"
+            "    CONN_MAX_AGE=600,  # under gthread: a login to PgBouncer per request is what it cannot keep up with\n"
             "    DISABLE_SERVER_SIDE_CURSORS=True,  # pool_mode = transaction\n"
             ")",
-            _measured_line(unix_name, unix_runs),
+            f"{backing.line('eventlet-queuepool-pgbouncer')} (kept connections in front of PgBouncer); "
+            f"{backing.line('eventlet-nullpool-pgbouncer-unix')} (a login per request)",
         )
     )
     if chosen.worker_class == "gthread":
@@ -436,15 +456,12 @@ def snippets(
         )
     else:
         command = f"gunicorn --workers {d.workers} wsgi:app"
-    note = ""
     if chosen.worker_class == "eventlet":
-        gevent_name, gevent_runs = _first(by_scenario, "gevent-queuepool-sized")
-        note = (
-            "\n# eventlet needs gunicorn<26 and is deprecated; gevent is the supported green worker: "
-            "-k gevent with psycogreen (" + _measured_line(gevent_name, gevent_runs) + ")"
+        command += (
+            "\n# eventlet needs gunicorn<26 and is deprecated; gevent is the supported green worker:"
+            f"\n# -k gevent with psycogreen ({backing.line('gevent-queuepool-sized')})"
         )
-    out.append(Snippet("gunicorn", "sh", command + note, backed))
-    bouncer_name, bouncer_runs = _first(by_scenario, "eventlet-nullpool-pgbouncer-unix", "eventlet-queuepool-pgbouncer")
+    out.append(Snippet("gunicorn", "sh", command, backed))
     out.append(
         Snippet(
             "PgBouncer (pgbouncer.ini), when the budget or the ports need it",
@@ -452,10 +469,10 @@ def snippets(
             "[pgbouncer]\n"
             "pool_mode = transaction\n"
             f"default_pool_size = {sizing.pgbouncer_pool_size}  ; server connections per database and user\n"
-            f"max_client_conn = {d.workers * d.concurrency:,}  ; every worker's requests in flight\n"
+            f"max_client_conn = {d.workers * d.concurrency}  ; every worker's requests in flight\n"
             "unix_socket_dir = /var/run/postgresql\n"
             "listen_port = 6432",
-            _measured_line(bouncer_name, bouncer_runs),
+            backing.line("eventlet-queuepool-pgbouncer", "eventlet-nullpool-pgbouncer-unix"),
         )
     )
     return out
@@ -576,7 +593,7 @@ def advise(
             if Component.of(with_margin[n]) > component and (with_margin[n].rps or 0) > (run.rps or 0):
                 evidence.append(NotNeeded(n, Component.of(with_margin[n]), with_margin[n].rps, run.rps))
                 break
-        settings = snippets(run, sizing, by_scenario, chosen)
+        settings = snippets(run, sizing, Backing(by_scenario, verdicts), chosen)
     for n, v in verdicts.items():
         churn = v.first(verdict.OverflowChurn)
         if churn:

@@ -174,7 +174,7 @@ def settings_blocks(said: advice.Advice) -> list[tuple]:
         ("h2", "Settings to paste"),
         (
             "p",
-            f"Sized for the load {said.chosen} measured. Rerun them as a scenario to check they hold: "
+            f"Sized by the load measured on {said.chosen}. Rerun them as a scenario to check they hold: "
             f"`healthz lab run --scenarios-file {RECOMMENDED} -s recommended` (written beside this report).",
         ),
     ]
@@ -986,7 +986,7 @@ def to_html(blocks: list[tuple], folder: Path, title: str = "healthz lab report"
     style = (
         "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;line-height:1.45}"
         "table{border-collapse:collapse;margin:1em 0;font-size:.85em}td,th{border:1px solid #ccc;padding:.3em .5em;"
-        "vertical-align:top}th{background:#f3f3f3}code{background:#f6f6f6;padding:0 .2em}img{max-width:100%}"
+        "vertical-align:top}th{background:#f3f3f3}code{background:#f6f6f6;padding:0 .2em}pre{background:#f6f6f6;padding:.6em;white-space:pre-wrap}img{max-width:100%}"
     )
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
 

@@ -150,7 +150,28 @@ def test_the_settings_parse_and_carry_the_sized_pool():
     ini = configparser.ConfigParser(inline_comment_prefixes=(";",))
     ini.read_string(by_title["PgBouncer (pgbouncer.ini), when the budget or the ports need it"].code)
     assert ini["pgbouncer"]["pool_mode"] == "transaction" and ini["pgbouncer"]["default_pool_size"] == "12"
+    assert int(ini["pgbouncer"]["max_client_conn"]) == 2 * 1000
     assert "not measured in this run" in by_title["Django 5.1+ with psycopg 3: Django's own pool"].backed_by
+    assert by_title["Flask / SQLAlchemy"].backed_by.endswith(
+        "eventlet-queuepool-sized: held, 0% failed at 1,000 clients, 20 sessions in 10 s, 2,000 req/s"
+    )
+
+
+def test_a_setting_rests_on_a_run_that_held_before_one_that_failed():
+    stalled = run(
+        "eventlet-nullpool-pgbouncer-unix", concurrency=1000, requests=300, pool=NULLPOOL, stalled_seconds=8.4
+    )
+    kept = run("eventlet-queuepool-pgbouncer", concurrency=1000, requests=19000, pgbouncer=bouncer("app"))
+    results = [stalled, kept]
+    backing = advice.Backing({r.scenario: [r] for r in results}, verdict.judge_all(results, LIMITS))
+    assert (
+        backing.pick("eventlet-nullpool-pgbouncer-unix", "eventlet-queuepool-pgbouncer")
+        == "eventlet-queuepool-pgbouncer"
+    )
+    assert backing.line("eventlet-nullpool-pgbouncer-unix").startswith(
+        "eventlet-nullpool-pgbouncer-unix: FAILED (stopped answering, 0% failed) at 1,000 clients"
+    )
+    assert backing.line("django-pool") == "django-pool: not measured in this run"
 
 
 def test_the_recommendation_is_a_scenario_file_to_rerun(tmp_path):

@@ -6,7 +6,8 @@ The setup recommended is the simplest that held with margin, not the fastest: an
 before PgBouncer on the application host, before PgBouncer on the database host. A setup "held with
 margin" when it held (not at risk) at the highest step, fits the connection budget, and served at
 least ``1 - MARGIN`` of the fastest such setup's requests per second; among those the simplest wins,
-then the one needing fewest connections. A component is added only when no simpler setup held, and
+then the one closest to the setup that failed (its worker class: the smallest change), then the one
+needing fewest connections. A component is added only when no simpler setup held, and
 the advice says why (the budget or the ports).
 """
 
@@ -23,8 +24,9 @@ from healthz.lab import verdict
 from healthz.lab.figures import Placement, RunFigures
 from healthz.plan import DatabaseLimits
 
-#: Requests per second within this share of the fastest setup count as equal: runs vary by a few percent.
-MARGIN = 0.10
+#: Requests per second within this share of the fastest setup count as equal: on 2 shared cores one
+#: scenario's requests/s varied by 10-25% from run to run, so a faster setup must beat this to add a part.
+MARGIN = 0.25
 #: At most this many lines answer before the detail (the answer, the change, the evidence).
 ANSWER_LINES = 8
 
@@ -163,10 +165,12 @@ class Churned(Evidence):
 @dataclasses.dataclass(frozen=True)
 class KnobEffect(Evidence, verdict.Finding):
     """What a kernel knob (``tcp_tw_reuse``, ``ports``) bought and cost against the same setup without
-    it (``base``) and against the recommended pool."""
+    it (``base``) and against the recommended pool, at the lowest step where the base failed (where
+    the failure begins), and how the knob fared at the highest step."""
 
     knob: str  # "tcp_tw_reuse=1"
     base: str
+    concurrency: int
     base_error_rate: float | None
     base_address_unavailable: int
     error_rate: float | None
@@ -176,19 +180,26 @@ class KnobEffect(Evidence, verdict.Finding):
     rps: float | None
     pooled: str | None
     pooled_rps: float | None
+    top_concurrency: int
+    top_error_rate: float | None
+    top_cause: str | None
 
     def line(self) -> str:
         bought = (
-            f"EADDRNOTAVAIL {self.address_unavailable:,} (was {self.base_address_unavailable:,} in {self.base}), "
-            f"{_pct(self.error_rate)} failed (was {_pct(self.base_error_rate)})"
+            f"{_pct(self.error_rate)} failed (was {_pct(self.base_error_rate)} in {self.base}), EADDRNOTAVAIL "
+            f"{self.address_unavailable:,} (was {self.base_address_unavailable:,})"
         )
         cost = f"still {_n(self.sessions_per_request, 2)} new connections per request"
         if self.checkout_ms is not None:
             cost += f" at {_n(self.checkout_ms, 1 if self.checkout_ms < 10 else 0)} ms each"
-        against = f", {_n(self.rps)} req/s" + (
-            f" against {_n(self.pooled_rps)} with {self.pooled}" if self.pooled else ""
+        cost += f", {_n(self.rps)} req/s" + (
+            f" against {_n(self.pooled_rps)} with {self.pooled}" if self.pooled and self.pooled_rps else ""
         )
-        return f"{self.knob} ({self.scenario}): {bought}; {cost}{against}"
+        text = f"{self.knob} ({self.scenario}) at {self.concurrency:,} clients: {bought}; {cost}"
+        if self.top_concurrency != self.concurrency:
+            text += f"; at {self.top_concurrency:,} clients {_pct(self.top_error_rate)} failed"
+            text += f" ({self.top_cause})" if self.top_cause else ""
+        return text
 
     def sentence(self) -> str:
         return f"Knob: {self.line()}."
@@ -223,29 +234,40 @@ def _same_setup(a: RunFigures, b: RunFigures) -> bool:
     )
 
 
+def _at(runs: Sequence[RunFigures], concurrency: int) -> RunFigures | None:
+    return next((r for r in runs if r.concurrency == concurrency), None)
+
+
 def knob_effects(
     by_scenario: Mapping[str, list[RunFigures]], chosen: str | None, ports_default: int | None
 ) -> list[KnobEffect]:
-    """Each scenario that set a kernel knob, against the same setup without it, at the same step."""
+    """Each scenario that set a kernel knob, against the same setup without it: at the lowest step
+    where that one failed (else the highest), beside the recommended pool at the same step."""
     out = []
     for name, runs in by_scenario.items():
         if not runs or not (knob := knob_text(runs[0], ports_default)):
             continue
-        run = top(runs)
         bases = [
             n
             for n, rs in by_scenario.items()
-            if n != name and rs and not knob_text(rs[0], ports_default) and _same_setup(rs[0], run)
+            if n != name and rs and not knob_text(rs[0], ports_default) and _same_setup(rs[0], runs[0])
         ]
         if not bases:
             continue
-        base = next((r for r in by_scenario[bases[0]] if r.concurrency == run.concurrency), top(by_scenario[bases[0]]))
-        pooled_run = top(by_scenario[chosen]) if chosen else None
+        base_runs = by_scenario[bases[0]]
+        shared = sorted({r.concurrency for r in runs} & {r.concurrency for r in base_runs})
+        if not shared:
+            continue
+        failing = [c for c in shared if verdict.run_failed(_at(base_runs, c))]
+        step = failing[0] if failing else shared[-1]
+        run, base, highest = _at(runs, step), _at(base_runs, step), top(runs)
+        pooled_run = _at(by_scenario[chosen], step) if chosen else None
         out.append(
             KnobEffect(
                 name,
                 knob,
                 bases[0],
+                step,
                 base.error_rate,
                 base.address_unavailable or base.causes.get("address_unavailable", 0),
                 run.error_rate,
@@ -255,6 +277,9 @@ def knob_effects(
                 run.rps,
                 chosen,
                 pooled_run.rps if pooled_run else None,
+                highest.concurrency,
+                highest.error_rate,
+                next(iter(highest.causes), None),
             )
         )
     return out
@@ -274,22 +299,29 @@ class HoldSource(str, enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class Sizing:
-    """The recommended setup's pool sized by its measured load (:func:`healthz.plan.plan`)."""
+    """The recommended setup's pools sized by its measured load (:func:`healthz.plan.plan`): each
+    worker's in-process pool and, through PgBouncer, its server connections per instance."""
 
     rate: float  # requests per second per host
     hold_ms: float
     hold_source: HoldSource
     db_cores: int | None
     plan: plans.Plan
+    pgbouncer_pool_size: int | None = None  # default_pool_size per PgBouncer, when the setup has one
+    pgbouncer_instances: int = 1
+    pgbouncer_bound: str | None = None  # what capped default_pool_size, when not the load
 
     @property
     def pool_size(self) -> int:
         return max(1, self.plan.pool_size)
 
     @property
-    def pgbouncer_pool_size(self) -> int:
-        """Server connections a PgBouncer on each application host needs: the same Little's law per host."""
-        return max(1, min(self.plan.needed_per_host or self.pool_size, self.plan.deployment.available))
+    def server_pool_size(self) -> int:
+        """PgBouncer's default_pool_size for this load: as sized, or the load's need per host capped by
+        the database's cores when the setup has no PgBouncer yet."""
+        if self.pgbouncer_pool_size is not None:
+            return self.pgbouncer_pool_size
+        return max(1, min(x for x in (self.plan.needed_per_host or 1, self.plan.db_active_limit) if x))
 
     def reason(self) -> str:
         """Little's law in the measured figures, and the cap that decided when it was not the load."""
@@ -302,16 +334,25 @@ class Sizing:
             reason += f", capped by {self.db_cores} database cores (2 x cores + 1 = {self.plan.db_active_limit})"
         elif self.plan.bound is not plans.Bound.LOAD:
             reason += f", bounded by {self.plan.bound}"
+        if self.pgbouncer_pool_size is not None:
+            who = f" each of {self.pgbouncer_instances}" if self.pgbouncer_instances > 1 else ""
+            reason += f"; PgBouncer{who} default_pool_size={self.pgbouncer_pool_size}"
+            reason += f", capped by {self.pgbouncer_bound}" if self.pgbouncer_bound else ""
         return reason
 
     def line(self) -> str:
         return f"pool_size={self.pool_size} per worker ({self.plan.deployment.workers} workers): {self.reason()}"
 
 
-def size(run: RunFigures, limits: DatabaseLimits | None, db_cores: int | None) -> Sizing:
-    """The pool ``run``'s load needs: its requests per second per host times the mean time a request
+def size(
+    run: RunFigures, limits: DatabaseLimits | None, db_cores: int | None, component: Component = Component.IN_PROCESS
+) -> Sizing:
+    """The pools ``run``'s load needs: its requests per second per host times the mean time a request
     held its connection (the service's own histogram; else its p50 latency, an upper bound; else
-    plan's default), with plan's headroom, capped by the database's cores and its budget."""
+    plan's default), with plan's headroom. In process, capped by the database's cores and its budget;
+    through PgBouncer, the in-process pool (a client of PgBouncer) by the load alone, and PgBouncer's
+    server connections by the cores and the budget, shared by its instances (one per application
+    host, or one on the database host)."""
     hosts = run.hosts or 1
     rate = max((run.rps or 0) / hosts, 0.001)
     if run.hold_ms:
@@ -321,18 +362,34 @@ def size(run: RunFigures, limits: DatabaseLimits | None, db_cores: int | None) -
     else:
         hold, source = plans.DEFAULT_HOLD_MS, HoldSource.DEFAULT
     worker_class = run.worker_class if run.worker_class in WORKER_CLASSES else "gthread"
+    per_worker = run.worker_concurrency or plans.DEFAULT_WORKER_CONNECTIONS
+    max_connections = limits.max_connections if limits else 100
+    reserved = limits.reserved if limits else 3
+    bounced = component is not Component.IN_PROCESS
     deployment = plans.Deployment(
         hosts=hosts,
         workers=run.workers,
         worker_class=worker_class,
-        concurrency=run.worker_concurrency or plans.DEFAULT_WORKER_CONNECTIONS,
-        max_connections=limits.max_connections if limits else 100,
-        reserved_connections=limits.reserved if limits else 3,
+        concurrency=per_worker,
+        # Behind PgBouncer the pool's connections are PgBouncer's clients, not PostgreSQL's backends.
+        max_connections=reserved + hosts * run.workers * per_worker if bounced else max_connections,
+        reserved_connections=reserved,
         rate=rate,
         hold_ms=max(hold, 0.001),
-        db_cores=db_cores,
+        db_cores=None if bounced else db_cores,
     )
-    return Sizing(rate, hold, source, db_cores, plans.plan(deployment))
+    plan = plans.plan(deployment)
+    if not bounced:
+        return Sizing(rate, hold, source, db_cores, plan)
+    instances = 1 if component is Component.PGBOUNCER_DB else hosts
+    need = (plan.needed_per_host or 1) * (hosts if component is Component.PGBOUNCER_DB else 1)
+    caps = [(need, None), (max(1, (max_connections - reserved) // instances), "max_connections")]
+    if db_cores:
+        caps.append(
+            (max(1, (2 * db_cores + 1) // instances), f"{db_cores} database cores (2 x cores + 1 = {2 * db_cores + 1})")
+        )
+    pool, bound = min(caps, key=lambda cap: cap[0])
+    return Sizing(rate, hold, source, db_cores, plan, max(1, pool), instances, bound if pool < need else None)
 
 
 # -- settings to paste -----------------------------------------------------------------------------
@@ -468,7 +525,7 @@ def snippets(chosen: RunFigures, sizing: Sizing, backing: Backing, chosen_name: 
             "ini",
             "[pgbouncer]\n"
             "pool_mode = transaction\n"
-            f"default_pool_size = {sizing.pgbouncer_pool_size}  ; server connections per database and user\n"
+            f"default_pool_size = {sizing.server_pool_size}  ; server connections per database and user\n"
             f"max_client_conn = {d.workers * d.concurrency}  ; every worker's requests in flight\n"
             "unix_socket_dir = /var/run/postgresql\n"
             "listen_port = 6432",
@@ -515,7 +572,7 @@ class Advice:
         d = self.sizing.plan.deployment
         text = f"Change: {d.worker_class} workers={d.workers}, pool_size={self.sizing.pool_size} and max_overflow=0 per worker"
         if self.component in (Component.PGBOUNCER_APP, Component.PGBOUNCER_DB):
-            text += f", {self.component} with default_pool_size={self.sizing.pgbouncer_pool_size}"
+            text += f", {self.component}"
         return f"{text}, as in {self.chosen}; sized by need: {self.sizing.reason()}."
 
     def lines(self) -> list[str]:
@@ -560,30 +617,44 @@ def advise(
     def need(r: RunFigures) -> int:
         return verdict.connection_need(r).needed or 0
 
+    # A knob's own line says how it fared (knob_effects), so it is not told again as a failure.
+    failed = [
+        n
+        for n, v in verdicts.items()
+        if v.outcome is verdict.Outcome.FAILED and v.worst and not knob_text(by_scenario[n][0], ports_default)
+    ]
+    # The reported failure first: a connection per request (no pool bound) that ran out of ports.
+    failed.sort(key=lambda n: (verdicts[n].cause != "address_unavailable", by_scenario[n][0].pool.capacity is not None))
+    failing_class = by_scenario[failed[0]][0].worker_class if failed else None
     ranked = sorted(
-        with_margin, key=lambda n: (Component.of(with_margin[n]), need(with_margin[n]), -(with_margin[n].rps or 0))
+        with_margin,
+        key=lambda n: (
+            Component.of(with_margin[n]),
+            with_margin[n].worker_class != failing_class,
+            need(with_margin[n]),
+            -(with_margin[n].rps or 0),
+        ),
     )
     chosen = ranked[0] if ranked else None
     evidence: list[Evidence] = []
-    failed = [n for n, v in verdicts.items() if v.outcome is verdict.Outcome.FAILED and v.worst]
-    # The reported failure first: a connection per request (no pool bound) that ran out of ports.
-    failed.sort(key=lambda n: (verdicts[n].cause != "address_unavailable", by_scenario[n][0].pool.capacity is not None))
     for n in failed[:2]:
-        w = verdicts[n].worst
+        # The lowest step that failed: where the failure begins, as the report's "above 500 clients".
+        w = min(
+            (r for r in by_scenario[n] if verdict.run_failed(r)), key=lambda r: r.concurrency, default=verdicts[n].worst
+        )
         held_open = (
             w.established_peak
             if verdicts[n].cause == "address_unavailable" and verdict.exhaustion(w) is verdict.Exhaustion.HELD_OPEN
             else None
         )
-        evidence.append(
-            Failed(n, w.error_rate or 0, verdicts[n].cause or "-", w.concurrency, w.sessions_per_second, held_open)
-        )
+        cause = next(iter(w.causes), None) or verdicts[n].cause or "-"
+        evidence.append(Failed(n, w.error_rate or 0, cause, w.concurrency, w.sessions_per_second, held_open))
     component = needed_because = sizing = None
     settings: list[Snippet] = []
     if chosen:
         run = with_margin[chosen]
         component = Component.of(run)
-        sizing = size(run, limits, db_cores)
+        sizing = size(run, limits, db_cores, component)
         evidence.insert(0, Held(chosen, run.concurrency, run.sessions_opened, run.seconds, run.rps, run.p99_ms))
         if component is not Component.IN_PROCESS:
             needed_because, line = _why_needed(component, verdicts, by_scenario)

@@ -13,6 +13,7 @@ import base64
 import csv
 import html
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,17 @@ def settings_blocks(said: advice.Advice) -> list[tuple]:
 RECOMMENDED = "recommended.toml"
 
 
+def _rerun_recommended(run: RunFigures) -> str:
+    """``run``'s rerun command with the recommended scenario in place of its own."""
+    words = shlex.split(run.commands.get("rerun") or f"healthz lab run --scenario {run.scenario}")
+    if "--scenario" in words:
+        at = words.index("--scenario")
+        words[at : at + 2] = ["--scenarios-file", RECOMMENDED, "--scenario", "recommended"]
+    else:
+        words += ["--scenarios-file", RECOMMENDED, "--scenario", "recommended"]
+    return shlex.join(words)
+
+
 def recommended_scenario(said: advice.Advice, results: list[RunFigures]) -> str | None:
     """``recommended.toml``: the chosen scenario with the pool sized by need, to rerun as is."""
     if not said.chosen or not said.sizing:
@@ -194,8 +206,7 @@ def recommended_scenario(said: advice.Advice, results: list[RunFigures]) -> str 
     run = next(r for r in results if r.scenario == said.chosen)
     lines = [
         "# The lab's recommendation for the load it measured (healthz lab report): rerun it to check it holds:",
-        f"#   healthz lab run --scenarios-file {RECOMMENDED} -s recommended "
-        f"--concurrency {max(r.concurrency for r in results if r.scenario == said.chosen)}",
+        f"#   {_rerun_recommended(max((r for r in results if r.scenario == said.chosen), key=lambda r: r.concurrency))}",
         "[scenario.recommended]",
         f'base = "{said.chosen}"',
         f'description = "{said.chosen} with the pool the measured load needs: {said.sizing.line().replace(chr(34), "")}"',
@@ -219,6 +230,7 @@ STEP_COLUMNS = (
     "sessions opened",
     "sessions/s",
     "sessions/request",
+    "hold / checkout ms",
     "backends peak/mean",
     "TIME_WAIT peak",
     "ports held peak",
@@ -275,8 +287,14 @@ def step_rows(results: list[RunFigures], concurrency: int) -> list[list[str]]:
                 _pct(r.error_rate),
                 _causes(r.failures_by_cause, r.requests, 2),
                 _n(r.sessions_opened),
-                _n(r.sessions_per_second, 1),
+                _n(r.sessions_per_second, 1)
+                + (
+                    f" (service to PgBouncer {_n(to_bouncer, 1)})"
+                    if (to_bouncer := app_connections_per_second(r))
+                    else ""
+                ),
                 _n(r.sessions_per_request, 3),
+                f"{_n(r.hold_ms, 1)} / {_n(r.checkout_ms, 1)}",
                 f"{_n(r.backends_peak)} / {_n(r.backends_mean)}",
                 _n(r.time_wait_peak) + (f" of {r.ports:,}" if r.ports and r.time_wait_peak is not None else ""),
                 _n(r.ports_held_peak),
@@ -578,7 +596,7 @@ def doctor_rows(results: list[RunFigures]) -> list[list[str]]:
                 "-" if exhaustion is None else f"{exhaustion:,.1f} s",
                 f"{_n(d.measured_sessions_per_second, 1)}/s",
                 d.measured_status or "-",
-                "yes" if d.agrees else "NO",
+                "not compared" if d.agrees is None else "yes" if d.agrees else "NO",
             ]
         )
     return rows
@@ -832,7 +850,8 @@ def _sections(results: list[RunFigures], limits: DatabaseLimits | None) -> list[
             "table. Over the same seconds the lab counted them its own way: PgBouncer's logged logins from that host when the "
             "service reaches PgBouncer over TCP, else the connection attempts from that host in the lab's PostgreSQL's log, else "
             "(a --database-url database, or a Unix socket) pg_stat_database.sessions; it applied the doctor's own rules to its "
-            "figures. `agrees` compares the two diagnoses.",
+            "figures. `agrees` compares the two diagnoses (`not compared` when the lab's probes took no sample in the "
+            "doctor's window).",
             DOCTOR_COLUMNS,
             doctor_rows(results),
         ),
@@ -897,7 +916,7 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
             "p",
             "Figures per run: req/s and latency percentiles from locust; failed = share of requests locust counted as "
             "failures, causes = the service's error kind of each 499 (or the client's own error); sessions opened = "
-            "delta of pg_stat_database.sessions; backends = client backends in pg_stat_activity; TIME_WAIT = sockets "
+            "delta of pg_stat_database.sessions (for a PgBouncer row, also the service's connections to PgBouncer per second, from its logins); hold / checkout ms = mean time a request held its pooled connection and waited for it (connecting included), from the service's /metrics; backends = client backends in pg_stat_activity; TIME_WAIT = sockets "
             "toward the PostgreSQL port in the application's network namespace; EADDRNOTAVAIL lines = `Cannot assign "
             "requested address` in the service log; CPU s = CPU seconds of each process tree during the run.",
         )
@@ -1016,8 +1035,15 @@ def verdict_table(data: dict[str, Any]) -> str:
     doctored = [r.doctor for r in results if r.doctor and not r.doctor.error]
     if doctored:
         agreed = sum(1 for d in doctored if d.agrees)
+        compared = [d for d in doctored if d.agrees is not None]
+        unmeasured = len(doctored) - len(compared)
         lines.append(
-            f"healthz doctor, run during each step, agreed with the measurement in {agreed} of {len(doctored)} runs"
+            f"healthz doctor, run during each step, agreed with the measurement in {agreed} of {len(compared)} runs"
+            + (
+                f" ({unmeasured} not compared: the lab's probes had no figures for the doctor's window)"
+                if unmeasured
+                else ""
+            )
         )
     lines += [text.replace("**", "") for text in not_taken(results) + saturation(results)]
     return "\n".join(lines)

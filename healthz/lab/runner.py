@@ -432,8 +432,9 @@ class Lab:
             "findings": said["findings"],
             "measured_status": measured_diagnosis.status if measured_diagnosis else None,
             "measured_sessions_per_second": measured_diagnosis.opened_per_second if measured_diagnosis else None,
-            "agrees": measured_diagnosis is not None
-            and set(measured_diagnosis.problems) == set(Diagnosis.problems_of(said)),
+            "agrees": None
+            if measured_diagnosis is None
+            else set(measured_diagnosis.problems) == set(Diagnosis.problems_of(said)),
         }
 
     def _pgbouncers(self, scenario: Scenario, topology, url: str) -> tuple[list[PgBouncer], list[str]]:

@@ -4,6 +4,7 @@ evidence one figure a line, the kernel knobs against their base, and settings th
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import json
 
 from helpers import bouncer
@@ -54,6 +55,12 @@ def test_pgbouncer_is_added_only_when_the_budget_needs_it_and_says_so():
         needed.scenario == "eventlet-queuepool-sized" and "exceeds max_connections minus reserved (47)" in needed.line()
     )
     assert "Not alone" in said.headline() and "PgBouncer on the application host did" in said.headline()
+    # Behind PgBouncer the workers' pools are its clients: sized by the load alone (100 req/s per host x
+    # 20 ms x 1.5 = 3 a host, 2 a worker); its server connections are capped by the cores, shared by 3 instances.
+    timed = dataclasses.replace(bounced, hold_ms=20.0)
+    sizing = advise([FAILED_NULLPOOL, over_budget, timed], DatabaseLimits(50, 3), db_cores=2).sizing
+    assert (sizing.pool_size, sizing.pgbouncer_pool_size, sizing.pgbouncer_instances) == (2, 1, 3)
+    assert "capped by 2 database cores" in sizing.reason()
 
 
 def test_nothing_is_recommended_that_did_not_hold_with_a_bounded_pool():

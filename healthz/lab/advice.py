@@ -442,69 +442,69 @@ class Backing:
         return top(self.by_scenario[name]) if name else None
 
 
-def snippets(chosen: RunFigures, sizing: Sizing, backing: Backing, chosen_name: str) -> list[Snippet]:
-    """Settings to paste for Flask/SQLAlchemy, Django (persistent connections under gthread, Django
-    5.1+'s pool, PgBouncer's Unix socket), gunicorn and PgBouncer, each sized by ``sizing`` and
-    each with the measured run behind it (own services first: ``django-*`` from make lab-django)."""
-    pool, d = sizing.pool_size, sizing.plan.deployment
-    timeout = 30 if not chosen.p99_ms or chosen.p99_ms < 3000 else math.ceil(chosen.p99_ms / 1000 * 10)
-    backed = backing.line(chosen_name)
-    out = [
-        Snippet(
-            "Flask / SQLAlchemy",
-            "python",
-            "engine = create_engine(\n"
-            "    DATABASE_URL,\n"
-            f"    pool_size={pool},  # per worker process\n"
-            "    max_overflow=0,  # overflow connections are closed on check-in: bursts churn\n"
-            f"    pool_timeout={timeout},\n"
-            ")",
-            f"{sizing.line()}; {backed}",
-        )
-    ]
-    gthread = ("django-gthread-persistent", "gthread-queuepool")
+def _flask(sizing: Sizing, timeout: int, backed: str) -> Snippet:
+    return Snippet(
+        "Flask / SQLAlchemy",
+        "python",
+        "engine = create_engine(\n"
+        "    DATABASE_URL,\n"
+        f"    pool_size={sizing.pool_size},  # per worker process\n"
+        "    max_overflow=0,  # overflow connections are closed on check-in: bursts churn\n"
+        f"    pool_timeout={timeout},\n"
+        ")",
+        f"{sizing.line()}; {backed}",
+    )
+
+
+def _django_gthread(sizing: Sizing, backing: Backing) -> Snippet:
+    d, names = sizing.plan.deployment, ("django-gthread-persistent", "gthread-queuepool")
+    measured = backing.run(*names)
     # A thread holds its connection for all of its request: the threads that held, not the pool by need.
-    threads = (backing.run(*gthread).worker_concurrency if backing.run(*gthread) else None) or max(pool, 4)
-    out.append(
-        Snippet(
-            "Django under gthread: persistent connections (one per thread)",
-            "python",
-            'DATABASES["default"].update(\n'
-            "    CONN_MAX_AGE=600,  # keep each thread's connection; under eventlet it is closed with its greenlet\n"
-            "    CONN_HEALTH_CHECKS=True,  # test a reused connection before the request uses it\n"
-            ")\n"
-            f"# gunicorn -k gthread --workers {d.workers} --threads {threads}: "
-            f"{d.workers * threads * d.hosts} connections at most",
-            backing.line(*gthread),
-        )
+    threads = (measured.worker_concurrency if measured else None) or max(sizing.pool_size, 4)
+    return Snippet(
+        "Django under gthread: persistent connections (one per thread)",
+        "python",
+        'DATABASES["default"].update(\n'
+        "    CONN_MAX_AGE=600,  # keep each thread's connection; under eventlet it is closed with its greenlet\n"
+        "    CONN_HEALTH_CHECKS=True,  # test a reused connection before the request uses it\n"
+        ")\n"
+        f"# gunicorn -k gthread --workers {d.workers} --threads {threads}: {d.workers * threads * d.hosts} connections at most",
+        backing.line(*names),
     )
-    out.append(
-        Snippet(
-            "Django 5.1+ with psycopg 3: Django's own pool",
-            "python",
-            'DATABASES["default"].update(\n'
-            "    CONN_MAX_AGE=0,  # Django refuses a pool with persistent connections\n"
-            f'    OPTIONS={{"pool": {{"min_size": {min(pool, 2)}, "max_size": {pool}, "timeout": {timeout}}}}},\n'
-            ")\n"
-            "# pip install 'psycopg[binary,pool]'; gthread, or gevent (psycopg 3.1.14+ cooperates;\n"
-            "# eventlet is unsupported)",
-            backing.line("django-pool", "django-pool-gevent"),
-        )
+
+
+def _django_pool(sizing: Sizing, timeout: int, backing: Backing) -> Snippet:
+    pool = sizing.pool_size
+    return Snippet(
+        "Django 5.1+ with psycopg 3: Django's own pool",
+        "python",
+        'DATABASES["default"].update(\n'
+        "    CONN_MAX_AGE=0,  # Django refuses a pool with persistent connections\n"
+        f'    OPTIONS={{"pool": {{"min_size": {min(pool, 2)}, "max_size": {pool}, "timeout": {timeout}}}}},\n'
+        ")\n"
+        "# pip install 'psycopg[binary,pool]'; gthread, or gevent (psycopg 3.1.14+ cooperates;\n"
+        "# eventlet is unsupported)",
+        backing.line("django-pool", "django-pool-gevent"),
     )
-    out.append(
-        Snippet(
-            "Django through PgBouncer on the application host, over its Unix socket",
-            "python",
-            'DATABASES["default"].update(\n'
-            '    HOST="/var/run/postgresql",  # PgBouncer\'s unix_socket_dir: no TCP port per connection\n'
-            '    PORT="6432",\n'
-            "    CONN_MAX_AGE=600,  # under gthread: a login to PgBouncer per request is what it cannot keep up with\n"
-            "    DISABLE_SERVER_SIDE_CURSORS=True,  # pool_mode = transaction\n"
-            ")",
-            f"{backing.line('eventlet-queuepool-pgbouncer')} (kept connections in front of PgBouncer); "
-            f"{backing.line('eventlet-nullpool-pgbouncer-unix')} (a login per request)",
-        )
+
+
+def _django_pgbouncer(backing: Backing) -> Snippet:
+    return Snippet(
+        "Django through PgBouncer on the application host, over its Unix socket",
+        "python",
+        'DATABASES["default"].update(\n'
+        '    HOST="/var/run/postgresql",  # PgBouncer\'s unix_socket_dir: no TCP port per connection\n'
+        '    PORT="6432",\n'
+        "    CONN_MAX_AGE=600,  # under gthread: a login to PgBouncer per request is what it cannot keep up with\n"
+        "    DISABLE_SERVER_SIDE_CURSORS=True,  # pool_mode = transaction\n"
+        ")",
+        f"{backing.line('eventlet-queuepool-pgbouncer')} (kept connections in front of PgBouncer); "
+        f"{backing.line('eventlet-nullpool-pgbouncer-unix')} (a login per request)",
     )
+
+
+def _gunicorn(chosen: RunFigures, sizing: Sizing, backing: Backing, backed: str) -> Snippet:
+    d = sizing.plan.deployment
     if chosen.worker_class == "gthread":
         command = f"gunicorn -k gthread --workers {d.workers} --threads {d.concurrency} wsgi:app"
     elif chosen.worker_class in ("eventlet", "gevent"):
@@ -518,21 +518,39 @@ def snippets(chosen: RunFigures, sizing: Sizing, backing: Backing, chosen_name: 
             "\n# eventlet needs gunicorn<26 and is deprecated; gevent is the supported green worker:"
             f"\n# -k gevent with psycogreen ({backing.line('gevent-queuepool-sized')})"
         )
-    out.append(Snippet("gunicorn", "sh", command, backed))
-    out.append(
-        Snippet(
-            "PgBouncer (pgbouncer.ini), when the budget or the ports need it",
-            "ini",
-            "[pgbouncer]\n"
-            "pool_mode = transaction\n"
-            f"default_pool_size = {sizing.server_pool_size}  ; server connections per database and user\n"
-            f"max_client_conn = {d.workers * d.concurrency}  ; every worker's requests in flight\n"
-            "unix_socket_dir = /var/run/postgresql\n"
-            "listen_port = 6432",
-            backing.line("eventlet-queuepool-pgbouncer", "eventlet-nullpool-pgbouncer-unix"),
-        )
+    return Snippet("gunicorn", "sh", command, backed)
+
+
+def _pgbouncer(sizing: Sizing, backing: Backing) -> Snippet:
+    d = sizing.plan.deployment
+    return Snippet(
+        "PgBouncer (pgbouncer.ini), when the budget or the ports need it",
+        "ini",
+        "[pgbouncer]\n"
+        "pool_mode = transaction\n"
+        f"default_pool_size = {sizing.server_pool_size}  ; server connections per database and user\n"
+        f"max_client_conn = {d.workers * d.concurrency}  ; every worker's requests in flight\n"
+        "unix_socket_dir = /var/run/postgresql\n"
+        "listen_port = 6432",
+        backing.line("eventlet-queuepool-pgbouncer", "eventlet-nullpool-pgbouncer-unix"),
     )
-    return out
+
+
+def snippets(chosen: RunFigures, sizing: Sizing, backing: Backing, chosen_name: str) -> list[Snippet]:
+    """Settings to paste for Flask/SQLAlchemy, Django (persistent connections under gthread, Django
+    5.1+'s pool, PgBouncer's Unix socket), gunicorn and PgBouncer, each sized by ``sizing`` and
+    each with the measured run behind it (own services first: ``django-*`` from make lab-django).
+    ``pool_timeout`` stays SQLAlchemy's 30 s unless the p99 comes within a tenth of it."""
+    timeout = 30 if not chosen.p99_ms or chosen.p99_ms < 3000 else math.ceil(chosen.p99_ms / 1000 * 10)
+    backed = backing.line(chosen_name)
+    return [
+        _flask(sizing, timeout, backed),
+        _django_gthread(sizing, backing),
+        _django_pool(sizing, timeout, backing),
+        _django_pgbouncer(backing),
+        _gunicorn(chosen, sizing, backing, backed),
+        _pgbouncer(sizing, backing),
+    ]
 
 
 # -- the advice -----------------------------------------------------------------------------------
@@ -589,6 +607,62 @@ class Advice:
         return out[:ANSWER_LINES]
 
 
+def _held_with_margin(
+    verdicts: Mapping[str, verdict.Verdict], by_scenario: Mapping[str, list[RunFigures]], ports_default: int | None
+) -> dict[str, RunFigures]:
+    """The lab's pooled setups that held within the budget, at their highest step, and within
+    :data:`MARGIN` of the fastest of them (a knob is not a setup: it is judged against one)."""
+    held = {
+        n: top(runs)
+        for n, runs in by_scenario.items()
+        if runs
+        and verdicts[n].outcome is verdict.Outcome.HELD
+        and not runs[0].own_service
+        and pooled(runs[0])
+        and not knob_text(runs[0], ports_default)
+        and not verdicts[n].has(verdict.BudgetExceeded)
+    }
+    fastest = max((r.rps or 0 for r in held.values()), default=0)
+    return {n: r for n, r in held.items() if (r.rps or 0) >= (1 - MARGIN) * fastest}
+
+
+def _failures(
+    verdicts: Mapping[str, verdict.Verdict], by_scenario: Mapping[str, list[RunFigures]], ports_default: int | None
+) -> list[Failed]:
+    """Each failed scenario at the lowest step it failed (where the failure begins, as the report's
+    "above 500 clients"), the reported failure first: a connection per request out of ports. A knob
+    is left out: its own line says how it fared."""
+    names = [
+        n
+        for n, v in verdicts.items()
+        if v.outcome is verdict.Outcome.FAILED and v.worst and not knob_text(by_scenario[n][0], ports_default)
+    ]
+    names.sort(key=lambda n: (verdicts[n].cause != "address_unavailable", by_scenario[n][0].pool.capacity is not None))
+    out = []
+    for n in names:
+        failing = [r for r in by_scenario[n] if verdict.run_failed(r)]
+        w = min(failing, key=lambda r: r.concurrency) if failing else verdicts[n].worst
+        held_open = None
+        if verdicts[n].cause == "address_unavailable" and verdict.exhaustion(w) is verdict.Exhaustion.HELD_OPEN:
+            held_open = w.established_peak
+        cause = next(iter(w.causes), None) or verdicts[n].cause or "-"
+        out.append(Failed(n, w.error_rate or 0, cause, w.concurrency, w.sessions_per_second, held_open))
+    return out
+
+
+def _ranked(candidates: Mapping[str, RunFigures], failing_class: str | None) -> list[str]:
+    """Simplest first, then the failed setup's worker class (the smallest change), then fewest connections."""
+    return sorted(
+        candidates,
+        key=lambda n: (
+            Component.of(candidates[n]),
+            candidates[n].worker_class != failing_class,
+            verdict.connection_need(candidates[n]).needed or 0,
+            -(candidates[n].rps or 0),
+        ),
+    )
+
+
 def advise(
     verdicts: Mapping[str, verdict.Verdict],
     results: Sequence[RunFigures],
@@ -601,75 +675,32 @@ def advise(
     """The :class:`Advice` over every scenario of a run (own services are evidence, not setups we
     give settings for: their settings are theirs)."""
     by_scenario = {n: verdict.measured(r for r in results if r.scenario == n) for n in verdicts}
-    held = {
-        n: top(runs)
-        for n, runs in by_scenario.items()
-        if runs
-        and verdicts[n].outcome is verdict.Outcome.HELD
-        and not runs[0].own_service
-        and pooled(runs[0])
-        and not knob_text(runs[0], ports_default)
-        and not verdicts[n].has(verdict.BudgetExceeded)
-    }
-    fastest = max((r.rps or 0 for r in held.values()), default=0)
-    with_margin = {n: r for n, r in held.items() if (r.rps or 0) >= (1 - MARGIN) * fastest}
-
-    def need(r: RunFigures) -> int:
-        return verdict.connection_need(r).needed or 0
-
-    # A knob's own line says how it fared (knob_effects), so it is not told again as a failure.
-    failed = [
-        n
-        for n, v in verdicts.items()
-        if v.outcome is verdict.Outcome.FAILED and v.worst and not knob_text(by_scenario[n][0], ports_default)
-    ]
-    # The reported failure first: a connection per request (no pool bound) that ran out of ports.
-    failed.sort(key=lambda n: (verdicts[n].cause != "address_unavailable", by_scenario[n][0].pool.capacity is not None))
-    failing_class = by_scenario[failed[0]][0].worker_class if failed else None
-    ranked = sorted(
-        with_margin,
-        key=lambda n: (
-            Component.of(with_margin[n]),
-            with_margin[n].worker_class != failing_class,
-            need(with_margin[n]),
-            -(with_margin[n].rps or 0),
-        ),
-    )
+    candidates = _held_with_margin(verdicts, by_scenario, ports_default)
+    failures = _failures(verdicts, by_scenario, ports_default)
+    ranked = _ranked(candidates, by_scenario[failures[0].scenario][0].worker_class if failures else None)
     chosen = ranked[0] if ranked else None
-    evidence: list[Evidence] = []
-    for n in failed[:2]:
-        # The lowest step that failed: where the failure begins, as the report's "above 500 clients".
-        w = min(
-            (r for r in by_scenario[n] if verdict.run_failed(r)), key=lambda r: r.concurrency, default=verdicts[n].worst
-        )
-        held_open = (
-            w.established_peak
-            if verdicts[n].cause == "address_unavailable" and verdict.exhaustion(w) is verdict.Exhaustion.HELD_OPEN
-            else None
-        )
-        cause = next(iter(w.causes), None) or verdicts[n].cause or "-"
-        evidence.append(Failed(n, w.error_rate or 0, cause, w.concurrency, w.sessions_per_second, held_open))
+    evidence: list[Evidence] = list(failures[:2])
     component = needed_because = sizing = None
     settings: list[Snippet] = []
     if chosen:
-        run = with_margin[chosen]
+        run = candidates[chosen]
         component = Component.of(run)
         sizing = size(run, limits, db_cores, component)
         evidence.insert(0, Held(chosen, run.concurrency, run.sessions_opened, run.seconds, run.rps, run.p99_ms))
         if component is not Component.IN_PROCESS:
             needed_because, line = _why_needed(component, verdicts, by_scenario)
-            if line:
-                evidence.append(line)
-        for n in ranked[1:]:
-            if Component.of(with_margin[n]) > component and (with_margin[n].rps or 0) > (run.rps or 0):
-                evidence.append(NotNeeded(n, Component.of(with_margin[n]), with_margin[n].rps, run.rps))
-                break
+            evidence += [line] if line else []
+        bigger = [n for n in ranked[1:] if Component.of(candidates[n]) > component]
+        faster = [n for n in bigger if (candidates[n].rps or 0) > (run.rps or 0)]
+        if faster:
+            evidence.append(
+                NotNeeded(faster[0], Component.of(candidates[faster[0]]), candidates[faster[0]].rps, run.rps)
+            )
         settings = snippets(run, sizing, Backing(by_scenario, verdicts), chosen)
-    for n, v in verdicts.items():
-        churn = v.first(verdict.OverflowChurn)
-        if churn:
-            evidence.append(Churned(n, churn.sessions_opened, churn.hosts * churn.workers * churn.capacity))
-            break
+    churn = next((v.first(verdict.OverflowChurn) for v in verdicts.values() if v.has(verdict.OverflowChurn)), None)
+    if churn:
+        name = next(n for n, v in verdicts.items() if v.first(verdict.OverflowChurn) is churn)
+        evidence.append(Churned(name, churn.sessions_opened, churn.hosts * churn.workers * churn.capacity))
     knobs = knob_effects(by_scenario, chosen, ports_default)
     evidence += knobs[:1]
     if chosen:

@@ -40,6 +40,7 @@ class Reply(str, enum.Enum):
     WITH_PGBOUNCER = "Not alone"  # only a setup with PgBouncer held: the budget or the ports needed it
     NO = "No"  # no pooled setup held
     NOT_SHOWN = "Not shown here"  # nothing pooled was measured
+    OWN_SERVICE = "Own service"  # only the team's own services ran: their outcome, no lab setup beside them
 
     def __str__(self) -> str:
         return self.value
@@ -582,6 +583,11 @@ class Advice:
             )
         if self.reply is Reply.NO:
             return "Does connection pooling alone fix it? No: no pooled setup held in this run."
+        if self.reply is Reply.OWN_SERVICE:
+            return (
+                "Your own service alone ran: its outcome is below; run the lab's scenarios beside it "
+                "(-s eventlet-queuepool-sized, or make lab-django) for settings sized for its load."
+            )
         return "Does connection pooling alone fix it? Not shown: no pooled setup ran."
 
     def change(self) -> str | None:
@@ -703,10 +709,17 @@ def advise(
         evidence.append(Churned(name, churn.sessions_opened, churn.hosts * churn.workers * churn.capacity))
     knobs = knob_effects(by_scenario, chosen, ports_default)
     evidence += knobs[:1]
+    ran = [rs[0] for rs in by_scenario.values() if rs]
     if chosen:
         reply = Reply.YES if component is Component.IN_PROCESS else Reply.WITH_PGBOUNCER
+    elif ran and all(r.own_service for r in ran):
+        reply = Reply.OWN_SERVICE
+        for n, runs in by_scenario.items():
+            if runs and verdicts[n].outcome is verdict.Outcome.HELD:
+                r = top(runs)
+                evidence.append(Held(n, r.concurrency, r.sessions_opened, r.seconds, r.rps, r.p99_ms))
     else:
-        reply = Reply.NO if any(pooled(rs[0]) for rs in by_scenario.values() if rs) else Reply.NOT_SHOWN
+        reply = Reply.NO if any(pooled(r) for r in ran) else Reply.NOT_SHOWN
     return Advice(
         reply, chosen, component, needed_because, sizing, tuple(evidence), tuple(knobs), tuple(settings), faithful
     )

@@ -71,6 +71,23 @@ def test_nothing_is_recommended_that_did_not_hold_with_a_bounded_pool():
     assert said.lines()[0] == said.headline() and said.change() is None
 
 
+def test_an_own_service_alone_is_told_its_outcome_and_how_to_get_settings():
+    theirs = run("app", concurrency=200, requests=4000, pool=("unknown", 0, 0), own_service=True)
+    failing = run(
+        "app-eventlet",
+        concurrency=200,
+        requests=400,
+        failures=300,
+        causes={"address_unavailable": 300},
+        pool=("unknown", 0, 0),
+        own_service=True,
+    )
+    said = advise([theirs, failing])
+    assert said.reply is advice.Reply.OWN_SERVICE and said.chosen is None and said.settings == ()
+    assert {type(e) for e in said.evidence} == {advice.Held, advice.Failed}
+    assert "-s eventlet-queuepool-sized" in said.headline()
+
+
 def test_the_pool_is_sized_by_the_measured_rate_and_hold_time():
     sized = run("eventlet-queuepool-sized", concurrency=1000, requests=20000, hold_ms=4.0)  # 2,000 req/s
     sizing = advice.advise(verdict.judge_all([sized], LIMITS), [sized], LIMITS).sizing

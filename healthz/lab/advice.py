@@ -206,12 +206,7 @@ class KnobEffect(Evidence, verdict.Finding):
         return f"Knob: {self.line()}."
 
 
-def _pct(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value == 0:
-        return "0%"
-    return f"{value * 100:.2g}%" if value < 0.1 else f"{value * 100:.0f}%"
+_pct = verdict.percent
 
 
 def knob_text(run: RunFigures, ports_default: int | None) -> str | None:

@@ -77,12 +77,7 @@ CSV_FIELDS = (
 _n = verdict.number
 
 
-def _pct(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value == 0:
-        return "0%"
-    return f"{value * 100:.2g}%" if value < 0.1 else f"{value * 100:.0f}%"
+_pct = verdict.percent
 
 
 def _causes(causes: dict[str, int], requests: int, limit: int = 3) -> str:

@@ -45,6 +45,16 @@ def number(value: Any, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def percent(share: float | None) -> str:
+    """A share (0.21) as the findings and the report print it: ``21%``, two significant digits
+    below 10% (``0.72%``), ``-`` when missing."""
+    if share is None:
+        return "-"
+    if share == 0:
+        return "0%"
+    return f"{share * 100:.2g}%" if share < 0.1 else f"{share * 100:.0f}%"
+
+
 _n = number
 
 

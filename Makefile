@@ -60,7 +60,7 @@ faults: install
 	$(BIN)/healthz lab faults $(FAULTS_ARGS)
 
 # The benchmark: wrk on livez and healthz for every worker class and pool, pgbench on the same
-# query, each target met or not; fetches wrk when missing; about 7 minutes.
+# query, each target met or not; fetches wrk when missing; about 8 minutes.
 BENCH_ARGS ?=
 bench: install
 	$(BIN)/python -m healthz.bench $(BENCH_ARGS)

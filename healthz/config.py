@@ -24,11 +24,13 @@ WORKER_CLASSES = ("eventlet", "gevent", "gthread", "sync")
 GREEN_WORKERS = ("eventlet", "gevent")
 POOL_CLASSES = ("QueuePool", "NullPool", "SingletonThreadPool")
 GREEN_DRIVER_MODES = ("auto", "on", "off")
+#: The DBAPI driver under SQLAlchemy: psycopg2 (the report's) or psycopg 3 (Django 5.1+'s pool needs it).
+DRIVERS = ("psycopg2", "psycopg")
 #: SQLAlchemy's ``isolation_level`` values for PostgreSQL; AUTOCOMMIT sends no BEGIN/ROLLBACK.
 ISOLATION_LEVELS = ("AUTOCOMMIT", "READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
-_SCHEMES = ("postgresql", "postgresql+psycopg2", "postgres")
+_SCHEMES = ("postgresql", "postgresql+psycopg2", "postgresql+psycopg", "postgres")
 
 
 class SettingsError(ValueError):
@@ -114,7 +116,7 @@ def _choice(choices: tuple[str, ...]) -> Callable[[str, str], str]:
 
 
 def _database_url(variable: str, raw: str) -> str:
-    accepted = "postgresql://USER:PASSWORD@HOST:PORT/DBNAME (driver psycopg2)"
+    accepted = "postgresql://USER:PASSWORD@HOST:PORT/DBNAME (HEALTHZ_DRIVER picks the driver)"
     # Only a URL's password can be found and masked; any other text is not echoed back.
     shown = mask_password(raw) if "://" in raw else "(not shown: not a URL)"
     url = raw.strip()
@@ -129,7 +131,7 @@ def _database_url(variable: str, raw: str) -> str:
         raise SettingsError(variable, shown, accepted)
     if port == 0:
         raise SettingsError(variable, shown, accepted)
-    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; the service measures psycopg2.
+    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; the driver is HEALTHZ_DRIVER's (engine_url).
     return "postgresql+psycopg2://" + url.split("://", 1)[1]
 
 
@@ -144,7 +146,10 @@ class Settings:
     with no BEGIN before it and no ROLLBACK when the pool resets the connection on check-in.
     ``error_status`` is what the health check answers when the database call fails: 499 as in
     the report's view (nginx's "client closed request", invisible to alerts on 5xx), 503 for load
-    balancers and probes.
+    balancers and probes. ``driver`` is psycopg2 or psycopg (3); the green driver (psycogreen's wait
+    callback) is psycopg2's, so ``green_driver=on`` is refused with psycopg, which waits
+    cooperatively under gevent by itself (3.1.14+) and does not support eventlet. ``pool_fair``
+    puts a first-come, first-served gate (:mod:`healthz.gate`) in front of a bounded QueuePool.
     """
 
     database_url: str
@@ -162,6 +167,21 @@ class Settings:
     metrics: bool = True
     application_name: str = "healthz"
     error_status: int = 499
+    driver: str = "psycopg2"
+    pool_fair: bool = True
+
+    def __post_init__(self) -> None:
+        if self.driver == "psycopg" and self.green_driver == "on":
+            raise SettingsError(
+                "HEALTHZ_GREEN_DRIVER",
+                "on",
+                "auto or off with HEALTHZ_DRIVER=psycopg (psycogreen patches psycopg2 only)",
+            )
+
+    @property
+    def engine_url(self) -> str:
+        """``database_url`` with :attr:`driver` as SQLAlchemy's dialect driver (``postgresql+psycopg://``)."""
+        return f"postgresql+{self.driver}://" + self.database_url.split("://", 1)[1]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
@@ -241,6 +261,8 @@ _FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "metrics": ("HEALTHZ_METRICS", _boolean),
     "application_name": ("HEALTHZ_APPLICATION_NAME", _application_name),
     "error_status": ("HEALTHZ_ERROR_STATUS", _error_status),
+    "driver": ("HEALTHZ_DRIVER", _choice(DRIVERS)),
+    "pool_fair": ("HEALTHZ_POOL_FAIR", _boolean),
 }
 
 #: Environment variable of each setting, in the order the README documents them.

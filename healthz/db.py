@@ -54,7 +54,7 @@ def create_engine(settings: Settings, *, instrument: bool | None = None) -> Engi
     if settings.statement_timeout:
         connect_args["options"] = f"-c statement_timeout={settings.statement_timeout}"
     engine = sqlalchemy.create_engine(
-        settings.database_url,
+        settings.engine_url,
         poolclass=_POOL_CLASSES[settings.pool_class],
         connect_args=connect_args,
         isolation_level=settings.isolation_level,
@@ -118,9 +118,15 @@ def _instrument(engine_pool: pool.Pool, settings: Settings) -> None:
 
 
 def init_app(app: Flask, settings: Settings) -> None:
-    """Attach an engine for ``settings`` to ``app`` and apply the green driver."""
+    """Attach an engine for ``settings`` to ``app`` and apply the green driver (psycopg2's; psycopg 3
+    needs none, and eventlet, which it does not support, is refused)."""
+    if settings.driver == "psycopg" and green_library() == "eventlet":
+        raise SettingsError(
+            "HEALTHZ_DRIVER", "psycopg", "psycopg2 under eventlet (psycopg 3 does not support eventlet)"
+        )
     app.extensions["healthz.engine"] = create_engine(settings)
-    app.extensions["healthz.green_driver"] = apply_green_driver(settings.green_driver)
+    mode = settings.green_driver if settings.driver == "psycopg2" else "off"
+    app.extensions["healthz.green_driver"] = apply_green_driver(mode)
 
 
 def get_engine(app: Flask | None = None) -> Engine:

@@ -83,7 +83,7 @@ def classify(exc: BaseException) -> str:
     if isinstance(exc, sqlalchemy.exc.TimeoutError):
         return POOL_TIMEOUT
     orig = getattr(exc, "orig", None) or exc
-    code = getattr(orig, "pgcode", None)
+    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)  # psycopg2, psycopg 3
     if code in _BY_SQLSTATE:
         if code == "57014" and "lock timeout" in str(orig).lower():
             return STATEMENT_TIMEOUT

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from . import errors, metrics
 from .config import Settings
+from .gate import FairGate
 from .models import COUNT_ROLES
 
 #: The success body, encoded once.
@@ -25,6 +26,8 @@ def blueprint(engine: Engine, settings: Settings) -> Blueprint:
     observe_wait = metrics.CHECKOUT_WAIT.observe if settings.metrics else None
     observe_held = metrics.CONNECTION_HELD.observe if settings.metrics else None
     perf_counter = time.perf_counter
+    gate = fair_gate(settings)
+    acquire, release = (gate.acquire, gate.release) if gate else (_nothing, _nothing)
 
     @bp.route("/api/v1/healthz/", methods=["GET", "HEAD"])
     def healthz() -> Response:
@@ -33,11 +36,15 @@ def blueprint(engine: Engine, settings: Settings) -> Blueprint:
         database call raises, whatever it raised."""
         try:
             started = got = perf_counter()
-            with engine.connect() as conn:
-                if observe_wait is not None:
-                    got = perf_counter()
-                    observe_wait(got - started)
-                conn.execute(COUNT_ROLES).scalar_one()
+            acquire()
+            try:
+                with engine.connect() as conn:
+                    if observe_wait is not None:
+                        got = perf_counter()
+                        observe_wait(got - started)
+                    conn.execute(COUNT_ROLES).scalar_one()
+            finally:
+                release()
             if observe_held is not None:
                 observe_held(perf_counter() - got)
         except Exception as exc:  # as the report's view: any failure of the database call is a 499
@@ -50,6 +57,19 @@ def blueprint(engine: Engine, settings: Settings) -> Blueprint:
         return Response(OK_BODY, mimetype="application/json")
 
     return bp
+
+
+def _nothing() -> None:
+    pass
+
+
+def fair_gate(settings: Settings) -> FairGate | None:
+    """The first-come, first-served gate for a bounded QueuePool (``pool_fair``), sized to what the
+    pool lends at once; None for an unbounded pool, which never makes anyone wait."""
+    capacity = settings.pool_size + settings.max_overflow
+    if not settings.pool_fair or settings.pool_class != "QueuePool" or settings.max_overflow < 0 or capacity < 1:
+        return None
+    return FairGate(capacity, settings.pool_timeout)
 
 
 def _database_error(exc: Exception, settings: Settings) -> tuple[Response, int]:

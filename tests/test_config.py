@@ -39,6 +39,8 @@ def test_every_variable_is_read():
         "HEALTHZ_METRICS": "false",
         "HEALTHZ_APPLICATION_NAME": "web-1",
         "HEALTHZ_ERROR_STATUS": "503",
+        "HEALTHZ_DRIVER": "Psycopg",
+        "HEALTHZ_POOL_FAIR": "no",
     }
     assert set(env) == set(ENVIRONMENT.values())
     s = Settings.from_env(env)
@@ -58,7 +60,10 @@ def test_every_variable_is_read():
         metrics=False,
         application_name="web-1",
         error_status=503,
+        driver="psycopg",
+        pool_fair=False,
     )
+    assert s.engine_url == "postgresql+psycopg://healthz:s3cret-pw@127.0.0.1:5432/healthz"
 
 
 @pytest.mark.parametrize(
@@ -75,6 +80,7 @@ def test_every_variable_is_read():
         ("HEALTHZ_POOL_PRE_PING", "maybe", "one of 1, true, yes, on, 0, false, no, off"),
         ("HEALTHZ_POOL_CLASS", "StaticPool", "one of QueuePool, NullPool, SingletonThreadPool"),
         ("HEALTHZ_GREEN_DRIVER", "always", "one of auto, on, off"),
+        ("HEALTHZ_DRIVER", "pg8000", "one of psycopg2, psycopg"),
         (
             "HEALTHZ_ISOLATION_LEVEL",
             "READ UNCOMMITTED",

@@ -149,6 +149,18 @@ def test_green_driver_on_is_refused_for_a_thread_worker(worker_class, database_u
     )
 
 
+def test_psycopg_3_is_refused_under_eventlet_and_with_psycogreen(database_url):
+    env = {"DATABASE_URL": database_url, "HEALTHZ_DRIVER": "psycopg", "GUNICORN_PORT": str(free_port())}
+    result = gunicorn(*packaged("eventlet"), env=env, timeout=30)
+    assert result.returncode == 2 and "Listening at" not in result.stderr
+    assert (
+        "HEALTHZ_DRIVER='psycopg' is not accepted: expected psycopg2 under eventlet (psycopg 3 does not support eventlet)"
+        in result.stderr
+    )
+    result = gunicorn(*packaged("gevent"), env={**env, "HEALTHZ_GREEN_DRIVER": "on"}, timeout=30)
+    assert result.returncode == 2 and "psycogreen patches psycopg2 only" in result.stderr
+
+
 def test_every_conf_file_says_what_it_is_for():
     for conf in CONF_FILES:
         text = conf.read_text()

@@ -79,20 +79,32 @@ def _waiting_on_lock(postgres, database):
 
 
 @pytest.mark.parametrize(
-    "worker_class, green_driver, concurrent",
-    [("eventlet", "auto", 4), ("gevent", "auto", 4), ("gevent", "on", 4), ("gevent", "off", 1), ("eventlet", "off", 1)],
+    "worker_class, green_driver, concurrent, driver",
+    [
+        ("eventlet", "auto", 4, "psycopg2"),
+        ("gevent", "auto", 4, "psycopg2"),
+        ("gevent", "on", 4, "psycopg2"),
+        ("gevent", "off", 1, "psycopg2"),
+        ("eventlet", "off", 1, "psycopg2"),
+        ("gevent", "auto", 4, "psycopg"),  # psycopg 3 waits cooperatively under gevent by itself
+    ],
 )
 def test_green_driver_decides_whether_queries_overlap(
-    run_gunicorn, postgres, database, worker_class, green_driver, concurrent
+    run_gunicorn, postgres, database, worker_class, green_driver, concurrent, driver
 ):
     # One worker, four clients, and the role table locked: every health check waits on the lock
     # inside PostgreSQL. A cooperative driver lets the worker start all four; a blocking one
     # stops the whole worker in the first.
     server = run_gunicorn(
-        worker_class, workers=1, HEALTHZ_GREEN_DRIVER=green_driver, HEALTHZ_POOL_SIZE=5, HEALTHZ_MAX_OVERFLOW=0
+        worker_class,
+        workers=1,
+        HEALTHZ_GREEN_DRIVER=green_driver,
+        HEALTHZ_POOL_SIZE=5,
+        HEALTHZ_MAX_OVERFLOW=0,
+        HEALTHZ_DRIVER=driver,
     )
-    in_force = "off" if green_driver == "off" else worker_class
-    assert f"green driver {in_force} (HEALTHZ_GREEN_DRIVER={green_driver})" in server.log_text()
+    in_force = "off" if green_driver == "off" or driver == "psycopg" else worker_class
+    assert f"driver {driver}, green driver {in_force} (HEALTHZ_GREEN_DRIVER={green_driver})" in server.log_text()
     with postgres.connect(database, "healthz") as locker:
         locker.autocommit = False
         locker.cursor().execute("LOCK TABLE role IN ACCESS EXCLUSIVE MODE")

@@ -62,8 +62,8 @@ from . import cases, table
     "--variant",
     "variants",
     multiple=True,
-    type=click.Choice(tuple(cases.VARIANTS)),
-    help="Variants of eventlet's sized pool (repeatable; default: all).",
+    type=click.Choice((*cases.VARIANTS, *cases.DRIVER_VARIANTS)),
+    help="Variants of eventlet's sized pool, and psycopg (the sized pool on psycopg 3 for each worker class but eventlet); repeatable; default: all.",
 )
 @click.option("--no-variants", is_flag=True, help="Measure no variant.")
 @click.option(
@@ -121,7 +121,7 @@ def main(
         chosen = cases.default_cases(
             worker_classes or WORKER_CLASSES,
             pools or tuple(cases.POOLS),
-            () if no_variants else variants or tuple(cases.VARIANTS),
+            () if no_variants else variants or (*cases.VARIANTS, *cases.DRIVER_VARIANTS),
         )
         config = BenchConfig(
             cases=chosen,

@@ -27,6 +27,10 @@ VARIANTS: dict[str, tuple[dict[str, object], str]] = {
         "the count inside BEGIN ... ROLLBACK: SQLAlchemy's default",
     ),
 }
+#: The sized pool on psycopg 3, per worker class that can run it (not eventlet, which it does not support).
+DRIVER_VARIANTS: dict[str, tuple[dict[str, object], str]] = {
+    "psycopg": ({"driver": "psycopg"}, "psycopg 3 (SQLAlchemy's postgresql+psycopg) in place of psycopg2"),
+}
 #: The worker class the targets are judged on: the report's.
 TARGET_WORKER = "eventlet"
 
@@ -60,12 +64,13 @@ def make_case(
         raise ValueError(f"worker class {worker_class!r} is not one of {', '.join(WORKER_CLASSES)}")
     if pool not in POOLS:
         raise ValueError(f"pool {pool!r} is not one of {', '.join(POOLS)}")
-    if variant and variant not in VARIANTS:
-        raise ValueError(f"variant {variant!r} is not one of {', '.join(VARIANTS)}")
+    known = {**VARIANTS, **DRIVER_VARIANTS}
+    if variant and variant not in known:
+        raise ValueError(f"variant {variant!r} is not one of {', '.join(known)}")
     settings = dict(POOLS[pool])
     description = f"{worker_class} with {pool}"
     if variant:
-        changes, why = VARIANTS[variant]
+        changes, why = known[variant]
         settings.update(changes)
         description += f", {variant}: {why}"
     name = "-".join(part for part in (worker_class, pool, variant) if part)
@@ -83,17 +88,25 @@ def make_case(
 def default_cases(
     worker_classes: tuple[str, ...] = WORKER_CLASSES,
     pools: tuple[str, ...] = tuple(POOLS),
-    variants: tuple[str, ...] = tuple(VARIANTS),
+    variants: tuple[str, ...] = (*VARIANTS, *DRIVER_VARIANTS),
 ) -> list[Case]:
     """Every worker class with every pool (the ceiling measured beside the first pool of each),
-    then the variants of the target worker's sized pool when both are in the run."""
+    then the variants of the target worker's sized pool when both are in the run, then the sized
+    pool on psycopg 3 for each worker class that runs it."""
     cases = [make_case(w, p, ceiling=(i == 0)) for w in worker_classes for i, p in enumerate(pools)]
     if TARGET_WORKER in worker_classes and SIZED in pools:
-        cases += [make_case(TARGET_WORKER, SIZED, v) for v in variants]
+        cases += [make_case(TARGET_WORKER, SIZED, v) for v in variants if v in VARIANTS]
+    if SIZED in pools and "psycopg" in variants:
+        cases += [make_case(w, SIZED, "psycopg") for w in worker_classes if w != "eventlet"]
     return cases
 
 
-def crowd_case(connections: int) -> Case:
+def crowd_case(connections: int, fair: bool = True) -> Case:
     """The target worker with the sized pool, with greenlets enough for ``connections`` clients
-    in one worker (gunicorn does not balance connections between workers)."""
-    return make_case(TARGET_WORKER, SIZED, worker_connections=max(1000, connections))
+    in one worker (gunicorn does not balance connections between workers); ``fair=False`` takes
+    the first-come, first-served gate away (``pool_fair=off``: QueuePool's own wakeups)."""
+    case = make_case(TARGET_WORKER, SIZED, worker_connections=max(1000, connections))
+    if fair:
+        return case
+    scenario = case.scenario.with_changes(f"{case.name}-unfair", {"pool_fair": False})
+    return dataclasses.replace(case, scenario=scenario, variant="unfair")

@@ -167,6 +167,8 @@ class Bench:
                 results["cases"] = [self._case(case, load, pg, counters, counter) for case in cfg.cases]
                 if cfg.crowd:
                     results["crowd"] = self._crowd(load, pg, counters)
+                    # The same without the gate: the measurement that shows where the unfairness comes from.
+                    results["crowd_unfair"] = self._crowd(load, pg, counters, fair=False)
             finally:
                 counters.close()
         results["seconds"] = round(time.time() - started, 1)
@@ -339,10 +341,13 @@ class Bench:
             )
         return healthz_runs, livez_runs, cpu
 
-    def _crowd(self, load: wrk.Wrk, pg: PostgreSQL, counters: probes.PostgresCounters) -> dict[str, Any]:
-        """The sized pool under ``crowd`` concurrent keep-alive connections: does any request fail?"""
+    def _crowd(
+        self, load: wrk.Wrk, pg: PostgreSQL, counters: probes.PostgresCounters, fair: bool = True
+    ) -> dict[str, Any]:
+        """The sized pool under ``crowd`` concurrent keep-alive connections: does any request fail,
+        and how long do the unluckiest wait against Little's law's mean (connections / throughput)?"""
         cfg = self.config
-        case = cases_module.crowd_case(cfg.crowd)
+        case = cases_module.crowd_case(cfg.crowd, fair)
         service = self._service(case, pg, f"{case.name}-{cfg.crowd}-connections")
         sessions_before = counters.settled_sessions()
         with service:

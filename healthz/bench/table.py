@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .targets import littles_mean_ms
+
 COLUMNS = (
     "case",
     "req/s",
@@ -147,15 +149,18 @@ def target_lines(results: dict[str, Any]) -> list[str]:
 def render(results: dict[str, Any]) -> str:
     """The whole terminal report: heading, table, the crowd run and the targets."""
     lines = [*heading(results), "", *_aligned(COLUMNS, rows(results))]
-    crowd = results.get("crowd")
-    if crowd:
+    for key in ("crowd", "crowd_unfair"):
+        crowd = results.get(key)
+        if not crowd:
+            continue
         run = crowd["run"]
+        errors = ", ".join(f"{k} {v:,}" for k, v in run["errors"].items() if v) or "no errors"
         lines += [
             "",
             f"{crowd['name']} at {crowd['connections']:,} connections for {results['config']['crowd_duration']:g} s: "
-            f"{run['rps']:,.0f} req/s, p50 {run['p50_ms']:.1f} ms, p99 {run['p99_ms']:,.0f} ms, "
-            f"{run['failed']:,} failed of {run['requests']:,} ({', '.join(f'{k} {v:,}' for k, v in run['errors'].items() if v) or 'no errors'}), "
-            f"{crowd['sessions_opened']:,} sessions opened",
+            f"{run['rps']:,.0f} req/s, p50 {run['p50_ms']:.1f} ms, p90 {run.get('p90_ms', 0):,.0f} ms, "
+            f"p99 {run['p99_ms']:,.0f} ms (Little's mean {littles_mean_ms(crowd) or 0:,.0f} ms), "
+            f"{run['failed']:,} failed of {run['requests']:,} ({errors}), {crowd['sessions_opened']:,} sessions opened",
         ]
     lines += ["", "targets:", *target_lines(results), "", f"{results.get('seconds', 0):.0f} s in all"]
     return "\n".join(lines)

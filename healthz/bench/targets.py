@@ -14,6 +14,22 @@ from .cases import SIZED, TARGET_WORKER, UNPOOLED
 TARGET_CASE = f"{TARGET_WORKER}-{SIZED}"
 CEILING_SHARE = 0.6
 OVER_NULLPOOL = 10.0
+#: Under the crowd, the p99 may be at most this many times Little's law's mean wait.
+FAIR_P99 = 2.0
+#: ... with the gate's throughput at least this share of the same run without it.
+FAIR_THROUGHPUT = 0.9
+
+
+def littles_mean_ms(crowd: dict[str, Any]) -> float | None:
+    """The mean time in the system a closed-model crowd implies: connections / throughput."""
+    rps = crowd["run"]["rps"]
+    return crowd["connections"] / rps * 1000 if rps else None
+
+
+def fairness(crowd: dict[str, Any]) -> float | None:
+    """p99 over Little's law's mean: 1 when everyone waits alike, far above when some starve."""
+    mean = littles_mean_ms(crowd)
+    return crowd["run"]["p99_ms"] / mean if mean else None
 
 
 def _median(block: dict[str, Any] | None, key: str = "rps") -> float | None:
@@ -93,4 +109,30 @@ def judge(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     else:
         out.append(_target(label, None, "not measured"))
+    out += _fair_targets(crowd, results.get("crowd_unfair"))
+    return out
+
+
+def _fair_targets(crowd: dict[str, Any] | None, unfair: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """p99 within :data:`FAIR_P99` x Little's mean under the crowd, and the gate costing at most
+    1 - :data:`FAIR_THROUGHPUT` of the throughput without it (same command)."""
+    text = f"{TARGET_CASE} p99 <= {FAIR_P99:g} x Little's mean (connections / req/s) under the crowd"
+    cost = f"{TARGET_CASE} throughput with the first-come gate >= {FAIR_THROUGHPUT:g} x without"
+    if not crowd:
+        return [_target(text, None, "not measured"), _target(cost, None, "not measured")]
+    ratio, mean = fairness(crowd), littles_mean_ms(crowd)
+    value = f"p99 {crowd['run']['p99_ms']:,.0f} ms = {ratio:.1f} x {mean:,.0f} ms" if ratio else "no requests"
+    if unfair and fairness(unfair):
+        value += f" (without the gate: p99 {unfair['run']['p99_ms']:,.0f} ms = {fairness(unfair):.1f} x)"
+    out = [_target(text, None if ratio is None else ratio <= FAIR_P99, value)]
+    share = _ratio(crowd["run"]["rps"], unfair["run"]["rps"]) if unfair else None
+    out.append(
+        _target(
+            cost,
+            None if share is None else share >= FAIR_THROUGHPUT,
+            "not measured"
+            if share is None
+            else f"{share:.2f} ({crowd['run']['rps']:,.0f} / {unfair['run']['rps']:,.0f} req/s)",
+        )
+    )
     return out

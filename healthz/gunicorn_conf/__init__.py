@@ -114,6 +114,17 @@ def validate(worker_class: str) -> Settings:
         _refuse(str(exc))
     if settings.green_driver == "on" and worker_class not in GREEN_WORKERS:
         _refuse(str(SettingsError("HEALTHZ_GREEN_DRIVER", "on", f"auto or off for the {worker_class} worker")))
+    if settings.driver == "psycopg":
+        if worker_class == "eventlet":
+            _refuse(
+                str(
+                    SettingsError(
+                        "HEALTHZ_DRIVER", "psycopg", "psycopg2 under eventlet (psycopg 3 does not support eventlet)"
+                    )
+                )
+            )
+        if importlib.util.find_spec("psycopg") is None:
+            _refuse("HEALTHZ_DRIVER=psycopg needs psycopg 3: pip install 'healthz[psycopg]'")
     if settings.metrics and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Set before any worker imports prometheus_client, so every worker writes its values here.
         _own_metrics_dir = tempfile.mkdtemp(prefix="healthz-metrics-")
@@ -173,8 +184,12 @@ def post_worker_init(worker):
 
     worker.log.error_log.addFilter(client_errors_in_one_line)
     mode = _settings.green_driver if _settings is not None else "auto"
-    in_force = db.apply_green_driver(mode)
-    worker.log.info("healthz worker %s: green driver %s (HEALTHZ_GREEN_DRIVER=%s)", worker.pid, in_force, mode)
+    driver = _settings.driver if _settings is not None else "psycopg2"
+    # psycogreen's callback is psycopg2's; psycopg 3 waits through gevent's patched selectors itself.
+    in_force = db.apply_green_driver(mode if driver == "psycopg2" else "off")
+    worker.log.info(
+        "healthz worker %s: driver %s, green driver %s (HEALTHZ_GREEN_DRIVER=%s)", worker.pid, driver, in_force, mode
+    )
 
 
 def client_errors_in_one_line(record: logging.LogRecord) -> bool:

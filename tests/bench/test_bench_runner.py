@@ -73,7 +73,10 @@ def test_ratios_targets_and_crowd(short_run):
     assert ratio["nullpool"] > 1 and 0 < ratio["livez"] < 1.5 and 0 < ratio["pgbench"] < 1
     assert results["crowd"]["connections"] == 300 and results["crowd"]["run"]["requests"] > 0
     assert results["crowd"]["worker_restarts"] == 0
-    assert [t["met"] is not None for t in results["targets"]] == [True] * 4
+    assert [t["met"] is not None for t in results["targets"]] == [True] * 6
+    # The crowd ran with the first-come gate and without it, same service otherwise.
+    assert results["crowd_unfair"]["name"] == "eventlet-queuepool-sized-unfair"
+    assert results["crowd_unfair"]["run"]["requests"] > 0 and results["crowd_unfair"]["connections"] == 300
     assert next(t for t in results["targets"] if "statement" in t["target"])["met"] is True
 
 

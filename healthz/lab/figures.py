@@ -260,6 +260,13 @@ class RunFigures:
         return self.pgbouncer.placement if self.pgbouncer else Placement.NONE
 
     @property
+    def pgbouncer_logins_per_second(self) -> float | None:
+        """Through PgBouncer, the service's connections to it per second (its logged logins), all
+        hosts together; None without PgBouncer or its count."""
+        logins = self.pgbouncer.logins if self.pgbouncer else None
+        return logins / self.seconds if logins is not None and self.seconds else None
+
+    @property
     def causes(self) -> dict[str, int]:
         """Failures by cause in the service's error kinds, most first. An own service's responses
         carry only a status (``499``): where its log names kinds, those replace the bare statuses

@@ -285,7 +285,7 @@ def step_rows(results: list[RunFigures], concurrency: int) -> list[list[str]]:
                 _n(r.sessions_per_second, 1)
                 + (
                     f" (service to PgBouncer {_n(to_bouncer, 1)})"
-                    if (to_bouncer := app_connections_per_second(r))
+                    if (to_bouncer := r.pgbouncer_logins_per_second)
                     else ""
                 ),
                 _n(r.sessions_per_request, 3),
@@ -479,15 +479,13 @@ def pgbouncer_rows(results: list[RunFigures]) -> list[list[str]]:
                 ]
             )
             continue
-        seconds = r.seconds or 0
-        logins = b.logins
         rows.append(
             [
                 r.scenario,
                 f"{r.concurrency:,}",
                 r.placement.where,
                 f"{b.pool_mode} / {b.default_pool_size}",
-                _n(logins / seconds if logins is not None and seconds else None, 1),
+                _n(r.pgbouncer_logins_per_second, 1),
                 _n(r.sessions_opened),
                 _n(r.time_wait_peak),
                 _n(r.address_unavailable),
@@ -613,12 +611,6 @@ def _styles(scenarios: list[str]) -> dict[str, dict[str, Any]]:
     }
 
 
-def app_connections_per_second(run: RunFigures) -> float | None:
-    """For a run through PgBouncer, the service's connections to PgBouncer per second (its logins)."""
-    logins = run.pgbouncer.logins if run.pgbouncer else None
-    return logins / run.seconds if logins is not None and run.seconds else None
-
-
 def _series(
     measured: list[RunFigures], scenarios: list[str], key: str
 ) -> list[tuple[str, list[tuple[int, float]], bool]]:
@@ -631,7 +623,7 @@ def _series(
         points = [(r.concurrency, getattr(r, key) * scale) for r in runs if getattr(r, key) is not None]
         out.append((scenario, points, False))
         if key == "sessions_per_second":
-            extra = [(r.concurrency, v) for r in runs if (v := app_connections_per_second(r)) is not None]
+            extra = [(r.concurrency, v) for r in runs if (v := r.pgbouncer_logins_per_second) is not None]
             if extra:
                 out.append((scenario, extra, True))
     return out

@@ -69,12 +69,8 @@ def port_churn_per_host(run: Run) -> float | None:
     leaving a port in TIME_WAIT that loopback's reuse does not give back: to PgBouncer on the
     database host (its logged logins), else to PostgreSQL (sessions; PgBouncer on the app host
     keeps its own few), shared evenly by the hosts."""
-    seconds, hosts = run.seconds, run.hosts or 1
-    if run.placement is Placement.DB:
-        logins = run.pgbouncer.logins
-        return logins / seconds / hosts if logins is not None and seconds else None
-    rate = run.sessions_per_second
-    return None if rate is None else rate / hosts
+    rate = run.pgbouncer_logins_per_second if run.placement is Placement.DB else run.sessions_per_second
+    return None if rate is None else rate / (run.hosts or 1)
 
 
 def ports_needed(connections_per_second: float | None, seconds: float = TIME_WAIT_SECONDS) -> int | None:

@@ -49,6 +49,12 @@ DEFAULT_HOLD_MS = 10.0
 HEADROOM = 1.5
 
 
+def db_active_limit(cores: int) -> int:
+    """Connections a database of ``cores`` cores runs well at once: 2 x cores + 1 (PostgreSQL's
+    wiki, HikariCP's "About Pool Sizing" with one effective spindle)."""
+    return 2 * cores + 1
+
+
 class Bound(str, enum.Enum):
     """What decided a planned pool_size: the smallest of these."""
 
@@ -225,7 +231,7 @@ def plan(deployment: Deployment) -> Plan:
     d = deployment
     budget = d.available // d.processes
     needed = math.ceil(d.rate * d.hold_ms / 1000 * HEADROOM) if d.rate is not None else None
-    active = 2 * d.db_cores + 1 if d.db_cores is not None else None
+    active = db_active_limit(d.db_cores) if d.db_cores is not None else None
     # In the order a tie is told: what was asked for, then the load, the database, the worker, the budget.
     candidates = [
         (Bound.WANTED, d.pool_size),

@@ -219,15 +219,9 @@ def knob_text(run: RunFigures, ports_default: int | None) -> str | None:
     return ", ".join(parts) or None
 
 
-def _same_setup(a: RunFigures, b: RunFigures) -> bool:
-    return (a.worker_class, a.workers, a.pool, a.placement, a.connection, a.hosts) == (
-        b.worker_class,
-        b.workers,
-        b.pool,
-        b.placement,
-        b.connection,
-        b.hosts,
-    )
+def _setup(run: RunFigures) -> tuple:
+    """What makes two runs the same setup but for a kernel knob."""
+    return (run.worker_class, run.workers, run.pool, run.placement, run.connection, run.hosts)
 
 
 def _at(runs: Sequence[RunFigures], concurrency: int) -> RunFigures | None:
@@ -246,7 +240,7 @@ def knob_effects(
         bases = [
             n
             for n, rs in by_scenario.items()
-            if n != name and rs and not knob_text(rs[0], ports_default) and _same_setup(rs[0], runs[0])
+            if n != name and rs and not knob_text(rs[0], ports_default) and _setup(rs[0]) == _setup(runs[0])
         ]
         if not bases:
             continue
@@ -381,9 +375,8 @@ def size(
     need = (plan.needed_per_host or 1) * (hosts if component is Component.PGBOUNCER_DB else 1)
     caps = [(need, None), (max(1, (max_connections - reserved) // instances), "max_connections")]
     if db_cores:
-        caps.append(
-            (max(1, (2 * db_cores + 1) // instances), f"{db_cores} database cores (2 x cores + 1 = {2 * db_cores + 1})")
-        )
+        active = plans.db_active_limit(db_cores)
+        caps.append((max(1, active // instances), f"{db_cores} database cores (2 x cores + 1 = {active})"))
     pool, bound = min(caps, key=lambda cap: cap[0])
     return Sizing(rate, hold, source, db_cores, plan, max(1, pool), instances, bound if pool < need else None)
 

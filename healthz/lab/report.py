@@ -139,15 +139,16 @@ def in_numbers(v: verdict.Verdict, limits: DatabaseLimits | None) -> str:
     return "; ".join(_facts(v, limits)) + "." + ("".join(" " + n for n in notes))
 
 
-def advice_of(data: dict[str, Any]) -> advice.Advice:
-    """The :class:`advice.Advice` of a run's ``results.json``: the database's cores are this
-    machine's when the lab ran its own PostgreSQL here (unknown for a --database-url one)."""
+def advice_of(data: dict[str, Any], verdicts: dict[str, verdict.Verdict] | None = None) -> advice.Advice:
+    """The :class:`advice.Advice` of a run's ``results.json`` (``verdicts``: already judged from it):
+    the database's cores are this machine's when the lab ran its own PostgreSQL here (unknown for
+    a --database-url one)."""
     meta, results = data["meta"], data["results"]
     limits = DatabaseLimits.from_meta(meta)
     own_database = (meta.get("postgres") or {}).get("source") not in (None, "--database-url")
     config = meta.get("config") or {}
     return advice.advise(
-        verdict.judge_all(results, limits),
+        verdicts if verdicts is not None else verdict.judge_all(results, limits),
         results,
         limits,
         faithful=meta.get("topology", {}).get("faithful", True) is not False,
@@ -198,10 +199,10 @@ def recommended_scenario(said: advice.Advice, results: list[RunFigures]) -> str 
     """``recommended.toml``: the chosen scenario with the pool sized by need, to rerun as is."""
     if not said.chosen or not said.sizing:
         return None
-    run = next(r for r in results if r.scenario == said.chosen)
+    run = advice.top([r for r in results if r.scenario == said.chosen])
     lines = [
         "# The lab's recommendation for the load it measured (healthz lab report): rerun it to check it holds:",
-        f"#   {_rerun_recommended(max((r for r in results if r.scenario == said.chosen), key=lambda r: r.concurrency))}",
+        f"#   {_rerun_recommended(run)}",
         "[scenario.recommended]",
         f'base = "{said.chosen}"',
         f'description = "{said.chosen} with the pool the measured load needs: {said.sizing.line().replace(chr(34), "")}"',
@@ -850,14 +851,21 @@ def _sections(results: list[RunFigures], limits: DatabaseLimits | None) -> list[
     return blocks
 
 
-def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
+def build(
+    data: dict[str, Any],
+    plots: list[tuple[str, str]],
+    *,
+    verdicts: dict[str, verdict.Verdict] | None = None,
+    said: advice.Advice | None = None,
+) -> list[tuple]:
     """The report of ``data`` (:func:`read`) as blocks: ``("h1"|"h2"|"h3"|"p"|"pre", text)``, ``("table", headers, rows)``,
-    ``("img", file, title)``, ``("ul", items)``. Rendered to Markdown and HTML alike."""
+    ``("img", file, title)``, ``("ul", items)``. Rendered to Markdown and HTML alike. ``verdicts`` and
+    ``said``, when the caller has them, are ``data``'s, judged and advised once."""
     meta, results = data["meta"], data["results"]
     scenarios = list(dict.fromkeys(r.scenario for r in results))
     limits = DatabaseLimits.from_meta(meta)
-    verdicts = verdict.judge_all(results, limits)
-    said = advice_of(data)
+    verdicts = verdicts if verdicts is not None else verdict.judge_all(results, limits)
+    said = said or advice_of(data, verdicts)
     knobs = {k.scenario: k for k in said.knobs}
     topology = meta.get("topology", {})
     blocks: list[tuple] = [
@@ -999,14 +1007,17 @@ def to_html(blocks: list[tuple], folder: Path, title: str = "healthz lab report"
 
 def terminal(data: dict[str, Any]) -> str:
     """What ``healthz lab run`` prints at the end: the answer first, then the verdict per scenario."""
-    lines = advice_of(data).lines()
-    return "\n".join([lines[0], *(f"  {line}" for line in lines[1:]), "", "Verdict", verdict_table(data)])
+    verdicts = verdict.judge_all(data["results"], DatabaseLimits.from_meta(data["meta"]))
+    lines = advice_of(data, verdicts).lines()
+    table = verdict_table(data, verdicts)
+    return "\n".join([lines[0], *(f"  {line}" for line in lines[1:]), "", "Verdict", table])
 
 
-def verdict_table(data: dict[str, Any]) -> str:
-    """The verdict as plain text for the terminal: one line per scenario."""
+def verdict_table(data: dict[str, Any], verdicts: dict[str, verdict.Verdict] | None = None) -> str:
+    """The verdict as plain text for the terminal: one line per scenario (``verdicts``: ``data``'s, if judged)."""
     meta, results = data["meta"], data["results"]
-    verdicts = verdict.judge_all(results, DatabaseLimits.from_meta(meta))
+    if verdicts is None:
+        verdicts = verdict.judge_all(results, DatabaseLimits.from_meta(meta))
     width = max((len(n) for n in verdicts), default=10)
     lines = []
     for name, v in verdicts.items():
@@ -1046,10 +1057,13 @@ def write(folder: Path) -> dict[str, Path]:
     """Make every report file in ``folder`` from its ``results.json``; return their paths."""
     folder = Path(folder)
     data = read(folder)
-    plots = write_plots(data["results"], folder, DatabaseLimits.from_meta(data["meta"]))
+    limits = DatabaseLimits.from_meta(data["meta"])
+    plots = write_plots(data["results"], folder, limits)
     write_csv(data["results"], folder / "results.csv")
-    blocks = build(data, plots)
-    scenario = recommended_scenario(advice_of(data), data["results"])
+    verdicts = verdict.judge_all(data["results"], limits)
+    said = advice_of(data, verdicts)
+    blocks = build(data, plots, verdicts=verdicts, said=said)
+    scenario = recommended_scenario(said, data["results"])
     if scenario:
         (folder / RECOMMENDED).write_text(scenario)
     (folder / "report.md").write_text(to_markdown(blocks))

@@ -22,6 +22,7 @@ from healthz import plan as plans
 from healthz.config import WORKER_CLASSES
 from healthz.lab import verdict
 from healthz.lab.figures import Placement, RunFigures
+from healthz.lab.topology import DEFAULT_TW_REUSE
 from healthz.plan import DatabaseLimits
 
 #: Requests per second within this share of the fastest setup count as equal: on 2 shared cores one
@@ -212,7 +213,7 @@ _pct = verdict.percent
 def knob_text(run: RunFigures, ports_default: int | None) -> str | None:
     """The kernel knobs a run set beyond the lab's defaults, as ``tcp_tw_reuse=1, ports=N``; None for none."""
     parts = []
-    if run.tcp_tw_reuse is not None and run.tcp_tw_reuse != 2:
+    if run.tcp_tw_reuse is not None and run.tcp_tw_reuse != DEFAULT_TW_REUSE:
         parts.append(f"tcp_tw_reuse={run.tcp_tw_reuse}")
     if ports_default and run.ports and run.ports != ports_default:
         parts.append(f"ports={run.ports:,}")

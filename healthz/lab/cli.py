@@ -14,6 +14,7 @@ import click
 from healthz.config import SettingsError, mask_password
 from healthz.lab import LabExtraMissing, require_extra
 from healthz.lab.app import DEFAULT_PATH
+from healthz.lab.topology import PORTS
 
 TOPOLOGIES = ("auto", "netns", "loopback")
 DEFAULT_CONCURRENCY = "100,500,1000"
@@ -42,7 +43,7 @@ def topology_option(text: str):
 
 
 def ports_option(default: int, text: str):
-    return click.option("--ports", default=default, show_default=True, type=click.IntRange(16, 28000), help=text)
+    return click.option("--ports", default=default, show_default=True, type=click.IntRange(*PORTS), help=text)
 
 
 def max_connections_option(default: int, text: str):

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from healthz.config import ENVIRONMENT, WORKER_CLASSES, Settings, SettingsError, parse_integer
 from healthz.lab.app import DEFAULT_PATH, AppSpec, AppSpecError
 from healthz.lab.figures import Placement, PoolShape
-from healthz.lab.topology import TW_REUSE
+from healthz.lab.topology import PORTS, TW_REUSE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -125,8 +125,10 @@ class Scenario:
             raise ScenarioError(
                 f"scenario {self.name}: tcp_tw_reuse {self.tcp_tw_reuse!r} is not one of {', '.join(map(str, TW_REUSE))}"
             )
-        if self.ports is not None and (not isinstance(self.ports, int) or not 16 <= self.ports <= 28000):
-            raise ScenarioError(f"scenario {self.name}: ports must be an integer from 16 to 28000, got {self.ports!r}")
+        if self.ports is not None and (not isinstance(self.ports, int) or not PORTS[0] <= self.ports <= PORTS[1]):
+            raise ScenarioError(
+                f"scenario {self.name}: ports must be an integer from {PORTS[0]} to {PORTS[1]}, got {self.ports!r}"
+            )
         for key in ("workers", "threads", "worker_connections", "pgbouncer_pool_size"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ScenarioError(f"scenario {self.name}: {key} must be an integer >= 1, got {getattr(self, key)!r}")

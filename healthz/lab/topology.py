@@ -31,6 +31,9 @@ from pathlib import Path
 #: The prefix of every namespace the lab creates; the PID keeps parallel runs apart.
 NAMESPACE_PREFIX = "healthz-"
 NETWORK = ipaddress.ip_network("198.18.0.0/15")
+#: The sizes of an application host's ``ip_local_port_range`` the lab accepts: from a range small
+#: enough to run out within seconds to about Linux's default (28,232).
+PORTS = (16, 28000)
 #: Linux's default ``net.ipv4.tcp_tw_reuse``: reuse a TIME_WAIT port for a new outgoing connection on loopback only.
 DEFAULT_TW_REUSE = 2
 #: What each value of ``net.ipv4.tcp_tw_reuse`` lets a new outgoing connection do with a port in TIME_WAIT.
@@ -167,8 +170,8 @@ class Netns:
     MAX_HOSTS = 8
 
     def __init__(self, *, ports: int = 1000, delay_ms: float = 0.0, tag: str | None = None, hosts: int = 1) -> None:
-        if ports < 16 or ports > 28000:
-            raise TopologyError(f"--ports must be between 16 and 28000, got {ports}")
+        if not PORTS[0] <= ports <= PORTS[1]:
+            raise TopologyError(f"--ports must be between {PORTS[0]} and {PORTS[1]}, got {ports}")
         if delay_ms < 0 or delay_ms > 10000:
             raise TopologyError(f"--delay-ms must be between 0 and 10000, got {delay_ms:g}")
         if not 1 <= hosts <= self.MAX_HOSTS:
@@ -205,8 +208,8 @@ class Netns:
 
     @staticmethod
     def _range(ports: int) -> tuple[int, int]:
-        if ports < 16 or ports > 28000:
-            raise TopologyError(f"ports must be between 16 and 28000, got {ports}")
+        if not PORTS[0] <= ports <= PORTS[1]:
+            raise TopologyError(f"ports must be between {PORTS[0]} and {PORTS[1]}, got {ports}")
         low = min(40000, 65536 - ports)  # the range ends at 65535 at most
         return (low, low + ports - 1)
 

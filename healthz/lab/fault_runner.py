@@ -158,6 +158,7 @@ class FaultLab(Lab):
         run_dir.mkdir(parents=True, exist_ok=True)
         topology.renew_app()
         with contextlib.ExitStack() as stack:
+            stack.callback(self._write_configs)  # last: once the service has stopped
             run = self._prepare_fault(fault, scenario, topology, url, pg, run_dir, stack)
             result = run.result
             try:

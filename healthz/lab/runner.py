@@ -11,6 +11,7 @@ counter again once it settles, and summarise. Everything started is stopped on e
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as dt
@@ -180,7 +181,10 @@ class Lab:
         self.progress = progress or Progress()
         self.results: list[RunFigures] = []
         self.meta: dict[str, Any] = {}
-        self._configs: dict[str, str] = {}  # gunicorn --print-config by environment
+        # gunicorn --print-config by environment: a second of gunicorn's imports, run beside the service's start.
+        self._configs: dict[str, concurrent.futures.Future[str]] = {}
+        self._printer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="print-config")
+        self._config_files: list[tuple[Path, concurrent.futures.Future[str]]] = []
         self._set_up: set[str] = set()  # scenarios whose own service's setup has run
 
     # -- set-up ----------------------------------------------------------------------------
@@ -393,9 +397,15 @@ class Lab:
             return commands
         key = json.dumps(env, sort_keys=True)
         if key not in self._configs:
-            self._configs[key] = _print_config(scenario, env)
-        (run_dir / "gunicorn-config.txt").write_text(self._configs[key])
+            self._configs[key] = self._printer.submit(_print_config, scenario, env)
+        self._config_files.append((run_dir / "gunicorn-config.txt", self._configs[key]))
         return commands
+
+    def _write_configs(self) -> None:
+        """Write each ``gunicorn-config.txt`` whose ``--print-config`` was started by :meth:`_commands`."""
+        while self._config_files:
+            path, printed = self._config_files.pop()
+            path.write_text(printed.result())
 
     def _doctor_result(
         self, doctor: probes.DoctorProbe, samples: list[Sample], topology, scenario: Scenario
@@ -528,6 +538,7 @@ class Lab:
         except topologies.TopologyError as exc:
             refused = f"scenario {scenario.name}: {exc}"
         with contextlib.ExitStack() as stack:
+            stack.callback(self._write_configs)  # last: once the service has stopped
             run = self._prepare(scenario, users, connection, topology, url, pg, run_dir, label, stack, refused)
             result = self._identity(run, topology)
             try:

@@ -18,19 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from healthz.config import WORKER_CLASSES
-from healthz.lab import advice, require_extra, verdict
+from healthz.lab import advice, plots, require_extra, verdict
 from healthz.lab.figures import RunFigures
 from healthz.plan import DatabaseLimits
 
 require_extra()
 
-PLOTS = (
-    ("rps", "requests/s", "requests_per_second.png"),
-    ("p99_ms", "p99 latency (ms)", "p99_latency.png"),
-    ("error_rate", "failed requests (%)", "error_rate.png"),
-    ("sessions_per_second", "sessions opened per second", "sessions_per_second.png"),
-    ("backends_peak", "peak backends", "peak_backends.png"),
-)
 CSV_FIELDS = (
     "scenario",
     "concurrency",
@@ -596,153 +589,6 @@ def doctor_rows(results: list[RunFigures]) -> list[list[str]]:
     return rows
 
 
-#: One marker per scenario, cycled beside tab20's 20 colours, so no two scenarios look alike.
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "8", "H")
-
-
-def _styles(scenarios: list[str]) -> dict[str, dict[str, Any]]:
-    """A colour and a marker per scenario, the same in every plot."""
-    from matplotlib import colormaps
-
-    paired = colormaps["tab20"].colors  # dark and light of each hue: the darks first, so neighbours differ
-    colours = paired[0::2] + paired[1::2]
-    return {
-        name: {"color": colours[i % len(colours)], "marker": MARKERS[i % len(MARKERS)]}
-        for i, name in enumerate(scenarios)
-    }
-
-
-def _series(
-    measured: list[RunFigures], scenarios: list[str], key: str
-) -> list[tuple[str, list[tuple[int, float]], bool]]:
-    """``(label, [(step, value)], extra)`` per scenario for plot ``key``; missing values left out.
-    On the sessions plot, a PgBouncer run adds the service's connections to PgBouncer (``extra``)."""
-    scale = 100 if key == "error_rate" else 1
-    out = []
-    for scenario in scenarios:
-        runs = sorted((r for r in measured if r.scenario == scenario), key=lambda r: r.concurrency)
-        points = [(r.concurrency, getattr(r, key) * scale) for r in runs if getattr(r, key) is not None]
-        out.append((scenario, points, False))
-        if key == "sessions_per_second":
-            extra = [(r.concurrency, v) for r in runs if (v := r.pgbouncer_logins_per_second) is not None]
-            if extra:
-                out.append((scenario, extra, True))
-    return out
-
-
-def write_plots(results: list[RunFigures], folder: Path, limits: DatabaseLimits | None = None) -> list[tuple[str, str]]:
-    """PNG plots into ``folder``: each figure against concurrency, a line per scenario (bars when
-    there are fewer than three steps), a colour and marker per scenario, the legend outside; the
-    budget on the backends plot; the service's connections to PgBouncer beside PostgreSQL's sessions;
-    and the client ports held toward PostgreSQL over time at the highest step. Returns
-    ``(file name, title)`` pairs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    measured = verdict.measured(results)
-    scenarios = list(dict.fromkeys(r.scenario for r in measured))
-    styles = _styles(scenarios)
-    steps = sorted({r.concurrency for r in measured})
-    bars = len(steps) < 3
-    made: list[tuple[str, str]] = []
-    for key, label, name in PLOTS:
-        fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
-        series = _series(measured, scenarios, key)
-        width = 0.8 / max(1, len(series))
-        for i, (scenario, points, extra) in enumerate(series):
-            style = styles[scenario]
-            text = f"{scenario}: service to PgBouncer" if extra else scenario
-            if not points:
-                continue
-            if bars:
-                xs = [steps.index(x) - 0.4 + width * (i + 0.5) for x, _ in points]
-                drawn = ax.bar(
-                    xs,
-                    [y for _, y in points],
-                    width,
-                    color=style["color"],
-                    label=text,
-                    hatch="//" if extra else None,
-                    edgecolor="white" if not extra else "black",
-                    linewidth=0.3,
-                )
-                ax.bar_label(
-                    drawn,
-                    labels=[_n(y, 0 if y >= 10 or float(y).is_integer() else 1) for _, y in points],
-                    fontsize=6,
-                    rotation=90,
-                    padding=2,
-                )
-            else:
-                ax.plot(
-                    *zip(*points),
-                    marker=style["marker"],
-                    color=style["color"],
-                    label=text,
-                    linestyle="--" if extra else "-",
-                )
-        if key == "backends_peak" and limits and limits.available:
-            ax.axhline(
-                limits.available,
-                color="red",
-                linestyle="--",
-                linewidth=1,
-                label=f"budget: max_connections - reserved ({limits.available:,})",
-            )
-        values = [y for _, points, _ in series for _, y in points if y > 0]
-        if values and max(values) / min(values) > 100:  # a few large values would flatten the rest
-            ax.set_yscale("symlog", linthresh=max(1.0, min(values)))
-        if bars:
-            ax.set_xticks(range(len(steps)), [f"{s:,}" for s in steps])
-        ax.set_xlabel("concurrent clients")
-        ax.set_ylabel(label + (" (log scale)" if ax.get_yscale() == "symlog" else ""))
-        note = ""
-        if key == "sessions_per_second" and any(extra for *_, extra in series):
-            note = "\nPgBouncer rows: PostgreSQL's sessions, and the service's connections to PgBouncer " + (
-                "(hatched)" if bars else "(dashed)"
-            )
-        ax.set_title(f"{label} against concurrency{note}")
-        ax.grid(True, alpha=0.3, axis="y" if bars else "both")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-        fig.savefig(folder / name, bbox_inches="tight")
-        plt.close(fig)
-        made.append((name, f"{label} against concurrency"))
-    if measured and any(r.time_wait_peak or r.established_peak for r in measured):
-        top = max(r.concurrency for r in measured)
-        fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
-        ports = None
-        for r in (r for r in measured if r.concurrency == top):
-            points = [(s.t, s.ports_held) for s in r.samples if s.ports_held is not None]
-            if points:
-                style = styles[r.scenario]
-                ax.plot(
-                    *zip(*points),
-                    color=style["color"],
-                    marker=style["marker"],
-                    markevery=max(1, len(points) // 8),
-                    label=r.scenario,
-                )
-            ports = r.ports or ports
-        if ports:
-            ax.axhline(ports, color="red", linestyle="--", linewidth=1, label=f"ports in range ({ports:,})")
-        ax.set_xlabel("seconds")
-        ax.set_ylabel("client ports held toward PostgreSQL")
-        ax.set_title(f"Ports held (TIME_WAIT + ESTABLISHED) at {top:,} clients")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-        fig.savefig(folder / "ports_in_use.png", bbox_inches="tight")
-        plt.close(fig)
-        made.append(
-            (
-                "ports_in_use.png",
-                f"Client ports held toward PostgreSQL (TIME_WAIT + ESTABLISHED) over time at {top:,} clients",
-            )
-        )
-    return made
-
-
 def write_csv(results: list[RunFigures], path: Path) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
@@ -853,25 +699,64 @@ def _sections(results: list[RunFigures], limits: DatabaseLimits | None) -> list[
 
 def build(
     data: dict[str, Any],
-    plots: list[tuple[str, str]],
+    drawn: list[tuple[str, str]],
     *,
     verdicts: dict[str, verdict.Verdict] | None = None,
     said: advice.Advice | None = None,
 ) -> list[tuple]:
     """The report of ``data`` (:func:`read`) as blocks: ``("h1"|"h2"|"h3"|"p"|"pre", text)``, ``("table", headers, rows)``,
-    ``("img", file, title)``, ``("ul", items)``. Rendered to Markdown and HTML alike. ``verdicts`` and
-    ``said``, when the caller has them, are ``data``'s, judged and advised once."""
+    ``("img", file, title)``, ``("ul", items)``, with the plots ``drawn`` (:func:`plots.write`). Rendered to
+    Markdown and HTML alike. ``verdicts`` and ``said``, when the caller has them, are ``data``'s, judged and
+    advised once."""
     meta, results = data["meta"], data["results"]
-    scenarios = list(dict.fromkeys(r.scenario for r in results))
     limits = DatabaseLimits.from_meta(meta)
     verdicts = verdicts if verdicts is not None else verdict.judge_all(results, limits)
     said = said or advice_of(data, verdicts)
-    knobs = {k.scenario: k for k in said.knobs}
-    topology = meta.get("topology", {})
     blocks: list[tuple] = [
         ("h1", "healthz lab report"),
         *answer_blocks(said),
         *settings_blocks(said),
+        *_verdict_blocks(verdicts, said, limits),
+        *[("p", text) for text in not_taken(results)],
+        *[("p", text) for text in saturation(results)],
+        *_setup(meta, results, list(dict.fromkeys(r.scenario for r in results))),
+    ]
+    if not meta.get("topology", {}).get("faithful", True):
+        blocks.append(("p", LOOPBACK_CAVEAT))
+    blocks += _step_blocks(results)
+    blocks += _sections(results, limits)
+    if drawn:
+        blocks.append(("h2", "Plots"))
+        blocks += [("img", name, title) for name, title in drawn]
+    return blocks + _rerun_blocks(results)
+
+
+LOOPBACK_CAVEAT = (
+    "**Loopback caveat:** on 127.0.0.1 Linux reuses TIME_WAIT ports (net.ipv4.tcp_tw_reuse = 2), so "
+    "ephemeral-port exhaustion barely shows and cannot be reproduced faithfully; the sessions-opened "
+    "figures still show which scenarios churn. `--topology netns` reproduces the failure."
+)
+STEP_LEGEND = (
+    "Figures per run: req/s and latency percentiles from locust; failed = share of requests locust counted as "
+    "failures, causes = the service's error kind of each 499 (or the client's own error); sessions opened = "
+    "delta of pg_stat_database.sessions (for a PgBouncer row, also the service's connections to PgBouncer per "
+    "second, from its logins); hold / checkout ms = mean time a request held its pooled connection and waited for "
+    "it (connecting included), from the service's /metrics; backends = client backends in pg_stat_activity; "
+    "TIME_WAIT = sockets toward the PostgreSQL port in the application's network namespace; EADDRNOTAVAIL lines = "
+    "`Cannot assign requested address` in the service log; CPU s = CPU seconds of each process tree during the run."
+)
+
+
+def _verdict_blocks(
+    verdicts: dict[str, verdict.Verdict], said: advice.Advice, limits: DatabaseLimits | None
+) -> list[tuple]:
+    """The verdict table: each scenario on its worst step, with a kernel knob's effect beside its own."""
+    knobs = {k.scenario: k for k in said.knobs}
+    rows = [
+        [n, str(v.outcome), v.cause or "-", in_numbers(v, limits) + (f" {knobs[n].sentence()}" if n in knobs else "")]
+        for n, v in verdicts.items()
+    ]
+    return [
         ("h2", "Verdict"),
         (
             "p",
@@ -879,66 +764,33 @@ def build(
             "500 concurrent clients with `could not connect to server: Cannot assign requested address`. "
             "Does connection pooling alone fix it? Each scenario, judged on its worst step:",
         ),
-        (
-            "table",
-            ("scenario", "outcome", "cause", "in numbers"),
-            [
-                [
-                    n,
-                    str(v.outcome),
-                    v.cause or "-",
-                    in_numbers(v, limits) + (f" {knobs[n].sentence()}" if n in knobs else ""),
-                ]
-                for n, v in verdicts.items()
-            ],
-        ),
-        *[("p", text) for text in not_taken(results)],
-        *[("p", text) for text in saturation(results)],
-        *_setup(meta, results, scenarios),
+        ("table", ("scenario", "outcome", "cause", "in numbers"), rows),
     ]
-    if not topology.get("faithful", True):
-        blocks.append(
-            (
-                "p",
-                "**Loopback caveat:** on 127.0.0.1 Linux reuses TIME_WAIT ports (net.ipv4.tcp_tw_reuse = 2), so "
-                "ephemeral-port exhaustion barely shows and cannot be reproduced faithfully; the sessions-opened "
-                "figures still show which scenarios churn. `--topology netns` reproduces the failure.",
-            )
-        )
-    blocks.append(("h2", "Results by concurrency step"))
-    blocks.append(
-        (
-            "p",
-            "Figures per run: req/s and latency percentiles from locust; failed = share of requests locust counted as "
-            "failures, causes = the service's error kind of each 499 (or the client's own error); sessions opened = "
-            "delta of pg_stat_database.sessions (for a PgBouncer row, also the service's connections to PgBouncer per second, from its logins); hold / checkout ms = mean time a request held its pooled connection and waited for it (connecting included), from the service's /metrics; backends = client backends in pg_stat_activity; TIME_WAIT = sockets "
-            "toward the PostgreSQL port in the application's network namespace; EADDRNOTAVAIL lines = `Cannot assign "
-            "requested address` in the service log; CPU s = CPU seconds of each process tree during the run.",
-        )
-    )
+
+
+def _step_blocks(results: list[RunFigures]) -> list[tuple]:
+    """A table of every run's figures per concurrency step, after the legend of its columns."""
+    blocks: list[tuple] = [("h2", "Results by concurrency step"), ("p", STEP_LEGEND)]
     for step in sorted({r.concurrency for r in results}):
-        blocks.append(("h3", f"{step:,} concurrent clients"))
-        blocks.append(("table", STEP_COLUMNS, step_rows(results, step)))
-    blocks += _sections(results, limits)
-    if plots:
-        blocks.append(("h2", "Plots"))
-        blocks += [("img", name, title) for name, title in plots]
-    blocks.append(("h2", "Rerun any row"))
-    blocks.append(
+        blocks += [("h3", f"{step:,} concurrent clients"), ("table", STEP_COLUMNS, step_rows(results, step))]
+    return blocks
+
+
+def _rerun_blocks(results: list[RunFigures]) -> list[tuple]:
+    """Where each run's files are and the command that repeats it."""
+    return [
+        ("h2", "Rerun any row"),
         (
             "p",
             "Each run's folder holds locust's CSV and HTML reports, the service log, `gunicorn --print-config` and "
             "`commands.txt` with the exact gunicorn and locust commands (passwords masked).",
-        )
-    )
-    blocks.append(
+        ),
         (
             "table",
             ("scenario", "clients", "folder", "rerun with"),
             [[r.scenario, f"{r.concurrency:,}", r.run_dir, f"`{r.commands['rerun']}`"] for r in results],
-        )
-    )
-    return blocks
+        ),
+    ]
 
 
 def _md_cell(text: str) -> str:
@@ -1058,11 +910,11 @@ def write(folder: Path) -> dict[str, Path]:
     folder = Path(folder)
     data = read(folder)
     limits = DatabaseLimits.from_meta(data["meta"])
-    plots = write_plots(data["results"], folder, limits)
+    drawn = plots.write(data["results"], folder, limits)
     write_csv(data["results"], folder / "results.csv")
     verdicts = verdict.judge_all(data["results"], limits)
     said = advice_of(data, verdicts)
-    blocks = build(data, plots, verdicts=verdicts, said=said)
+    blocks = build(data, drawn, verdicts=verdicts, said=said)
     scenario = recommended_scenario(said, data["results"])
     if scenario:
         (folder / RECOMMENDED).write_text(scenario)

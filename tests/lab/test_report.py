@@ -4,7 +4,10 @@ written as the runner writes them. Each sentence is checked once here."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
+import pytest
 from helpers import bouncer
 from helpers import lab_run as run
 
@@ -213,17 +216,15 @@ def test_an_own_service_is_judged_by_the_kinds_its_log_names_and_paired_with_its
     assert dict(zip(report.PAIR_COLUMNS, row))["TIME_WAIT peak"] == "800 / 0"
 
 
-def test_plots_leave_missing_values_out_and_show_the_service_side_of_pgbouncer():
-    missing = run("no-p99", p99_ms=None)
-    through = run("bounced", pool=NULLPOOL, sessions=10, pgbouncer=bouncer("app-unix", logins=2900))
-    series = {
-        (name, extra): points
-        for name, points, extra in report._series([missing, through], ["no-p99", "bounced"], "p99_ms")
-    }
-    assert series[("no-p99", False)] == [] and series[("bounced", False)] == [(500, 30)]
-    sessions = report._series([through], ["bounced"], "sessions_per_second")
-    assert [(extra, points) for _, points, extra in sessions] == [(False, [(500, 1.0)]), (True, [(500, 290.0)])]
-    names = [f"s{i}" for i in range(15)]
-    styles = report._styles(names)
-    assert len({(tuple(s["color"]), s["marker"]) for s in styles.values()}) == 15
-    assert len({tuple(s["color"]) for s in styles.values()}) == 15, "tab20 has a colour for each of 15 scenarios"
+EXAMPLES = sorted(p.parent for p in (Path(__file__).resolve().parents[2] / "docs").glob("example-*/results.json"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_each_example_report_is_what_its_results_make(example, tmp_path):
+    # The results.json of a real `make lab` run, kept beside its report: it still loads into the
+    # typed figures, and the report, the CSV and recommended.toml are remade from it unchanged.
+    shutil.copy(example / "results.json", tmp_path)
+    report.write(tmp_path)
+    for name in ("report.md", "results.csv", report.RECOMMENDED):
+        if (example / name).exists():
+            assert (tmp_path / name).read_text() == (example / name).read_text(), f"{example.name}/{name}: remake it"

@@ -145,55 +145,79 @@ def diagnose(obs: Observation) -> Diagnosis:
     opened = obs.opened if obs.opened is not None else (obs.sessions_opened or 0)
     rate = opened / obs.window if obs.window > 0 else 0.0
     established = obs.sockets_by_state.get("ESTABLISHED", 0) if obs.opened is not None else obs.backends_total
-    in_use = sum(obs.sockets_by_state.values())
-    ports = obs.ports if obs.transport == "tcp" else None
-    share = rate * TIME_WAIT_SECONDS / ports if ports else None
-    seconds = None
     # tcp_tw_reuse 1 (everywhere) or 2 (loopback only) lets connect() take a port still in TIME_WAIT.
     reused = obs.tcp_tw_reuse == 1 or (obs.tcp_tw_reuse == 2 and obs.loopback)
+    taken = _Ports.of(obs, reused)
+    ports = taken.ports
+    share = rate * TIME_WAIT_SECONDS / ports if ports else None
+    seconds = None
     if ports and rate > 0 and rate * TIME_WAIT_SECONDS >= ports and not reused:
-        seconds = max(0.0, (ports - in_use) / rate)
-    problems, findings, changes = [], [], []
-    who = "this host" if obs.opened is not None else "the database (all hosts)"
-    findings.append(
-        f"{who} opened {opened:,} connections in {obs.window:g} s ({rate:,.1f}/s) and holds {established:,} open"
-    )
-    no_port = bool(obs.unreachable) and not obs.refused  # the doctor's own connect() found no port
-    out_of_ports = no_port
-    held_open = obs.sockets_by_state.get("ESTABLISHED", 0)
-    # Ports taken by connections held open rather than by closed ones waiting in TIME_WAIT: no churn, a budget.
-    ports_held = (
-        bool(ports)
-        and held_open >= obs.sockets_by_state.get("TIME_WAIT", 0)
-        and (out_of_ports or held_open >= OVERRUN_SHARE * ports)
-    )
-    if ports_held:
-        out_of_ports = False
-    # A full range is the failure itself: the rate seen in the window can be low precisely because connects fail.
-    exhausted = bool(ports) and (no_port or (not reused and in_use >= OVERRUN_SHARE * ports))
-    if exhausted:
+        seconds = max(0.0, (ports - taken.in_use) / rate)
+    if taken.exhausted:
         seconds = 0.0
-        findings.append(
-            f"exhausted now: {in_use:,} of {ports:,} ephemeral ports toward the database are taken "
-            f"({obs.sockets_by_state.get('TIME_WAIT', 0):,} in TIME_WAIT, {held_open:,} open): new connections "
-            f"fail with EADDRNOTAVAIL now"
-        )
-    if out_of_ports:
-        findings.append(
-            f"the doctor's own connection failed: {obs.unreachable}: this host has no ephemeral port left toward "
-            f"the database ({in_use:,} sockets of {ports or 0:,} ports)"
-        )
-    churned_full = exhausted and not ports_held  # the range is full of closed connections: churn
-    if (opened >= CHURN_MIN_OPENED and rate * TIME_WAIT_SECONDS > max(established, 1)) or out_of_ports or churned_full:
+    problems, changes = [], []
+    who = "this host" if obs.opened is not None else "the database (all hosts)"
+    findings = [
+        f"{who} opened {opened:,} connections in {obs.window:g} s ({rate:,.1f}/s) and holds {established:,} open",
+        *taken.findings(obs),
+    ]
+    churned_full = taken.exhausted and not taken.held  # the range is full of closed connections: churn
+    churned = opened >= CHURN_MIN_OPENED and rate * TIME_WAIT_SECONDS > max(established, 1)
+    if churned or taken.out_of_ports or churned_full:
         problems.append(CHURN)
         findings.append(_churn_finding(obs, rate, share, ports, reused, seconds))
         changes += _churn_changes(obs, ports)
-    overrun, overrun_findings, overrun_changes = _overrun(obs, ports_held, held_open, ports)
+    overrun, overrun_findings, overrun_changes = _overrun(obs, taken.held, taken.held_open, ports)
     findings += overrun_findings
     if overrun:
         problems.append(OVERRUN)
         changes += overrun_changes
-    return Diagnosis(tuple(dict.fromkeys(problems)), rate, share, seconds, findings, changes, exhausted)
+    return Diagnosis(tuple(dict.fromkeys(problems)), rate, share, seconds, findings, changes, taken.exhausted)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ports:
+    """The host's ephemeral ports toward the database, as the doctor found them (TCP only: ``ports``
+    is None over a Unix socket)."""
+
+    ports: int | None
+    in_use: int  # TIME_WAIT and ESTABLISHED
+    held_open: int  # ESTABLISHED
+    time_wait: int
+    no_port: bool  # the doctor's own connect() found no port
+    #: Ports taken by connections held open rather than by closed ones in TIME_WAIT: no churn, a budget.
+    held: bool
+    #: A full range is the failure itself: the rate in the window can be low precisely because connects fail.
+    exhausted: bool
+
+    @classmethod
+    def of(cls, obs: Observation, reused: bool) -> _Ports:
+        ports = obs.ports if obs.transport == "tcp" else None
+        in_use, held_open = sum(obs.sockets_by_state.values()), obs.sockets_by_state.get("ESTABLISHED", 0)
+        time_wait = obs.sockets_by_state.get("TIME_WAIT", 0)
+        no_port = bool(obs.unreachable) and not obs.refused
+        held = bool(ports) and held_open >= time_wait and (no_port or held_open >= OVERRUN_SHARE * ports)
+        exhausted = bool(ports) and (no_port or (not reused and in_use >= OVERRUN_SHARE * ports))
+        return cls(ports, in_use, held_open, time_wait, no_port, held, exhausted)
+
+    @property
+    def out_of_ports(self) -> bool:
+        """The doctor found no port, and not because connections held open took them all."""
+        return self.no_port and not self.held
+
+    def findings(self, obs: Observation) -> list[str]:
+        found = []
+        if self.exhausted:
+            found.append(
+                f"exhausted now: {self.in_use:,} of {self.ports:,} ephemeral ports toward the database are taken "
+                f"({self.time_wait:,} in TIME_WAIT, {self.held_open:,} open): new connections fail with EADDRNOTAVAIL now"
+            )
+        if self.out_of_ports:
+            found.append(
+                f"the doctor's own connection failed: {obs.unreachable}: this host has no ephemeral port left toward "
+                f"the database ({self.in_use:,} sockets of {self.ports or 0:,} ports)"
+            )
+        return found
 
 
 def _churn_finding(

@@ -45,47 +45,10 @@ def _latency(block: dict[str, Any]) -> str:
 def rows(results: dict[str, Any]) -> list[list[str]]:
     """One row per measured series: each worker class's livez, each case's healthz, pgbench."""
     out: list[list[str]] = []
-    ratios = results.get("ratios", {})
     for case in results.get("cases", []):
         if case.get("livez"):
-            livez = case["livez"]
-            out.append(
-                [
-                    f"{case['worker_class']} livez (ceiling)",
-                    _number(livez["rps"]["median"]),
-                    _spread(livez["rps"]),
-                    _latency(livez["p50_ms"]),
-                    _latency(livez["p99_ms"]),
-                    f"{livez['failed']:,}",
-                    "1.00",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                ]
-            )
-        healthz, ratio, sent = case["healthz"], ratios.get(case["name"], {}), case["statements"]
-        rss = case["rss_mib_per_worker"]
-        out.append(
-            [
-                case["name"],
-                _number(healthz["rps"]["median"]),
-                _spread(healthz["rps"]),
-                _latency(healthz["p50_ms"]),
-                _latency(healthz["p99_ms"]),
-                f"{healthz['failed']:,}",
-                _ratio(ratio.get("livez")),
-                _ratio(ratio.get("nullpool"), "x"),
-                _ratio(ratio.get("pgbench")),
-                _ratio(sent["per_request"]),
-                f"{case['sessions_opened']:,}",
-                *(_number(case.get("cpu_us_per_request", {}).get(side)) for side in ("service", "postgres")),
-                _number(max(rss), 0) if rss else "-",
-            ]
-        )
+            out.append(_padded(_throughput(f"{case['worker_class']} livez (ceiling)", case["livez"]) + ["1.00"]))
+        out.append(_case_row(case, results.get("ratios", {}).get(case["name"], {})))
     bench = results.get("pgbench")
     if bench:
         for key, label in (
@@ -93,25 +56,41 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
             ("connect", "pgbench -C, a connection per query"),
         ):
             tps = bench[key]["tps"]
-            out.append(
-                [
-                    f"{label} ({bench['clients']} clients)",
-                    _number(tps["median"]),
-                    _spread(tps),
-                    "",
-                    "",
-                    f"{bench[key]['failed']:,}",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                ]
-            )
+            name = f"{label} ({bench['clients']} clients)"
+            out.append(_padded([name, _number(tps["median"]), _spread(tps), "", "", f"{bench[key]['failed']:,}"]))
     return out
+
+
+def _padded(cells: list[str]) -> list[str]:
+    """``cells`` with empty cells after them, up to a full row of :data:`COLUMNS`."""
+    return cells + [""] * (len(COLUMNS) - len(cells))
+
+
+def _throughput(name: str, series: dict[str, Any]) -> list[str]:
+    """Name, median req/s, spread, p50, p99 and failures of one wrk series."""
+    return [
+        name,
+        _number(series["rps"]["median"]),
+        _spread(series["rps"]),
+        _latency(series["p50_ms"]),
+        _latency(series["p99_ms"]),
+        f"{series['failed']:,}",
+    ]
+
+
+def _case_row(case: dict[str, Any], ratio: dict[str, Any]) -> list[str]:
+    """A healthz case: its throughput, its ratios, statements per request, sessions, CPU and memory."""
+    rss = case["rss_mib_per_worker"]
+    return [
+        *_throughput(case["name"], case["healthz"]),
+        _ratio(ratio.get("livez")),
+        _ratio(ratio.get("nullpool"), "x"),
+        _ratio(ratio.get("pgbench")),
+        _ratio(case["statements"]["per_request"]),
+        f"{case['sessions_opened']:,}",
+        *(_number(case.get("cpu_us_per_request", {}).get(side)) for side in ("service", "postgres")),
+        _number(max(rss), 0) if rss else "-",
+    ]
 
 
 def _aligned(header: Sequence[str], body: list[list[str]]) -> list[str]:

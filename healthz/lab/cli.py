@@ -313,22 +313,14 @@ def run_command(
     require_lab()
     from healthz.lab import report
     from healthz.lab.runner import Lab
-    from healthz.lab.scenarios import own_service, parse_concurrency, running_service, select
+    from healthz.lab.scenarios import parse_concurrency
 
     with refused_as_usage_error():
-        if target and (specs or app or scenarios_files):
-            raise click.UsageError(
-                "--target drives the running service alone: drop --scenario, --scenarios-file and --app"
-            )
-        if target:
-            chosen = [running_service(target)]
-        else:
-            chosen = select(specs, scenarios_files, [own_service(app, path)] if app else [])
         config = lab_config(
             topology,
             output,
             avoid_netns="--database-url is given (netns runs its own PostgreSQL)" if database_url else None,
-            scenarios=chosen,
+            scenarios=_chosen(specs, scenarios_files, app, path, target),
             concurrency=parse_concurrency(concurrency),
             duration=duration,
             max_requests=max_requests,
@@ -342,20 +334,37 @@ def run_command(
             scenarios_files=list(scenarios_files),
             load_processes=load_processes,
         )
-    topology_name, folder, steps = config.topology, config.output, config.concurrency
-    if database_url:
+    _announce(config)
+    run_and_report(Lab(config), config.output, report.write, report.terminal)
+
+
+def _chosen(specs, scenarios_files, app: str | None, path: str, target: str | None) -> list:
+    """The scenarios ``lab run`` was asked for: the running service of ``--target`` alone, else the
+    ``--scenario`` specs from the defaults and ``--scenarios-file``, with ``--app``'s own service."""
+    from healthz.lab.scenarios import own_service, running_service, select
+
+    if target and (specs or app or scenarios_files):
+        raise click.UsageError("--target drives the running service alone: drop --scenario, --scenarios-file and --app")
+    if target:
+        return [running_service(target)]
+    return select(specs, scenarios_files, [own_service(app, path)] if app else [])
+
+
+def _announce(config) -> None:
+    """What ``lab run`` is about to do, on stderr: the database it reads (password masked) and the runs."""
+    if config.database_url:
         click.echo(
-            f"using {mask_password(database_url)}: the lab reads pg_stat_* and runs SELECT count(*) FROM role"
-            + ("; --seed: it will create and seed table role" if seed else "; it writes nothing"),
+            f"using {mask_password(config.database_url)}: the lab reads pg_stat_* and runs SELECT count(*) FROM role"
+            + ("; --seed: it will create and seed table role" if config.seed else "; it writes nothing"),
             err=True,
         )
     click.echo(
-        f"{len(chosen)} scenario(s) x {len(steps)} step(s) of {duration:g} s, topology {topology_name}"
-        + (f" with {hosts} application hosts" if hosts > 1 else "")
-        + f"; results in {folder}",
+        f"{len(config.scenarios)} scenario(s) x {len(config.concurrency)} step(s) of {config.duration:g} s, "
+        f"topology {config.topology}"
+        + (f" with {config.hosts} application hosts" if config.hosts > 1 else "")
+        + f"; results in {config.output}",
         err=True,
     )
-    run_and_report(Lab(config), folder, report.write, report.terminal)
 
 
 @lab.command("faults")

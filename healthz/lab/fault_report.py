@@ -193,66 +193,14 @@ def write_plots(results: list[dict[str, Any]], folder: Path) -> list[tuple[str, 
 def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
     """The report as blocks (see :func:`healthz.lab.report.to_markdown`)."""
     meta, results = data["meta"], data["results"]
-    measured = [r for r in results if not r.get("skipped") and not r.get("error")]
-    problems = [r for r in measured if r["problems"]]
-    pg, machine = meta.get("postgres", {}), meta.get("machine", {})
     blocks: list[tuple] = [
         ("h1", "healthz lab: faults"),
-        (
-            "p",
-            f"Command: `{meta.get('command') or 'healthz lab faults'}`. {meta.get('users')} steady locust users per run; "
-            f"each fault begins {meta.get('lead'):g} s into the load (or before it, when present at start-up) and the load "
-            f"runs {meta.get('tail'):g} s past its end. PostgreSQL {pg.get('version')} (max_connections {pg.get('max_connections')}), "
-            f"{machine.get('cpus')} CPUs, topology {meta.get('topology', {}).get('name')}, {meta.get('seconds', '?')} s in all.",
-        ),
-        (
-            "p",
-            f"**{len(measured) - len(problems)} of {len(measured)} fault runs behaved as expected**"
-            + (
-                f"; {len(problems)} did not: "
-                + "; ".join(f"`{r['fault']}` on `{r['scenario']}` ({r['problems'][0]})" for r in problems)
-                if problems
-                else ""
-            )
-            + ".",
-        ),
-        (
-            "p",
-            "Recovery is the time from the fault's end until every response is 200 again (to the tenth of a second; "
-            "0 when no request failed after the fault ended). 'As expected' means: only the errors the fault should "
-            "cause, recovered before the load ended, failed requests within the fault's bound, no request near the "
-            "client's timeout, the expected worker restarts and no backend left behind.",
-        ),
+        ("p", _setup(meta)),
+        ("p", _behaved(results)),
+        ("p", EXPECTED),
         ("table", HEADERS, rows(results)),
+        *_pre_ping_blocks(results),
     ]
-    pre_ping = pre_ping_rows(results)
-    if pre_ping:
-        blocks += [
-            ("h2", "Database restarts: pool_pre_ping off and on"),
-            (
-                "table",
-                [
-                    "fault",
-                    "scenario",
-                    "failed without pre_ping",
-                    "failed with pre_ping",
-                    "recovery without (s)",
-                    "recovery with (s)",
-                ],
-                pre_ping,
-            ),
-        ]
-        if all(row[2].endswith("(0 after restart)") for row in pre_ping):
-            blocks.append(
-                (
-                    "p",
-                    "Without `pool_pre_ping` no request failed after the restart either: under steady load the first "
-                    "request on a dropped connection fails while the server is going down, and SQLAlchemy then "
-                    "invalidates the whole pool, so no stale connection outlives the restart. The requests lost are "
-                    "those in flight at the shutdown and those refused while the server was down, with or without "
-                    "the ping; `pool_pre_ping` pays off when the server restarts while connections sit idle.",
-                )
-            )
     notes = details(results)
     if notes:
         blocks += [("h2", "Details"), ("ul", notes)]
@@ -267,6 +215,63 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
         ("h2", "Rerun one"),
         ("pre", "\n".join(dict.fromkeys(r["commands"]["rerun"] for r in results if r.get("commands")))),
     ]
+    return blocks
+
+
+EXPECTED = (
+    "Recovery is the time from the fault's end until every response is 200 again (to the tenth of a second; "
+    "0 when no request failed after the fault ended). 'As expected' means: only the errors the fault should "
+    "cause, recovered before the load ended, failed requests within the fault's bound, no request near the "
+    "client's timeout, the expected worker restarts and no backend left behind."
+)
+PRE_PING_HEADERS = (
+    "fault",
+    "scenario",
+    "failed without pre_ping",
+    "failed with pre_ping",
+    "recovery without (s)",
+    "recovery with (s)",
+)
+NO_STALE_CONNECTION = (
+    "Without `pool_pre_ping` no request failed after the restart either: under steady load the first "
+    "request on a dropped connection fails while the server is going down, and SQLAlchemy then "
+    "invalidates the whole pool, so no stale connection outlives the restart. The requests lost are "
+    "those in flight at the shutdown and those refused while the server was down, with or without "
+    "the ping; `pool_pre_ping` pays off when the server restarts while connections sit idle."
+)
+
+
+def _setup(meta: dict[str, Any]) -> str:
+    """The command, the load, the fault's timing and the server, in one paragraph."""
+    pg, machine = meta.get("postgres", {}), meta.get("machine", {})
+    return (
+        f"Command: `{meta.get('command') or 'healthz lab faults'}`. {meta.get('users')} steady locust users per run; "
+        f"each fault begins {meta.get('lead'):g} s into the load (or before it, when present at start-up) and the load "
+        f"runs {meta.get('tail'):g} s past its end. PostgreSQL {pg.get('version')} (max_connections {pg.get('max_connections')}), "
+        f"{machine.get('cpus')} CPUs, topology {meta.get('topology', {}).get('name')}, {meta.get('seconds', '?')} s in all."
+    )
+
+
+def _behaved(results: list[dict[str, Any]]) -> str:
+    """How many measured runs behaved as expected, and the first problem of each that did not."""
+    measured = [r for r in results if not r.get("skipped") and not r.get("error")]
+    problems = [r for r in measured if r["problems"]]
+    named = "; ".join(f"`{r['fault']}` on `{r['scenario']}` ({r['problems'][0]})" for r in problems)
+    return (
+        f"**{len(measured) - len(problems)} of {len(measured)} fault runs behaved as expected**"
+        + (f"; {len(problems)} did not: {named}" if problems else "")
+        + "."
+    )
+
+
+def _pre_ping_blocks(results: list[dict[str, Any]]) -> list[tuple]:
+    """The database restarts with pool_pre_ping off and on, side by side, when both ran."""
+    pre_ping = pre_ping_rows(results)
+    if not pre_ping:
+        return []
+    blocks: list[tuple] = [("h2", "Database restarts: pool_pre_ping off and on"), ("table", PRE_PING_HEADERS, pre_ping)]
+    if all(row[2].endswith("(0 after restart)") for row in pre_ping):
+        blocks.append(("p", NO_STALE_CONNECTION))
     return blocks
 
 

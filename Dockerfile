@@ -17,9 +17,11 @@ RUN pip install --no-cache-dir "$(ls /wheels/healthz-*.whl)[gevent]" && rm -rf /
 USER 10001
 # PORT binds 0.0.0.0 (GUNICORN_BIND or GUNICORN_PORT, if set, come first); workers from WEB_CONCURRENCY.
 # 503, not the report's 499, on a database error: load balancers and probes act on 5xx.
+# livez also on 8001, a listener apart from the request workers, for the liveness probe.
 ENV PORT=8000 \
     WEB_CONCURRENCY=2 \
     HEALTHZ_ERROR_STATUS=503 \
+    HEALTHZ_LIVENESS_BIND=0.0.0.0:8001 \
     PYTHONUNBUFFERED=1
-EXPOSE 8000
+EXPOSE 8000 8001
 CMD ["gunicorn", "-c", "python:healthz.gunicorn_conf.gevent", "healthz.wsgi:app"]

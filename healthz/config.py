@@ -94,6 +94,24 @@ def _error_status(variable: str, raw: str) -> int:
     return status
 
 
+BIND_ACCEPTED = "HOST:PORT with a port from 1 to 65535, such as 0.0.0.0:8001 or [::]:8001"
+
+
+def parse_bind(variable: str, raw: str) -> tuple[str, int]:
+    """``raw`` as ``(host, port)``: ``HOST:PORT``, an IPv6 host in brackets; else :class:`SettingsError`."""
+    host, sep, port = raw.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or any(c.isspace() for c in host) or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise SettingsError(variable, raw, BIND_ACCEPTED)
+    return host, int(port)
+
+
+def _bind(variable: str, raw: str) -> str:
+    parse_bind(variable, raw)
+    return raw.strip()
+
+
 def _boolean(variable: str, raw: str) -> bool:
     word = raw.strip().lower()
     if word in _TRUE:
@@ -150,6 +168,8 @@ class Settings:
     callback) is psycopg2's, so ``green_driver=on`` is refused with psycopg, which waits
     cooperatively under gevent by itself (3.1.14+) and does not support eventlet. ``pool_fair``
     puts a first-come, first-served gate (:mod:`healthz.gate`) in front of a bounded QueuePool.
+    ``liveness_bind`` (``HOST:PORT``), when set, gives livez a listener of its own in each worker
+    (:mod:`healthz.liveness`), answered while every request thread waits on the database.
     """
 
     database_url: str
@@ -169,6 +189,7 @@ class Settings:
     error_status: int = 499
     driver: str = "psycopg2"
     pool_fair: bool = True
+    liveness_bind: str | None = None
 
     def __post_init__(self) -> None:
         if self.driver == "psycopg" and self.green_driver == "on":
@@ -233,6 +254,8 @@ class Settings:
 
 
 def _as_text(value: object) -> str:
+    if value is None:  # unset: the default
+        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     return value if isinstance(value, str) else str(value)
@@ -263,6 +286,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "error_status": ("HEALTHZ_ERROR_STATUS", _error_status),
     "driver": ("HEALTHZ_DRIVER", _choice(DRIVERS)),
     "pool_fair": ("HEALTHZ_POOL_FAIR", _boolean),
+    "liveness_bind": ("HEALTHZ_LIVENESS_BIND", _bind),
 }
 
 #: Environment variable of each setting, in the order the README documents them.

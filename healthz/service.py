@@ -105,10 +105,11 @@ class Service:
                 return status, body
             time.sleep(0.1)
 
-    def get(self, path: str, timeout: float = 2.0) -> tuple[int, str]:
+    def get(self, path: str, timeout: float = 2.0, base_url: str | None = None) -> tuple[int, str]:
         """``GET path`` from where the clients are (inside ``client_prefix``'s namespace when one is
-        set): ``(status, body)``, or ``(0, reason)`` when nothing answered."""
-        url = self.base_url + path
+        set), on :attr:`base_url` unless another is given: ``(status, body)``, or ``(0, reason)``
+        when nothing answered."""
+        url = (base_url or self.base_url) + path
         if self.client_prefix:
             try:
                 result = subprocess.run(
@@ -194,6 +195,12 @@ class Gunicorn(Service):
         self.name = f"gunicorn ({worker_class})"
         self.env = {**os.environ, **env, "GUNICORN_BIND": f"{host}:{port}", "PYTHONUNBUFFERED": "1"}
         self.command = [*command_prefix, *gunicorn_command(worker_class)]
+
+    @property
+    def liveness_url(self) -> str | None:
+        """The base URL of the liveness listener (``HEALTHZ_LIVENESS_BIND``), None without one."""
+        address = self.env.get("HEALTHZ_LIVENESS_BIND")
+        return f"http://{address}" if address else None
 
     def start(self) -> Gunicorn:
         """Start gunicorn and wait until it answers ``/api/v1/livez/``."""

@@ -41,6 +41,7 @@ def test_every_variable_is_read():
         "HEALTHZ_ERROR_STATUS": "503",
         "HEALTHZ_DRIVER": "Psycopg",
         "HEALTHZ_POOL_FAIR": "no",
+        "HEALTHZ_LIVENESS_BIND": " 0.0.0.0:8001",
     }
     assert set(env) == set(ENVIRONMENT.values())
     s = Settings.from_env(env)
@@ -62,6 +63,7 @@ def test_every_variable_is_read():
         error_status=503,
         driver="psycopg",
         pool_fair=False,
+        liveness_bind="0.0.0.0:8001",
     )
     assert s.engine_url == "postgresql+psycopg://healthz:s3cret-pw@127.0.0.1:5432/healthz"
 

@@ -16,7 +16,7 @@ import yaml
 import healthz.gunicorn_conf
 from healthz import create_app, metrics
 from healthz.cli import main
-from healthz.config import ENVIRONMENT, Settings
+from healthz.config import ENVIRONMENT, Settings, parse_bind
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 GUNICORN_VARIABLES = set(
@@ -97,16 +97,18 @@ def test_kubernetes_probes_hit_healthz_and_livez_with_the_settings_the_service_r
     readiness, liveness = container["readinessProbe"], container["livenessProbe"]
     assert readiness["httpGet"]["path"] == "/api/v1/healthz/" and readiness["httpGet"]["path"] in known
     assert liveness["httpGet"]["path"] == "/api/v1/livez/" and liveness["httpGet"]["path"] in known
-    # Above Kubernetes' 1 s default: the benchmark's p99 at 100 connections reaches 653 ms on its worst run.
-    assert readiness["timeoutSeconds"] >= 2 and liveness["timeoutSeconds"] >= 2
+    # Readiness above Kubernetes' 1 s default: the benchmark's p99 at 100 connections reaches 653 ms on its
+    # worst run. Liveness on its own listener, which the faults measure within 1 s.
+    assert readiness["timeoutSeconds"] >= 2 and liveness["timeoutSeconds"] >= 1
     assert (
         liveness["failureThreshold"] * liveness["periodSeconds"]
         > readiness["failureThreshold"] * readiness["periodSeconds"]
     )
-    port = container["ports"][0]["containerPort"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert env.pop("DATABASE_URL") is None, "DATABASE_URL comes from a Secret, never a literal"
-    assert int(env["PORT"]) == port
+    assert int(env["PORT"]) == ports[readiness["httpGet"]["port"]]
+    assert parse_bind("HEALTHZ_LIVENESS_BIND", env["HEALTHZ_LIVENESS_BIND"])[1] == ports[liveness["httpGet"]["port"]]
     check_environment(env)
     annotations = docs["Deployment"]["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/path"] in known

@@ -155,9 +155,12 @@ class Served:
     def __init__(self, venv: Venv, config: str, env: dict[str, str], log: Path) -> None:
         command = list(dockerfile()["cmd"])
         command[command.index("-c") + 1] = config
-        self.port = free_port()
-        # GUNICORN_BIND comes before the Dockerfile's PORT (0.0.0.0): the test listens on loopback only.
-        environ = venv.env(**{**dockerfile()["env"], **env, "GUNICORN_BIND": f"127.0.0.1:{self.port}"})
+        self.port, liveness = free_port(), f"127.0.0.1:{free_port()}"
+        # GUNICORN_BIND comes before the Dockerfile's PORT (0.0.0.0), and the liveness listener moves to
+        # loopback too: the test listens on loopback only.
+        overrides = {"GUNICORN_BIND": f"127.0.0.1:{self.port}", "HEALTHZ_LIVENESS_BIND": liveness}
+        environ = venv.env(**{**dockerfile()["env"], **env, **overrides})
+        self.liveness_url = f"http://{liveness}"
         self.log = log
         with open(log, "wb") as out:
             self.process = subprocess.Popen(command, cwd=venv.cwd, env=environ, stdout=out, stderr=subprocess.STDOUT)
@@ -234,6 +237,7 @@ def test_the_core_wheel_serves_the_contract_on_the_newest_gunicorn(
                 assert status == 503, (status, body, server.log.read_text()[-2000:])
                 assert json.loads(body)["status"] == "error"
                 assert get(server.url + "/api/v1/livez/")[0] == 200
+                assert get(server.liveness_url + "/api/v1/livez/")[0] == 200  # the Dockerfile's liveness listener
         finally:
             with postgres.connect() as conn:
                 conn.cursor().execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')

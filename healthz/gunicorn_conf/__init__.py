@@ -125,6 +125,8 @@ def validate(worker_class: str) -> Settings:
             )
         if importlib.util.find_spec("psycopg") is None:
             _refuse("HEALTHZ_DRIVER=psycopg needs psycopg 3: pip install 'healthz[psycopg]'")
+    if settings.liveness_bind:
+        _check_liveness_bind(settings.liveness_bind)
     if settings.metrics and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Set before any worker imports prometheus_client, so every worker writes its values here.
         _own_metrics_dir = tempfile.mkdtemp(prefix="healthz-metrics-")
@@ -132,6 +134,26 @@ def validate(worker_class: str) -> Settings:
         atexit.register(_remove_metrics_dir, os.getpid())
     _settings = settings
     return settings
+
+
+def _check_liveness_bind(address: str) -> None:
+    """Stop in one line when ``HEALTHZ_LIVENESS_BIND`` is one of gunicorn's own binds or cannot be bound here."""
+    import socket
+
+    from healthz.config import parse_bind
+
+    if address in bind:
+        _refuse(str(SettingsError("HEALTHZ_LIVENESS_BIND", address, "an address other than gunicorn's bind")))
+    host, port = parse_bind("HEALTHZ_LIVENESS_BIND", address)
+    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.bind((host, port))
+    except OSError as exc:
+        _refuse(f"HEALTHZ_LIVENESS_BIND={address} cannot be bound: {exc.strerror or exc}")
+    finally:
+        probe.close()
 
 
 #: The extra that installs each green worker's package (gunicorn's own workers need none).
@@ -190,6 +212,13 @@ def post_worker_init(worker):
     worker.log.info(
         "healthz worker %s: driver %s, green driver %s (HEALTHZ_GREEN_DRIVER=%s)", worker.pid, driver, in_force, mode
     )
+    if _settings is not None and _settings.liveness_bind:
+        from healthz import liveness
+
+        liveness.start(_settings.liveness_bind)
+        worker.log.info(
+            "healthz worker %s: livez also on %s, apart from the request workers", worker.pid, _settings.liveness_bind
+        )
 
 
 def client_errors_in_one_line(record: logging.LogRecord) -> bool:

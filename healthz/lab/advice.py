@@ -508,7 +508,16 @@ def _gunicorn(chosen: RunFigures, sizing: Sizing, backing: Backing, backed: str)
             "\n# eventlet needs gunicorn<26 and is deprecated; gevent is the supported green worker:"
             f"\n# -k gevent with psycogreen ({backing.line('gevent-queuepool-sized')})"
         )
-    return Snippet("gunicorn", "sh", command, backed)
+    return Snippet("gunicorn", "sh", command + LIVENESS_LINES, backed)
+
+
+#: The liveness probe's own listener (healthz.liveness), for any gunicorn app: the faults measured why.
+LIVENESS_LINES = (
+    "\n# the liveness probe on a listener of its own (:8001), answered while every request waits on the"
+    "\n# database; healthz's configs: HEALTHZ_LIVENESS_BIND=0.0.0.0:8001; any app's gunicorn.conf.py:"
+    "\n# def post_worker_init(worker):"
+    '\n#     from healthz import liveness; liveness.start("0.0.0.0:8001")'
+)
 
 
 def _pgbouncer(sizing: Sizing, backing: Backing) -> Snippet:

@@ -36,12 +36,14 @@ def outcome(result: dict[str, Any]) -> str:
     return "PROBLEM" if result["problems"] else "as expected"
 
 
-def _livez(result: dict[str, Any]) -> str:
-    probe = result.get("livez_during_fault")
+def _livez(result: dict[str, Any], key: str = "livez_during_fault") -> str:
+    """The livez probe's answer during the fault: status, seconds, and where it was asked."""
+    probe = result.get(key)
     if not probe:
         return "-"
     late = "" if probe.get("during_fault", True) else ", after the fault"
-    return f"{probe['status'] or 'no answer'} in {probe['seconds']:g} s{late}"
+    where = f" ({probe['listener']})" if probe.get("listener") else ""
+    return f"{probe['status'] or 'no answer'} in {probe['seconds']:g} s{late}{where}"
 
 
 def rows(results: list[dict[str, Any]]) -> list[list[str]]:
@@ -125,8 +127,9 @@ def details(results: list[dict[str, Any]]) -> list[str]:
                     f"`pool-exhausted` on `{r['scenario']}`: no request waited for the pool, so `pool_timeout` never applied: a "
                     f"gthread worker serves no more requests at once than its {r['threads']} threads, and its pool holds "
                     f"{r['pool_capacity']}, so every thread waited on the lock and the requests behind them, `/api/v1/livez/` "
-                    f"among them ({_livez(r)}), queued in gunicorn; the slowest took {waited:.1f} s. Only `statement_timeout` "
-                    "bounds that wait (see `statement-timeout`), or more threads than `pool_size`."
+                    f"on the request port among them ({_livez(r, 'request_port_livez_during_fault')}), queued in gunicorn; "
+                    f"the slowest took {waited:.1f} s. Only `statement_timeout` bounds that wait (see `statement-timeout`); "
+                    f"the liveness listener (`HEALTHZ_LIVENESS_BIND`) answered apart from them ({_livez(r)})."
                 )
             else:
                 notes.append(

@@ -240,15 +240,19 @@ class FaultLab(Lab):
             self.progress.update(f"{label}: fault begins")
             fault_began = self._begin(run, stack)
             held_from = time.time()
-        probe = None
+        probes = {}
         if fault.hold:
             _sleep_until(held_from + fault.hold / 2)
-            probe = _LivezProbe(gunicorn, self.request_timeout)
+            # What a liveness probe sees (its own listener), and livez on the request port beside it.
+            probes = {
+                "livez_during_fault": _LivezProbe(gunicorn, gunicorn.liveness_url),
+                "request_port_livez_during_fault": _LivezProbe(gunicorn, None),
+            }
             _sleep_until(held_from + fault.hold)
         run.end_fault()
         fault_ended = fault_began if fault.instant else time.time()
-        if probe is not None:
-            run.result["livez_during_fault"] = probe.result(before=fault_ended)
+        for key, probe in probes.items():
+            run.result[key] = probe.result(before=fault_ended)
         self.progress.update(f"{label}: fault ended, load goes on")
         run.locust.wait(run.duration + 30 - (time.time() - load_began))
         return {
@@ -336,29 +340,35 @@ def _sleep_until(moment: float) -> None:
 
 
 class _LivezProbe(threading.Thread):
-    """``GET /api/v1/livez/`` in the background while a fault lasts, so that a stuck worker delays
-    the answer, not the fault's end."""
+    """``GET /api/v1/livez/`` in the background while a fault lasts, as a liveness probe sends it:
+    on ``base_url`` (the request port when None), given :data:`faults.LIVENESS_TIMEOUT` to answer
+    and then timed until it does, so that a stuck worker delays the answer, not the fault's end."""
 
-    def __init__(self, gunicorn, timeout: float) -> None:
+    def __init__(self, gunicorn, base_url: str | None) -> None:
         super().__init__(name="healthz-livez-probe", daemon=True)
-        self.gunicorn, self.timeout = gunicorn, timeout
+        self.gunicorn, self.base_url = gunicorn, base_url
         self.status: int | None = None
         self.began = self.answered = time.time()
         self.start()
 
     def run(self) -> None:
-        self.status, _ = self.gunicorn.get("/api/v1/livez/", timeout=self.timeout)
+        self.status, _ = self.gunicorn.get("/api/v1/livez/", timeout=LIVEZ_WAIT, base_url=self.base_url)
         self.answered = time.time()
 
     def result(self, before: float) -> dict[str, Any]:
-        """``{"status", "seconds", "during_fault"}``: the answer, how long it took and whether it
-        came before ``before`` (the fault's end)."""
-        self.join(self.timeout + 15)
+        """``{"status", "seconds", "during_fault", "listener"}``: the answer, how long it took, whether
+        it came before ``before`` (the fault's end) and where it was asked."""
+        self.join(LIVEZ_WAIT + 15)
         return {
             "status": self.status or 0,
             "seconds": round(self.answered - self.began, 2),
             "during_fault": self.answered <= before,
+            "listener": "liveness" if self.base_url else "request port",
         }
+
+
+#: How long the livez probe waits for an answer: long enough to time a slow one.
+LIVEZ_WAIT = 10.0
 
 
 def _relative(timeline: list[dict], origin: float) -> list[dict]:

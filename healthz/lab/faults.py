@@ -505,6 +505,10 @@ def _expected(cause: str, expected: Iterable[str]) -> bool:
     )
 
 
+#: A liveness probe's timeout: Kubernetes' default timeoutSeconds, as deploy/kubernetes sets it.
+LIVENESS_TIMEOUT = 1.0
+
+
 class Trouble(str, enum.Enum):
     """What can go wrong in a fault run besides the fault's own, expected errors."""
 
@@ -513,7 +517,7 @@ class Trouble(str, enum.Enum):
     NOT_RECOVERED = "not recovered"
     SLOW_FAILURE = "slow failure"  # a failure slower than the fault's bound
     HANG = "hang"  # a request as slow as the client's timeout
-    LIVEZ_BLOCKED = "livez blocked"  # /api/v1/livez/ did not answer while the fault lasted
+    LIVEZ_BLOCKED = "livez blocked"  # /api/v1/livez/ did not answer within a liveness probe's timeout
     WORKER_RESTARTS = "worker restarts"  # not the number the fault causes
     BACKENDS_LEFT = "backends left"
     KILLED_WORKER_BACKENDS = "killed worker's backends left"
@@ -541,8 +545,9 @@ class FaultFinding:
             return f"a request took {f['ms'] / 1000:.1f} s, the client's timeout: a hang"
         if t is Trouble.LIVEZ_BLOCKED:
             return (
-                f"/api/v1/livez/ did not answer while the fault lasted ({f['status'] or 'no answer'} after "
-                f"{f['seconds']:g} s): every worker was busy waiting on the database"
+                f"/api/v1/livez/ ({f.get('listener', 'request port')}) did not answer within a liveness probe's "
+                f"{LIVENESS_TIMEOUT:g} s while the fault lasted ({f['status'] or 'no answer'} after {f['seconds']:g} s): "
+                "every worker was busy waiting on the database"
             )
         if t is Trouble.WORKER_RESTARTS:
             return f"{f['restarts']} worker restart(s), expected {f['expected']}"
@@ -557,8 +562,8 @@ class FaultFinding:
 def judge(fault: Fault, result: dict[str, Any], request_timeout: float) -> list[FaultFinding]:
     """What went wrong in a fault run, from its figures; empty when the service behaved: only the
     fault's expected errors, recovered, failures within the fault's bound, no request near the
-    client's timeout, ``/api/v1/livez/`` answered while the fault lasted (the workers kept
-    serving), the expected worker restarts, no backend left behind."""
+    client's timeout, ``/api/v1/livez/`` answered within :data:`LIVENESS_TIMEOUT` while the fault
+    lasted (on the liveness listener when the service has one), the expected worker restarts, no backend left behind."""
     found = []
     if result.get("errors_before"):
         found.append(FaultFinding(Trouble.ERRORS_BEFORE, {"errors": dict(result["errors_before"])}))
@@ -574,8 +579,9 @@ def judge(fault: Fault, result: dict[str, Any], request_timeout: float) -> list[
     if slowest >= request_timeout * 1000 * 0.95:
         found.append(FaultFinding(Trouble.HANG, {"ms": slowest}))
     livez = result.get("livez_during_fault")
-    if livez and (livez["status"] != 200 or not livez["during_fault"]):
-        found.append(FaultFinding(Trouble.LIVEZ_BLOCKED, {"status": livez["status"], "seconds": livez["seconds"]}))
+    if livez and (livez["status"] != 200 or not livez["during_fault"] or livez["seconds"] > LIVENESS_TIMEOUT):
+        figures = {"status": livez["status"], "seconds": livez["seconds"], "listener": livez.get("listener")}
+        found.append(FaultFinding(Trouble.LIVEZ_BLOCKED, figures))
     if result["worker_restarts"] != fault.worker_restarts:
         found.append(
             FaultFinding(

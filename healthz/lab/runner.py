@@ -354,7 +354,14 @@ class Lab:
                 client_prefix=topology.client_prefix,
             )
             return service, {k: v for k, v in service.env.items() if os.environ.get(k) != v}
-        env = {**scenario.environment(url), "GUNICORN_GRACEFUL_TIMEOUT": "3", "GUNICORN_BACKLOG": "4096"}
+        # livez on a listener of its own, as the recommended deployment's liveness probe has it.
+        liveness = f"{host.service_host}:{port + 1 if topology.name == 'netns' else free_port()}"
+        env = {
+            **scenario.environment(url),
+            "GUNICORN_GRACEFUL_TIMEOUT": "3",
+            "GUNICORN_BACKLOG": "4096",
+            "HEALTHZ_LIVENESS_BIND": liveness,
+        }
         log = run_dir / ("gunicorn.log" if host.index == 0 else f"gunicorn-{host.name}.log")
         gunicorn = Gunicorn(
             scenario.worker_class,

@@ -45,6 +45,20 @@ from . import cases, table
 )
 @click.option("--crowd-duration", type=click.IntRange(1), default=10, show_default=True, help="Seconds of that run.")
 @click.option(
+    "--rate-duration",
+    type=click.IntRange(0),
+    default=8,
+    show_default=True,
+    help="Seconds of each fixed-rate run (50%, 90% and 150% of the sized pool's closed-model maximum); 0 skips them.",
+)
+@click.option(
+    "--rate-connections",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    help="Most connections the fixed-rate driver opens.",
+)
+@click.option(
     "--worker-class",
     "worker_classes",
     multiple=True,
@@ -95,6 +109,8 @@ def main(
     reconnect_every,
     crowd,
     crowd_duration,
+    rate_duration,
+    rate_connections,
     worker_classes,
     pools,
     variants,
@@ -133,6 +149,8 @@ def main(
             reconnect_every=reconnect_every,
             crowd=crowd,
             crowd_duration=crowd_duration,
+            rate_duration=rate_duration,
+            rate_connections=rate_connections,
             statement_requests=statement_requests,
             command_line=shlex.join(["python", "-m", "healthz.bench", *sys.argv[1:]]),
         )

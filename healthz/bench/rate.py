@@ -23,6 +23,7 @@ import collections
 import dataclasses
 import json
 import socket
+import subprocess
 import sys
 import time
 from typing import Any
@@ -41,6 +42,8 @@ class RateResult:
 
     rate: float
     seconds: float
+    #: From the first request's due time to the last answer: what the throughput is over.
+    elapsed: float
     due: int
     answered: int
     failed: int  # answered with a status other than 2xx, or the connection failed
@@ -55,8 +58,9 @@ class RateResult:
 
     @property
     def throughput(self) -> float:
-        """Answered requests per second over the run's schedule."""
-        return self.answered / self.seconds if self.seconds else 0.0
+        """Answered requests per second, from the first due time to the last answer: the rate
+        when the server keeps up, its capacity when it does not."""
+        return self.answered / self.elapsed if self.elapsed > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "throughput": round(self.throughput, 1)}
@@ -93,6 +97,7 @@ class Driver:
         self.due_latency = HdrHistogram(*HISTOGRAM_RANGE)
         self.sent_latency = HdrHistogram(*HISTOGRAM_RANGE)
         self.answered = self.failed = self.late = self.dropped = self.opened = 0
+        self.start = self.last_answer = 0.0
         self._idle: list[_Connection] = []
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._open = 0
@@ -103,7 +108,7 @@ class Driver:
     async def _run(self) -> RateResult:
         loop = asyncio.get_running_loop()
         due = int(self.rate * self.seconds)
-        start = loop.time() + 0.05
+        start = self.start = self.last_answer = loop.time() + 0.05
         tasks = []
         for i in range(due):
             at = start + i / self.rate
@@ -184,7 +189,7 @@ class Driver:
         except asyncio.CancelledError:
             self._release(_closed(conn))
             raise
-        now = loop.time()
+        now = self.last_answer = loop.time()
         self.due_latency.record_value(max(1, int((now - at) * 1e6)))
         self.sent_latency.record_value(max(1, int((now - sent) * 1e6)))
         self.answered += 1
@@ -200,6 +205,7 @@ class Driver:
         return RateResult(
             rate=self.rate,
             seconds=self.seconds,
+            elapsed=round(self.last_answer - self.start, 3),
             due=due,
             answered=self.answered,
             failed=self.failed,
@@ -236,6 +242,26 @@ async def _response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     if length:
         await reader.readexactly(length)
     return status, close
+
+
+def run_process(
+    url: str, rate: float, seconds: float, connections: int, timeout: float = 10.0, reconnect_every: int = 100
+) -> RateResult:
+    """:class:`Driver` in a process of its own (a core to itself, not this one's GIL); raises
+    ``RuntimeError`` with its stderr when it fails."""
+    command = [
+        sys.executable,
+        "-m",
+        "healthz.bench.rate",
+        url,
+        *("--rate", f"{rate:.3f}", "--duration", f"{seconds:g}", "--connections", str(connections)),
+        *("--timeout", f"{timeout:g}", "--reconnect-every", str(reconnect_every)),
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + timeout + 60)
+    if out.returncode != 0:
+        raise RuntimeError(f"the fixed-rate driver failed: {out.stderr.strip()[-500:]}")
+    data = json.loads(out.stdout)
+    return RateResult(**{f.name: data[f.name] for f in dataclasses.fields(RateResult)})
 
 
 def main(argv: list[str] | None = None) -> int:

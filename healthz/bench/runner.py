@@ -7,6 +7,7 @@ runs' spread beside it. Results go to a JSON file; passwords never do.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import platform
@@ -26,7 +27,7 @@ from healthz.postgres import APP_DATABASE, APP_USER, PostgreSQL, find_binaries, 
 from healthz.service import Gunicorn
 
 from . import cases as cases_module
-from . import pgbench, statements, targets, wrk
+from . import pgbench, rate, statements, targets, wrk
 from .cases import Case
 
 require_extra()
@@ -48,6 +49,11 @@ class BenchConfig:
     reconnect_every: int = 100
     crowd: int = 2000
     crowd_duration: int = 10
+    #: The fixed-rate runs: seconds of schedule each, and the most connections the driver opens.
+    rate_duration: int = 8
+    rate_connections: int = 1000
+    #: The report's Django project as a peer, when it and Django are here.
+    django: bool = True
     statement_requests: int = 200
     pgbench_clients: int = 10
     roles: int = 10
@@ -169,6 +175,10 @@ class Bench:
                     results["crowd"] = self._crowd(load, pg, counters)
                     # The same without the gate: the measurement that shows where the unfairness comes from.
                     results["crowd_unfair"] = self._crowd(load, pg, counters, fair=False)
+                if cfg.rate_duration:
+                    results["fixed_rate"] = self._fixed_rate(load, pg)
+                if cfg.django:
+                    results["django"] = self._django(load, pg, counters)
             finally:
                 counters.close()
         results["seconds"] = round(time.time() - started, 1)
@@ -371,6 +381,87 @@ class Bench:
             "rss_mib_per_worker": [round(r, 1) for r in rss if r is not None],
             "worker_restarts": probes.worker_restarts(service.log_text(), case.scenario.workers),
         }
+
+    def _fixed_rate(self, load: wrk.Wrk, pg: PostgreSQL) -> dict[str, Any]:
+        """The sized pool at fixed arrival rates, shares of its closed-model maximum (wrk at
+        ``connections``, same service): latency from each request's due time, late and dropped
+        requests. The share above 1 checks the driver against wrk: saturated, its throughput is
+        the service's capacity, which wrk measured."""
+        cfg = self.config
+        case = cases_module.crowd_case(cfg.rate_connections)
+        service = self._service(case, pg, f"{case.name}-fixed-rate")
+        runs = []
+        with service:
+            self._wrk(load, service, HEALTHZ, f"{case.name} warm-up", cfg.warmup, cfg.connections)
+            closed = self._wrk(
+                load, service, HEALTHZ, f"{case.name} closed-model maximum", cfg.duration, cfg.connections
+            )
+            for share in targets.RATE_SHARES:
+                self._settle(service)
+                # Saturated, a request is dropped after 2 s: the queue would otherwise outlast the run.
+                timeout = 10.0 if share < 1 else 2.0
+                result = rate.run_process(
+                    service.base_url + HEALTHZ, share * closed.rps, cfg.rate_duration, cfg.rate_connections, timeout
+                )
+                self.echo(
+                    f"{case.name} at {share:.0%} of {closed.rps:,.0f} req/s: {result.throughput:,.0f} answered/s, "
+                    f"p50 {result.p50_ms or 0:,.1f} ms, p99 {result.p99_ms or 0:,.0f} ms, p99.9 {result.p999_ms or 0:,.0f} ms "
+                    f"from the due time, {result.late:,} late, {result.dropped:,} dropped"
+                )
+                runs.append({"share": share, **result.to_dict()})
+        return {
+            "name": case.name,
+            "summary": case.scenario.summary(),
+            "closed": {"connections": cfg.connections, **closed.to_dict()},
+            "runs": runs,
+            "worker_restarts": probes.worker_restarts(service.log_text(), case.scenario.workers),
+        }
+
+    def _django(self, load: wrk.Wrk, pg: PostgreSQL, counters: probes.PostgresCounters) -> dict[str, Any]:
+        """The report's own stack (examples/django-report: Django, DRF, its gunicorn.conf.py) under
+        the same wrk load as each case, on the same PostgreSQL: ``{"peers": [...]}``, or
+        ``{"skipped": why}`` when the project or Django is not here."""
+        from healthz.lab.app import AppService, placeholders, run_setup
+        from healthz.lab.scenarios import select
+
+        project = DJANGO_PROJECT / "scenarios.toml"
+        if not project.is_file():
+            return {"skipped": f"no {DJANGO_PROJECT.name} project beside the package (a checkout has it in examples/)"}
+        missing = [m for m in ("django", "rest_framework") if importlib.util.find_spec(m) is None]
+        if missing:
+            return {"skipped": f"{', '.join(missing)} not installed: pip install 'healthz[django]'"}
+        cfg, peers = self.config, []
+        for i, scenario in enumerate(select(DJANGO_PEERS, [project])):
+            values = placeholders("127.0.0.1", free_port(), pg.url)
+            logfile = cfg.output / "logs" / f"{scenario.name}.log"
+            logfile.unlink(missing_ok=True)
+            if i == 0:
+                run_setup(scenario.app, values, logfile)
+            service = AppService(scenario.app, values, logfile)
+            sessions_before = counters.settled_sessions()
+            with service:
+                self._wrk(load, service, HEALTHZ, f"{scenario.name} warm-up", cfg.warmup, cfg.connections)
+                runs = [
+                    self._wrk(
+                        load, service, HEALTHZ, f"{scenario.name} {n + 1}/{cfg.repeats}", cfg.duration, cfg.connections
+                    )
+                    for n in range(cfg.repeats)
+                ]
+            peers.append(
+                {
+                    "name": scenario.name,
+                    "worker_class": scenario.worker_class,
+                    "description": scenario.description,
+                    "healthz": _runs_summary(runs),
+                    "sessions_opened": counters.settled_sessions() - sessions_before,
+                }
+            )
+        return {"project": f"examples/{DJANGO_PROJECT.name}", "peers": peers}
+
+
+#: The report's Django project, in a checkout; its scenarios that run beside healthz in the bench.
+DJANGO_PROJECT = Path(__file__).resolve().parents[2] / "examples" / "django-report"
+DJANGO_PEERS = ("django-gthread-persistent", "django-eventlet-persistent")
 
 
 def _runs_summary(runs: list[wrk.WrkResult]) -> dict[str, Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .targets import littles_mean_ms
+from .rate import LATE_MS
+from .targets import TARGET_CASE, littles_mean_ms, over_django
 
 COLUMNS = (
     "case",
@@ -49,6 +50,19 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
         if case.get("livez"):
             out.append(_padded(_throughput(f"{case['worker_class']} livez (ceiling)", case["livez"]) + ["1.00"]))
         out.append(_case_row(case, results.get("ratios", {}).get(case["name"], {})))
+    for peer in (results.get("django") or {}).get("peers", []):
+        out.append(
+            _padded(
+                [
+                    *_throughput(f"{peer['name']} (the report's Django)", peer["healthz"]),
+                    "",
+                    "",
+                    "",
+                    "",
+                    f"{peer['sessions_opened']:,}",
+                ]
+            )
+        )
     bench = results.get("pgbench")
     if bench:
         for key, label in (
@@ -141,8 +155,66 @@ def render(results: dict[str, Any]) -> str:
             f"p99 {run['p99_ms']:,.0f} ms (Little's mean {littles_mean_ms(crowd) or 0:,.0f} ms), "
             f"{run['failed']:,} failed of {run['requests']:,} ({errors}), {crowd['sessions_opened']:,} sessions opened",
         ]
+    lines += _django_lines(results)
+    lines += _fixed_rate_lines(results.get("fixed_rate"))
     lines += ["", "targets:", *target_lines(results), "", f"{results.get('seconds', 0):.0f} s in all"]
     return "\n".join(lines)
+
+
+def _django_lines(results: dict[str, Any]) -> list[str]:
+    """healthz's sized pool over each Django peer, or why the peers did not run."""
+    django = results.get("django")
+    if not django:
+        return []
+    if django.get("skipped"):
+        return ["", f"the report's Django: not run ({django['skipped']})"]
+    ratios = ", ".join(f"{name} {ratio:.2f}x" for name, ratio in over_django(results).items() if ratio is not None)
+    return ["", f"{TARGET_CASE} req/s over the report's Django ({django['project']}, same load): {ratios}"]
+
+
+RATE_COLUMNS = (
+    "share",
+    "rate req/s",
+    "answered/s",
+    "p50 ms",
+    "p99 ms",
+    "p99.9 ms",
+    "max ms",
+    "late",
+    "dropped",
+    "failed",
+    "p99 ms from send",
+)
+
+
+def _fixed_rate_lines(fixed: dict[str, Any] | None) -> list[str]:
+    """The fixed-rate table: each share of the closed-model maximum, latency from the due time."""
+    if not fixed:
+        return []
+    closed = fixed["closed"]
+    body = [
+        [
+            f"{r['share']:.0%}",
+            _number(r["rate"]),
+            _number(r["throughput"]),
+            _number(r["p50_ms"], 1),
+            _number(r["p99_ms"]),
+            _number(r["p999_ms"]),
+            _number(r["max_ms"]),
+            f"{r['late']:,}",
+            f"{r['dropped']:,}",
+            f"{r['failed']:,}",
+            _number(r["sent_p99_ms"]),
+        ]
+        for r in fixed["runs"]
+    ]
+    return [
+        "",
+        f"fixed rate: {fixed['name']} at shares of its closed-model maximum, {closed['rps']:,.0f} req/s "
+        f"(wrk, {closed['connections']} connections); latency from each request's due time (no coordinated "
+        f"omission), late = sent over {LATE_MS:g} ms after it was due, dropped = not answered in time",
+        *_aligned(RATE_COLUMNS, body),
+    ]
 
 
 def markdown(results: dict[str, Any]) -> str:

@@ -18,6 +18,15 @@ OVER_NULLPOOL = 10.0
 FAIR_P99 = 2.0
 #: ... with the gate's throughput at least this share of the same run without it.
 FAIR_THROUGHPUT = 0.9
+#: healthz's sized pool against the report's Django under gthread with CONN_MAX_AGE=600, same load.
+OVER_DJANGO = 1.5
+DJANGO_BASELINE = "django-gthread-persistent"
+#: Fixed arrival rates as shares of the closed-model maximum; above 1 the service is saturated.
+RATE_SHARES = (0.5, 0.9, 1.5)
+#: At 90% of the maximum, the p99 from the due time within a probe's timeout (Kubernetes' 1 s), none dropped.
+RATE_P99_MS = 1000.0
+#: Saturated, the driver's throughput within this share of wrk's maximum: the two agree on the capacity.
+DRIVER_AGREEMENT = 0.15
 
 
 def littles_mean_ms(crowd: dict[str, Any]) -> float | None:
@@ -110,6 +119,68 @@ def judge(results: dict[str, Any]) -> list[dict[str, Any]]:
     else:
         out.append(_target(label, None, "not measured"))
     out += _fair_targets(crowd, results.get("crowd_unfair"))
+    out += _rate_targets(results.get("fixed_rate"))
+    out.append(_django_target(case, results.get("django")))
+    return out
+
+
+def over_django(results: dict[str, Any]) -> dict[str, float | None]:
+    """Django peer name -> healthz's sized pool req/s over the peer's (medians, same command)."""
+    case = next((c for c in results.get("cases", []) if c["name"] == TARGET_CASE), None)
+    peers = (results.get("django") or {}).get("peers", [])
+    return {p["name"]: _ratio(_median(case["healthz"]) if case else None, _median(p["healthz"])) for p in peers}
+
+
+def _django_target(case: dict[str, Any] | None, django: dict[str, Any] | None) -> dict[str, Any]:
+    """healthz's sized pool >= :data:`OVER_DJANGO` x the report's Django under gthread, its p99 no worse."""
+    text = f"{TARGET_CASE} >= {OVER_DJANGO:g} x {DJANGO_BASELINE}'s req/s, p99 no worse"
+    peer = next((p for p in (django or {}).get("peers", []) if p["name"] == DJANGO_BASELINE), None)
+    if not case or not peer:
+        why = (django or {}).get("skipped", "not measured")
+        return _target(text, None, why)
+    ours, theirs = case["healthz"], peer["healthz"]
+    ratio = _ratio(_median(ours), _median(theirs))
+    p99, their_p99 = _median(ours, "p99_ms"), _median(theirs, "p99_ms")
+    met = ratio is not None and ratio >= OVER_DJANGO and p99 <= their_p99
+    return _target(
+        text,
+        met,
+        f"{ratio:.2f} x ({_median(ours):,.0f} / {_median(theirs):,.0f} req/s), p99 {p99:,.0f} ms against {their_p99:,.0f} ms",
+    )
+
+
+def _rate_targets(fixed: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """At 90% of the closed-model maximum: p99 from the due time within :data:`RATE_P99_MS`, none
+    dropped; saturated: the driver's throughput within :data:`DRIVER_AGREEMENT` of wrk's."""
+    text = f"{TARGET_CASE} at 90% of its maximum rate: p99 from the due time <= {RATE_P99_MS:,.0f} ms, none dropped"
+    check = f"fixed-rate driver saturated: throughput within {DRIVER_AGREEMENT:.0%} of wrk's maximum"
+    runs = {r["share"]: r for r in fixed["runs"]} if fixed else {}
+    at90, saturated = runs.get(0.9), max((r for s, r in runs.items() if s > 1), key=lambda r: r["share"], default=None)
+    out = []
+    if at90 and at90["p99_ms"] is not None:
+        met = at90["p99_ms"] <= RATE_P99_MS and at90["dropped"] == 0
+        out.append(
+            _target(
+                text,
+                met,
+                f"p99 {at90['p99_ms']:,.0f} ms, p99.9 {at90['p999_ms']:,.0f} ms, {at90['dropped']:,} dropped, "
+                f"{at90['late']:,} late of {at90['due']:,} at {at90['rate']:,.0f} req/s",
+            )
+        )
+    else:
+        out.append(_target(text, None, "not measured"))
+    closed = fixed["closed"]["rps"] if fixed else None
+    if saturated and closed:
+        agreement = saturated["throughput"] / closed
+        out.append(
+            _target(
+                check,
+                abs(agreement - 1) <= DRIVER_AGREEMENT,
+                f"{saturated['throughput']:,.0f} / {closed:,.0f} req/s = {agreement:.2f}",
+            )
+        )
+    else:
+        out.append(_target(check, None, "not measured"))
     return out
 
 

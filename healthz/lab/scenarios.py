@@ -172,6 +172,7 @@ class Scenario:
         ``every_setting`` sets every ``HEALTHZ_*`` variable, defaults included, so none does."""
         settings = self.service_settings(database_url)
         fields = [field for field in ENVIRONMENT if field != "database_url"] if every_setting else self.settings
+        # An unset optional setting (None) is set empty: the service reads it as unset.
         env = {ENVIRONMENT[field]: _text(getattr(settings, field)) for field in fields}
         env["DATABASE_URL"] = database_url
         env["GUNICORN_WORKERS"] = str(self.workers)
@@ -287,6 +288,8 @@ def _shown(path: Path) -> str:
 
 
 def _text(value: object) -> str:
+    if value is None:
+        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     return f"{value:g}" if isinstance(value, float) else str(value)

@@ -24,6 +24,8 @@ def short_run(tmp_path_factory):
         connections=20,
         crowd=300,
         crowd_duration=2,
+        rate_duration=2,
+        rate_connections=200,
         statement_requests=20,
         pgbench_clients=2,
         max_connections=100,
@@ -73,11 +75,27 @@ def test_ratios_targets_and_crowd(short_run):
     assert ratio["nullpool"] > 1 and 0 < ratio["livez"] < 1.5 and 0 < ratio["pgbench"] < 1
     assert results["crowd"]["connections"] == 300 and results["crowd"]["run"]["requests"] > 0
     assert results["crowd"]["worker_restarts"] == 0
-    assert [t["met"] is not None for t in results["targets"]] == [True] * 6
+    assert [t["met"] is not None for t in results["targets"]] == [True] * 9
     # The crowd ran with the first-come gate and without it, same service otherwise.
     assert results["crowd_unfair"]["name"] == "eventlet-queuepool-sized-unfair"
     assert results["crowd_unfair"]["run"]["requests"] > 0 and results["crowd_unfair"]["connections"] == 300
     assert next(t for t in results["targets"] if "statement" in t["target"])["met"] is True
+
+
+def test_fixed_rates_are_shares_of_the_measured_maximum_and_the_driver_is_checked(short_run):
+    results, _, lines = short_run
+    fixed = results["fixed_rate"]
+    closed = fixed["closed"]["rps"]
+    assert [r["share"] for r in fixed["runs"]] == [0.5, 0.9, 1.5] and fixed["worker_restarts"] == 0
+    for r in fixed["runs"]:
+        assert r["rate"] == pytest.approx(r["share"] * closed, rel=0.001) and r["due"] == int(r["rate"] * 2)
+        assert r["answered"] + r["dropped"] <= r["due"] and r["p99_ms"] >= r["p50_ms"] > 0
+    half = fixed["runs"][0]
+    assert half["dropped"] == 0 and half["answered"] == half["due"] and half["failed"] == 0
+    assert half["throughput"] == pytest.approx(half["rate"], rel=0.1)
+    check = next(t for t in results["targets"] if t["target"].startswith("fixed-rate driver"))
+    assert check["met"] is not None and " req/s = " in check["value"]
+    assert sum("of its closed-model maximum" in line or "closed-model maximum" in line for line in lines) >= 1
 
 
 def test_no_password_anywhere(short_run):
@@ -88,3 +106,17 @@ def test_no_password_anywhere(short_run):
         assert PASSWORD not in path.read_text(errors="replace"), path
     assert not any(PASSWORD in line for line in lines)
     assert PASSWORD not in repr(results)
+
+
+def test_the_reports_django_runs_beside_healthz_under_the_same_load(short_run):
+    results, _, lines = short_run
+    django = results["django"]
+    assert [p["name"] for p in django["peers"]] == ["django-gthread-persistent", "django-eventlet-persistent"]
+    for peer in django["peers"]:
+        assert peer["healthz"]["failed"] == 0 and peer["healthz"]["rps"]["median"] > 0
+        assert len(peer["healthz"]["rps"]["runs"]) == 2
+    # gthread keeps one connection per thread; eventlet's greenlet connections end with their client connection.
+    gthread, eventlet = django["peers"]
+    assert gthread["sessions_opened"] <= 2 * 8 < eventlet["sessions_opened"]
+    target = next(t for t in results["targets"] if "django-gthread-persistent" in t["target"])
+    assert target["met"] is not None and " x (" in target["value"]

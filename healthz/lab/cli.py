@@ -217,6 +217,15 @@ def lab_config(topology: str, output: Path | None, avoid_netns: str | None = Non
 @click.option(
     "--max-requests", default=500_000, show_default=True, type=click.IntRange(min=1), help="Request cap per step."
 )
+@click.option(
+    "--rate",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 100_000),
+    metavar="REQ/S",
+    help="A fixed arrival rate at every step, spread over its users, each request timed from when it was due "
+    "(no coordinated omission); 0: each user sends back to back.",
+)
 @connection_option(
     "Client connections for every scenario: close (a new TCP connection per request, like ab) or keep-alive. Default: each scenario's own (close)."
 )
@@ -280,6 +289,7 @@ def run_command(
     concurrency,
     duration,
     max_requests,
+    rate,
     connection,
     topology,
     ports,
@@ -324,6 +334,7 @@ def run_command(
             concurrency=parse_concurrency(concurrency),
             duration=duration,
             max_requests=max_requests,
+            rate=rate,
             ports=ports,
             delay_ms=delay_ms,
             hosts=hosts,

@@ -227,6 +227,11 @@ class RunFigures:
     p95_ms: float | None = None
     p99_ms: float | None = None
     failures_by_cause: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: A fixed-rate run (``--rate``): the rate offered, requests due, sent late and never sent.
+    rate: float | None = None
+    due: int | None = None
+    late: int | None = None
+    not_sent: int | None = None
     stalled_seconds: float = 0.0
     service_errors: dict[str, int] = dataclasses.field(default_factory=dict)
     address_unavailable: int = 0

@@ -48,17 +48,21 @@ def locust_command(
     targets: Sequence[str] = (),
     path: str = DEFAULT_PATH,
     processes: int = 1,
+    rate: float = 0.0,
 ) -> list[str]:
     """The headless locust command for one run; every bound is explicit. ``timeline`` adds the
     locustfile's per-0.1 s outcomes file (:func:`read_timeline`); ``targets`` spreads the users
     over several services, round robin (one per application host); ``path`` is the endpoint called;
     ``processes`` above 1 spreads the same users over that many locust worker processes (locust's
-    own ``--processes``: a master and its forked workers)."""
+    own ``--processes``: a master and its forked workers); ``rate`` above 0 paces the users to that
+    many requests per second in all, each timed from when it was due."""
     extra = ["--timeline-file", str(timeline)] if timeline else []
     if path != DEFAULT_PATH:
         extra += ["--path", path]
     if processes > 1:
         extra += ["--processes", str(processes)]
+    if rate > 0:
+        extra += ["--rate", f"{rate:g}"]
     if len(targets) > 1:
         extra += ["--targets", ",".join(targets)]
     return [
@@ -204,6 +208,10 @@ def read_summary(csv_prefix: Path) -> dict[str, Any]:
         "seconds": round(end - start, 3) if start and end and end > start else None,
         "failures_by_cause": dict(sorted(failures.items(), key=lambda kv: -kv[1])),
         "by_host": [by_host[n] for n in sorted(by_host)],
+        # A fixed-rate run's schedule (--rate): requests due in the run and those sent late.
+        "rate": data.get("rate"),
+        "due": data.get("due"),
+        "late": data.get("late"),
     }
 
 

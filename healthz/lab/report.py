@@ -771,9 +771,27 @@ def _verdict_blocks(
 def _step_blocks(results: list[RunFigures]) -> list[tuple]:
     """A table of every run's figures per concurrency step, after the legend of its columns."""
     blocks: list[tuple] = [("h2", "Results by concurrency step"), ("p", STEP_LEGEND)]
+    paced = [r for r in results if r.rate]
+    if paced:
+        blocks.append(("p", fixed_rate_note(paced)))
     for step in sorted({r.concurrency for r in results}):
         blocks += [("h3", f"{step:,} concurrent clients"), ("table", STEP_COLUMNS, step_rows(results, step))]
     return blocks
+
+
+def fixed_rate_note(paced: list[RunFigures]) -> str:
+    """What a fixed-rate run's latencies mean, and each run's late and never-sent requests."""
+    runs = "; ".join(
+        f"{r.scenario} at {r.concurrency:,} clients: {r.late or 0:,} late, {r.not_sent or 0:,} never sent of "
+        f"{r.due or 0:,} due"
+        for r in paced
+    )
+    return (
+        f"**Fixed rate** (`--rate {paced[0].rate:g}`): the users send {_n(paced[0].rate)} requests per second in all, "
+        "each on its own schedule, and a request's latency counts from when it was due, so a slow answer that held "
+        "the next request back shows in both (no coordinated omission). Late = sent over 10 ms after it was due; "
+        f"never sent = due in the run but not sent by its end. {runs}."
+    )
 
 
 def _rerun_blocks(results: list[RunFigures]) -> list[tuple]:

@@ -74,6 +74,8 @@ class LabConfig:
     output: Path
     duration: float = 15.0
     max_requests: int = 500_000
+    #: Requests per second in all at every step (locust's users paced, timed from each due time); 0: back to back.
+    rate: float = 0.0
     topology: str = "loopback"
     ports: int = 1000
     delay_ms: float = 0.0
@@ -111,6 +113,8 @@ class LabConfig:
             raise LabError(f"--duration {self.duration:g}: expected seconds between 1 and 3600")
         if self.max_requests < 1:
             raise LabError(f"--max-requests {self.max_requests}: expected an integer >= 1")
+        if not 0 <= self.rate <= 100_000:
+            raise LabError(f"--rate {self.rate:g}: expected requests per second from 0 (back to back) to 100000")
         if not 1 <= self.load_processes <= 64:
             raise LabError(f"--load-processes {self.load_processes}: expected an integer from 1 to 64")
         if self.hosts != 1 and self.topology != "netns":
@@ -314,6 +318,7 @@ class Lab:
             "--connection",
             connection,
         ]
+        args += ["--rate", f"{cfg.rate:g}"] if cfg.rate else []
         args += [arg for path in cfg.scenarios_files for arg in ("--scenarios-file", str(path))]
         if cfg.topology == "netns":
             args += ["--ports", str(cfg.ports)] + (["--delay-ms", f"{cfg.delay_ms:g}"] if cfg.delay_ms else [])
@@ -598,6 +603,7 @@ class Lab:
             cfg.duration,
             connection=connection,
             max_requests=cfg.max_requests,
+            rate=cfg.rate,
             csv_prefix=run.csv_prefix,
             html=run_dir / "locust.html",
             stats_interval=cfg.interval,
@@ -958,6 +964,10 @@ def summarise(
         "p95_ms": totals["p95_ms"],
         "p99_ms": totals["p99_ms"],
         "failures_by_cause": totals["failures_by_cause"],
+        "rate": totals.get("rate"),
+        "due": totals.get("due"),
+        "late": totals.get("late"),
+        "not_sent": max(0, totals["due"] - requests) if totals.get("due") is not None else None,
         "stalled_seconds": load.stalled_seconds(history, history[1]["t"] - history[0]["t"])
         if len(history) > 1
         else 0.0,

@@ -29,6 +29,13 @@ Options (each also read from the environment variable in brackets):
   application host), round robin: user *i* calls ``targets[i % n]``, named ``/api/v1/healthz/ @N``
   (N from 1) so locust's tables and the summary's ``by_name`` give each host's share. Without it
   every user calls ``--host``.
+* ``--rate R`` [``HEALTHZ_RATE``, 0 = off]: a fixed arrival rate of R requests per second in all,
+  each of the U users sending one every U / R seconds on its own schedule instead of back to back.
+  Each request's response time is then counted from when it was *due* on that schedule, so a slow
+  answer that holds the next request back shows in that request's time too (no coordinated
+  omission); one sent over 10 ms after it was due is *late*, and the summary counts the requests
+  *due* in the run, so those never sent are its shortfall. Enough users keep the schedule: a user
+  falls behind once an answer takes longer than U / R seconds.
 * the step ramp's ``--step-users``, ``--step-seconds``, ``--steps``, used when ``HEALTHZ_SHAPE=step-ramp``
   or when ``step_ramp.py`` is added to ``-f`` (``healthz locustfile --step-ramp``).
 
@@ -103,6 +110,13 @@ def add_arguments(parser) -> None:
         help="comma-separated base URLs to spread the users over, round robin (default: --host)",
     )
     group.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        env_var="HEALTHZ_RATE",
+        help="requests per second in all, spread over the users, each timed from when it was due (0: back to back)",
+    )
+    group.add_argument(
         "--step-users", type=int, default=100, env_var="HEALTHZ_STEP_USERS", help="step ramp: users added per step"
     )
     group.add_argument(
@@ -127,9 +141,14 @@ def configure(environment, **_kwargs) -> None:
         # With --processes, each worker sends its share (the master sends none).
         processes = max(1, getattr(options, "processes", 1) or 1)
         _cap_requests(environment, -(-options.max_requests // processes))
+    if options.rate > 0:
+        # Each process paces its own users: with --processes P each has U / P of them at R / P.
+        processes = max(1, getattr(options, "processes", 1) or 1)
+        HealthzUser.interval = options.num_users / options.rate if options.num_users else 0.0
+        SCHEDULE.rate = options.rate / processes
     if options.summary_file:
         environment.events.quit.add_listener(
-            lambda **_kw: write_summary(environment.runner.stats, options.summary_file)
+            lambda **_kw: write_summary(environment.runner.stats, options.summary_file, SCHEDULE)
         )
     if options.timeline_file:
         timeline = Timeline()
@@ -137,8 +156,21 @@ def configure(environment, **_kwargs) -> None:
         environment.events.quit.add_listener(lambda **_kw: timeline.write(options.timeline_file))
 
 
-def write_summary(stats, path: str) -> None:
-    """The final totals of ``stats`` (a locust ``RequestStats``) as JSON in ``path``."""
+class Schedule:
+    """The fixed-rate schedule's counts in this process: the rate (0: none), requests sent late."""
+
+    rate = 0.0
+    late = 0
+
+
+SCHEDULE = Schedule()
+#: A request sent this long after it was due is late.
+LATE_SECONDS = 0.010
+
+
+def write_summary(stats, path: str, schedule: Schedule | None = None) -> None:
+    """The final totals of ``stats`` (a locust ``RequestStats``) as JSON in ``path``; with a
+    fixed-rate ``schedule``, also the requests due in the run and those sent late."""
     total = stats.total
     by_error: dict[str, int] = {}
     for entry in stats.errors.values():  # one entry per request name and error: sum the names
@@ -164,6 +196,10 @@ def write_summary(stats, path: str) -> None:
         "end_time": time.time(),
         "last_request_timestamp": total.last_request_timestamp,
     }
+    if schedule is not None and schedule.rate > 0:
+        summary["rate"] = schedule.rate
+        summary["due"] = int(schedule.rate * max(0.0, summary["end_time"] - total.start_time))
+        summary["late"] = schedule.late
     with open(path, "w") as fh:
         json.dump(summary, fh, indent=1)
 
@@ -233,17 +269,34 @@ class HealthzUser(FastHttpUser):
     wait_time = constant(0)
     path = PATH
     targets: list[str] = []
+    #: Seconds between this user's requests at a fixed rate (``--rate``); 0: back to back.
+    interval = 0.0
     _started = itertools.count()
 
     def on_start(self) -> None:
         self.url, self.name = self.path, self.path
+        started = next(self._started)
         if self.targets:
-            index = next(self._started) % len(self.targets)
+            index = started % len(self.targets)
             self.url, self.name = self.targets[index] + self.path, f"{self.path} @{index + 1}"
+        # Users start together; their schedules are staggered so the arrivals are even.
+        self.due = time.time() + (started % max(1, self.environment.parsed_options.num_users)) / max(
+            1.0, SCHEDULE.rate or 1.0
+        )
 
     @task
     def healthz(self) -> None:
+        due = None
+        if self.interval:
+            due, self.due = self.due, self.due + self.interval
+            wait = due - time.time()
+            if wait > 0:
+                gevent.sleep(wait)
+            elif -wait > LATE_SECONDS:
+                SCHEDULE.late += 1
         with self.client.get(self.url, name=self.name, catch_response=True) as response:
+            if due is not None:  # from when it was due, not from when it could be sent
+                response.request_meta["response_time"] = (time.time() - due) * 1000
             body = None
             if response.status_code >= 400:
                 try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -30,7 +31,9 @@ def test_every_locustfile_loads(locustfile, tmp_path):
     assert "HealthzUser" in result.stdout
 
 
-def _locust(tmp_path, base_url, users, *, connection="keep-alive", max_requests=0, run_time=60, name="locust"):
+def _locust(
+    tmp_path, base_url, users, *, connection="keep-alive", max_requests=0, run_time=60, name="locust", rate=0.0
+):
     command = load.locust_command(
         base_url,
         users,
@@ -39,6 +42,7 @@ def _locust(tmp_path, base_url, users, *, connection="keep-alive", max_requests=
         max_requests=max_requests,
         csv_prefix=tmp_path / name,
         html=tmp_path / f"{name}.html",
+        rate=rate,
     )
     began = time.monotonic()
     runner = load.Locust(command, tmp_path / f"{name}.log").start()
@@ -64,6 +68,33 @@ def test_connection_switch_decides_database_connections_under_eventlet(
         assert opened >= totals["requests"], (opened, totals)
     else:
         assert opened <= 4, (opened, totals)
+
+
+def test_a_fixed_rate_is_kept_and_a_stall_is_timed_from_each_due_time(tmp_path, run_gunicorn, postgres, database):
+    """20 users at 100 requests/s in all for 4 s, with the table locked for 1 s from 1.5 s in: the
+    rate holds, and the requests due during the lock count the time they waited to be sent."""
+    server = run_gunicorn("gthread", workers=1, GUNICORN_THREADS=4, HEALTHZ_POOL_SIZE=4, HEALTHZ_MAX_OVERFLOW=0)
+    lock = postgres.connect(database)
+
+    def hold() -> None:
+        time.sleep(1.5)
+        with lock.cursor() as cur:
+            cur.execute("BEGIN; LOCK TABLE role IN ACCESS EXCLUSIVE MODE")
+        time.sleep(1.0)
+        with lock.cursor() as cur:
+            cur.execute("ROLLBACK")
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    try:
+        totals, _ = _locust(tmp_path, server.base_url, 20, run_time=4, rate=100)
+    finally:
+        holder.join(10)
+        lock.close()
+    assert totals["rate"] == 100 and totals["failures"] == 0
+    assert totals["due"] == pytest.approx(400, rel=0.15) and totals["requests"] == pytest.approx(totals["due"], rel=0.1)
+    # Each user sends every 0.2 s: during the 1 s lock each is held back, and its next requests were due meanwhile.
+    assert totals["late"] >= 20 and totals["p99_ms"] >= 700
 
 
 def test_a_499_is_a_failure_named_by_its_kind(tmp_path, run_gunicorn, postgres):

@@ -144,6 +144,7 @@ T = faults.Trouble
             {"status": 200, "seconds": 2.4, "listener": None},
             None,
         ),
+        ({"livez_during_fault": {"status": 200, "seconds": 0.8, "during_fault": False}}, None, None, None),
         (
             {"livez_during_fault": {"status": 200, "seconds": 1.3, "during_fault": True, "listener": "liveness"}},
             T.LIVEZ_BLOCKED,

@@ -343,7 +343,27 @@ def render(result: Plan) -> str:
             f"  At {d.rate:,.0f} requests/s per host, a service without a pool (NullPool, Django CONN_MAX_AGE=0) "
             f"keeps {result.nullpool_time_wait:,.0f} sockets in TIME_WAIT: it {verdict}."
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", liveness_line(result)])
+
+
+def liveness_line(result: Plan) -> str:
+    """Where the liveness probe should ask, and why: a thread per request (gthread, sync) can all be
+    waiting on the database, and livez then queues behind them; a green worker answers between waits."""
+    d = result.deployment
+    if d.worker_class in ("gthread", "sync"):
+        threads = "its one request" if d.worker_class == "sync" else f"all {d.per_worker} threads"
+        why = (
+            f"a {d.worker_class} worker serves livez only when a thread is free, and {threads} can wait on the "
+            "database (a lock, a slow server: `healthz lab faults` measured livez 1.36 s late under gthread); "
+            "more threads than pool_size do not help, each spare one takes the next queued request (1.3 s "
+            "late with 12 and 16 threads for pool_size 8, docs/faults.md)"
+        )
+    else:
+        why = f"{d.worker_class} answers livez between database waits; the listener keeps it apart all the same"
+    return (
+        "Liveness: serve livez on a listener of its own, HEALTHZ_LIVENESS_BIND=0.0.0.0:8001, and point the "
+        f"liveness probe there (timeout 1 s): {why}."
+    )
 
 
 def _bound_reason(result: Plan) -> str:

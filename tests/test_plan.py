@@ -182,3 +182,12 @@ def test_the_pool_is_sized_by_the_load_when_the_rate_is_known_and_says_what_boun
 def test_a_bad_load_figure_is_refused_naming_its_option(field, value, named):
     with pytest.raises(PlanError, match=named):
         Deployment(hosts=1, workers=2, worker_class="gthread", **{field: value})
+
+
+@pytest.mark.parametrize("worker_class", ["gthread", "sync", "gevent"])
+def test_the_plan_points_the_liveness_probe_at_its_own_listener(worker_class):
+    text = render(plan(Deployment(hosts=1, workers=2, worker_class=worker_class, concurrency=8, max_connections=100)))
+    (line,) = [line for line in text.splitlines() if line.startswith("Liveness:")]
+    assert "HEALTHZ_LIVENESS_BIND=0.0.0.0:8001" in line
+    # A thread per request can all wait on the database: the plan says why the listener is needed there.
+    assert ("wait on the database" in line) == (worker_class != "gevent")

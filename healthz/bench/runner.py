@@ -330,6 +330,11 @@ class Bench:
         }
         if livez_runs:
             result["livez"] = _runs_summary(livez_runs)
+            # What the stack costs without the database: healthz's CPU above it is the database path's.
+            result["livez_cpu_us_per_request"] = {
+                side: round(1e6 * used / max(1, sum(r.requests for r in livez_runs)), 1)
+                for side, used in self.livez_cpu.items()
+            }
         return result
 
     def _measured_runs(self, case: Case, load: wrk.Wrk, service, pg: PostgreSQL):
@@ -342,10 +347,21 @@ class Bench:
         healthz_runs: list[wrk.WrkResult] = []
         livez_runs: list[wrk.WrkResult] = []
         cpu = {"service": 0.0, "postgres": 0.0}
+        self.livez_cpu = {"service": 0.0, "postgres": 0.0}
         for i in range(cfg.repeats):
             label = f"{case.name} {{}} {i + 1}/{cfg.repeats}"
             if case.ceiling:
-                livez_runs.append(self._wrk(load, service, LIVEZ, label.format("livez"), cfg.duration, cfg.connections))
+                livez_runs.append(
+                    self._wrk(
+                        load,
+                        service,
+                        LIVEZ,
+                        label.format("livez"),
+                        cfg.duration,
+                        cfg.connections,
+                        cpu=(pg, self.livez_cpu),
+                    )
+                )
             healthz_runs.append(
                 self._wrk(load, service, HEALTHZ, label.format("healthz"), cfg.duration, cfg.connections, cpu=(pg, cpu))
             )

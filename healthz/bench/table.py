@@ -155,10 +155,29 @@ def render(results: dict[str, Any]) -> str:
             f"p99 {run['p99_ms']:,.0f} ms (Little's mean {littles_mean_ms(crowd) or 0:,.0f} ms), "
             f"{run['failed']:,} failed of {run['requests']:,} ({errors}), {crowd['sessions_opened']:,} sessions opened",
         ]
+    lines += _cpu_lines(results)
     lines += _django_lines(results)
     lines += _fixed_rate_lines(results.get("fixed_rate"))
     lines += ["", "targets:", *target_lines(results), "", f"{results.get('seconds', 0):.0f} s in all"]
     return "\n".join(lines)
+
+
+def _cpu_lines(results: dict[str, Any]) -> list[str]:
+    """What bounds healthz/livez on shared cores: CPU per response of each, both sides."""
+    case = next((c for c in results.get("cases", []) if c["name"] == TARGET_CASE), None)
+    if not case or not case.get("livez_cpu_us_per_request"):
+        return []
+    ours, live = case["cpu_us_per_request"], case["livez_cpu_us_per_request"]
+    healthz = ours["service"] + ours["postgres"]
+    livez = live["service"] + live["postgres"]
+    return [
+        "",
+        f"{TARGET_CASE} CPU per response: livez {_number(live['service'])} µs in gunicorn; healthz "
+        f"{_number(ours['service'])} µs in gunicorn + {_number(ours['postgres'])} µs in PostgreSQL. With every "
+        f"process on the same {results.get('machine', {}).get('cores', '?')} cores, healthz/livez can reach about "
+        f"{livez / healthz:.2f} (the load generator's share aside); `python -m healthz.bench.profile` shows where "
+        "the worker's part goes.",
+    ]
 
 
 def _django_lines(results: dict[str, Any]) -> list[str]:

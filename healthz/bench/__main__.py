@@ -59,6 +59,12 @@ from . import cases, table
     help="Most connections the fixed-rate driver opens.",
 )
 @click.option(
+    "--django/--no-django",
+    default=True,
+    show_default=True,
+    help="Run the report's Django project (examples/django-report) beside healthz, when it and Django are here.",
+)
+@click.option(
     "--worker-class",
     "worker_classes",
     multiple=True,
@@ -111,6 +117,7 @@ def main(
     crowd_duration,
     rate_duration,
     rate_connections,
+    django,
     worker_classes,
     pools,
     variants,
@@ -151,6 +158,7 @@ def main(
             crowd_duration=crowd_duration,
             rate_duration=rate_duration,
             rate_connections=rate_connections,
+            django=django,
             statement_requests=statement_requests,
             command_line=shlex.join(["python", "-m", "healthz.bench", *sys.argv[1:]]),
         )

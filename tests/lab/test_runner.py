@@ -196,11 +196,11 @@ def test_netns_reproduces_the_report_and_a_sized_pool_does_not_fail(tmp_path):
 @needs_root
 @pytest.mark.timeout(600)
 def test_the_doctor_agrees_with_the_measurement_on_every_default_scenario(tmp_path):
-    # 8 s: the doctor starts 2 s in, once PgBouncer has opened its server connections. 2,000 ports: the
+    # 7 s: the doctor starts 2.1 s in, once PgBouncer has opened its server connections. 2,000 ports: the
     # connections eventlet-singleton holds (one per greenlet, ~130 more a second) stay well below the 90%
     # of the range where a held-open budget overrun starts, instead of crossing it inside the doctor's window.
     config = LabConfig(
-        scenarios=select([]), concurrency=[100], duration=8, topology="netns", ports=2000, output=tmp_path / "out"
+        scenarios=select([]), concurrency=[100], duration=7, topology="netns", ports=2000, output=tmp_path / "out"
     )
     results = Lab(config, Progress(io.StringIO())).run()
     assert [r.scenario for r in results] == list(DEFAULTS)

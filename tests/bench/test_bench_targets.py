@@ -55,7 +55,57 @@ def _crowd(name, rps, p99_ms, failed=0):
     }
 
 
-def _results(sized_rps=6000, null_rps=500, sent=200, crowd_failed=0, crowd_p99=900.0, crowd_rps=500.0):
+def _rate_run(share, rate, throughput, p99_ms, dropped=0):
+    due = int(rate * 8)
+    return {
+        "share": share,
+        "rate": rate,
+        "seconds": 8,
+        "elapsed": 8.1,
+        "due": due,
+        "answered": due - dropped,
+        "failed": 0,
+        "late": 10,
+        "dropped": dropped,
+        "p50_ms": 2.0,
+        "p99_ms": p99_ms,
+        "p999_ms": p99_ms * 1.1,
+        "max_ms": p99_ms * 1.2,
+        "sent_p99_ms": 5.0,
+        "connections_opened": 40,
+        "throughput": throughput,
+    }
+
+
+def _fixed_rate(p99_at_90=400.0, saturated=5800.0):
+    return {
+        "name": "eventlet-queuepool-sized",
+        "closed": {"connections": 100, "rps": 6000.0},
+        "runs": [
+            _rate_run(0.5, 3000.0, 3000.0, 20.0),
+            _rate_run(0.9, 5400.0, 5400.0, p99_at_90),
+            _rate_run(1.5, 9000.0, saturated, 3000.0, dropped=20000),
+        ],
+        "worker_restarts": 0,
+    }
+
+
+def _django(rps=3000, p99=(20, 20, 20)):
+    peer = _case("django-gthread-persistent", "gthread", "", rps)
+    peer["healthz"]["p99_ms"] = series(p99)
+    return {"project": "examples/django-report", "peers": [peer]}
+
+
+def _results(
+    sized_rps=6000,
+    null_rps=500,
+    sent=200,
+    crowd_failed=0,
+    crowd_p99=900.0,
+    crowd_rps=500.0,
+    fixed_rate=None,
+    django=None,
+):
     results = {
         "config": {
             "connections": 100,
@@ -79,6 +129,8 @@ def _results(sized_rps=6000, null_rps=500, sent=200, crowd_failed=0, crowd_p99=9
         # Little's mean: 2,000 connections / 500 req/s = 4 s.
         "crowd": _crowd("eventlet-queuepool-sized", crowd_rps, crowd_p99, crowd_failed),
         "crowd_unfair": _crowd("eventlet-queuepool-sized-unfair", 520.0, 30000.0),
+        "fixed_rate": fixed_rate or _fixed_rate(),
+        "django": django or _django(),
         "seconds": 12,
     }
     results["ratios"] = targets.ratios(results)
@@ -99,7 +151,7 @@ def test_ratios_against_livez_nullpool_and_pgbench():
 
 def test_every_target_met():
     judged = _results()["targets"]
-    assert [t["met"] for t in judged] == [True] * 6
+    assert [t["met"] for t in judged] == [True] * 9
     assert judged[4]["value"] == "p99 900 ms = 0.2 x 4,000 ms (without the gate: p99 30,000 ms = 7.8 x)"
     assert judged[5]["value"] == "0.96 (500 / 520 req/s)"
 
@@ -107,8 +159,8 @@ def test_every_target_met():
 def test_an_unfair_crowd_or_a_costly_gate_is_not_met():
     judged = _results(crowd_p99=9000.0, crowd_rps=400.0)["targets"]
     # 2,000 / 400 = 5 s mean; p99 9 s is 1.8 x: met; 400 / 520 = 0.77: the gate cost too much.
-    assert [t["met"] for t in judged[4:]] == [True, False]
-    assert [t["met"] for t in _results(crowd_p99=9000.0)["targets"][4:]] == [False, True]
+    assert [t["met"] for t in judged[4:6]] == [True, False]
+    assert [t["met"] for t in _results(crowd_p99=9000.0)["targets"][4:6]] == [False, True]
 
 
 def test_targets_not_met_say_the_value():
@@ -122,9 +174,30 @@ def test_targets_not_met_say_the_value():
 def test_targets_not_measured():
     results = _results()
     del results["crowd"]
+    del results["fixed_rate"]
+    results["django"] = {"skipped": "django not installed: pip install 'healthz[django]'"}
     results["cases"] = results["cases"][:1]
     results.pop("ratios")
-    assert [t["met"] for t in targets.judge(results)] == [True, None, True, None, None, None]
+    judged = targets.judge(results)
+    assert [t["met"] for t in judged] == [True, None, True, None, None, None, None, None, None]
+    assert judged[-1]["value"] == "django not installed: pip install 'healthz[django]'"
+
+
+def test_fixed_rate_and_driver_targets():
+    # 90%: p99 from the due time against 1 s; saturated: 5,800 / 6,000 = 0.97 of wrk's maximum.
+    judged = _results()["targets"][6:8]
+    assert [t["met"] for t in judged] == [True, True] and judged[1]["value"] == "5,800 / 6,000 req/s = 0.97"
+    slow = _results(fixed_rate=_fixed_rate(p99_at_90=1500.0, saturated=3000.0))["targets"][6:8]
+    assert [t["met"] for t in slow] == [False, False] and slow[0]["value"].startswith("p99 1,500 ms")
+
+
+def test_healthz_against_the_reports_django():
+    # healthz 6,000 req/s, p99 10 ms; Django 3,000 (2.0 x) then 5,000 (1.2 x), or with a better p99.
+    assert _results()["targets"][8]["met"] is True
+    assert _results()["targets"][8]["value"] == "2.00 x (6,000 / 3,000 req/s), p99 10 ms against 20 ms"
+    assert _results(django=_django(rps=5000))["targets"][8]["met"] is False
+    assert _results(django=_django(p99=(5, 5, 5)))["targets"][8]["met"] is False
+    assert targets.over_django(_results()) == {"django-gthread-persistent": 2.0}
 
 
 def test_table_shows_every_series_and_the_targets():
@@ -134,5 +207,7 @@ def test_table_shows_every_series_and_the_targets():
     assert "pgbench, persistent connections (10 clients)" in text
     assert "NOT MET  eventlet-queuepool-sized healthz/livez >= 0.6: 0.30" in text
     assert "at 2,000 connections" in text
+    assert "fixed rate: eventlet-queuepool-sized" in text and "150%" in text
+    assert "req/s over the report's Django" in text
     rows = table.markdown(_results()).splitlines()
-    assert len(rows) == 2 + 5 and all(row.count("|") == len(table.COLUMNS) + 1 for row in rows)
+    assert len(rows) == 2 + 6 and all(row.count("|") == len(table.COLUMNS) + 1 for row in rows)

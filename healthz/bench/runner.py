@@ -399,10 +399,12 @@ class Bench:
         }
 
     def _fixed_rate(self, load: wrk.Wrk, pg: PostgreSQL) -> dict[str, Any]:
-        """The sized pool at fixed arrival rates, shares of its closed-model maximum (wrk at
-        ``connections``, same service): latency from each request's due time, late and dropped
-        requests. The share above 1 checks the driver against wrk: saturated, its throughput is
-        the service's capacity, which wrk measured."""
+        """The sized pool at fixed arrival rates: latency from each request's due time, late and
+        dropped requests. First saturated, at :data:`targets.SATURATED_SHARE` of its closed-model
+        maximum (wrk at ``connections``, same service): the driver's throughput then is the
+        service's capacity beside the driver, checked against wrk's. Then :data:`targets.RATE_SHARES`
+        of that capacity: the driver's CPU is taken from the same cores, so wrk's maximum would
+        overstate what the service can answer beside it."""
         cfg = self.config
         case = cases_module.crowd_case(cfg.rate_connections)
         service = self._service(case, pg, f"{case.name}-fixed-rate")
@@ -412,23 +414,29 @@ class Bench:
             closed = self._wrk(
                 load, service, HEALTHZ, f"{case.name} closed-model maximum", cfg.duration, cfg.connections
             )
-            for share in targets.RATE_SHARES:
+            capacity = closed.rps
+            plan = [(targets.SATURATED_SHARE, "wrk")] + [(share, "capacity") for share in targets.RATE_SHARES]
+            for share, basis in plan:
                 self._settle(service)
-                # Saturated, a request is dropped after 2 s: the queue would otherwise outlast the run.
-                timeout = 10.0 if share < 1 else 2.0
+                offered = share * (closed.rps if basis == "wrk" else capacity)
+                # Saturated, requests still unanswered 2 s after the schedule are dropped: the queue would outlast it.
+                timeout = 2.0 if basis == "wrk" else 10.0
                 result = rate.run_process(
-                    service.base_url + HEALTHZ, share * closed.rps, cfg.rate_duration, cfg.rate_connections, timeout
+                    service.base_url + HEALTHZ, offered, cfg.rate_duration, cfg.rate_connections, timeout
                 )
+                if basis == "wrk":
+                    capacity = result.throughput or closed.rps
                 self.echo(
-                    f"{case.name} at {share:.0%} of {closed.rps:,.0f} req/s: {result.throughput:,.0f} answered/s, "
-                    f"p50 {result.p50_ms or 0:,.1f} ms, p99 {result.p99_ms or 0:,.0f} ms, p99.9 {result.p999_ms or 0:,.0f} ms "
-                    f"from the due time, {result.late:,} late, {result.dropped:,} dropped"
+                    f"{case.name} at {share:.0%} of {'wrk' if basis == 'wrk' else 'the capacity'} ({offered:,.0f} req/s): "
+                    f"{result.throughput:,.0f} answered/s, p50 {result.p50_ms or 0:,.1f} ms, p99 {result.p99_ms or 0:,.0f} ms, "
+                    f"p99.9 {result.p999_ms or 0:,.0f} ms from the due time, {result.late:,} late, {result.dropped:,} dropped"
                 )
-                runs.append({"share": share, **result.to_dict()})
+                runs.append({"share": share, "basis": basis, **result.to_dict()})
         return {
             "name": case.name,
             "summary": case.scenario.summary(),
             "closed": {"connections": cfg.connections, **closed.to_dict()},
+            "capacity": capacity,
             "runs": runs,
             "worker_restarts": probes.worker_restarts(service.log_text(), case.scenario.workers),
         }

@@ -203,17 +203,18 @@ RATE_COLUMNS = (
     "dropped",
     "failed",
     "p99 ms from send",
+    "driver CPU µs/req",
 )
 
 
 def _fixed_rate_lines(fixed: dict[str, Any] | None) -> list[str]:
-    """The fixed-rate table: each share of the closed-model maximum, latency from the due time."""
+    """The fixed-rate table: saturated first, then shares of the capacity it found; latency from the due time."""
     if not fixed:
         return []
     closed = fixed["closed"]
     body = [
         [
-            f"{r['share']:.0%}",
+            f"{r['share']:.0%} of {'wrk' if r.get('basis') == 'wrk' else 'capacity'}",
             _number(r["rate"]),
             _number(r["throughput"]),
             _number(r["p50_ms"], 1),
@@ -224,14 +225,17 @@ def _fixed_rate_lines(fixed: dict[str, Any] | None) -> list[str]:
             f"{r['dropped']:,}",
             f"{r['failed']:,}",
             _number(r["sent_p99_ms"]),
+            _number(r.get("cpu_us_per_request")),
         ]
         for r in fixed["runs"]
     ]
     return [
         "",
-        f"fixed rate: {fixed['name']} at shares of its closed-model maximum, {closed['rps']:,.0f} req/s "
-        f"(wrk, {closed['connections']} connections); latency from each request's due time (no coordinated "
-        f"omission), late = sent over {LATE_MS:g} ms after it was due, dropped = not answered in time",
+        f"fixed rate: {fixed['name']}, first saturated at a share of wrk's closed-model maximum "
+        f"({closed['rps']:,.0f} req/s, {closed['connections']} connections), which gives its capacity beside the "
+        f"driver ({fixed.get('capacity') or 0:,.0f} req/s), then shares of that capacity; latency from each "
+        f"request's due time (no coordinated omission), late = sent over {LATE_MS:g} ms after it was due, "
+        "dropped = not answered in time; driver CPU = the driver's own, taken from the cores the service shares",
         *_aligned(RATE_COLUMNS, body),
     ]
 

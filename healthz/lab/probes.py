@@ -235,9 +235,10 @@ class PostgresCounters:
         """Client backends of the database by client address (``local`` for a Unix socket)."""
         return {address: int(count) for address, count in self._rows(self.BACKENDS_BY_ADDRESS)}
 
-    def settled_sessions(self, timeout: float = 10.0, quiet: float = 1.2) -> int:
-        """``sessions`` once it has not moved for ``quiet`` seconds (backends report their
-        counters when they go idle or exit, up to a second late), or after ``timeout``."""
+    def settled_sessions(self, timeout: float = 10.0, quiet: float = 1.2, idle_quiet: float = 0.4) -> int:
+        """``sessions`` once it has not moved for ``quiet`` seconds (a connected backend reports its
+        counters when it goes idle, up to a second late), or ``idle_quiet`` seconds when no client
+        backend is connected (one that exits reports them as it goes); or after ``timeout``."""
         deadline = time.monotonic() + timeout
         value, since = self.sessions(), time.monotonic()
         while time.monotonic() < deadline:
@@ -245,7 +246,7 @@ class PostgresCounters:
             current = self.sessions()
             if current != value:
                 value, since = current, time.monotonic()
-            elif time.monotonic() - since >= quiet:
+            elif time.monotonic() - since >= (idle_quiet if self.backends() == 0 else quiet):
                 break
         return value
 

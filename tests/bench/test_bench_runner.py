@@ -24,7 +24,7 @@ def short_run(tmp_path_factory):
         connections=20,
         crowd=300,
         crowd_duration=2,
-        rate_duration=2,
+        rate_duration=1,
         rate_connections=200,
         statement_requests=20,
         pgbench_clients=2,
@@ -85,12 +85,16 @@ def test_ratios_targets_and_crowd(short_run):
 def test_fixed_rates_are_shares_of_the_measured_maximum_and_the_driver_is_checked(short_run):
     results, _, lines = short_run
     fixed = results["fixed_rate"]
-    closed = fixed["closed"]["rps"]
-    assert [r["share"] for r in fixed["runs"]] == [0.5, 0.9, 1.5] and fixed["worker_restarts"] == 0
+    closed, capacity = fixed["closed"]["rps"], fixed["capacity"]
+    # Saturated first at 150% of wrk's maximum; its throughput is the capacity the shares are taken of.
+    assert [(r["share"], r["basis"]) for r in fixed["runs"]] == [(1.5, "wrk"), (0.5, "capacity"), (0.9, "capacity")]
+    assert fixed["worker_restarts"] == 0 and capacity == fixed["runs"][0]["throughput"] > 0
     for r in fixed["runs"]:
-        assert r["rate"] == pytest.approx(r["share"] * closed, rel=0.001) and r["due"] == int(r["rate"] * 2)
+        basis = closed if r["basis"] == "wrk" else capacity
+        assert r["rate"] == pytest.approx(r["share"] * basis, rel=0.001) and r["due"] == int(r["rate"] * 1)
         assert r["answered"] + r["dropped"] <= r["due"] and r["p99_ms"] >= r["p50_ms"] > 0
-    half = fixed["runs"][0]
+        assert r["cpu_us_per_request"] > 0
+    half = fixed["runs"][1]
     assert half["dropped"] == 0 and half["answered"] == half["due"] and half["failed"] == 0
     assert half["throughput"] == pytest.approx(half["rate"], rel=0.1)
     check = next(t for t in results["targets"] if t["target"].startswith("fixed-rate driver"))

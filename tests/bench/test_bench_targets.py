@@ -59,6 +59,8 @@ def _rate_run(share, rate, throughput, p99_ms, dropped=0):
     due = int(rate * 8)
     return {
         "share": share,
+        "basis": "wrk" if share > 1 else "capacity",
+        "cpu_us_per_request": 110.0,
         "rate": rate,
         "seconds": 8,
         "elapsed": 8.1,
@@ -81,10 +83,11 @@ def _fixed_rate(p99_at_90=400.0, saturated=5800.0):
     return {
         "name": "eventlet-queuepool-sized",
         "closed": {"connections": 100, "rps": 6000.0},
+        "capacity": saturated,
         "runs": [
-            _rate_run(0.5, 3000.0, 3000.0, 20.0),
-            _rate_run(0.9, 5400.0, 5400.0, p99_at_90),
             _rate_run(1.5, 9000.0, saturated, 3000.0, dropped=20000),
+            _rate_run(0.5, saturated * 0.5, saturated * 0.5, 20.0),
+            _rate_run(0.9, saturated * 0.9, saturated * 0.9, p99_at_90),
         ],
         "worker_restarts": 0,
     }
@@ -207,7 +210,7 @@ def test_table_shows_every_series_and_the_targets():
     assert "pgbench, persistent connections (10 clients)" in text
     assert "NOT MET  eventlet-queuepool-sized healthz/livez >= 0.6: 0.30" in text
     assert "at 2,000 connections" in text
-    assert "fixed rate: eventlet-queuepool-sized" in text and "150%" in text
+    assert "fixed rate: eventlet-queuepool-sized" in text and "150% of wrk" in text and "90% of capacity" in text
     assert "req/s over the report's Django" in text
     rows = table.markdown(_results()).splitlines()
     assert len(rows) == 2 + 6 and all(row.count("|") == len(table.COLUMNS) + 1 for row in rows)

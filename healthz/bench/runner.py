@@ -424,8 +424,8 @@ class Bench:
                 result = rate.run_process(
                     service.base_url + HEALTHZ, offered, cfg.rate_duration, cfg.rate_connections, timeout
                 )
-                if basis == "wrk":
-                    capacity = result.throughput or closed.rps
+                if basis == "wrk":  # as the result is written: the shares are of the figure shown
+                    capacity = round(result.throughput, 1) or closed.rps
                 self.echo(
                     f"{case.name} at {share:.0%} of {'wrk' if basis == 'wrk' else 'the capacity'} ({offered:,.0f} req/s): "
                     f"{result.throughput:,.0f} answered/s, p50 {result.p50_ms or 0:,.1f} ms, p99 {result.p99_ms or 0:,.0f} ms, "

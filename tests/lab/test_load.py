@@ -209,6 +209,9 @@ def test_read_summary_without_files(tmp_path):
         "seconds": None,
         "failures_by_cause": {},
         "by_host": [],
+        "rate": None,
+        "due": None,
+        "late": None,
     }
     assert load.read_history(tmp_path / "none", 0.2) == [] and load.last_progress(tmp_path / "none") is None
 

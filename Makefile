@@ -60,7 +60,8 @@ faults: install
 	$(BIN)/healthz lab faults $(FAULTS_ARGS)
 
 # The benchmark: wrk on livez and healthz for every worker class and pool, pgbench on the same
-# query, each target met or not; fetches wrk when missing; about 8 minutes.
+# query, the crowd, fixed rates and the report's Django, each target met or not; fetches wrk when
+# missing; about 9 minutes.
 BENCH_ARGS ?=
 bench: install
 	$(BIN)/python -m healthz.bench $(BENCH_ARGS)

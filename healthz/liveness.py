@@ -35,12 +35,7 @@ class Listener(threading.Thread):
 
     def __init__(self, address: str) -> None:
         super().__init__(name="healthz-liveness", daemon=True)
-        host, port = parse_bind("HEALTHZ_LIVENESS_BIND", address)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        self.sock.bind((host, port))
+        self.sock = bound(address)
         self.sock.listen(64)
         self.address = address
 
@@ -59,6 +54,21 @@ class Listener(threading.Thread):
 
     def close(self) -> None:
         self.sock.close()
+
+
+def bound(address: str) -> socket.socket:
+    """A TCP socket bound to ``address`` (``host:port``) with ``SO_REUSEPORT``, as every worker's
+    listener binds it; :class:`SettingsError` for a bad address, ``OSError`` when it cannot be bound."""
+    host, port = parse_bind("HEALTHZ_LIVENESS_BIND", address)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _read_head(conn: socket.socket) -> bytes:
@@ -100,4 +110,4 @@ def start(address: str) -> Listener:
     return listener
 
 
-__all__ = ["Listener", "SettingsError", "answer", "start"]
+__all__ = ["Listener", "SettingsError", "answer", "bound", "start"]

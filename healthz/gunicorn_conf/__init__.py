@@ -137,23 +137,16 @@ def validate(worker_class: str) -> Settings:
 
 
 def _check_liveness_bind(address: str) -> None:
-    """Stop in one line when ``HEALTHZ_LIVENESS_BIND`` is one of gunicorn's own binds or cannot be bound here."""
-    import socket
-
-    from healthz.config import parse_bind
+    """Stop in one line when ``HEALTHZ_LIVENESS_BIND`` is one of gunicorn's own binds or cannot be bound
+    here, as each worker's listener will bind it."""
+    from healthz import liveness
 
     if address in bind:
         _refuse(str(SettingsError("HEALTHZ_LIVENESS_BIND", address, "an address other than gunicorn's bind")))
-    host, port = parse_bind("HEALTHZ_LIVENESS_BIND", address)
-    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        probe.bind((host, port))
+        liveness.bound(address).close()
     except OSError as exc:
         _refuse(f"HEALTHZ_LIVENESS_BIND={address} cannot be bound: {exc.strerror or exc}")
-    finally:
-        probe.close()
 
 
 #: The extra that installs each green worker's package (gunicorn's own workers need none).

@@ -227,11 +227,10 @@ class RunFigures:
     p95_ms: float | None = None
     p99_ms: float | None = None
     failures_by_cause: dict[str, int] = dataclasses.field(default_factory=dict)
-    #: A fixed-rate run (``--rate``): the rate offered, requests due, sent late and never sent.
+    #: A fixed-rate run (``--rate``): the rate offered, requests due and sent late (:attr:`not_sent` follows).
     rate: float | None = None
     due: int | None = None
     late: int | None = None
-    not_sent: int | None = None
     stalled_seconds: float = 0.0
     service_errors: dict[str, int] = dataclasses.field(default_factory=dict)
     address_unavailable: int = 0
@@ -295,6 +294,11 @@ class RunFigures:
             history=list(self.history),
         )
         return data
+
+    @property
+    def not_sent(self) -> int | None:
+        """A fixed-rate run's requests due but not sent by its end; None without a schedule."""
+        return max(0, self.due - self.requests) if self.due is not None else None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunFigures:

@@ -967,7 +967,6 @@ def summarise(
         "rate": totals.get("rate"),
         "due": totals.get("due"),
         "late": totals.get("late"),
-        "not_sent": max(0, totals["due"] - requests) if totals.get("due") is not None else None,
         "stalled_seconds": load.stalled_seconds(history, history[1]["t"] - history[0]["t"])
         if len(history) > 1
         else 0.0,

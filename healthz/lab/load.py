@@ -49,18 +49,28 @@ def locust_command(
     path: str = DEFAULT_PATH,
     processes: int = 1,
     rate: float = 0.0,
+    workers: int = 0,
+    master_port: int = 0,
 ) -> list[str]:
     """The headless locust command for one run; every bound is explicit. ``timeline`` adds the
     locustfile's per-0.1 s outcomes file (:func:`read_timeline`); ``targets`` spreads the users
     over several services, round robin (one per application host); ``path`` is the endpoint called;
     ``processes`` above 1 spreads the same users over that many locust worker processes (locust's
     own ``--processes``: a master and its forked workers); ``rate`` above 0 paces the users to that
-    many requests per second in all, each timed from when it was due."""
+    many requests per second in all, each timed from when it was due. ``workers`` above 0 makes
+    this the master of locust's distributed mode (``--master --expect-workers``, on ``master_port``),
+    waiting up to :data:`WORKERS_WAIT` seconds for that many :func:`worker_command` processes; the
+    master runs no users, and writes every file."""
     extra = ["--timeline-file", str(timeline)] if timeline else []
     if path != DEFAULT_PATH:
         extra += ["--path", path]
+    if processes > 1 and workers:
+        raise ValueError("locust's --processes and distributed workers are two ways to the same thing: choose one")
     if processes > 1:
         extra += ["--processes", str(processes)]
+    if workers:
+        extra += ["--master", "--expect-workers", str(workers), "--expect-workers-max-wait", f"{WORKERS_WAIT:g}"]
+        extra += ["--master-bind-port", str(master_port)] if master_port else []
     if rate > 0:
         extra += ["--rate", f"{rate:g}"]
     if len(targets) > 1:
@@ -103,19 +113,58 @@ def locust_command(
     ]
 
 
-class Locust:
-    """locust run by ``command`` (inside ``command_prefix``), its output in ``logfile``."""
+#: Seconds a distributed run's master waits for its workers to connect.
+WORKERS_WAIT = 30.0
 
-    def __init__(self, command: Sequence[str], logfile: Path, *, command_prefix: Sequence[str] = ()) -> None:
+
+def worker_command(master_host: str, master_port: int) -> list[str]:
+    """A worker of locust's distributed mode for the master at ``master_host:master_port``: it takes
+    every option (users, rate, connection mode, cap) from the master when the run starts, so the
+    same command serves on any machine that reaches the master."""
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--worker",
+        "--master-host",
+        master_host,
+        "--master-port",
+        str(master_port),
+        "--loglevel",
+        "WARNING",
+    ]
+
+
+class Locust:
+    """locust run by ``command`` (inside ``command_prefix``), its output in ``logfile``; with
+    ``workers``, a distributed run's master and its worker processes, each a ``(command, prefix)``
+    started after the master and logging to ``logfile`` too."""
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        logfile: Path,
+        *,
+        command_prefix: Sequence[str] = (),
+        workers: Sequence[tuple[Sequence[str], Sequence[str]]] = (),
+    ) -> None:
         self.command = [*command_prefix, *command]
+        self.worker_commands = [[*prefix, *worker] for worker, prefix in workers]
         self.logfile = Path(logfile)
         self.process: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen] = []
 
     def start(self) -> Locust:
         with open(self.logfile, "ab") as log:
             self.process = subprocess.Popen(
                 self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
+            for command in self.worker_commands:
+                self.workers.append(
+                    subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                )
         return self
 
     @property
@@ -127,15 +176,20 @@ class Locust:
         (not its children's), by PID; empty when it is not running."""
         if not self.running():
             return {}
-        readings = {pid: probes.own_cpu_seconds(pid) for pid in [self.pid, *probes.children(self.pid)]}
+        pids = [self.pid, *probes.children(self.pid), *(w.pid for w in self.workers if w.poll() is None)]
+        readings = {pid: probes.own_cpu_seconds(pid) for pid in pids}
         return {pid: seconds for pid, seconds in readings.items() if seconds is not None}
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, grace: float = 10.0) -> int | None:
-        """SIGINT (locust writes its reports and exits), then SIGKILL after ``grace`` seconds."""
-        return None if self.process is None else stop_process(self.process, signal.SIGINT, grace)
+        """SIGINT (locust writes its reports and exits; a master first tells its workers to quit),
+        then SIGKILL after ``grace`` seconds; then any worker still running, the same way."""
+        status = None if self.process is None else stop_process(self.process, signal.SIGINT, grace)
+        for worker in self.workers:
+            stop_process(worker, signal.SIGINT, grace)
+        return status
 
     def wait(self, timeout: float) -> int | None:
         """Wait up to ``timeout`` seconds for locust to stop by itself, then stop it."""

@@ -46,15 +46,20 @@ without (another service, such as the report's Django view) by its status alone 
 
 from __future__ import annotations
 
+import atexit
+import csv
 import itertools
 import json
 import os
+import re
 import time
 
 import gevent
+import locust.runners
 import locust.stats
 from locust import FastHttpUser, constant, events, task
 from locust.exception import CatchResponseError
+from locust.runners import MasterRunner, WorkerRunner
 
 PATH = "/api/v1/healthz/"
 CONNECTION_MODES = ("keep-alive", "close")
@@ -127,43 +132,124 @@ def add_arguments(parser) -> None:
 
 @events.init.add_listener
 def configure(environment, **_kwargs) -> None:
+    """Take the options: in this process's users (:func:`configure_users`), and for the files the
+    process that holds the totals writes at exit (locust alone, or the master of a distributed run)."""
     options = environment.parsed_options
     if options is None:  # locust used as a library without a command line
         return
     locust.stats.CSV_STATS_INTERVAL_SEC = options.stats_interval
     locust.stats.CSV_STATS_FLUSH_INTERVAL_SEC = options.stats_interval
-    HealthzUser.connection_timeout = HealthzUser.network_timeout = options.request_timeout
-    if options.connection == "close":
-        HealthzUser.default_headers = {"Connection": "close"}
-    HealthzUser.targets = [t.strip().rstrip("/") for t in options.targets.split(",") if t.strip()]
-    HealthzUser.path = options.path if options.path.startswith("/") else "/" + options.path
-    if options.max_requests > 0:
-        # With --processes, each worker sends its share (the master sends none).
-        processes = max(1, getattr(options, "processes", 1) or 1)
-        _cap_requests(environment, -(-options.max_requests // processes))
-    if options.rate > 0:
-        # Each process paces its own users: with --processes P each has U / P of them at R / P.
-        processes = max(1, getattr(options, "processes", 1) or 1)
-        HealthzUser.interval = options.num_users / options.rate if options.num_users else 0.0
-        SCHEDULE.rate = options.rate / processes
+    if isinstance(environment.runner, WorkerRunner):
+        # A worker's options are its own command line's until the master's arrive with the first
+        # spawn, just before test_start: the users are configured then.
+        # A worker reports to its master every 3 s by default: the master's history rows would show
+        # no requests in between, which reads as a stalled service. Set before its reporter first sleeps.
+        locust.runners.WORKER_REPORT_INTERVAL = WORKER_REPORT_SECONDS
+        environment.events.test_start.add_listener(_configure_worker)
+        environment.events.report_to_master.add_listener(_report_to_master)
+        return
+    environment.events.test_start.add_listener(SCHEDULE.start)
+    environment.events.test_stop.add_listener(SCHEDULE.stop)
+    # The users in all, for the workers' pacing: a worker's own -u is not the master's.
+    options.healthz_users = options.num_users
+    configure_users(environment)
+    timeline = Timeline() if options.timeline_file else None
+    if isinstance(environment.runner, MasterRunner):
+        environment.events.worker_report.add_listener(lambda client_id, data: _worker_report(data, timeline))
     if options.summary_file:
         environment.events.quit.add_listener(
             lambda **_kw: write_summary(environment.runner.stats, options.summary_file, SCHEDULE)
         )
-    if options.timeline_file:
-        timeline = Timeline()
+    if timeline is not None:
         environment.events.request.add_listener(timeline.record)
         environment.events.quit.add_listener(lambda **_kw: timeline.write(options.timeline_file))
+    if getattr(options, "csv_prefix", None):
+        environment.events.quit.add_listener(lambda **_kw: atexit.register(write_final_csv, environment))
+
+
+def write_final_csv(environment) -> None:
+    """Rewrite ``--csv``'s ``_stats.csv`` and ``_failures.csv`` with the final totals. locust writes
+    them every ``--stats-interval`` and closes them without a last write, so a run that stops
+    itself (``--max-requests``) leaves them short or empty; this runs at exit, after they are closed."""
+    prefix = environment.parsed_options.csv_prefix
+    writer = locust.stats.StatsCSV(environment, locust.stats.PERCENTILES_TO_REPORT)
+    for suffix, write in (("_stats.csv", writer.requests_csv), ("_failures.csv", writer.failures_csv)):
+        with open(f"{prefix}{suffix}", "w", newline="") as fh:
+            write(csv.writer(fh))
+
+
+def load_processes(environment) -> int:
+    """How many processes share the users: the master's ``--expect-workers`` in a worker (locust's
+    ``--processes P`` sets it to P; a distributed run's master passes it to its workers), else 1."""
+    options = environment.parsed_options
+    if isinstance(environment.runner, WorkerRunner):
+        return max(1, int(getattr(options, "expect_workers", 1) or 1))
+    return 1
+
+
+def configure_users(environment) -> None:
+    """Set :class:`HealthzUser` from the options: timeouts, connection mode, targets, path, this
+    process's share of ``--max-requests`` and of ``--rate``. A master runs no users, but keeps the
+    whole rate for the summary's requests due."""
+    options = environment.parsed_options
+    HealthzUser.connection_timeout = HealthzUser.network_timeout = options.request_timeout
+    HealthzUser.default_headers = {"Connection": "close"} if options.connection == "close" else None
+    HealthzUser.targets = [t.strip().rstrip("/") for t in options.targets.split(",") if t.strip()]
+    HealthzUser.path = options.path if options.path.startswith("/") else "/" + options.path
+    processes = load_processes(environment)
+    if options.max_requests > 0 and not isinstance(environment.runner, MasterRunner):
+        _cap_requests(environment, -(-options.max_requests // processes))
+    users = getattr(options, "healthz_users", None) or options.num_users or 0
+    HealthzUser.users_here = max(1, users // processes)
+    if options.rate > 0:
+        # Every user sends one every U / R s wherever it runs, so the users' rates add up to R; each
+        # process staggers its own share of them over that interval.
+        HealthzUser.interval = users / options.rate if users else 0.0
+        SCHEDULE.rate = options.rate / processes
+
+
+def _configure_worker(environment, **_kwargs) -> None:
+    configure_users(environment)
+    if environment.parsed_options.timeline_file and TIMELINE.record not in environment.events.request._handlers:
+        environment.events.request.add_listener(TIMELINE.record)
+
+
+def _report_to_master(client_id, data) -> None:
+    """A worker's share of the schedule and timeline since its last report, for the master to add up."""
+    data["healthz_late"], SCHEDULE.late = SCHEDULE.late, 0
+    if TIMELINE.buckets:
+        data["healthz_timeline"], TIMELINE.buckets = list(TIMELINE.buckets.values()), {}
+
+
+def _worker_report(data, timeline: Timeline | None) -> None:
+    SCHEDULE.late += int(data.get("healthz_late") or 0)
+    if timeline is not None:
+        timeline.merge(data.get("healthz_timeline") or [])
 
 
 class Schedule:
-    """The fixed-rate schedule's counts in this process: the rate (0: none), requests sent late."""
+    """The fixed-rate schedule's counts in this process: the rate (0: none), requests sent late, and
+    when the test started and stopped (Unix time, None before) for the requests due in it."""
 
     rate = 0.0
     late = 0
+    started: float | None = None
+    stopped: float | None = None
+
+    def start(self, **_kwargs) -> None:
+        self.started, self.stopped = time.time(), None
+
+    def stop(self, **_kwargs) -> None:
+        self.stopped = time.time()
+
+    def seconds(self, default_start: float) -> float:
+        """The test's length so far: from its start (else ``default_start``) to its stop, or now."""
+        return max(0.0, (self.stopped or time.time()) - (self.started or default_start))
 
 
 SCHEDULE = Schedule()
+#: How often a distributed run's worker sends its figures to the master.
+WORKER_REPORT_SECONDS = 0.2
 #: A request sent this long after it was due is late.
 LATE_SECONDS = 0.010
 
@@ -174,7 +260,7 @@ def write_summary(stats, path: str, schedule: Schedule | None = None) -> None:
     total = stats.total
     by_error: dict[str, int] = {}
     for entry in stats.errors.values():  # one entry per request name and error: sum the names
-        by_error[str(entry.error)] = by_error.get(str(entry.error), 0) + entry.occurrences
+        by_error[error_name(entry.error)] = by_error.get(error_name(entry.error), 0) + entry.occurrences
     summary = {
         "requests": total.num_requests,
         "failures": total.num_failures,
@@ -187,7 +273,7 @@ def write_summary(stats, path: str, schedule: Schedule | None = None) -> None:
                 "requests": entry.num_requests,
                 "failures": entry.num_failures,
                 "failures_by_error": {
-                    str(e.error): e.occurrences for e in stats.errors.values() if e.name == entry.name
+                    error_name(e.error): e.occurrences for e in stats.errors.values() if e.name == entry.name
                 },
             }
             for entry in stats.entries.values()
@@ -198,10 +284,22 @@ def write_summary(stats, path: str, schedule: Schedule | None = None) -> None:
     }
     if schedule is not None and schedule.rate > 0:
         summary["rate"] = schedule.rate
-        summary["due"] = int(schedule.rate * max(0.0, summary["end_time"] - total.start_time))
+        summary["due"] = int(schedule.rate * schedule.seconds(total.start_time))
         summary["late"] = schedule.late
     with open(path, "w") as fh:
         json.dump(summary, fh, indent=1)
+
+
+#: A failure as a distributed run's master holds it: its workers send the exception's repr.
+_REPORTED_FAILURE = re.compile(r"""^CatchResponseError\((['"])(.*)\1\)$""")
+
+
+def error_name(error: object) -> str:
+    """A failure's name as locust's table shows it in one process (``499 pool_timeout``), whether
+    ``error`` is the exception or, in a distributed run's master, the repr its worker sent."""
+    text = str(error)
+    match = _REPORTED_FAILURE.match(text)
+    return match.group(2) if match else text
 
 
 class Timeline:
@@ -213,16 +311,7 @@ class Timeline:
         self.buckets: dict[int, dict] = {}
 
     def record(self, response_time=None, exception=None, **_kwargs) -> None:
-        tick = int(time.time() * 10)
-        bucket = self.buckets.get(tick)
-        if bucket is None:
-            bucket = self.buckets[tick] = {
-                "t": tick / 10,
-                "ok": 0,
-                "ok_max_ms": 0.0,
-                "failed": {},
-                "failed_max_ms": 0.0,
-            }
+        bucket = self._bucket(int(time.time() * 10))
         ms = float(response_time or 0.0)
         if exception is None:
             bucket["ok"] += 1
@@ -232,9 +321,28 @@ class Timeline:
             bucket["failed"][name] = bucket["failed"].get(name, 0) + 1
             bucket["failed_max_ms"] = max(bucket["failed_max_ms"], ms)
 
+    def _bucket(self, tick: int) -> dict:
+        return self.buckets.setdefault(
+            tick, {"t": tick / 10, "ok": 0, "ok_max_ms": 0.0, "failed": {}, "failed_max_ms": 0.0}
+        )
+
+    def merge(self, buckets: list[dict]) -> None:
+        """Add a worker's buckets (as :meth:`record` made them) to these."""
+        for theirs in buckets:
+            mine = self._bucket(round(theirs["t"] * 10))
+            mine["ok"] += theirs["ok"]
+            mine["ok_max_ms"] = max(mine["ok_max_ms"], theirs["ok_max_ms"])
+            for name, count in theirs["failed"].items():
+                mine["failed"][name] = mine["failed"].get(name, 0) + count
+            mine["failed_max_ms"] = max(mine["failed_max_ms"], theirs["failed_max_ms"])
+
     def write(self, path: str) -> None:
         with open(path, "w") as fh:
             json.dump([self.buckets[tick] for tick in sorted(self.buckets)], fh)
+
+
+#: A worker's timeline since its last report to the master.
+TIMELINE = Timeline()
 
 
 def _cap_requests(environment, cap: int) -> None:
@@ -271,6 +379,8 @@ class HealthzUser(FastHttpUser):
     targets: list[str] = []
     #: Seconds between this user's requests at a fixed rate (``--rate``); 0: back to back.
     interval = 0.0
+    #: The users this process runs (its share of ``-u``), over which the first requests are staggered.
+    users_here = 1
     _started = itertools.count()
 
     def on_start(self) -> None:
@@ -280,9 +390,7 @@ class HealthzUser(FastHttpUser):
             index = started % len(self.targets)
             self.url, self.name = self.targets[index] + self.path, f"{self.path} @{index + 1}"
         # Users start together; their schedules are staggered so the arrivals are even.
-        self.due = time.time() + (started % max(1, self.environment.parsed_options.num_users)) / max(
-            1.0, SCHEDULE.rate or 1.0
-        )
+        self.due = time.time() + (started % self.users_here) / max(1.0, SCHEDULE.rate or 1.0)
 
     @task
     def healthz(self) -> None:

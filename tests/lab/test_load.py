@@ -32,8 +32,20 @@ def test_every_locustfile_loads(locustfile, tmp_path):
 
 
 def _locust(
-    tmp_path, base_url, users, *, connection="keep-alive", max_requests=0, run_time=60, name="locust", rate=0.0
+    tmp_path,
+    base_url,
+    users,
+    *,
+    connection="keep-alive",
+    max_requests=0,
+    run_time=60,
+    name="locust",
+    rate=0.0,
+    targets=(),
+    workers=0,
+    timeline=None,
 ):
+    port = free_port() if workers else 0
     command = load.locust_command(
         base_url,
         users,
@@ -43,9 +55,14 @@ def _locust(
         csv_prefix=tmp_path / name,
         html=tmp_path / f"{name}.html",
         rate=rate,
+        targets=targets,
+        workers=workers,
+        master_port=port,
+        timeline=timeline,
     )
     began = time.monotonic()
-    runner = load.Locust(command, tmp_path / f"{name}.log").start()
+    worker = load.worker_command("127.0.0.1", port)
+    runner = load.Locust(command, tmp_path / f"{name}.log", workers=[(worker, [])] * workers).start()
     runner.wait(run_time + 30)
     return load.read_summary(tmp_path / name), time.monotonic() - began
 
@@ -95,6 +112,58 @@ def test_a_fixed_rate_is_kept_and_a_stall_is_timed_from_each_due_time(tmp_path, 
     assert totals["due"] == pytest.approx(400, rel=0.15) and totals["requests"] == pytest.approx(totals["due"], rel=0.1)
     # Each user sends every 0.2 s: during the 1 s lock each is held back, and its next requests were due meanwhile.
     assert totals["late"] >= 20 and totals["p99_ms"] >= 700
+
+
+def test_distributed_workers_share_the_rate_and_the_master_adds_up_their_figures(
+    tmp_path, run_gunicorn, postgres, database
+):
+    """locust's distributed mode with our locustfile: a master and 2 worker processes, 20 users at
+    100 requests/s in all over a service that answers and one whose database refuses, the first's
+    table locked for 1 s. The master's totals hold the workers' requests, failures by kind, the
+    shared rate, late requests and the due-time latency; its timeline holds their outcomes."""
+    good = run_gunicorn("gthread", workers=1, GUNICORN_THREADS=4, HEALTHZ_POOL_SIZE=4, HEALTHZ_MAX_OVERFLOW=0)
+    unreachable = f"postgresql://healthz:{postgres.password}@127.0.0.1:{free_port()}/healthz"
+    broken = run_gunicorn("gthread", workers=1, url=unreachable)
+    lock = postgres.connect(database)
+
+    def hold() -> None:
+        time.sleep(1.5)
+        with lock.cursor() as cur:
+            cur.execute("BEGIN; LOCK TABLE role IN ACCESS EXCLUSIVE MODE")
+        time.sleep(1.0)
+        with lock.cursor() as cur:
+            cur.execute("ROLLBACK")
+
+    holder = threading.Thread(target=hold, daemon=True)
+    timeline = tmp_path / "timeline.json"
+    holder.start()
+    try:
+        totals, _ = _locust(
+            tmp_path,
+            good.base_url,
+            20,
+            run_time=4,
+            rate=100,
+            targets=[good.base_url, broken.base_url],
+            workers=2,
+            timeline=timeline,
+        )
+    finally:
+        holder.join(10)
+        lock.close()
+    log = (tmp_path / "locust.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
+    assert totals["rate"] == 100
+    # The workers' requests add up to the rate they share (not 2 x 100, not 100 / 2).
+    assert totals["due"] == pytest.approx(400, rel=0.15) and totals["requests"] == pytest.approx(
+        totals["due"], rel=0.15
+    )
+    assert list(totals["failures_by_cause"]) == ["connection_refused"]
+    assert [host["failures"] > 0 for host in totals["by_host"]] == [False, True]
+    # The master runs no users: late requests and the due-time p99 come from its workers' reports.
+    assert totals["late"] >= 20 and totals["p99_ms"] >= 700
+    rows = load.read_timeline(timeline)
+    assert sum(row["ok"] for row in rows) + sum(sum(row["failed"].values()) for row in rows) == totals["requests"]
 
 
 def test_a_499_is_a_failure_named_by_its_kind(tmp_path, run_gunicorn, postgres):

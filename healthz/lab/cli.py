@@ -18,6 +18,11 @@ from healthz.lab.topology import PORTS
 
 TOPOLOGIES = ("auto", "netns", "loopback")
 DEFAULT_CONCURRENCY = "100,500,1000"
+#: ``lab run --quick``: the setups that decide "does pooling alone fix it?" (a connection per request,
+#: SQLAlchemy's default pool, a bounded pool), at a step that exhausts netns's 1,000 ports within seconds.
+QUICK_SCENARIOS = ("eventlet-nullpool", "eventlet-queuepool-default", "eventlet-queuepool-sized")
+QUICK_CONCURRENCY = 500
+QUICK_DURATION = 8.0
 
 scenarios_file_option = click.option(
     "--scenarios-file",
@@ -263,6 +268,20 @@ def lab_config(topology: str, output: Path | None, avoid_netns: str | None = Non
     help="locust processes sharing the users (locust's --processes): more when the report says the load generator was saturated.",
 )
 @click.option(
+    "--load-workers",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 64),
+    help="locust's distributed mode: a master and this many worker processes (netns: spread over load hosts of "
+    "their own, up to 4, so the service sees each one's ports); 0: locust alone, or --load-processes.",
+)
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="The answer in about a minute: the three setups that decide it (a connection per request, the default "
+    f"pool, a bounded pool) at {QUICK_CONCURRENCY} clients for {QUICK_DURATION:g} s (or --duration).",
+)
+@click.option(
     "--app",
     metavar="COMMAND",
     default=None,
@@ -299,6 +318,8 @@ def run_command(
     seed,
     max_connections,
     load_processes,
+    load_workers,
+    quick,
     app,
     target,
     path,
@@ -312,6 +333,7 @@ def run_command(
 
     \b
     Example:
+        healthz lab run --quick
         healthz lab run --topology netns --concurrency 200,500,1000 --duration 20
         healthz lab run -s eventlet-nullpool -s eventlet-queuepool-sized --database-url $URL
         healthz lab run -s 'eventlet-queuepool-sized:pool_size=40' -c 2000
@@ -325,6 +347,8 @@ def run_command(
     from healthz.lab.runner import Lab
     from healthz.lab.scenarios import parse_concurrency
 
+    if quick:
+        specs, concurrency, duration = _quick(specs, scenarios_files, app, target, duration)
     with refused_as_usage_error():
         config = lab_config(
             topology,
@@ -344,9 +368,35 @@ def run_command(
             connection=connection,
             scenarios_files=list(scenarios_files),
             load_processes=load_processes,
+            load_workers=load_workers,
         )
     _announce(config)
     run_and_report(Lab(config), config.output, report.write, report.terminal)
+
+
+def _quick(specs, scenarios_files, app, target, duration: float) -> tuple[tuple[str, ...], str, float]:
+    """``--quick``'s scenarios, step and duration (``--duration`` when given); it chooses the
+    setups and the step itself, so it refuses the options that choose them."""
+    ctx = click.get_current_context()
+    chosen = [
+        name
+        for name, given in (
+            ("--scenario", specs),
+            ("--scenarios-file", scenarios_files),
+            ("--app", app),
+            ("--target", target),
+            ("--concurrency", ctx.get_parameter_source("concurrency") == click.core.ParameterSource.COMMANDLINE),
+        )
+        if given
+    ]
+    if chosen:
+        raise click.UsageError(
+            f"--quick runs its own three scenarios at {QUICK_CONCURRENCY} clients: drop {', '.join(chosen)} "
+            "(or drop --quick to choose them)"
+        )
+    if ctx.get_parameter_source("duration") != click.core.ParameterSource.COMMANDLINE:
+        duration = QUICK_DURATION
+    return QUICK_SCENARIOS, str(QUICK_CONCURRENCY), duration
 
 
 def _chosen(specs, scenarios_files, app: str | None, path: str, target: str | None) -> list:
@@ -373,6 +423,7 @@ def _announce(config) -> None:
         f"{len(config.scenarios)} scenario(s) x {len(config.concurrency)} step(s) of {config.duration:g} s, "
         f"topology {config.topology}"
         + (f" with {config.hosts} application hosts" if config.hosts > 1 else "")
+        + (f", locust distributed over {config.load_workers} workers" if config.load_workers else "")
         + f"; results in {config.output}",
         err=True,
     )

@@ -88,6 +88,8 @@ class LabConfig:
     doctor: bool = True
     hosts: int = 1
     load_processes: int = 1
+    #: locust's distributed mode: a master and this many workers (0: locust alone, or load_processes).
+    load_workers: int = 0
     command_line: str = ""
     scenarios_files: list[Path] = dataclasses.field(default_factory=list)
 
@@ -117,6 +119,13 @@ class LabConfig:
             raise LabError(f"--rate {self.rate:g}: expected requests per second from 0 (back to back) to 100000")
         if not 1 <= self.load_processes <= 64:
             raise LabError(f"--load-processes {self.load_processes}: expected an integer from 1 to 64")
+        if not 0 <= self.load_workers <= 64:
+            raise LabError(f"--load-workers {self.load_workers}: expected an integer from 0 (none) to 64")
+        if self.load_workers and self.load_processes > 1:
+            raise LabError(
+                "--load-processes and --load-workers both spread locust over processes: choose one "
+                "(--load-workers for separate workers, as on several machines)"
+            )
         if self.hosts != 1 and self.topology != "netns":
             raise LabError(
                 f"--hosts {self.hosts} needs --topology netns: each application host is a network namespace (root)"
@@ -225,7 +234,13 @@ class Lab:
         """Set up the topology and the database, then every run of :meth:`runs`; returns the
         results (also in :attr:`RESULTS`, saved after each run)."""
         cfg = self.config
-        topology = topologies.make(cfg.topology, ports=cfg.ports, delay_ms=cfg.delay_ms, hosts=cfg.hosts)
+        topology = topologies.make(
+            cfg.topology,
+            ports=cfg.ports,
+            delay_ms=cfg.delay_ms,
+            hosts=cfg.hosts,
+            load_hosts=min(max(1, cfg.load_workers), topologies.Netns.MAX_LOAD_HOSTS) if cfg.topology == "netns" else 1,
+        )
         started = time.time()
         with _unwind_on_termination(), topology, self._database(topology) as (url, probe_dsn, pg):
             cfg.output.mkdir(parents=True, exist_ok=True)
@@ -324,6 +339,7 @@ class Lab:
             args += ["--ports", str(cfg.ports)] + (["--delay-ms", f"{cfg.delay_ms:g}"] if cfg.delay_ms else [])
             args += ["--hosts", str(cfg.hosts)] if cfg.hosts > 1 else []
         args += ["--load-processes", str(cfg.load_processes)] if cfg.load_processes > 1 else []
+        args += ["--load-workers", str(cfg.load_workers)] if cfg.load_workers else []
         if cfg.database_url:
             args += ["--database-url", mask_password(cfg.database_url)]
         else:
@@ -388,6 +404,7 @@ class Lab:
         locust_cmd: list[str],
         run_dir: Path,
         rerun: str,
+        workers: list[list[str]] | None = None,
     ) -> dict[str, str]:
         """The run's commands (rerun, the service, locust), also written to ``commands.txt`` beside
         ``gunicorn --print-config``'s output (our gunicorn's only); passwords masked."""
@@ -404,6 +421,8 @@ class Lab:
                 setup = [*topology.app_prefix, *spec.setup_argv(server.values)]
                 service["setup"] = mask(where + _shell(env, setup), secret)
         commands = {"rerun": rerun, **service, "locust": shlex.join([*topology.client_prefix, *locust_cmd])}
+        for i, worker in enumerate(workers or [], 1):
+            commands[f"locust worker {i}"] = shlex.join(worker)
         (run_dir / "commands.txt").write_text("\n\n".join(f"# {k}\n{v}" for k, v in commands.items()) + "\n")
         if not ours:
             return commands
@@ -597,6 +616,8 @@ class Lab:
         run.gunicorns, run.env = [g for g, _ in services], services[0][1]
         for gunicorn in run.gunicorns:
             stack.callback(gunicorn.stop)
+        # locust's own default port in the client namespace, which is ours alone; any free one on loopback.
+        master_port = (5557 if topology.name == "netns" else free_port()) if cfg.load_workers else 0
         run.locust_cmd = load.locust_command(
             run.gunicorns[0].base_url,
             users,
@@ -610,6 +631,8 @@ class Lab:
             targets=[g.base_url for g in run.gunicorns],
             path=scenario.path,
             processes=cfg.load_processes,
+            workers=cfg.load_workers,
+            master_port=master_port,
         )
         # A running service's host is not this one: the doctor must run there.
         if cfg.doctor and cfg.duration >= DOCTOR_MIN_DURATION and not scenario.target:
@@ -617,7 +640,14 @@ class Lab:
                 run.service_urls[0], doctor_sample(cfg.duration), run_dir / "doctor.log", command_prefix=hosts[0].prefix
             )
             stack.callback(run.doctor.stop)
-        run.locust = load.Locust(run.locust_cmd, run_dir / "locust.log", command_prefix=topology.client_prefix)
+        load_hosts = topology.load_hosts()
+        workers = [load_hosts[j % len(load_hosts)] for j in range(cfg.load_workers)]
+        run.locust = load.Locust(
+            run.locust_cmd,
+            run_dir / "locust.log",
+            command_prefix=topology.client_prefix,
+            workers=[(load.worker_command(master, master_port), prefix) for prefix, master in workers],
+        )
         stack.callback(run.locust.stop)  # first to stop: no new requests
         if pg and pg.log_connections and len(hosts) > 1:
             run.connection_log = probes.ConnectionLog(pg.logfile)
@@ -634,6 +664,7 @@ class Lab:
             run.locust_cmd,
             run.run_dir,
             self.rerun_command(scenario, run.users, run.connection),
+            run.locust.worker_commands,
         )
         pgbouncer = self._identity_pgbouncer(run) if scenario.pgbouncer.pooled else None
         return {
@@ -766,7 +797,7 @@ class Lab:
             figures["pgbouncer"] = {**self._identity_pgbouncer(run), **pooler_figures(samples)}
         locust_log = run.locust.logfile.read_text(errors="replace") if run.locust.logfile.exists() else ""
         figures["load_generator"] = {
-            "processes": self.config.load_processes,
+            "processes": self.config.load_workers or self.config.load_processes,
             "busiest_share": run.load_busiest,
             "cpu_warning": load.CPU_WARNING in locust_log,
         }

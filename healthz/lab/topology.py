@@ -97,6 +97,36 @@ class AppHost:
         return f"app{self.index + 1}"
 
 
+@dataclasses.dataclass
+class LoadHost:
+    """A further load generator host of :class:`Netns` (a namespace of its own, holding locust
+    workers): a /24 of 198.18.0.0/15 for its links, a /30 each, to every application host (index
+    0, 1, ...) and to the first client namespace, where the master runs (the last /30)."""
+
+    namespace: str
+    subnet: ipaddress.IPv4Network
+    interface_stem: str
+
+    @property
+    def prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.namespace]
+
+    def _pair(self, index: int) -> tuple[str, str]:
+        near, far = (str(h) for h in list(self.subnet.subnets(new_prefix=30))[index].hosts())
+        return near, far
+
+    def app_link(self, host_index: int) -> tuple[str, str, str, str]:
+        """``(interface on the app host, interface here, the app host's address, this one's)``."""
+        near, far = self._pair(host_index)
+        return f"{self.interface_stem}{host_index:x}t", f"{self.interface_stem}{host_index:x}u", near, far
+
+    @property
+    def master_link(self) -> tuple[str, str, str, str]:
+        """``(interface in the client namespace, interface here, the master's address, this one's)``."""
+        near, far = self._pair(63)
+        return f"{self.interface_stem}m", f"{self.interface_stem}w", near, far
+
+
 class Loopback:
     """Every process in the host's namespace, talking over 127.0.0.1."""
 
@@ -115,6 +145,11 @@ class Loopback:
             self.port_range = (int(low), int(high))
         except (OSError, ValueError):
             self.port_range = None
+
+    def load_hosts(self) -> list[tuple[list[str], str]]:
+        """Where a distributed run's workers run, each as ``(command prefix, the master's address
+        from there)``: here, beside the master."""
+        return [([], "127.0.0.1")]
 
     def describe(self) -> str:
         return (
@@ -169,13 +204,25 @@ class Netns:
     faithful = True
     MAX_HOSTS = 8
 
-    def __init__(self, *, ports: int = 1000, delay_ms: float = 0.0, tag: str | None = None, hosts: int = 1) -> None:
+    MAX_LOAD_HOSTS = 4
+
+    def __init__(
+        self,
+        *,
+        ports: int = 1000,
+        delay_ms: float = 0.0,
+        tag: str | None = None,
+        hosts: int = 1,
+        load_hosts: int = 1,
+    ) -> None:
         if not PORTS[0] <= ports <= PORTS[1]:
             raise TopologyError(f"--ports must be between {PORTS[0]} and {PORTS[1]}, got {ports}")
         if delay_ms < 0 or delay_ms > 10000:
             raise TopologyError(f"--delay-ms must be between 0 and 10000, got {delay_ms:g}")
         if not 1 <= hosts <= self.MAX_HOSTS:
             raise TopologyError(f"--hosts must be between 1 and {self.MAX_HOSTS}, got {hosts}")
+        if not 1 <= load_hosts <= self.MAX_LOAD_HOSTS:
+            raise TopologyError(f"load hosts must be between 1 and {self.MAX_LOAD_HOSTS}, got {load_hosts}")
         self.ports = ports
         self.delay_ms = delay_ms
         tag = tag or str(os.getpid())
@@ -202,6 +249,16 @@ class Netns:
                     client_host=client_host,
                 )
             )
+        # Load hosts beyond the first (the client namespace, where locust's master runs): each a
+        # namespace with a link to every application host and one to the master, a /24 of its own.
+        self.extra_load = [
+            LoadHost(
+                namespace=f"{NAMESPACE_PREFIX}{tag}-client{k + 1}",
+                subnet=list(NETWORK.subnets(new_prefix=24))[1 + k],
+                interface_stem=f"hz{short}{k}",
+            )
+            for k in range(1, load_hosts)
+        ]
         self.port_range = self._range(ports)
         self.tcp_tw_reuse = DEFAULT_TW_REUSE
         self._created: list[str] = []
@@ -254,8 +311,14 @@ class Netns:
             apps = f"{len(self.hosts)} application hosts, each with its own gunicorn: " + ", ".join(
                 f"{h.namespace} ({h.service_host}; {h.app_host})" for h in self.hosts
             )
+        load = (
+            f"locust in namespaces {', '.join([self.client_ns, *(h.namespace for h in self.extra_load)])} "
+            f"({len(self.extra_load) + 1} load hosts, each on its own addresses)"
+            if self.extra_load
+            else f"locust in namespace {self.client_ns}"
+        )
         return (
-            f"netns: locust in namespace {self.client_ns} -> {apps} -> PostgreSQL in {self.db_ns} ({self.db_host}), "
+            f"netns: {load} -> {apps} -> PostgreSQL in {self.db_ns} ({self.db_host}), "
             f"joined by veth pairs{' and a bridge' if len(self.hosts) > 1 else ''}; each application host's ip_local_port_range "
             f"is {self.port_range[0]}-{self.port_range[1]} ({self.ports} ports) and tcp_tw_reuse 2 (reuse on loopback only), "
             f"unless a scenario sets its own{netem}"
@@ -287,12 +350,46 @@ class Netns:
             _run([*db, "ip", "link", "add", self.bridge, "type", "bridge"])
             _run([*db, "ip", "addr", "add", f"{self.db_host}/24", "dev", self.bridge])
             _run([*db, "ip", "link", "set", self.bridge, "up"])
+            for load in self.extra_load:
+                _run(["ip", "netns", "add", load.namespace])
+                self._created.append(load.namespace)
+                _run([*load.prefix, "ip", "link", "set", "lo", "up"])
+                self._link(self.client_prefix, load, *load.master_link)
             for host in self.hosts:
                 self._create_app(host)
         except BaseException:
             self.teardown()
             raise
         return self
+
+    def load_hosts(self) -> list[tuple[list[str], str]]:
+        """Where a distributed run's workers run, each as ``(command prefix, the master's address
+        from there)``: the client namespace (the master's own) and each further load host."""
+        return [(self.client_prefix, "127.0.0.1")] + [(load.prefix, load.master_link[2]) for load in self.extra_load]
+
+    @staticmethod
+    def _link(near_prefix: list[str], load: LoadHost, near_if: str, far_if: str, near: str, far: str) -> None:
+        """A veth pair from a namespace (``near_prefix``) to ``load``'s, on a /30: ``near`` here, ``far`` there."""
+        _run(
+            [
+                *near_prefix,
+                "ip",
+                "link",
+                "add",
+                near_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                far_if,
+                "netns",
+                load.namespace,
+            ]
+        )
+        _run([*near_prefix, "ip", "addr", "add", f"{near}/30", "dev", near_if])
+        _run([*load.prefix, "ip", "addr", "add", f"{far}/30", "dev", far_if])
+        _run([*near_prefix, "ip", "link", "set", near_if, "up"])
+        _run([*load.prefix, "ip", "link", "set", far_if, "up"])
 
     def _create_app(self, host: AppHost) -> None:
         _run(["ip", "netns", "add", host.namespace])
@@ -330,6 +427,11 @@ class Netns:
             _run([*prefix, "ip", "link", "set", interface, "up"])
             if delay:
                 _add_netem(prefix, interface, delay)
+        for load in self.extra_load:
+            near_if, far_if, near, far = load.app_link(host.index)
+            self._link(app, load, near_if, far_if, near, far)
+            # The service listens on its address toward the first client namespace; from here it is one hop away.
+            _run([*load.prefix, "ip", "route", "add", f"{host.service_host}/32", "via", near])
         low, high = self.port_range
         _run([*app, "sysctl", "-q", "-w", f"net.ipv4.ip_local_port_range={low} {high}"])
         _run([*app, "sysctl", "-q", "-w", f"net.ipv4.tcp_tw_reuse={self.tcp_tw_reuse}"])
@@ -377,8 +479,11 @@ class Netns:
         self.teardown()
 
 
-def make(name: str, *, ports: int = 1000, delay_ms: float = 0.0, hosts: int = 1) -> Loopback | Netns:
-    """The topology called ``name`` (``loopback`` or ``netns``), with ``hosts`` application hosts (netns only)."""
+def make(
+    name: str, *, ports: int = 1000, delay_ms: float = 0.0, hosts: int = 1, load_hosts: int = 1
+) -> Loopback | Netns:
+    """The topology called ``name`` (``loopback`` or ``netns``), with ``hosts`` application hosts
+    and ``load_hosts`` load generator hosts (netns only; loopback runs every worker here)."""
     if name == "loopback":
         if delay_ms:
             raise TopologyError("--delay-ms needs --topology netns (tc netem on the veth pair)")
@@ -387,5 +492,5 @@ def make(name: str, *, ports: int = 1000, delay_ms: float = 0.0, hosts: int = 1)
         return Loopback()
     if name == "netns":
         Netns.check()
-        return Netns(ports=ports, delay_ms=delay_ms, hosts=hosts)
+        return Netns(ports=ports, delay_ms=delay_ms, hosts=hosts, load_hosts=load_hosts)
     raise TopologyError(f"unknown topology {name!r}: use loopback or netns")

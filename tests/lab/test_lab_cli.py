@@ -45,6 +45,13 @@ def test_run_refuses_bad_input_in_one_line(tmp_path):
             ["-s", "eventlet-nullpool-pgbouncer:pgbouncer_pool_mode=statement"],
             "pgbouncer_pool_mode 'statement' is not one of",
         ),
+        (
+            ["--quick", "-s", "eventlet-nullpool"],
+            "--quick runs its own three scenarios at 500 clients: drop --scenario",
+        ),
+        (["--quick", "-c", "100"], "drop --concurrency"),
+        (["--load-workers", "2", "--load-processes", "2"], "--load-processes and --load-workers both spread"),
+        (["--load-workers", "65"], "Invalid value for '--load-workers'"),
     ]
     for args, message in cases:
         result = invoke("lab", "run", "-o", str(tmp_path / "out"), *args)
@@ -124,3 +131,37 @@ def test_report_needs_results(tmp_path):
         and "has no results.json or faults.json: give a folder written by healthz lab run or healthz lab faults"
         in result.output
     )
+
+
+def test_quick_answers_from_its_three_setups_with_distributed_workers(tmp_path):
+    """``lab run --quick`` through locust's distributed mode (2 workers: as root, on two load hosts
+    of their own): one step of the three setups, the answer block first, the workers' requests in
+    the master's totals."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    healthz = Path(sys.executable).parent / "healthz"
+    out = tmp_path / "quick"
+    result = subprocess.run(
+        [str(healthz), "lab", "run", "--quick", "--load-workers", "2", "-d", "4", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((out / "results.json").read_text())
+    runs = data["results"]
+    assert [r["scenario"] for r in runs] == [
+        "eventlet-nullpool",
+        "eventlet-queuepool-default",
+        "eventlet-queuepool-sized",
+    ]
+    assert {r["concurrency"] for r in runs} == {500} and data["meta"]["config"]["load_workers"] == 2
+    for run in runs:
+        assert run["load_generator"]["processes"] == 2 and run["requests"] > 0, run
+        assert "Traceback" not in (out / run["run_dir"] / "locust.log").read_text()
+    assert "--load-workers 2" in runs[0]["commands"]["rerun"]
+    assert (out / "report.md").read_text().splitlines()[2].startswith("**Does connection pooling alone fix it?")
+    if data["meta"]["topology"]["name"] == "netns":
+        assert "2 load hosts" in data["meta"]["topology"]["description"]

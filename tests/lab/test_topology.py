@@ -71,6 +71,52 @@ def test_netns_with_three_application_hosts_on_a_bridge():
     assert not [ns for ns in lab_namespaces() if "-t3-" in ns]
 
 
+_SERVE = """
+import http.server, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(self.client_address[0].encode())
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer((sys.argv[1], 8000), Handler)
+for _ in range(int(sys.argv[2])):
+    server.handle_request()
+"""
+_GET = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
+
+
+@needs_root
+def test_a_second_load_host_reaches_every_application_host_and_the_first_client_namespace():
+    """Two load hosts (locust's master in the first): the service sees each from its own address,
+    and a worker on the second reaches the master's; both survive a renewal of the app hosts."""
+    net = Netns(ports=300, tag="t5", hosts=2, load_hosts=2)
+    with net:
+        (first, first_master), (second, second_master) = net.load_hosts()
+        assert first == net.client_prefix and first_master == "127.0.0.1"
+        assert net.extra_load[0].namespace in lab_namespaces()
+        net.renew_app()
+        for host in net.hosts:
+            server = subprocess.Popen([*host.prefix, "python3", "-c", _SERVE, host.service_host, "2"])
+            try:
+                url = f"http://{host.service_host}:8000/"
+                seen = {
+                    _sh(*prefix, "python3", "-c", f"import time; time.sleep(0.3); {_GET}", url).strip()
+                    for prefix in (first, second)
+                }
+            finally:
+                server.wait(10)
+            assert len(seen) == 2 and host.client_host in seen, seen
+        master = subprocess.Popen([*first, "python3", "-c", _SERVE, "0.0.0.0", "1"])
+        try:
+            seen = _sh(
+                *second, "python3", "-c", f"import time; time.sleep(0.3); {_GET}", f"http://{second_master}:8000/"
+            )
+        finally:
+            master.wait(10)
+        assert seen.strip() == net.extra_load[0].master_link[3]
+    assert not [ns for ns in lab_namespaces() if "-t5-" in ns]
+
+
 @needs_root
 def test_a_failure_to_create_is_an_error_and_leaves_nothing():
     with pytest.raises(TopologyError, match="ip netns add .* failed"):

@@ -312,7 +312,9 @@ def doctor_command(database_url: str | None, sample: float, as_json: bool) -> No
     Reads this host's port range, tcp_tw_reuse and sockets toward the database, and the
     database's max_connections, backends and session counter over SAMPLE seconds; says what it
     found and which settings to change. Exits 0 when healthy, 1 when a problem is found, 2 when
-    the host or the database could not be inspected.
+    the host or the database could not be inspected, 3 when the database's address cannot be
+    reached from this host at all with ports to spare (EADDRNOTAVAIL that is not port exhaustion:
+    localhost taken as ::1 where IPv6 is disabled).
 
     \b
     Example:
@@ -331,7 +333,16 @@ def doctor_command(database_url: str | None, sample: float, as_json: bool) -> No
         sys.exit(2)
     diagnosis = diagnose(observation)
     click.echo(json.dumps(to_dict(observation, diagnosis), indent=1) if as_json else render(observation, diagnosis))
-    sys.exit(0 if diagnosis.healthy else 1)
+    sys.exit(doctor_exit_status(diagnosis))
+
+
+def doctor_exit_status(diagnosis) -> int:
+    """``healthz doctor``'s exit status for ``diagnosis``: 0 healthy, 3 unreachable address, else 1."""
+    from .doctor import UNREACHABLE
+
+    if diagnosis.healthy:
+        return 0
+    return 3 if UNREACHABLE in diagnosis.problems else 1
 
 
 @main.command("locustfile")

@@ -34,6 +34,8 @@ OVERRUN_SHARE = 0.9
 CONNECT_RETRY_SECONDS = 3.0
 #: How PostgreSQL words a refusal for want of a connection slot.
 FULL_TEXTS = ("too many clients", "remaining connection slots are reserved")
+#: How libpq words a destination with no route or address family on this host.
+NO_PATH_TEXTS = ("Network is unreachable", "No route to host", "Address family not supported")
 HEALTHY = "healthy"
 
 
@@ -42,12 +44,15 @@ class Problem(str, enum.Enum):
 
     CHURN = "connection churn"  # connections opened and closed faster than TIME_WAIT gives their ports back
     OVERRUN = "budget overrun"  # more connections held than the database's slots or the host's ports allow
+    # The same EADDRNOTAVAIL with ports to spare: the database's address has no route or address
+    # family here (localhost taken as ::1 where IPv6 is disabled).
+    UNREACHABLE = "address unreachable"
 
     def __str__(self) -> str:
         return self.value
 
 
-CHURN, OVERRUN = Problem.CHURN, Problem.OVERRUN
+CHURN, OVERRUN, UNREACHABLE = Problem.CHURN, Problem.OVERRUN, Problem.UNREACHABLE
 
 
 class DoctorError(RuntimeError):
@@ -78,6 +83,9 @@ class Observation:
     loopback: bool = False
     refused: str | None = None
     backends_peak: int | None = None
+    #: The database's addresses this host cannot send to at all, each with the kernel's reason
+    #: (found when the doctor's own connection failed with EADDRNOTAVAIL or no route).
+    unroutable: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def ports(self) -> int | None:
@@ -172,6 +180,11 @@ def diagnose(obs: Observation) -> Diagnosis:
     if overrun:
         problems.append(OVERRUN)
         changes += overrun_changes
+    if obs.unroutable and not taken.exhausted:
+        problems.insert(0, UNREACHABLE)
+        found, change = _unreachable(obs, taken)
+        findings.insert(0, found)
+        changes.insert(0, change)
     return Diagnosis(tuple(dict.fromkeys(problems)), rate, share, seconds, findings, changes, taken.exhausted)
 
 
@@ -195,7 +208,7 @@ class _Ports:
         ports = obs.ports if obs.transport == "tcp" else None
         in_use, held_open = sum(obs.sockets_by_state.values()), obs.sockets_by_state.get("ESTABLISHED", 0)
         time_wait = obs.sockets_by_state.get("TIME_WAIT", 0)
-        no_port = bool(obs.unreachable) and not obs.refused
+        no_port = bool(obs.unreachable) and not obs.refused and not obs.unroutable
         held = bool(ports) and held_open >= time_wait and (no_port or held_open >= OVERRUN_SHARE * ports)
         exhausted = bool(ports) and (no_port or (not reused and in_use >= OVERRUN_SHARE * ports))
         return cls(ports, in_use, held_open, time_wait, no_port, held, exhausted)
@@ -218,6 +231,25 @@ class _Ports:
                 f"the database ({self.in_use:,} sockets of {self.ports or 0:,} ports)"
             )
         return found
+
+
+def _unreachable(obs: Observation, taken: _Ports) -> tuple[str, str]:
+    """The finding and the change when the database's address cannot be reached from this host at
+    all while its port range has room: the other cause of "Cannot assign requested address"."""
+    where = ", ".join(f"{address} ({why})" for address, why in sorted(obs.unroutable.items()))
+    v6 = [a for a in obs.unroutable if ":" in a]
+    finding = (
+        f"not port exhaustion: this host cannot reach {where}; {taken.in_use:,} of {taken.ports or 0:,} ephemeral "
+        "ports toward the database are in use"
+    )
+    if v6:
+        change = (
+            f"use 127.0.0.1 or enable IPv6: give the database URL (HOST in Django's DATABASES, the host in SQLAlchemy's "
+            f"URL) 127.0.0.1 or the database's IPv4 address, not a name or address that comes to {v6[0]}"
+        )
+    else:
+        change = "use an address of the database this host has a route to, or add the route"
+    return finding, change
 
 
 def _churn_finding(
@@ -372,6 +404,7 @@ def observe(
     port = url.port or 5432
     read_sockets = read_sockets or (lambda p: sockets.read("/proc/self/net", p))
     conn, unreachable, refused = _connect(database_url, transport, safe)
+    unroutable = _unroutable(str(host), port, unreachable) if transport == "tcp" and unreachable else {}
     with contextlib.closing(conn) if conn else contextlib.nullcontext():
         max_connections = reserved = own_port = server_addr = None
         if conn:
@@ -410,6 +443,7 @@ def observe(
         unreachable=unreachable or refused,
         refused=refused,
         backends_peak=watched.backends_peak,
+        unroutable=unroutable,
         loopback=bool(host_addresses) and all(ipaddress.ip_address(a).is_loopback for a in host_addresses if _is_ip(a)),
     )
 
@@ -467,7 +501,7 @@ def _connect(database_url: str, transport: str, safe: str):
             first = mask_password((str(exc).strip().splitlines() or [type(exc).__name__])[0])
             # The failures themselves: this host has no port left to reach the database, or the database
             # has no slot left for it. The host's sockets still tell the rest.
-            if transport == "tcp" and sockets.EADDRNOTAVAIL_TEXT in first:
+            if transport == "tcp" and any(text in first for text in (sockets.EADDRNOTAVAIL_TEXT, *NO_PATH_TEXTS)):
                 return None, first, None
             if any(text in first for text in FULL_TEXTS):
                 if time.monotonic() < retry_until:  # slots come and go under churn
@@ -475,6 +509,21 @@ def _connect(database_url: str, transport: str, safe: str):
                     continue
                 return None, None, f"{first} (for {CONNECT_RETRY_SECONDS:g} s)"
             raise DoctorError(f"cannot connect to {safe}: {first}") from None
+
+
+def _unroutable(host: str, port: int, error: str | None) -> dict[str, str]:
+    """The database's addresses this host cannot send to at all, when every one of them is such
+    (an address that can be reached leaves EADDRNOTAVAIL to port exhaustion); :class:`DoctorError`
+    for a "no route" failure that is not that either."""
+    addresses = sockets.resolve(host, port)
+    found = sockets.unroutable(addresses, port)
+    if found and set(found) >= addresses:
+        return found
+    if error and sockets.EADDRNOTAVAIL_TEXT not in error:
+        from healthz.config import mask_password
+
+        raise DoctorError(f"cannot connect to {mask_password(host)}:{port}: {error}")
+    return {}
 
 
 def _kernel(transport: str) -> tuple[tuple[int, int] | None, int | None]:

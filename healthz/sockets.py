@@ -9,7 +9,9 @@ one address matches whichever table holds the socket.
 from __future__ import annotations
 
 import collections
+import errno
 import ipaddress
+import os
 import socket
 import sys
 from collections.abc import Iterable
@@ -110,3 +112,27 @@ def resolve(host: str, port: int) -> set[str]:
         }
     except (OSError, ValueError):
         return {host}
+
+
+#: Why this host cannot even start a connection to an address (no source address of its family, no
+#: route), as errno values: not a shortage of ports.
+_NO_PATH = (errno.EADDRNOTAVAIL, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EAFNOSUPPORT)
+
+
+def unroutable(addresses: Iterable[str], port: int) -> dict[str, str]:
+    """Of ``addresses``, those this host cannot send to at all, each with the kernel's reason
+    (``{"::1": "Cannot assign requested address"}`` where IPv6 is disabled). A UDP ``connect()``
+    asks the routing table for a source address without sending a packet or taking a TCP port."""
+    found: dict[str, str] = {}
+    for address in addresses:
+        try:
+            family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+        except ValueError:
+            continue
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect((address, port))
+        except OSError as exc:
+            if exc.errno in _NO_PATH:
+                found[address] = os.strerror(exc.errno)
+    return found

@@ -4,7 +4,12 @@ real connections held, churned and refused."""
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -12,7 +17,7 @@ from click.testing import CliRunner
 
 from healthz import sockets
 from healthz.cli import main
-from healthz.doctor import CHURN, OVERRUN, Observation, OpenedCounter, diagnose, render
+from healthz.doctor import CHURN, OVERRUN, UNREACHABLE, Observation, OpenedCounter, diagnose, render
 from healthz.postgres import PostgreSQL, free_port
 
 
@@ -253,3 +258,71 @@ def test_a_range_at_risk_is_not_exhausted_and_reuse_is_not_exhaustion():
     # Held open, it is the budget, not churn, that is spent.
     held = diagnose(observation(opened=0, sockets_by_state={"ESTABLISHED": 950}, tcp_tw_reuse=0))
     assert held.exhausted and held.problems == (OVERRUN,)
+
+
+def test_an_unreachable_address_with_ports_to_spare_is_not_churn():
+    """EADDRNOTAVAIL from connecting to ::1 where IPv6 is disabled: no port is short, so neither churn
+    nor exhaustion; the doctor names the address and the change."""
+    obs = observation(
+        unreachable='connection to server at "::1", port 5432 failed: Cannot assign requested address',
+        unroutable={"::1": "Cannot assign requested address"},
+        opened=0,
+        sockets_by_state={},
+        sessions_opened=None,
+        max_connections=None,
+        reserved_connections=None,
+        backends=[],
+    )
+    result = diagnose(obs)
+    assert result.problems == (UNREACHABLE,) and not result.exhausted and result.seconds_to_exhaustion is None
+    assert result.findings[0].startswith("not port exhaustion: this host cannot reach ::1")
+    assert result.changes[0].startswith("use 127.0.0.1 or enable IPv6")
+    # The same error with the range full is exhaustion, whatever the address.
+    full = diagnose(observation(**{**obs.__dict__, "sockets_by_state": {"TIME_WAIT": 1000}}))
+    assert UNREACHABLE not in full.problems and full.exhausted
+
+
+needs_netns = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("ip") is None, reason="a namespace with IPv6 disabled needs root and iproute2"
+)
+
+
+@needs_netns
+def test_doctor_tells_an_ipv6_loopback_it_cannot_reach_from_port_exhaustion(tmp_path):
+    """In a namespace whose loopback has IPv6 disabled, PostgreSQL listening on 127.0.0.1: ``::1``
+    and a ``localhost`` that resolves to ::1 alone exit 3 with the address named; 127.0.0.1 is healthy."""
+    namespace = f"healthz-t{os.getpid()}-v6"
+    hosts = Path("/etc/netns") / namespace / "hosts"
+    prefix = ["ip", "netns", "exec", namespace]
+    subprocess.run(["ip", "netns", "add", namespace], check=True)
+    try:
+        subprocess.run([*prefix, "ip", "link", "set", "lo", "up"], check=True)
+        for key in ("all", "default", "lo"):
+            subprocess.run([*prefix, "sysctl", "-q", "-w", f"net.ipv6.conf.{key}.disable_ipv6=1"], check=True)
+        # ip netns exec mounts /etc/netns/NAME/hosts over /etc/hosts: localhost is ::1 alone there.
+        hosts.parent.mkdir(parents=True)
+        hosts.write_text("::1 localhost\n")
+        with PostgreSQL(host="127.0.0.1", command_prefix=prefix) as pg:
+            healthz = str(Path(sys.executable).parent / "healthz")
+            outputs = {}
+            for host in ("[::1]", "localhost", "127.0.0.1"):
+                url = pg.url.replace("127.0.0.1", host)
+                done = subprocess.run(
+                    [*prefix, healthz, "doctor", "--database-url", url, "--sample", "1"],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                outputs[host] = (done.returncode, done.stdout + done.stderr)
+                assert pg.password not in done.stdout + done.stderr
+    finally:
+        subprocess.run(["ip", "netns", "del", namespace])
+        if hosts.exists():
+            hosts.unlink()
+            hosts.parent.rmdir()
+    for host in ("[::1]", "localhost"):
+        code, output = outputs[host]
+        assert code == 3, output
+        assert "Diagnosis: address unreachable" in output and "this host cannot reach ::1" in output, output
+        assert "use 127.0.0.1 or enable IPv6" in output
+    assert outputs["127.0.0.1"][0] == 0, outputs["127.0.0.1"][1]

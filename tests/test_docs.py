@@ -51,8 +51,9 @@ def test_example_reports_cite_no_temporary_path(path):
         assert not re.search(r"/tmp/[\w-]", path.read_text()), "a temporary path"
 
 
-def test_the_readme_is_short_and_starts_with_the_two_commands():
+def test_the_readme_is_short_and_starts_with_the_card_then_the_commands():
     text = (CHECKOUT / "README.md").read_text()
     assert len(text.splitlines()) <= 250
-    assert "make lab" in text and "make test" in text
-    assert text.index("## The two commands") < text.index("## The answer")
+    commands = text.index("## The commands")
+    assert text.index("gunicorn wsgi:app") < commands < text.index("## The answer")
+    assert text.index("make quick", commands) < text.index("make lab", commands) < text.index("make test", commands)

@@ -32,6 +32,8 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extensions
 
+from healthz.harness.process import ChildProcess, ProcessError
+
 MIN_VERSION = 14
 ADMIN_USER = "postgres"
 APP_USER = "healthz"
@@ -195,7 +197,7 @@ class PostgreSQL:
         self.command_prefix = list(command_prefix)
         self.start_timeout = start_timeout
         self.directory: Path | None = None
-        self.process: subprocess.Popen | None = None
+        self.child: ChildProcess | None = None
 
     # -- process -----------------------------------------------------------------------------
     @property
@@ -271,7 +273,7 @@ class PostgreSQL:
     def start(self) -> PostgreSQL:
         """Run initdb on first start, then start the server and wait until it accepts
         connections. Starting again after :meth:`stop` keeps the data and the port."""
-        if self.process is not None and self.process.poll() is None:
+        if self.running:
             return self
         first = self.directory is None
         if first:
@@ -281,15 +283,20 @@ class PostgreSQL:
             # The prefix (ip netns exec) needs root: drop to the account after it, with setpriv.
             uid, gid = str(self.account.pw_uid), str(self.account.pw_gid)
             command, run_as = ["setpriv", "--reuid", uid, "--regid", gid, "--clear-groups", *command], {}
-        with open(self.logfile, "ab") as log:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(
-                [*self.command_prefix, *command],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.directory,
-                **run_as,
-            )
+        # The postmaster shuts its backends down in order: the stop signal goes to it alone.
+        self.child = ChildProcess(
+            [*self.command_prefix, *command],
+            self.logfile,
+            name="postgres",
+            cwd=self.directory,
+            run_as=run_as,
+            stop_signals=(SHUTDOWN_SIGNALS["fast"], signal.SIGKILL),
+            signal_group=False,
+        )
+        try:
+            self.child.start()
+        except ProcessError as exc:
+            raise PostgresError(str(exc)) from None
         self._wait_ready()
         if first:
             self._create_app_role()
@@ -298,8 +305,8 @@ class PostgreSQL:
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout
         while True:
-            if self.process.poll() is not None:
-                raise PostgresError(f"postgres exited with status {self.process.returncode}: {self.log_tail()}")
+            if not self.child.running():
+                raise PostgresError(f"postgres exited with status {self.child.returncode}: {self.log_tail()}")
             try:
                 psycopg2.connect(self.local_dsn(ADMIN_USER, "postgres", connect_timeout=2)).close()
                 return
@@ -314,14 +321,9 @@ class PostgreSQL:
     def stop(self, mode: str = "fast", timeout: float = 30.0) -> None:
         """Shut the server down (``smart``, ``fast`` or ``immediate``) and wait for it to exit;
         a server that outlives ``timeout`` is killed. Does nothing when it is not running."""
-        if self.process is None or self.process.poll() is not None:
+        if not self.running:
             return
-        self.process.send_signal(SHUTDOWN_SIGNALS[mode])
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        self.child.stop(timeout, signals=(SHUTDOWN_SIGNALS[mode], signal.SIGKILL))
 
     def restart(self, mode: str = "fast") -> None:
         """Stop (``mode``) and start again on the same port and data."""
@@ -330,7 +332,12 @@ class PostgreSQL:
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.child is not None and self.child.running()
+
+    @property
+    def process(self) -> subprocess.Popen | None:
+        """The postmaster (None before :meth:`start`)."""
+        return self.child.process if self.child else None
 
     def cleanup(self) -> None:
         """Stop the server and remove its directory."""

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from healthz.config import WORKER_CLASSES, mask_password
+from healthz.harness.process import ChildProcess
 
 #: Seconds a started gunicorn has to answer ``/api/v1/livez/``.
 READY_TIMEOUT = 30.0
@@ -34,30 +35,6 @@ except urllib.error.HTTPError as e:
 except OSError as e:
     print(0); print(e)
 """
-
-
-def stop_process(process: subprocess.Popen, signum: int, grace: float) -> int:
-    """Send ``signum`` to our child ``process``, SIGKILL it if it outlives ``grace`` seconds;
-    return its exit status."""
-    if process.poll() is None:
-        process.send_signal(signum)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-    return process.returncode
-
-
-def _is_our_worker(pid: int, command: Sequence[str]) -> bool:
-    """Whether ``pid`` is alive and runs our gunicorn ``command`` (workers inherit the master's
-    command line), so a recycled PID of another process is never signalled."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_text(errors="replace").split("\0")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z" and command[-1] in cmdline
 
 
 class ServiceError(RuntimeError):
@@ -86,7 +63,12 @@ class Service:
         self.logfile = Path(logfile)
         self.client_prefix = list(client_prefix)
         self.ready_timeout = ready_timeout
-        self.process: subprocess.Popen | None = None
+        self.child: ChildProcess | None = None
+
+    @property
+    def process(self) -> subprocess.Popen | None:
+        """The running command (None before :meth:`start`)."""
+        return self.child.process if self.child else None
 
     @property
     def base_url(self) -> str:
@@ -204,26 +186,27 @@ class Gunicorn(Service):
 
     def start(self) -> Gunicorn:
         """Start gunicorn and wait until it answers ``/api/v1/livez/``."""
-        self.logfile.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.logfile, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
+        # SIGTERM is gunicorn's graceful stop (workers finish their requests, worker_exit closes the
+        # pools); SIGINT would be its quick one.
+        self.child = ChildProcess(
+            self.command,
+            self.logfile,
+            name=self.name,
+            env=self.env,
+            stop_signals=(signal.SIGTERM, signal.SIGKILL),
+            signal_group=False,
+        ).start()
         status, _ = self.wait_for("/api/v1/livez/", self.ready_timeout)
         if status != 200:
             self.stop()
             raise ServiceError(f"{self.name} did not answer in {self.ready_timeout:.0f} s: {self.log_tail()}")
         return self
 
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """Stop gunicorn gracefully (SIGTERM), killing it after ``timeout``; return its status."""
-        if self.process is None:
+    def stop(self, timeout: float = 15.0, *, quick: bool = False) -> int | None:
+        """Stop gunicorn gracefully (SIGTERM: requests in flight finish), or with ``quick`` at once
+        (SIGINT: gunicorn's quick shutdown; its workers still run ``worker_exit`` and close their
+        pools), then its whole process group (a worker stuck in C code outlives its master) with
+        SIGKILL after ``timeout``; return its status."""
+        if self.child is None:
             return None
-        if self.process.poll() is None:
-            workers = self.worker_pids()
-            stop_process(self.process, signal.SIGTERM, timeout)
-            # A worker stuck in C code outlives a killed master; these PIDs are our grandchildren.
-            for pid in workers:
-                if _is_our_worker(pid, self.command):
-                    os.kill(pid, signal.SIGKILL)
-        return self.process.returncode
+        return self.child.stop(timeout, signals=(signal.SIGINT, signal.SIGKILL) if quick else None)

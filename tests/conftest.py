@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import signal
+import subprocess
 import time
 
 import pytest
@@ -19,6 +20,25 @@ from healthz.postgres import PostgreSQL, free_port
 from healthz.service import Gunicorn
 
 _names = itertools.count(1)
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--no-processes",
+        action="store_true",
+        help="skip every test at the moment it starts a child process (make test-fast: the inner loop)",
+    )
+
+
+def pytest_configure(config):
+    if config.getoption("--no-processes"):
+        # Skipped where it happens rather than by a list kept by hand: a test that starts PostgreSQL,
+        # gunicorn, locust or any command through subprocess is not a fast one, whatever it is called.
+        def refuse(self, *args, **kwargs):
+            pytest.skip("starts a child process (make test-fast runs none)", allow_module_level=True)
+
+        subprocess.Popen.__init__ = refuse
+
 
 # A shell without job control starts a background job with SIGINT ignored, and every child the tests
 # start would inherit that and sit through the SIGINT a test sends it (Python keeps an inherited
@@ -98,6 +118,8 @@ def run_gunicorn(tmp_path, database_url, postgres):
 
     yield run
     for server in servers:
-        server.stop()
+        # gunicorn's quick shutdown: its workers still close their pools (worker_exit), without
+        # waiting out graceful_timeout for a keep-alive client or a worker still booting.
+        server.stop(quick=True)
     for server in servers:
         assert postgres.password not in server.log_text(), f"password in {server.logfile}"

@@ -1,4 +1,4 @@
-"""``make bench`` (``python -m healthz.bench``): how fast the health check is, against the stack's own ceiling and the database's limit.
+"""``make bench`` (``healthz bench``): how fast the health check is, against the stack's own ceiling and the database's limit.
 
 Laid out as the benchmark it runs: :mod:`healthz.bench.wrk` and :mod:`healthz.bench.pgbench` drive the load,
 :mod:`healthz.bench.statements` counts what PostgreSQL received, :mod:`healthz.bench.cases` says what is measured,

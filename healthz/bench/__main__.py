@@ -1,4 +1,5 @@
-"""``python -m healthz.bench``: the benchmark's command line (``make bench`` runs it with the defaults)."""
+"""``healthz bench`` (also ``python -m healthz.bench``): the benchmark's command line (``make bench``
+runs it with the defaults)."""
 
 from __future__ import annotations
 
@@ -134,7 +135,7 @@ def main(
 
     \b
     Example:
-        python -m healthz.bench --worker-class eventlet --pool queuepool-sized --pool nullpool --crowd 0
+        healthz bench --worker-class eventlet --pool queuepool-sized --pool nullpool --crowd 0
     """
     if show:
         results = json.loads(show.read_text())
@@ -160,7 +161,8 @@ def main(
             rate_connections=rate_connections,
             django=django,
             statement_requests=statement_requests,
-            command_line=shlex.join(["python", "-m", "healthz.bench", *sys.argv[1:]]),
+            # Recorded as `healthz bench ...` whichever way it was started.
+            command_line=shlex.join(["healthz", "bench", *sys.argv[2 if click.get_current_context().parent else 1 :]]),
         )
         results = Bench(config).run()
         click.echo(f"results: {output / Bench.RESULTS}", err=True)

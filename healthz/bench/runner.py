@@ -445,7 +445,7 @@ class Bench:
         """The report's own stack (examples/django-report: Django, DRF, its gunicorn.conf.py) under
         the same wrk load as each case, on the same PostgreSQL: ``{"peers": [...]}``, or
         ``{"skipped": why}`` when the project or Django is not here."""
-        from healthz.lab.app import AppService, placeholders, run_setup
+        from healthz.lab.own_service import AppService, placeholders, run_setup
         from healthz.lab.scenarios import select
 
         project = DJANGO_PROJECT / "scenarios.toml"

@@ -13,7 +13,7 @@ import click
 
 from healthz.config import SettingsError, mask_password
 from healthz.lab import LabExtraMissing, require_extra
-from healthz.lab.app import DEFAULT_PATH
+from healthz.lab.own_service import DEFAULT_PATH
 from healthz.lab.topology import PORTS
 
 TOPOLOGIES = ("auto", "netns", "loopback")

@@ -11,18 +11,15 @@ from __future__ import annotations
 import csv
 import json
 import re
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from healthz.harness.process import ChildProcess
 from healthz.lab import probes, require_extra
-from healthz.lab.app import DEFAULT_PATH
+from healthz.lab.own_service import DEFAULT_PATH
 from healthz.locustfiles import HEALTHCHECK as LOCUSTFILE
-from healthz.service import stop_process
 
 require_extra()
 
@@ -140,7 +137,7 @@ def worker_command(master_host: str, master_port: int) -> list[str]:
 class Locust:
     """locust run by ``command`` (inside ``command_prefix``), its output in ``logfile``; with
     ``workers``, a distributed run's master and its worker processes, each a ``(command, prefix)``
-    started after the master and logging to ``logfile`` too."""
+    started after the master and logging to ``logfile`` too. Each is a :class:`ChildProcess`."""
 
     def __init__(
         self,
@@ -153,49 +150,45 @@ class Locust:
         self.command = [*command_prefix, *command]
         self.worker_commands = [[*prefix, *worker] for worker, prefix in workers]
         self.logfile = Path(logfile)
-        self.process: subprocess.Popen | None = None
-        self.workers: list[subprocess.Popen] = []
+        self.master = ChildProcess(self.command, self.logfile, name="locust", signal_group=False)
+        self.workers = [
+            ChildProcess(command, self.logfile, name=f"locust worker {i}")
+            for i, command in enumerate(self.worker_commands, 1)
+        ]
 
     def start(self) -> Locust:
-        with open(self.logfile, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-            for command in self.worker_commands:
-                self.workers.append(
-                    subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-                )
+        self.master.start()
+        for worker in self.workers:
+            worker.start()
         return self
 
     @property
     def pid(self) -> int | None:
-        return self.process.pid if self.process else None
+        return self.master.pid
 
     def process_cpu(self) -> dict[int, float]:
         """CPU seconds (user + system) of locust and of each of its worker processes, each its own
         (not its children's), by PID; empty when it is not running."""
         if not self.running():
             return {}
-        pids = [self.pid, *probes.children(self.pid), *(w.pid for w in self.workers if w.poll() is None)]
+        pids = [self.pid, *probes.children(self.pid), *(w.pid for w in self.workers if w.running())]
         readings = {pid: probes.own_cpu_seconds(pid) for pid in pids}
         return {pid: seconds for pid, seconds in readings.items() if seconds is not None}
 
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.master.running()
 
     def stop(self, grace: float = 10.0) -> int | None:
         """SIGINT (locust writes its reports and exits; a master first tells its workers to quit),
-        then SIGKILL after ``grace`` seconds; then any worker still running, the same way."""
-        status = None if self.process is None else stop_process(self.process, signal.SIGINT, grace)
+        then SIGTERM and SIGKILL ``grace`` seconds apart; then any worker still running, the same way."""
+        status = self.master.stop(grace)
         for worker in self.workers:
-            stop_process(worker, signal.SIGINT, grace)
+            worker.stop(grace)
         return status
 
     def wait(self, timeout: float) -> int | None:
         """Wait up to ``timeout`` seconds for locust to stop by itself, then stop it."""
-        deadline = time.monotonic() + timeout
-        while self.running() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        self.master.wait(timeout)
         return self.stop()
 
 

@@ -16,7 +16,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -26,9 +25,9 @@ from typing import Any
 
 import psycopg2
 
+from healthz.harness.process import ChildProcess, ProcessError
 from healthz.lab import debian
 from healthz.postgres import free_port, reachable_by_others, unprivileged_account
-from healthz.service import stop_process
 
 POOL_MODES = ("transaction", "session")
 #: Debian's packages: PgBouncer and the one library it links that a minimal Debian lacks.
@@ -87,7 +86,7 @@ class PgBouncer:
         self.account = unprivileged_account()
         self.start_timeout = start_timeout
         self.directory: Path | None = None
-        self.process: subprocess.Popen | None = None
+        self.child: ChildProcess | None = None
 
     # -- addresses ---------------------------------------------------------------------------
     @property
@@ -182,24 +181,29 @@ class PgBouncer:
                 ]
             else:
                 run_as = {"user": self.account.pw_uid, "group": self.account.pw_gid, "extra_groups": []}
-        with open(self.directory / "stdout.log", "ab") as out:
-            self.process = subprocess.Popen(
-                [*self.command_prefix, *command],
-                env={**os.environ, **env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.directory,
-                **run_as,
-            )
+        self.child = ChildProcess(
+            [*self.command_prefix, *command],
+            self.directory / "stdout.log",
+            name="pgbouncer",
+            env={**os.environ, **env},
+            cwd=self.directory,
+            run_as=run_as,
+            signal_group=False,
+            secrets=[self.password],
+        )
+        try:
+            self.child.start()
+        except ProcessError as exc:
+            self.cleanup()
+            raise PgBouncerError(str(exc)) from None
         self._wait_ready()
         return self
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout
         while True:
-            if self.process is None or self.process.poll() is not None:
-                status = None if self.process is None else self.process.returncode
+            if not self.child.running():
+                status = self.child.returncode
                 tail = self.log_tail()
                 self.cleanup()
                 raise PgBouncerError(f"pgbouncer exited with status {status}: {tail}")
@@ -227,11 +231,15 @@ class PgBouncer:
     def log_tail(self, lines: int = 10) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:]).replace(self.password, "***")
 
+    @property
+    def process(self) -> subprocess.Popen | None:
+        return self.child.process if self.child else None
+
     def stop(self) -> None:
-        """SIGINT (PgBouncer's safe shutdown: waits for transactions in flight), killed after 5 s;
-        then the directory is removed."""
-        if self.process is not None:
-            stop_process(self.process, signal.SIGINT, 5)
+        """SIGINT (PgBouncer's safe shutdown: waits for transactions in flight), then SIGTERM and
+        SIGKILL 5 s apart; then the directory is removed."""
+        if self.child is not None:
+            self.child.stop(grace=5)
         self.cleanup()
 
     def cleanup(self) -> None:

@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -35,6 +34,7 @@ import psycopg2.extensions
 
 from healthz import errors, sockets
 from healthz.doctor import Observation
+from healthz.harness.process import ChildProcess
 from healthz.lab.figures import HostSockets, Sample
 
 EADDRNOTAVAIL_TEXT = sockets.EADDRNOTAVAIL_TEXT
@@ -352,46 +352,46 @@ class Sampler(threading.Thread):
 
 
 class DoctorProbe:
-    """``healthz doctor --json`` run as a child process where the service runs (``command_prefix``:
-    the app namespace), against the service's own ``DATABASE_URL`` (passed in the environment,
-    never on the command line), for ``sample`` seconds."""
+    """``healthz doctor --json`` run as a :class:`ChildProcess` where the service runs
+    (``command_prefix``: the app namespace), against the service's own ``DATABASE_URL`` (passed in
+    the environment, never on the command line), for ``sample`` seconds; its output in ``logfile``."""
 
     def __init__(self, database_url: str, sample: float, logfile: Path, *, command_prefix: Sequence[str] = ()) -> None:
-        self.command = [*command_prefix, sys.executable, "-m", "healthz", "doctor", "--json", "--sample", f"{sample:g}"]
-        self.env = {**os.environ, "DATABASE_URL": database_url}
+        command = [*command_prefix, sys.executable, "-m", "healthz", "doctor", "--json", "--sample", f"{sample:g}"]
         self.sample = sample
         self.logfile = Path(logfile)
-        self.process: subprocess.Popen | None = None
+        self.child = ChildProcess(
+            command, self.logfile, name="healthz doctor", env={**os.environ, "DATABASE_URL": database_url}
+        )
+        self.started = False
+
+    @property
+    def command(self) -> list[str]:
+        return self.child.command
 
     def start(self) -> DoctorProbe:
-        with open(self.logfile, "ab") as err:
-            self.process = subprocess.Popen(
-                self.command, env=self.env, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL
-            )
+        self.child.start()
+        self.started = True
         return self
 
     def result(self, timeout: float = 30.0) -> dict | None:
         """The doctor's JSON with its exit status under ``"exit"``, or None when it was never
-        started; ``{"exit": status, "error": ...}`` when it printed no JSON (killed after
+        started; ``{"exit": status, "error": ...}`` when it printed no JSON (stopped after
         ``timeout`` seconds)."""
-        if self.process is None:
+        if not self.started:
             return None
+        status = self.child.wait(timeout)
+        if status is None:
+            status = self.child.stop(grace=1)
+        text = self.child.log_text()
         try:
-            out, _ = self.process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            out, _ = self.process.communicate()
-        try:
-            data = json.loads(out)
+            data = json.loads(text[text.index("{") :])
         except ValueError:
-            tail = self.logfile.read_text(errors="replace")[-300:] if self.logfile.exists() else ""
-            return {"exit": self.process.returncode, "error": tail.strip() or "no output"}
-        return {**data, "exit": self.process.returncode}
+            return {"exit": status, "error": text[-300:].strip() or "no output"}
+        return {**data, "exit": status}
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        self.child.stop(grace=1)
 
 
 def measured_observation(

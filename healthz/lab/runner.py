@@ -38,8 +38,8 @@ from healthz.db import seed as seed_roles
 from healthz.doctor import Diagnosis, diagnose
 from healthz.lab import load, probes, require_extra
 from healthz.lab import topology as topologies
-from healthz.lab.app import DEFAULT_PATH, AppService, RunningService, mask, placeholders, run_setup
 from healthz.lab.figures import Placement, RunFigures, Sample
+from healthz.lab.own_service import DEFAULT_PATH, AppService, RunningService, mask, placeholders, run_setup
 from healthz.lab.pgbouncer import Console, PgBouncer, PgBouncerError, login_pattern
 from healthz.lab.probes import LineCounter
 from healthz.lab.scenarios import Scenario
@@ -758,7 +758,7 @@ class Lab:
         last: tuple[float, dict[int, float]] | None = None
         while run.locust.running() and time.monotonic() < deadline:
             time.sleep(0.5)
-            if run.doctor and run.doctor.process is None and time.monotonic() - began >= doctor_lead(duration):
+            if run.doctor and not run.doctor.started and time.monotonic() - began >= doctor_lead(duration):
                 run.doctor.start()
             # The load generator's CPU, each process its own, from 1 s in (past the fork and the spawn).
             reading = (time.monotonic(), run.locust.process_cpu())
@@ -773,7 +773,8 @@ class Lab:
     ) -> dict[str, Any]:
         """Every figure of a finished run, from locust's files, the samples and PostgreSQL's counters."""
         sessions_after = counters.settled_sessions()
-        backends_left = counters.wait_backends(0)
+        # A running service keeps its pool: its backends are counted as they are, not waited out.
+        backends_left = counters.wait_backends(0, timeout=0 if run.scenario.target else 15.0)
         totals = load.read_summary(run.csv_prefix)
         history = load.read_history(run.csv_prefix, self.config.interval)
         service_log = "".join(g.log_text() for g in run.gunicorns)

@@ -13,7 +13,7 @@ Users add their own:
 * in a TOML file, one table per scenario (``[scenario.NAME]``) with the same keys, plus
   ``description`` and optionally ``base``.
 
-A scenario with ``app`` runs the team's own service instead of ours (:mod:`healthz.lab.app`): its
+A scenario with ``app`` runs the team's own service instead of ours (:mod:`healthz.lab.own_service`): its
 command, ``app_dir`` (relative to the TOML file), ``env``, ``setup``, ``path``, ``ready_path`` and
 ``python``. Its ``worker_class``, ``workers`` and pool keys (``pool_class``, ``pool_size``...) are then
 what the team says its service runs, read by the report and the verdict, never passed to it.
@@ -29,8 +29,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from healthz.config import ENVIRONMENT, WORKER_CLASSES, Settings, SettingsError, parse_integer
-from healthz.lab.app import DEFAULT_PATH, AppSpec, AppSpecError
 from healthz.lab.figures import Placement, PoolShape
+from healthz.lab.own_service import DEFAULT_PATH, AppSpec, AppSpecError
 from healthz.lab.topology import PORTS, TW_REUSE
 
 if sys.version_info >= (3, 11):

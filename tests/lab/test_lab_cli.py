@@ -133,10 +133,9 @@ def test_report_needs_results(tmp_path):
     )
 
 
-def test_quick_answers_from_its_three_setups_with_distributed_workers(tmp_path):
-    """``lab run --quick`` through locust's distributed mode (2 workers: as root, on two load hosts
-    of their own): one step of the three setups, the answer block first, the workers' requests in
-    the master's totals."""
+def test_quick_answers_from_its_three_setups(tmp_path):
+    """``lab run --quick`` on loopback: one step of the three setups, the answer block first.
+    (``--load-workers`` in the lab: test_runner's recommended rerun, on two netns load hosts.)"""
     import subprocess
     import sys
     from pathlib import Path
@@ -144,7 +143,7 @@ def test_quick_answers_from_its_three_setups_with_distributed_workers(tmp_path):
     healthz = Path(sys.executable).parent / "healthz"
     out = tmp_path / "quick"
     result = subprocess.run(
-        [str(healthz), "lab", "run", "--quick", "--load-workers", "2", "-d", "4", "-o", str(out)],
+        [str(healthz), "lab", "run", "--quick", "-d", "2", "-t", "loopback", "-o", str(out)],
         capture_output=True,
         text=True,
         timeout=240,
@@ -157,11 +156,6 @@ def test_quick_answers_from_its_three_setups_with_distributed_workers(tmp_path):
         "eventlet-queuepool-default",
         "eventlet-queuepool-sized",
     ]
-    assert {r["concurrency"] for r in runs} == {500} and data["meta"]["config"]["load_workers"] == 2
-    for run in runs:
-        assert run["load_generator"]["processes"] == 2 and run["requests"] > 0, run
-        assert "Traceback" not in (out / run["run_dir"] / "locust.log").read_text()
-    assert "--load-workers 2" in runs[0]["commands"]["rerun"]
+    assert {r["concurrency"] for r in runs} == {500} and all(r["requests"] > 0 for r in runs)
+    assert data["meta"]["config"]["duration"] == 2
     assert (out / "report.md").read_text().splitlines()[2].startswith("**Does connection pooling alone fix it?")
-    if data["meta"]["topology"]["name"] == "netns":
-        assert "2 load hosts" in data["meta"]["topology"]["description"]

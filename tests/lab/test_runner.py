@@ -186,8 +186,18 @@ def test_netns_reproduces_the_report_and_a_sized_pool_does_not_fail(tmp_path):
     report.write(tmp_path / "out")
     said = report.advice_of(report.read(tmp_path / "out"))
     assert said.chosen == "eventlet-queuepool-sized" and said.sizing.hold_source is HoldSource.MEASURED
-    again = dataclasses.replace(config, scenarios=select(["recommended"], [tmp_path / "out" / report.RECOMMENDED]))
-    (recommended,) = Lab(dataclasses.replace(again, output=tmp_path / "again"), Progress(io.StringIO())).run()
+    # Rerun with locust distributed over 2 workers on two load hosts of their own: the same answer.
+    again = dataclasses.replace(
+        config,
+        scenarios=select(["recommended"], [tmp_path / "out" / report.RECOMMENDED]),
+        output=tmp_path / "again",
+        load_workers=2,
+    )
+    lab = Lab(again, Progress(io.StringIO()))
+    (recommended,) = lab.run()
+    assert "2 load hosts" in lab.meta["topology"]["description"] and recommended.load_generator.processes == 2
+    commands = (tmp_path / "again" / recommended.run_dir / "commands.txt").read_text()
+    assert "--worker --master-host 127.0.0.1" in commands and "--master-host 198.18.2." in commands
     assert recommended.pool.pool_size == said.sizing.pool_size and recommended.concurrency == sized.concurrency
     judged = verdict.judge("recommended", [recommended], DatabaseLimits(400, 3))
     assert judged.outcome is verdict.Outcome.HELD, report.in_numbers(judged, None)
@@ -200,7 +210,7 @@ def test_the_doctor_agrees_with_the_measurement_on_every_default_scenario(tmp_pa
     # connections eventlet-singleton holds (one per greenlet, ~130 more a second) stay well below the 90%
     # of the range where a held-open budget overrun starts, instead of crossing it inside the doctor's window.
     config = LabConfig(
-        scenarios=select([]), concurrency=[100], duration=7, topology="netns", ports=2000, output=tmp_path / "out"
+        scenarios=select([]), concurrency=[100], duration=5, topology="netns", ports=2000, output=tmp_path / "out"
     )
     results = Lab(config, Progress(io.StringIO())).run()
     assert [r.scenario for r in results] == list(DEFAULTS)

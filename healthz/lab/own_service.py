@@ -14,9 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
-import signal
 import string
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -27,6 +25,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 
 from healthz.config import mask_password
+from healthz.harness.process import ChildProcess, ProcessError
 from healthz.service import READY_TIMEOUT, Service, ServiceError
 
 #: Every placeholder ``app``, ``env`` and ``setup`` may use.
@@ -207,59 +206,38 @@ def run_setup(spec: AppSpec, values: Mapping[str, str], logfile: Path, prefix: S
     if argv is None:
         return
     secret = values["db_password"]
-    logfile.parent.mkdir(parents=True, exist_ok=True)
-    process = _spawn(
-        spec, [*prefix, *argv], spec.environment(values), subprocess.PIPE, f"setup {mask(spec.setup, secret)!r}"
-    )
-    try:
-        out, _ = process.communicate(timeout=SETUP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        _kill_group(process.pid, signal.SIGKILL)
-        out, _ = process.communicate()
-        process.returncode = None
-    text = mask(out.decode(errors="replace"), secret)
+    what = f"setup {mask(spec.setup, secret)!r}"
+    # Its own log first, masked into the run's log once it ends: the password never rests in a file.
+    raw = logfile.with_name(logfile.name + ".raw")
+    child = _spawn(spec, [*prefix, *argv], spec.environment(values), raw, what)
+    status = child.wait(SETUP_TIMEOUT)
+    if status is None:
+        child.stop(grace=1)
+    text = mask(child.log_text(), secret)
+    raw.unlink(missing_ok=True)
     with open(logfile, "a") as log:
         log.write(text)
-    if process.returncode != 0:
-        how = f"exited with status {process.returncode}" if process.returncode is not None else "timed out"
-        raise ServiceError(f"setup {mask(spec.setup, secret)!r} {how}: {_last_lines(text)}")
+    if status != 0:
+        how = f"exited with status {status}" if status is not None else "timed out"
+        raise ServiceError(f"{what} {how}: {_last_lines(text)}")
 
 
-def _spawn(spec: AppSpec, argv: Sequence[str], env: Mapping[str, str], stdout, what: str) -> subprocess.Popen:
-    """``argv`` started in ``spec.app_dir`` in a session (so a process group) of its own, stderr with
-    stdout; :class:`ServiceError` naming ``what`` when it cannot start."""
+def _spawn(spec: AppSpec, argv: Sequence[str], env: Mapping[str, str], logfile: Path, what: str) -> ChildProcess:
+    """``argv`` started in ``spec.app_dir`` as a :class:`ChildProcess` logging to ``logfile``;
+    :class:`ServiceError` naming ``what`` when it cannot start."""
     try:
-        return subprocess.Popen(
-            argv,
-            cwd=spec.app_dir,
-            env=env,
-            stdout=stdout,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise ServiceError(f"{what} could not start: {_why(exc, spec)}") from None
+        return ChildProcess(argv, logfile, name=what, env=env, cwd=spec.app_dir).start()
+    except ProcessError as exc:
+        raise ServiceError(f"{what} could not start: {_why(exc.os_error, spec)}") from None
 
 
-def _why(exc: OSError, spec: AppSpec) -> str:
+def _why(exc: OSError | None, spec: AppSpec) -> str:
+    if exc is None:
+        return "it could not be started"
     if isinstance(exc, FileNotFoundError) and exc.filename and "/" not in str(exc.filename):
         where = f"in {spec.bin_dir} nor on PATH" if spec.bin_dir else "on PATH (set python to the project's venv)"
         return f"{exc.filename} not found {where}"
     return exc.strerror or str(exc)
-
-
-def _kill_group(pgid: int, signum: int) -> bool:
-    """Signal every process of group ``pgid``; False when none is left."""
-    try:
-        os.killpg(pgid, signum)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _group_alive(pgid: int) -> bool:
-    return _kill_group(pgid, 0)
 
 
 class AppService(Service):
@@ -299,9 +277,7 @@ class AppService(Service):
         return mask(shlex.join(self.command), self.values["db_password"])
 
     def start(self) -> AppService:
-        self.logfile.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.logfile, "ab") as log:
-            self.process = _spawn(self.spec, self.command, self.env, log, self.shown_command)
+        self.child = _spawn(self.spec, self.command, self.env, self.logfile, self.shown_command)
         try:
             status, body = self.wait_for(self.spec.ready, self.ready_timeout)
         except ServiceError:
@@ -335,27 +311,11 @@ class AppService(Service):
     def stop(self, grace: float = STOP_GRACE) -> int | None:
         """Stop the whole process group: SIGINT, then SIGTERM, then SIGKILL, ``grace`` seconds
         apart (each step only while something of the group is left); return the command's status."""
-        if self.process is None:
+        if self.child is None:
             return None
-        pgid = self.process.pid
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-            if not _kill_group(pgid, signum) or self._group_ends(pgid, grace):
-                break
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
+        status = self.child.stop(grace)
         self._mask_log()
-        return self.process.returncode
-
-    def _group_ends(self, pgid: int, within: float) -> bool:
-        """Whether the command and every process of its group are gone within ``within`` seconds."""
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None and not _group_alive(pgid):
-                return True
-            time.sleep(0.05)
-        return False
+        return status
 
     def _mask_log(self) -> None:
         text = self.log_text()

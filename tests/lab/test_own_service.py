@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from healthz import cli
 from healthz.lab import report
-from healthz.lab.app import AppService, AppSpec, placeholders
+from healthz.lab.own_service import AppService, AppSpec, placeholders
 from healthz.lab.runner import Lab, LabConfig, Progress
 from healthz.lab.scenarios import ScenarioError, load_file, running_service, select
 from healthz.lab.topology import lab_namespaces

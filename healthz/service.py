@@ -200,7 +200,19 @@ class Gunicorn(Service):
         if status != 200:
             self.stop()
             raise ServiceError(f"{self.name} did not answer in {self.ready_timeout:.0f} s: {self.log_tail()}")
+        self._wait_booted()
         return self
+
+    def _wait_booted(self, timeout: float = 10.0) -> None:
+        """Wait (at most ``timeout``) until every worker has run ``post_worker_init`` (its ``healthz
+        worker PID: driver`` line): the first answers livez while the others may still be loading
+        the app, and a worker stopped then sits out the whole graceful timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.child.running():
+            workers = self.worker_pids()
+            if workers and all(f"healthz worker {pid}: driver" in self.log_text() for pid in workers):
+                return
+            time.sleep(0.05)
 
     def stop(self, timeout: float = 15.0, *, quick: bool = False) -> int | None:
         """Stop gunicorn gracefully (SIGTERM: requests in flight finish), or with ``quick`` at once

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
-import os
-import platform
 import resource
 import statistics
 import sys
@@ -22,6 +19,7 @@ from typing import Any
 from healthz import versions
 from healthz.config import Settings
 from healthz.db import seed as seed_roles
+from healthz.harness import store
 from healthz.lab import probes, require_extra
 from healthz.postgres import APP_DATABASE, APP_USER, PostgreSQL, find_binaries, free_port
 from healthz.service import Gunicorn
@@ -95,28 +93,8 @@ def rss_mib(pid: int) -> float | None:
 
 
 def machine() -> dict[str, Any]:
-    """The machine and software the figures come from."""
-    cpu = "unknown"
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
-    try:
-        memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError):
-        memory = None
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gib": memory,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "packages": versions.installed(),
-    }
+    """The machine and software the figures come from: :func:`store.machine` and the packages."""
+    return {**store.machine(), "packages": versions.installed()}
 
 
 def _raise_open_files(needed: int) -> None:
@@ -188,10 +166,7 @@ class Bench:
         return results
 
     def _save(self, results: dict[str, Any]) -> None:
-        path = self.config.output / self.RESULTS
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        tmp.replace(path)
+        store.write_json(self.config.output / self.RESULTS, results, indent=2)
 
     # -- the database's limit --------------------------------------------------------------
     def _pgbench(self, pg: PostgreSQL) -> dict[str, Any]:

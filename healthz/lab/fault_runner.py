@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from healthz.config import mask_password
+from healthz.harness import store
 from healthz.lab import faults as catalogue
 from healthz.lab import load, probes
 from healthz.lab.faults import Fault, FaultError, Target
@@ -168,7 +168,7 @@ class FaultLab(Lab):
                 result.update(catalogue.judged(fault, result, self.request_timeout))
             except (ServiceError, FaultError) as exc:
                 result["error"] = mask_password(str(exc))
-        (run_dir / "result.json").write_text(json.dumps(result, indent=1, default=str))
+        store.write_json(run_dir / "result.json", result)
         self.progress.done(f"{label}: {fault_line(result)}")
         return result
 

@@ -14,10 +14,8 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
-import datetime as dt
 import json
 import os
-import platform
 import re
 import shlex
 import signal
@@ -36,6 +34,7 @@ from healthz import versions
 from healthz.config import Settings, mask_password
 from healthz.db import seed as seed_roles
 from healthz.doctor import Diagnosis, diagnose
+from healthz.harness import store
 from healthz.lab import load, probes, require_extra
 from healthz.lab import topology as topologies
 from healthz.lab.figures import Placement, RunFigures, Sample
@@ -147,12 +146,7 @@ class LabConfig:
 
 def default_output(root: Path = Path("lab-results")) -> Path:
     """``lab-results/<UTC timestamp>``, never an existing folder."""
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path, n = root / stamp, 1
-    while path.exists():
-        n += 1
-        path = root / f"{stamp}-{n}"
-    return path
+    return store.new_folder(root)
 
 
 def slug(text: str) -> str:
@@ -234,6 +228,10 @@ class Lab:
         """Set up the topology and the database, then every run of :meth:`runs`; returns the
         results (also in :attr:`RESULTS`, saved after each run)."""
         cfg = self.config
+        if (cfg.output / self.RESULTS).exists():  # checked first: nothing starts for a refused run
+            raise LabError(
+                f"--output {cfg.output} already holds {self.RESULTS} from an earlier run: choose another folder"
+            )
         topology = topologies.make(
             cfg.topology,
             ports=cfg.ports,
@@ -292,21 +290,13 @@ class Lab:
                 "superuser_reserved_connections": reserved,
                 "source": str(pg.binaries) if pg else "--database-url",
             },
-            "machine": {
-                "host": platform.node(),
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-                "loadavg": os.getloadavg(),
-            },
+            "machine": store.machine(),
             "versions": versions.installed(),
         }
 
     def _save(self) -> None:
         data = {"meta": self.meta, "results": [self.serialise(r) for r in self.results]}
-        tmp = self.config.output / f"{self.RESULTS}.tmp"
-        tmp.write_text(json.dumps(data, indent=1, default=str))
-        tmp.replace(self.config.output / self.RESULTS)
+        store.write_json(self.config.output / self.RESULTS, data)
 
     @staticmethod
     def serialise(result: RunFigures) -> dict[str, Any]:
@@ -579,7 +569,7 @@ class Lab:
             except ServiceError as exc:
                 result["error"] = mask_password(str(exc))
         figures = RunFigures.from_dict(result)
-        (run_dir / "result.json").write_text(json.dumps(figures.to_dict(), indent=1, default=str))
+        store.write_json(run_dir / "result.json", figures.to_dict())
         self.progress.done(f"{run.head}: {one_line(figures)}")
         return figures
 

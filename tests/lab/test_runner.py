@@ -114,6 +114,15 @@ def test_an_unreachable_database_is_refused_before_anything_starts(tmp_path, pos
     assert not (tmp_path / "out").exists()
 
 
+def test_an_output_folder_with_an_earlier_run_is_refused_before_anything_starts(tmp_path):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / Lab.RESULTS).write_text("{}")
+    config = LabConfig(scenarios=select(["eventlet-nullpool"]), concurrency=[10], output=tmp_path / "o")
+    with pytest.raises(LabError, match="already holds results.json from an earlier run"):
+        Lab(config, Progress(io.StringIO())).run()
+    assert (tmp_path / "o" / Lab.RESULTS).read_text() == "{}" and len(list((tmp_path / "o").iterdir())) == 1
+
+
 def test_a_kernel_knob_on_loopback_is_refused_with_nothing_started(tmp_path, postgres, database):
     config = LabConfig(
         scenarios=select(["eventlet-nullpool-tw-reuse"]),

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 from healthz import plan as plans
 from healthz.config import WORKER_CLASSES
-from healthz.lab import verdict
+from healthz.lab import scenarios, verdict
 from healthz.lab.figures import Placement, RunFigures
 from healthz.lab.topology import DEFAULT_TW_REUSE
 from healthz.plan import DatabaseLimits
@@ -447,7 +447,7 @@ def _flask(sizing: Sizing, timeout: int, backed: str) -> Snippet:
 
 
 def _django_gthread(sizing: Sizing, backing: Backing) -> Snippet:
-    d, names = sizing.plan.deployment, ("django-gthread-persistent", "gthread-queuepool")
+    d, names = sizing.plan.deployment, scenarios.DJANGO_GTHREAD
     measured = backing.run(*names)
     # A thread holds its connection for all of its request: the threads that held, not the pool by need.
     threads = (measured.worker_concurrency if measured else None) or max(sizing.pool_size, 4)
@@ -474,7 +474,7 @@ def _django_pool(sizing: Sizing, timeout: int, backing: Backing) -> Snippet:
         ")\n"
         "# pip install 'psycopg[binary,pool]'; gthread, or gevent (psycopg 3.1.14+ cooperates;\n"
         "# eventlet is unsupported)",
-        backing.line("django-pool", "django-pool-gevent"),
+        backing.line(*scenarios.DJANGO_POOL),
     )
 
 
@@ -488,8 +488,8 @@ def _django_pgbouncer(backing: Backing) -> Snippet:
         "    CONN_MAX_AGE=600,  # under gthread: a login to PgBouncer per request is what it cannot keep up with\n"
         "    DISABLE_SERVER_SIDE_CURSORS=True,  # pool_mode = transaction\n"
         ")",
-        f"{backing.line('eventlet-queuepool-pgbouncer')} (kept connections in front of PgBouncer); "
-        f"{backing.line('eventlet-nullpool-pgbouncer-unix')} (a login per request)",
+        f"{backing.line(scenarios.PGBOUNCER_KEPT)} (kept connections in front of PgBouncer); "
+        f"{backing.line(scenarios.PGBOUNCER_UNIX)} (a login per request)",
     )
 
 
@@ -506,7 +506,7 @@ def _gunicorn(chosen: RunFigures, sizing: Sizing, backing: Backing, backed: str)
     if chosen.worker_class == "eventlet":
         command += (
             "\n# eventlet needs gunicorn<26 and is deprecated; gevent is the supported green worker:"
-            f"\n# -k gevent with psycogreen ({backing.line('gevent-queuepool-sized')})"
+            f"\n# -k gevent with psycogreen ({backing.line(scenarios.GEVENT_SIZED)})"
         )
     return Snippet("gunicorn", "sh", command + LIVENESS_LINES, backed)
 
@@ -531,7 +531,7 @@ def _pgbouncer(sizing: Sizing, backing: Backing) -> Snippet:
         f"max_client_conn = {d.workers * d.concurrency}  ; every worker's requests in flight\n"
         "unix_socket_dir = /var/run/postgresql\n"
         "listen_port = 6432",
-        backing.line("eventlet-queuepool-pgbouncer", "eventlet-nullpool-pgbouncer-unix"),
+        backing.line(scenarios.PGBOUNCER_KEPT, scenarios.PGBOUNCER_UNIX),
     )
 
 
@@ -735,7 +735,7 @@ def _why_needed(
     for n in simpler:
         v = verdicts[n]
         if budget := v.first(verdict.BudgetExceeded):
-            return "the budget", Needed(n, "the budget", budget.sentence().removeprefix("Budget: ").rstrip("."))
+            return "the budget", Needed(n, "the budget", budget.arithmetic())
         if v.cause == "too_many_clients":
             return "the budget", Needed(n, "the budget", f"{_pct(v.worst.error_rate)} failed, too_many_clients")
         if v.cause == "address_unavailable" or v.outcome is verdict.Outcome.AT_RISK:

@@ -18,9 +18,7 @@ from healthz.lab.topology import PORTS
 
 TOPOLOGIES = ("auto", "netns", "loopback")
 DEFAULT_CONCURRENCY = "100,500,1000"
-#: ``lab run --quick``: the setups that decide "does pooling alone fix it?" (a connection per request,
-#: SQLAlchemy's default pool, a bounded pool), at a step that exhausts netns's 1,000 ports within seconds.
-QUICK_SCENARIOS = ("eventlet-nullpool", "eventlet-queuepool-default", "eventlet-queuepool-sized")
+#: ``lab run --quick``'s step: it exhausts netns's 1,000 ports within seconds (its scenarios: scenarios.QUICK).
 QUICK_CONCURRENCY = 500
 QUICK_DURATION = 8.0
 
@@ -396,7 +394,9 @@ def _quick(specs, scenarios_files, app, target, duration: float) -> tuple[tuple[
         )
     if ctx.get_parameter_source("duration") != click.core.ParameterSource.COMMANDLINE:
         duration = QUICK_DURATION
-    return QUICK_SCENARIOS, str(QUICK_CONCURRENCY), duration
+    from healthz.lab.scenarios import QUICK
+
+    return QUICK, str(QUICK_CONCURRENCY), duration
 
 
 def _chosen(specs, scenarios_files, app: str | None, path: str, target: str | None) -> list:

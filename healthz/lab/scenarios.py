@@ -295,6 +295,18 @@ def _text(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+# Scenario names other modules decide by, written once here (the Django ones are examples/django-report's).
+#: ``lab run --quick``: a connection per request, SQLAlchemy's default pool, a bounded pool.
+QUICK = ("eventlet-nullpool", "eventlet-queuepool-default", "eventlet-queuepool-sized")
+#: What the advice's Django snippets rest on, first that ran: gthread with persistent connections,
+#: Django 5.1+'s pool; and the stand-ins for them.
+DJANGO_GTHREAD = ("django-gthread-persistent", "gthread-queuepool")
+DJANGO_POOL = ("django-pool", "django-pool-gevent")
+#: The supported green worker with a sized pool, named beside any eventlet advice.
+GEVENT_SIZED = "gevent-queuepool-sized"
+#: PgBouncer behind kept connections, and behind a login per request over its Unix socket.
+PGBOUNCER_KEPT, PGBOUNCER_UNIX = "eventlet-queuepool-pgbouncer", "eventlet-nullpool-pgbouncer-unix"
+
 #: The default comparison, in the order the report reads best.
 DEFAULTS: dict[str, Scenario] = {
     s.name: s

@@ -159,12 +159,16 @@ class BudgetExceeded(Finding):
     def needed(self) -> int:
         return self.hosts * self.workers * self.capacity
 
-    def sentence(self) -> str:
+    def arithmetic(self) -> str:
+        """The figures alone: ``2 workers x 10 connections = 20 exceeds max_connections minus reserved (17)``."""
         who = f"{self.hosts} hosts x {self.workers} workers" if self.hosts > 1 else f"{self.workers} workers"
         return (
-            f"Budget: {who} x {self.capacity} connections = {self.needed:,} exceeds max_connections minus reserved "
-            f"({self.available:,})."
+            f"{who} x {self.capacity} connections = {self.needed:,} exceeds max_connections minus reserved "
+            f"({self.available:,})"
         )
+
+    def sentence(self) -> str:
+        return f"Budget: {self.arithmetic()}."
 
 
 @dataclasses.dataclass(frozen=True)

@@ -63,6 +63,17 @@ def kill_group(pgid: int, signum: int) -> bool:
     return True
 
 
+def _unignore_sigint() -> None:
+    """A shell without job control starts a background job with SIGINT ignored, and an ignored
+    signal stays ignored across exec: every child would sit through the SIGINT that stops it (locust
+    ran on for the whole grace). A handler of ours is reset to the default in the child instead."""
+    try:
+        if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread: the disposition is left as it is
+        pass
+
+
 class ChildProcess:
     """``command`` as our child, the leader of a process group of its own, with its output (stdout
     and stderr) appended to ``logfile``.
@@ -109,6 +120,7 @@ class ChildProcess:
         not executable, a ``cwd`` that does not exist)."""
         if self.process is not None:
             raise ProcessError(f"{self.name} was started already")
+        _unignore_sigint()
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
         with open(self.logfile, "ab") as log:
             try:

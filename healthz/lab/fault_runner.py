@@ -24,24 +24,20 @@ from typing import Any
 from healthz.config import mask_password
 from healthz.harness import store
 from healthz.lab import faults as catalogue
-from healthz.lab import load, probes
+from healthz.lab import load, probes, rig
 from healthz.lab.faults import Fault, FaultError, Target
-from healthz.lab.runner import Lab, LabConfig, slug
+from healthz.lab.record import Record
+from healthz.lab.runner import LabConfig, Progress, Session, slug
 from healthz.lab.scenarios import Scenario
 from healthz.postgres import PostgreSQL
 from healthz.service import HEALTHY_TIMEOUT, ServiceError
 
 
-class FaultLab(Lab):
+class FaultLab:
     """Runs ``faults`` against each scenario of ``config`` at ``config.concurrency[0]`` users and
-    writes ``faults.json`` (the fault report is made from it)."""
+    writes ``faults.json`` (the fault report is made from it), in a :class:`Session` of its own."""
 
     RESULTS = "faults.json"
-
-    @staticmethod
-    def serialise(result: dict[str, Any]) -> dict[str, Any]:
-        """A fault run's result, already the dict ``faults.json`` holds."""
-        return result
 
     def __init__(
         self,
@@ -53,7 +49,11 @@ class FaultLab(Lab):
         request_timeout: float = 10.0,
         progress=None,
     ) -> None:
-        super().__init__(config, progress)
+        self.config = config
+        self.progress = progress or Progress()
+        self.record = Record(config)
+        # A fault run's result is already the dict faults.json holds.
+        self.session = Session(config, self.RESULTS, self.record, lambda result: result)
         self.faults, self.lead, self.tail, self.request_timeout = faults, lead, tail, request_timeout
         self.bases: dict[str, str] = {}  # a fault's variant of a scenario -> the scenario
 
@@ -68,21 +68,27 @@ class FaultLab(Lab):
                     pairs.append((fault, variant))
         return pairs
 
-    def _meta(
-        self, topology, pg: PostgreSQL | None, counters: probes.PostgresCounters, started: float
-    ) -> dict[str, Any]:
-        meta = super()._meta(topology, pg, counters, started)
-        meta.update(
-            users=self.config.concurrency[0],
-            lead=self.lead,
-            tail=self.tail,
-            request_timeout=self.request_timeout,
-            faults={
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        return self.session.results
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.session.meta
+
+    def run(self) -> list[dict[str, Any]]:
+        """Every (fault, scenario) of :meth:`plan` (:meth:`runs`) in one :class:`Session`."""
+        extra = {
+            "users": self.config.concurrency[0],
+            "lead": self.lead,
+            "tail": self.tail,
+            "request_timeout": self.request_timeout,
+            "faults": {
                 f.name: {"description": f.description, "hold": f.hold, "expected": list(f.expected)}
                 for f in self.faults
             },
-        )
-        return meta
+        }
+        return self.session.run(self.runs, extra)
 
     def runs(
         self, topology, url: str, pg: PostgreSQL | None, counters: probes.PostgresCounters
@@ -158,7 +164,7 @@ class FaultLab(Lab):
         run_dir.mkdir(parents=True, exist_ok=True)
         topology.renew_app()
         with contextlib.ExitStack() as stack:
-            stack.callback(self._write_configs)  # last: once the service has stopped
+            stack.callback(self.record.write_configs)  # last: once the service has stopped
             run = self._prepare_fault(fault, scenario, topology, url, pg, run_dir, stack)
             result = run.result
             try:
@@ -178,7 +184,7 @@ class FaultLab(Lab):
         """The run's gunicorn and locust (unstarted, entered in ``stack``), its target and its result so far."""
         cfg = self.config
         users, connection = cfg.concurrency[0], cfg.connection or scenario.connection
-        gunicorn, env = self._service(scenario, topology, topology.hosts[0], url, run_dir)
+        gunicorn, env = rig.service(scenario, topology, topology.hosts[0], url, run_dir)
         stack.callback(gunicorn.stop)
         # Beginning and ending a fault take time of their own (a restart, a replacement worker): 1 s of slack.
         duration = self.lead + fault.hold + self.tail + 1
@@ -200,7 +206,7 @@ class FaultLab(Lab):
         run.result = self._row(fault, scenario, topology) | {
             "run_dir": str(run_dir.relative_to(cfg.output)),
             "failure_bound_s": fault.failure_bound(scenario, users),
-            "commands": self._commands(
+            "commands": self.record.commands(
                 scenario, gunicorn, env, topology, locust_cmd, run_dir, self.rerun_fault(fault, scenario)
             ),
         }
@@ -228,7 +234,7 @@ class FaultLab(Lab):
                 raise ServiceError(
                     f"/api/v1/healthz/ answered {status} before the fault: {mask_password(body.strip())[:300]}"
                 )
-        run.sampler = self._sampler(counters, [gunicorn], run.locust, pg, url)
+        run.sampler = rig.sampler(self.config.interval, counters, [gunicorn], run.locust, pg, url)
         run.sampler.start()
         stack.callback(lambda: run.sampler.is_alive() and run.sampler.stop())
         run.locust.start()

@@ -458,6 +458,13 @@ class Netns:
             if host.namespace in self._created:
                 subprocess.run(["ip", "netns", "del", host.namespace], capture_output=True)
                 self._created.remove(host.namespace)
+            # The kernel tears a deleted namespace down later (while a process of it is still exiting),
+            # and its veth pairs with it: their far ends, deleted now, cannot clash with the new ones.
+            far_ends = [(self.db_ns, host.db_if), (self.client_ns, host.client_if)] + [
+                (load.namespace, load.app_link(host.index)[1]) for load in self.extra_load
+            ]
+            for namespace, interface in far_ends:
+                subprocess.run(["ip", "-n", namespace, "link", "del", interface], capture_output=True)
         try:
             for host in self.hosts:
                 self._create_app(host)

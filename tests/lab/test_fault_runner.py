@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from healthz.cli import main
-from healthz.lab import fault_report, faults, runner
+from healthz.lab import fault_report, faults, rig
 from healthz.lab.fault_runner import FaultLab
 from healthz.lab.runner import LabConfig
 from healthz.lab.scenarios import DEFAULTS
@@ -26,7 +26,7 @@ def fault_run(tmp_path_factory):
     that the pool can run out, on a throwaway server whose password the test knows."""
     output = tmp_path_factory.mktemp("faults")
     patch = pytest.MonkeyPatch()
-    patch.setattr(runner, "PostgreSQL", functools.partial(PostgreSQL, password=PASSWORD))
+    patch.setattr(rig, "PostgreSQL", functools.partial(PostgreSQL, password=PASSWORD))
     try:
         config = LabConfig(
             scenarios=[DEFAULTS["eventlet-queuepool-sized"]],
@@ -35,7 +35,7 @@ def fault_run(tmp_path_factory):
             topology="loopback",
             max_connections=60,
         )
-        lab = FaultLab(config, faults.select([]), lead=1.5, tail=3.0)
+        lab = FaultLab(config, faults.select([]), lead=1.5, tail=2.0)
         results = lab.run()
     finally:
         patch.undo()

@@ -31,7 +31,7 @@ from healthz.lab.pgbouncer import PgBouncer, PgBouncerError
 from healthz.lab.record import Record
 from healthz.lab.scenarios import Scenario
 from healthz.postgres import PostgreSQL
-from healthz.service import HEALTHY_TIMEOUT, Service, ServiceError
+from healthz.service import HEALTHY_TIMEOUT, Gunicorn, Service, ServiceError
 
 require_extra()
 
@@ -220,7 +220,9 @@ class Lab:
         services = [rig.service(scenario, topology, host, run.service_urls[i], run_dir) for i, host in enumerate(hosts)]
         run.gunicorns, run.env = [g for g, _ in services], services[0][1]
         for gunicorn in run.gunicorns:
-            stack.callback(gunicorn.stop)
+            # Our gunicorn stops at once (locust has stopped first: nothing is in flight); its workers
+            # still close their pools. A team's command gets its own group's SIGINT, SIGTERM, SIGKILL.
+            stack.callback(gunicorn.stop, **({"quick": True} if isinstance(gunicorn, Gunicorn) else {}))
         # A running service's host is not this one: the doctor must run there.
         if cfg.doctor and cfg.duration >= DOCTOR_MIN_DURATION and not scenario.target:
             run.doctor = probes.DoctorProbe(

@@ -67,6 +67,21 @@ def _locust(
     return load.read_summary(tmp_path / name), time.monotonic() - began
 
 
+def _locked_for_a_second(postgres, database):
+    """A thread (not yet started) that locks table role 1.5 s after it starts, for 1 s; and its connection."""
+    lock = postgres.connect(database)
+
+    def hold() -> None:
+        time.sleep(1.5)
+        with lock.cursor() as cur:
+            cur.execute("BEGIN; LOCK TABLE role IN ACCESS EXCLUSIVE MODE")
+        time.sleep(1.0)
+        with lock.cursor() as cur:
+            cur.execute("ROLLBACK")
+
+    return threading.Thread(target=hold, daemon=True), lock
+
+
 @pytest.mark.parametrize("connection", ["close", "keep-alive"])
 def test_connection_switch_decides_database_connections_under_eventlet(
     tmp_path, run_gunicorn, postgres, database, connection
@@ -91,17 +106,7 @@ def test_a_fixed_rate_is_kept_and_a_stall_is_timed_from_each_due_time(tmp_path, 
     """20 users at 100 requests/s in all for 4 s, with the table locked for 1 s from 1.5 s in: the
     rate holds, and the requests due during the lock count the time they waited to be sent."""
     server = run_gunicorn("gthread", workers=1, GUNICORN_THREADS=4, HEALTHZ_POOL_SIZE=4, HEALTHZ_MAX_OVERFLOW=0)
-    lock = postgres.connect(database)
-
-    def hold() -> None:
-        time.sleep(1.5)
-        with lock.cursor() as cur:
-            cur.execute("BEGIN; LOCK TABLE role IN ACCESS EXCLUSIVE MODE")
-        time.sleep(1.0)
-        with lock.cursor() as cur:
-            cur.execute("ROLLBACK")
-
-    holder = threading.Thread(target=hold, daemon=True)
+    holder, lock = _locked_for_a_second(postgres, database)
     holder.start()
     try:
         totals, _ = _locust(tmp_path, server.base_url, 20, run_time=4, rate=100)
@@ -124,17 +129,7 @@ def test_distributed_workers_share_the_rate_and_the_master_adds_up_their_figures
     good = run_gunicorn("gthread", workers=1, GUNICORN_THREADS=4, HEALTHZ_POOL_SIZE=4, HEALTHZ_MAX_OVERFLOW=0)
     unreachable = f"postgresql://healthz:{postgres.password}@127.0.0.1:{free_port()}/healthz"
     broken = run_gunicorn("gthread", workers=1, url=unreachable)
-    lock = postgres.connect(database)
-
-    def hold() -> None:
-        time.sleep(1.5)
-        with lock.cursor() as cur:
-            cur.execute("BEGIN; LOCK TABLE role IN ACCESS EXCLUSIVE MODE")
-        time.sleep(1.0)
-        with lock.cursor() as cur:
-            cur.execute("ROLLBACK")
-
-    holder = threading.Thread(target=hold, daemon=True)
+    holder, lock = _locked_for_a_second(postgres, database)
     timeline = tmp_path / "timeline.json"
     holder.start()
     try:

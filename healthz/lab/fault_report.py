@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from healthz.lab.faults import FAULTS, judged
-from healthz.lab.report import to_html, to_markdown
+from healthz.lab.render import to_html, to_markdown
 
 PLOT_BIN = 0.5  # seconds per point on the timeline plots
 
@@ -194,7 +194,7 @@ def write_plots(results: list[dict[str, Any]], folder: Path) -> list[tuple[str, 
 
 
 def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
-    """The report as blocks (see :func:`healthz.lab.report.to_markdown`)."""
+    """The report as blocks (see :func:`healthz.lab.render.to_markdown`)."""
     meta, results = data["meta"], data["results"]
     blocks: list[tuple] = [
         ("h1", "healthz lab: faults"),

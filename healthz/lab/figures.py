@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -368,3 +368,8 @@ class Sample:
         values = _fields(cls, data)
         values["hosts"] = tuple(HostSockets(**h) for h in data.get("hosts") or ())
         return cls(**values)
+
+
+def top(runs: Sequence[RunFigures]) -> RunFigures:
+    """The run at the highest concurrency step."""
+    return max(runs, key=lambda r: r.concurrency)

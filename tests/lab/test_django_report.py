@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from healthz.lab import report
+from healthz.lab import report, tables
 from healthz.lab.runner import Lab, LabConfig, Progress
 from healthz.lab.scenarios import load_file, select
 
@@ -67,4 +67,4 @@ def test_the_report_stack_fails_under_eventlet_and_holds_under_gthread_beside_it
     )
     assert str(verdicts["django-gthread-persistent"].outcome) == "held"
     # Paired with its stand-in where that ran too.
-    assert [row[1:3] for row in report.pair_rows(results)] == [["django-eventlet", "eventlet-nullpool"]]
+    assert [row[1:3] for row in tables.pair_rows(results)] == [["django-eventlet", "eventlet-nullpool"]]

@@ -11,7 +11,7 @@ import pytest
 from helpers import bouncer
 from helpers import lab_run as run
 
-from healthz.lab import report, verdict
+from healthz.lab import report, tables, verdict
 from healthz.plan import DatabaseLimits
 
 META = {
@@ -99,8 +99,8 @@ def test_loopback_says_it_cannot_show_exhaustion():
 
 def test_a_run_that_was_not_measured_is_reported_as_such():
     broken = run("x", error="gunicorn (eventlet) exited with status 2: healthz: HEALTHZ_POOL_SIZE='x'")
-    assert all(len(row) == len(report.STEP_COLUMNS) for row in report.step_rows(RESULTS, 500))
-    rows = report.step_rows([broken], 500)
+    assert all(len(row) == len(tables.STEP_COLUMNS) for row in tables.step_rows(RESULTS, 500))
+    rows = tables.step_rows([broken], 500)
     assert rows[0][1].startswith("not measured: gunicorn (eventlet) exited")
     table = report.verdict_table({"meta": META, "results": [broken]})
     assert table.split()[:3] == ["x", "not", "measured"]
@@ -144,12 +144,12 @@ def test_a_stalled_service_is_said_to_stop_answering():
 
 def test_exhaustion_effect_says_what_each_placement_did_in_numbers():
     short = run("x", pgbouncer=bouncer("db", logins=2400), hosts=3, time_wait=807)
-    assert report.exhaustion_effect(short) == (
+    assert tables.exhaustion_effect(short) == (
         "only moved: 80 connections/s to PgBouncer per host keep 4,800 ports in TIME_WAIT when sustained, more than "
         "the 1,000 in range (peak here 807): a longer run exhausts them"
     )
     on_app = run("x", pgbouncer=bouncer("app", logins=2500), time_wait=498)
-    assert report.exhaustion_effect(on_app) == (
+    assert tables.exhaustion_effect(on_app) == (
         "held only by TIME_WAIT reuse on loopback (tcp_tw_reuse=2): 498 of 1,000 ports in TIME_WAIT"
     )
 
@@ -187,10 +187,10 @@ def test_every_section_renders_for_hosts_pgbouncer_and_the_doctor():
     titles = [b[1] for b in blocks if b[0] == "h2"]
     for title in ("Application hosts", "PgBouncer", "healthz doctor against the measurement", "The connection budget"):
         assert any(t.startswith(title) for t in titles), (title, titles)
-    tables = {b[1]: b[2] for b in blocks if b[0] == "table"}
-    (bouncer_row,) = tables[report.PGBOUNCER_COLUMNS]
+    rendered = {b[1]: b[2] for b in blocks if b[0] == "table"}
+    (bouncer_row,) = rendered[tables.PGBOUNCER_COLUMNS]
     assert bouncer_row[2] == "database host" and bouncer_row[4] == "240.0"
-    assert [row[2] for row in tables[report.DOCTOR_COLUMNS]] == ["connection churn", "did not run: no answer"]
+    assert [row[2] for row in rendered[tables.DOCTOR_COLUMNS]] == ["connection churn", "did not run: no answer"]
 
 
 def test_an_own_service_is_judged_by_the_kinds_its_log_names_and_paired_with_its_stand_in():
@@ -211,9 +211,9 @@ def test_an_own_service_is_judged_by_the_kinds_its_log_names_and_paired_with_its
     assert nullpool.causes == nullpool.failures_by_cause  # ours: locust's causes are already kinds
     assert verdict.judge("django-eventlet", [django], None).cause == "address_unavailable"
     # Paired at the same step only: the 1,000-client run has no stand-in beside it.
-    (row,) = report.pair_rows([django, nullpool, elsewhere])
-    assert dict(zip(report.PAIR_COLUMNS, row))["own service"] == "django-eventlet"
-    assert dict(zip(report.PAIR_COLUMNS, row))["TIME_WAIT peak"] == "800 / 0"
+    (row,) = tables.pair_rows([django, nullpool, elsewhere])
+    assert dict(zip(tables.PAIR_COLUMNS, row))["own service"] == "django-eventlet"
+    assert dict(zip(tables.PAIR_COLUMNS, row))["TIME_WAIT peak"] == "800 / 0"
 
 
 EXAMPLES = sorted(p.parent for p in (Path(__file__).resolve().parents[2] / "docs").glob("example-*/results.json"))

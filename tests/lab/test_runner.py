@@ -17,7 +17,7 @@ import time
 import pytest
 from helpers import settled_sessions, wait_until
 
-from healthz.lab import probes, report, verdict
+from healthz.lab import probes, report, tables, verdict
 from healthz.lab.advice import HoldSource
 from healthz.lab.runner import Lab, LabConfig, LabError, Progress
 from healthz.lab.scenarios import DEFAULTS, select
@@ -278,7 +278,7 @@ def test_three_hosts_pass_max_connections_without_pgbouncer_and_stay_under_it_wi
     predicted = plan(Deployment(hosts=3, workers=2, worker_class="eventlet", max_connections=50, pool_size=10))
     assert predicted.max_hosts == 2 and predicted.pooler_needed
     data = {"meta": lab.meta, "results": [sized, bounced]}
-    budget = {row[0]: row for row in report.budget_rows(data["results"], DatabaseLimits.from_meta(data["meta"]))}
+    budget = {row[0]: row for row in tables.budget_rows(data["results"], DatabaseLimits.from_meta(data["meta"]))}
     assert budget["eventlet-queuepool-sized"][4] == "no: 13 over" and budget["eventlet-queuepool-sized"][5] == "2"
     assert budget["eventlet-queuepool-pgbouncer"][4] == "yes"
     text = report.to_markdown(report.build(data, []))

@@ -2,8 +2,8 @@
 timeline plot per fault.
 
 It reads only what :mod:`healthz.lab.fault_runner` saved (the figures of
-:func:`healthz.lab.faults.measure`) and judges each run again with
-:func:`healthz.lab.faults.judge`, so ``healthz lab report`` remakes it under the current rules and a
+:func:`healthz.lab.fault_verdict.measure`) and judges each run again with
+:func:`healthz.lab.fault_verdict.judge`, so ``healthz lab report`` remakes it under the current rules and a
 test can check it against the same functions.
 """
 
@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from healthz.lab.faults import FAULTS, judged
+from healthz.lab.fault_verdict import judged
+from healthz.lab.faults import FAULTS
 from healthz.lab.render import to_html, to_markdown
 
 PLOT_BIN = 0.5  # seconds per point on the timeline plots

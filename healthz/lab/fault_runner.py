@@ -5,7 +5,7 @@ Order of one run: renew the app side of the topology, begin the fault now if it 
 start-up (database down, slots taken), start gunicorn, wait for a 200 unless the fault prevents
 one, start locust for ``lead + hold + tail`` seconds, begin the fault ``lead`` seconds in, probe
 ``/api/v1/livez/`` while it lasts, end it ``hold`` seconds later, let the load finish, stop
-gunicorn, count the backends left and measure (:func:`healthz.lab.faults.measure`). A fault that
+gunicorn, count the backends left and measure (:func:`healthz.lab.fault_verdict.measure`). A fault that
 was begun is ended on every exit path, so the server always comes back up and locks are released.
 
 Faults need a server the lab may stop, fill and lock: always a throwaway PostgreSQL, never
@@ -23,8 +23,7 @@ from typing import Any
 
 from healthz.config import mask_password
 from healthz.harness import store
-from healthz.lab import faults as catalogue
-from healthz.lab import load, probes, rig
+from healthz.lab import fault_verdict, load, probes, rig
 from healthz.lab.faults import Fault, FaultError, Target
 from healthz.lab.record import Record
 from healthz.lab.runner import LabConfig, Progress, Session, slug
@@ -154,8 +153,8 @@ class FaultLab:
         counters: probes.PostgresCounters,
         label: str = "",
     ) -> dict[str, Any]:
-        """One fault against one scenario: the figures of :func:`~healthz.lab.faults.measure` and
-        more, and what :func:`~healthz.lab.faults.judge` found.
+        """One fault against one scenario: the figures of :func:`~healthz.lab.fault_verdict.measure` and
+        more, and what :func:`~healthz.lab.fault_verdict.judge` found.
 
         gunicorn, locust, the sampler and the fault itself (ended if begun) are entered in one
         :class:`contextlib.ExitStack` as they start, so each is stopped once on every exit path."""
@@ -171,7 +170,7 @@ class FaultLab:
                 self.progress.update(f"{label}: starting")
                 times = self._inject(run, counters, pg, url, label, stack)
                 result.update(self._fault_figures(run, counters, times, stack))
-                result.update(catalogue.judged(fault, result, self.request_timeout))
+                result.update(fault_verdict.judged(fault, result, self.request_timeout))
             except (ServiceError, FaultError) as exc:
                 result["error"] = mask_password(str(exc))
         store.write_json(run_dir / "result.json", result)
@@ -295,7 +294,7 @@ class FaultLab:
             "backends_end": backends_end,
             "backends_left": backends_left,
             **run.target.notes,
-            **catalogue.measure(timeline, times["fault_began"], times["fault_ended"], times["load_ended"]),
+            **fault_verdict.measure(timeline, times["fault_began"], times["fault_ended"], times["load_ended"]),
             "timeline": _relative(timeline, began),
         }
 
@@ -347,7 +346,7 @@ def _sleep_until(moment: float) -> None:
 
 class _LivezProbe(threading.Thread):
     """``GET /api/v1/livez/`` in the background while a fault lasts, as a liveness probe sends it:
-    on ``base_url`` (the request port when None), given :data:`faults.LIVENESS_TIMEOUT` to answer
+    on ``base_url`` (the request port when None), given :data:`fault_verdict.LIVENESS_TIMEOUT` to answer
     and then timed until it does, so that a stuck worker delays the answer, not the fault's end."""
 
     def __init__(self, gunicorn, base_url: str | None) -> None:

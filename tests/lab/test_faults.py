@@ -8,7 +8,7 @@ import os
 import psycopg2
 import pytest
 
-from healthz.lab import faults
+from healthz.lab import fault_verdict, faults
 from healthz.lab.scenarios import DEFAULTS
 
 T0 = 1_800_000_000.0  # the load's start, Unix time
@@ -39,7 +39,7 @@ def test_measure_counts_errors_by_kind_and_recovery_from_the_faults_end():
     rows = timeline(
         [(0, 2, 10, {}), (2, 3, 0, {"connection_refused": 5}), (3, 3.5, 4, {"connection_lost": 1}), (3.5, 8, 10, {})]
     )
-    m = faults.measure(rows, fault_began=T0 + 2, fault_ended=T0 + 3, load_ended=T0 + 8)
+    m = fault_verdict.measure(rows, fault_began=T0 + 2, fault_ended=T0 + 3, load_ended=T0 + 8)
     assert m["errors_before"] == {}
     assert m["errors"] == {"connection_refused": 50, "connection_lost": 5}
     assert m["failed"] == 55 and m["lost_after_end"] == 5
@@ -50,29 +50,29 @@ def test_measure_counts_errors_by_kind_and_recovery_from_the_faults_end():
 
 def test_measure_no_failure_after_the_end_is_zero_recovery():
     rows = timeline([(0, 2, 10, {}), (2, 2.5, 3, {"statement_timeout": 2}), (2.5, 6, 10, {})])
-    m = faults.measure(rows, T0 + 2, T0 + 2.5, T0 + 6)
+    m = fault_verdict.measure(rows, T0 + 2, T0 + 2.5, T0 + 6)
     assert m["recovery_seconds"] == 0.0 and m["lost_after_end"] == 0 and m["ok_during_fault"] == 15
 
 
 def test_measure_failures_into_the_last_second_are_not_recovered():
     rows = timeline([(0, 2, 10, {}), (2, 6, 1, {"other": 3})])
-    assert faults.measure(rows, T0 + 2, T0 + 3, T0 + 6)["recovery_seconds"] is None
+    assert fault_verdict.measure(rows, T0 + 2, T0 + 3, T0 + 6)["recovery_seconds"] is None
 
 
 def test_measure_failures_without_a_success_after_them_are_not_recovered():
     rows = timeline([(0, 2, 10, {}), (2, 4, 0, {"connection_refused": 3}), (4, 6, 0, {})])
-    assert faults.measure(rows, T0 + 2, T0 + 3, T0 + 6)["recovery_seconds"] is None
+    assert fault_verdict.measure(rows, T0 + 2, T0 + 3, T0 + 6)["recovery_seconds"] is None
 
 
 def test_measure_nothing_served_after_the_fault_is_not_recovered_even_without_failures():
     rows = timeline([(0, 2, 10, {})])  # a stuck service: requests hang, none fails, none succeeds
-    m = faults.measure(rows, T0 + 2, T0 + 3, T0 + 6)
+    m = fault_verdict.measure(rows, T0 + 2, T0 + 3, T0 + 6)
     assert m["recovery_seconds"] is None and m["failed"] == 0
 
 
 def test_measure_keeps_failures_before_the_fault_apart():
     rows = timeline([(0, 1, 10, {"too_many_clients": 1}), (1, 5, 10, {})])
-    m = faults.measure(rows, T0 + 2, T0 + 3, T0 + 5)
+    m = fault_verdict.measure(rows, T0 + 2, T0 + 3, T0 + 5)
     assert m["errors_before"] == {"too_many_clients": 10} and m["errors"] == {}
 
 
@@ -83,7 +83,7 @@ def test_measure_slowest_requests_are_taken_from_the_faults_beginning():
         row(2.5, 10, ok_ms=2500.0),
     ]
     rows += timeline([(2.6, 5, 10, {})])
-    m = faults.measure(rows, T0 + 2, T0 + 2.5, T0 + 5)
+    m = fault_verdict.measure(rows, T0 + 2, T0 + 2.5, T0 + 5)
     assert m["slowest_failure_ms"] == 510.0 and m["slowest_ok_ms"] == 2500.0
 
 
@@ -102,7 +102,7 @@ def good_result(**changes):
     return result
 
 
-T = faults.Trouble
+T = fault_verdict.Trouble
 
 
 @pytest.mark.parametrize(
@@ -155,7 +155,7 @@ T = faults.Trouble
     ],
 )  # fmt: skip  (one case per row: the table reads better than the formatter's layout)
 def test_judge_finds_each_trouble_with_its_figures(changes, trouble, figures, sentence):
-    found = faults.judge(faults.FAULTS["db-down-at-start"], good_result(**changes), request_timeout=10)
+    found = fault_verdict.judge(faults.FAULTS["db-down-at-start"], good_result(**changes), request_timeout=10)
     assert [(f.trouble, f.figures) for f in found] == ([] if trouble is None else [(trouble, figures)])
     if sentence:  # each sentence rendered once
         assert found[0].sentence() == sentence
@@ -168,9 +168,9 @@ def test_judge_accepts_client_side_errors_for_a_killed_worker_but_not_timeouts()
         worker_restarts=1,
         failure_bound_s=None,
     )
-    assert faults.judge(kill, ok, 10) == []
-    assert [f.trouble for f in faults.judge(kill, {**ok, "worker_restarts": 0}, 10)] == [T.WORKER_RESTARTS]
-    (left,) = faults.judge(kill, {**ok, "killed_worker_backends_left": 2}, 10)
+    assert fault_verdict.judge(kill, ok, 10) == []
+    assert [f.trouble for f in fault_verdict.judge(kill, {**ok, "worker_restarts": 0}, 10)] == [T.WORKER_RESTARTS]
+    (left,) = fault_verdict.judge(kill, {**ok, "killed_worker_backends_left": 2}, 10)
     assert (left.trouble, left.figures) == (T.KILLED_WORKER_BACKENDS, {"backends": 2})
     assert left.sentence() == "2 backend(s) of the killed worker still open"
 

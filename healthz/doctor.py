@@ -349,32 +349,6 @@ def _read_sysctl(name: str) -> str | None:
         return None
 
 
-class OpenedCounter:
-    """Connections opened toward a server, from snapshots of the socket table: a live socket
-    (an inode) that was not there at the first snapshot, or a TIME_WAIT port that was neither
-    there (open or closed) nor seen live (opened and closed between two snapshots). One opened and closed between
-    snapshots on a port that was already in TIME_WAIT (reused, ``tcp_tw_reuse``) is missed, so on
-    loopback the count errs low."""
-
-    def __init__(self, first: list[sockets.Socket]) -> None:
-        self.baseline_live = {s.inode for s in first if s.inode}
-        # Ports at the first snapshot, open or closed: one of these closing later was not opened in the window.
-        self.baseline_closed = {s[:4] for s in first}
-        self.live: dict[int, tuple] = {}
-        self.closed: set[tuple] = set()
-
-    def add(self, snapshot: list[sockets.Socket]) -> None:
-        for s in snapshot:
-            if s.inode and s.inode not in self.baseline_live:
-                self.live.setdefault(s.inode, s[:4])
-            elif s.state == "TIME_WAIT" and s[:4] not in self.baseline_closed:
-                self.closed.add(s[:4])
-
-    @property
-    def opened(self) -> int:
-        return len(self.live) + len(self.closed - set(self.live.values()))
-
-
 def _libpq_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     return scheme.split("+", 1)[0] + sep + rest
@@ -406,16 +380,7 @@ def observe(
     conn, unreachable, refused = _connect(database_url, transport, safe)
     unroutable = _unroutable(str(host), port, unreachable) if transport == "tcp" and unreachable else {}
     with contextlib.closing(conn) if conn else contextlib.nullcontext():
-        max_connections = reserved = own_port = server_addr = None
-        if conn:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute(
-                    "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int "
-                    "+ coalesce(current_setting('reserved_connections', true)::int, 0), inet_client_port(), "
-                    "host(inet_server_addr())"
-                )
-                max_connections, reserved, own_port, server_addr = cur.fetchone()
+        max_connections, reserved, own_port, server_addr = _limits(conn) if conn else (None, None, None, None)
         # What this host connects to; through a pooler the server's own address differs, and is not what loopback is about.
         host_addresses = sockets.resolve(str(host), port) if transport == "tcp" else set()
         addresses = host_addresses | ({server_addr} if server_addr and transport == "tcp" else set())
@@ -444,13 +409,26 @@ def observe(
         refused=refused,
         backends_peak=watched.backends_peak,
         unroutable=unroutable,
-        loopback=bool(host_addresses) and all(ipaddress.ip_address(a).is_loopback for a in host_addresses if _is_ip(a)),
+        loopback=bool(host_addresses)
+        and all(ipaddress.ip_address(a).is_loopback for a in host_addresses if sockets.is_ip(a)),
     )
+
+
+def _limits(conn) -> tuple[int, int, int, str | None]:
+    """``(max_connections, reserved slots, this connection's client port, the server's address)``."""
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int "
+            "+ coalesce(current_setting('reserved_connections', true)::int, 0), inet_client_port(), "
+            "host(inet_server_addr())"
+        )
+        return cur.fetchone()
 
 
 @dataclasses.dataclass
 class _Watched:
-    counter: OpenedCounter
+    counter: sockets.OpenedCounter
     last: list
     started_at: float
     window: float
@@ -463,7 +441,7 @@ def _watch(conn, toward: Callable[[], list], sample: float, interval: float) -> 
     """Watch this host's sockets toward the database (``toward``) and the database's counters
     (``conn``, when there is one) every ``interval`` seconds for ``sample`` seconds."""
     first = toward()
-    counter = OpenedCounter(first)
+    counter = sockets.OpenedCounter(first)
     started_at, began = time.time(), time.monotonic()
     sessions_before = _sessions(conn) if conn else None
     deadline, last = began + sample, first
@@ -537,14 +515,6 @@ def _kernel(transport: str) -> tuple[tuple[int, int] | None, int | None]:
         )
     port_range = tuple(int(v) for v in low_high.split()) if low_high else None
     return port_range, int(reuse) if reuse and reuse.isdigit() else None
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _sessions(conn) -> int:

@@ -255,7 +255,6 @@ def plan(deployment: Deployment) -> Plan:
             f"pool_size={d.pool_size} x {d.processes} worker processes = {d.pool_size * d.processes} "
             f"connections, more than the {d.available} available"
         )
-    exhaustion_rate = d.ports / TIME_WAIT_SECONDS
     return Plan(
         deployment=d,
         budget_per_worker=budget,
@@ -266,7 +265,7 @@ def plan(deployment: Deployment) -> Plan:
         pooler_needed=bool(reasons),
         reasons=tuple(reasons),
         pgbouncer=_pgbouncer(d),
-        exhaustion_rate=exhaustion_rate,
+        exhaustion_rate=d.ports / TIME_WAIT_SECONDS,
         nullpool_time_wait=None if d.rate is None else d.rate * TIME_WAIT_SECONDS,
         bound=bound,
         needed_per_host=needed,

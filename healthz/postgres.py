@@ -163,6 +163,39 @@ def _usable_by(binaries: Binaries, account: pwd.struct_passwd | None) -> Binarie
     return Binaries(target / "bin", binaries.version, binaries.source)
 
 
+def _conf(pg: PostgreSQL) -> dict[str, object]:
+    """``postgresql.conf`` for ``pg``: its address, port, socket folder, connection limit and
+    logging, durability off (throwaway data), then :attr:`settings`."""
+    return {
+        "listen_addresses": f"'{pg.host}'",
+        "port": pg.port,
+        "unix_socket_directories": f"'{pg.directory}'",
+        "max_connections": pg.max_connections,
+        "log_connections": "on" if pg.log_connections else "off",
+        "log_disconnections": "on" if pg.log_connections else "off",
+        "log_line_prefix": "'%m [%p] %q%u@%d '",
+        "lc_messages": "'C'",
+        # Throwaway data: durability costs time and proves nothing here.
+        "fsync": "off",
+        "synchronous_commit": "off",
+        "full_page_writes": "off",
+        **pg.settings,
+    }
+
+
+def _configure(datadir: Path, conf: Mapping[str, object]) -> None:
+    """Append ``conf`` to ``datadir``'s ``postgresql.conf``; a server listening beyond loopback also
+    admits password logins from any address (initdb admits loopback clients only; the lab's netns
+    clients come from the veth peer)."""
+    listen = str(conf.get("listen_addresses", "")).strip("'")
+    if listen not in ("127.0.0.1", "localhost", "::1"):
+        with open(datadir / "pg_hba.conf", "a") as fh:
+            fh.write("host all all 0.0.0.0/0 scram-sha-256\n")
+    with open(datadir / "postgresql.conf", "a") as fh:
+        fh.write("\n# healthz throwaway server\n")
+        fh.writelines(f"{key} = {value}\n" for key, value in conf.items())
+
+
 class PostgreSQL:
     """A throwaway PostgreSQL server on ``host``, started on :meth:`start`, gone after :meth:`cleanup`.
 
@@ -247,28 +280,7 @@ class PostgreSQL:
         pwfile.unlink()
         if result.returncode != 0:
             raise PostgresError(f"initdb failed ({self.binaries}): {result.stderr.strip()[-2000:]}")
-        conf = {
-            "listen_addresses": f"'{self.host}'",
-            "port": self.port,
-            "unix_socket_directories": f"'{self.directory}'",
-            "max_connections": self.max_connections,
-            "log_connections": "on" if self.log_connections else "off",
-            "log_disconnections": "on" if self.log_connections else "off",
-            "log_line_prefix": "'%m [%p] %q%u@%d '",
-            "lc_messages": "'C'",
-            # Throwaway data: durability costs time and proves nothing here.
-            "fsync": "off",
-            "synchronous_commit": "off",
-            "full_page_writes": "off",
-            **self.settings,
-        }
-        if self.host not in ("127.0.0.1", "localhost", "::1"):
-            # initdb only admits loopback clients; the lab's netns clients come from the veth peer.
-            with open(self.datadir / "pg_hba.conf", "a") as fh:
-                fh.write("host all all 0.0.0.0/0 scram-sha-256\n")
-        with open(self.datadir / "postgresql.conf", "a") as fh:
-            fh.write("\n# healthz throwaway server\n")
-            fh.writelines(f"{key} = {value}\n" for key, value in conf.items())
+        _configure(self.datadir, _conf(self))
 
     def start(self) -> PostgreSQL:
         """Run initdb on first start, then start the server and wait until it accepts

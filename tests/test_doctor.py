@@ -17,8 +17,9 @@ from click.testing import CliRunner
 
 from healthz import sockets
 from healthz.cli import main
-from healthz.doctor import CHURN, OVERRUN, UNREACHABLE, Observation, OpenedCounter, diagnose, render
+from healthz.doctor import CHURN, OVERRUN, UNREACHABLE, Observation, diagnose, render
 from healthz.postgres import PostgreSQL, free_port
+from healthz.sockets import OpenedCounter
 
 
 def observation(**changes) -> Observation:

@@ -108,26 +108,7 @@ from . import cases, table
     help="Print the table of an earlier run's bench.json instead of running.",
 )
 @click.option("--markdown", is_flag=True, help="Print the table as Markdown too.")
-def main(
-    duration,
-    repeats,
-    warmup,
-    connections,
-    reconnect_every,
-    crowd,
-    crowd_duration,
-    rate_duration,
-    rate_connections,
-    django,
-    worker_classes,
-    pools,
-    variants,
-    no_variants,
-    statement_requests,
-    output,
-    show,
-    markdown,
-) -> None:
+def main(worker_classes, pools, variants, no_variants, output, show, markdown, **measured) -> None:
     """Measure healthz against its ceiling (livez), NullPool and pgbench, with wrk.
 
     Starts a throwaway PostgreSQL and, for each worker class and pool, a gunicorn with two workers;
@@ -147,22 +128,13 @@ def main(
             pools or tuple(cases.POOLS),
             () if no_variants else variants or (*cases.VARIANTS, *cases.DRIVER_VARIANTS),
         )
+        # The other options are the config's fields by the same names (duration, repeats, crowd ...).
         config = BenchConfig(
             cases=chosen,
             output=output,
-            duration=duration,
-            repeats=repeats,
-            warmup=warmup,
-            connections=connections,
-            reconnect_every=reconnect_every,
-            crowd=crowd,
-            crowd_duration=crowd_duration,
-            rate_duration=rate_duration,
-            rate_connections=rate_connections,
-            django=django,
-            statement_requests=statement_requests,
             # Recorded as `healthz bench ...` whichever way it was started.
             command_line=shlex.join(["healthz", "bench", *sys.argv[2 if click.get_current_context().parent else 1 :]]),
+            **measured,
         )
         results = Bench(config).run()
         click.echo(f"results: {output / Bench.RESULTS}", err=True)

@@ -7,12 +7,10 @@ runs' spread beside it. Results go to a JSON file; passwords never do.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import resource
-import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +22,12 @@ from healthz.lab import probes, require_extra
 from healthz.postgres import APP_DATABASE, APP_USER, PostgreSQL, find_binaries, free_port
 from healthz.service import Gunicorn
 
-from . import cases as cases_module
-from . import pgbench, rate, statements, targets, wrk
+from . import extras, pgbench, statements, targets, wrk
 from .cases import Case
+from .readings import HEALTHZ, rss_mib, runs_summary, series
 
 require_extra()
 
-HEALTHZ = "/api/v1/healthz/"
 LIVEZ = "/api/v1/livez/"
 
 
@@ -66,30 +63,6 @@ class BenchConfig:
         data["cases"] = [case.name for case in self.cases]
         data["output"] = str(self.output)
         return data
-
-
-def series(values: Iterable[float]) -> dict[str, Any]:
-    """``values`` with their median, min, max and spread ((max - min) / median): the noise."""
-    values = [float(v) for v in values]
-    median = statistics.median(values)
-    return {
-        "median": median,
-        "min": min(values),
-        "max": max(values),
-        "spread": (max(values) - min(values)) / median if median else 0.0,
-        "runs": values,
-    }
-
-
-def rss_mib(pid: int) -> float | None:
-    """Resident memory of ``pid`` in MiB (``VmRSS``), or None when it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def machine() -> dict[str, Any]:
@@ -150,13 +123,13 @@ class Bench:
                 results["pgbench"] = self._pgbench(pg)
                 results["cases"] = [self._case(case, load, pg, counters, counter) for case in cfg.cases]
                 if cfg.crowd:
-                    results["crowd"] = self._crowd(load, pg, counters)
+                    results["crowd"] = extras.crowd(self, load, pg, counters)
                     # The same without the gate: the measurement that shows where the unfairness comes from.
-                    results["crowd_unfair"] = self._crowd(load, pg, counters, fair=False)
+                    results["crowd_unfair"] = extras.crowd(self, load, pg, counters, fair=False)
                 if cfg.rate_duration:
-                    results["fixed_rate"] = self._fixed_rate(load, pg)
+                    results["fixed_rate"] = extras.fixed_rate(self, load, pg)
                 if cfg.django:
-                    results["django"] = self._django(load, pg, counters)
+                    results["django"] = extras.django(self, load, pg, counters)
             finally:
                 counters.close()
         results["seconds"] = round(time.time() - started, 1)
@@ -196,7 +169,7 @@ class Bench:
         return out
 
     # -- the service -----------------------------------------------------------------------
-    def _service(self, case: Case, pg: PostgreSQL, log_name: str) -> Gunicorn:
+    def service(self, case: Case, pg: PostgreSQL, log_name: str) -> Gunicorn:
         env = {
             **case.scenario.environment(pg.url, every_setting=True),
             "GUNICORN_GRACEFUL_TIMEOUT": "3",
@@ -216,7 +189,7 @@ class Bench:
             "postgres": probes.cpu_seconds(pg.process.pid) or 0.0,
         }
 
-    def _settle(self, service: Gunicorn, quiet: float = 0.5, timeout: float = 60.0) -> None:
+    def settle(self, service: Gunicorn, quiet: float = 0.5, timeout: float = 60.0) -> None:
         """Wait until the service has finished the requests its clients gave up on: its workers
         used under 20 ms of CPU in ``quiet`` seconds, and the database saw no statement."""
         deadline = time.monotonic() + timeout
@@ -229,7 +202,7 @@ class Bench:
             before = now
         self.counter.settle(quiet, max(1.0, deadline - time.monotonic()))
 
-    def _wrk(
+    def wrk(
         self,
         load: wrk.Wrk,
         service: Gunicorn,
@@ -242,7 +215,7 @@ class Bench:
     ) -> wrk.WrkResult:
         """One wrk run, once the service has finished the requests of the run before; with ``cpu``
         (the server and a running total), the CPU seconds each side used during the run are added."""
-        self._settle(service)
+        self.settle(service)
         before = self._cpu(service, cpu[0]) if cpu else {}
         result = load.run(
             service.base_url + path,
@@ -267,12 +240,12 @@ class Bench:
         counter: statements.StatementCounter,
     ) -> dict[str, Any]:
         cfg = self.config
-        service = self._service(case, pg, case.name)
+        service = self.service(case, pg, case.name)
         sessions_before = counters.settled_sessions()
         with service:
             healthz_runs, livez_runs, cpu = self._measured_runs(case, load, service, pg)
             answers: list[int] = []
-            self._settle(service)
+            self.settle(service)
             sent = counter.count(
                 lambda: answers.extend(service.get(HEALTHZ, timeout=10)[0] for _ in range(cfg.statement_requests))
             )
@@ -285,7 +258,7 @@ class Bench:
             "pool": case.pool,
             "variant": case.variant,
             "summary": case.scenario.summary(),
-            "healthz": _runs_summary(healthz_runs),
+            "healthz": runs_summary(healthz_runs),
             "statements": {
                 "requests": len(answers),
                 "ok": answers.count(200),
@@ -304,7 +277,7 @@ class Bench:
             "worker_restarts": probes.worker_restarts(service.log_text(), case.scenario.workers),
         }
         if livez_runs:
-            result["livez"] = _runs_summary(livez_runs)
+            result["livez"] = runs_summary(livez_runs)
             # What the stack costs without the database: healthz's CPU above it is the database path's.
             result["livez_cpu_us_per_request"] = {
                 side: round(1e6 * used / max(1, sum(r.requests for r in livez_runs)), 1)
@@ -316,9 +289,9 @@ class Bench:
         """The warm-up, then ``repeats`` measured runs of healthz (and of livez for a ceiling case):
         ``(healthz runs, livez runs, CPU seconds of the service and of PostgreSQL during the healthz runs)``."""
         cfg = self.config
-        self._wrk(load, service, HEALTHZ, f"{case.name} warm-up", cfg.warmup, cfg.connections)
+        self.wrk(load, service, HEALTHZ, f"{case.name} warm-up", cfg.warmup, cfg.connections)
         if case.ceiling:
-            self._wrk(load, service, LIVEZ, f"{case.name} livez warm-up", cfg.warmup, cfg.connections)
+            self.wrk(load, service, LIVEZ, f"{case.name} livez warm-up", cfg.warmup, cfg.connections)
         healthz_runs: list[wrk.WrkResult] = []
         livez_runs: list[wrk.WrkResult] = []
         cpu = {"service": 0.0, "postgres": 0.0}
@@ -327,7 +300,7 @@ class Bench:
             label = f"{case.name} {{}} {i + 1}/{cfg.repeats}"
             if case.ceiling:
                 livez_runs.append(
-                    self._wrk(
+                    self.wrk(
                         load,
                         service,
                         LIVEZ,
@@ -338,137 +311,6 @@ class Bench:
                     )
                 )
             healthz_runs.append(
-                self._wrk(load, service, HEALTHZ, label.format("healthz"), cfg.duration, cfg.connections, cpu=(pg, cpu))
+                self.wrk(load, service, HEALTHZ, label.format("healthz"), cfg.duration, cfg.connections, cpu=(pg, cpu))
             )
         return healthz_runs, livez_runs, cpu
-
-    def _crowd(
-        self, load: wrk.Wrk, pg: PostgreSQL, counters: probes.PostgresCounters, fair: bool = True
-    ) -> dict[str, Any]:
-        """The sized pool under ``crowd`` concurrent keep-alive connections: does any request fail,
-        and how long do the unluckiest wait against Little's law's mean (connections / throughput)?"""
-        cfg = self.config
-        case = cases_module.crowd_case(cfg.crowd, fair)
-        service = self._service(case, pg, f"{case.name}-{cfg.crowd}-connections")
-        sessions_before = counters.settled_sessions()
-        with service:
-            self._wrk(load, service, HEALTHZ, f"{case.name} warm-up", cfg.warmup, cfg.connections)
-            result = self._wrk(
-                load,
-                service,
-                HEALTHZ,
-                f"{case.name} at {cfg.crowd:,} connections",
-                cfg.crowd_duration,
-                cfg.crowd,
-                timeout=10.0,
-            )
-            rss = [rss_mib(pid) for pid in service.worker_pids()]
-        return {
-            "name": case.name,
-            "summary": case.scenario.summary(),
-            "connections": cfg.crowd,
-            "run": result.to_dict(),
-            "sessions_opened": counters.settled_sessions() - sessions_before,
-            "rss_mib_per_worker": [round(r, 1) for r in rss if r is not None],
-            "worker_restarts": probes.worker_restarts(service.log_text(), case.scenario.workers),
-        }
-
-    def _fixed_rate(self, load: wrk.Wrk, pg: PostgreSQL) -> dict[str, Any]:
-        """The sized pool at fixed arrival rates: latency from each request's due time, late and
-        dropped requests. First saturated, at :data:`targets.SATURATED_SHARE` of its closed-model
-        maximum (wrk at ``connections``, same service): the driver's throughput then is the
-        service's capacity beside the driver, checked against wrk's. Then :data:`targets.RATE_SHARES`
-        of that capacity: the driver's CPU is taken from the same cores, so wrk's maximum would
-        overstate what the service can answer beside it."""
-        cfg = self.config
-        case = cases_module.crowd_case(cfg.rate_connections)
-        service = self._service(case, pg, f"{case.name}-fixed-rate")
-        runs = []
-        with service:
-            self._wrk(load, service, HEALTHZ, f"{case.name} warm-up", cfg.warmup, cfg.connections)
-            closed = self._wrk(
-                load, service, HEALTHZ, f"{case.name} closed-model maximum", cfg.duration, cfg.connections
-            )
-            capacity = closed.rps
-            plan = [(targets.SATURATED_SHARE, "wrk")] + [(share, "capacity") for share in targets.RATE_SHARES]
-            for share, basis in plan:
-                self._settle(service)
-                offered = share * (closed.rps if basis == "wrk" else capacity)
-                # Saturated, requests still unanswered 2 s after the schedule are dropped: the queue would outlast it.
-                timeout = 2.0 if basis == "wrk" else 10.0
-                result = rate.run_process(
-                    service.base_url + HEALTHZ, offered, cfg.rate_duration, cfg.rate_connections, timeout
-                )
-                if basis == "wrk":  # as the result is written: the shares are of the figure shown
-                    capacity = round(result.throughput, 1) or closed.rps
-                self.echo(
-                    f"{case.name} at {share:.0%} of {'wrk' if basis == 'wrk' else 'the capacity'} ({offered:,.0f} req/s): "
-                    f"{result.throughput:,.0f} answered/s, p50 {result.p50_ms or 0:,.1f} ms, p99 {result.p99_ms or 0:,.0f} ms, "
-                    f"p99.9 {result.p999_ms or 0:,.0f} ms from the due time, {result.late:,} late, {result.dropped:,} dropped"
-                )
-                runs.append({"share": share, "basis": basis, **result.to_dict()})
-        return {
-            "name": case.name,
-            "summary": case.scenario.summary(),
-            "closed": {"connections": cfg.connections, **closed.to_dict()},
-            "capacity": capacity,
-            "runs": runs,
-            "worker_restarts": probes.worker_restarts(service.log_text(), case.scenario.workers),
-        }
-
-    def _django(self, load: wrk.Wrk, pg: PostgreSQL, counters: probes.PostgresCounters) -> dict[str, Any]:
-        """The report's own stack (examples/django-report: Django, DRF, its gunicorn.conf.py) under
-        the same wrk load as each case, on the same PostgreSQL: ``{"peers": [...]}``, or
-        ``{"skipped": why}`` when the project or Django is not here."""
-        from healthz.lab.own_service import AppService, placeholders, run_setup
-        from healthz.lab.scenarios import select
-
-        project = DJANGO_PROJECT / "scenarios.toml"
-        if not project.is_file():
-            return {"skipped": f"no {DJANGO_PROJECT.name} project beside the package (a checkout has it in examples/)"}
-        missing = [m for m in ("django", "rest_framework") if importlib.util.find_spec(m) is None]
-        if missing:
-            return {"skipped": f"{', '.join(missing)} not installed: pip install 'healthz[django]'"}
-        cfg, peers = self.config, []
-        for i, scenario in enumerate(select(DJANGO_PEERS, [project])):
-            values = placeholders("127.0.0.1", free_port(), pg.url)
-            logfile = cfg.output / "logs" / f"{scenario.name}.log"
-            logfile.unlink(missing_ok=True)
-            if i == 0:
-                run_setup(scenario.app, values, logfile)
-            service = AppService(scenario.app, values, logfile)
-            sessions_before = counters.settled_sessions()
-            with service:
-                self._wrk(load, service, HEALTHZ, f"{scenario.name} warm-up", cfg.warmup, cfg.connections)
-                runs = [
-                    self._wrk(
-                        load, service, HEALTHZ, f"{scenario.name} {n + 1}/{cfg.repeats}", cfg.duration, cfg.connections
-                    )
-                    for n in range(cfg.repeats)
-                ]
-            peers.append(
-                {
-                    "name": scenario.name,
-                    "worker_class": scenario.worker_class,
-                    "description": scenario.description,
-                    "healthz": _runs_summary(runs),
-                    "sessions_opened": counters.settled_sessions() - sessions_before,
-                }
-            )
-        return {"project": f"examples/{DJANGO_PROJECT.name}", "peers": peers}
-
-
-#: The report's Django project, in a checkout; its scenarios that run beside healthz in the bench.
-DJANGO_PROJECT = Path(__file__).resolve().parents[2] / "examples" / "django-report"
-DJANGO_PEERS = ("django-gthread-persistent", "django-eventlet-persistent")
-
-
-def _runs_summary(runs: list[wrk.WrkResult]) -> dict[str, Any]:
-    return {
-        "rps": series(r.rps for r in runs),
-        "p50_ms": series(r.p50_ms for r in runs),
-        "p99_ms": series(r.p99_ms for r in runs),
-        "requests": sum(r.requests for r in runs),
-        "failed": sum(r.failed for r in runs),
-        "errors": {kind: sum(r.errors[kind] for r in runs) for kind in runs[0].errors},
-    }

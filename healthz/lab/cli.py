@@ -301,27 +301,7 @@ def lab_config(topology: str, output: Path | None, avoid_netns: str | None = Non
 )
 @output_option("Folder for results and report (default: lab-results/<timestamp>).")
 def run_command(
-    specs,
-    scenarios_files,
-    concurrency,
-    duration,
-    max_requests,
-    rate,
-    connection,
-    topology,
-    ports,
-    delay_ms,
-    hosts,
-    database_url,
-    seed,
-    max_connections,
-    load_processes,
-    load_workers,
-    quick,
-    app,
-    target,
-    path,
-    output,
+    specs, scenarios_files, concurrency, duration, topology, quick, app, target, path, output, **fields
 ) -> None:
     """Run each scenario at each concurrency step under locust and write the report.
 
@@ -351,22 +331,13 @@ def run_command(
         config = lab_config(
             topology,
             output,
-            avoid_netns="--database-url is given (netns runs its own PostgreSQL)" if database_url else None,
+            avoid_netns="--database-url is given (netns runs its own PostgreSQL)" if fields["database_url"] else None,
             scenarios=_chosen(specs, scenarios_files, app, path, target),
             concurrency=parse_concurrency(concurrency),
             duration=duration,
-            max_requests=max_requests,
-            rate=rate,
-            ports=ports,
-            delay_ms=delay_ms,
-            hosts=hosts,
-            database_url=database_url,
-            seed=seed,
-            max_connections=max_connections,
-            connection=connection,
             scenarios_files=list(scenarios_files),
-            load_processes=load_processes,
-            load_workers=load_workers,
+            # The other options are LabConfig's fields by the same names (rate, ports, hosts ...).
+            **fields,
         )
     _announce(config)
     run_and_report(Lab(config), config.output, report.write, report.terminal)

@@ -99,49 +99,11 @@ class FaultLab:
             reason = fault.skip_reason(scenario, topology)
             if reason:
                 self.progress.done(f"{label}: skipped, {reason}")
-                yield self._row(fault, scenario, topology) | {"skipped": reason}
+                yield fault_row(
+                    fault, scenario, self.bases.get(scenario.name, scenario.name), self.config, topology
+                ) | {"skipped": reason}
             else:
                 yield self.run_fault(fault, scenario, topology, url, pg, counters, label)
-
-    def _row(self, fault: Fault, scenario: Scenario, topology) -> dict[str, Any]:
-        return {
-            "fault": fault.name,
-            "scenario": scenario.name,
-            "base_scenario": self.bases.get(scenario.name, scenario.name),
-            "pool_pre_ping": scenario.service_settings().pool_pre_ping,
-            "summary": scenario.summary(),
-            "worker_class": scenario.worker_class,
-            "workers": scenario.workers,
-            "threads": scenario.threads,
-            "pool_capacity": scenario.pool_capacity(),
-            "users": self.config.concurrency[0],
-            "connection": self.config.connection or scenario.connection,
-            "topology": topology.name,
-            "hold": fault.hold,
-            "error": None,
-            "skipped": None,
-            "problems": [],
-        }
-
-    def rerun_fault(self, fault: Fault, scenario: Scenario) -> str:
-        cfg = self.config
-        base = self.bases.get(scenario.name, scenario.name).split(":", 1)[0]
-        args = [
-            "healthz",
-            "lab",
-            "faults",
-            "--fault",
-            fault.name,
-            "--scenario",
-            base,
-            "--users",
-            str(cfg.concurrency[0]),
-            "--topology",
-            cfg.topology,
-            "--max-connections",
-            str(cfg.max_connections),
-        ]
-        return " ".join(args)
 
     def run_fault(
         self,
@@ -202,11 +164,17 @@ class FaultLab:
         )
         run.locust = load.Locust(locust_cmd, run_dir / "locust.log", command_prefix=topology.client_prefix)
         stack.callback(run.locust.stop)
-        run.result = self._row(fault, scenario, topology) | {
+        run.result = fault_row(fault, scenario, self.bases.get(scenario.name, scenario.name), self.config, topology) | {
             "run_dir": str(run_dir.relative_to(cfg.output)),
             "failure_bound_s": fault.failure_bound(scenario, users),
             "commands": self.record.commands(
-                scenario, gunicorn, env, topology, locust_cmd, run_dir, self.rerun_fault(fault, scenario)
+                scenario,
+                gunicorn,
+                env,
+                topology,
+                locust_cmd,
+                run_dir,
+                rerun_fault(fault, self.bases.get(scenario.name, scenario.name), self.config),
             ),
         }
         return run
@@ -297,6 +265,49 @@ class FaultLab:
             **fault_verdict.measure(timeline, times["fault_began"], times["fault_ended"], times["load_ended"]),
             "timeline": _relative(timeline, began),
         }
+
+
+def fault_row(fault: Fault, scenario: Scenario, base: str, cfg: LabConfig, topology) -> dict[str, Any]:
+    """What a fault run is, before any figure: the fault, the scenario (a variant of ``base``), its
+    setup, the load and the topology."""
+    return {
+        "fault": fault.name,
+        "scenario": scenario.name,
+        "base_scenario": base,
+        "pool_pre_ping": scenario.service_settings().pool_pre_ping,
+        "summary": scenario.summary(),
+        "worker_class": scenario.worker_class,
+        "workers": scenario.workers,
+        "threads": scenario.threads,
+        "pool_capacity": scenario.pool_capacity(),
+        "users": cfg.concurrency[0],
+        "connection": cfg.connection or scenario.connection,
+        "topology": topology.name,
+        "hold": fault.hold,
+        "error": None,
+        "skipped": None,
+        "problems": [],
+    }
+
+
+def rerun_fault(fault: Fault, base: str, cfg: LabConfig) -> str:
+    """The ``healthz lab faults`` command that repeats one fault against ``base`` (the scenario it varies)."""
+    args = [
+        "healthz",
+        "lab",
+        "faults",
+        "--fault",
+        fault.name,
+        "--scenario",
+        base.split(":", 1)[0],
+        "--users",
+        str(cfg.concurrency[0]),
+        "--topology",
+        cfg.topology,
+        "--max-connections",
+        str(cfg.max_connections),
+    ]
+    return " ".join(args)
 
 
 @dataclasses.dataclass

@@ -58,7 +58,29 @@ def locust_command(
     this the master of locust's distributed mode (``--master --expect-workers``, on ``master_port``),
     waiting up to :data:`WORKERS_WAIT` seconds for that many :func:`worker_command` processes; the
     master runs no users, and writes every file."""
-    extra = ["--timeline-file", str(timeline)] if timeline else []
+    extra = _extra_options(timeline, targets, path, processes, rate, workers, master_port)
+    return [
+        *(sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", host),
+        *("--users", str(users), "--spawn-rate", str(users), "--run-time", f"{max(1, round(duration))}s"),
+        *("--stop-timeout", "0", "--connection", connection, "--max-requests", str(max_requests)),
+        *("--request-timeout", f"{request_timeout:g}", "--stats-interval", f"{stats_interval:g}"),
+        *("--csv", str(csv_prefix), "--html", str(html), "--summary-file", f"{csv_prefix}_summary.json"),
+        *("--only-summary", "--loglevel", "WARNING"),
+        *extra,
+    ]
+
+
+def _extra_options(
+    timeline: Path | None,
+    targets: Sequence[str],
+    path: str,
+    processes: int,
+    rate: float,
+    workers: int,
+    master_port: int,
+) -> list[str]:
+    """The options :func:`locust_command` adds only where they differ from the defaults (locust's and ours)."""
+    extra: list[str] = ["--timeline-file", str(timeline)] if timeline else []
     if path != DEFAULT_PATH:
         extra += ["--path", path]
     if processes > 1 and workers:
@@ -72,42 +94,7 @@ def locust_command(
         extra += ["--rate", f"{rate:g}"]
     if len(targets) > 1:
         extra += ["--targets", ",".join(targets)]
-    return [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(LOCUSTFILE),
-        "--headless",
-        "--host",
-        host,
-        "--users",
-        str(users),
-        "--spawn-rate",
-        str(users),
-        "--run-time",
-        f"{max(1, round(duration))}s",
-        "--stop-timeout",
-        "0",
-        "--connection",
-        connection,
-        "--max-requests",
-        str(max_requests),
-        "--request-timeout",
-        f"{request_timeout:g}",
-        "--stats-interval",
-        f"{stats_interval:g}",
-        "--csv",
-        str(csv_prefix),
-        "--html",
-        str(html),
-        "--summary-file",
-        f"{csv_prefix}_summary.json",
-        "--only-summary",
-        "--loglevel",
-        "WARNING",
-        *extra,
-    ]
+    return extra
 
 
 #: Seconds a distributed run's master waits for its workers to connect.

@@ -40,12 +40,6 @@ def summarise(
     sessions = sessions_after - sessions_before
     logged = probes.log_counts(service_log, own_service=scenario.own_service)
 
-    def cpu(name: str) -> float | None:
-        values = [s.cpu[name] for s in samples if s.cpu.get(name) is not None]
-        if not values:
-            return None
-        return round(max(values) - (0 if name == "locust" else values[0]), 2)
-
     return {
         "seconds": seconds,
         "requests": requests,
@@ -76,7 +70,7 @@ def summarise(
         "established_peak": probes.peak(s.established for s in samples),
         "ports_held_peak": probes.peak(s.ports_held for s in samples),
         "ports": (port_range[1] - port_range[0] + 1) if port_range else None,
-        "cpu_seconds": {name: cpu(name) for name in ("gunicorn", "postgres", "locust")},
+        "cpu_seconds": {name: cpu_seconds(samples, name) for name in ("gunicorn", "postgres", "locust")},
         "worker_restarts": probes.worker_restarts(
             service_log, scenario.workers * hosts if workers_started is None else workers_started
         ),
@@ -84,6 +78,15 @@ def summarise(
         "samples": samples,
         "history": history,
     }
+
+
+def cpu_seconds(samples: list[Sample], name: str) -> float | None:
+    """CPU seconds of the ``name`` process tree over the samples (locust's own since it started,
+    whose first reading comes once it runs); None without a reading."""
+    values = [s.cpu[name] for s in samples if s.cpu.get(name) is not None]
+    if not values:
+        return None
+    return round(max(values) - (0 if name == "locust" else values[0]), 2)
 
 
 def one_line(run: RunFigures) -> str:

@@ -354,9 +354,9 @@ class Netns:
                 _run(["ip", "netns", "add", load.namespace])
                 self._created.append(load.namespace)
                 _run([*load.prefix, "ip", "link", "set", "lo", "up"])
-                self._link(self.client_prefix, load, *load.master_link)
+                _link(self.client_prefix, load, *load.master_link)
             for host in self.hosts:
-                self._create_app(host)
+                _create_app(self, host)
         except BaseException:
             self.teardown()
             raise
@@ -366,75 +366,6 @@ class Netns:
         """Where a distributed run's workers run, each as ``(command prefix, the master's address
         from there)``: the client namespace (the master's own) and each further load host."""
         return [(self.client_prefix, "127.0.0.1")] + [(load.prefix, load.master_link[2]) for load in self.extra_load]
-
-    @staticmethod
-    def _link(near_prefix: list[str], load: LoadHost, near_if: str, far_if: str, near: str, far: str) -> None:
-        """A veth pair from a namespace (``near_prefix``) to ``load``'s, on a /30: ``near`` here, ``far`` there."""
-        _run(
-            [
-                *near_prefix,
-                "ip",
-                "link",
-                "add",
-                near_if,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                far_if,
-                "netns",
-                load.namespace,
-            ]
-        )
-        _run([*near_prefix, "ip", "addr", "add", f"{near}/30", "dev", near_if])
-        _run([*load.prefix, "ip", "addr", "add", f"{far}/30", "dev", far_if])
-        _run([*near_prefix, "ip", "link", "set", near_if, "up"])
-        _run([*load.prefix, "ip", "link", "set", far_if, "up"])
-
-    def _create_app(self, host: AppHost) -> None:
-        _run(["ip", "netns", "add", host.namespace])
-        self._created.append(host.namespace)
-        app, db, client = host.prefix, self.db_prefix, self.client_prefix
-        _run([*app, "ip", "link", "set", "lo", "up"])
-        # Both ends of each pair are made from inside the namespaces: the addresses never exist in the host's.
-        _run([*app, "ip", "link", "add", host.app_if, "type", "veth", "peer", "name", host.db_if, "netns", self.db_ns])
-        _run([*app, "ip", "addr", "add", f"{host.app_host}/24", "dev", host.app_if])
-        _run([*db, "ip", "link", "set", host.db_if, "master", self.bridge])
-        _run(
-            [
-                *app,
-                "ip",
-                "link",
-                "add",
-                host.service_if,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                host.client_if,
-                "netns",
-                self.client_ns,
-            ]
-        )
-        _run([*app, "ip", "addr", "add", f"{host.service_host}/30", "dev", host.service_if])
-        _run([*client, "ip", "addr", "add", f"{host.client_host}/30", "dev", host.client_if])
-        for prefix, interface, delay in (
-            (app, host.app_if, self.delay_ms),
-            (db, host.db_if, self.delay_ms),
-            (app, host.service_if, 0.0),
-            (client, host.client_if, 0.0),
-        ):
-            _run([*prefix, "ip", "link", "set", interface, "up"])
-            if delay:
-                _add_netem(prefix, interface, delay)
-        for load in self.extra_load:
-            near_if, far_if, near, far = load.app_link(host.index)
-            self._link(app, load, near_if, far_if, near, far)
-            # The service listens on its address toward the first client namespace; from here it is one hop away.
-            _run([*load.prefix, "ip", "route", "add", f"{host.service_host}/32", "via", near])
-        low, high = self.port_range
-        _run([*app, "sysctl", "-q", "-w", f"net.ipv4.ip_local_port_range={low} {high}"])
-        _run([*app, "sysctl", "-q", "-w", f"net.ipv4.tcp_tw_reuse={self.tcp_tw_reuse}"])
 
     def netem_problem(self) -> str | None:
         """Why ``tc netem`` cannot run here (tried on the client namespace's loopback), or None."""
@@ -467,7 +398,7 @@ class Netns:
                 subprocess.run(["ip", "-n", namespace, "link", "del", interface], capture_output=True)
         try:
             for host in self.hosts:
-                self._create_app(host)
+                _create_app(self, host)
         except BaseException:
             self.teardown()
             raise
@@ -484,6 +415,78 @@ class Netns:
 
     def __exit__(self, *exc_info: object) -> None:
         self.teardown()
+
+
+def _link(near_prefix: list[str], load: LoadHost, near_if: str, far_if: str, near: str, far: str) -> None:
+    """A veth pair from a namespace (``near_prefix``) to ``load``'s, on a /30: ``near`` here, ``far`` there."""
+    _run(
+        [
+            *near_prefix,
+            "ip",
+            "link",
+            "add",
+            near_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            far_if,
+            "netns",
+            load.namespace,
+        ]
+    )
+    _run([*near_prefix, "ip", "addr", "add", f"{near}/30", "dev", near_if])
+    _run([*load.prefix, "ip", "addr", "add", f"{far}/30", "dev", far_if])
+    _run([*near_prefix, "ip", "link", "set", near_if, "up"])
+    _run([*load.prefix, "ip", "link", "set", far_if, "up"])
+
+
+def _create_app(net: Netns, host: AppHost) -> None:
+    """Make ``host``'s namespace of ``net``: its links to the database's bridge, to the client
+    namespace and to each further load host, their addresses, netem, and the port range and reuse."""
+    _run(["ip", "netns", "add", host.namespace])
+    net._created.append(host.namespace)
+    app, db, client = host.prefix, net.db_prefix, net.client_prefix
+    _run([*app, "ip", "link", "set", "lo", "up"])
+    # Both ends of each pair are made from inside the namespaces: the addresses never exist in the host's.
+    _run([*app, "ip", "link", "add", host.app_if, "type", "veth", "peer", "name", host.db_if, "netns", net.db_ns])
+    _run([*app, "ip", "addr", "add", f"{host.app_host}/24", "dev", host.app_if])
+    _run([*db, "ip", "link", "set", host.db_if, "master", net.bridge])
+    _run(
+        [
+            *app,
+            "ip",
+            "link",
+            "add",
+            host.service_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            host.client_if,
+            "netns",
+            net.client_ns,
+        ]
+    )
+    _run([*app, "ip", "addr", "add", f"{host.service_host}/30", "dev", host.service_if])
+    _run([*client, "ip", "addr", "add", f"{host.client_host}/30", "dev", host.client_if])
+    for prefix, interface, delay in (
+        (app, host.app_if, net.delay_ms),
+        (db, host.db_if, net.delay_ms),
+        (app, host.service_if, 0.0),
+        (client, host.client_if, 0.0),
+    ):
+        _run([*prefix, "ip", "link", "set", interface, "up"])
+        if delay:
+            _add_netem(prefix, interface, delay)
+    for load in net.extra_load:
+        near_if, far_if, near, far = load.app_link(host.index)
+        _link(app, load, near_if, far_if, near, far)
+        # The service listens on its address toward the first client namespace; from here it is one hop away.
+        _run([*load.prefix, "ip", "route", "add", f"{host.service_host}/32", "via", near])
+    low, high = net.port_range
+    _run([*app, "sysctl", "-q", "-w", f"net.ipv4.ip_local_port_range={low} {high}"])
+    _run([*app, "sysctl", "-q", "-w", f"net.ipv4.tcp_tw_reuse={net.tcp_tw_reuse}"])
 
 
 def make(

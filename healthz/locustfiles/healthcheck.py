@@ -121,6 +121,11 @@ def add_arguments(parser) -> None:
         env_var="HEALTHZ_RATE",
         help="requests per second in all, spread over the users, each timed from when it was due (0: back to back)",
     )
+    _add_step_ramp_arguments(group)
+
+
+def _add_step_ramp_arguments(group) -> None:
+    """The step ramp's options (``step_ramp.py``), in our group of locust's parser."""
     group.add_argument(
         "--step-users", type=int, default=100, env_var="HEALTHZ_STEP_USERS", help="step ramp: users added per step"
     )

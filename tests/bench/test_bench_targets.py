@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from healthz.bench import table, targets
-from healthz.bench.runner import series
+from healthz.bench.readings import series
 
 
 def _case(name, worker_class, pool, rps, *, variant="", livez=None, sent=200, ok=200):

@@ -301,7 +301,12 @@ class RunFigures:
         return max(0, self.due - self.requests) if self.due is not None else None
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RunFigures:
+    def from_dict(cls, data: Mapping[str, Any], *, strict: bool = False) -> RunFigures:
+        """The figures in ``data``: a ``results.json`` entry (keys of older versions ignored), or with
+        ``strict`` what a run just measured, where a key that is no field is a mistake (ValueError)."""
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if strict and unknown:
+            raise ValueError(f"figures that RunFigures has no field for: {', '.join(sorted(unknown))}")
         values = _fields(cls, data)
         values.update(
             pool=PoolShape.from_dict(data["pool"]),

@@ -185,7 +185,7 @@ class Lab:
                 result.update(self._measure(run, topology, url, pg, counters, stack))
             except ServiceError as exc:
                 result["error"] = mask_password(str(exc))
-        figures = RunFigures.from_dict(result)
+        figures = RunFigures.from_dict(result, strict=True)
         store.write_json(run_dir / "result.json", figures.to_dict())
         self.progress.done(f"{run.head}: {measure.one_line(figures)}")
         return figures

@@ -1,7 +1,7 @@
 """Where a run's results go: a folder of its own, never an earlier run's, and JSON written whole.
 
 :func:`new_folder` names a fresh ``<root>/<UTC timestamp>`` folder (``-2``, ``-3``... when two runs
-start within the same second); :func:`claim` refuses a folder that already holds a run's results;
+start within the same second); :func:`refuse_taken` refuses a folder that already holds a run's results;
 :func:`write_json` writes through a temporary file and a rename, so a reader (or a run cut off
 half-way) never sees half a file; :func:`machine` is the one description of the host every result
 carries.
@@ -31,15 +31,14 @@ def new_folder(root: Path) -> Path:
     return folder
 
 
-def claim(folder: Path, results: str) -> Path:
-    """Create ``folder`` for a new run whose results file is ``results``; :class:`StoreError` when
-    the folder already holds one (an earlier run's results are never overwritten) or is not a folder."""
+def refuse_taken(folder: Path, results: str) -> None:
+    """:class:`StoreError` when ``folder`` cannot take a new run whose results file is ``results``: it
+    already holds one (an earlier run's results are never overwritten) or is not a folder. Nothing
+    is created, so a run refused later leaves no folder behind."""
     if folder.exists() and not folder.is_dir():
         raise StoreError(f"--output {folder}: not a folder")
     if (folder / results).exists():
         raise StoreError(f"--output {folder} already holds {results} from an earlier run: choose another folder")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def write_json(path: Path, data: Any, indent: int = 1) -> None:

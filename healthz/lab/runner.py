@@ -74,10 +74,10 @@ class Session:
     def run(self, runs, extra_meta: dict[str, Any] | None = None) -> list:
         """Set up, then every result ``runs(topology, url, pg, counters)`` yields; the results."""
         cfg = self.config
-        if (cfg.output / self.results_name).exists():  # checked first: nothing starts for a refused run
-            raise LabError(
-                f"--output {cfg.output} already holds {self.results_name} from an earlier run: choose another folder"
-            )
+        try:  # checked first: nothing starts for a refused run
+            store.refuse_taken(cfg.output, self.results_name)
+        except store.StoreError as exc:
+            raise LabError(str(exc)) from None
         topology = topologies.make(
             cfg.topology,
             ports=cfg.ports,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from healthz.harness.store import StoreError, claim, machine, new_folder, write_json
+from healthz.harness.store import StoreError, machine, new_folder, refuse_taken, write_json
 
 
 def test_new_folders_never_reuse_one(tmp_path):
@@ -17,14 +17,16 @@ def test_new_folders_never_reuse_one(tmp_path):
 
 
 def test_a_folder_with_an_earlier_run_s_results_is_refused(tmp_path):
-    folder = claim(tmp_path / "run", "results.json")
-    assert folder.is_dir()
+    folder = tmp_path / "run"
+    refuse_taken(folder, "results.json")
+    assert not folder.exists(), "checking creates nothing"
+    folder.mkdir()
     write_json(folder / "results.json", {"results": []})
     with pytest.raises(StoreError, match="already holds results.json from an earlier run"):
-        claim(folder, "results.json")
+        refuse_taken(folder, "results.json")
     (tmp_path / "file").write_text("")
     with pytest.raises(StoreError, match="not a folder"):
-        claim(tmp_path / "file", "results.json")
+        refuse_taken(tmp_path / "file", "results.json")
 
 
 def test_json_is_replaced_whole_and_odd_values_are_strings(tmp_path):

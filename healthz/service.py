@@ -209,8 +209,8 @@ class Gunicorn(Service):
         the app, and a worker stopped then sits out the whole graceful timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.child.running():
-            workers = self.worker_pids()
-            if workers and all(f"healthz worker {pid}: driver" in self.log_text() for pid in workers):
+            workers, log = self.worker_pids(), self.log_text()
+            if workers and all(f"healthz worker {pid}: driver" in log for pid in workers):
                 return
             time.sleep(0.05)
 

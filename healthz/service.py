@@ -16,8 +16,8 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from healthz.config import WORKER_CLASSES, mask_password
-from healthz.harness.process import ChildProcess
+from healthz.config import WORKER_CLASSES
+from healthz.harness.process import ChildProcess, log_tail, read_log
 
 #: Seconds a started gunicorn has to answer ``/api/v1/livez/``.
 READY_TIMEOUT = 30.0
@@ -130,14 +130,12 @@ class Service:
         return [int(pid) for pid in children]
 
     def log_text(self) -> str:
-        try:
-            return self.logfile.read_text(errors="replace")
-        except OSError:
-            return ""
+        """The service's log; empty before it starts (its child process writes it)."""
+        return read_log(self.logfile)
 
     def log_tail(self, lines: int = 15) -> str:
         """The last ``lines`` lines of the log, passwords masked."""
-        return mask_password("\n".join(self.log_text().splitlines()[-lines:]))
+        return log_tail(self.logfile, lines)
 
     def __enter__(self):
         return self.start()

@@ -63,6 +63,22 @@ def kill_group(pgid: int, signum: int) -> bool:
     return True
 
 
+def read_log(path: Path) -> str:
+    """A child's log as text; empty when there is none yet."""
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def log_tail(path: Path, lines: int = 15, secrets: Sequence[str] = ()) -> str:
+    """The last ``lines`` lines of the log at ``path``, URL passwords and ``secrets`` masked."""
+    text = mask_password("\n".join(read_log(path).splitlines()[-lines:]))
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
 def _unignore_sigint() -> None:
     """A shell without job control starts a background job with SIGINT ignored, and an ignored
     signal stays ignored across exec: every child would sit through the SIGINT that stops it (locust
@@ -209,17 +225,11 @@ class ChildProcess:
         return self.process is not None and self.process.poll() is None
 
     def log_text(self) -> str:
-        try:
-            return self.logfile.read_text(errors="replace")
-        except OSError:
-            return ""
+        return read_log(self.logfile)
 
     def log_tail(self, lines: int = 15) -> str:
         """The last ``lines`` lines of the log, URL passwords and :attr:`secrets` masked."""
-        text = mask_password("\n".join(self.log_text().splitlines()[-lines:]))
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return log_tail(self.logfile, lines, self.secrets)
 
     def __enter__(self) -> ChildProcess:
         return self.start()

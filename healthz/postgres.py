@@ -183,17 +183,16 @@ def _conf(pg: PostgreSQL) -> dict[str, object]:
     }
 
 
-def _configure(datadir: Path, conf: Mapping[str, object]) -> None:
-    """Append ``conf`` to ``datadir``'s ``postgresql.conf``; a server listening beyond loopback also
+def _configure(pg: PostgreSQL) -> None:
+    """Append :func:`_conf` to ``pg``'s ``postgresql.conf``; a server listening beyond loopback also
     admits password logins from any address (initdb admits loopback clients only; the lab's netns
     clients come from the veth peer)."""
-    listen = str(conf.get("listen_addresses", "")).strip("'")
-    if listen not in ("127.0.0.1", "localhost", "::1"):
-        with open(datadir / "pg_hba.conf", "a") as fh:
+    if pg.host not in ("127.0.0.1", "localhost", "::1"):
+        with open(pg.datadir / "pg_hba.conf", "a") as fh:
             fh.write("host all all 0.0.0.0/0 scram-sha-256\n")
-    with open(datadir / "postgresql.conf", "a") as fh:
+    with open(pg.datadir / "postgresql.conf", "a") as fh:
         fh.write("\n# healthz throwaway server\n")
-        fh.writelines(f"{key} = {value}\n" for key, value in conf.items())
+        fh.writelines(f"{key} = {value}\n" for key, value in _conf(pg).items())
 
 
 class PostgreSQL:
@@ -280,7 +279,7 @@ class PostgreSQL:
         pwfile.unlink()
         if result.returncode != 0:
             raise PostgresError(f"initdb failed ({self.binaries}): {result.stderr.strip()[-2000:]}")
-        _configure(self.datadir, _conf(self))
+        _configure(self)
 
     def start(self) -> PostgreSQL:
         """Run initdb on first start, then start the server and wait until it accepts

@@ -215,8 +215,10 @@ def configure_users(environment) -> None:
 
 def _configure_worker(environment, **_kwargs) -> None:
     configure_users(environment)
-    if environment.parsed_options.timeline_file and TIMELINE.record not in environment.events.request._handlers:
+    # test_start comes again with every run the web UI starts: listen once.
+    if environment.parsed_options.timeline_file and not TIMELINE.listening:
         environment.events.request.add_listener(TIMELINE.record)
+        TIMELINE.listening = True
 
 
 def _report_to_master(client_id, data) -> None:
@@ -314,6 +316,7 @@ class Timeline:
 
     def __init__(self) -> None:
         self.buckets: dict[int, dict] = {}
+        self.listening = False  # a worker's: recording its requests
 
     def record(self, response_time=None, exception=None, **_kwargs) -> None:
         bucket = self._bucket(int(time.time() * 10))

@@ -115,6 +115,10 @@ class Service:
     def stop(self) -> int | None:
         raise NotImplementedError
 
+    def stop_after_load(self) -> int | None:
+        """Stop it once the load has stopped (nothing in flight): as :meth:`stop` unless a kind knows quicker."""
+        return self.stop()
+
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
@@ -220,3 +224,7 @@ class Gunicorn(Service):
         if self.child is None:
             return None
         return self.child.stop(timeout, signals=(signal.SIGINT, signal.SIGKILL) if quick else None)
+
+    def stop_after_load(self) -> int | None:
+        """At once: its workers still close their pools (the load has stopped; nothing is in flight)."""
+        return self.stop(quick=True)

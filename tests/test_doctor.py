@@ -172,6 +172,7 @@ def _doctor(url: str, sample: str = "2") -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+@pytest.mark.serial
 def test_doctor_calls_held_connections_healthy(postgres, database_url):
     held = [psycopg2.connect(database_url.replace("+psycopg2", ""), application_name="held") for _ in range(5)]
     try:
@@ -185,6 +186,7 @@ def test_doctor_calls_held_connections_healthy(postgres, database_url):
     assert postgres.password not in output
 
 
+@pytest.mark.serial
 def test_doctor_finds_churn_and_counts_what_postgresql_counts(database_url):
     stop = threading.Event()
 
@@ -210,6 +212,7 @@ def test_doctor_finds_churn_and_counts_what_postgresql_counts(database_url):
     assert abs(opened - sessions) <= 0.25 * opened + 5, (opened, sessions)
 
 
+@pytest.mark.serial
 def test_doctor_finds_a_budget_overrun():
     with PostgreSQL(max_connections=20) as pg, contextlib.ExitStack() as stack:  # 20 - 3 reserved = 17; 16 >= 0.9 x 17
         for _ in range(16):

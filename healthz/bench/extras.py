@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from healthz.lab import probes
-from healthz.postgres import PostgreSQL, free_port
+from healthz.postgres import PostgreSQL
 
 from . import cases as cases_module
 from . import rate, targets, wrk
@@ -101,8 +101,8 @@ def django(bench: Bench, load: wrk.Wrk, pg: PostgreSQL, counters: probes.Postgre
     """The report's own stack (examples/django-report: Django, DRF, its gunicorn.conf.py) under
     the same wrk load as each case, on the same PostgreSQL: ``{"peers": [...]}``, or
     ``{"skipped": why}`` when the project or Django is not here."""
-    from healthz.lab.own_service import AppService, placeholders, run_setup
     from healthz.lab.scenarios import select
+    from healthz.lab.topology import Loopback
 
     project = DJANGO_PROJECT / "scenarios.toml"
     if not project.is_file():
@@ -111,13 +111,13 @@ def django(bench: Bench, load: wrk.Wrk, pg: PostgreSQL, counters: probes.Postgre
     if missing:
         return {"skipped": f"{', '.join(missing)} not installed: pip install 'healthz[django]'"}
     cfg, peers = bench.config, []
+    here = Loopback()
     for i, scenario in enumerate(select(DJANGO_PEERS, [project])):
-        values = placeholders("127.0.0.1", free_port(), pg.url)
-        logfile = cfg.output / "logs" / f"{scenario.name}.log"
-        logfile.unlink(missing_ok=True)
-        if i == 0:
-            run_setup(scenario.app, values, logfile)
-        service = AppService(scenario.app, values, logfile)
+        logs = cfg.output / "logs" / scenario.name
+        logs.mkdir(parents=True, exist_ok=True)
+        service, _ = scenario.service.make(scenario, here, here.hosts[0], pg.url, logs)
+        if i == 0 and scenario.service.has_setup:
+            scenario.service.set_up(service, logs / "setup.log", ())
         sessions_before = counters.settled_sessions()
         with service:
             bench.wrk(load, service, HEALTHZ, f"{scenario.name} warm-up", cfg.warmup, cfg.connections)

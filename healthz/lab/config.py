@@ -50,7 +50,7 @@ class LabConfig:
     @property
     def drives_a_running_service(self) -> bool:
         """``--target``: the service runs elsewhere; the lab starts none and only reads the database."""
-        return any(s.target for s in self.scenarios)
+        return any(not s.service.started for s in self.scenarios)
 
     def __post_init__(self) -> None:
         if not self.scenarios:

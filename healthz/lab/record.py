@@ -20,18 +20,12 @@ from healthz.config import mask_password
 from healthz.harness import store
 from healthz.lab import measure, probes
 from healthz.lab.config import LabConfig
-from healthz.lab.own_service import DEFAULT_PATH, RunningService, mask
 from healthz.lab.scenarios import Scenario
 from healthz.postgres import PostgreSQL
-from healthz.service import Gunicorn, Service, gunicorn_command
+from healthz.service import Service, gunicorn_command
+
 
 #: What the lab cannot measure of a service it does not run (``--target``): it lives on another host.
-NOT_TAKEN_FOR_TARGET = (
-    "the application host's sockets (TIME_WAIT, ports held, EADDRNOTAVAIL): run `healthz doctor` there",
-    "its CPU, worker restarts and log",
-)
-
-
 class Record:
     """The records of the lab run ``config`` describes (see the module docstring)."""
 
@@ -105,12 +99,7 @@ class Record:
 
     def selector(self, scenario: Scenario) -> list[str]:
         """The options that choose ``scenario`` again: ``--target``, ``--app`` (and ``--path``), or ``--scenario``."""
-        if scenario.target:
-            return ["--target", scenario.target]
-        if scenario.app and scenario.name == "app" and not self.config.scenarios_files:
-            path = ["--path", scenario.app.path] if scenario.app.path != DEFAULT_PATH else []
-            return ["--app", scenario.app.command, *path]
-        return ["--scenario", scenario.name]
+        return scenario.service.selector(scenario, from_files=bool(self.config.scenarios_files))
 
     def commands(
         self,
@@ -125,23 +114,12 @@ class Record:
     ) -> dict[str, str]:
         """The run's commands (rerun, the service, locust), also written to ``commands.txt`` beside
         ``gunicorn --print-config``'s output (our gunicorn's only); passwords masked."""
-        ours = isinstance(server, Gunicorn)
-        if ours:
-            service = {"gunicorn": _shell(env, [*topology.app_prefix, *gunicorn_command(scenario.worker_class)])}
-        elif isinstance(server, RunningService):
-            service = {"target": server.url}
-        else:
-            secret, spec = server.values["db_password"], server.spec
-            where = f"cd {shlex.quote(str(spec.app_dir))} && " if spec.app_dir else ""
-            service = {"service": mask(where + _shell(env, server.command), secret)}
-            if spec.setup:
-                setup = [*topology.app_prefix, *spec.setup_argv(server.values)]
-                service["setup"] = mask(where + _shell(env, setup), secret)
+        service = scenario.service.commands(scenario, server, env, topology)
         commands = {"rerun": rerun, **service, "locust": shlex.join([*topology.client_prefix, *locust_cmd])}
         for i, worker in enumerate(workers or [], 1):
             commands[f"locust worker {i}"] = shlex.join(worker)
         (run_dir / "commands.txt").write_text("\n\n".join(f"# {k}\n{v}" for k, v in commands.items()) + "\n")
-        if not ours:
+        if not scenario.service.prints_config:
             return commands
         key = json.dumps(env, sort_keys=True)
         if key not in self._configs:
@@ -178,7 +156,7 @@ class Record:
             "run_dir": str(run.run_dir.relative_to(self.config.output)),
             "hosts": len(run.hosts),
             "own_service": scenario.own_service,
-            "not_taken": list(NOT_TAKEN_FOR_TARGET) if scenario.target else [],
+            "not_taken": list(scenario.service.not_taken),
             "counterpart": scenario.counterpart,
             "tcp_tw_reuse": topology.tcp_tw_reuse,
             "commands": commands,
@@ -191,12 +169,6 @@ class Record:
         while self._config_files:
             path, printed = self._config_files.pop()
             path.write_text(printed.result())
-
-
-def _shell(env: dict[str, str], command: list[str]) -> str:
-    """A command a user can paste: ``env VAR=value ... command``, passwords masked."""
-    assignments = [f"{key}={shlex.quote(mask_password(value))}" for key, value in sorted(env.items())]
-    return " ".join(["env", *assignments, *map(shlex.quote, command)])
 
 
 def _print_config(scenario: Scenario, env: dict[str, str]) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,15 +20,11 @@ from healthz.lab import load, probes
 from healthz.lab import topology as topologies
 from healthz.lab.config import LabError
 from healthz.lab.figures import Placement
-from healthz.lab.own_service import AppService, RunningService, placeholders
 from healthz.lab.pgbouncer import Console, PgBouncer, login_pattern
 from healthz.lab.probes import LineCounter
 from healthz.lab.scenarios import Scenario
 from healthz.postgres import PostgreSQL, free_port
-from healthz.service import Gunicorn, Service
-
-#: Service port inside the app namespace (a fresh namespace has every port free).
-NETNS_SERVICE_PORT = 8000
+from healthz.service import Service
 
 
 @contextlib.contextmanager
@@ -66,42 +61,9 @@ def database(cfg, topology) -> Iterator[tuple[str, str, PostgreSQL | None]]:
 def service(
     scenario: Scenario, topology, host: topologies.AppHost, url: str, run_dir: Path
 ) -> tuple[Service, dict[str, str]]:
-    """An unstarted service for ``scenario`` on application host ``host`` of ``topology`` and
-    the environment it is given: our gunicorn (logging into ``run_dir``: ``gunicorn.log`` for the
-    first host, ``gunicorn-appN.log`` for the others), or the scenario's own service
-    (``service.log``, ``service-appN.log``), whose environment shown is what differs from ours."""
-    if scenario.target:
-        return RunningService(scenario.target, client_prefix=topology.client_prefix), {}
-    port = NETNS_SERVICE_PORT if topology.name == "netns" else free_port()
-    if scenario.app:
-        log = run_dir / ("service.log" if host.index == 0 else f"service-{host.name}.log")
-        service = AppService(
-            scenario.app,
-            placeholders(host.service_host, port, url),
-            log,
-            command_prefix=host.prefix,
-            client_prefix=topology.client_prefix,
-        )
-        return service, {k: v for k, v in service.env.items() if os.environ.get(k) != v}
-    # livez on a listener of its own, as the recommended deployment's liveness probe has it.
-    liveness = f"{host.service_host}:{port + 1 if topology.name == 'netns' else free_port()}"
-    env = {
-        **scenario.environment(url),
-        "GUNICORN_GRACEFUL_TIMEOUT": "3",
-        "GUNICORN_BACKLOG": "4096",
-        "HEALTHZ_LIVENESS_BIND": liveness,
-    }
-    log = run_dir / ("gunicorn.log" if host.index == 0 else f"gunicorn-{host.name}.log")
-    gunicorn = Gunicorn(
-        scenario.worker_class,
-        env,
-        log,
-        host=host.service_host,
-        port=port,
-        command_prefix=host.prefix,
-        client_prefix=topology.client_prefix,
-    )
-    return gunicorn, env
+    """An unstarted service for ``scenario`` on application host ``host`` of ``topology``, logging
+    into ``run_dir``, and the environment it is given (what its kind makes: see :mod:`healthz.lab.services`)."""
+    return scenario.service.make(scenario, topology, host, url, run_dir)
 
 
 def pgbouncers(scenario: Scenario, topology, url: str) -> tuple[list[PgBouncer], list[str]]:

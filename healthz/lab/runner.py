@@ -26,17 +26,15 @@ from healthz.lab import load, measure, probes, require_extra, rig
 from healthz.lab import topology as topologies
 from healthz.lab.config import LabConfig, LabError, default_output, slug
 from healthz.lab.figures import RunFigures, Sample
-from healthz.lab.own_service import run_setup
 from healthz.lab.pgbouncer import PgBouncer, PgBouncerError
 from healthz.lab.record import Record
 from healthz.lab.scenarios import Scenario
 from healthz.postgres import PostgreSQL
-from healthz.service import HEALTHY_TIMEOUT, Gunicorn, Service, ServiceError
+from healthz.service import HEALTHY_TIMEOUT, Service, ServiceError
 
 require_extra()
 
 #: Service port inside the app namespace (a fresh namespace has every port free).
-NETNS_SERVICE_PORT = 8000
 #: Runs shorter than this leave no room for ``healthz doctor`` past the start-up burst.
 DOCTOR_MIN_DURATION = 5.0
 
@@ -222,9 +220,8 @@ class Lab:
         for gunicorn in run.gunicorns:
             # Our gunicorn stops at once (locust has stopped first: nothing is in flight); its workers
             # still close their pools. A team's command gets its own group's SIGINT, SIGTERM, SIGKILL.
-            stack.callback(gunicorn.stop, **({"quick": True} if isinstance(gunicorn, Gunicorn) else {}))
-        # A running service's host is not this one: the doctor must run there.
-        if cfg.doctor and cfg.duration >= DOCTOR_MIN_DURATION and not scenario.target:
+            stack.callback(gunicorn.stop_after_load)
+        if cfg.doctor and cfg.duration >= DOCTOR_MIN_DURATION and scenario.service.doctor_runs_here:
             run.doctor = probes.DoctorProbe(
                 run.service_urls[0],
                 measure.doctor_sample(cfg.duration),
@@ -249,10 +246,9 @@ class Lab:
     ) -> dict[str, Any]:
         """Start the service, drive the load, stop everything (``stack``), and return the figures."""
         scenario = run.scenario
-        if scenario.app and scenario.app.setup and scenario.name not in self._set_up:
+        if scenario.service.has_setup and scenario.name not in self._set_up:
             self.progress.update(f"{run.head}: setup")
-            first = run.gunicorns[0]
-            run_setup(scenario.app, first.values, run.run_dir / "setup.log", run.hosts[0].prefix)
+            scenario.service.set_up(run.gunicorns[0], run.run_dir / "setup.log", run.hosts[0].prefix)
             self._set_up.add(scenario.name)
         self.progress.update(f"{run.head}: starting the service")
         # Before the service starts: the sessions its workers open at start-up count too.
@@ -313,8 +309,7 @@ class Lab:
     ) -> dict[str, Any]:
         """Every figure of a finished run, from locust's files, the samples and PostgreSQL's counters."""
         sessions_after = counters.settled_sessions()
-        # A running service keeps its pool: its backends are counted as they are, not waited out.
-        backends_left = counters.wait_backends(0, timeout=0 if run.scenario.target else 15.0)
+        backends_left = counters.wait_backends(0, timeout=run.scenario.service.backends_settle_s)
         totals = load.read_summary(run.csv_prefix)
         history = load.read_history(run.csv_prefix, self.config.interval)
         service_log = "".join(g.log_text() for g in run.gunicorns)
@@ -329,7 +324,7 @@ class Lab:
             run.scenario,
             topology.port_range,
             hosts=len(run.hosts),
-            workers_started=sum(g.booted_at_ready for g in run.gunicorns) if run.scenario.own_service else None,
+            workers_started=run.scenario.service.workers_started(run.gunicorns),
         )
         if len(run.hosts) > 1:
             by_address = run.connection_log.since_mark() if run.connection_log else {}

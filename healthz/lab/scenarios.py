@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from healthz.config import ENVIRONMENT, WORKER_CLASSES, Settings, SettingsError, parse_integer
 from healthz.lab.figures import Placement, PoolShape
 from healthz.lab.own_service import DEFAULT_PATH, AppSpec, AppSpecError
+from healthz.lab.services import LabService, OwnService, RunningTarget, ServiceKind, ServiceKindError
 from healthz.lab.topology import PORTS, TW_REUSE
 
 if sys.version_info >= (3, 11):
@@ -87,9 +88,8 @@ class Scenario:
     pgbouncer: Placement = Placement.NONE
     pgbouncer_pool_mode: str = "transaction"
     pgbouncer_pool_size: int = 10
-    app: AppSpec | None = None
+    service: ServiceKind = LabService()  # ours, the team's command (app) or a running service (--target)
     counterpart: str | None = None  # the lab's scenario that stands for this one, for the report's pairs
-    target: str | None = None  # the URL of a running service the lab does not start (--target)
     tcp_tw_reuse: int | None = None  # net.ipv4.tcp_tw_reuse on the application hosts (netns); None: Linux's 2
     ports: int | None = None  # their ip_local_port_range size (netns); None: the lab's --ports
 
@@ -111,11 +111,9 @@ class Scenario:
             object.__setattr__(self, "pgbouncer", Placement.parse(self.pgbouncer))
         except ValueError as exc:
             raise ScenarioError(f"scenario {self.name}: {exc}") from None
-        if self.app and self.pgbouncer.pooled:
-            raise ScenarioError(
-                f"scenario {self.name}: pgbouncer places PgBouncer for the lab's own service; with app, run your "
-                "PgBouncer yourself and point the app's env at it"
-            )
+        refusal = self.service.refusal(self)
+        if refusal:
+            raise ScenarioError(f"scenario {self.name}: {refusal}")
         if self.pgbouncer_pool_mode not in PGBOUNCER_POOL_MODES:
             raise ScenarioError(
                 f"scenario {self.name}: pgbouncer_pool_mode {self.pgbouncer_pool_mode!r} is not one of "
@@ -183,23 +181,9 @@ class Scenario:
     def summary(self) -> str:
         """One line: worker class and counts, pool and green driver, client connection mode (an own
         service's command and what its scenario declares)."""
-        if self.target:
-            return f"a running service at {self.target}, clients {self.connection}"
-        if self.app:
-            declared = f"{self.worker_class} workers={self.workers}" if self.worker_class != UNKNOWN else ""
-            pool = self.pool_shape()
-            if pool.pool_class == "QueuePool":
-                declared += f", QueuePool(pool_size={pool.pool_size}, max_overflow={pool.max_overflow})"
-            elif pool.pool_class == "SingletonThreadPool":
-                declared += f", SingletonThreadPool(pool_size={pool.pool_size})"
-            elif pool.pool_class != UNKNOWN:
-                declared += f", {pool.pool_class}"
-            where = f" in {_shown(self.app.app_dir)}" if self.app.app_dir else ""
-            return (
-                f"own service: {self.app.command}{where}"
-                + (f" ({declared.strip(', ')})" if declared else "")
-                + (f", clients {self.connection}")
-            )
+        summary = self.service.summary(self)
+        if summary:
+            return summary
         settings = self.service_settings(_PLACEHOLDER_URL)
         pool = settings.pool_class
         if pool == "QueuePool":
@@ -223,33 +207,35 @@ class Scenario:
         return summary.replace("  ", " ")
 
     def to_dict(self) -> dict[str, Any]:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "service"}
         return {
-            **dataclasses.asdict(self),
+            **fields,
             "pgbouncer": self.pgbouncer.value,
             "settings": dict(self.settings),
             "summary": self.summary(),
-            "app": self.app.to_dict() if self.app else None,
+            **self.service.to_dict(),
         }
 
     @property
     def own_service(self) -> bool:
         """Whether the service is the team's (one the lab starts, or one already running), not ours."""
-        return self.app is not None or self.target is not None
+        return self.service.own
 
     @property
     def path(self) -> str:
         """The endpoint the load calls."""
-        if self.target:
-            return urlsplit(self.target).path or "/"
-        return self.app.path if self.app else DEFAULT_PATH
+        return self.service.path
 
     def with_changes(self, name: str, changes: Mapping[str, Any], root: Path | None = None) -> Scenario:
         """A copy called ``name`` with scenario keys, app keys (``app_dir`` relative to ``root``)
         and settings in ``changes`` applied."""
         own, app_keys, settings = _split(changes)
-        app = _app(name, self.app, app_keys, root)
         try:
-            return dataclasses.replace(self, name=name, settings={**self.settings, **settings}, app=app, **own)
+            service = self.service.with_app_keys(name, app_keys, root)
+        except ServiceKindError as exc:
+            raise ScenarioError(str(exc)) from None
+        try:
+            return dataclasses.replace(self, name=name, settings={**self.settings, **settings}, service=service, **own)
         except TypeError as exc:
             raise ScenarioError(f"scenario {name}: {exc}") from None
 
@@ -260,31 +246,6 @@ def _split(changes: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], 
     app = {k: v for k, v in changes.items() if k in APP_KEYS}
     settings = {k: v for k, v in changes.items() if k not in own and k not in app}
     return own, app, settings
-
-
-def _app(name: str, base: AppSpec | None, keys: Mapping[str, Any], root: Path | None) -> AppSpec | None:
-    """``base`` with the app keys in ``keys`` applied (``app_dir`` and ``python`` relative to ``root``)."""
-    if not keys:
-        return base
-    if base is None and "app" not in keys:
-        raise ScenarioError(f"scenario {name}: {', '.join(sorted(keys))} need(s) app, the command that serves HTTP")
-    fields = {"command" if k == "app" else k: v for k, v in keys.items()}
-    for key in ("app_dir", "python"):
-        if key in fields:
-            value = Path(str(fields[key])).expanduser()
-            fields[key] = value if value.is_absolute() or root is None else (root / value).resolve()
-    try:
-        return dataclasses.replace(base, **fields) if base else AppSpec(**fields)
-    except (AppSpecError, TypeError) as exc:
-        raise ScenarioError(f"scenario {name}: {exc}") from None
-
-
-def _shown(path: Path) -> str:
-    """``path`` relative to the current directory when it lies below it (a checkout's examples/...)."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def _text(value: object) -> str:
@@ -468,8 +429,11 @@ def _build(
     if base in known:
         return known[base].with_changes(name, changes, root)
     own, app_keys, settings = _split(changes)
-    app = _app(name, None, app_keys, root)
-    own_service = app is not None
+    try:
+        service = LabService().with_app_keys(name, app_keys, root)
+    except ServiceKindError as exc:
+        raise ScenarioError(str(exc)) from None
+    own_service = service.own
     if "worker_class" not in changes and not own_service:
         raise ScenarioError(
             f"scenario {name}: a new scenario needs worker_class (one of {', '.join(WORKER_CLASSES)}), or app"
@@ -482,7 +446,7 @@ def _build(
         else f"user-defined: {', '.join(f'{k}={v}' for k, v in changes.items())}",
     )
     try:
-        return Scenario(name=name, settings=settings, app=app, **own)
+        return Scenario(name=name, settings=settings, service=service, **own)
     except TypeError as exc:
         raise ScenarioError(f"scenario {name}: {exc}") from None
 
@@ -523,7 +487,7 @@ def select(specs: Iterable[str] = (), files: Iterable[Path] = (), apps: Iterable
         from_files.update(loaded)
     specs, apps = list(specs), list(apps)
     if not specs:
-        own = apps or any(s.app for s in from_files.values())
+        own = apps or any(s.own_service for s in from_files.values())
         return [*([] if own else DEFAULTS.values()), *from_files.values(), *apps]
     chosen = [parse_spec(spec, known) for spec in specs] + apps
     names = [s.name for s in chosen]
@@ -540,7 +504,7 @@ def own_service(command: str, path: str = DEFAULT_PATH, name: str = "app") -> Sc
         spec = AppSpec(command, app_dir=Path.cwd(), path=path)
     except AppSpecError as exc:
         raise ScenarioError(f"--app: {exc}") from None
-    return Scenario(name, f"own service: {command}", UNKNOWN, app=spec)
+    return Scenario(name, f"own service: {command}", UNKNOWN, service=OwnService(spec))
 
 
 def running_service(url: str) -> Scenario:
@@ -548,7 +512,7 @@ def running_service(url: str) -> Scenario:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ScenarioError(f"--target {url!r}: expected an http(s) URL such as http://127.0.0.1:8000/api/v1/healthz/")
-    return Scenario("target", f"a running service: {url}", UNKNOWN, target=url)
+    return Scenario("target", f"a running service: {url}", UNKNOWN, service=RunningTarget(url))
 
 
 def parse_concurrency(text: str) -> list[int]:

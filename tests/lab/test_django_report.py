@@ -31,8 +31,8 @@ def test_every_django_scenario_names_a_lab_scenario_that_stands_for_it():
     )
     known = {s.name for s in select([])}
     for scenario in scenarios.values():
-        assert scenario.app is not None and scenario.counterpart in known, scenario.name
-        assert scenario.app.app_dir == SCENARIOS.parent
+        assert scenario.own_service and scenario.counterpart in known, scenario.name
+        assert scenario.service.spec.app_dir == SCENARIOS.parent
 
 
 @needs_root

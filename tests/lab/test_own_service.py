@@ -102,15 +102,15 @@ def test_the_scenarios_file_describes_an_own_service_relative_to_itself(tmp_path
         """,
     )
     tiny = load_file(toml, {})["tiny"]
-    assert tiny.app.app_dir == tmp_path / "project" and tiny.app.ready == "/health"
+    assert tiny.service.spec.app_dir == tmp_path / "project" and tiny.service.spec.ready == "/health"
     assert tiny.pool_shape().pool_class == "unknown" and tiny.pool_capacity() is None
     # Only the file's own service runs when it has one: the question is about that service.
     assert [s.name for s in select([], [toml])] == ["tiny"]
     values = placeholders("198.18.1.1", 8000, "postgresql://u:secret@198.18.0.1:6432/shop")
-    env = tiny.app.environment(values, base={"PATH": "/usr/bin"})
+    env = tiny.service.spec.environment(values, base={"PATH": "/usr/bin"})
     assert env["TINY_DB"] == "shop" and env["PGPORT"] == "6432" and env["PORT"] == "8000"
     assert env["PATH"].split(os.pathsep)[0] == str(VENV / "bin")
-    assert tiny.app.argv(values) == ["gunicorn", "tinyapp:application", "-b", "198.18.1.1:8000"]
+    assert tiny.service.spec.argv(values) == ["gunicorn", "tinyapp:application", "-b", "198.18.1.1:8000"]
 
 
 @pytest.mark.parametrize(

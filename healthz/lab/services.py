@@ -1,0 +1,312 @@
+"""What a scenario serves, as one of three kinds: :class:`LabService` (ours, gunicorn with the
+scenario's settings), :class:`OwnService` (the team's command, ``app``) and :class:`RunningTarget`
+(a service already running, ``--target``). Each knows how it is started (or not), where its clients
+call it, and what the lab can measure of it; nothing else asks which kind a scenario holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from healthz.config import mask_password
+from healthz.lab.own_service import DEFAULT_PATH, AppService, AppSpec, AppSpecError, RunningService, mask, placeholders
+from healthz.lab.own_service import run_setup as run_app_setup
+from healthz.postgres import free_port
+from healthz.service import Gunicorn, Service, gunicorn_command
+
+#: Service port inside the app namespace (a fresh namespace has every port free).
+NETNS_SERVICE_PORT = 8000
+#: What the lab cannot read of a service it did not start (``--target``).
+NOT_TAKEN_FOR_TARGET = (
+    "the application host's sockets (TIME_WAIT, ports held, EADDRNOTAVAIL): run `healthz doctor` there",
+    "its CPU, worker restarts and log",
+)
+
+
+class ServiceKindError(ValueError):
+    """A scenario's service keys do not fit its kind; the message says which and why."""
+
+
+def _port(topology) -> int:
+    return NETNS_SERVICE_PORT if topology.name == "netns" else free_port()
+
+
+def _log(run_dir: Path, host, first: str, other: str) -> Path:
+    return run_dir / (first if host.index == 0 else other.format(host=host.name))
+
+
+@dataclasses.dataclass(frozen=True)
+class LabService:
+    """Ours: gunicorn with ``healthz.gunicorn_conf.<worker_class>`` and the scenario's settings."""
+
+    #: The team's service (its worker class and pool are what the team declares, not what the lab sets).
+    own: ClassVar[bool] = False
+    #: The lab starts it, on every application host, and stops it after the load.
+    started: ClassVar[bool] = True
+
+    @property
+    def path(self) -> str:
+        return DEFAULT_PATH
+
+    def summary(self, scenario) -> str | None:
+        """None: the scenario's own summary of worker class, pool and clients says it all."""
+        return None
+
+    def make(self, scenario, topology, host, url: str, run_dir: Path) -> tuple[Service, dict[str, str]]:
+        """An unstarted gunicorn on ``host`` (log ``gunicorn.log``, ``gunicorn-appN.log``) and its environment."""
+        port = _port(topology)
+        # livez on a listener of its own, as the recommended deployment's liveness probe has it.
+        liveness = f"{host.service_host}:{port + 1 if topology.name == 'netns' else free_port()}"
+        env = {
+            **scenario.environment(url),
+            "GUNICORN_GRACEFUL_TIMEOUT": "3",
+            "GUNICORN_BACKLOG": "4096",
+            "HEALTHZ_LIVENESS_BIND": liveness,
+        }
+        log = _log(run_dir, host, "gunicorn.log", "gunicorn-{host}.log")
+        gunicorn = Gunicorn(
+            scenario.worker_class,
+            env,
+            log,
+            host=host.service_host,
+            port=port,
+            command_prefix=host.prefix,
+            client_prefix=topology.client_prefix,
+        )
+        return gunicorn, env
+
+    def selector(self, scenario, from_files: bool) -> list[str]:
+        """The options of ``healthz lab run`` that choose this scenario again."""
+        return ["--scenario", scenario.name]
+
+    def commands(self, scenario, service: Service, env: dict[str, str], topology) -> dict[str, str]:
+        """The commands that start it as the lab did, by name, to paste (passwords masked)."""
+        return {"gunicorn": shell_line(env, [*topology.app_prefix, *gunicorn_command(scenario.worker_class)])}
+
+    #: Whether ``gunicorn --print-config`` on its configuration says what it resolved.
+    prints_config: ClassVar[bool] = True
+
+    #: Whether it has a setup to run once before its first step.
+    has_setup: ClassVar[bool] = False
+
+    def set_up(self, service: Service, log: Path, prefix: Sequence[str]) -> None:
+        """Run the scenario's setup (logging into ``log``) before its first step."""
+
+    @property
+    def not_taken(self) -> tuple[str, ...]:
+        """What the lab cannot measure of this service."""
+        return ()
+
+    @property
+    def doctor_runs_here(self) -> bool:
+        """Whether ``healthz doctor`` can run beside the service (on its application host)."""
+        return True
+
+    @property
+    def backends_settle_s(self) -> float:
+        """How long the service's backends get to close after it stops (0: it does not stop)."""
+        return 15.0
+
+    def workers_started(self, services: Sequence[Service]) -> int | None:
+        """Workers the service started before it was ready (None: the lab sets them)."""
+        return None
+
+    def refusal(self, scenario) -> str | None:
+        """Why ``scenario``'s other keys cannot apply to this kind, or None."""
+        return None
+
+    def with_app_keys(self, name: str, keys: Mapping[str, Any], root: Path | None) -> LabService | OwnService:
+        """This kind with app keys applied: ``app`` makes it the team's command."""
+        if not keys:
+            return self
+        if "app" not in keys:
+            raise ServiceKindError(
+                f"scenario {name}: {', '.join(sorted(keys))} need(s) app, the command that serves HTTP"
+            )
+        return OwnService(_spec(name, None, keys, root))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"app": None, "target": None}
+
+
+@dataclasses.dataclass(frozen=True)
+class OwnService:
+    """The team's command (:class:`~healthz.lab.own_service.AppSpec`), started on every application
+    host with the lab's placeholders and environment; its setup runs once before its first step."""
+
+    spec: AppSpec
+    own: ClassVar[bool] = True
+    started: ClassVar[bool] = True
+
+    @property
+    def path(self) -> str:
+        return self.spec.path
+
+    def summary(self, scenario) -> str:
+        """Its command and where it runs, with what its scenario declares of worker class and pool."""
+        declared = f"{scenario.worker_class} workers={scenario.workers}" if scenario.worker_class != "unknown" else ""
+        pool = scenario.pool_shape()
+        if pool.pool_class == "QueuePool":
+            declared += f", QueuePool(pool_size={pool.pool_size}, max_overflow={pool.max_overflow})"
+        elif pool.pool_class == "SingletonThreadPool":
+            declared += f", SingletonThreadPool(pool_size={pool.pool_size})"
+        elif pool.pool_class != "unknown":
+            declared += f", {pool.pool_class}"
+        where = f" in {_shown(self.spec.app_dir)}" if self.spec.app_dir else ""
+        return (
+            f"own service: {self.spec.command}{where}"
+            + (f" ({declared.strip(', ')})" if declared else "")
+            + f", clients {scenario.connection}"
+        )
+
+    def make(self, scenario, topology, host, url: str, run_dir: Path) -> tuple[Service, dict[str, str]]:
+        """An unstarted command on ``host`` (log ``service.log``, ``service-appN.log``) and the part of
+        its environment that differs from the lab's own."""
+        log = _log(run_dir, host, "service.log", "service-{host}.log")
+        service = AppService(
+            self.spec,
+            placeholders(host.service_host, _port(topology), url),
+            log,
+            command_prefix=host.prefix,
+            client_prefix=topology.client_prefix,
+        )
+        return service, {k: v for k, v in service.env.items() if os.environ.get(k) != v}
+
+    def selector(self, scenario, from_files: bool) -> list[str]:
+        if scenario.name == "app" and not from_files:
+            path = ["--path", self.spec.path] if self.spec.path != DEFAULT_PATH else []
+            return ["--app", self.spec.command, *path]
+        return ["--scenario", scenario.name]
+
+    def commands(self, scenario, service: Service, env: dict[str, str], topology) -> dict[str, str]:
+        secret = service.values["db_password"]
+        where = f"cd {shlex.quote(str(self.spec.app_dir))} && " if self.spec.app_dir else ""
+        commands = {"service": mask(where + shell_line(env, service.command), secret)}
+        if self.spec.setup:
+            setup = [*topology.app_prefix, *self.spec.setup_argv(service.values)]
+            commands["setup"] = mask(where + shell_line(env, setup), secret)
+        return commands
+
+    prints_config: ClassVar[bool] = False
+
+    @property
+    def has_setup(self) -> bool:
+        return bool(self.spec.setup)
+
+    def set_up(self, service: Service, log: Path, prefix: Sequence[str]) -> None:
+        run_app_setup(self.spec, service.values, log, prefix)
+
+    not_taken = LabService.not_taken
+    doctor_runs_here = LabService.doctor_runs_here
+    backends_settle_s = LabService.backends_settle_s
+
+    def workers_started(self, services: Sequence[Service]) -> int | None:
+        return sum(s.booted_at_ready for s in services)
+
+    def refusal(self, scenario) -> str | None:
+        if scenario.pgbouncer.pooled:
+            return (
+                "pgbouncer places PgBouncer for the lab's own service; with app, run your PgBouncer yourself "
+                "and point the app's env at it"
+            )
+        return None
+
+    def with_app_keys(self, name: str, keys: Mapping[str, Any], root: Path | None) -> OwnService:
+        return OwnService(_spec(name, self.spec, keys, root)) if keys else self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"app": self.spec.to_dict(), "target": None}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunningTarget:
+    """A service already running at ``url``: the lab only loads it and reads the database's counters."""
+
+    url: str
+    own: ClassVar[bool] = True
+    started: ClassVar[bool] = False
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.url).path or "/"
+
+    def summary(self, scenario) -> str:
+        return f"a running service at {self.url}, clients {scenario.connection}"
+
+    def make(self, scenario, topology, host, url: str, run_dir: Path) -> tuple[Service, dict[str, str]]:
+        return RunningService(self.url, client_prefix=topology.client_prefix), {}
+
+    def selector(self, scenario, from_files: bool) -> list[str]:
+        return ["--target", self.url]
+
+    def commands(self, scenario, service: Service, env: dict[str, str], topology) -> dict[str, str]:
+        return {"target": self.url}
+
+    prints_config: ClassVar[bool] = False
+    has_setup: ClassVar[bool] = False
+    set_up = LabService.set_up
+
+    @property
+    def not_taken(self) -> tuple[str, ...]:
+        return NOT_TAKEN_FOR_TARGET
+
+    @property
+    def doctor_runs_here(self) -> bool:
+        return False  # its host is not this one: the doctor must run there
+
+    @property
+    def backends_settle_s(self) -> float:
+        return 0.0  # it keeps its pool: its backends are counted as they are
+
+    workers_started = LabService.workers_started
+
+    def refusal(self, scenario) -> str | None:
+        if scenario.pgbouncer.pooled:
+            return "pgbouncer places PgBouncer for the lab's own service; a running service has its own"
+        return None
+
+    def with_app_keys(self, name: str, keys: Mapping[str, Any], root: Path | None) -> RunningTarget:
+        if keys:
+            raise ServiceKindError(f"scenario {name}: {', '.join(sorted(keys))} cannot apply to a running --target")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"app": None, "target": self.url}
+
+
+#: What a scenario serves.
+ServiceKind = LabService | OwnService | RunningTarget
+
+
+def shell_line(env: Mapping[str, str], command: Sequence[str]) -> str:
+    """A command a user can paste: ``env VAR=value ... command``, passwords masked."""
+    assignments = [f"{key}={shlex.quote(mask_password(value))}" for key, value in sorted(env.items())]
+    return " ".join(["env", *assignments, *map(shlex.quote, command)])
+
+
+def _spec(name: str, base: AppSpec | None, keys: Mapping[str, Any], root: Path | None) -> AppSpec:
+    """``base`` (or a new spec) with the app keys in ``keys`` applied (``app_dir`` and ``python``
+    relative to ``root``)."""
+    fields = {"command" if k == "app" else k: v for k, v in keys.items()}
+    for key in ("app_dir", "python"):
+        if key in fields:
+            value = Path(str(fields[key])).expanduser()
+            fields[key] = value if value.is_absolute() or root is None else (root / value).resolve()
+    try:
+        return dataclasses.replace(base, **fields) if base else AppSpec(**fields)
+    except (AppSpecError, TypeError) as exc:
+        raise ServiceKindError(f"scenario {name}: {exc}") from None
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the current directory when it lies below it (a checkout's examples/...)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

@@ -5,6 +5,8 @@ so they read and validate as the lab's do."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 from healthz.config import WORKER_CLASSES
 from healthz.lab.scenarios import Scenario
@@ -110,3 +112,50 @@ def crowd_case(connections: int, fair: bool = True) -> Case:
         return case
     scenario = case.scenario.with_changes(f"{case.name}-unfair", {"pool_fair": False})
     return dataclasses.replace(case, scenario=scenario, variant="unfair")
+
+
+@dataclasses.dataclass(frozen=True)
+class CaseFigures:
+    """What one case measured, as ``bench.json`` holds it under ``cases`` and is read back from it.
+
+    ``healthz`` and ``livez`` are the wrk runs' series (:func:`healthz.bench.readings.runs_summary`);
+    ``statements`` what PostgreSQL ran for ``requests`` health checks sent one at a time;
+    ``cpu_us_per_request`` the CPU microseconds per response of the service and of PostgreSQL; ``livez``
+    and its CPU only for a ceiling case (None otherwise, and then left out of the file)."""
+
+    name: str
+    worker_class: str
+    pool: str
+    variant: str
+    healthz: dict[str, Any]
+    statements: dict[str, Any]
+    sessions_opened: int
+    summary: str = ""
+    cpu_us_per_request: dict[str, float] = dataclasses.field(default_factory=dict)
+    sessions_per_1000_requests: float | None = None
+    rss_mib_per_worker: list[float] = dataclasses.field(default_factory=list)
+    worker_restarts: int | None = None
+    livez: dict[str, Any] | None = None
+    livez_cpu_us_per_request: dict[str, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        return {k: v for k, v in data.items() if not (k.startswith("livez") and v is None)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], strict: bool = False) -> CaseFigures:
+        """Read back from ``bench.json``; ``strict``: a key that is not a field is an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        if strict and set(data) - names:
+            raise ValueError(f"bench case: unknown key(s) {', '.join(sorted(set(data) - names))}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def measured_cases(results: Mapping[str, Any]) -> list[CaseFigures]:
+    """The cases of a bench result (``bench.json`` or :meth:`Bench.run`'s), typed."""
+    return [CaseFigures.from_dict(c) for c in results.get("cases", [])]
+
+
+def measured_case(results: Mapping[str, Any], name: str) -> CaseFigures | None:
+    """The case called ``name``, or None when the run did not measure it."""
+    return next((c for c in measured_cases(results) if c.name == name), None)

@@ -23,7 +23,7 @@ from healthz.postgres import APP_DATABASE, APP_USER, PostgreSQL, find_binaries, 
 from healthz.service import Gunicorn
 
 from . import extras, pgbench, statements, targets, wrk
-from .cases import Case
+from .cases import Case, CaseFigures
 from .readings import HEALTHZ, rss_mib, runs_summary, series
 
 require_extra()
@@ -121,7 +121,7 @@ class Bench:
                         "statements_from": counter.source,
                     }
                 results["pgbench"] = self._pgbench(pg)
-                results["cases"] = [self._case(case, load, pg, counters, counter) for case in cfg.cases]
+                results["cases"] = [self._case(case, load, pg, counters, counter).to_dict() for case in cfg.cases]
                 if cfg.crowd:
                     results["crowd"] = extras.crowd(self, load, pg, counters)
                     # The same without the gate: the measurement that shows where the unfairness comes from.
@@ -238,7 +238,7 @@ class Bench:
         pg: PostgreSQL,
         counters: probes.PostgresCounters,
         counter: statements.StatementCounter,
-    ) -> dict[str, Any]:
+    ) -> CaseFigures:
         cfg = self.config
         service = self.service(case, pg, case.name)
         sessions_before = counters.settled_sessions()
@@ -252,7 +252,7 @@ class Bench:
             rss = [rss_mib(pid) for pid in service.worker_pids()]
         sessions = counters.settled_sessions() - sessions_before
         served = sum(r.requests for r in healthz_runs) + len(answers)
-        result: dict[str, Any] = {
+        figures: dict[str, Any] = {
             "name": case.name,
             "worker_class": case.worker_class,
             "pool": case.pool,
@@ -277,13 +277,13 @@ class Bench:
             "worker_restarts": probes.worker_restarts(service.log_text(), case.scenario.workers),
         }
         if livez_runs:
-            result["livez"] = runs_summary(livez_runs)
+            figures["livez"] = runs_summary(livez_runs)
             # What the stack costs without the database: healthz's CPU above it is the database path's.
-            result["livez_cpu_us_per_request"] = {
+            figures["livez_cpu_us_per_request"] = {
                 side: round(1e6 * used / max(1, sum(r.requests for r in livez_runs)), 1)
                 for side, used in self.livez_cpu.items()
             }
-        return result
+        return CaseFigures.from_dict(figures, strict=True)
 
     def _measured_runs(self, case: Case, load: wrk.Wrk, service, pg: PostgreSQL):
         """The warm-up, then ``repeats`` measured runs of healthz (and of livez for a ceiling case):

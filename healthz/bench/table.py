@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .cases import CaseFigures, measured_case, measured_cases
 from .rate import LATE_MS
 from .targets import TARGET_CASE, littles_mean_ms, over_django
 
@@ -46,10 +47,10 @@ def _latency(block: dict[str, Any]) -> str:
 def rows(results: dict[str, Any]) -> list[list[str]]:
     """One row per measured series: each worker class's livez, each case's healthz, pgbench."""
     out: list[list[str]] = []
-    for case in results.get("cases", []):
-        if case.get("livez"):
-            out.append(_padded(_throughput(f"{case['worker_class']} livez (ceiling)", case["livez"]) + ["1.00"]))
-        out.append(_case_row(case, results.get("ratios", {}).get(case["name"], {})))
+    for case in measured_cases(results):
+        if case.livez:
+            out.append(_padded(_throughput(f"{case.worker_class} livez (ceiling)", case.livez) + ["1.00"]))
+        out.append(_case_row(case, results.get("ratios", {}).get(case.name, {})))
     for peer in (results.get("django") or {}).get("peers", []):
         out.append(
             _padded(
@@ -92,17 +93,17 @@ def _throughput(name: str, series: dict[str, Any]) -> list[str]:
     ]
 
 
-def _case_row(case: dict[str, Any], ratio: dict[str, Any]) -> list[str]:
+def _case_row(case: CaseFigures, ratio: dict[str, Any]) -> list[str]:
     """A healthz case: its throughput, its ratios, statements per request, sessions, CPU and memory."""
-    rss = case["rss_mib_per_worker"]
+    rss = case.rss_mib_per_worker
     return [
-        *_throughput(case["name"], case["healthz"]),
+        *_throughput(case.name, case.healthz),
         _ratio(ratio.get("livez")),
         _ratio(ratio.get("nullpool"), "x"),
         _ratio(ratio.get("pgbench")),
-        _ratio(case["statements"]["per_request"]),
-        f"{case['sessions_opened']:,}",
-        *(_number(case.get("cpu_us_per_request", {}).get(side)) for side in ("service", "postgres")),
+        _ratio(case.statements["per_request"]),
+        f"{case.sessions_opened:,}",
+        *(_number(case.cpu_us_per_request.get(side)) for side in ("service", "postgres")),
         _number(max(rss), 0) if rss else "-",
     ]
 
@@ -164,10 +165,10 @@ def render(results: dict[str, Any]) -> str:
 
 def _cpu_lines(results: dict[str, Any]) -> list[str]:
     """What bounds healthz/livez on shared cores: CPU per response of each, both sides."""
-    case = next((c for c in results.get("cases", []) if c["name"] == TARGET_CASE), None)
-    if not case or not case.get("livez_cpu_us_per_request"):
+    case = measured_case(results, TARGET_CASE)
+    if not case or not case.livez_cpu_us_per_request:
         return []
-    ours, live = case["cpu_us_per_request"], case["livez_cpu_us_per_request"]
+    ours, live = case.cpu_us_per_request, case.livez_cpu_us_per_request
     healthz = ours["service"] + ours["postgres"]
     livez = live["service"] + live["postgres"]
     return [

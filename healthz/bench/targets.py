@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .cases import SIZED, TARGET_WORKER, UNPOOLED
+from .cases import SIZED, TARGET_WORKER, UNPOOLED, CaseFigures, measured_case, measured_cases
 
 TARGET_CASE = f"{TARGET_WORKER}-{SIZED}"
 CEILING_SHARE = 0.6
@@ -54,16 +54,16 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 def ratios(results: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     """Case name -> ``{"livez": ..., "nullpool": ..., "pgbench": ...}`` (None where the run lacks
     the other side)."""
-    cases = results.get("cases", [])
-    livez = {c["worker_class"]: _median(c.get("livez")) for c in cases if c.get("livez")}
-    unpooled = {c["worker_class"]: _median(c["healthz"]) for c in cases if c["pool"] == UNPOOLED and not c["variant"]}
+    cases = measured_cases(results)
+    livez = {c.worker_class: _median(c.livez) for c in cases if c.livez}
+    unpooled = {c.worker_class: _median(c.healthz) for c in cases if c.pool == UNPOOLED and not c.variant}
     pgbench = _median(results.get("pgbench", {}).get("persistent"), "tps")
     out = {}
     for case in cases:
-        rps = _median(case["healthz"])
-        out[case["name"]] = {
-            "livez": _ratio(rps, livez.get(case["worker_class"])),
-            "nullpool": _ratio(rps, unpooled.get(case["worker_class"])),
+        rps = _median(case.healthz)
+        out[case.name] = {
+            "livez": _ratio(rps, livez.get(case.worker_class)),
+            "nullpool": _ratio(rps, unpooled.get(case.worker_class)),
             "pgbench": _ratio(rps, pgbench),
         }
     return out
@@ -76,7 +76,7 @@ def _target(text: str, met: bool | None, value: str) -> dict[str, Any]:
 def judge(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target as ``{"target", "met", "value"}``; ``met`` is None when the run did not
     measure it (a case or the crowd run left out)."""
-    case = next((c for c in results.get("cases", []) if c["name"] == TARGET_CASE), None)
+    case = measured_case(results, TARGET_CASE)
     ratio = results.get("ratios", {}).get(TARGET_CASE) or ratios(results).get(TARGET_CASE, {})
     share, over = ratio.get("livez"), ratio.get("nullpool")
     out = [
@@ -91,7 +91,7 @@ def judge(results: dict[str, Any]) -> list[dict[str, Any]]:
             "not measured" if over is None else f"{over:.1f}x",
         ),
     ]
-    sent = case["statements"] if case else None
+    sent = case.statements if case else None
     if sent and sent["requests"]:
         exact = sent["ok"] == sent["requests"] and sent["sent"] == sent["requests"]
         out.append(
@@ -128,19 +128,19 @@ def judge(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def over_django(results: dict[str, Any]) -> dict[str, float | None]:
     """Django peer name -> healthz's sized pool req/s over the peer's (medians, same command)."""
-    case = next((c for c in results.get("cases", []) if c["name"] == TARGET_CASE), None)
+    case = measured_case(results, TARGET_CASE)
     peers = (results.get("django") or {}).get("peers", [])
-    return {p["name"]: _ratio(_median(case["healthz"]) if case else None, _median(p["healthz"])) for p in peers}
+    return {p["name"]: _ratio(_median(case.healthz) if case else None, _median(p["healthz"])) for p in peers}
 
 
-def _django_target(case: dict[str, Any] | None, django: dict[str, Any] | None) -> dict[str, Any]:
+def _django_target(case: CaseFigures | None, django: dict[str, Any] | None) -> dict[str, Any]:
     """healthz's sized pool >= :data:`OVER_DJANGO` x the report's Django under gthread, its p99 no worse."""
     text = f"{TARGET_CASE} >= {OVER_DJANGO:g} x {DJANGO_BASELINE}'s req/s, p99 no worse"
     peer = next((p for p in (django or {}).get("peers", []) if p["name"] == DJANGO_BASELINE), None)
     if not case or not peer:
         why = (django or {}).get("skipped", "not measured")
         return _target(text, None, why)
-    ours, theirs = case["healthz"], peer["healthz"]
+    ours, theirs = case.healthz, peer["healthz"]
     ratio = _ratio(_median(ours), _median(theirs))
     p99, their_p99 = _median(ours, "p99_ms"), _median(theirs, "p99_ms")
     met = ratio is not None and ratio >= OVER_DJANGO and p99 <= their_p99

@@ -490,7 +490,6 @@ def report_command(folder: Path) -> None:
         healthz lab report lab-results/20261127T060000Z
     """
     require_lab()
-    import json
 
     from healthz.lab import fault_report, report
 
@@ -505,5 +504,5 @@ def report_command(folder: Path) -> None:
         click.echo(f"\nReport: {paths['markdown']} and {paths['html']}")
     if "faults.json" in found:
         paths = fault_report.write(folder)
-        click.echo(fault_report.summary_table(json.loads((folder / "faults.json").read_text())))
+        click.echo(fault_report.summary_table(fault_report.read(folder)))
         click.echo(f"\nFault report: {paths['markdown']} and {paths['html']}")

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from healthz.lab.fault_figures import FaultFigures
 from healthz.lab.fault_verdict import judged
 from healthz.lab.faults import FAULTS
 from healthz.lab.render import to_html, to_markdown
@@ -28,45 +29,45 @@ def _seconds(value: float | None) -> str:
     return "not recovered" if value is None else f"{value:g}"
 
 
-def outcome(result: dict[str, Any]) -> str:
+def outcome(result: FaultFigures) -> str:
     """``as expected``, ``PROBLEM``, ``skipped`` or ``not measured``."""
-    if result.get("skipped"):
+    if result.skipped:
         return "skipped"
-    if result.get("error"):
+    if result.error:
         return "not measured"
-    return "PROBLEM" if result["problems"] else "as expected"
+    return "PROBLEM" if result.problems else "as expected"
 
 
-def _livez(result: dict[str, Any], key: str = "livez_during_fault") -> str:
+def _livez(result: FaultFigures, key: str = "livez_during_fault") -> str:
     """The livez probe's answer during the fault: status, seconds, and where it was asked."""
-    probe = result.get(key)
+    probe = getattr(result, key)
     if not probe:
         return "-"
-    late = "" if probe.get("during_fault", True) else ", after the fault"
-    where = f" ({probe['listener']})" if probe.get("listener") else ""
-    return f"{probe['status'] or 'no answer'} in {probe['seconds']:g} s{late}{where}"
+    late = "" if probe.during_fault else ", after the fault"
+    where = f" ({probe.listener})" if probe.listener else ""
+    return f"{probe.status or 'no answer'} in {probe.seconds:g} s{late}{where}"
 
 
-def rows(results: list[dict[str, Any]]) -> list[list[str]]:
+def rows(results: list[FaultFigures]) -> list[list[str]]:
     """One row per fault run: the summary table."""
     table = []
     for r in results:
-        if r.get("skipped") or r.get("error"):
-            table.append([r["fault"], r["scenario"], outcome(r), r.get("skipped") or r.get("error") or "", *["-"] * 7])
+        if r.skipped or r.error:
+            table.append([r.fault, r.scenario, outcome(r), r.skipped or r.error or "", *["-"] * 7])
             continue
         table.append(
             [
-                r["fault"],
-                r["scenario"],
-                outcome(r) + (": " + "; ".join(r["problems"]) if r["problems"] else ""),
-                _kinds(r["errors"]),
-                f"{r['lost_after_end']:,}",
-                _seconds(r["recovery_seconds"]),
-                f"{r['slowest_failure_ms']:,.0f}" if r["failed"] else "-",
-                f"{r['slowest_ok_ms']:,.0f}",
+                r.fault,
+                r.scenario,
+                outcome(r) + (": " + "; ".join(r.problems) if r.problems else ""),
+                _kinds(r.errors),
+                f"{r.lost_after_end:,}",
+                _seconds(r.recovery_seconds),
+                f"{r.slowest_failure_ms:,.0f}" if r.failed else "-",
+                f"{r.slowest_ok_ms:,.0f}",
                 _livez(r),
-                str(r["backends_left"]),
-                str(r["worker_restarts"]),
+                str(r.backends_left),
+                str(r.worker_restarts),
             ]
         )
     return table
@@ -87,10 +88,10 @@ HEADERS = [
 ]
 
 
-def pre_ping_rows(results: list[dict[str, Any]]) -> list[list[str]]:
+def pre_ping_rows(results: list[FaultFigures]) -> list[list[str]]:
     """For each database restart and pooled scenario: requests failed without and with ``pool_pre_ping``."""
-    runs = [r for r in results if r["fault"].startswith("db-restart") and "failed" in r]
-    by_key = {(r["fault"], r.get("base_scenario", r["scenario"]), bool(r.get("pool_pre_ping"))): r for r in runs}
+    runs = [r for r in results if r.fault.startswith("db-restart") and r.failed is not None]
+    by_key = {(r.fault, r.base_scenario, bool(r.pool_pre_ping)): r for r in runs}
     table = []
     for (fault, base, pre_ping), r in by_key.items():
         with_ping = by_key.get((fault, base, True))
@@ -99,56 +100,56 @@ def pre_ping_rows(results: list[dict[str, Any]]) -> list[list[str]]:
         table.append(
             [
                 fault,
-                r["scenario"],
-                f"{r['failed']:,} ({r['lost_after_end']:,} after restart)",
-                f"{with_ping['failed']:,} ({with_ping['lost_after_end']:,} after restart)",
-                _seconds(r["recovery_seconds"]),
-                _seconds(with_ping["recovery_seconds"]),
+                r.scenario,
+                f"{r.failed:,} ({r.lost_after_end:,} after restart)",
+                f"{with_ping.failed:,} ({with_ping.lost_after_end:,} after restart)",
+                _seconds(r.recovery_seconds),
+                _seconds(with_ping.recovery_seconds),
             ]
         )
     return table
 
 
-def details(results: list[dict[str, Any]]) -> list[str]:
+def details(results: list[FaultFigures]) -> list[str]:
     """What a fault noted beyond the table: the budget exceeded, the killed worker's backends."""
     notes = []
     for r in results:
-        if r.get("skipped") or r.get("error"):
+        if r.skipped or r.error:
             continue
-        waited = r["slowest_ok_ms"] / 1000
-        if waited > 1 and r["pool_capacity"] and r["fault"] not in ("pool-exhausted", "statement-timeout"):
+        waited = r.slowest_ok_ms / 1000
+        if waited > 1 and r.pool_capacity and r.fault not in ("pool-exhausted", "statement-timeout"):
             notes.append(
-                f"`{r['fault']}` on `{r['scenario']}`: a request that ended 200 had waited {waited:.1f} s. While new connections "
+                f"`{r.fault}` on `{r.scenario}`: a request that ended 200 had waited {waited:.1f} s. While new connections "
                 "fail, QueuePool does not wake the requests already waiting for a pooled connection: they wait until one is "
                 "returned or `pool_timeout` passes (30 s by default). A shorter `pool_timeout` bounds that wait."
             )
-        if r["fault"] == "pool-exhausted" and not r["errors"]:
-            if r["worker_class"] == "gthread" and r.get("threads", 0) <= r["pool_capacity"]:
+        if r.fault == "pool-exhausted" and not r.errors:
+            if r.worker_class == "gthread" and r.threads <= r.pool_capacity:
                 notes.append(
-                    f"`pool-exhausted` on `{r['scenario']}`: no request waited for the pool, so `pool_timeout` never applied: a "
-                    f"gthread worker serves no more requests at once than its {r['threads']} threads, and its pool holds "
-                    f"{r['pool_capacity']}, so every thread waited on the lock and the requests behind them, `/api/v1/livez/` "
+                    f"`pool-exhausted` on `{r.scenario}`: no request waited for the pool, so `pool_timeout` never applied: a "
+                    f"gthread worker serves no more requests at once than its {r.threads} threads, and its pool holds "
+                    f"{r.pool_capacity}, so every thread waited on the lock and the requests behind them, `/api/v1/livez/` "
                     f"on the request port among them ({_livez(r, 'request_port_livez_during_fault')}), queued in gunicorn; "
                     f"the slowest took {waited:.1f} s. Only `statement_timeout` bounds that wait (see `statement-timeout`); "
                     f"the liveness listener (`HEALTHZ_LIVENESS_BIND`) answered apart from them ({_livez(r)})."
                 )
             else:
                 notes.append(
-                    f"`pool-exhausted` on `{r['scenario']}`: no request waited for the pool: {r['users']} clients for "
-                    f"{r['workers']} workers x {r['pool_capacity']} pooled connections never ran it out; raise --users."
+                    f"`pool-exhausted` on `{r.scenario}`: no request waited for the pool: {r.users} clients for "
+                    f"{r.workers} workers x {r.pool_capacity} pooled connections never ran it out; raise --users."
                 )
-        if "budget" in r:
-            notes.append(f"`{r['fault']}` on `{r['scenario']}`: {r['budget']}.")
-        if "killed_pid" in r:
+        if r.budget is not None:
+            notes.append(f"`{r.fault}` on `{r.scenario}`: {r.budget}.")
+        if r.killed_pid is not None:
             notes.append(
-                f"`worker-kill` on `{r['scenario']}`: worker {r['killed_pid']} held {r['killed_worker_connections']} database "
-                f"connection(s); gunicorn replaced it in {r['replaced_seconds']:g} s and PostgreSQL had ended its backends "
-                f"{r['backends_released_seconds']:g} s after the kill ({r['killed_worker_backends_left']} left)."
+                f"`worker-kill` on `{r.scenario}`: worker {r.killed_pid} held {r.killed_worker_connections} database "
+                f"connection(s); gunicorn replaced it in {r.replaced_seconds:g} s and PostgreSQL had ended its backends "
+                f"{r.backends_released_seconds:g} s after the kill ({r.killed_worker_backends_left} left)."
             )
     return notes
 
 
-def write_plots(results: list[dict[str, Any]], folder: Path) -> list[tuple[str, str]]:
+def write_plots(results: list[FaultFigures], folder: Path) -> list[tuple[str, str]]:
     """One PNG per fault: for each scenario, successes and failures per second over the load,
     the fault's span shaded. Returns ``(file name, title)`` pairs."""
     import matplotlib
@@ -157,15 +158,15 @@ def write_plots(results: list[dict[str, Any]], folder: Path) -> list[tuple[str, 
     import matplotlib.pyplot as plt
 
     made = []
-    for fault in dict.fromkeys(r["fault"] for r in results):
-        runs = [r for r in results if r["fault"] == fault and r.get("timeline")]
+    for fault in dict.fromkeys(r.fault for r in results):
+        runs = [r for r in results if r.fault == fault and r.timeline]
         if not runs:
             continue
         fig, axes = plt.subplots(len(runs), 1, figsize=(7, 1.9 * len(runs) + 0.6), dpi=100, sharex=True, squeeze=False)
         for ax, r in zip(axes[:, 0], runs):
             ok: dict[float, float] = {}
             failed: dict[float, float] = {}
-            for row in r["timeline"]:
+            for row in r.timeline:
                 key = round(row["t"] // PLOT_BIN * PLOT_BIN, 2)
                 ok[key] = ok.get(key, 0) + row["ok"] / PLOT_BIN
                 failed[key] = failed.get(key, 0) + sum(row["failed"].values()) / PLOT_BIN
@@ -173,13 +174,13 @@ def write_plots(results: list[dict[str, Any]], folder: Path) -> list[tuple[str, 
             ax.plot(xs, [ok.get(x, 0) for x in xs], color="tab:green", label="200/s")
             ax.plot(xs, [failed.get(x, 0) for x in xs], color="tab:red", label="failed/s")
             ax.axvspan(
-                r["fault_began_s"],
-                max(r["fault_ended_s"], r["fault_began_s"] + 0.1),
+                r.fault_began_s,
+                max(r.fault_ended_s, r.fault_began_s + 0.1),
                 color="grey",
                 alpha=0.25,
                 label="fault",
             )
-            ax.set_title(r["scenario"], fontsize=8)
+            ax.set_title(r.scenario, fontsize=8)
             ax.set_ylabel("per second", fontsize=7)
             ax.tick_params(labelsize=7)
             ax.grid(True, alpha=0.3)
@@ -217,7 +218,7 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
         blocks += [("img", name, title) for name, title in plots]
     blocks += [
         ("h2", "Rerun one"),
-        ("pre", "\n".join(dict.fromkeys(r["commands"]["rerun"] for r in results if r.get("commands")))),
+        ("pre", "\n".join(dict.fromkeys(r.commands["rerun"] for r in results if r.commands))),
     ]
     return blocks
 
@@ -256,11 +257,11 @@ def _setup(meta: dict[str, Any]) -> str:
     )
 
 
-def _behaved(results: list[dict[str, Any]]) -> str:
+def _behaved(results: list[FaultFigures]) -> str:
     """How many measured runs behaved as expected, and the first problem of each that did not."""
-    measured = [r for r in results if not r.get("skipped") and not r.get("error")]
-    problems = [r for r in measured if r["problems"]]
-    named = "; ".join(f"`{r['fault']}` on `{r['scenario']}` ({r['problems'][0]})" for r in problems)
+    measured = [r for r in results if not r.skipped and not r.error]
+    problems = [r for r in measured if r.problems]
+    named = "; ".join(f"`{r.fault}` on `{r.scenario}` ({r.problems[0]})" for r in problems)
     return (
         f"**{len(measured) - len(problems)} of {len(measured)} fault runs behaved as expected**"
         + (f"; {len(problems)} did not: {named}" if problems else "")
@@ -268,7 +269,7 @@ def _behaved(results: list[dict[str, Any]]) -> str:
     )
 
 
-def _pre_ping_blocks(results: list[dict[str, Any]]) -> list[tuple]:
+def _pre_ping_blocks(results: list[FaultFigures]) -> list[tuple]:
     """The database restarts with pool_pre_ping off and on, side by side, when both ran."""
     pre_ping = pre_ping_rows(results)
     if not pre_ping:
@@ -284,23 +285,32 @@ def summary_table(data: dict[str, Any]) -> str:
     lines = []
     for r in data["results"]:
         figures = (
-            r.get("skipped")
-            or r.get("error")
+            r.skipped
+            or r.error
             or (
-                f"{_kinds(r['errors'])}; recovery {_seconds(r['recovery_seconds'])} s"
-                + (f"; {'; '.join(r['problems'])}" if r["problems"] else "")
+                f"{_kinds(r.errors)}; recovery {_seconds(r.recovery_seconds)} s"
+                + (f"; {'; '.join(r.problems)}" if r.problems else "")
             )
         )
-        lines.append(f"{r['fault']:<21} {r['scenario']:<52} {outcome(r):<12} {figures}")
+        lines.append(f"{r.fault:<21} {r.scenario:<52} {outcome(r):<12} {figures}")
     return "\n".join(lines)
+
+
+def read(folder: Path) -> dict[str, Any]:
+    """``faults.json`` in ``folder``: ``{"meta": ..., "results": [FaultFigures, ...]}``."""
+    data = json.loads((Path(folder) / "faults.json").read_text())
+    return {"meta": data["meta"], "results": [FaultFigures.from_dict(r) for r in data["results"]]}
 
 
 def write(folder: Path) -> dict[str, Path]:
     """Make faults.md, faults.html and the timeline plots in ``folder`` from its ``faults.json``."""
-    data = json.loads((folder / "faults.json").read_text())
-    for r in data["results"]:  # judged again, so that a remade report applies the current rules
-        if r["fault"] in FAULTS and not r.get("skipped") and not r.get("error"):
-            r.update(judged(FAULTS[r["fault"]], r, data["meta"].get("request_timeout", 10.0)))
+    data = read(folder)
+    timeout = data["meta"].get("request_timeout", 10.0)
+    # Judged again, so that a remade report applies the current rules.
+    data["results"] = [
+        r.replace(**judged(FAULTS[r.fault], r, timeout)) if r.fault in FAULTS and r.measured else r
+        for r in data["results"]
+    ]
     plots = write_plots(data["results"], folder)
     blocks = build(data, plots)
     paths = {"markdown": folder / "faults.md", "html": folder / "faults.html"}
@@ -309,4 +319,4 @@ def write(folder: Path) -> dict[str, Path]:
     return paths
 
 
-__all__ = ["build", "write", "write_plots", "rows", "pre_ping_rows", "summary_table", "outcome"]
+__all__ = ["build", "read", "write", "write_plots", "rows", "pre_ping_rows", "summary_table", "outcome"]

@@ -24,6 +24,7 @@ from typing import Any
 from healthz.config import mask_password
 from healthz.harness import store
 from healthz.lab import fault_verdict, load, probes, rig
+from healthz.lab.fault_figures import FaultFigures, LivezReading
 from healthz.lab.faults import Fault, FaultError, Target
 from healthz.lab.record import Record
 from healthz.lab.runner import LabConfig, Progress, Session, slug
@@ -51,8 +52,7 @@ class FaultLab:
         self.config = config
         self.progress = progress or Progress()
         self.record = Record(config)
-        # A fault run's result is already the dict faults.json holds.
-        self.session = Session(config, self.RESULTS, self.record, lambda result: result)
+        self.session = Session(config, self.RESULTS, self.record, FaultFigures.to_dict)
         self.faults, self.lead, self.tail, self.request_timeout = faults, lead, tail, request_timeout
         self.bases: dict[str, str] = {}  # a fault's variant of a scenario -> the scenario
 
@@ -68,14 +68,14 @@ class FaultLab:
         return pairs
 
     @property
-    def results(self) -> list[dict[str, Any]]:
+    def results(self) -> list[FaultFigures]:
         return self.session.results
 
     @property
     def meta(self) -> dict[str, Any]:
         return self.session.meta
 
-    def run(self) -> list[dict[str, Any]]:
+    def run(self) -> list[FaultFigures]:
         """Every (fault, scenario) of :meth:`plan` (:meth:`runs`) in one :class:`Session`."""
         extra = {
             "users": self.config.concurrency[0],
@@ -91,7 +91,7 @@ class FaultLab:
 
     def runs(
         self, topology, url: str, pg: PostgreSQL | None, counters: probes.PostgresCounters
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[FaultFigures]:
         """Each (fault, scenario) of :meth:`plan` in turn; a fault that does not apply is recorded as skipped."""
         plan = self.plan()
         for i, (fault, scenario) in enumerate(plan, 1):
@@ -99,9 +99,8 @@ class FaultLab:
             reason = fault.skip_reason(scenario, topology)
             if reason:
                 self.progress.done(f"{label}: skipped, {reason}")
-                yield fault_row(
-                    fault, scenario, self.bases.get(scenario.name, scenario.name), self.config, topology
-                ) | {"skipped": reason}
+                row = fault_row(fault, scenario, self.bases.get(scenario.name, scenario.name), self.config, topology)
+                yield FaultFigures.from_dict(row | {"skipped": reason}, strict=True)
             else:
                 yield self.run_fault(fault, scenario, topology, url, pg, counters, label)
 
@@ -114,7 +113,7 @@ class FaultLab:
         pg: PostgreSQL,
         counters: probes.PostgresCounters,
         label: str = "",
-    ) -> dict[str, Any]:
+    ) -> FaultFigures:
         """One fault against one scenario: the figures of :func:`~healthz.lab.fault_verdict.measure` and
         more, and what :func:`~healthz.lab.fault_verdict.judge` found.
 
@@ -127,15 +126,17 @@ class FaultLab:
         with contextlib.ExitStack() as stack:
             stack.callback(self.record.write_configs)  # last: once the service has stopped
             run = self._prepare_fault(fault, scenario, topology, url, pg, run_dir, stack)
-            result = run.result
+            raw = run.result
             try:
                 self.progress.update(f"{label}: starting")
                 times = self._inject(run, counters, pg, url, label, stack)
-                result.update(self._fault_figures(run, counters, times, stack))
-                result.update(fault_verdict.judged(fault, result, self.request_timeout))
+                raw.update(self._fault_figures(run, counters, times, stack))
             except (ServiceError, FaultError) as exc:
-                result["error"] = mask_password(str(exc))
-        store.write_json(run_dir / "result.json", result)
+                raw["error"] = mask_password(str(exc))
+        result = FaultFigures.from_dict(raw, strict=True)
+        if result.measured:
+            result = result.replace(**fault_verdict.judged(fault, result, self.request_timeout))
+        store.write_json(run_dir / "result.json", result.to_dict())
         self.progress.done(f"{label}: {fault_line(result)}")
         return result
 
@@ -371,16 +372,16 @@ class _LivezProbe(threading.Thread):
         self.status, _ = self.gunicorn.get("/api/v1/livez/", timeout=LIVEZ_WAIT, base_url=self.base_url)
         self.answered = time.time()
 
-    def result(self, before: float) -> dict[str, Any]:
-        """``{"status", "seconds", "during_fault", "listener"}``: the answer, how long it took, whether
-        it came before ``before`` (the fault's end) and where it was asked."""
+    def result(self, before: float) -> LivezReading:
+        """The answer, how long it took, whether it came before ``before`` (the fault's end) and where
+        it was asked."""
         self.join(LIVEZ_WAIT + 15)
-        return {
-            "status": self.status or 0,
-            "seconds": round(self.answered - self.began, 2),
-            "during_fault": self.answered <= before,
-            "listener": "liveness" if self.base_url else "request port",
-        }
+        return LivezReading(
+            status=self.status or 0,
+            seconds=round(self.answered - self.began, 2),
+            during_fault=self.answered <= before,
+            listener="liveness" if self.base_url else "request port",
+        )
 
 
 #: How long the livez probe waits for an answer: long enough to time a slow one.
@@ -392,18 +393,16 @@ def _relative(timeline: list[dict], origin: float) -> list[dict]:
     return [{**row, "t": round(row["t"] - origin, 1)} for row in timeline]
 
 
-def fault_line(result: dict[str, Any]) -> str:
+def fault_line(result: FaultFigures) -> str:
     """A fault run's outcome in one line for the terminal."""
-    if result.get("skipped"):
-        return f"skipped: {result['skipped']}"
-    if result.get("error"):
-        return f"not measured: {result['error'][:200]}"
-    errors = ", ".join(f"{k} {v:,}" for k, v in list(result["errors"].items())[:3]) or "no errors"
-    recovery = (
-        "not recovered" if result["recovery_seconds"] is None else f"recovered {result['recovery_seconds']:g} s after"
-    )
-    verdict = "as expected" if not result["problems"] else "PROBLEM: " + "; ".join(result["problems"])
-    return f"{errors}; {recovery}; {result['requests']:,} requests; {verdict}"
+    if result.skipped:
+        return f"skipped: {result.skipped}"
+    if result.error:
+        return f"not measured: {result.error[:200]}"
+    errors = ", ".join(f"{k} {v:,}" for k, v in list(result.errors.items())[:3]) or "no errors"
+    recovery = "not recovered" if result.recovery_seconds is None else f"recovered {result.recovery_seconds:g} s after"
+    verdict = "as expected" if not result.problems else "PROBLEM: " + "; ".join(result.problems)
+    return f"{errors}; {recovery}; {result.requests:,} requests; {verdict}"
 
 
 __all__ = ["FaultLab", "fault_line"]

@@ -13,6 +13,7 @@ import enum
 from collections.abc import Iterable
 from typing import Any
 
+from healthz.lab.fault_figures import FaultFigures
 from healthz.lab.faults import CLIENT, QUIET_TAIL, Fault
 
 
@@ -131,45 +132,45 @@ class FaultFinding:
         return {"trouble": self.trouble.value, "figures": self.figures}
 
 
-def judge(fault: Fault, result: dict[str, Any], request_timeout: float) -> list[FaultFinding]:
+def judge(fault: Fault, result: FaultFigures, request_timeout: float) -> list[FaultFinding]:
     """What went wrong in a fault run, from its figures; empty when the service behaved: only the
     fault's expected errors, recovered, failures within the fault's bound, no request near the
     client's timeout, ``/api/v1/livez/`` sent halfway through the fault answered within
     :data:`LIVENESS_TIMEOUT` (on the liveness listener when the service has one), the expected worker restarts, no backend left behind."""
     found = []
-    if result.get("errors_before"):
-        found.append(FaultFinding(Trouble.ERRORS_BEFORE, {"errors": dict(result["errors_before"])}))
-    unexpected = {k: v for k, v in result["errors"].items() if not _expected(k, fault.expected)}
+    if result.errors_before:
+        found.append(FaultFinding(Trouble.ERRORS_BEFORE, {"errors": dict(result.errors_before)}))
+    unexpected = {k: v for k, v in result.errors.items() if not _expected(k, fault.expected)}
     if unexpected:
         found.append(FaultFinding(Trouble.UNEXPECTED_ERRORS, {"errors": unexpected}))
-    if result["recovery_seconds"] is None:
+    if result.recovery_seconds is None:
         found.append(FaultFinding(Trouble.NOT_RECOVERED))
-    bound = result.get("failure_bound_s")
-    if bound is not None and result["slowest_failure_ms"] > bound * 1000:
-        found.append(FaultFinding(Trouble.SLOW_FAILURE, {"ms": result["slowest_failure_ms"], "bound_s": bound}))
-    slowest = max(result["slowest_failure_ms"], result["slowest_ok_ms"])
+    bound = result.failure_bound_s
+    if bound is not None and result.slowest_failure_ms > bound * 1000:
+        found.append(FaultFinding(Trouble.SLOW_FAILURE, {"ms": result.slowest_failure_ms, "bound_s": bound}))
+    slowest = max(result.slowest_failure_ms, result.slowest_ok_ms)
     if slowest >= request_timeout * 1000 * 0.95:
         found.append(FaultFinding(Trouble.HANG, {"ms": slowest}))
-    livez = result.get("livez_during_fault")
+    livez = result.livez_during_fault
     # Sent halfway through the fault: an answer within a probe's timeout is one the fault did not hold back
     # (a short fault may end before it arrives; a blocked livez waits out the fault's rest, over 1 s).
-    if livez and (livez["status"] != 200 or livez["seconds"] > LIVENESS_TIMEOUT):
-        figures = {"status": livez["status"], "seconds": livez["seconds"], "listener": livez.get("listener")}
+    if livez and (livez.status != 200 or livez.seconds > LIVENESS_TIMEOUT):
+        figures = {"status": livez.status, "seconds": livez.seconds, "listener": livez.listener}
         found.append(FaultFinding(Trouble.LIVEZ_BLOCKED, figures))
-    if result["worker_restarts"] != fault.worker_restarts:
+    if result.worker_restarts != fault.worker_restarts:
         found.append(
             FaultFinding(
-                Trouble.WORKER_RESTARTS, {"restarts": result["worker_restarts"], "expected": fault.worker_restarts}
+                Trouble.WORKER_RESTARTS, {"restarts": result.worker_restarts, "expected": fault.worker_restarts}
             )
         )
-    if result.get("backends_left"):
-        found.append(FaultFinding(Trouble.BACKENDS_LEFT, {"backends": result["backends_left"]}))
-    if result.get("killed_worker_backends_left"):
-        found.append(FaultFinding(Trouble.KILLED_WORKER_BACKENDS, {"backends": result["killed_worker_backends_left"]}))
+    if result.backends_left:
+        found.append(FaultFinding(Trouble.BACKENDS_LEFT, {"backends": result.backends_left}))
+    if result.killed_worker_backends_left:
+        found.append(FaultFinding(Trouble.KILLED_WORKER_BACKENDS, {"backends": result.killed_worker_backends_left}))
     return found
 
 
-def judged(fault: Fault, result: dict[str, Any], request_timeout: float) -> dict[str, Any]:
+def judged(fault: Fault, result: FaultFigures, request_timeout: float) -> dict[str, Any]:
     """``result``'s findings as ``faults.json`` holds them: ``problems`` (sentences, for people)
     and ``findings`` (trouble and figures, for programs)."""
     found = judge(fault, result, request_timeout)

@@ -4,8 +4,11 @@ a team acts on, and judging again when a report is remade."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 from healthz.lab import fault_report
+from healthz.lab.fault_figures import FaultFigures
 
 META = {
     "users": 50,
@@ -25,6 +28,12 @@ def run(fault, scenario, **figures):
     result = {
         "fault": fault,
         "scenario": scenario,
+        "base_scenario": scenario,
+        "pool_pre_ping": False,
+        "summary": "eventlet workers=2",
+        "connection": "close",
+        "topology": "loopback",
+        "hold": 1.0,
         "worker_class": "eventlet",
         "workers": 2,
         "threads": 8,
@@ -47,7 +56,7 @@ def run(fault, scenario, **figures):
         "commands": {"rerun": f"healthz lab faults --fault {fault}"},
     }
     result.update(figures)
-    return result
+    return FaultFigures.from_dict(result, strict=True)
 
 
 def test_rows_show_errors_recovery_and_the_problem():
@@ -107,8 +116,18 @@ def test_notes_explain_a_long_wait_and_a_pool_that_never_ran_out():
 
 def test_a_remade_report_judges_again(tmp_path):
     stale = run("db-restart-fast", "s", errors={"other": 3}, failed=3, problems=[])
-    (tmp_path / "faults.json").write_text(json.dumps({"meta": META, "results": [stale]}))
+    (tmp_path / "faults.json").write_text(json.dumps({"meta": META, "results": [stale.to_dict()]}))
     paths = fault_report.write(tmp_path)
     text = paths["markdown"].read_text()
     assert "| db-restart-fast | s | PROBLEM: unexpected errors: other 3 |" in text
     assert "**0 of 1 fault runs behaved as expected**" in text
+
+
+def test_the_example_fault_report_is_what_its_faults_json_makes(tmp_path):
+    example = Path(__file__).resolve().parents[2] / "docs" / "example-faults"
+    shutil.copy(example / "faults.json", tmp_path)
+    fault_report.write(tmp_path)
+    assert (tmp_path / "faults.md").read_text() == (example / "faults.md").read_text()
+    data = json.loads((example / "faults.json").read_text())
+    typed = fault_report.read(tmp_path)["results"]
+    assert len(typed) == len(data["results"]) and all(isinstance(r, FaultFigures) for r in typed)

@@ -39,7 +39,7 @@ def fault_run(tmp_path_factory):
         results = lab.run()
     finally:
         patch.undo()
-    return output, {(r["fault"], r["scenario"]): r for r in results}
+    return output, {(r.fault, r.scenario): r for r in results}
 
 
 def runs_of(fault_run, fault):
@@ -47,74 +47,74 @@ def runs_of(fault_run, fault):
 
 
 def test_every_measured_fault_behaved_as_its_fault_should(fault_run):
-    measured = [r for r in fault_run[1].values() if not r["skipped"]]
+    measured = [r for r in fault_run[1].values() if not r.skipped]
     assert len(measured) == 9
     for r in measured:
-        assert r["error"] is None, r["error"]
-        assert r["problems"] == [], (r["fault"], r["scenario"], r["problems"])
-        assert r["backends_left"] == 0 and r["recovery_seconds"] is not None
+        assert r.error is None, r.error
+        assert r.problems == [], (r.fault, r.scenario, r.problems)
+        assert r.backends_left == 0 and r.recovery_seconds is not None
 
 
 @pytest.mark.parametrize("fault", ["db-restart-fast", "db-restart-immediate"])
 def test_restart_refuses_while_down_and_recovers_with_and_without_pre_ping(fault_run, fault):
     runs = runs_of(fault_run, fault)
-    assert [r["scenario"] for r in runs] == ["eventlet-queuepool-sized", "eventlet-queuepool-sized+pre_ping"]
+    assert [r.scenario for r in runs] == ["eventlet-queuepool-sized", "eventlet-queuepool-sized+pre_ping"]
     for r in runs:
-        assert r["errors"].get("connection_refused", 0) > 0
-        assert r["recovery_seconds"] < 2 and r["backends_end"] <= 20
+        assert r.errors.get("connection_refused", 0) > 0
+        assert r.recovery_seconds < 2 and r.backends_end <= 20
 
 
 def test_too_many_clients_is_answered_at_once_and_names_the_budget(fault_run):
     [r] = runs_of(fault_run, "too-many-clients")
-    assert r["errors"]["too_many_clients"] > 0 and r["slowest_failure_ms"] < 1000
-    assert r["budget"].startswith(
+    assert r.errors["too_many_clients"] > 0 and r.slowest_failure_ms < 1000
+    assert r.budget.startswith(
         "budget 20 connections = 2 workers x (pool_size 10 + max_overflow 0); 10 slot(s) free of max_connections 60"
     )
-    assert r["livez_during_fault"]["status"] == 200
+    assert r.livez_during_fault.status == 200
 
 
 def test_exhausted_pool_fails_within_pool_timeout_and_the_worker_serves_on(fault_run):
     [r] = runs_of(fault_run, "pool-exhausted")
-    assert r["scenario"] == "eventlet-queuepool-sized:pool_timeout=0.5"
-    assert set(r["errors"]) == {"pool_timeout"} and 500 <= r["slowest_failure_ms"] < 1500
-    livez = r["livez_during_fault"]
-    assert livez["status"] == 200 and livez["during_fault"] and livez["seconds"] < 1
+    assert r.scenario == "eventlet-queuepool-sized:pool_timeout=0.5"
+    assert set(r.errors) == {"pool_timeout"} and 500 <= r.slowest_failure_ms < 1500
+    livez = r.livez_during_fault
+    assert livez.status == 200 and livez.during_fault and livez.seconds < 1
 
 
 def test_statement_timeout_cancels_within_the_timeout(fault_run):
     [r] = runs_of(fault_run, "statement-timeout")
-    assert set(r["errors"]) == {"statement_timeout"} and r["slowest_failure_ms"] < r["failure_bound_s"] * 1000
+    assert set(r.errors) == {"statement_timeout"} and r.slowest_failure_ms < r.failure_bound_s * 1000
 
 
 def test_slow_network_needs_netns(fault_run):
     [r] = runs_of(fault_run, "slow-network")
-    assert r["skipped"] == "needs --topology netns (tc netem on the veth pair)"
+    assert r.skipped == "needs --topology netns (tc netem on the veth pair)"
 
 
 def test_killed_worker_is_replaced_and_its_backends_end(fault_run):
     [r] = runs_of(fault_run, "worker-kill")
-    assert r["worker_restarts"] == 1 and r["killed_worker_connections"] >= 1
-    assert r["killed_worker_backends_left"] == 0 and r["backends_released_seconds"] < 5
-    assert all(kind.startswith("client ") and kind != "client timeout" for kind in r["errors"])
+    assert r.worker_restarts == 1 and r.killed_worker_connections >= 1
+    assert r.killed_worker_backends_left == 0 and r.backends_released_seconds < 5
+    assert all(kind.startswith("client ") and kind != "client timeout" for kind in r.errors)
 
 
 def test_database_down_at_start_boots_then_serves_without_a_restart(fault_run):
     [r] = runs_of(fault_run, "db-down-at-start")
-    assert r["errors"]["connection_refused"] > 0 and r["worker_restarts"] == 0
-    assert r["first_ok_after_seconds"] is not None and r["first_ok_after_seconds"] < 2
+    assert r.errors["connection_refused"] > 0 and r.worker_restarts == 0
+    assert r.first_ok_after_seconds is not None and r.first_ok_after_seconds < 2
 
 
 def test_errors_locust_saw_are_the_499s_the_service_logged(fault_run):
     for r in fault_run[1].values():
-        if r["skipped"]:
+        if r.skipped:
             continue
         seen = {}
-        for row in r["timeline"]:
+        for row in r.timeline:
             for kind, count in row["failed"].items():
                 seen[kind] = seen.get(kind, 0) + count
-        for kind, logged in r["service_errors"].items():
+        for kind, logged in r.service_errors.items():
             # locust is stopped with requests in flight: their 499s are logged but never seen.
-            assert logged - r["users"] <= seen.get(kind, 0) <= logged, (r["fault"], kind, seen, r["service_errors"])
+            assert logged - r.users <= seen.get(kind, 0) <= logged, (r.fault, kind, seen, r.service_errors)
 
 
 def test_report_shows_the_measured_figures(fault_run):
@@ -123,13 +123,14 @@ def test_report_shows_the_measured_figures(fault_run):
     assert result.exit_code == 0 and f"Fault report: {output / 'faults.md'}" in result.output
     paths = {"markdown": output / "faults.md", "html": output / "faults.html"}
     text = paths["markdown"].read_text()
-    data = json.loads((output / "faults.json").read_text())
-    for r in data["results"]:
-        if r["skipped"]:
-            assert f"| {r['fault']} | {r['scenario']} | skipped | {r['skipped']} |" in text
+    read_back = fault_report.read(output)["results"]
+    assert read_back == list(by_key.values()), "faults.json reads back into the figures the run made"
+    for r in read_back:
+        if r.skipped:
+            assert f"| {r.fault} | {r.scenario} | skipped | {r.skipped} |" in text
             continue
-        line = next(line for line in text.splitlines() if line.startswith(f"| {r['fault']} | {r['scenario']} |"))
-        assert fault_report._kinds(r["errors"]) in line and f"| {r['recovery_seconds']:g} |" in line
+        line = next(line for line in text.splitlines() if line.startswith(f"| {r.fault} | {r.scenario} |"))
+        assert fault_report._kinds(r.errors) in line and f"| {r.recovery_seconds:g} |" in line
     assert "## Database restarts: pool_pre_ping off and on" in text
     assert (output / "fault_worker-kill.png").stat().st_size > 1000 and paths["html"].exists()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from healthz.lab import fault_verdict, faults
+from healthz.lab.fault_figures import FaultFigures
 
 T0 = 1_800_000_000.0  # the load's start, Unix time
 
@@ -84,6 +85,20 @@ def test_measure_slowest_requests_are_taken_from_the_faults_beginning():
 
 def good_result(**changes):
     result = {
+        "fault": "db-down-at-start",
+        "scenario": "s",
+        "base_scenario": "s",
+        "pool_pre_ping": False,
+        "summary": "eventlet workers=2",
+        "worker_class": "eventlet",
+        "workers": 2,
+        "threads": 8,
+        "pool_capacity": 10,
+        "users": 50,
+        "connection": "close",
+        "topology": "loopback",
+        "hold": 1.0,
+        "failed": 10,
         "errors_before": {},
         "errors": {"connection_refused": 10},
         "recovery_seconds": 0.2,
@@ -94,7 +109,7 @@ def good_result(**changes):
         "failure_bound_s": 1.0,
     }
     result.update(changes)
-    return result
+    return FaultFigures.from_dict(result, strict=True)
 
 
 T = fault_verdict.Trouble
@@ -164,7 +179,7 @@ def test_judge_accepts_client_side_errors_for_a_killed_worker_but_not_timeouts()
         failure_bound_s=None,
     )
     assert fault_verdict.judge(kill, ok, 10) == []
-    assert [f.trouble for f in fault_verdict.judge(kill, {**ok, "worker_restarts": 0}, 10)] == [T.WORKER_RESTARTS]
-    (left,) = fault_verdict.judge(kill, {**ok, "killed_worker_backends_left": 2}, 10)
+    assert [f.trouble for f in fault_verdict.judge(kill, ok.replace(worker_restarts=0), 10)] == [T.WORKER_RESTARTS]
+    (left,) = fault_verdict.judge(kill, ok.replace(killed_worker_backends_left=2), 10)
     assert (left.trouble, left.figures) == (T.KILLED_WORKER_BACKENDS, {"backends": 2})
     assert left.sentence() == "2 backend(s) of the killed worker still open"

@@ -155,8 +155,10 @@ def test_distributed_workers_share_the_rate_and_the_master_adds_up_their_figures
     )
     assert list(totals["failures_by_cause"]) == ["connection_refused"]
     assert [host["failures"] > 0 for host in totals["by_host"]] == [False, True]
-    # The master runs no users: late requests and the due-time p99 come from its workers' reports.
-    assert totals["late"] >= 20 and totals["p99_ms"] >= 700
+    # The master runs no users: late requests and the due-time p99 come from its workers' reports (an
+    # unlocked request takes milliseconds; those due during the 1 s lock wait up to a second, less
+    # when two tests share the cores and the lock is taken late).
+    assert totals["late"] >= 20 and totals["p99_ms"] >= 400
     rows = load.read_timeline(timeline)
     assert sum(row["ok"] for row in rows) + sum(sum(row["failed"].values()) for row in rows) == totals["requests"]
 

@@ -189,8 +189,9 @@ def test_netns_reproduces_the_report_and_a_sized_pool_does_not_fail(tmp_path, ne
     assert nullpool.address_unavailable > 0, "the service logged libpq's 'Cannot assign requested address'"
     assert nullpool.time_wait_peak > 150, "TIME_WAIT filled the narrowed port range"
     assert sized.failures == 0 and sized.address_unavailable == 0, sized.failures_by_cause
-    # 2 pools of 10; the doctor's own connection adds one session and, once closed, one TIME_WAIT.
-    assert sized.sessions_opened <= 20 + 1 and sized.time_wait_peak <= 1
+    # 2 pools of 10; the doctor's own connection adds one session. What closes from the app host is
+    # the doctor's (a handful of TIME_WAIT at most), never the pool's: the NullPool's fill the range.
+    assert sized.sessions_opened <= 20 + 1 and sized.time_wait_peak <= 5
     # The planner's predictions for this deployment, against what was measured.
     predicted = plan(
         Deployment(

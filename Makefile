@@ -20,7 +20,8 @@ $(VENV)/.installed: pyproject.toml | python
 	touch $@
 
 # Two at a time (pytest-xdist, one file per worker so a module's shared lab run is made once), then
-# the tests that count this host's own sockets alone: another test's churn would be in their count.
+# the `serial` tests alone: those that count this host's own sockets (another test's churn would be
+# in their count) or judge figures that another test on the same cores would move.
 test: install
 	$(BIN)/pytest -n 2 --dist loadfile -m "not serial"; a=$$?; $(BIN)/pytest -m serial; b=$$?; exit $$((a > b ? a : b))
 

@@ -119,6 +119,7 @@ def test_a_fixed_rate_is_kept_and_a_stall_is_timed_from_each_due_time(tmp_path, 
     assert totals["late"] >= 20 and totals["p99_ms"] >= 700
 
 
+@pytest.mark.serial  # late requests are counted against the clock: on shared cores, a lock taken late counts fewer
 def test_distributed_workers_share_the_rate_and_the_master_adds_up_their_figures(
     tmp_path, run_gunicorn, postgres, database
 ):

@@ -24,6 +24,10 @@ from healthz.lab.scenarios import DEFAULTS, select
 from healthz.lab.topology import lab_namespaces
 from healthz.plan import DatabaseLimits, Deployment, plan
 
+# Whole lab runs whose verdicts and figures are the point (which setup the advice chooses, the
+# doctor agreeing with them): run alone, after the tests make test runs two at a time.
+pytestmark = pytest.mark.serial
+
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None, reason="the netns topology needs root and iproute2"
 )

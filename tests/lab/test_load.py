@@ -94,7 +94,8 @@ def test_connection_switch_decides_database_connections_under_eventlet(
     server.stop()
     opened = settled_sessions(postgres, database) - before
     assert totals["failures"] == 0, totals
-    assert 80 <= totals["requests"] <= 84, "--max-requests stops the run"
+    # Each of the 4 users may have one in flight and send one more before the stop reaches it.
+    assert 80 <= totals["requests"] <= 80 + 2 * 4, "--max-requests stops the run"
     assert seconds < 40, "the run stopped by itself at the request cap, long before --run-time"
     if connection == "close":
         assert opened >= totals["requests"], (opened, totals)

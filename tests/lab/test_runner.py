@@ -24,10 +24,6 @@ from healthz.lab.scenarios import DEFAULTS, select
 from healthz.lab.topology import lab_namespaces
 from healthz.plan import DatabaseLimits, Deployment, plan
 
-# Whole lab runs whose verdicts and figures are the point (which setup the advice chooses, the
-# doctor agreeing with them): run alone, after the tests make test runs two at a time.
-pytestmark = pytest.mark.serial
-
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None, reason="the netns topology needs root and iproute2"
 )
@@ -184,6 +180,9 @@ def netns_defaults(tmp_path_factory):
     return config, Lab(config, Progress(io.StringIO())).run()
 
 
+# The default scenarios' verdicts and figures are the point (which setup the advice chooses, the doctor
+# agreeing with them): these run alone, after the tests make test runs two at a time.
+@pytest.mark.serial
 @needs_root
 def test_netns_reproduces_the_report_and_a_sized_pool_does_not_fail(tmp_path, netns_defaults):
     config, results = netns_defaults
@@ -235,6 +234,7 @@ def test_netns_reproduces_the_report_and_a_sized_pool_does_not_fail(tmp_path, ne
     assert not [ns for ns in lab_namespaces() if f"-{os.getpid()}-" in ns]
 
 
+@pytest.mark.serial
 @needs_root
 def test_the_doctor_agrees_with_the_measurement_on_every_default_scenario(netns_defaults):
     _, results = netns_defaults

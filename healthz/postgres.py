@@ -389,9 +389,24 @@ class PostgreSQL:
         return self.url_for(name)
 
     def drop_database(self, name: str) -> None:
-        """Drop database ``name``, ending any sessions still on it."""
+        """Drop database ``name``, ending any sessions still on it, and its own owner if it had one
+        (:meth:`new_database`)."""
         with self.connect() as conn, conn.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            cur.execute(f'DROP ROLE IF EXISTS "{name}"')
+
+    def new_database(self, name: str) -> str:
+        """An empty database ``name`` owned by a role of the same name with a password of its own,
+        made afresh (one left by an earlier run is dropped first); its URL, password included.
+        Nothing of the lab's is in it: a team's migrations create its schema."""
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name) or name in (APP_USER, ADMIN_USER, APP_DATABASE):
+            raise PostgresError(f"database name {name!r}: expected lowercase letters, digits and _ (not a lab role)")
+        self.drop_database(name)
+        password = secrets.token_urlsafe(18)
+        with self.connect() as conn, conn.cursor() as cur:
+            cur.execute(f'CREATE ROLE "{name}" LOGIN PASSWORD %s', (password,))
+            cur.execute(f'CREATE DATABASE "{name}" OWNER "{name}"')
+        return f"postgresql://{name}:{password}@{self.host}:{self.port}/{name}"
 
     # -- connection --------------------------------------------------------------------------
     def dsn(self, user: str = APP_USER, database: str = APP_DATABASE, **params: object) -> str:

@@ -97,9 +97,10 @@ def fixed_rate(bench: Bench, load: wrk.Wrk, pg: PostgreSQL) -> dict[str, Any]:
     }
 
 
-def django(bench: Bench, load: wrk.Wrk, pg: PostgreSQL, counters: probes.PostgresCounters) -> dict[str, Any]:
+def django(bench: Bench, load: wrk.Wrk, pg: PostgreSQL) -> dict[str, Any]:
     """The report's own stack (examples/django-report: Django, DRF, its gunicorn.conf.py) under
-    the same wrk load as each case, on the same PostgreSQL: ``{"peers": [...]}``, or
+    the same wrk load as each case, on the same PostgreSQL (in a database of its own, made by its
+    migrations): ``{"peers": [...]}``, or
     ``{"skipped": why}`` when the project or Django is not here."""
     from healthz.lab.scenarios import select
     from healthz.lab.topology import Loopback
@@ -110,30 +111,38 @@ def django(bench: Bench, load: wrk.Wrk, pg: PostgreSQL, counters: probes.Postgre
     missing = [m for m in ("django", "rest_framework") if importlib.util.find_spec(m) is None]
     if missing:
         return {"skipped": f"{', '.join(missing)} not installed: pip install 'healthz[django]'"}
-    cfg, peers = bench.config, []
     here = Loopback()
-    for i, scenario in enumerate(select(DJANGO_PEERS, [project])):
-        logs = cfg.output / "logs" / scenario.name
-        logs.mkdir(parents=True, exist_ok=True)
-        service, _ = scenario.service.make(scenario, here, here.hosts[0], pg.url, logs)
-        if i == 0 and scenario.service.has_setup:
-            scenario.service.set_up(service, logs / "setup.log", ())
-        sessions_before = counters.settled_sessions()
-        with service:
-            bench.wrk(load, service, HEALTHZ, f"{scenario.name} warm-up", cfg.warmup, cfg.connections)
-            runs = [
-                bench.wrk(
-                    load, service, HEALTHZ, f"{scenario.name} {n + 1}/{cfg.repeats}", cfg.duration, cfg.connections
-                )
-                for n in range(cfg.repeats)
-            ]
-        peers.append(
-            {
-                "name": scenario.name,
-                "worker_class": scenario.worker_class,
-                "description": scenario.description,
-                "healthz": runs_summary(runs),
-                "sessions_opened": counters.settled_sessions() - sessions_before,
-            }
-        )
+    # The project's own database, its schema from its own migrations (as the lab gives it one).
+    url = pg.new_database("app_django_report")
+    counters = probes.PostgresCounters(pg.local_dsn("postgres"), "app_django_report")
+    try:
+        peers = [
+            _django_peer(bench, load, url, counters, here, i, s) for i, s in enumerate(select(DJANGO_PEERS, [project]))
+        ]
+    finally:
+        counters.close()
     return {"project": f"examples/{DJANGO_PROJECT.name}", "peers": peers}
+
+
+def _django_peer(bench: Bench, load: wrk.Wrk, url: str, counters, here, index: int, scenario) -> dict[str, Any]:
+    """One Django scenario under the cases' wrk load: its healthz series and the sessions it opened."""
+    cfg = bench.config
+    logs = cfg.output / "logs" / scenario.name
+    logs.mkdir(parents=True, exist_ok=True)
+    service, _ = scenario.service.make(scenario, here, here.hosts[0], url, logs)
+    if index == 0 and scenario.service.has_setup:
+        scenario.service.set_up(service, logs / "setup.log", ())
+    sessions_before = counters.settled_sessions()
+    with service:
+        bench.wrk(load, service, HEALTHZ, f"{scenario.name} warm-up", cfg.warmup, cfg.connections)
+        runs = [
+            bench.wrk(load, service, HEALTHZ, f"{scenario.name} {n + 1}/{cfg.repeats}", cfg.duration, cfg.connections)
+            for n in range(cfg.repeats)
+        ]
+    return {
+        "name": scenario.name,
+        "worker_class": scenario.worker_class,
+        "description": scenario.description,
+        "healthz": runs_summary(runs),
+        "sessions_opened": counters.settled_sessions() - sessions_before,
+    }

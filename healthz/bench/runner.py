@@ -129,7 +129,7 @@ class Bench:
                 if cfg.rate_duration:
                     results["fixed_rate"] = extras.fixed_rate(self, load, pg)
                 if cfg.django:
-                    results["django"] = extras.django(self, load, pg, counters)
+                    results["django"] = extras.django(self, load, pg)
             finally:
                 counters.close()
         results["seconds"] = round(time.time() - started, 1)

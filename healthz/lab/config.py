@@ -48,6 +48,11 @@ class LabConfig:
     scenarios_files: list[Path] = dataclasses.field(default_factory=list)
 
     @property
+    def serves_ours(self) -> bool:
+        """Whether any scenario runs the lab's own service (which needs its ``role`` table)."""
+        return any(not s.own_service for s in self.scenarios)
+
+    @property
     def drives_a_running_service(self) -> bool:
         """``--target``: the service runs elsewhere; the lab starts none and only reads the database."""
         return any(not s.service.started for s in self.scenarios)

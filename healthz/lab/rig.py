@@ -40,9 +40,9 @@ def database(cfg, topology) -> Iterator[tuple[str, str, PostgreSQL | None]]:
             return
         if cfg.seed:
             seed_roles(Settings.from_mapping({"database_url": url}), cfg.roles)
-        else:
+        elif cfg.serves_ours:
             check_seeded(url)
-        yield url, url, None
+        yield url, url, None  # a team's service alone: its own database, its setup's schema
         return
     pg = PostgreSQL(
         max_connections=cfg.max_connections,

@@ -121,6 +121,10 @@ class LabService:
         """Why ``scenario``'s other keys cannot apply to this kind, or None."""
         return None
 
+    #: Whether it gets an empty database of its own on the lab's throwaway server (else the lab's,
+    #: seeded with its ``role`` table, or the one ``--database-url`` names).
+    database_of_its_own: ClassVar[bool] = False
+
     def with_app_keys(self, name: str, keys: Mapping[str, Any], root: Path | None) -> LabService | OwnService:
         """This kind with app keys applied: ``app`` makes it the team's command."""
         if not keys:
@@ -217,6 +221,8 @@ class OwnService:
             )
         return None
 
+    database_of_its_own: ClassVar[bool] = True
+
     def with_app_keys(self, name: str, keys: Mapping[str, Any], root: Path | None) -> OwnService:
         return OwnService(_spec(name, self.spec, keys, root)) if keys else self
 
@@ -270,6 +276,8 @@ class RunningTarget:
         if scenario.pgbouncer.pooled:
             return "pgbouncer places PgBouncer for the lab's own service; a running service has its own"
         return None
+
+    database_of_its_own: ClassVar[bool] = False  # it has its own already, wherever it runs
 
     def with_app_keys(self, name: str, keys: Mapping[str, Any], root: Path | None) -> RunningTarget:
         if keys:

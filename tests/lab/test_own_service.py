@@ -58,11 +58,29 @@ TINY_APP = textwrap.dedent(
 )
 
 
+# Its schema, as a team's create_all or migration makes it; it notes which database it found and
+# what was in it. CREATE TABLE fails on a database that already has the table: setup runs on a fresh one.
+SCHEMA = textwrap.dedent(
+    """
+    import os, psycopg2
+
+    conn = psycopg2.connect(os.environ["DATABASE_URL"])
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT coalesce(string_agg(tablename, ','), '') FROM pg_tables WHERE schemaname = 'public'")
+        open("schema-found", "w").write(f"{os.environ['PGDATABASE']} {os.environ['PGUSER']} [{cur.fetchone()[0]}]")
+        cur.execute("CREATE TABLE role (id serial PRIMARY KEY, name text UNIQUE NOT NULL)")
+    conn.close()
+    """
+)
+
+
 def _project(tmp_path: Path, table: str) -> Path:
-    """A project folder with the tiny app and a scenarios file holding ``table``; the file's path."""
+    """A project folder with the tiny app, its schema script and a scenarios file holding ``table``;
+    the file's path."""
     project = tmp_path / "project"
     project.mkdir()
     (project / "tinyapp.py").write_text(TINY_APP)
+    (project / "schema.py").write_text(SCHEMA)
     toml = tmp_path / "mine.toml"
     toml.write_text(textwrap.dedent(table))
     return toml
@@ -164,6 +182,27 @@ def test_an_own_service_is_measured_on_loopback_like_ours(tmp_path, postgres, da
     assert not [p for p in written if postgres.password in p.read_text(errors="replace")]
 
 
+def test_an_own_service_gets_an_empty_database_of_its_own_made_afresh_for_each_run(tmp_path):
+    toml = _project(
+        tmp_path,
+        f"""
+        [scenario.tiny]
+        app = "gunicorn tinyapp:application -b {{bind}} -w 1"
+        app_dir = "project"
+        python = "{VENV}"
+        path = "/health"
+        setup = "python schema.py"
+        """,
+    )
+    for n in (1, 2):  # the second run's setup creates its table again: nothing is left from the first
+        _, (run,) = _run(tmp_path / f"run{n}", toml, concurrency=[5], duration=2, topology="loopback", doctor=False)
+        assert run.error is None and run.requests > 10 and run.failures == 0, (run.error, run.failures_by_cause)
+        # Its own name and owner, and nothing of the lab's (no role table seeded) before its setup.
+        assert (tmp_path / "project" / "schema-found").read_text() == "app_tiny app_tiny []"
+        # Its sessions alone: one per request (the tiny app connects for each), none of the lab's probes.
+        assert run.requests <= run.sessions_opened <= run.requests + 5 + 2
+
+
 @needs_root
 def test_an_own_service_binding_every_address_exhausts_its_ports_in_netns(tmp_path):
     # The report's gunicorn.conf.py binds 0.0.0.0:$GUNICORN_PORT; a connection per request on 300
@@ -176,6 +215,7 @@ def test_an_own_service_binding_every_address_exhausts_its_ports_in_netns(tmp_pa
         app_dir = "project"
         python = "{VENV}"
         path = "/health"
+        setup = "python schema.py"
         env = {{ GUNICORN_PORT = "{{port}}" }}
         """,
     )

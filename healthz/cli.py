@@ -22,17 +22,21 @@ database_url_option = click.option(
 
 
 class _Commands(click.Group):
-    """The commands, with ``lab`` and ``bench`` loaded only when one of them is run: the service's
+    """The commands, with ``lab``, ``check`` and ``bench`` loaded only when one of them is run: the service's
     host needs neither their packages nor the time to import them."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), "bench", "lab"])
+        return sorted([*super().list_commands(ctx), "bench", "check", "lab"])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name == "lab":
             from healthz.lab.cli import lab
 
             return lab
+        if name == "check":
+            from healthz.lab.check_cli import check
+
+            return check
         if name == "bench":
             from healthz.bench.__main__ import main as bench
 

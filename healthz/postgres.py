@@ -195,6 +195,13 @@ def _configure(pg: PostgreSQL) -> None:
         fh.writelines(f"{key} = {value}\n" for key, value in _conf(pg).items())
 
 
+def _own_name(name: str) -> str:
+    """``name`` when it can name a database and its owner role (not one of the lab's), else PostgresError."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name) or name in (APP_USER, ADMIN_USER, APP_DATABASE):
+        raise PostgresError(f"database name {name!r}: expected lowercase letters, digits and _ (not a lab role)")
+    return name
+
+
 class PostgreSQL:
     """A throwaway PostgreSQL server on ``host``, started on :meth:`start`, gone after :meth:`cleanup`.
 
@@ -389,24 +396,19 @@ class PostgreSQL:
         return self.url_for(name)
 
     def drop_database(self, name: str) -> None:
-        """Drop database ``name``, ending any sessions still on it, and its own owner if it had one
-        (:meth:`new_database`)."""
+        """Drop database ``name``, ending its sessions, and its own owner role if it has one (:meth:`new_database`)."""
         with self.connect() as conn, conn.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             cur.execute(f'DROP ROLE IF EXISTS "{name}"')
 
     def new_database(self, name: str) -> str:
-        """An empty database ``name`` owned by a role of the same name with a password of its own,
-        made afresh (one left by an earlier run is dropped first); its URL, password included.
-        Nothing of the lab's is in it: a team's migrations create its schema."""
-        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name) or name in (APP_USER, ADMIN_USER, APP_DATABASE):
-            raise PostgresError(f"database name {name!r}: expected lowercase letters, digits and _ (not a lab role)")
-        self.drop_database(name)
+        """An empty database ``name`` made afresh, owned by a role of that name with a password of its own: its URL."""
+        self.drop_database(_own_name(name))
         password = secrets.token_urlsafe(18)
         with self.connect() as conn, conn.cursor() as cur:
             cur.execute(f'CREATE ROLE "{name}" LOGIN PASSWORD %s', (password,))
             cur.execute(f'CREATE DATABASE "{name}" OWNER "{name}"')
-        return f"postgresql://{name}:{password}@{self.host}:{self.port}/{name}"
+        return self.url_for(name, user=name, password=password)
 
     # -- connection --------------------------------------------------------------------------
     def dsn(self, user: str = APP_USER, database: str = APP_DATABASE, **params: object) -> str:
@@ -431,9 +433,9 @@ class PostgreSQL:
         server's TCP address is inside a network namespace."""
         return f"postgresql://{user}@/{database}?host={self.directory}&port={self.port}"
 
-    def url_for(self, database: str = APP_DATABASE, user: str = APP_USER) -> str:
-        """A SQLAlchemy/libpq URL for ``database`` as ``user``, password included."""
-        return f"postgresql://{user}:{self.password}@{self.host}:{self.port}/{database}"
+    def url_for(self, database: str = APP_DATABASE, user: str = APP_USER, password: str | None = None) -> str:
+        """A SQLAlchemy/libpq URL for ``database`` as ``user`` (with ``password``, default the app role's)."""
+        return f"postgresql://{user}:{password or self.password}@{self.host}:{self.port}/{database}"
 
     @property
     def url(self) -> str:

@@ -59,6 +59,30 @@ def test_databases_are_created_and_dropped():
         held.close()
 
 
+def test_a_new_database_is_empty_owned_by_a_role_of_its_own_and_made_afresh(postgres):
+    url = postgres.new_database("app_team")
+    assert "app_team:" in url and postgres.password not in url
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT current_user, count(*) FROM pg_tables WHERE schemaname = 'public'")
+        assert cur.fetchone() == ("app_team", 0)
+        cur.execute("CREATE TABLE role (id int)")  # its owner may make its schema
+    conn.close()
+    again = postgres.new_database("app_team")
+    with psycopg2.connect(again) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        assert cur.fetchone() == (0,), "made afresh: the first one's table is gone"
+    conn.close()
+    with pytest.raises(psycopg2.OperationalError):
+        psycopg2.connect(url)  # the first password went with its role
+    postgres.drop_database("app_team")
+    with postgres.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'app_team'")
+        assert cur.fetchone() == (0,)
+    for bad in ("healthz", "App-Team", "x" * 64, "1abc"):
+        with pytest.raises(PostgresError, match="expected lowercase letters"):
+            postgres.new_database(bad)
+
+
 def test_a_failed_start_says_why_and_cleans_up():
     pg = PostgreSQL(settings={"shared_buffers": "'not-a-size'"})
     with pytest.raises(PostgresError, match="postgres exited"), pg:

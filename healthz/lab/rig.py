@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -56,6 +57,25 @@ def database(cfg, topology) -> Iterator[tuple[str, str, PostgreSQL | None]]:
     with pg:
         seed_roles(Settings.from_mapping({"database_url": pg.local_url()}), cfg.roles)
         yield pg.url, pg.local_dsn("postgres"), pg
+
+
+@contextlib.contextmanager
+def own_database(
+    scenario: Scenario, url: str, pg: PostgreSQL | None, counters: probes.PostgresCounters
+) -> Iterator[tuple[str, probes.PostgresCounters]]:
+    """The database ``scenario``'s steps use and its counters: for a team's service on the lab's
+    throwaway server, an empty one of its own (own name and owner, made afresh for this run, so that
+    its setup starts from nothing each time; its sessions and backends counted alone), else ``url``'s."""
+    if pg is None or not scenario.service.database_of_its_own:
+        yield url, counters
+        return
+    name = ("app_" + re.sub(r"[^a-z0-9_]", "_", scenario.name.lower()))[:63]
+    own = pg.new_database(name)
+    own_counters = probes.PostgresCounters(pg.local_dsn("postgres"), name)
+    try:
+        yield own, own_counters
+    finally:
+        own_counters.close()
 
 
 def service(

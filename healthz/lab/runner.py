@@ -136,33 +136,14 @@ class Lab:
         self, topology, url: str, pg: PostgreSQL | None, counters: probes.PostgresCounters
     ) -> Iterator[RunFigures]:
         """Each run's result in turn: every scenario at every concurrency step, a team's service on
-        a database of its own (:meth:`own_database`)."""
+        a database of its own (:func:`rig.own_database`)."""
         cfg = self.config
         total, i = len(cfg.scenarios) * len(cfg.concurrency), 0
         for scenario in cfg.scenarios:
-            with self.own_database(scenario, url, pg, counters) as (step_url, step_counters):
+            with rig.own_database(scenario, url, pg, counters) as (step_url, step_counters):
                 for users in cfg.concurrency:
                     i += 1
                     yield self.run_one(scenario, users, topology, step_url, pg, step_counters, label=f"[{i}/{total}]")
-
-    @contextlib.contextmanager
-    def own_database(
-        self, scenario: Scenario, url: str, pg: PostgreSQL | None, counters: probes.PostgresCounters
-    ) -> Iterator[tuple[str, probes.PostgresCounters]]:
-        """The database ``scenario``'s steps use and its counters: for a team's service on the lab's
-        throwaway server, an empty one of its own (own name and owner, made afresh for this run, so
-        that its setup starts from nothing each time; its sessions and backends counted alone),
-        else ``url``'s."""
-        if pg is None or not scenario.service.database_of_its_own:
-            yield url, counters
-            return
-        name = ("app_" + slug(scenario.name).replace("-", "_").replace(".", "_").lower())[:63]
-        own = pg.new_database(name)
-        own_counters = probes.PostgresCounters(pg.local_dsn("postgres"), name)
-        try:
-            yield own, own_counters
-        finally:
-            own_counters.close()
 
     def _doctor_result(
         self, doctor: probes.DoctorProbe, samples: list[Sample], topology, scenario: Scenario

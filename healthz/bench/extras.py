@@ -4,6 +4,7 @@ report's Django project under the same load as a peer. Each takes the :class:`Be
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -146,3 +147,40 @@ def _django_peer(bench: Bench, load: wrk.Wrk, url: str, counters, here, index: i
         "healthz": runs_summary(runs),
         "sessions_opened": counters.settled_sessions() - sessions_before,
     }
+
+
+#: healthz check's own budget for a build: 2,000 requests at 100 clients, PostgreSQL's start included.
+CHECK_WALL_S = 30.0
+
+
+def check_timing(bench: Bench, pg: PostgreSQL) -> dict[str, Any]:
+    """``healthz check`` on this project's own service (eventlet, a sized pool): its wall time cold
+    (a throwaway PostgreSQL started for it, as a CI job has it) and on ``pg`` reused (a fresh
+    database there, as the pytest plugin's session server gives each check)."""
+    from healthz.lab.check import CheckOptions
+    from healthz.lab.check_run import run_check
+
+    def one(database_url: str | None) -> dict[str, Any]:
+        options = CheckOptions(
+            app="gunicorn -c python:healthz.gunicorn_conf.eventlet healthz.wsgi:app -b {bind}",
+            setup="healthz init-db --roles 10",
+            python=Path(sys.prefix),
+            env={"HEALTHZ_POOL_SIZE": "10", "HEALTHZ_MAX_OVERFLOW": "0"},
+            clients=100,
+            requests=2000,
+            database_url=database_url,
+        )
+        result = run_check(options)
+        bench.echo(
+            f"healthz check ({'reused server' if database_url else 'cold'}): {result.summary()}, {result.wall_seconds} s"
+        )
+        keys = ("wall_seconds", "requests", "sessions_per_request", "failed", "passed", "error")
+        return {key: getattr(result, key) for key in keys}
+
+    cold = one(None)
+    url = pg.new_database("check_reused")
+    try:
+        reused = one(url)
+    finally:
+        pg.drop_database("check_reused")
+    return {"clients": 100, "requests": 2000, "budget_s": CHECK_WALL_S, "cold": cold, "reused_server": reused}

@@ -49,6 +49,8 @@ class BenchConfig:
     rate_connections: int = 1000
     #: The report's Django project as a peer, when it and Django are here.
     django: bool = True
+    #: ``healthz check``'s wall time on this project's own service, cold and on a reused server.
+    check: bool = True
     statement_requests: int = 200
     pgbench_clients: int = 10
     roles: int = 10
@@ -130,6 +132,8 @@ class Bench:
                     results["fixed_rate"] = extras.fixed_rate(self, load, pg)
                 if cfg.django:
                     results["django"] = extras.django(self, load, pg)
+                if cfg.check:
+                    results["check"] = extras.check_timing(self, pg)
             finally:
                 counters.close()
         results["seconds"] = round(time.time() - started, 1)

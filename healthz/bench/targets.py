@@ -123,7 +123,18 @@ def judge(results: dict[str, Any]) -> list[dict[str, Any]]:
     out += _fair_targets(crowd, results.get("crowd_unfair"))
     out += _rate_targets(results.get("fixed_rate"))
     out.append(_django_target(case, results.get("django")))
+    out.append(_check_target(results.get("check")))
     return out
+
+
+def _check_target(check: dict[str, Any] | None) -> dict[str, Any]:
+    """``healthz check`` held on the sized pool within its wall-time budget, PostgreSQL's start included."""
+    text = "healthz check, 2,000 requests at 100 clients, PostgreSQL start included, within 30 s"
+    if not check:
+        return _target(text, None, "not measured")
+    cold, reused = check["cold"], check["reused_server"]
+    met = cold["passed"] and cold["wall_seconds"] is not None and cold["wall_seconds"] <= check["budget_s"]
+    return _target(text, met, f"{cold['wall_seconds']} s cold, {reused['wall_seconds']} s on a reused server")
 
 
 def over_django(results: dict[str, Any]) -> dict[str, float | None]:

@@ -75,7 +75,7 @@ def test_ratios_targets_and_crowd(short_run):
     assert ratio["nullpool"] > 1 and 0 < ratio["livez"] < 1.5 and 0 < ratio["pgbench"] < 1
     assert results["crowd"]["connections"] == 300 and results["crowd"]["run"]["requests"] > 0
     assert results["crowd"]["worker_restarts"] == 0
-    assert [t["met"] is not None for t in results["targets"]] == [True] * 9
+    assert [t["met"] is not None for t in results["targets"]] == [True] * 10
     # The crowd ran with the first-come gate and without it, same service otherwise.
     assert results["crowd_unfair"]["name"] == "eventlet-queuepool-sized-unfair"
     assert results["crowd_unfair"]["run"]["requests"] > 0 and results["crowd_unfair"]["connections"] == 300
@@ -124,3 +124,12 @@ def test_the_reports_django_runs_beside_healthz_under_the_same_load(short_run):
     assert gthread["sessions_opened"] <= 2 * 8 < eventlet["sessions_opened"]
     target = next(t for t in results["targets"] if "django-gthread-persistent" in t["target"])
     assert target["met"] is not None and " x (" in target["value"]
+
+
+def test_healthz_check_is_timed_cold_and_on_a_reused_server(short_run):
+    check = short_run[0]["check"]
+    for run in (check["cold"], check["reused_server"]):
+        assert run["passed"] and run["error"] is None and run["requests"] >= 2000, run
+        assert run["sessions_per_request"] <= 0.02 and run["wall_seconds"] > 0
+    target = next(t for t in short_run[0]["targets"] if t["target"].startswith("healthz check"))
+    assert target["value"].startswith(f"{check['cold']['wall_seconds']} s cold")

@@ -134,6 +134,13 @@ def _results(
         "crowd_unfair": _crowd("eventlet-queuepool-sized-unfair", 520.0, 30000.0),
         "fixed_rate": fixed_rate or _fixed_rate(),
         "django": django or _django(),
+        "check": {
+            "clients": 100,
+            "requests": 2000,
+            "budget_s": 30.0,
+            "cold": {"wall_seconds": 9.4, "passed": True},
+            "reused_server": {"wall_seconds": 6.1, "passed": True},
+        },
         "seconds": 12,
     }
     results["ratios"] = targets.ratios(results)
@@ -154,7 +161,8 @@ def test_ratios_against_livez_nullpool_and_pgbench():
 
 def test_every_target_met():
     judged = _results()["targets"]
-    assert [t["met"] for t in judged] == [True] * 9
+    assert [t["met"] for t in judged] == [True] * 10
+    assert judged[9]["value"] == "9.4 s cold, 6.1 s on a reused server"
     assert judged[4]["value"] == "p99 900 ms = 0.2 x 4,000 ms (without the gate: p99 30,000 ms = 7.8 x)"
     assert judged[5]["value"] == "0.96 (500 / 520 req/s)"
 
@@ -181,9 +189,10 @@ def test_targets_not_measured():
     results["django"] = {"skipped": "django not installed: pip install 'healthz[django]'"}
     results["cases"] = results["cases"][:1]
     results.pop("ratios")
+    del results["check"]
     judged = targets.judge(results)
-    assert [t["met"] for t in judged] == [True, None, True, None, None, None, None, None, None]
-    assert judged[-1]["value"] == "django not installed: pip install 'healthz[django]'"
+    assert [t["met"] for t in judged] == [True, None, True, None, None, None, None, None, None, None]
+    assert judged[-2]["value"] == "django not installed: pip install 'healthz[django]'"
 
 
 def test_fixed_rate_and_driver_targets():

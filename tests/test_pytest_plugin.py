@@ -20,13 +20,13 @@ CONFTEST = """
     def shop_check(healthz_check):
         def run(**options):
             return healthz_check(
-                app="gunicorn app:app -k gthread --threads 8 -w 2 -b {bind}",
+                app="gunicorn app:app -k gthread --threads 16 -w 2 -b {bind}",
                 app_dir=Path(__file__).parent / "shop",
                 python=sys.prefix,
                 setup="flask --app app init-db",
                 path="/health",
-                clients=50,
-                requests=1000,
+                clients=100,
+                requests=2000,
                 **options,
             )
 
@@ -35,14 +35,14 @@ CONFTEST = """
 
 TESTS = """
     def test_a_sized_pool_keeps_its_connections(shop_check):
-        result = shop_check(env={"POOL_SIZE": "8", "MAX_OVERFLOW": "0"})
+        result = shop_check(env={"POOL_SIZE": "16", "MAX_OVERFLOW": "0"})
         assert result.passed, result
-        assert result.sessions_per_request <= 0.02 and result.failed == 0 and result.requests >= 1000
+        assert result.sessions_per_request <= 0.02 and result.failed == 0 and result.requests >= 2000
 
     def test_the_default_pool_opens_and_closes_its_overflow(shop_check):
         result = shop_check()
         assert not result.passed and result.broken[0].budget == "sessions_per_request", result
-        assert result.sessions > 16 and "sessions per request" in result.summary()
+        assert result.sessions > 32 and "sessions per request" in result.summary()
 
     def test_a_fresh_database_for_each_test(healthz_database, healthz_postgres):
         assert healthz_database.rsplit("/", 1)[1].startswith("check_") and healthz_database != healthz_postgres.url

@@ -125,20 +125,20 @@ def _left(marker: str) -> list[str]:
     return found
 
 
-FLASK = ["--app", "gunicorn app:app -k gthread --threads 8 -w 2 -b {bind}", "--setup", "flask --app app init-db"]
+FLASK = ["--app", "gunicorn app:app -k gthread --threads 16 -w 2 -b {bind}", "--setup", "flask --app app init-db"]
 
 
 def test_flask_sqlalchemy_defaults_break_the_budget_and_a_sized_pool_holds(tmp_path):
     project = flask_project(tmp_path / "shop")
-    common = [*FLASK, "--app-dir", str(project), "--python", str(VENV), "--path", "/health", "-c", "100"]
-    # Flask-SQLAlchemy's QueuePool(5, overflow 10) under 8 threads a worker: overflow opened and closed.
+    common = [*FLASK, "--app-dir", str(project), "--python", str(VENV), "--path", "/health", "-c", "200"]
+    # Flask-SQLAlchemy's QueuePool(5, overflow 10) under 16 threads a worker: overflow opened and closed.
     default = check(*common, "--json", "--junit-xml", str(tmp_path / "default.xml"))
     assert default.returncode == 1, default.stderr[-2000:]
     data = json.loads(default.stdout)
     assert data["sessions_per_request"] > 0.02 and data["requests"] >= 2000 and data["failed"] == 0
     assert "FAILED: sessions per request" in default.stderr
     assert ET.parse(tmp_path / "default.xml").getroot().get("failures") == "1"
-    sized = check(*common, "--env", "POOL_SIZE=8", "--env", "MAX_OVERFLOW=0")
+    sized = check(*common, "--env", "POOL_SIZE=16", "--env", "MAX_OVERFLOW=0")
     assert sized.returncode == 0, sized.stdout + sized.stderr[-2000:]
     assert sized.stdout.startswith("healthz check: held:") and "(loopback)" in sized.stdout
     assert _left(str(project)) == []

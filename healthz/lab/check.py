@@ -146,6 +146,7 @@ class CheckResult:
     budget: Budget = dataclasses.field(default_factory=Budget)
     output: str | None = None  # the folder with the run's files, when it was kept
     log: str = ""  # when it did not hold: the service log's lines that say why, passwords masked
+    stack: dict[str, Any] | None = None  # what the service runs, read from its venv and command
 
     @property
     def passed(self) -> bool:

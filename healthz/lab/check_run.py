@@ -87,7 +87,8 @@ def run_check(options: CheckOptions, output: Path | None = None, command_line: s
     common = {"app": options.app, "topology": config.topology, "clients": options.clients, "budget": options.budget}
     try:
         try:
-            (figures,) = Lab(config, Progress(io.StringIO())).run()
+            lab = Lab(config, Progress(io.StringIO()))
+            (figures,) = lab.run()
         except (LabError, TopologyError, PostgresError) as exc:
             return CheckResult(**common, error=mask_password(str(exc)).splitlines()[0])
         result = result_of(options, figures, config.topology)
@@ -98,7 +99,8 @@ def run_check(options: CheckOptions, output: Path | None = None, command_line: s
                 excerpt = log_lines((run_dir / "service.log").read_text(errors="replace"))
         kept = str(folder) if output else None
         seconds = round(time.monotonic() - started, 1)
-        return dataclasses.replace(result, wall_seconds=seconds, output=kept, log=excerpt)
+        stack = lab.meta.get("stacks", {}).get("check")
+        return dataclasses.replace(result, wall_seconds=seconds, output=kept, log=excerpt, stack=stack)
     finally:
         if output is None:
             shutil.rmtree(folder, ignore_errors=True)

@@ -111,8 +111,13 @@ class AppSpec:
                 raise AppSpecError(f"{key} {value!r}: expected a path starting with /, such as /api/v1/healthz/")
         if self.app_dir is not None and not Path(self.app_dir).is_dir():
             raise AppSpecError(f"app_dir {self.app_dir}: no such directory")
-        if self.python is not None and self.bin_dir is None:
-            raise AppSpecError(f"python {self.python}: neither a venv (with bin/python) nor a Python interpreter")
+        if self.python is not None:
+            try:
+                found = self.bin_dir
+            except OSError as exc:  # a venv this user may not read
+                raise AppSpecError(f"python {self.python}: cannot be read ({exc.strerror})") from None
+            if found is None:
+                raise AppSpecError(f"python {self.python}: neither a venv (with bin/python) nor a Python interpreter")
 
     @property
     def ready(self) -> str:
@@ -142,6 +147,8 @@ class AppSpec:
                 "PGDATABASE": values["db_name"],
                 "PORT": values["port"],
                 "PYTHONUNBUFFERED": "1",
+                # The team's project is never written: no __pycache__ beside its modules.
+                "PYTHONDONTWRITEBYTECODE": "1",
             }
         )
         if self.bin_dir is not None:

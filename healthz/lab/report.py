@@ -18,6 +18,7 @@ from typing import Any
 from healthz.lab import advice, plots, require_extra, verdict
 from healthz.lab.figures import RunFigures
 from healthz.lab.render import to_html, to_markdown
+from healthz.lab.stack import Stack
 from healthz.lab.tables import (
     BUDGET_COLUMNS,
     DOCTOR_COLUMNS,
@@ -239,6 +240,10 @@ def _setup(meta: dict[str, Any], results: list[RunFigures], scenarios: list[str]
                 f"Machine: {machine.get('cpus', '-')} CPUs, {machine.get('platform', '-')}, Python {machine.get('python', '-')}; "
                 f"load average at start {', '.join(f'{x:.2f}' for x in machine.get('loadavg', []))}",
                 "Versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()),
+                *(
+                    f"Your service `{name}` runs (read from its venv and command): {Stack.from_dict(stack).line()}"
+                    for name, stack in meta.get("stacks", {}).items()
+                ),
                 f"Command: `{meta.get('command') or '-'}`; each step ran up to {config.get('duration', '-')} s or "
                 f"{config.get('max_requests', '-')} requests; probes sampled every {config.get('interval', '-')} s",
             ],

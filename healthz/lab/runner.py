@@ -250,9 +250,13 @@ class Lab:
     ) -> dict[str, Any]:
         """Start the service, drive the load, stop everything (``stack``), and return the figures."""
         scenario = run.scenario
-        if scenario.service.has_setup and scenario.name not in self._set_up:
-            self.progress.update(f"{run.head}: setup")
-            scenario.service.set_up(run.gunicorns[0], run.run_dir / "setup.log", run.hosts[0].prefix)
+        if scenario.name not in self._set_up:
+            if scenario.service.has_setup:
+                self.progress.update(f"{run.head}: setup")
+                scenario.service.set_up(run.gunicorns[0], run.run_dir / "setup.log", run.hosts[0].prefix)
+            theirs = scenario.service.stack(run.gunicorns[0])
+            if theirs is not None:
+                self.meta.setdefault("stacks", {})[scenario.name] = theirs.to_dict()
             self._set_up.add(scenario.name)
         self.progress.update(f"{run.head}: starting the service")
         # Before the service starts: the sessions its workers open at start-up count too.

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import shutil
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -117,6 +119,11 @@ class LabService:
         """Workers the service started before it was ready (None: the lab sets them)."""
         return None
 
+    def stack(self, service: Service):
+        """What it runs, read from its venv and command (:mod:`healthz.lab.stack`); None when the lab
+        knows it already (ours) or cannot read it (a running target)."""
+        return None
+
     def refusal(self, scenario) -> str | None:
         """Why ``scenario``'s other keys cannot apply to this kind, or None."""
         return None
@@ -213,6 +220,14 @@ class OwnService:
     def workers_started(self, services: Sequence[Service]) -> int | None:
         return sum(s.booted_at_ready for s in services)
 
+    def stack(self, service: Service):
+        from healthz.lab import stack
+
+        python = shutil.which("python3", path=service.env.get("PATH")) or shutil.which(
+            "python", path=service.env.get("PATH")
+        )
+        return stack.read(self.spec.argv(service.values), service.env, self.spec.app_dir, python or sys.executable)
+
     def refusal(self, scenario) -> str | None:
         if scenario.pgbouncer.pooled:
             return (
@@ -271,6 +286,7 @@ class RunningTarget:
         return 0.0  # it keeps its pool: its backends are counted as they are
 
     workers_started = LabService.workers_started
+    stack = LabService.stack
 
     def refusal(self, scenario) -> str | None:
         if scenario.pgbouncer.pooled:

@@ -4,6 +4,7 @@ and each refusal: one line, exit 2, nothing left running."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -128,8 +129,16 @@ def _left(marker: str) -> list[str]:
 FLASK = ["--app", "gunicorn app:app -k gthread --threads 16 -w 2 -b {bind}", "--setup", "flask --app app init-db"]
 
 
+def tree(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` by path, with a hash of its bytes."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
+
+
 def test_flask_sqlalchemy_defaults_break_the_budget_and_a_sized_pool_holds(tmp_path):
     project = flask_project(tmp_path / "shop")
+    before = tree(project)
     common = [*FLASK, "--app-dir", str(project), "--python", str(VENV), "--path", "/health", "-c", "200"]
     # Flask-SQLAlchemy's QueuePool(5, overflow 10) under 16 threads a worker: overflow opened and closed.
     default = check(*common, "--json", "--junit-xml", str(tmp_path / "default.xml"))
@@ -142,10 +151,12 @@ def test_flask_sqlalchemy_defaults_break_the_budget_and_a_sized_pool_holds(tmp_p
     assert sized.returncode == 0, sized.stdout + sized.stderr[-2000:]
     assert sized.stdout.startswith("healthz check: held:") and "(loopback)" in sized.stdout
     assert _left(str(project)) == []
+    assert tree(project) == before, "the team's project is never written (no __pycache__ either)"
 
 
 def test_django_conn_max_age_0_breaks_the_budget_and_gthread_with_600_holds(tmp_path):
     project = django_project(tmp_path / "mysite")
+    before = tree(project)
     common = [
         "--app-dir",
         str(project),
@@ -160,6 +171,8 @@ def test_django_conn_max_age_0_breaks_the_budget_and_gthread_with_600_holds(tmp_
     assert churn.returncode == 1, churn.stderr[-2000:]
     data = json.loads(churn.stdout)
     assert data["sessions_per_request"] > 0.9, "Django's default: a connection per request"
+    assert data["stack"]["framework"] == "Django" and data["stack"]["django"]["conn_max_age"] == 0
+    assert data["stack"]["gunicorn"]["worker_class"] == "eventlet"
     kept = check(
         "--app",
         "gunicorn mysite.wsgi:application -k gthread --threads 8 -w 2 -b {bind}",
@@ -169,6 +182,7 @@ def test_django_conn_max_age_0_breaks_the_budget_and_gthread_with_600_holds(tmp_
     )
     assert kept.returncode == 0, kept.stdout + kept.stderr[-2000:]
     assert _left(str(project)) == []
+    assert tree(project) == before, "migrate, gunicorn and the stack's reading wrote nothing in the project"
 
 
 def _busy_port() -> tuple[socket.socket, int]:

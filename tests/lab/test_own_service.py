@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from healthz import cli
 from healthz.lab import report
-from healthz.lab.own_service import AppService, AppSpec, placeholders
+from healthz.lab.own_service import AppService, AppSpec, AppSpecError, placeholders
 from healthz.lab.runner import Lab, LabConfig, Progress
 from healthz.lab.scenarios import ScenarioError, load_file, running_service, select
 from healthz.lab.topology import lab_namespaces
@@ -195,12 +195,22 @@ def test_an_own_service_gets_an_empty_database_of_its_own_made_afresh_for_each_r
         """,
     )
     for n in (1, 2):  # the second run's setup creates its table again: nothing is left from the first
-        _, (run,) = _run(tmp_path / f"run{n}", toml, concurrency=[5], duration=2, topology="loopback", doctor=False)
+        lab, (run,) = _run(tmp_path / f"run{n}", toml, concurrency=[5], duration=2, topology="loopback", doctor=False)
         assert run.error is None and run.requests > 10 and run.failures == 0, (run.error, run.failures_by_cause)
         # Its own name and owner, and nothing of the lab's (no role table seeded) before its setup.
         assert (tmp_path / "project" / "schema-found").read_text() == "app_tiny app_tiny []"
         # Its sessions alone: one per request (the tiny app connects for each), none of the lab's probes.
         assert run.requests <= run.sessions_opened <= run.requests + 5 + 2
+        # Its stack, read before the load: plain WSGI on psycopg2, no framework the lab knows.
+        stack = lab.meta["stacks"]["tiny"]
+        assert (
+            stack["framework"] == "unknown" and stack["imports"] == ["psycopg2"] and stack["gunicorn"]["workers"] == 1
+        )
+    report.write(tmp_path / "run2" / "out")
+    assert (
+        "Your service `tiny` runs (read from its venv and command): unknown"
+        in (tmp_path / "run2" / "out" / "report.md").read_text()
+    )
 
 
 @needs_root
@@ -352,3 +362,19 @@ def test_load_processes_spread_the_same_users_over_locust_workers(tmp_path, run_
     assert "--processes 2" in run.commands["locust"]
     generator = run.load_generator
     assert generator.processes == 2 and generator.busiest_share is not None and 0 < generator.busiest_share <= 1.05
+
+
+def test_a_venv_this_user_cannot_read_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+    venv = tmp_path / "locked-venv"
+    venv.mkdir()
+    real_exists = Path.exists
+
+    def exists(self, *args, **kwargs):
+        if str(self).startswith(str(venv)):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_exists(self, *args, **kwargs)
+
+    # As root every folder is readable: a venv of another user's, with no read bit, is what this stands for.
+    monkeypatch.setattr(Path, "exists", exists)
+    with pytest.raises(AppSpecError, match=r"python .*locked-venv: cannot be read \(Permission denied\)"):
+        AppSpec("gunicorn x:app -b {bind}", python=venv)

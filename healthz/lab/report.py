@@ -123,7 +123,7 @@ def _facts(v: verdict.Verdict, limits: DatabaseLimits | None) -> list[str]:
             facts.append(f"gunicorn killed {worst.worker_timeouts} stuck worker(s) (WORKER TIMEOUT)")
     else:
         facts.append(f"no failed requests, {_n(worst.rps)} requests/s, p99 {_n(worst.p99_ms)} ms")
-    risk = v.first(verdict.PortsAtRisk)
+    risk = v.first(verdict.PortsAtRisk) or v.first(verdict.ChurnHidden)
     if risk:
         facts.append(risk.sentence())
     return facts
@@ -133,7 +133,7 @@ def in_numbers(v: verdict.Verdict, limits: DatabaseLimits | None) -> str:
     """The verdict's figures and findings in sentences: the Verdict table's last column."""
     if v.outcome is verdict.Outcome.NOT_MEASURED:
         return v.error or "no runs"
-    notes = [f.sentence() for f in v.findings if not isinstance(f, verdict.PortsAtRisk)]
+    notes = [f.sentence() for f in v.findings if not isinstance(f, (verdict.PortsAtRisk, verdict.ChurnHidden))]
     return "; ".join(_facts(v, limits)) + "." + ("".join(" " + n for n in notes))
 
 

@@ -203,6 +203,45 @@ class PortsAtRisk(Finding):
         )
 
 
+#: Sessions per request above which a run churns: a pool opens its connections once (docs/check.md).
+CHURN_PER_REQUEST = 0.02
+#: Linux's default ip_local_port_range (32768-60999): an application host's unless it is tuned.
+LINUX_PORTS = 28_232
+
+
+@dataclasses.dataclass(frozen=True)
+class ChurnHidden(Finding):
+    """A run on loopback that held while opening connections per request: loopback hands TIME_WAIT
+    ports back at once (tcp_tw_reuse=2), an application host keeps each for 60 s."""
+
+    concurrency: int
+    per_request: float
+    ports: int
+
+    @property
+    def exhausting_rps(self) -> float:
+        """Requests per second at which its churn keeps the whole range in TIME_WAIT."""
+        return self.ports / TIME_WAIT_SECONDS / self.per_request
+
+    def sentence(self) -> str:
+        return (
+            f"but at {self.concurrency:,} clients it opened {self.per_request:.2f} sessions per request, on loopback, "
+            f"which hands their ports back at once; an application host keeps each in TIME_WAIT for 60 s and, with "
+            f"{self.ports:,} ports and tcp_tw_reuse off, runs out at {_n(self.exhausting_rps)} requests/s "
+            f"({_n(self.ports / TIME_WAIT_SECONDS)} new connections/s)"
+        )
+
+
+def hidden_churn(runs: list[Run]) -> ChurnHidden | None:
+    """The loopback run that churned most (sessions per request above :data:`CHURN_PER_REQUEST`)
+    projected onto an application host's range (this host's, else Linux's default), or None."""
+    churned = [r for r in runs if r.topology == "loopback" and (r.sessions_per_request or 0) > CHURN_PER_REQUEST]
+    if not churned:
+        return None
+    r = max(churned, key=lambda r: r.sessions_per_request)
+    return ChurnHidden(r.concurrency, r.sessions_per_request, r.ports or LINUX_PORTS)
+
+
 def findings(runs: list[Run], limits: DatabaseLimits | None) -> list[Finding]:
     """Where pooling alone is not enough, from one scenario's measured runs: overflow churn, a pool
     smaller than the concurrency (pool timeouts), workers x pool over the database's budget, and
@@ -295,6 +334,9 @@ def judge(scenario: str, runs: list[Run], limits: DatabaseLimits | None) -> Verd
             r.concurrency, port_churn_per_host(r), r.placement is Placement.DB, r.hosts or 1, r.ports, seconds_held(r)
         )
         return Verdict(scenario, Outcome.AT_RISK, None, worst, (risk, *found))
+    hidden = hidden_churn(done)
+    if hidden:
+        return Verdict(scenario, Outcome.AT_RISK, None, worst, (hidden, *found))
     return Verdict(scenario, Outcome.HELD, None, worst, tuple(found))
 
 

@@ -76,6 +76,24 @@ def test_a_short_run_whose_churn_would_exhaust_the_ports_is_at_risk():
     assert judged.first(PortsAtRisk) == PortsAtRisk(100, 306.0, False, 1, 1000)
 
 
+def test_churn_on_loopback_is_at_risk_on_an_application_hosts_range_and_a_pool_is_not():
+    # Flask-SQLAlchemy's default pool under 16 threads, on loopback: 147 sessions for 2,069 requests.
+    churn = run("flask-default", 200, requests=2069, sessions=147, topology="loopback", ports=28232)
+    judged = verdict.judge("flask-default", [churn], LIMITS)
+    assert (judged.outcome, judged.failed) == (Outcome.AT_RISK, False)
+    hidden = judged.first(verdict.ChurnHidden)
+    assert hidden == verdict.ChurnHidden(200, 147 / 2069, 28232)
+    assert round(hidden.exhausting_rps) == round(28232 / 60 / (147 / 2069))  # 6,623 requests/s
+    # A pool that keeps its connections, on loopback; and the same churn where the ports are real (netns).
+    pooled = run("sized", 200, requests=2021, sessions=32, topology="loopback", ports=28232)
+    assert verdict.judge("sized", [pooled], LIMITS).outcome is Outcome.HELD
+    netns = run("flask-default", 200, requests=2069, sessions=147, ports=28232)
+    assert verdict.judge("flask-default", [netns], LIMITS).outcome is Outcome.HELD
+    # No range read on this host: Linux's default.
+    unknown = run("x", 100, requests=1000, sessions=1000, topology="loopback", ports=None)
+    assert verdict.judge("x", [unknown], LIMITS).first(verdict.ChurnHidden).ports == verdict.LINUX_PORTS
+
+
 def test_a_stalled_service_failed_without_failures():
     stuck = run("eventlet-singleton", concurrency=100, requests=191, sessions=251, pool=NULLPOOL, stalled_seconds=8.8)
     judged = verdict.judge("eventlet-singleton", [stuck], LIMITS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -120,27 +121,10 @@ def check(ctx: click.Context, **opts) -> None:
     require_lab()
     try:
         topology, note = resolve_topology(opts["topology"])
-        options = CheckOptions(
-            app=opts["app"],
-            app_dir=opts["app_dir"],
-            python=opts["python"],
-            setup=opts["setup"],
-            env=_env(opts["env"]),
-            path=opts["path"],
-            ready_path=opts["ready_path"],
-            ready_timeout=opts["ready_timeout"],
-            clients=opts["clients"],
-            requests=opts["requests"],
-            duration=opts["duration"],
-            rate=opts["rate"],
-            connection=opts["connection"],
-            database_url=opts["database_url"],
-            topology=topology,
-            budget=Budget(
-                opts["max_sessions_per_request"], opts["max_failed"], opts["max_p99_ms"], opts["max_backends"]
-            ),
-        )
-        output = opts["output"]
+        # The options are CheckOptions' and Budget's fields by the same names.
+        budget = Budget(**{f.name: opts.pop(f.name) for f in dataclasses.fields(Budget)})
+        output, as_json, junit = opts.pop("output"), opts.pop("as_json"), opts.pop("junit_xml")
+        options = CheckOptions(**{**opts, "env": _env(opts["env"]), "topology": topology, "budget": budget})
         if output is not None and output.exists() and any(output.iterdir()):
             raise CheckError(f"--output {output}: not empty; give a new folder")
         if note:
@@ -149,9 +133,9 @@ def check(ctx: click.Context, **opts) -> None:
     except (CheckError, TopologyError) as exc:
         click.echo(f"healthz check: {mask_password(str(exc))}", err=True)
         sys.exit(2)
-    if opts["junit_xml"]:
-        opts["junit_xml"].write_text(junit_xml(result))
-    if opts["as_json"]:
+    if junit:
+        junit.write_text(junit_xml(result))
+    if as_json:
         click.echo(json.dumps(result.to_dict(), indent=1))
         click.echo(result.summary(), err=True)
     else:

@@ -6,7 +6,7 @@ only, so it does nothing unless a test asks for one; the lab is imported when a 
 * ``healthz_database``: a fresh, empty database of its own on it for one test (its URL), dropped after.
 * ``healthz_check``: a callable taking ``healthz check``'s options by the same names (``app``,
   ``app_dir``, ``python``, ``setup``, ``env`` as a dict, ``path``, ``clients``, ``requests``,
-  ``duration``, ``rate``, ``max_sessions_per_request`` ...) that runs the team's command on a fresh
+  ``duration``, ``rate``, ``sqlalchemy_pool``, ``max_sessions_per_request`` ...) that runs the team's command on a fresh
   database and returns a :class:`healthz.lab.check.CheckResult`.
 
     def test_health_check_keeps_its_connections(healthz_check):
@@ -74,6 +74,7 @@ def healthz_check(healthz_postgres, tmp_path):
     its files in the test's ``tmp_path``; options as ``healthz check``'s, ``env`` a dict."""
     from healthz.lab.check import Budget, CheckOptions
     from healthz.lab.check_run import run_check
+    from healthz.lab.overlays import parse_pool
 
     used: list[str] = []
     runs = itertools.count(1)
@@ -87,6 +88,8 @@ def healthz_check(healthz_postgres, tmp_path):
         for key in _PATHS:
             if options.get(key) is not None:
                 options[key] = Path(options[key])
+        if isinstance(options.get("sqlalchemy_pool"), str):  # as the command line writes it
+            options["sqlalchemy_pool"] = parse_pool(options["sqlalchemy_pool"])
         url = options.pop("database_url", None)
         if url is None:
             url = healthz_postgres.new_database()

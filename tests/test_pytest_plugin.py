@@ -34,8 +34,8 @@ CONFTEST = """
     """
 
 TESTS = """
-    def test_a_sized_pool_keeps_its_connections(shop_check):
-        result = shop_check(env={"POOL_SIZE": "16", "MAX_OVERFLOW": "0"})
+    def test_a_sized_pool_laid_over_the_unchanged_app_keeps_its_connections(shop_check):
+        result = shop_check(sqlalchemy_pool="pool_size=16,max_overflow=0")
         assert result.passed, result
         assert result.sessions_per_request <= 0.02 and result.failed == 0 and result.requests >= 2000
 

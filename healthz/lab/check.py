@@ -80,6 +80,8 @@ class CheckOptions:
     database_url: str | None = None
     topology: str = "loopback"
     budget: Budget = dataclasses.field(default_factory=Budget)
+    #: SQLAlchemy pool arguments laid over every engine the service makes (``pool_size=16,max_overflow=0``).
+    sqlalchemy_pool: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.clients, int) or not 1 <= self.clients <= 20_000:
@@ -147,6 +149,8 @@ class CheckResult:
     output: str | None = None  # the folder with the run's files, when it was kept
     log: str = ""  # when it did not hold: the service log's lines that say why, passwords masked
     stack: dict[str, Any] | None = None  # what the service runs, read from its venv and command
+    #: The SQLAlchemy engines its processes made, each with the pool it really got (one per process).
+    engines: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def passed(self) -> bool:

@@ -85,6 +85,12 @@ def _env(pairs: tuple[str, ...]) -> dict[str, str]:
     show_default=True,
     help="Sessions PostgreSQL may open per request served.",
 )
+@click.option(
+    "--sqlalchemy-pool",
+    metavar="KEY=VALUE,...",
+    help="Lay these pool arguments over every SQLAlchemy engine the service makes, without editing it "
+    "(pool_size, max_overflow, pool_timeout, pool_recycle, pool_pre_ping, pool_use_lifo, poolclass).",
+)
 @click.option("--max-failed", type=int, default=0, show_default=True, help="Failed requests allowed.")
 @click.option("--max-p99-ms", type=float, help="p99 latency allowed, in ms.")
 @click.option("--max-backends", type=int, help="Peak client backends allowed on the service's database.")
@@ -113,6 +119,7 @@ def check(ctx: click.Context, **opts) -> None:
         healthz check --app 'gunicorn myapp.wsgi:application -k gevent -w 2 -b {bind}' \\
             --setup 'python manage.py migrate' --clients 100 --requests 2000
     """
+    from healthz.lab import overlays
     from healthz.lab.check import junit_xml
     from healthz.lab.check_run import run_check
     from healthz.lab.cli import command_line, require_lab, resolve_topology
@@ -124,13 +131,15 @@ def check(ctx: click.Context, **opts) -> None:
         # The options are CheckOptions' and Budget's fields by the same names.
         budget = Budget(**{f.name: opts.pop(f.name) for f in dataclasses.fields(Budget)})
         output, as_json, junit = opts.pop("output"), opts.pop("as_json"), opts.pop("junit_xml")
-        options = CheckOptions(**{**opts, "env": _env(opts["env"]), "topology": topology, "budget": budget})
+        pool = overlays.parse_pool(opts["sqlalchemy_pool"]) if opts["sqlalchemy_pool"] else None
+        fields = {"env": _env(opts["env"]), "topology": topology, "budget": budget, "sqlalchemy_pool": pool}
+        options = CheckOptions(**{**opts, **fields})
         if output is not None and output.exists() and any(output.iterdir()):
             raise CheckError(f"--output {output}: not empty; give a new folder")
         if note:
             click.echo(note, err=True)
         result = run_check(options, output, command_line(ctx))
-    except (CheckError, TopologyError) as exc:
+    except (CheckError, TopologyError, overlays.OverlayError) as exc:
         click.echo(f"healthz check: {mask_password(str(exc))}", err=True)
         sys.exit(2)
     if junit:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import os
 import re
 import shutil
 import tempfile
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 from healthz.config import mask_password
+from healthz.lab import overlays
 from healthz.lab.check import CheckError, CheckOptions, CheckResult, result_of
 from healthz.lab.config import LabConfig, LabError
 from healthz.lab.own_service import AppSpec, AppSpecError
@@ -78,10 +80,20 @@ def log_lines(text: str, limit: int = 30) -> str:
     return "\n".join(chosen[-limit:])
 
 
+def with_overlay(options: CheckOptions, folder: Path) -> CheckOptions:
+    """``options`` with the SQLAlchemy hook laid over the service from ``folder``: every engine's real
+    pool recorded, and ``sqlalchemy_pool`` given to each when set (:mod:`healthz.lab.overlays`)."""
+    env = overlays.sqlalchemy_pool(folder, options.sqlalchemy_pool, {**os.environ, **options.env})
+    # The service's env takes the lab's placeholders: a literal brace is written twice.
+    escaped = {k: v.replace("{", "{{").replace("}", "}}") for k, v in env.items()}
+    return dataclasses.replace(options, env={**options.env, **escaped})
+
+
 def run_check(options: CheckOptions, output: Path | None = None, command_line: str = "") -> CheckResult:
     """Run the check; its result, with the service log's lines that matter when it did not hold.
     ``output`` keeps the run's files there (else a temporary folder, removed after)."""
     folder = output or Path(tempfile.mkdtemp(prefix="healthz-check-"))
+    options = with_overlay(options, folder / "overlay")
     config = config_of(options, folder, command_line)
     started = time.monotonic()
     common = {"app": options.app, "topology": config.topology, "clients": options.clients, "budget": options.budget}
@@ -100,7 +112,14 @@ def run_check(options: CheckOptions, output: Path | None = None, command_line: s
         kept = str(folder) if output else None
         seconds = round(time.monotonic() - started, 1)
         stack = lab.meta.get("stacks", {}).get("check")
-        return dataclasses.replace(result, wall_seconds=seconds, output=kept, log=excerpt, stack=stack)
+        made = overlays.engines(folder / "overlay")
+        if options.sqlalchemy_pool and result.error is None and not made:
+            result = dataclasses.replace(
+                result,
+                error="--sqlalchemy-pool did not apply: the service made no SQLAlchemy engine through "
+                "create_engine (a Django app, or an engine built another way); its figures are its own pool's",
+            )
+        return dataclasses.replace(result, wall_seconds=seconds, output=kept, log=excerpt, stack=stack, engines=made)
     finally:
         if output is None:
             shutil.rmtree(folder, ignore_errors=True)

@@ -147,9 +147,14 @@ def test_flask_sqlalchemy_defaults_break_the_budget_and_a_sized_pool_holds(tmp_p
     assert data["sessions_per_request"] > 0.02 and data["requests"] >= 2000 and data["failed"] == 0
     assert "FAILED: sessions per request" in default.stderr
     assert ET.parse(tmp_path / "default.xml").getroot().get("failures") == "1"
-    sized = check(*common, "--env", "POOL_SIZE=16", "--env", "MAX_OVERFLOW=0")
+    # The fix laid over their unchanged code: every engine it makes gets the sized pool.
+    sized = check(*common, "--sqlalchemy-pool", "pool_size=16,max_overflow=0", "--json")
     assert sized.returncode == 0, sized.stdout + sized.stderr[-2000:]
-    assert sized.stdout.startswith("healthz check: held:") and "(loopback)" in sized.stdout
+    assert sized.stderr.startswith("healthz check: held:") and "(loopback)" in sized.stderr
+    engines = json.loads(sized.stdout)["engines"]
+    assert len({e["pid"] for e in engines}) >= 2, "each worker's engine recorded"
+    assert {(e["pool"], e["pool_size"], e["max_overflow"]) for e in engines} == {("QueuePool", 16, 0)}
+    assert {(e["pool"], e["pool_size"], e["max_overflow"]) for e in data["engines"]} == {("QueuePool", 5, 10)}
     assert _left(str(project)) == []
     assert tree(project) == before, "the team's project is never written (no __pycache__ either)"
 
@@ -204,6 +209,7 @@ def test_each_check_that_cannot_run_says_why_in_one_line_with_nothing_left(tmp_p
         "port in use": (["--app", f"gunicorn app:app -b 127.0.0.1:{port}"], "Address already in use"),
         "threshold": ([*FLASK, "--max-sessions-per-request", "11"], "--max-sessions-per-request 11"),
         "env": ([*FLASK, "--env", "NOEQUALS"], "--env 'NOEQUALS'"),
+        "pool key": ([*FLASK, "--sqlalchemy-pool", "pool_sise=3"], "pool overlay 'pool_sise=3'"),
     }
     try:
         for name, (args, says) in cases.items():

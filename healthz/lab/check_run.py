@@ -93,11 +93,11 @@ def run_check(options: CheckOptions, output: Path | None = None, command_line: s
     """Run the check; its result, with the service log's lines that matter when it did not hold.
     ``output`` keeps the run's files there (else a temporary folder, removed after)."""
     folder = output or Path(tempfile.mkdtemp(prefix="healthz-check-"))
-    options = with_overlay(options, folder / "overlay")
-    config = config_of(options, folder, command_line)
-    started = time.monotonic()
-    common = {"app": options.app, "topology": config.topology, "clients": options.clients, "budget": options.budget}
-    try:
+    try:  # the temporary folder goes on every exit, a refusal's included
+        options = with_overlay(options, folder / "overlay")
+        config = config_of(options, folder, command_line)
+        started = time.monotonic()
+        common = {"app": options.app, "topology": config.topology, "clients": options.clients, "budget": options.budget}
         try:
             lab = Lab(config, Progress(io.StringIO()))
             (figures,) = lab.run()

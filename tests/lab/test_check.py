@@ -224,3 +224,13 @@ def test_each_check_that_cannot_run_says_why_in_one_line_with_nothing_left(tmp_p
             assert _left(str(project)) == [] and not _left("time.sleep(60)"), name
     finally:
         listener.close()
+
+
+def test_a_refused_check_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    from healthz.lab import check_run
+
+    made = tmp_path / "healthz-check-x"
+    monkeypatch.setattr(check_run.tempfile, "mkdtemp", lambda prefix: (made.mkdir(), str(made))[1])
+    with pytest.raises(CheckError, match="app_dir .*: no such directory"):
+        check_run.run_check(CheckOptions(app="gunicorn x:app -b {bind}", app_dir=tmp_path / "nowhere"))
+    assert not made.exists()

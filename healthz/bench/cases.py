@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from healthz.config import WORKER_CLASSES
+from healthz.lab.figures import fields_of
 from healthz.lab.scenarios import Scenario
 
 #: Pools by key: the issue's sized pool (no overflow), SQLAlchemy's defaults, and no pool at all.
@@ -145,10 +146,7 @@ class CaseFigures:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], strict: bool = False) -> CaseFigures:
         """Read back from ``bench.json``; ``strict``: a key that is not a field is an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        if strict and set(data) - names:
-            raise ValueError(f"bench case: unknown key(s) {', '.join(sorted(set(data) - names))}")
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**fields_of(cls, data, strict=strict))
 
 
 def measured_cases(results: Mapping[str, Any]) -> list[CaseFigures]:

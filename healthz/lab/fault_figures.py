@@ -10,6 +10,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from healthz.lab.figures import fields_of
+
 
 @dataclasses.dataclass(frozen=True)
 class LivezReading:
@@ -101,11 +103,7 @@ class FaultFigures:
     def from_dict(cls, data: Mapping[str, Any], strict: bool = False) -> FaultFigures:
         """Read back from a results file; ``strict``: a key that is not a field is an error (the lab's
         own writing), else it is left out (a file from another version)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if strict and unknown:
-            raise ValueError(f"fault figures: unknown key(s) {', '.join(sorted(unknown))}")
-        fields = {k: v for k, v in data.items() if k in names}
+        fields = fields_of(cls, data, strict=strict)
         for key in ("livez_during_fault", "request_port_livez_during_fault"):
             if not isinstance(fields.get(key), (LivezReading, type(None))):
                 fields[key] = LivezReading.from_dict(fields[key])

@@ -94,10 +94,14 @@ class PoolShape:
         return cls(str(data["pool_class"]), int(data["pool_size"]), int(data["max_overflow"]))
 
 
-def _fields(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+def fields_of(cls: type, data: Mapping[str, Any], *, strict: bool = False) -> dict[str, Any]:
     """The entries of ``data`` that are fields of dataclass ``cls`` (older files may lack some, or
-    carry keys a later version dropped)."""
+    carry keys a later version dropped); with ``strict`` (what a run just measured) a key that is no
+    field is a mistake (ValueError)."""
     names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if strict and unknown:
+        raise ValueError(f"figures that {cls.__name__} has no field for: {', '.join(sorted(unknown))}")
     return {k: v for k, v in data.items() if k in names}
 
 
@@ -121,7 +125,7 @@ class PoolerFigures:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PoolerFigures:
-        return cls(**{**_fields(cls, data), "placement": Placement.parse(data["placement"])})
+        return cls(**{**fields_of(cls, data), "placement": Placement.parse(data["placement"])})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +146,7 @@ class HostShare:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> HostShare:
-        return cls(**_fields(cls, data))
+        return cls(**fields_of(cls, data))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +169,7 @@ class DoctorCheck:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DoctorCheck:
-        return cls(**{**_fields(cls, data), "findings": tuple(data.get("findings") or ())})
+        return cls(**{**fields_of(cls, data), "findings": tuple(data.get("findings") or ())})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +190,7 @@ class LoadGenerator:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LoadGenerator:
-        return cls(**_fields(cls, data))
+        return cls(**fields_of(cls, data))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,10 +308,7 @@ class RunFigures:
     def from_dict(cls, data: Mapping[str, Any], *, strict: bool = False) -> RunFigures:
         """The figures in ``data``: a ``results.json`` entry (keys of older versions ignored), or with
         ``strict`` what a run just measured, where a key that is no field is a mistake (ValueError)."""
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if strict and unknown:
-            raise ValueError(f"figures that RunFigures has no field for: {', '.join(sorted(unknown))}")
-        values = _fields(cls, data)
+        values = fields_of(cls, data, strict=strict)
         values.update(
             pool=PoolShape.from_dict(data["pool"]),
             pgbouncer=PoolerFigures.from_dict(data["pgbouncer"]) if data.get("pgbouncer") else None,
@@ -370,7 +371,7 @@ class Sample:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Sample:
-        values = _fields(cls, data)
+        values = fields_of(cls, data)
         values["hosts"] = tuple(HostSockets(**h) for h in data.get("hosts") or ())
         return cls(**values)
 

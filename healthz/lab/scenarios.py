@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from healthz.config import ENVIRONMENT, WORKER_CLASSES, Settings, SettingsError, parse_integer
 from healthz.lab.figures import Placement, PoolShape
 from healthz.lab.own_service import DEFAULT_PATH, AppSpec, AppSpecError
-from healthz.lab.services import LabService, OwnService, RunningTarget, ServiceKind, ServiceKindError
+from healthz.lab.services import UNKNOWN, LabService, OwnService, RunningTarget, ServiceKind, ServiceKindError
 from healthz.lab.topology import PORTS, TW_REUSE
 
 if sys.version_info >= (3, 11):
@@ -56,8 +56,6 @@ SCENARIO_KEYS = (
 )
 #: The keys of a scenario that runs the team's own service (:class:`AppSpec`'s fields).
 APP_KEYS = ("app", "app_dir", "env", "setup", "path", "ready_path", "ready_timeout", "python")
-#: The worker class of a service the lab does not configure and was not told about.
-UNKNOWN = "unknown"
 _PLACEHOLDER_URL = "postgresql://healthz@localhost/healthz"
 
 

@@ -22,6 +22,8 @@ from healthz.lab.own_service import run_setup as run_app_setup
 from healthz.postgres import free_port
 from healthz.service import Gunicorn, Service, gunicorn_command
 
+#: The worker class or pool of a service the lab does not configure and was not told about.
+UNKNOWN = "unknown"
 #: Service port inside the app namespace (a fresh namespace has every port free).
 NETNS_SERVICE_PORT = 8000
 #: What the lab cannot read of a service it did not start (``--target``).
@@ -161,13 +163,13 @@ class OwnService:
 
     def summary(self, scenario) -> str:
         """Its command and where it runs, with what its scenario declares of worker class and pool."""
-        declared = f"{scenario.worker_class} workers={scenario.workers}" if scenario.worker_class != "unknown" else ""
+        declared = f"{scenario.worker_class} workers={scenario.workers}" if scenario.worker_class != UNKNOWN else ""
         pool = scenario.pool_shape()
         if pool.pool_class == "QueuePool":
             declared += f", QueuePool(pool_size={pool.pool_size}, max_overflow={pool.max_overflow})"
         elif pool.pool_class == "SingletonThreadPool":
             declared += f", SingletonThreadPool(pool_size={pool.pool_size})"
-        elif pool.pool_class != "unknown":
+        elif pool.pool_class != UNKNOWN:
             declared += f", {pool.pool_class}"
         where = f" in {_shown(self.spec.app_dir)}" if self.spec.app_dir else ""
         return (

@@ -276,6 +276,7 @@ class HoldSource(str, enum.Enum):
     """Where the hold time came from."""
 
     MEASURED = "measured"  # the service's healthz_pool_connection_held_seconds
+    ACTIVITY = "pg_stat_activity"  # any service: mean backends in a statement or transaction over the request rate
     LATENCY = "p50 latency"  # a service without that metric: a request holds its connection no longer than it takes
     DEFAULT = "default"  # nothing measured: plan's DEFAULT_HOLD_MS
 
@@ -313,7 +314,7 @@ class Sizing:
         """Little's law in the measured figures, and the cap that decided when it was not the load."""
         per_host = " per host" if self.plan.deployment.hosts > 1 else ""
         reason = (
-            f"{_n(self.rate)} req/s{per_host} x {self.hold_ms:.2g} ms held ({self.hold_source}) x {plans.HEADROOM:g} = "
+            f"{_n(self.rate)} req/s{per_host} x {format(self.hold_ms, '.2g' if self.hold_ms < 100 else ',.0f')} ms held ({self.hold_source}) x {plans.HEADROOM:g} = "
             f"{self.plan.needed_per_host} connections{per_host}"
         )
         if self.plan.bound is plans.Bound.DB_CORES:
@@ -334,7 +335,8 @@ def size(
     run: RunFigures, limits: DatabaseLimits | None, db_cores: int | None, component: Component = Component.IN_PROCESS
 ) -> Sizing:
     """The pools ``run``'s load needs: its requests per second per host times the mean time a request
-    held its connection (the service's own histogram; else its p50 latency, an upper bound; else
+    held its connection (the service's own histogram; else the mean of backends in a statement or a
+    transaction over the request rate, from pg_stat_activity; else its p50 latency, an upper bound; else
     plan's default), with plan's headroom. In process, capped by the database's cores and its budget;
     through PgBouncer, the in-process pool (a client of PgBouncer) by the load alone, and PgBouncer's
     server connections by the cores and the budget, shared by its instances (one per application
@@ -343,6 +345,8 @@ def size(
     rate = max((run.rps or 0) / hosts, 0.001)
     if run.hold_ms:
         hold, source = run.hold_ms, HoldSource.MEASURED
+    elif run.in_use_mean and run.rps:
+        hold, source = 1000 * run.in_use_mean / run.rps, HoldSource.ACTIVITY
     elif run.p50_ms:
         hold, source = run.p50_ms, HoldSource.LATENCY
     else:

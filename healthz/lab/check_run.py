@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import os
 import re
 import shutil
 import tempfile
@@ -45,6 +44,7 @@ def scenario_of(options: CheckOptions) -> Scenario:
             ready_path=options.ready_path,
             python=options.python.resolve() if options.python else None,
             ready_timeout=options.ready_timeout,
+            sqlalchemy_pool=options.sqlalchemy_pool,
         )
         return Scenario(
             "check", f"own service: {options.app}", UNKNOWN, service=OwnService(spec), connection=options.connection
@@ -80,21 +80,11 @@ def log_lines(text: str, limit: int = 30) -> str:
     return "\n".join(chosen[-limit:])
 
 
-def with_overlay(options: CheckOptions, folder: Path) -> CheckOptions:
-    """``options`` with the SQLAlchemy hook laid over the service from ``folder``: every engine's real
-    pool recorded, and ``sqlalchemy_pool`` given to each when set (:mod:`healthz.lab.overlays`)."""
-    env = overlays.sqlalchemy_pool(folder, options.sqlalchemy_pool, {**os.environ, **options.env})
-    # The service's env takes the lab's placeholders: a literal brace is written twice.
-    escaped = {k: v.replace("{", "{{").replace("}", "}}") for k, v in env.items()}
-    return dataclasses.replace(options, env={**options.env, **escaped})
-
-
 def run_check(options: CheckOptions, output: Path | None = None, command_line: str = "") -> CheckResult:
     """Run the check; its result, with the service log's lines that matter when it did not hold.
     ``output`` keeps the run's files there (else a temporary folder, removed after)."""
     folder = output or Path(tempfile.mkdtemp(prefix="healthz-check-"))
     try:  # the temporary folder goes on every exit, a refusal's included
-        options = with_overlay(options, folder / "overlay")
         config = config_of(options, folder, command_line)
         started = time.monotonic()
         common = {"app": options.app, "topology": config.topology, "clients": options.clients, "budget": options.budget}
@@ -112,13 +102,7 @@ def run_check(options: CheckOptions, output: Path | None = None, command_line: s
         kept = str(folder) if output else None
         seconds = round(time.monotonic() - started, 1)
         stack = lab.meta.get("stacks", {}).get("check")
-        made = overlays.engines(folder / "overlay")
-        if options.sqlalchemy_pool and result.error is None and not made:
-            result = dataclasses.replace(
-                result,
-                error="--sqlalchemy-pool did not apply: the service made no SQLAlchemy engine through "
-                "create_engine (a Django app, or an engine built another way); its figures are its own pool's",
-            )
+        made = overlays.engines(folder / figures.run_dir / "overlay")
         return dataclasses.replace(result, wall_seconds=seconds, output=kept, log=excerpt, stack=stack, engines=made)
     finally:
         if output is None:

@@ -299,6 +299,24 @@ def lab_config(topology: str, output: Path | None, avoid_netns: str | None = Non
     show_default=True,
     help="With --app: the endpoint locust calls, which must answer 200 before the load.",
 )
+@click.option(
+    "--app-dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="With --app: where the command runs (default: here). Nothing in it is written.",
+)
+@click.option(
+    "--python", "python", type=click.Path(path_type=Path, exists=True), help="With --app: its venv or interpreter."
+)
+@click.option("--setup", metavar="COMMAND", help="With --app: run once on its empty database (migrations, create_all).")
+@click.option(
+    "--env", "env", multiple=True, metavar="KEY=VALUE", help="With --app: set for it and its setup (repeatable)."
+)
+@click.option(
+    "--try-fixes",
+    is_flag=True,
+    help="With --app: after its steps as it is, try its framework's fixes on its unchanged code where it failed "
+    "or was at risk, sized by its load, and answer with the one that held (docs/own-service.md).",
+)
 @output_option("Folder for results and report (default: lab-results/<timestamp>).")
 def run_command(
     specs, scenarios_files, concurrency, duration, topology, quick, app, target, path, output, **fields
@@ -318,6 +336,8 @@ def run_command(
         healthz lab run -s eventlet-nullpool-pgbouncer -s eventlet-queuepool-sized --hosts 3
         healthz lab run --scenarios-file mine.toml        # your own service: docs/own-service.md
         healthz lab run --app 'gunicorn myapp.wsgi -b {bind} -k eventlet' -c 500
+        healthz lab run --app 'gunicorn mysite.wsgi -b {bind}' --app-dir ../mysite --python ../mysite/.venv \\
+            --setup 'python manage.py migrate' --try-fixes -c 200,1000
         healthz lab run --target http://127.0.0.1:8000/api/v1/healthz/ --database-url $URL -c 200 -d 30
     """
     require_lab()
@@ -325,6 +345,7 @@ def run_command(
     from healthz.lab.runner import Lab
     from healthz.lab.scenarios import parse_concurrency
 
+    own = {k: fields.pop(k) for k in ("app_dir", "python", "setup", "env", "try_fixes")}
     if quick:
         specs, concurrency, duration = _quick(specs, scenarios_files, app, target, duration)
     with refused_as_usage_error():
@@ -332,7 +353,7 @@ def run_command(
             topology,
             output,
             avoid_netns="--database-url is given (netns runs its own PostgreSQL)" if fields["database_url"] else None,
-            scenarios=_chosen(specs, scenarios_files, app, path, target),
+            scenarios=_chosen(specs, scenarios_files, app, path, target, own),
             concurrency=parse_concurrency(concurrency),
             duration=duration,
             scenarios_files=list(scenarios_files),
@@ -370,16 +391,22 @@ def _quick(specs, scenarios_files, app, target, duration: float) -> tuple[tuple[
     return QUICK, str(QUICK_CONCURRENCY), duration
 
 
-def _chosen(specs, scenarios_files, app: str | None, path: str, target: str | None) -> list:
+def _chosen(specs, scenarios_files, app: str | None, path: str, target: str | None, own: dict) -> list:
     """The scenarios ``lab run`` was asked for: the running service of ``--target`` alone, else the
-    ``--scenario`` specs from the defaults and ``--scenarios-file``, with ``--app``'s own service."""
+    ``--scenario`` specs from the defaults and ``--scenarios-file``, with ``--app``'s own service
+    (``own``: its --app-dir, --python, --setup, --env and --try-fixes, refused without it)."""
     from healthz.lab.scenarios import own_service, running_service, select
 
+    given = [f"--{k.replace('_', '-')}" for k, v in own.items() if v]
+    if given and not app:
+        raise click.UsageError(
+            f"{', '.join(given)} describe(s) --app's service: add --app COMMAND, or put them in a scenarios file"
+        )
     if target and (specs or app or scenarios_files):
         raise click.UsageError("--target drives the running service alone: drop --scenario, --scenarios-file and --app")
     if target:
         return [running_service(target)]
-    return select(specs, scenarios_files, [own_service(app, path)] if app else [])
+    return select(specs, scenarios_files, [own_service(app, path, **own)] if app else [])
 
 
 def _announce(config) -> None:

@@ -215,6 +215,7 @@ class RunFigures:
     hosts: int = 1
     worker_concurrency: int | None = None  # requests one worker serves at once (threads, greenlets, 1)
     own_service: bool = False  # the team's service (a scenario with app), not the lab's
+    fix: dict[str, Any] | None = None  # the fix laid over an own service's code (fixes.Fix's keys, "of" its scenario)
     counterpart: str | None = None  # the lab's scenario that stands for it
     not_taken: tuple[str, ...] = ()  # figures the lab could not take (a service it does not run)
     load_generator: LoadGenerator | None = None
@@ -252,6 +253,7 @@ class RunFigures:
     ports: int | None = None
     cpu_seconds: dict[str, float | None] = dataclasses.field(default_factory=dict)
     hold_ms: float | None = None  # mean checkout to check-in, from the service's /metrics
+    in_use_mean: float | None = None  # mean client backends in a statement or a transaction (pg_stat_activity)
     checkout_ms: float | None = None  # mean wait for a connection, connecting included
     tcp_tw_reuse: int | None = None  # net.ipv4.tcp_tw_reuse where the service ran
     worker_restarts: int = 0
@@ -346,6 +348,7 @@ class Sample:
     at: float
     sessions: int | None = None
     backends: int | None = None
+    in_use: int | None = None  # of those, in a statement or a transaction (pg_stat_activity.state)
     backends_by_address: dict[str, int] | None = None
     time_wait: int | None = None
     established: int | None = None

@@ -39,7 +39,6 @@ def summarise(
     seconds = totals.get("seconds") or (history[-1]["t"] if history else None)
     sessions = sessions_after - sessions_before
     logged = probes.log_counts(service_log, own_service=scenario.own_service)
-
     return {
         "seconds": seconds,
         "requests": requests,
@@ -65,6 +64,7 @@ def summarise(
         "sessions_per_success": sessions / (requests - failures) if requests > failures else None,
         "backends_peak": probes.peak(s.backends for s in samples),
         "backends_mean": probes.mean(s.backends for s in samples),
+        "in_use_mean": probes.mean(s.in_use for s in samples),
         "backends_left": backends_left,
         "time_wait_peak": probes.peak(s.time_wait for s in samples),
         "established_peak": probes.peak(s.established for s in samples),

@@ -26,6 +26,8 @@ from sqlalchemy.engine import make_url
 
 from healthz.config import mask_password
 from healthz.harness.process import ChildProcess, ProcessError
+from healthz.lab import overlays
+from healthz.lab.stack import wsgi_module
 from healthz.service import READY_TIMEOUT, Service, ServiceError
 
 #: Every placeholder ``app``, ``env`` and ``setup`` may use.
@@ -88,8 +90,26 @@ class AppSpec:
     ready_path: str | None = None
     python: Path | None = None
     ready_timeout: float = READY_TIMEOUT
+    sqlalchemy_pool: Mapping[str, Any] | None = None
+    django_databases: Mapping[str, Any] | None = None
+    gunicorn_args: str | None = None
+    try_fixes: bool = False
 
     def __post_init__(self) -> None:
+        try:
+            if self.sqlalchemy_pool is not None:
+                object.__setattr__(self, "sqlalchemy_pool", overlays.check_pool(self.sqlalchemy_pool))
+            if self.django_databases is not None:
+                object.__setattr__(self, "django_databases", overlays.check_django(self.django_databases))
+        except overlays.OverlayError as exc:
+            raise AppSpecError(str(exc)) from None
+        if self.gunicorn_args is not None:
+            try:
+                shlex.split(str(self.gunicorn_args))
+            except ValueError as exc:
+                raise AppSpecError(f"gunicorn_args {self.gunicorn_args!r}: {exc}") from None
+        if not isinstance(self.try_fixes, bool):
+            raise AppSpecError(f"try_fixes {self.try_fixes!r}: expected true or false")
         if not isinstance(self.ready_timeout, (int, float)) or not 1 <= self.ready_timeout <= 600:
             raise AppSpecError(f"ready_timeout {self.ready_timeout!r}: expected seconds from 1 to 600")
         if not isinstance(self.command, str) or not self.command.strip():
@@ -158,7 +178,12 @@ class AppSpec:
         return env
 
     def argv(self, values: Mapping[str, str]) -> list[str]:
-        return shlex.split(self.command.format_map(values))
+        """The command, with ``gunicorn_args`` appended when it is gunicorn's (its last options win,
+        over its config file and a worker class on its own command line alike)."""
+        argv = shlex.split(self.command.format_map(values))
+        if self.gunicorn_args and wsgi_module(argv):
+            argv += shlex.split(self.gunicorn_args)
+        return argv
 
     def setup_argv(self, values: Mapping[str, str]) -> list[str] | None:
         return shlex.split(self.setup.format_map(values)) if self.setup else None
@@ -173,7 +198,16 @@ class AppSpec:
             "ready_path": self.ready,
             "python": str(self.python) if self.python else None,
             "ready_timeout": self.ready_timeout,
+            "sqlalchemy_pool": dict(self.sqlalchemy_pool) if self.sqlalchemy_pool else None,
+            "django_databases": dict(self.django_databases) if self.django_databases else None,
+            "gunicorn_args": self.gunicorn_args,
+            "try_fixes": self.try_fixes,
         }
+
+    @property
+    def fixed(self) -> bool:
+        """Whether a fix is laid over the team's code."""
+        return bool(self.sqlalchemy_pool or self.django_databases or self.gunicorn_args)
 
 
 def placeholders(host: str, port: int, database_url: str) -> dict[str, str]:

@@ -231,6 +231,14 @@ class PostgresCounters:
     def backends(self) -> int:
         return self._one(self.BACKENDS)
 
+    IN_USE = BACKENDS + " AND state IN ('active', 'idle in transaction')"
+
+    def in_use(self) -> int:
+        """Client backends in a statement or a transaction now (a connection a request holds): over a
+        run, their mean over the request rate is how long a request holds one (Little's law), read
+        from any service. A connection held between autocommit statements (Django's) shows as idle."""
+        return self._one(self.IN_USE)
+
     def backends_by_address(self) -> dict[str, int]:
         """Client backends of the database by client address (``local`` for a Unix socket)."""
         return {address: int(count) for address, count in self._rows(self.BACKENDS_BY_ADDRESS)}
@@ -298,10 +306,11 @@ class Sampler(threading.Thread):
         row: dict[str, Any] = {"t": round(time.monotonic() - self.started_at, 3), "at": round(time.time(), 3)}
         try:
             row["sessions"], row["backends"] = self.counters.sessions(), self.counters.backends()
+            row["in_use"] = self.counters.in_use()
             if self.by_address:
                 row["backends_by_address"] = self.counters.backends_by_address()
         except psycopg2.Error:
-            row["sessions"] = row["backends"] = None
+            row["sessions"] = row["backends"] = row["in_use"] = None
         hosts = [self._sockets(getter()) for getter in self.netns_pids]
         for key in ("time_wait", "established"):
             present = [getattr(h, key) for h in hosts if getattr(h, key) is not None]

@@ -158,6 +158,7 @@ class Record:
             "own_service": scenario.own_service,
             "not_taken": list(scenario.service.not_taken),
             "counterpart": scenario.counterpart,
+            "fix": dict(scenario.fix) if scenario.fix else None,
             "tcp_tw_reuse": topology.tcp_tw_reuse,
             "commands": commands,
             "error": None,

@@ -15,7 +15,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from healthz.lab import advice, plots, require_extra, verdict
+from healthz.lab import advice, own_answer, plots, require_extra, verdict
 from healthz.lab.figures import RunFigures
 from healthz.lab.render import to_html, to_markdown
 from healthz.lab.stack import Stack
@@ -339,10 +339,12 @@ def build(
     limits = DatabaseLimits.from_meta(meta)
     verdicts = verdicts if verdicts is not None else verdict.judge_all(results, limits)
     said = said or advice_of(data, verdicts)
+    theirs = own_answer.answers(meta, results, verdicts, limits)
+    ours = [] if theirs and said.reply is advice.Reply.OWN_SERVICE else [*answer_blocks(said), *settings_blocks(said)]
     blocks: list[tuple] = [
         ("h1", "healthz lab report"),
-        *answer_blocks(said),
-        *settings_blocks(said),
+        *[block for answer in theirs for block in answer.blocks()],
+        *ours,
         *_verdict_blocks(verdicts, said, limits),
         *[("p", text) for text in not_taken(results)],
         *[("p", text) for text in saturation(results)],
@@ -440,10 +442,15 @@ def _rerun_blocks(results: list[RunFigures]) -> list[tuple]:
 
 def terminal(data: dict[str, Any]) -> str:
     """What ``healthz lab run`` prints at the end: the answer first, then the verdict per scenario."""
-    verdicts = verdict.judge_all(data["results"], DatabaseLimits.from_meta(data["meta"]))
-    lines = advice_of(data, verdicts).lines()
+    limits = DatabaseLimits.from_meta(data["meta"])
+    verdicts = verdict.judge_all(data["results"], limits)
+    said = advice_of(data, verdicts)
+    answers = [a.lines() for a in own_answer.answers(data["meta"], data["results"], verdicts, limits)]
+    if not answers or said.reply is not advice.Reply.OWN_SERVICE:
+        answers.append(said.lines())
     table = verdict_table(data, verdicts)
-    return "\n".join([lines[0], *(f"  {line}" for line in lines[1:]), "", "Verdict", table])
+    text = [line for lines in answers for line in [lines[0], *(f"  {x}" for x in lines[1:]), ""]]
+    return "\n".join([*text, "Verdict", table])
 
 
 def verdict_table(data: dict[str, Any], verdicts: dict[str, verdict.Verdict] | None = None) -> str:
@@ -496,7 +503,8 @@ def write(folder: Path) -> dict[str, Path]:
     verdicts = verdict.judge_all(data["results"], limits)
     said = advice_of(data, verdicts)
     blocks = build(data, drawn, verdicts=verdicts, said=said)
-    scenario = recommended_scenario(said, data["results"])
+    chosen = [a for a in own_answer.answers(data["meta"], data["results"], verdicts, limits) if a.chosen]
+    scenario = chosen[0].recommended() if chosen else recommended_scenario(said, data["results"])
     if scenario:
         (folder / RECOMMENDED).write_text(scenario)
     (folder / "report.md").write_text(to_markdown(blocks))

@@ -22,13 +22,14 @@ from urllib.parse import urlsplit
 
 from healthz.config import mask_password
 from healthz.harness import store
-from healthz.lab import load, measure, probes, require_extra, rig
+from healthz.lab import fixes, load, measure, probes, require_extra, rig
 from healthz.lab import topology as topologies
 from healthz.lab.config import LabConfig, LabError, default_output, slug
 from healthz.lab.figures import RunFigures, Sample
 from healthz.lab.pgbouncer import PgBouncer, PgBouncerError
 from healthz.lab.record import Record
 from healthz.lab.scenarios import Scenario
+from healthz.plan import DatabaseLimits
 from healthz.postgres import PostgreSQL
 from healthz.service import HEALTHY_TIMEOUT, Service, ServiceError
 
@@ -118,6 +119,7 @@ class Lab:
         self.record = Record(config)
         self.session = Session(config, self.RESULTS, self.record, RunFigures.to_dict)
         self._set_up: set[str] = set()  # scenarios whose own service's setup has run
+        self._stacks: dict[str, Any] = {}  # each own service's stack, read before its first step
 
     @property
     def results(self) -> list[RunFigures]:
@@ -141,9 +143,29 @@ class Lab:
         total, i = len(cfg.scenarios) * len(cfg.concurrency), 0
         for scenario in cfg.scenarios:
             with rig.own_database(scenario, url, pg, counters) as (step_url, step_counters):
+                as_is = []
                 for users in cfg.concurrency:
                     i += 1
-                    yield self.run_one(scenario, users, topology, step_url, pg, step_counters, label=f"[{i}/{total}]")
+                    as_is.append(
+                        self.run_one(scenario, users, topology, step_url, pg, step_counters, label=f"[{i}/{total}]")
+                    )
+                    yield as_is[-1]
+                if scenario.tries_fixes:
+                    yield from self._fixes(scenario, as_is, topology, step_url, pg, step_counters)
+
+    def _fixes(
+        self, scenario: Scenario, as_is: list[RunFigures], topology, url: str, pg, counters
+    ) -> Iterator[RunFigures]:
+        """Each fix for ``scenario``'s code (:func:`fixes.plan`, kept in the metadata) at the steps
+        where it failed or was at risk, on the same database (its schema in place: no setup again)."""
+        db_cores = (self.meta.get("machine") or {}).get("cpus") if pg else None
+        stack, limits = self._stacks.get(scenario.name), DatabaseLimits.from_meta(self.meta)
+        tried = fixes.plan(scenario.name, self.config.concurrency, as_is, stack, limits, db_cores, topology.name)
+        self.meta.setdefault("fixes", {})[scenario.name] = tried.to_dict()
+        runs = fixes.runs(tried, scenario)
+        for j, (fixed, users) in enumerate(runs, 1):
+            self._set_up.add(fixed.name)
+            yield self.run_one(fixed, users, topology, url, pg, counters, label=f"[fix {j}/{len(runs)}]")
 
     def _doctor_result(
         self, doctor: probes.DoctorProbe, samples: list[Sample], topology, scenario: Scenario
@@ -254,10 +276,11 @@ class Lab:
             if scenario.service.has_setup:
                 self.progress.update(f"{run.head}: setup")
                 scenario.service.set_up(run.gunicorns[0], run.run_dir / "setup.log", run.hosts[0].prefix)
-            theirs = scenario.service.stack(run.gunicorns[0])
+            self._set_up.add(scenario.name)
+        if scenario.name not in self._stacks:
+            theirs = self._stacks[scenario.name] = scenario.service.stack(run.gunicorns[0])
             if theirs is not None:
                 self.meta.setdefault("stacks", {})[scenario.name] = theirs.to_dict()
-            self._set_up.add(scenario.name)
         self.progress.update(f"{run.head}: starting the service")
         # Before the service starts: the sessions its workers open at start-up count too.
         sessions_before = counters.settled_sessions()
@@ -270,6 +293,9 @@ class Lab:
                 raise ServiceError(
                     f"{scenario.path} answered {status} before any load: {mask_password(body.strip())[:300]}"
                 )
+        why = scenario.service.not_applied(run.run_dir, self._stacks.get(scenario.name))
+        if why:
+            raise ServiceError(why)
         metrics_before = rig.pool_totals(run.gunicorns)
         tcp_bouncer = run.bouncers[0] if run.bouncers and run.scenario.pgbouncer.transport == "tcp" else None
         sampler = rig.sampler(
@@ -284,33 +310,13 @@ class Lab:
         )
         sampler.start()
         stack.callback(lambda: sampler.is_alive() and sampler.stop())
-        self._drive(run)
+        _drive(run, self.config.duration, self.progress)
         run.locust.stop()
         samples = sampler.stop()
         times = probes.pool_times(metrics_before, rig.pool_totals(run.gunicorns))
         doctor = self._doctor_result(run.doctor, samples, topology, run.scenario) if run.doctor else None
         stack.close()  # every gunicorn and PgBouncer stops now, once: the session counter settles after
         return self._figures(run, topology, samples, sessions_before, counters) | {"doctor": doctor, **times}
-
-    def _drive(self, run: _Run) -> None:
-        """locust's bounded run, with the doctor started past the start-up burst and the progress line."""
-        duration = self.config.duration
-        began = time.monotonic()
-        run.locust.start()
-        deadline = began + duration + 30
-        first: tuple[float, dict[int, float]] | None = None
-        last: tuple[float, dict[int, float]] | None = None
-        while run.locust.running() and time.monotonic() < deadline:
-            time.sleep(0.5)
-            if run.doctor and not run.doctor.started and time.monotonic() - began >= measure.doctor_lead(duration):
-                run.doctor.start()
-            # The load generator's CPU, each process its own, from 1 s in (past the fork and the spawn).
-            reading = (time.monotonic(), run.locust.process_cpu())
-            if reading[1] and reading[0] - began >= 1.0:
-                first, last = first or reading, reading
-            self.progress.update(_progress_line(run.head, time.monotonic() - began, duration, run.csv_prefix))
-        if first and last:
-            run.load_busiest = load.busiest_share(first[1], last[1], last[0] - first[0])
 
     def _figures(
         self, run: _Run, topology, samples: list[Sample], sessions_before: int, counters: probes.PostgresCounters
@@ -377,6 +383,26 @@ class _Run:
     @property
     def csv_prefix(self) -> Path:
         return self.run_dir / "locust"
+
+
+def _drive(run: _Run, duration: float, progress: Progress) -> None:
+    """locust's bounded run, with the doctor started past the start-up burst and the progress line."""
+    began = time.monotonic()
+    run.locust.start()
+    deadline = began + duration + 30
+    first: tuple[float, dict[int, float]] | None = None
+    last: tuple[float, dict[int, float]] | None = None
+    while run.locust.running() and time.monotonic() < deadline:
+        time.sleep(0.5)
+        if run.doctor and not run.doctor.started and time.monotonic() - began >= measure.doctor_lead(duration):
+            run.doctor.start()
+        # The load generator's CPU, each process its own, from 1 s in (past the fork and the spawn).
+        reading = (time.monotonic(), run.locust.process_cpu())
+        if reading[1] and reading[0] - began >= 1.0:
+            first, last = first or reading, reading
+        progress.update(_progress_line(run.head, time.monotonic() - began, duration, run.csv_prefix))
+    if first and last:
+        run.load_busiest = load.busiest_share(first[1], last[1], last[0] - first[0])
 
 
 @contextlib.contextmanager

@@ -55,7 +55,20 @@ SCENARIO_KEYS = (
     "ports",
 )
 #: The keys of a scenario that runs the team's own service (:class:`AppSpec`'s fields).
-APP_KEYS = ("app", "app_dir", "env", "setup", "path", "ready_path", "ready_timeout", "python")
+APP_KEYS = (
+    "app",
+    "app_dir",
+    "env",
+    "setup",
+    "path",
+    "ready_path",
+    "ready_timeout",
+    "python",
+    "sqlalchemy_pool",
+    "django_databases",
+    "gunicorn_args",
+    "try_fixes",
+)
 _PLACEHOLDER_URL = "postgresql://healthz@localhost/healthz"
 
 
@@ -90,6 +103,9 @@ class Scenario:
     counterpart: str | None = None  # the lab's scenario that stands for this one, for the report's pairs
     tcp_tw_reuse: int | None = None  # net.ipv4.tcp_tw_reuse on the application hosts (netns); None: Linux's 2
     ports: int | None = None  # their ip_local_port_range size (netns); None: the lab's --ports
+    fix: Mapping[str, Any] | None = (
+        None  # a fix laid over an own service (fixes.Fix's, with "of": the scenario it fixes)
+    )
 
     @property
     def knobs(self) -> dict[str, int]:
@@ -213,6 +229,11 @@ class Scenario:
             "summary": self.summary(),
             **self.service.to_dict(),
         }
+
+    @property
+    def tries_fixes(self) -> bool:
+        """Whether the lab tries its framework's fixes on this scenario's code after its steps (``try_fixes``)."""
+        return self.service.tries_fixes
 
     @property
     def own_service(self) -> bool:
@@ -495,11 +516,35 @@ def select(specs: Iterable[str] = (), files: Iterable[Path] = (), apps: Iterable
     return chosen
 
 
-def own_service(command: str, path: str = DEFAULT_PATH, name: str = "app") -> Scenario:
-    """The scenario of ``--app COMMAND``: that command run from the current directory, ``path`` its
-    health endpoint."""
+def own_service(
+    command: str,
+    path: str = DEFAULT_PATH,
+    name: str = "app",
+    *,
+    app_dir: Path | None = None,
+    python: Path | None = None,
+    setup: str | None = None,
+    env: Iterable[str] = (),
+    try_fixes: bool = False,
+) -> Scenario:
+    """The scenario of ``--app COMMAND``: that command run from ``app_dir`` (default: the current
+    directory), ``path`` its health endpoint, ``env`` as ``KEY=VALUE`` pairs."""
+    variables = {}
+    for pair in env:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ScenarioError(f"--env {pair!r}: expected KEY=VALUE")
+        variables[key] = value
     try:
-        spec = AppSpec(command, app_dir=Path.cwd(), path=path)
+        spec = AppSpec(
+            command,
+            app_dir=Path(app_dir).resolve() if app_dir else Path.cwd(),
+            path=path,
+            python=Path(python).resolve() if python else None,
+            setup=setup,
+            env=variables,
+            try_fixes=try_fixes,
+        )
     except AppSpecError as exc:
         raise ScenarioError(f"--app: {exc}") from None
     return Scenario(name, f"own service: {command}", UNKNOWN, service=OwnService(spec))

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from healthz.config import mask_password
+from healthz.lab import overlays
 from healthz.lab.own_service import DEFAULT_PATH, AppService, AppSpec, AppSpecError, RunningService, mask, placeholders
 from healthz.lab.own_service import run_setup as run_app_setup
 from healthz.postgres import free_port
@@ -53,6 +54,8 @@ class LabService:
     own: ClassVar[bool] = False
     #: The lab starts it, on every application host, and stops it after the load.
     started: ClassVar[bool] = True
+    #: Whether the lab tries fixes on it after its steps (the team's code, ``try_fixes``).
+    tries_fixes: ClassVar[bool] = False
 
     @property
     def path(self) -> str:
@@ -130,6 +133,10 @@ class LabService:
         """Why ``scenario``'s other keys cannot apply to this kind, or None."""
         return None
 
+    def not_applied(self, run_dir: Path, stack) -> str | None:
+        """Why a fix laid over the service from outside did not reach it, or None (ours: none is laid)."""
+        return None
+
     #: Whether it gets an empty database of its own on the lab's throwaway server (else the lab's,
     #: seeded with its ``role`` table, or the one ``--database-url`` names).
     database_of_its_own: ClassVar[bool] = False
@@ -161,6 +168,10 @@ class OwnService:
     def path(self) -> str:
         return self.spec.path
 
+    @property
+    def tries_fixes(self) -> bool:
+        return self.spec.try_fixes
+
     def summary(self, scenario) -> str:
         """Its command and where it runs, with what its scenario declares of worker class and pool."""
         declared = f"{scenario.worker_class} workers={scenario.workers}" if scenario.worker_class != UNKNOWN else ""
@@ -189,7 +200,28 @@ class OwnService:
             command_prefix=host.prefix,
             client_prefix=topology.client_prefix,
         )
+        # Its engines and Django settings are recorded always; a fix is laid over them (the run's own folder).
+        service.env.update(
+            overlays.lay(
+                run_dir / "overlay",
+                service.env,
+                pool=self.spec.sqlalchemy_pool,
+                django=self.spec.django_databases,
+                gunicorn_args=self.spec.gunicorn_args,
+            )
+        )
         return service, {k: v for k, v in service.env.items() if os.environ.get(k) != v}
+
+    def not_applied(self, run_dir: Path, stack) -> str | None:
+        """Why the fix laid over this service did not reach it (read once it answered), or None:
+        its figures would be its own setup's, not the fix's."""
+        return overlays.not_applied(
+            run_dir / "overlay",
+            pool=self.spec.sqlalchemy_pool,
+            django=self.spec.django_databases,
+            gunicorn_args=self.spec.gunicorn_args,
+            gunicorn=stack.gunicorn if stack else None,
+        )
 
     def selector(self, scenario, from_files: bool) -> list[str]:
         if scenario.name == "app" and not from_files:
@@ -228,7 +260,9 @@ class OwnService:
         python = shutil.which("python3", path=service.env.get("PATH")) or shutil.which(
             "python", path=service.env.get("PATH")
         )
-        return stack.read(self.spec.argv(service.values), service.env, self.spec.app_dir, python or sys.executable)
+        # Read with the fix laid over (what it runs), but not recorded: the service's own processes are.
+        env = {k: v for k, v in service.env.items() if k not in overlays.RECORDS}
+        return stack.read(self.spec.argv(service.values), env, self.spec.app_dir, python or sys.executable)
 
     def refusal(self, scenario) -> str | None:
         if scenario.pgbouncer.pooled:
@@ -254,6 +288,7 @@ class RunningTarget:
     url: str
     own: ClassVar[bool] = True
     started: ClassVar[bool] = False
+    tries_fixes: ClassVar[bool] = False
 
     @property
     def path(self) -> str:
@@ -289,6 +324,7 @@ class RunningTarget:
 
     workers_started = LabService.workers_started
     stack = LabService.stack
+    not_applied = LabService.not_applied
 
     def refusal(self, scenario) -> str | None:
         if scenario.pgbouncer.pooled:

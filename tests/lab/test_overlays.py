@@ -86,3 +86,78 @@ def test_a_pool_overlay_is_parsed_and_checked():
     ]:
         with pytest.raises(overlays.OverlayError, match=says):
             overlays.parse_pool(bad)
+
+
+DJANGO_SETTINGS = """
+SECRET_KEY = "x"
+INSTALLED_APPS = []
+DATABASES = {
+    "default": {"ENGINE": "django.db.backends.postgresql", "NAME": "shop", "CONN_MAX_AGE": 0},
+    "replica": {"ENGINE": "django.db.backends.postgresql", "NAME": "shop", "OPTIONS": {"sslmode": "disable"}},
+}
+"""
+DJANGO_APP = """
+import os
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "teamsettings")
+from django.conf import settings
+print(settings.DATABASES["default"]["CONN_MAX_AGE"], settings.DATABASES["replica"]["OPTIONS"])
+"""
+
+
+def django_run(tmp_path: Path, databases) -> str:
+    project = tmp_path / "project"
+    project.mkdir(exist_ok=True)
+    (project / "teamsettings.py").write_text(DJANGO_SETTINGS)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE")}
+    env.update(overlays.lay(tmp_path / "overlay", env, django=databases))
+    done = subprocess.run(
+        [sys.executable, "-c", DJANGO_APP], env=env, cwd=project, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_djangos_databases_are_updated_after_the_teams_settings_load_and_what_it_got_is_recorded(tmp_path):
+    pool = {"pool": {"max_size": 4}}
+    assert django_run(tmp_path, {"CONN_MAX_AGE": 600, "OPTIONS": pool}) == (
+        "600 {'sslmode': 'disable', 'pool': {'max_size': 4}}"  # OPTIONS merged, not replaced
+    )
+    (seen,) = overlays.django_settings(tmp_path / "overlay")
+    assert seen["settings"] == "teamsettings" and seen["overlaid"] == ["CONN_MAX_AGE", "OPTIONS"]
+    assert seen["databases"]["default"] == {"CONN_MAX_AGE": 600, "CONN_HEALTH_CHECKS": False, "pool": {"max_size": 4}}
+    assert (
+        overlays.not_applied(
+            tmp_path / "overlay", pool=None, django={"CONN_MAX_AGE": 600}, gunicorn_args=None, gunicorn=None
+        )
+        is None
+    )
+
+
+def test_a_fix_that_did_not_reach_the_service_is_said_in_one_line(tmp_path):
+    empty = tmp_path / "nothing-recorded"
+    said = overlays.not_applied(empty, pool={"pool_size": 4}, django=None, gunicorn_args=None, gunicorn=None)
+    assert said.startswith("sqlalchemy_pool did not apply") and "\n" not in said
+    said = overlays.not_applied(empty, pool=None, django={"CONN_MAX_AGE": 600}, gunicorn_args=None, gunicorn=None)
+    assert said.startswith("django_databases did not apply")
+    args = "--worker-class gthread --threads 4"
+    said = overlays.not_applied(empty, pool=None, django=None, gunicorn_args=args, gunicorn=None)
+    assert "not gunicorn's" in said
+    said = overlays.not_applied(
+        empty, pool=None, django=None, gunicorn_args=args, gunicorn={"worker_class": "eventlet"}
+    )
+    assert "resolved worker_class eventlet for gthread" in said
+    assert (
+        overlays.not_applied(empty, pool=None, django=None, gunicorn_args=args, gunicorn={"worker_class": "gthread"})
+        is None
+    )
+
+
+def test_gunicorn_args_go_last_on_a_gunicorn_command_and_into_its_environment(tmp_path):
+    from healthz.lab.own_service import AppSpec
+
+    spec = AppSpec("gunicorn app:app -k eventlet -b {bind}", gunicorn_args="--worker-class gthread --threads 4")
+    assert spec.argv({"bind": "127.0.0.1:8000"})[-4:] == ["--worker-class", "gthread", "--threads", "4"]
+    script = AppSpec("./serve.sh", gunicorn_args="--worker-class gthread")
+    assert script.argv({}) == ["./serve.sh"]  # a script: GUNICORN_CMD_ARGS alone reaches the gunicorn it starts
+    env = overlays.lay(tmp_path / "o", {"GUNICORN_CMD_ARGS": "--timeout 60"}, gunicorn_args="--worker-class gthread")
+    assert env["GUNICORN_CMD_ARGS"] == "--timeout 60 --worker-class gthread"

@@ -44,6 +44,7 @@ def pytest_configure(config):
 #: order. make test gives each xdist worker a module at a time in collection order: these go first, so
 #: that neither worker is left with one of them alone at the end while the other waits.
 LONGEST_FIRST = (
+    "tests/lab/test_try_fixes.py",
     "tests/lab/test_check.py",
     "tests/bench/test_bench_runner.py",
     "tests/lab/test_fault_runner.py",

@@ -4,6 +4,8 @@ and a Django one, each with a health endpoint that counts ``Role`` rows as the r
 
 from __future__ import annotations
 
+import hashlib
+import os
 import textwrap
 from pathlib import Path
 
@@ -156,3 +158,22 @@ def django_project(folder: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text).lstrip())
     return folder
+
+
+def tree(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` by path, with a hash of its bytes."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def listing(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder`` (a venv: too big to hash each time) by path, with its size and
+    mtime; bytecode caches aside, which any test's interpreter beside may write into a shared venv."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            st = os.lstat(os.path.join(root, name))
+            out[os.path.join(root, name)] = (st.st_size, st.st_mtime_ns)
+    return out

@@ -145,7 +145,7 @@ def candidates(stack: Stack, pool_size: int, topology: str) -> tuple[list[Fix], 
     gthread_args = f"--worker-class gthread --threads {pool_size}"
     if stack.framework == "Django":
         fixes, skipped, gthread = _django(stack, pool_size, gthread_args)
-    elif stack.framework in ("Flask-SQLAlchemy", "SQLAlchemy") or "sqlalchemy" in stack.packages:
+    elif stack.framework in ("Flask-SQLAlchemy", "SQLAlchemy") or "sqlalchemy" in stack.imports:
         bounded = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": POOL_TIMEOUT}
         title = f"pool_size={pool_size}, max_overflow=0"
         fixes, skipped = [Fix("sqlalchemy-pool", title, SETTING, {"sqlalchemy_pool": bounded})], []
@@ -235,7 +235,7 @@ def plan(
         return FixPlan(scenario, framework, (), (), (), None, None, "it held at every step as it is")
     sizing = sized(base, stack, limits, db_cores)
     fixes, skipped = candidates(stack, sizing.pool_size, topology)
-    why = None if fixes else "no fix applies to it"
+    why = None if fixes else (skipped[0].reason if skipped else "no fix applies to it")
     return FixPlan(
         scenario, framework, steps if fixes else (), tuple(fixes), tuple(skipped), sizing.line(), sizing.pool_size, why
     )

@@ -278,8 +278,9 @@ class Lab:
                 scenario.service.set_up(run.gunicorns[0], run.run_dir / "setup.log", run.hosts[0].prefix)
             self._set_up.add(scenario.name)
         if scenario.name not in self._stacks:
-            theirs = self._stacks[scenario.name] = scenario.service.stack(run.gunicorns[0])
-            if theirs is not None:
+            like = self._stacks.get(scenario.fix["of"]) if scenario.fix else None  # a fix: the same code
+            theirs = self._stacks[scenario.name] = scenario.service.stack(run.gunicorns[0], like)
+            if theirs is not None and like is None:  # a fix's is its code's, with what the hooks record beside
                 self.meta.setdefault("stacks", {})[scenario.name] = theirs.to_dict()
         self.progress.update(f"{run.head}: starting the service")
         # Before the service starts: the sessions its workers open at start-up count too.

@@ -124,9 +124,9 @@ class LabService:
         """Workers the service started before it was ready (None: the lab sets them)."""
         return None
 
-    def stack(self, service: Service):
-        """What it runs, read from its venv and command (:mod:`healthz.lab.stack`); None when the lab
-        knows it already (ours) or cannot read it (a running target)."""
+    def stack(self, service: Service, like=None):
+        """What it runs, read from its venv and command (:mod:`healthz.lab.stack`; ``like``: the same
+        code's, read already); None when the lab knows it already (ours) or cannot read it (a running target)."""
         return None
 
     def refusal(self, scenario) -> str | None:
@@ -254,7 +254,7 @@ class OwnService:
     def workers_started(self, services: Sequence[Service]) -> int | None:
         return sum(s.booted_at_ready for s in services)
 
-    def stack(self, service: Service):
+    def stack(self, service: Service, like=None):
         from healthz.lab import stack
 
         python = shutil.which("python3", path=service.env.get("PATH")) or shutil.which(
@@ -262,7 +262,7 @@ class OwnService:
         )
         # Read with the fix laid over (what it runs), but not recorded: the service's own processes are.
         env = {k: v for k, v in service.env.items() if k not in overlays.RECORDS}
-        return stack.read(self.spec.argv(service.values), env, self.spec.app_dir, python or sys.executable)
+        return stack.read(self.spec.argv(service.values), env, self.spec.app_dir, python or sys.executable, like)
 
     def refusal(self, scenario) -> str | None:
         if scenario.pgbouncer.pooled:

@@ -171,8 +171,13 @@ def parse_print_config(text: str) -> dict[str, Any]:
     return found
 
 
-def read(argv: Sequence[str], env: Mapping[str, str], cwd: Path | None, python: str) -> Stack:
-    """The stack of the service ``argv`` starts with ``env`` in ``cwd``, read by its ``python``."""
+def read(
+    argv: Sequence[str], env: Mapping[str, str], cwd: Path | None, python: str, like: Stack | None = None
+) -> Stack:
+    """The stack of the service ``argv`` starts with ``env`` in ``cwd``, read by its ``python``;
+    ``like``: the same code's, read already (a fix laid over it): only gunicorn's settings are read again."""
+    if like is not None:
+        return dataclasses.replace(like, gunicorn=_gunicorn(argv, env, cwd, []))
     notes: list[str] = []
     probe = _run([python, "-c", _PROBE, json.dumps(PACKAGES), wsgi_module(argv) or ""], env, cwd)
     try:
@@ -180,13 +185,7 @@ def read(argv: Sequence[str], env: Mapping[str, str], cwd: Path | None, python: 
     except (IndexError, ValueError):
         return Stack(notes=[mask_password(f"{python} could not read its packages: {_first(probe.stderr)}")])
     notes += data.get("notes", [])
-    gunicorn = None
-    command = print_config(argv)
-    if command:
-        printed = _run(command, env, cwd)
-        gunicorn = parse_print_config(printed.stdout) or None
-        if gunicorn is None:
-            notes.append(f"gunicorn --print-config said nothing usable: {_first(printed.stderr)}")
+    gunicorn = _gunicorn(argv, env, cwd, notes)
     return Stack(
         python=data.get("python"),
         packages=data.get("packages", {}),
@@ -196,6 +195,18 @@ def read(argv: Sequence[str], env: Mapping[str, str], cwd: Path | None, python: 
         django=data.get("django"),
         notes=[mask_password(n) for n in notes],
     )
+
+
+def _gunicorn(argv: Sequence[str], env: Mapping[str, str], cwd: Path | None, notes: list[str]) -> dict[str, Any] | None:
+    """gunicorn's resolved worker settings for ``argv`` (None when it is not gunicorn's; why in ``notes``)."""
+    command = print_config(argv)
+    if not command:
+        return None
+    printed = _run(command, env, cwd)
+    found = parse_print_config(printed.stdout) or None
+    if found is None:
+        notes.append(f"gunicorn --print-config said nothing usable: {_first(printed.stderr)}")
+    return found
 
 
 def _run(argv: Sequence[str], env: Mapping[str, str], cwd: Path | None) -> subprocess.CompletedProcess:

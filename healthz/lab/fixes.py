@@ -207,6 +207,8 @@ def _django_pool_missing(stack: Stack) -> str | None:
     has += [f"{name} {stack.packages[name]}" for name in ("psycopg2", "psycopg2-binary") if name in stack.packages]
     ok_django = _version(django) >= (5, 1)
     ok_psycopg = _version(stack.packages.get("psycopg")) >= (3,) and "psycopg-pool" in stack.packages
+    if ok_django and ok_psycopg and (stack.django or {}).get("driver") == "psycopg2":
+        return "needs psycopg 3, which this venv has but its settings keep from Django (it runs psycopg2)"
     if ok_django and ok_psycopg:
         return None
     need = ([] if ok_django else ["'django>=5.1'"]) + ([] if ok_psycopg else ["'psycopg[binary,pool]'"])
@@ -251,4 +253,5 @@ def scenario_for(base: Scenario, fix: Fix) -> Scenario:
     fixed = base.with_changes(
         f"{base.name}+{fix.name}", {**fix.keys, "try_fixes": False, "description": f"{base.name} with {fix.title}"}
     )
-    return dataclasses.replace(fixed, fix={**fix.to_dict(), "of": base.name})
+    # Its stand-in stands for the code as it is, not for a fix laid over it.
+    return dataclasses.replace(fixed, fix={**fix.to_dict(), "of": base.name}, counterpart=None)

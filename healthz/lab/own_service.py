@@ -337,7 +337,7 @@ class AppService(Service):
         self.booted_at_ready = self._settled_boots()
         return self
 
-    def _settled_boots(self, quiet: float = 1.0, timeout: float = 5.0) -> int:
+    def _settled_boots(self, quiet: float = 0.5, timeout: float = 5.0) -> int:
         """gunicorn's ``Booting worker`` lines once none has been added for ``quiet`` seconds (the
         first worker can answer before the others boot), or after ``timeout``: later ones are restarts."""
         deadline = time.monotonic() + timeout

@@ -446,6 +446,8 @@ def _build(
         accepted = ", ".join([*SCENARIO_KEYS, *APP_KEYS, *(f for f in ENVIRONMENT if f != "database_url")])
         raise ScenarioError(f"scenario {name}: unknown key(s) {', '.join(sorted(unknown))}; accepted: {accepted}")
     if base in known:
+        if base != name and known[base].tries_fixes and "try_fixes" not in changes:
+            changes = {**changes, "try_fixes": False}  # a variant of a scenario is measured, not fixed again
         return known[base].with_changes(name, changes, root)
     own, app_keys, settings = _split(changes)
     try:

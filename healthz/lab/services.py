@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
-import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -257,12 +256,11 @@ class OwnService:
     def stack(self, service: Service, like=None):
         from healthz.lab import stack
 
-        python = shutil.which("python3", path=service.env.get("PATH")) or shutil.which(
-            "python", path=service.env.get("PATH")
-        )
+        argv = self.spec.argv(service.values)
         # Read with the fix laid over (what it runs), but not recorded: the service's own processes are.
         env = {k: v for k, v in service.env.items() if k not in overlays.RECORDS}
-        return stack.read(self.spec.argv(service.values), env, self.spec.app_dir, python or sys.executable, like)
+        python = stack.interpreter(argv, env.get("PATH")) or sys.executable
+        return stack.read(argv, env, self.spec.app_dir, python, like)
 
     def refusal(self, scenario) -> str | None:
         if scenario.pgbouncer.pooled:

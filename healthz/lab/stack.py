@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -52,7 +53,7 @@ if module:
         importlib.import_module(module)
     except Exception as exc:
         out["notes"].append(f"{module} could not be imported: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-    out["imports"] = [m for m in ("django", "flask_sqlalchemy", "flask", "sqlalchemy", "psycopg2", "psycopg") if m in sys.modules]
+    out["imports"] = [m for m in ("django", "flask_sqlalchemy", "flask", "sqlalchemy", "psycopg2", "psycopg") if sys.modules.get(m)]
 if "django" in out["imports"] and os.environ.get("DJANGO_SETTINGS_MODULE"):
     try:
         from django.conf import settings
@@ -64,6 +65,11 @@ if "django" in out["imports"] and os.environ.get("DJANGO_SETTINGS_MODULE"):
             "conn_health_checks": db.get("CONN_HEALTH_CHECKS", False),
             "pool": (db.get("OPTIONS") or {}).get("pool"),
         }
+        try:  # Django 4.2+: the driver its postgresql backend takes (psycopg 3 whenever importable)
+            from django.db.backends.postgresql import psycopg_any
+            out["django"]["driver"] = "psycopg" if psycopg_any.is_psycopg3 else "psycopg2"
+        except Exception:
+            out["django"]["driver"] = "psycopg2" if sys.modules.get("psycopg2") else None
     except Exception as exc:
         out["notes"].append(f"Django's settings could not be read: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
 print(json.dumps(out, default=str))
@@ -143,6 +149,24 @@ class Stack:
     def from_dict(cls, data: Mapping[str, Any]) -> Stack:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def interpreter(argv: Sequence[str], path: str | None) -> str | None:
+    """The Python that runs ``argv``: its first word when that is a Python (``{python} -m gunicorn``),
+    else the one its script's ``#!`` line names (a venv's ``gunicorn``), else ``python3`` on ``path``."""
+    if argv:
+        first = shutil.which(argv[0], path=path) or argv[0]
+        if Path(first).name.startswith("python"):
+            return first
+        try:
+            with open(first, "rb") as fh:
+                line = fh.readline(300).decode(errors="replace")
+        except OSError:
+            line = ""
+        named = line[2:].split()[0] if line.startswith("#!") and line[2:].split() else ""
+        if Path(named).name.startswith("python") and Path(named).exists():
+            return named
+    return shutil.which("python3", path=path) or shutil.which("python", path=path)
 
 
 def wsgi_module(argv: Sequence[str]) -> str | None:

@@ -138,3 +138,11 @@ def test_a_wrong_fix_key_is_one_line_naming_it_and_what_is_accepted(keys, accept
     with pytest.raises(scenarios.ScenarioError, match=accepted) as caught:
         scenarios.own_service("gunicorn app:app").with_changes("mine", keys)
     assert "\n" not in str(caught.value)
+
+
+def test_djangos_pool_is_not_tried_where_the_settings_keep_psycopg_3_from_django():
+    stack = django(DJANGO_51)
+    hidden = Stack(**{**stack.__dict__, "django": {**stack.django, "driver": "psycopg2"}})
+    tried, skipped = fixes.candidates(hidden, 3, "loopback")
+    assert "django-pool" not in names(tried)
+    assert any("it runs psycopg2" in s.reason for s in skipped)

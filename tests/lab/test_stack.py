@@ -3,6 +3,8 @@ settings, on the projects the tests write, and the parsing on hand-made text."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -55,3 +57,14 @@ def test_what_cannot_be_read_is_said_without_the_password(tmp_path):
     assert found.framework == "unknown"
     assert any("broken could not be imported: RuntimeError" in note for note in found.notes), found.notes
     assert "pw-not-shown" not in " ".join(found.notes)
+
+
+def test_the_interpreter_is_the_commands_own(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "gunicorn"
+    script.write_text(f"#!{sys.executable}\nprint('hi')\n")
+    script.chmod(0o755)
+    assert stack.interpreter([sys.executable, "-m", "gunicorn", "app:app"], None) == sys.executable
+    assert stack.interpreter(["gunicorn", "app:app"], str(bin_dir)) == sys.executable  # its #! line
+    assert stack.interpreter(["./serve.sh"], os.environ.get("PATH")) == shutil.which("python3")

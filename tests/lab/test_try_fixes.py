@@ -29,14 +29,15 @@ TOPOLOGIES = [
 ]
 
 
-def try_fixes(tmp_path: Path, project: Path, command: str, setup: str, path: str, topology: str):
-    """Their code at 150 clients for 3 s, then its fixes; the run's data, its answer and its folder."""
+def try_fixes(tmp_path: Path, project: Path, command: str, setup: str, path: str, topology: str, written=False):
+    """Their code at 150 clients for 2 s, then its fixes; the run's data, its answer and its folder
+    (with the report's files when ``written``)."""
     before, venv_before = tree(project), listing(VENV)
     scenario = own_service(command, path, app_dir=project, python=VENV, setup=setup, try_fixes=True)
     config = LabConfig(
         scenarios=select([], [], [scenario]),
         concurrency=[150],
-        duration=3,
+        duration=2,
         topology=topology,
         ports=1000,
         output=tmp_path / "out",
@@ -45,7 +46,8 @@ def try_fixes(tmp_path: Path, project: Path, command: str, setup: str, path: str
     assert tree(project) == before, "the team's project was written"
     assert listing(VENV) == venv_before, "the team's venv was written"
     assert not [ns for ns in lab_namespaces() if f"-{os.getpid()}-" in ns]
-    report.write(config.output)
+    if written:
+        report.write(config.output)
     data = report.read(config.output)
     limits = DatabaseLimits.from_meta(data["meta"])
     (said,) = own_answer.answers(data["meta"], data["results"], verdict.judge_all(data["results"], limits), limits)
@@ -77,6 +79,7 @@ def test_django_as_it_is_churns_and_a_fix_laid_over_its_unchanged_code_holds(tmp
         "python manage.py migrate",
         "/health/",
         topology,
+        written=topology == "netns",
     )
     expected = ["conn-max-age", "django-pool", "gthread-conn-max-age"] + (
         ["tcp-tw-reuse"] if topology == "netns" else []
@@ -89,7 +92,9 @@ def test_django_as_it_is_churns_and_a_fix_laid_over_its_unchanged_code_holds(tmp
     # What each process of the fixed service loaded: the change laid over its own settings module.
     seen = (out / runs[f"app+{said.chosen.fix.name}"].run_dir / "overlay" / "django.jsonl").read_text()
     assert '"settings": "mysite.settings"' in seen
-    rerun = (out / report.RECOMMENDED).read_text()
+    rerun = said.recommended()
+    if topology == "netns":
+        assert (out / report.RECOMMENDED).read_text() == rerun
     assert "django_databases" in rerun and "try_fixes" not in rerun
     assert said.lines()[0].startswith("Does pooling alone fix it for mysite?")
 

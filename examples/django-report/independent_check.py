@@ -9,6 +9,9 @@ gthread. Root, iproute2 and ``ab`` (apache2-utils) needed.
 ``myapp/settings/gunicorn.conf.py`` (``GUNICORN_PORT``, ``WORKER_CLASS``, ``WORKERS``, ``THREADS``),
 ``DATABASES`` from ``POSTGRES_*`` and ``CONN_MAX_AGE``; ``VENV`` is the venv with its packages.
 Compare with ``healthz lab run --scenarios-file mine.toml -t netns -c 100 --max-requests 4000``.
+
+``--as-is`` runs the project with its own settings alone: the team's project unchanged, then a copy
+with the change the lab's ``--try-fixes`` answered pasted in, as the team would paste it.
 """
 
 from __future__ import annotations
@@ -58,7 +61,13 @@ def main() -> None:
     parser.add_argument("--project", required=True)
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument(
+        "--as-is",
+        action="store_true",
+        help="run the project with its own settings only (a copy with a change pasted in is checked the same way)",
+    )
     args = parser.parse_args()
+    configurations = {"as it is": {}} if args.as_is else SETTINGS
     bin_dir = os.path.join(args.venv, "bin")
     with (
         Netns(ports=1000, tag="check") as net,
@@ -79,7 +88,7 @@ def main() -> None:
         subprocess.run(
             [*net.app_prefix, "python", "manage.py", "migrate", "-v", "0"], cwd=args.project, env=env, check=True
         )
-        for label, settings in SETTINGS.items():
+        for label, settings in configurations.items():
             net.renew_app()
             gunicorn = subprocess.Popen(
                 [*net.app_prefix, "gunicorn", "myapp.wsgi:application", "-c", "myapp/settings/gunicorn.conf.py"],

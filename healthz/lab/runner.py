@@ -167,15 +167,6 @@ class Lab:
             self._set_up.add(fixed.name)
             yield self.run_one(fixed, users, topology, url, pg, counters, label=f"[fix {j}/{len(runs)}]")
 
-    def _doctor_result(
-        self, doctor: probes.DoctorProbe, samples: list[Sample], topology, scenario: Scenario
-    ) -> dict[str, Any]:
-        """The doctor's diagnosis beside the lab's own figures over its window (:func:`measure.doctor_comparison`)."""
-        data = doctor.result(timeout=doctor.sample + 30) or {}
-        return measure.doctor_comparison(
-            data, samples, topology.port_range, self.meta.get("postgres", {}), scenario.pgbouncer.transport
-        )
-
     def run_one(
         self,
         scenario: Scenario,
@@ -297,6 +288,9 @@ class Lab:
         why = scenario.service.not_applied(run.run_dir, self._stacks.get(scenario.name))
         if why:
             raise ServiceError(why)
+        read = self.meta.get("stacks", {}).get(scenario.name)
+        if read is not None and not read.get("engines"):  # what its running workers really made
+            read["engines"] = scenario.service.engines(run.run_dir)
         metrics_before = rig.pool_totals(run.gunicorns)
         tcp_bouncer = run.bouncers[0] if run.bouncers and run.scenario.pgbouncer.transport == "tcp" else None
         sampler = rig.sampler(
@@ -315,7 +309,7 @@ class Lab:
         run.locust.stop()
         samples = sampler.stop()
         times = probes.pool_times(metrics_before, rig.pool_totals(run.gunicorns))
-        doctor = self._doctor_result(run.doctor, samples, topology, run.scenario) if run.doctor else None
+        doctor = _doctor_result(run.doctor, samples, topology, run.scenario, self.meta) if run.doctor else None
         stack.close()  # every gunicorn and PgBouncer stops now, once: the session counter settles after
         return self._figures(run, topology, samples, sessions_before, counters) | {"doctor": doctor, **times}
 
@@ -384,6 +378,16 @@ class _Run:
     @property
     def csv_prefix(self) -> Path:
         return self.run_dir / "locust"
+
+
+def _doctor_result(
+    doctor: probes.DoctorProbe, samples: list[Sample], topology, scenario: Scenario, meta: dict[str, Any]
+) -> dict[str, Any]:
+    """The doctor's diagnosis beside the lab's own figures over its window (:func:`measure.doctor_comparison`)."""
+    data = doctor.result(timeout=doctor.sample + 30) or {}
+    return measure.doctor_comparison(
+        data, samples, topology.port_range, meta.get("postgres", {}), scenario.pgbouncer.transport
+    )
 
 
 def _drive(run: _Run, duration: float, progress: Progress) -> None:

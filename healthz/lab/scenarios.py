@@ -462,7 +462,7 @@ def _build(
     own.setdefault("worker_class", UNKNOWN)
     own.setdefault(
         "description",
-        f"own service: {changes['app']}"
+        "your service as it is: its own code, settings and command"
         if own_service
         else f"user-defined: {', '.join(f'{k}={v}' for k, v in changes.items())}",
     )
@@ -549,7 +549,9 @@ def own_service(
         )
     except AppSpecError as exc:
         raise ScenarioError(f"--app: {exc}") from None
-    return Scenario(name, f"own service: {command}", UNKNOWN, service=OwnService(spec))
+    return Scenario(
+        name, "your service as it is: its own code, settings and command", UNKNOWN, service=OwnService(spec)
+    )
 
 
 def running_service(url: str) -> Scenario:

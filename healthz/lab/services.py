@@ -136,6 +136,10 @@ class LabService:
         """Why a fix laid over the service from outside did not reach it, or None (ours: none is laid)."""
         return None
 
+    def engines(self, run_dir: Path) -> list[dict[str, Any]]:
+        """The SQLAlchemy engines its processes made in the run in ``run_dir`` (ours: known already)."""
+        return []
+
     #: Whether it gets an empty database of its own on the lab's throwaway server (else the lab's,
     #: seeded with its ``role`` table, or the one ``--database-url`` names).
     database_of_its_own: ClassVar[bool] = False
@@ -210,6 +214,9 @@ class OwnService:
             )
         )
         return service, {k: v for k, v in service.env.items() if os.environ.get(k) != v}
+
+    def engines(self, run_dir: Path) -> list[dict[str, Any]]:
+        return overlays.engines(run_dir / "overlay")
 
     def not_applied(self, run_dir: Path, stack) -> str | None:
         """Why the fix laid over this service did not reach it (read once it answered), or None:
@@ -323,6 +330,7 @@ class RunningTarget:
     workers_started = LabService.workers_started
     stack = LabService.stack
     not_applied = LabService.not_applied
+    engines = LabService.engines
 
     def refusal(self, scenario) -> str | None:
         if scenario.pgbouncer.pooled:

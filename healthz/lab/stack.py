@@ -89,6 +89,8 @@ class Stack:
     gunicorn: dict[str, Any] | None = None
     django: dict[str, Any] | None = None
     notes: list[str] = dataclasses.field(default_factory=list)
+    #: The pools its SQLAlchemy engines really got in its running processes (the hooks' records).
+    engines: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def framework(self) -> str:
@@ -136,6 +138,15 @@ class Stack:
                 f"CONN_MAX_AGE={d.get('conn_max_age')} CONN_HEALTH_CHECKS={d.get('conn_health_checks')}"
                 + (f" OPTIONS['pool']={d.get('pool')}" if d.get("pool") else "")
             )
+        if self.engines:
+            shapes = [
+                f"{e['pool']}(pool_size={e['pool_size']}, max_overflow={e['max_overflow']})"
+                if e.get("max_overflow") is not None
+                else str(e["pool"])
+                for e in self.engines
+            ]
+            counted = {shape: shapes.count(shape) for shape in shapes}
+            parts.append("its engines: " + ", ".join(f"{shape} x{n}" for shape, n in counted.items()))
         return ", ".join(parts) + (f" ({'; '.join(self.notes)})" if self.notes else "")
 
     def _version(self) -> str:

@@ -68,3 +68,12 @@ def test_the_interpreter_is_the_commands_own(tmp_path):
     assert stack.interpreter([sys.executable, "-m", "gunicorn", "app:app"], None) == sys.executable
     assert stack.interpreter(["gunicorn", "app:app"], str(bin_dir)) == sys.executable  # its #! line
     assert stack.interpreter(["./serve.sh"], os.environ.get("PATH")) == shutil.which("python3")
+
+
+def test_the_pools_its_workers_really_made_are_in_its_line():
+    engine = {"pid": 1, "database": "shop", "pool": "QueuePool", "pool_size": 5, "max_overflow": 10, "overlaid": []}
+    read = stack.Stack(
+        packages={"sqlalchemy": "2.0.36"}, imports=["sqlalchemy"], engines=[engine, {**engine, "pid": 2}]
+    )
+    assert "its engines: QueuePool(pool_size=5, max_overflow=10) x2" in read.line()
+    assert stack.Stack.from_dict(read.to_dict()) == read

@@ -44,7 +44,7 @@ def pytest_configure(config):
 #: order. make test gives each xdist worker a module at a time in collection order: these go first, so
 #: that neither worker is left with one of them alone at the end while the other waits.
 LONGEST_FIRST = (
-    "tests/lab/test_runner.py",
+    "tests/lab/test_runner_defaults.py",
     "tests/lab/test_try_fixes.py",
     "tests/bench/test_bench_runner.py",
     "tests/lab/test_fault_runner.py",
@@ -52,6 +52,7 @@ LONGEST_FIRST = (
     "tests/test_packaging.py",
     "tests/lab/test_django_report.py",
     "tests/lab/test_own_service.py",
+    "tests/lab/test_runner.py",
     "tests/lab/test_lab_cli.py",
 )
 

@@ -231,7 +231,7 @@ def plan(
     steps = fix_steps(asked, as_is, limits)
     base = _sizing_run(as_is)
     if stack is None or base is None:
-        why = "its stack could not be read" if stack is None else "it was not measured as it is"
+        why = "it was not measured as it is" if base is None else "its stack could not be read"
         return FixPlan(scenario, framework, (), (), (), None, None, why)
     if not steps:
         return FixPlan(scenario, framework, (), (), (), None, None, "it held at every step as it is")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import shutil
 import string
 import sys
 import time
@@ -263,6 +264,26 @@ def run_setup(spec: AppSpec, values: Mapping[str, str], logfile: Path, prefix: S
         raise ServiceError(f"{what} {how}: {_last_lines(text)}")
 
 
+def foreign_python(spec: AppSpec, program: str, env: Mapping[str, str]) -> str | None:
+    """Why ``program`` would run outside ``spec``'s venv, or None: a bare name its ``bin/`` lacks,
+    found elsewhere on ``PATH`` as a script whose ``#!`` names another Python (its packages are not the project's)."""
+    if spec.bin_dir is None or "/" in program or (spec.bin_dir / program).exists():
+        return None
+    found = shutil.which(program, path=env.get("PATH"))
+    try:
+        with open(found or os.devnull, "rb") as fh:
+            line = fh.readline(300).decode(errors="replace")
+    except OSError:
+        return None
+    named = line[2:].split()[0] if line.startswith("#!") and line[2:].split() else ""
+    if not Path(named).name.startswith("python"):
+        return None
+    return (
+        f"{program} is not in {spec.bin_dir}: the one on PATH ({found}) runs {named}, not the venv's Python; "
+        f"install it in the venv ({spec.bin_dir / 'pip'} install {program})"
+    )
+
+
 def _spawn(spec: AppSpec, argv: Sequence[str], env: Mapping[str, str], logfile: Path, what: str) -> ChildProcess:
     """``argv`` started in ``spec.app_dir`` as a :class:`ChildProcess` logging to ``logfile``;
     :class:`ServiceError` naming ``what`` when it cannot start."""
@@ -318,6 +339,9 @@ class AppService(Service):
         return mask(shlex.join(self.command), self.values["db_password"])
 
     def start(self) -> AppService:
+        foreign = foreign_python(self.spec, self.spec.argv(self.values)[0], self.env)
+        if foreign:
+            raise ServiceError(f"{self.shown_command} cannot start: {foreign}")
         self.child = _spawn(self.spec, self.command, self.env, self.logfile, self.shown_command)
         try:
             status, body = self.wait_for(self.spec.ready, self.ready_timeout)

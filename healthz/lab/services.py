@@ -263,6 +263,8 @@ class OwnService:
     def stack(self, service: Service, like=None):
         from healthz.lab import stack
 
+        if like is not None and not self.spec.gunicorn_args:
+            return like  # the same code, and gunicorn's options unchanged
         argv = self.spec.argv(service.values)
         # Read with the fix laid over (what it runs), but not recorded: the service's own processes are.
         env = {k: v for k, v in service.env.items() if k not in overlays.RECORDS}

@@ -98,6 +98,7 @@ def test_the_plan_sizes_the_pool_by_the_load_and_says_why_none_runs():
     held = [run("app", 500, sessions=4, own_service=True)]
     assert fixes.plan("app", [500], held, flask(), LIMITS, 2, "netns").why == "it held at every step as it is"
     assert fixes.plan("app", [500], as_is, None, LIMITS, 2, "netns").why == "its stack could not be read"
+    assert fixes.plan("app", [500], [], flask(), LIMITS, 2, "netns").why == "it was not measured as it is"
 
 
 def test_django_is_sized_by_latency_and_sqlalchemy_by_the_connections_pg_stat_activity_saw_in_use():

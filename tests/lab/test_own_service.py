@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import sys
 import textwrap
 import time
@@ -239,6 +240,12 @@ def test_an_own_service_binding_every_address_exhausts_its_ports_in_netns(tmp_pa
     assert not [ns for ns in lab_namespaces() if f"-{os.getpid()}-" in ns]
 
 
+def _toml(value) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
+
+
 def test_each_command_the_lab_cannot_run_is_refused_in_one_line_with_nothing_left(tmp_path):
     project = tmp_path / "project"
     project.mkdir()
@@ -262,12 +269,22 @@ def test_each_command_the_lab_cannot_run_is_refused_in_one_line_with_nothing_lef
         ),
         "elsewhere": ("python stubborn.py", {"ready_timeout": 3}, "did not answer"),
     }
+    # A venv without gunicorn: the one on PATH would run another Python, without the project's packages.
+    bare, elsewhere = tmp_path / "bare", tmp_path / "elsewhere"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    elsewhere.mkdir()
+    (elsewhere / "gunicorn").write_text(f"#!{sys.executable}\nimport gunicorn\n")
+    (elsewhere / "gunicorn").chmod(0o755)
+    path = f"{bare}/bin:{elsewhere}:/usr/bin:/bin"
+    cases["venv-without-gunicorn"] = (
+        "gunicorn tinyapp:application -b {bind}",
+        {"python": str(bare), "env": {"PATH": path}},
+        "gunicorn is not in",
+    )
     tables = []
     for name, (command, extra, _) in cases.items():
-        keys = "".join(f"\n{k} = {json.dumps(v)}" for k, v in extra.items())
-        tables.append(
-            f'[scenario.{name}]\napp = {json.dumps(command)}\napp_dir = "project"\npython = "{VENV}"\npath = "/health"{keys}\n'
-        )
+        keys = "".join(f"\n{k} = {_toml(v)}" for k, v in {"python": str(VENV), **extra}.items())
+        tables.append(f'[scenario.{name}]\napp = {json.dumps(command)}\napp_dir = "project"\npath = "/health"{keys}\n')
     toml = tmp_path / "mine.toml"
     toml.write_text("\n".join(tables))
     started = time.monotonic()

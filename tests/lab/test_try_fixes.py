@@ -142,3 +142,24 @@ def test_try_fixes_without_an_app_is_refused_in_one_line():
         timeout=60,
     )
     assert done.returncode == 2 and "--try-fixes describe(s) --app's service" in done.stderr
+
+
+def test_a_django_project_whose_settings_cannot_be_imported_is_one_line_and_no_fix_runs(tmp_path):
+    project = django_project(tmp_path / "mysite")
+    settings = project / "mysite" / "settings.py"
+    settings.write_text(settings.read_text() + "\nimport no_such_module\n")
+    before = tree(project)
+    scenario = own_service(
+        "gunicorn mysite.wsgi:application -w 2 -b {bind}",
+        "/health/",
+        app_dir=project,
+        python=VENV,
+        setup="python manage.py migrate",
+        try_fixes=True,
+    )
+    config = LabConfig(scenarios=[scenario], concurrency=[20], duration=2, output=tmp_path / "out", doctor=False)
+    lab = Lab(config, Progress(io.StringIO()))
+    (run,) = lab.run()
+    assert run.error is not None and "\n" not in run.error and "No module named 'no_such_module'" in run.error
+    assert lab.meta["fixes"]["app"]["why"] == "it was not measured as it is" and lab.meta["fixes"]["app"]["fixes"] == []
+    assert tree(project) == before

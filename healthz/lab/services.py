@@ -186,9 +186,16 @@ class OwnService:
         elif pool.pool_class != UNKNOWN:
             declared += f", {pool.pool_class}"
         where = f" in {_shown(self.spec.app_dir)}" if self.spec.app_dir else ""
+        laid = [
+            f"{key}={value}"
+            for key in ("sqlalchemy_pool", "django_databases", "gunicorn_args")
+            if (value := getattr(self.spec, key))
+        ]
         return (
             f"own service: {self.spec.command}{where}"
             + (f" ({declared.strip(', ')})" if declared else "")
+            + (f", laid over it: {'; '.join(laid)}" if laid else "")
+            + "".join(f", {k}={v}" for k, v in scenario.knobs.items())
             + f", clients {scenario.connection}"
         )
 

@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml | python
 # the `serial` tests alone: those that count this host's own sockets (another test's churn would be
 # in their count) or judge figures that another test on the same cores would move.
 test: install
-	$(BIN)/pytest -n 2 --dist loadgroup -m "not serial"; a=$$?; $(BIN)/pytest -m serial; b=$$?; exit $$((a > b ? a : b))
+	$(BIN)/pytest -n 2 --dist loadfile -m "not serial"; a=$$?; $(BIN)/pytest -m serial; b=$$?; exit $$((a > b ? a : b))
 
 # The inner loop: every test that starts no child process (no PostgreSQL, gunicorn, locust or
 # command); the others are skipped where they would start one. Well under a minute.

@@ -26,8 +26,7 @@ import pytest
 
 from healthz.postgres import free_port
 
-# Its tests share one wheel (a module fixture): one worker builds it (make test's --dist loadgroup).
-pytestmark = [pytest.mark.packaging, pytest.mark.xdist_group("packaging")]
+pytestmark = pytest.mark.packaging
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 SUPPORTED = [(3, 10), (3, 11), (3, 12), (3, 13)]

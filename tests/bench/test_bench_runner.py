@@ -12,10 +12,6 @@ from healthz.bench.runner import Bench, BenchConfig
 PASSWORD = "bench-test-secret-4711"
 
 
-#: Its tests share one run (a module fixture): they go to one worker together (make test's --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("short_run")
-
-
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
     output = tmp_path_factory.mktemp("bench")

@@ -20,10 +20,6 @@ from healthz.postgres import PostgreSQL
 PASSWORD = "Kn0wn-lab-pw-7731"
 
 
-#: Its tests share one run (a module fixture): they go to one worker together (make test's --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("fault_run")
-
-
 @pytest.fixture(scope="module")
 def fault_run(tmp_path_factory):
     """All faults against eventlet-queuepool-sized (2 workers x 10 connections) at 40 users, so

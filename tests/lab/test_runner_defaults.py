@@ -29,10 +29,6 @@ HOLDING = ("eventlet-singleton", "eventlet-singleton-keepalive")
 BOUNDED = ("eventlet-queuepool-sized", "gevent-queuepool-sized", "gevent-queuepool-blocking", "gthread-queuepool")
 
 
-#: Its tests share one run (a module fixture): they go to one worker together (make test's --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("netns_defaults")
-
-
 @pytest.fixture(scope="module")
 def netns_defaults(tmp_path_factory):
     """Every default scenario once in netns at 100 clients for 5 s, shared by the tests that read it:

@@ -227,6 +227,7 @@ def lay(
     every SQLAlchemy engine, ``django`` over every entry of Django's ``DATABASES`` and
     ``gunicorn_args`` after any ``GUNICORN_CMD_ARGS`` of ``base_env``; with none given, the hooks
     still record what the service's engines and settings really got."""
+    folder = Path(folder).absolute()  # the service runs in its own folder: a relative path would miss
     env = sqlalchemy_pool(folder, pool, base_env)
     env["HEALTHZ_OVERLAY_DJANGO"] = json.dumps(dict(django or {}))
     env["HEALTHZ_OVERLAY_DJANGO_SEEN"] = str(folder / "django.jsonl")

@@ -87,7 +87,7 @@ class OwnAnswer:
         if self.reply is OwnReply.NOT_POOLING_ALONE:
             return (
                 f"{q} Not pooling alone: {self.chosen.fix.title}, a worker class change, held on your code where "
-                f"it {self._as_is_word()} as it is; no pool setting did."
+                f"it {self._as_is_word()} as it is; no setting tried alone held."
             )
         if self.reply is OwnReply.NOT_FIXED:
             return f"{q} No: none of the fixes tried held on your code ({', '.join(t.fix.title for t in self.tried)})."

@@ -14,13 +14,12 @@ from healthz.lab.check import DEFAULT_CLIENTS, DEFAULT_SESSIONS_PER_REQUEST, Bud
 
 
 def _env(pairs: tuple[str, ...]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CheckError(f"--env {pair!r}: expected KEY=VALUE")
-        env[key] = value
-    return env
+    from healthz.lab.own_service import AppSpecError, parse_env
+
+    try:
+        return parse_env(pairs)
+    except AppSpecError as exc:
+        raise CheckError(str(exc)) from None
 
 
 @click.command("check")

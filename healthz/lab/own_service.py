@@ -211,6 +211,17 @@ class AppSpec:
         return bool(self.sqlalchemy_pool or self.django_databases or self.gunicorn_args)
 
 
+def parse_env(pairs: Sequence[str]) -> dict[str, str]:
+    """``--env KEY=VALUE`` pairs as a table; :class:`AppSpecError` naming the first that is not one."""
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise AppSpecError(f"--env {pair!r}: expected KEY=VALUE")
+        env[key] = value
+    return env
+
+
 def placeholders(host: str, port: int, database_url: str) -> dict[str, str]:
     """The placeholder values for a service on ``host:port`` using the database at ``database_url``
     (``db_host`` is a directory for a Unix socket); ``python`` is the lab's own interpreter."""

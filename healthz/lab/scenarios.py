@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from healthz.config import ENVIRONMENT, WORKER_CLASSES, Settings, SettingsError, parse_integer
 from healthz.lab.figures import Placement, PoolShape
-from healthz.lab.own_service import DEFAULT_PATH, AppSpec, AppSpecError
+from healthz.lab.own_service import DEFAULT_PATH, AppSpec, AppSpecError, parse_env
 from healthz.lab.services import UNKNOWN, LabService, OwnService, RunningTarget, ServiceKind, ServiceKindError
 from healthz.lab.topology import PORTS, TW_REUSE
 
@@ -531,12 +531,10 @@ def own_service(
 ) -> Scenario:
     """The scenario of ``--app COMMAND``: that command run from ``app_dir`` (default: the current
     directory), ``path`` its health endpoint, ``env`` as ``KEY=VALUE`` pairs."""
-    variables = {}
-    for pair in env:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ScenarioError(f"--env {pair!r}: expected KEY=VALUE")
-        variables[key] = value
+    try:
+        variables = parse_env(tuple(env))
+    except AppSpecError as exc:
+        raise ScenarioError(str(exc)) from None
     try:
         spec = AppSpec(
             command,

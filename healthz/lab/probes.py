@@ -231,13 +231,18 @@ class PostgresCounters:
     def backends(self) -> int:
         return self._one(self.BACKENDS)
 
-    IN_USE = BACKENDS + " AND state IN ('active', 'idle in transaction')"
+    BACKENDS_IN_USE = (
+        "SELECT count(*), count(*) FILTER (WHERE state IN ('active', 'idle in transaction')) FROM pg_stat_activity "
+        "WHERE datname = %s AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+    )
 
-    def in_use(self) -> int:
-        """Client backends in a statement or a transaction now (a connection a request holds): over a
-        run, their mean over the request rate is how long a request holds one (Little's law), read
-        from any service. A connection held between autocommit statements (Django's) shows as idle."""
-        return self._one(self.IN_USE)
+    def backends_in_use(self) -> tuple[int, int]:
+        """Client backends, and those of them in a statement or a transaction now (a connection a
+        request holds), in one query: over a run, the mean in use over the request rate is how long a
+        request holds one (Little's law), read from any service. A connection held between autocommit
+        statements (Django's) shows as idle."""
+        rows = self._rows(self.BACKENDS_IN_USE)
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
 
     def backends_by_address(self) -> dict[str, int]:
         """Client backends of the database by client address (``local`` for a Unix socket)."""
@@ -305,8 +310,8 @@ class Sampler(threading.Thread):
     def sample(self) -> Sample:
         row: dict[str, Any] = {"t": round(time.monotonic() - self.started_at, 3), "at": round(time.time(), 3)}
         try:
-            row["sessions"], row["backends"] = self.counters.sessions(), self.counters.backends()
-            row["in_use"] = self.counters.in_use()
+            row["sessions"] = self.counters.sessions()
+            row["backends"], row["in_use"] = self.counters.backends_in_use()
             if self.by_address:
                 row["backends_by_address"] = self.counters.backends_by_address()
         except psycopg2.Error:

@@ -73,6 +73,9 @@ def test_postgres_counters_agree_with_an_independent_read(postgres, database):
         assert before == sessions_of(postgres, database)
         held = [psycopg2.connect(postgres.url_for(database)) for _ in range(3)]
         assert counters.backends() == 3
+        # One of them inside a transaction, as a request holds its connection: in use; the others idle.
+        held[0].cursor().execute("SELECT 1")
+        assert counters.backends_in_use() == (3, 1)
         for conn in held:
             conn.close()
         assert counters.wait_backends(0) == 0

@@ -54,11 +54,8 @@ class Tried:
         if r is None or self.verdict.worst is None:
             return f"{self.fix.title}: not measured ({self.verdict.error})"
         steps = " and ".join(f"{x.concurrency:,}" for x in self.runs)
-        outcome = str(self.verdict.outcome)
-        if self.verdict.outcome is verdict.Outcome.FAILED:
-            outcome = f"FAILED ({self.verdict.cause}, {_pct(self.verdict.worst.error_rate)} failed)"
         return (
-            f"{self.fix.title}: {outcome} at {steps} clients, {_n(r.sessions_per_request, 3)} sessions per request "
+            f"{self.fix.title}: {_outcome(self.verdict)} at {steps} clients, {_n(r.sessions_per_request, 3)} sessions per request "
             f"({r.sessions_opened:,} in {_n(r.seconds)} s), {_n(r.rps)} req/s, p99 {_n(r.p99_ms)} ms"
         )
 
@@ -181,14 +178,17 @@ class OwnAnswer:
         return blocks
 
 
+def _outcome(v: verdict.Verdict) -> str:
+    """A verdict's outcome in a few words: FAILED with its cause and the share failed on its worst step."""
+    if v.outcome is verdict.Outcome.FAILED:
+        return f"FAILED ({v.cause}, {_pct(v.worst.error_rate)} failed)"
+    return str(v.outcome)
+
+
 def _judged(v: verdict.Verdict, short: bool = False) -> str:
     """A verdict on its worst step in one clause: outcome, failures, churn, TIME_WAIT."""
     r = v.worst
-    what = (
-        f"FAILED ({v.cause}, {_pct(r.error_rate)} failed)"
-        if v.outcome is verdict.Outcome.FAILED
-        else f"{v.outcome}, {_pct(r.error_rate)} failed"
-    )
+    what = _outcome(v) if v.outcome is verdict.Outcome.FAILED else f"{v.outcome}, {_pct(r.error_rate)} failed"
     text = f"{what} at {r.concurrency:,} clients"
     if short:
         return text
@@ -287,10 +287,9 @@ def answers(
         fixed = [r for r in results if r.fix and r.fix.get("of") == name]
         tried = []
         for fix in plan["fixes"]:
-            runs = verdict.measured(r for r in fixed if r.fix["name"] == fix["name"])
             of_fix = [r for r in fixed if r.fix["name"] == fix["name"]]
             if of_fix:
-                tried.append(Tried(Fix.from_dict(fix), verdicts[of_fix[0].scenario], tuple(runs)))
+                tried.append(Tried(Fix.from_dict(fix), verdicts[of_fix[0].scenario], tuple(verdict.measured(of_fix))))
         chosen = _choose(tried)
         steps = set(plan.get("steps") or [])
         first = min(

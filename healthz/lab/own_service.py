@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 from healthz.config import mask_password
 from healthz.harness.process import ChildProcess, ProcessError
 from healthz.lab import overlays
-from healthz.lab.stack import wsgi_module
+from healthz.lab.stack import script_python, wsgi_module
 from healthz.service import READY_TIMEOUT, Service, ServiceError
 
 #: Every placeholder ``app``, ``env`` and ``setup`` may use.
@@ -205,11 +205,6 @@ class AppSpec:
             "try_fixes": self.try_fixes,
         }
 
-    @property
-    def fixed(self) -> bool:
-        """Whether a fix is laid over the team's code."""
-        return bool(self.sqlalchemy_pool or self.django_databases or self.gunicorn_args)
-
 
 def parse_env(pairs: Sequence[str]) -> dict[str, str]:
     """``--env KEY=VALUE`` pairs as a table; :class:`AppSpecError` naming the first that is not one."""
@@ -281,13 +276,8 @@ def foreign_python(spec: AppSpec, program: str, env: Mapping[str, str]) -> str |
     if spec.bin_dir is None or "/" in program or (spec.bin_dir / program).exists():
         return None
     found = shutil.which(program, path=env.get("PATH"))
-    try:
-        with open(found or os.devnull, "rb") as fh:
-            line = fh.readline(300).decode(errors="replace")
-    except OSError:
-        return None
-    named = line[2:].split()[0] if line.startswith("#!") and line[2:].split() else ""
-    if not Path(named).name.startswith("python"):
+    named = script_python(found) if found else None
+    if named is None:
         return None
     return (
         f"{program} is not in {spec.bin_dir}: the one on PATH ({found}) runs {named}, not the venv's Python; "

@@ -330,16 +330,17 @@ def build(
     *,
     verdicts: dict[str, verdict.Verdict] | None = None,
     said: advice.Advice | None = None,
+    theirs: list[own_answer.OwnAnswer] | None = None,
 ) -> list[tuple]:
     """The report of ``data`` (:func:`read`) as blocks: ``("h1"|"h2"|"h3"|"p"|"pre", text)``, ``("table", headers, rows)``,
     ``("img", file, title)``, ``("ul", items)``, with the plots ``drawn`` (:func:`plots.write`). Rendered to
-    Markdown and HTML alike. ``verdicts`` and ``said``, when the caller has them, are ``data``'s, judged and
-    advised once."""
+    Markdown and HTML alike. ``verdicts``, ``said`` and ``theirs`` (the answers for own code), when the
+    caller has them, are ``data``'s, judged and advised once."""
     meta, results = data["meta"], data["results"]
     limits = DatabaseLimits.from_meta(meta)
     verdicts = verdicts if verdicts is not None else verdict.judge_all(results, limits)
     said = said or advice_of(data, verdicts)
-    theirs = own_answer.answers(meta, results, verdicts, limits)
+    theirs = theirs if theirs is not None else own_answer.answers(meta, results, verdicts, limits)
     ours = [] if theirs and said.reply is advice.Reply.OWN_SERVICE else [*answer_blocks(said), *settings_blocks(said)]
     blocks: list[tuple] = [
         ("h1", "healthz lab report"),
@@ -502,8 +503,9 @@ def write(folder: Path) -> dict[str, Path]:
     write_csv(data["results"], folder / "results.csv")
     verdicts = verdict.judge_all(data["results"], limits)
     said = advice_of(data, verdicts)
-    blocks = build(data, drawn, verdicts=verdicts, said=said)
-    chosen = [a for a in own_answer.answers(data["meta"], data["results"], verdicts, limits) if a.chosen]
+    theirs = own_answer.answers(data["meta"], data["results"], verdicts, limits)
+    blocks = build(data, drawn, verdicts=verdicts, said=said, theirs=theirs)
+    chosen = [a for a in theirs if a.chosen]
     scenario = chosen[0].recommended() if chosen else recommended_scenario(said, data["results"])
     if scenario:
         (folder / RECOMMENDED).write_text(scenario)

@@ -162,6 +162,17 @@ class Stack:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+def script_python(path: str) -> str | None:
+    """The Python a script's ``#!`` line names (``/venv/bin/python3`` of a venv's ``gunicorn``), or None."""
+    try:
+        with open(path, "rb") as fh:
+            line = fh.readline(300).decode(errors="replace")
+    except OSError:
+        return None
+    words = line[2:].split() if line.startswith("#!") else []
+    return words[0] if words and Path(words[0]).name.startswith("python") else None
+
+
 def interpreter(argv: Sequence[str], path: str | None) -> str | None:
     """The Python that runs ``argv``: its first word when that is a Python (``{python} -m gunicorn``),
     else the one its script's ``#!`` line names (a venv's ``gunicorn``), else ``python3`` on ``path``."""
@@ -169,13 +180,8 @@ def interpreter(argv: Sequence[str], path: str | None) -> str | None:
         first = shutil.which(argv[0], path=path) or argv[0]
         if Path(first).name.startswith("python"):
             return first
-        try:
-            with open(first, "rb") as fh:
-                line = fh.readline(300).decode(errors="replace")
-        except OSError:
-            line = ""
-        named = line[2:].split()[0] if line.startswith("#!") and line[2:].split() else ""
-        if Path(named).name.startswith("python") and Path(named).exists():
+        named = script_python(first)
+        if named and Path(named).exists():
             return named
     return shutil.which("python3", path=path) or shutil.which("python", path=path)
 

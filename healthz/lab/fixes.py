@@ -8,6 +8,9 @@ Per framework:
   with psycopg-pool (else what to install is said);
 * SQLAlchemy and Flask-SQLAlchemy: a bounded pool sized for the load (``max_overflow=0``), and the
   same under gthread;
+* Django also: PgBouncer on the application host (its Unix socket, a transaction pool sized for the
+  load) in front of the code as it is: pooling alone, without a setting of theirs changed but for
+  ``DISABLE_SERVER_SIDE_CURSORS`` (transaction pooling needs it);
 * every framework: ``tcp_tw_reuse=1`` in ``netns``, the knob that moves the limit, not the cost: it is
   measured and said, never the answer.
 
@@ -28,8 +31,12 @@ from healthz.lab.scenarios import Scenario
 from healthz.lab.stack import Stack
 from healthz.plan import DatabaseLimits
 
-#: What each fix changes, smallest first: a setting, the worker class, a kernel knob.
-SETTING, WORKER_CLASS, KNOB = 1, 2, 3
+#: What each fix changes: a setting, the worker class, a kernel knob, a pooler beside the service.
+#: (Numbered as first stored; :data:`ORDER` is smallest change first.)
+SETTING, WORKER_CLASS, KNOB, POOLER = 1, 2, 3, 4
+#: The fixes' ranks, smallest change first: a setting, then a pooler (pooling alone still), then
+#: the worker class (the code's concurrency changes); a knob is never the answer.
+ORDER = (SETTING, POOLER, WORKER_CLASS, KNOB)
 #: CONN_MAX_AGE of the persistent-connection fixes (the report's value).
 CONN_MAX_AGE = 600
 #: Seconds a request waits for a connection of a bounded pool before it fails (SQLAlchemy's and Django's pool).
@@ -52,6 +59,16 @@ class Fix:
     @property
     def knob(self) -> bool:
         return self.rank == KNOB
+
+    @property
+    def pooling(self) -> bool:
+        """Whether it is pooling alone: a setting of the code's connections, or a pooler in front."""
+        return self.rank in (SETTING, POOLER)
+
+    @property
+    def size(self) -> int:
+        """How big a change it is (:data:`ORDER`): the answer is the smallest that held."""
+        return ORDER.index(self.rank)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "title": self.title, "rank": self.rank, "keys": dict(self.keys)}
@@ -140,11 +157,15 @@ def _sizing_run(as_is: Sequence[RunFigures]) -> RunFigures | None:
     return max(done, key=lambda r: (r.rps or 0) * (1 - (r.error_rate or 0)), default=None)
 
 
-def candidates(stack: Stack, pool_size: int, topology: str) -> tuple[list[Fix], list[Skipped]]:
-    """The fixes for ``stack``'s framework with pools of ``pool_size`` per worker, and those it skips."""
+def candidates(
+    stack: Stack, pool_size: int, topology: str, server_pool_size: int | None = None
+) -> tuple[list[Fix], list[Skipped]]:
+    """The fixes for ``stack``'s framework with pools of ``pool_size`` per worker (and a PgBouncer
+    of ``server_pool_size`` server connections, default ``pool_size``), and those it skips."""
     gthread_args = f"--worker-class gthread --threads {pool_size}"
     if stack.framework == "Django":
         fixes, skipped, gthread = _django(stack, pool_size, gthread_args)
+        fixes.append(pgbouncer(server_pool_size or pool_size))
     elif stack.framework in ("Flask-SQLAlchemy", "SQLAlchemy") or "sqlalchemy" in stack.imports:
         bounded = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": POOL_TIMEOUT}
         title = f"pool_size={pool_size}, max_overflow=0"
@@ -200,6 +221,23 @@ def _django(stack: Stack, pool_size: int, gthread_args: str) -> tuple[list[Fix],
     return fixes, skipped, gthread
 
 
+def pgbouncer(pool_size: int) -> Fix:
+    """PgBouncer on the application host in front of the code as it is: its Unix socket (no TCP port
+    per connection), a transaction pool of ``pool_size`` server connections."""
+    return Fix(
+        "pgbouncer",
+        f"PgBouncer on the app host (Unix socket, transaction pool of {pool_size})",
+        POOLER,
+        {
+            "pgbouncer": "app-unix",
+            "pgbouncer_pool_mode": "transaction",
+            "pgbouncer_pool_size": pool_size,
+            # Django's server-side cursors (.iterator()) need session pooling: off, as Django's docs say.
+            "django_databases": {"DISABLE_SERVER_SIDE_CURSORS": True},
+        },
+    )
+
+
 def _django_pool_missing(stack: Stack) -> str | None:
     """What the venv lacks for Django 5.1+'s pool, as the command that installs it; None when it has it."""
     django = stack.packages.get("django")
@@ -236,7 +274,7 @@ def plan(
     if not steps:
         return FixPlan(scenario, framework, (), (), (), None, None, "it held at every step as it is")
     sizing = sized(base, stack, limits, db_cores)
-    fixes, skipped = candidates(stack, sizing.pool_size, topology)
+    fixes, skipped = candidates(stack, sizing.pool_size, topology, sizing.server_pool_size)
     why = None if fixes else (skipped[0].reason if skipped else "no fix applies to it")
     return FixPlan(
         scenario, framework, steps if fixes else (), tuple(fixes), tuple(skipped), sizing.line(), sizing.pool_size, why

@@ -172,6 +172,7 @@ def parse_pool(text: str) -> dict[str, Any]:
 DJANGO_KEYS = {
     "CONN_MAX_AGE": "seconds >= 0, or none for unlimited",
     "CONN_HEALTH_CHECKS": "true or false",
+    "DISABLE_SERVER_SIDE_CURSORS": "true or false",
     "OPTIONS": "a table",
 }
 
@@ -193,6 +194,7 @@ def check_django(databases: Mapping[str, Any]) -> dict[str, Any]:
         ok = {
             "CONN_MAX_AGE": value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0),
             "CONN_HEALTH_CHECKS": isinstance(value, bool),
+            "DISABLE_SERVER_SIDE_CURSORS": isinstance(value, bool),
             "OPTIONS": isinstance(value, Mapping),
         }.get(key)
         if ok is None:

@@ -180,6 +180,8 @@ class OwnAnswer:
 
 def _outcome(v: verdict.Verdict) -> str:
     """A verdict's outcome in a few words: FAILED with its cause and the share failed on its worst step."""
+    if v.outcome is verdict.Outcome.FAILED and verdict.stalled(v.worst) and not v.worst.error_rate:
+        return f"FAILED ({v.cause}: no request completed for {v.worst.stalled_seconds:g} s, none failed)"
     if v.outcome is verdict.Outcome.FAILED:
         return f"FAILED ({v.cause}, {_pct(v.worst.error_rate)} failed)"
     return str(v.outcome)
@@ -223,16 +225,45 @@ def _dict(values: Mapping[str, Any]) -> str:
     )
 
 
+def _pgbouncer_ini(fix: Fix, backed: str) -> Snippet:
+    """The pgbouncer.ini of a PgBouncer fix, on the application host's Unix socket as measured."""
+    return Snippet(
+        "PgBouncer on the application host (pgbouncer.ini)",
+        "ini",
+        "[pgbouncer]\n"
+        f"pool_mode = {fix.keys.get('pgbouncer_pool_mode', 'transaction')}\n"
+        f"default_pool_size = {fix.keys.get('pgbouncer_pool_size')}  ; server connections per database and user\n"
+        "unix_socket_dir = /var/run/postgresql\n"
+        "listen_port = 6432",
+        backed,
+    )
+
+
 def words(fix: Fix, framework: str, backed: str) -> list[Snippet]:
-    """``fix`` in ``framework``'s words: a settings.py block, ``SQLALCHEMY_ENGINE_OPTIONS``,
-    ``create_engine`` arguments, gunicorn flags, the sysctl."""
+    """``fix`` in ``framework``'s words: pgbouncer.ini, a settings.py block (pointed at PgBouncer's
+    socket when it has one), ``SQLALCHEMY_ENGINE_OPTIONS``, ``create_engine`` arguments, gunicorn
+    flags, the sysctl."""
     out = []
+    bouncer = fix.keys.get("pgbouncer") not in (None, "none")
+    if bouncer:
+        out.append(_pgbouncer_ini(fix, backed))
     if databases := fix.keys.get("django_databases"):
+        where = (
+            [
+                'DATABASES["default"]["HOST"] = "/var/run/postgresql"  # PgBouncer\'s unix_socket_dir',
+                'DATABASES["default"]["PORT"] = "6432"',
+            ]
+            if bouncer
+            else []
+        )
         code = "\n".join(
-            f'DATABASES["default"].setdefault("OPTIONS", {{}}).update({_dict(v)})'
-            if k == "OPTIONS"
-            else f'DATABASES["default"]["{k}"] = {_python(v)}'
-            for k, v in databases.items()
+            where
+            + [
+                f'DATABASES["default"].setdefault("OPTIONS", {{}}).update({_dict(v)})'
+                if k == "OPTIONS"
+                else f'DATABASES["default"]["{k}"] = {_python(v)}'
+                for k, v in databases.items()
+            ]
         )
         out.append(Snippet("Django: settings.py, after DATABASES", "python", code, backed))
     if pool := fix.keys.get("sqlalchemy_pool"):
@@ -267,7 +298,7 @@ def _choose(tried: Sequence[Tried]) -> Tried | None:
     held = [t for t in tried if t.held and not t.fix.knob and t.runs]
     fastest = max((top(t.runs).rps or 0 for t in held), default=0)
     close = [t for t in held if (top(t.runs).rps or 0) >= (1 - advice.MARGIN) * fastest]
-    return min(close, key=lambda t: (t.fix.rank, top(t.runs).backends_peak or 0, -(top(t.runs).rps or 0)), default=None)
+    return min(close, key=lambda t: (t.fix.size, top(t.runs).backends_peak or 0, -(top(t.runs).rps or 0)), default=None)
 
 
 def answers(
@@ -299,7 +330,7 @@ def answers(
         )
         failed_at = verdict.judge(name, [first], limits) if first else None
         if chosen:
-            reply = OwnReply.FIXED if chosen.fix.rank == 1 else OwnReply.NOT_POOLING_ALONE
+            reply = OwnReply.FIXED if chosen.fix.pooling else OwnReply.NOT_POOLING_ALONE
         elif tried:
             reply = OwnReply.NOT_FIXED
         elif plan.get("why") == "it held at every step as it is":

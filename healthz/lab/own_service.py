@@ -228,7 +228,7 @@ def placeholders(host: str, port: int, database_url: str) -> dict[str, str]:
         "bind": f"{host}:{port}",
         "database_url": database_url,
         "db_host": str(socket_dir if socket_dir else url.host or "127.0.0.1"),
-        "db_port": str(url.port or 5432),
+        "db_port": str(url.port or url.query.get("port") or 5432),  # a Unix socket's port is in the query
         "db_name": url.database or "",
         "db_user": url.username or "",
         "db_password": url.password or "",

@@ -127,6 +127,18 @@ def pgbouncer(scenario: Scenario, topology, url: str, prefix: list[str]) -> tupl
     return bouncer, scenario.pgbouncer.service_url(bouncer.url, bouncer.unix_url)
 
 
+def bypassed(bouncers: list[PgBouncer]) -> str | None:
+    """Why the figures would not be PgBouncer's, read once the service answered: no client logged in
+    to one of ``bouncers`` (a team's settings that name the database's address themselves), or None."""
+    for bouncer in bouncers:
+        if not login_pattern(bouncer.database).search(bouncer.logfile.read_bytes()):
+            return (
+                "pgbouncer did not apply: the service answered without a login to PgBouncer (its settings name "
+                "the database's address themselves; take it from DATABASE_URL, PGHOST or {db_host} and {db_port})"
+            )
+    return None
+
+
 def locust(cfg, scenario: Scenario, users: int, connection: str, topology, run) -> tuple[list[str], load.Locust]:
     """The step's locust command and its unstarted :class:`load.Locust` for ``run`` (its services'
     URLs, its CSV prefix and folder): alone, over ``--load-processes``, or a master and

@@ -285,7 +285,7 @@ class Lab:
                 raise ServiceError(
                     f"{scenario.path} answered {status} before any load: {mask_password(body.strip())[:300]}"
                 )
-        why = scenario.service.not_applied(run.run_dir, self._stacks.get(scenario.name))
+        why = scenario.service.not_applied(run.run_dir, self._stacks.get(scenario.name)) or rig.bypassed(run.bouncers)
         if why:
             raise ServiceError(why)
         read = self.meta.get("stacks", {}).get(scenario.name)

@@ -278,13 +278,7 @@ class OwnService:
         python = stack.interpreter(argv, env.get("PATH")) or sys.executable
         return stack.read(argv, env, self.spec.app_dir, python, like)
 
-    def refusal(self, scenario) -> str | None:
-        if scenario.pgbouncer.pooled:
-            return (
-                "pgbouncer places PgBouncer for the lab's own service; with app, run your PgBouncer yourself "
-                "and point the app's env at it"
-            )
-        return None
+    refusal = LabService.refusal  # PgBouncer too: its address reaches the command through the placeholders
 
     database_of_its_own: ClassVar[bool] = True
 

@@ -41,13 +41,27 @@ def names(found):
 
 
 def test_django_on_the_reports_versions_gets_persistent_connections_and_gthread_and_is_told_what_the_pool_needs():
-    tried, skipped = fixes.candidates(django(), 4, "netns")
-    assert names(tried) == ["conn-max-age", "gthread-conn-max-age", "tcp-tw-reuse"]
+    tried, skipped = fixes.candidates(django(), 4, "netns", server_pool_size=6)
+    assert names(tried) == ["conn-max-age", "pgbouncer", "gthread-conn-max-age", "tcp-tw-reuse"]
     assert tried[0].keys == {"django_databases": {"CONN_MAX_AGE": 600, "CONN_HEALTH_CHECKS": True}}
-    assert tried[1].keys["gunicorn_args"] == "--worker-class gthread --threads 4"
-    assert [f.rank for f in tried] == [fixes.SETTING, fixes.WORKER_CLASS, fixes.KNOB] and tried[2].knob
+    assert tried[2].keys["gunicorn_args"] == "--worker-class gthread --threads 4"
+    assert [f.rank for f in tried] == [fixes.SETTING, fixes.POOLER, fixes.WORKER_CLASS, fixes.KNOB] and tried[3].knob
+    assert [f.pooling for f in tried] == [True, True, False, False]
+    assert sorted(tried, key=lambda f: f.size) == tried  # smallest change first
     (pool,) = skipped
     assert "Django 4.1.3" in pool.reason and "pip install 'django>=5.1' 'psycopg[binary,pool]'" in pool.reason
+
+
+def test_pgbouncer_for_django_sits_on_the_app_hosts_unix_socket_sized_for_the_server_and_keeps_their_code():
+    (bouncer,) = [f for f in fixes.candidates(django(), 4, "loopback", server_pool_size=6)[0] if f.name == "pgbouncer"]
+    assert bouncer.keys["pgbouncer"] == "app-unix" and bouncer.keys["pgbouncer_pool_mode"] == "transaction"
+    assert bouncer.keys["pgbouncer_pool_size"] == 6
+    assert bouncer.keys["django_databases"] == {"DISABLE_SERVER_SIDE_CURSORS": True}  # no CONN_MAX_AGE of ours
+    assert "gunicorn_args" not in bouncer.keys
+    assert [f.name for f in fixes.candidates(flask(), 4, "loopback")[0]] == [
+        "sqlalchemy-pool",
+        "gthread-sqlalchemy-pool",
+    ]
 
 
 def test_django_51_with_psycopg_3_gets_its_own_pool_sized_and_no_persistent_connections():
@@ -61,7 +75,7 @@ def test_django_51_with_psycopg_3_gets_its_own_pool_sized_and_no_persistent_conn
 def test_what_a_service_runs_already_is_not_tried_again():
     on_gthread = {**GUNICORN, "worker_class": "gthread", "threads": 8}
     tried, skipped = fixes.candidates(django(gunicorn=on_gthread, conn_max_age=600), 4, "loopback")
-    assert names(tried) == []
+    assert names(tried) == ["pgbouncer"]  # a pooler in front is the one change left
     assert {s.reason for s in skipped} >= {"it runs with CONN_MAX_AGE=600 already", "it runs gthread already"}
     tried, skipped = fixes.candidates(flask(gunicorn=None), 4, "loopback")
     assert names(tried) == ["sqlalchemy-pool"]

@@ -112,6 +112,20 @@ def test_a_worker_class_change_that_alone_held_is_not_pooling_alone():
     assert 'worker_class = "gthread"\nthreads = 4' in said.snippets()[1].code
 
 
+def test_pgbouncer_in_front_of_their_code_is_pooling_alone_and_said_as_pgbouncer_ini_and_settings():
+    bouncer = fixes.pgbouncer(6)
+    said = answer(
+        [failing("app"), holding("app+pgbouncer", bouncer), holding("app+gthread-conn-max-age", GTHREAD)],
+        tried=(bouncer, GTHREAD),
+    )
+    assert said.reply is own_answer.OwnReply.FIXED and said.chosen.fix == bouncer  # before the worker class
+    ini, settings = said.snippets()
+    assert ini.language == "ini" and "pool_mode = transaction" in ini.code and "default_pool_size = 6" in ini.code
+    assert 'DATABASES["default"]["PORT"] = "6432"' in settings.code
+    assert 'DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True' in settings.code
+    assert tomllib.loads(said.recommended())["scenario"]["recommended"]["pgbouncer"] == "app-unix"
+
+
 def test_nothing_that_held_and_nothing_needed_are_said_apart():
     said = answer([failing("app"), failing("app+conn-max-age", PERSISTENT)], tried=(PERSISTENT,))
     assert said.reply is own_answer.OwnReply.NOT_FIXED and said.chosen is None and said.recommended() is None

@@ -130,6 +130,9 @@ def test_the_scenarios_file_describes_an_own_service_relative_to_itself(tmp_path
     assert env["TINY_DB"] == "shop" and env["PGPORT"] == "6432" and env["PORT"] == "8000"
     assert env["PATH"].split(os.pathsep)[0] == str(VENV / "bin")
     assert tiny.service.spec.argv(values) == ["gunicorn", "tinyapp:application", "-b", "198.18.1.1:8000"]
+    # PgBouncer's Unix socket: its directory and port are in the URL's query.
+    unix = placeholders("127.0.0.1", 8000, "postgresql://u:secret@/shop?host=/tmp/bouncer&port=6433")
+    assert (unix["db_host"], unix["db_port"], unix["db_name"]) == ("/tmp/bouncer", "6433", "shop")
 
 
 @pytest.mark.parametrize(
@@ -142,7 +145,7 @@ def test_the_scenarios_file_describes_an_own_service_relative_to_itself(tmp_path
         ('app = "x"\npython = "/nowhere/venv"', "python"),
         ('app = "x"\nready_timeout = 0', "ready_timeout"),
         ('setup = "python manage.py migrate"', "need(s) app"),
-        ('app = "x"\npgbouncer = "app"', "pgbouncer"),
+        ('app = "x"\npgbouncer = "sidecar"', "pgbouncer"),
     ],
 )
 def test_a_wrong_app_key_is_refused_naming_it(tmp_path, table, named):

@@ -58,8 +58,10 @@ def test_app_keys_turn_ours_into_the_teams_and_are_refused_for_a_running_target(
         parse_spec("lonely:setup=true", DEFAULTS)
     with pytest.raises(ScenarioError, match="running --target"):
         KINDS["target"].with_changes("t2", {"setup": "true"})
-    with pytest.raises(ScenarioError, match="PgBouncer yourself"):
-        mine.with_changes("mine3", {"pgbouncer": "app"})
+    bounced = mine.with_changes("mine3", {"pgbouncer": "app-unix"})  # its address reaches the command's env
+    assert bounced.pgbouncer.pooled and bounced.service.spec == mine.service.spec
+    with pytest.raises(ScenarioError, match="running service has its own"):
+        KINDS["target"].with_changes("t3", {"pgbouncer": "app"})
 
 
 def test_to_dict_keeps_app_and_target_as_results_files_have_them():

@@ -78,14 +78,17 @@ def test_django_as_it_is_churns_and_a_fix_laid_over_its_unchanged_code_holds(tmp
         "/health/",
         topology,
     )
-    expected = ["conn-max-age", "django-pool", "gthread-conn-max-age"] + (
+    expected = ["conn-max-age", "django-pool", "pgbouncer", "gthread-conn-max-age"] + (
         ["tcp-tw-reuse"] if topology == "netns" else []
     )
     runs = _fixes_ran_where_it_broke(data, said, expected)
     assert data["meta"]["stacks"]["app"]["framework"] == "Django"
     # The report's first try: under eventlet, Django closes each greenlet's connection, so it still churns.
     assert runs["app+conn-max-age"].sessions_per_request > 0.5
-    assert said.chosen.fix.name in ("django-pool", "gthread-conn-max-age")
+    assert said.chosen.fix.name in ("django-pool", "pgbouncer", "gthread-conn-max-age")
+    # PgBouncer in front of their unchanged code: its address reached their settings through the env.
+    bounced = runs["app+pgbouncer"]
+    assert bounced.error is None and bounced.pgbouncer.placement == "app-unix" and bounced.pgbouncer.logins > 0
     # What each process of the fixed service loaded: the change laid over its own settings module.
     seen = (out / runs[f"app+{said.chosen.fix.name}"].run_dir / "overlay" / "django.jsonl").read_text()
     assert '"settings": "mysite.settings"' in seen

@@ -115,6 +115,8 @@ def _against_concurrency(ax, drawn: list[Series], style: dict[str, dict[str, Any
     values = [y for _, points, _ in drawn for _, y in points if y > 0]
     if values and max(values) / min(values) > 100:
         ax.set_yscale("symlog", linthresh=max(1.0, min(values)))
+    if bars and values:  # room above the tallest bar for its label
+        ax.set_ylim(top=max(values) * (4 if ax.get_yscale() == "symlog" else 1.15))
     if bars:
         ax.set_xticks(range(len(steps)), [f"{s:,}" for s in steps])
     ax.set_xlabel("concurrent clients")

@@ -57,6 +57,38 @@ def output_option(text: str):
     return click.option("--output", "-o", type=click.Path(path_type=Path, file_okay=False), default=None, help=text)
 
 
+def app_options(f):
+    """--app and the options that describe its service (--path, --app-dir, --python, --setup, --env)."""
+    f = click.option(
+        "--env", "env", multiple=True, metavar="KEY=VALUE", help="With --app: set for it and its setup (repeatable)."
+    )(f)
+    f = click.option(
+        "--setup", metavar="COMMAND", help="With --app: run once on its empty database (migrations, create_all)."
+    )(f)
+    f = click.option(
+        "--python", "python", type=click.Path(path_type=Path, exists=True), help="With --app: its venv or interpreter."
+    )(f)
+    f = click.option(
+        "--app-dir",
+        type=click.Path(path_type=Path, file_okay=False, exists=True),
+        help="With --app: where the command runs (default: here). Nothing in it is written.",
+    )(f)
+    f = click.option(
+        "--path",
+        default=DEFAULT_PATH,
+        show_default=True,
+        help="With --app: the endpoint locust calls, which must answer 200 before the load.",
+    )(f)
+    f = click.option(
+        "--app",
+        metavar="COMMAND",
+        default=None,
+        help="Your own service: a command serving HTTP, run from here where the lab's service runs, as scenario "
+        "'app' (placeholders such as {port} and {db_host}, DATABASE_URL, PG* and PORT as in docs/own-service.md).",
+    )(f)
+    return f
+
+
 @click.group("lab")
 def lab() -> None:
     """The experiment: does connection pooling alone fix EADDRNOTAVAIL under load?
@@ -280,37 +312,13 @@ def lab_config(topology: str, output: Path | None, avoid_netns: str | None = Non
     f"pool, a bounded pool) at {QUICK_CONCURRENCY} clients for {QUICK_DURATION:g} s (or --duration).",
 )
 @click.option(
-    "--app",
-    metavar="COMMAND",
-    default=None,
-    help="Your own service: a command serving HTTP, run from here where the lab's service runs, as scenario "
-    "'app' (placeholders such as {port} and {db_host}, DATABASE_URL, PG* and PORT as in docs/own-service.md).",
-)
-@click.option(
     "--target",
     metavar="URL",
     default=None,
     help="A service already running (its health endpoint's full URL): locust drives it, the lab reads --database-url's "
     "counters (read-only) and says which figures it could not take.",
 )
-@click.option(
-    "--path",
-    default=DEFAULT_PATH,
-    show_default=True,
-    help="With --app: the endpoint locust calls, which must answer 200 before the load.",
-)
-@click.option(
-    "--app-dir",
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
-    help="With --app: where the command runs (default: here). Nothing in it is written.",
-)
-@click.option(
-    "--python", "python", type=click.Path(path_type=Path, exists=True), help="With --app: its venv or interpreter."
-)
-@click.option("--setup", metavar="COMMAND", help="With --app: run once on its empty database (migrations, create_all).")
-@click.option(
-    "--env", "env", multiple=True, metavar="KEY=VALUE", help="With --app: set for it and its setup (repeatable)."
-)
+@app_options
 @click.option(
     "--try-fixes",
     is_flag=True,
@@ -392,7 +400,7 @@ def _quick(specs, scenarios_files, app, target, duration: float) -> tuple[tuple[
 
 
 def _chosen(specs, scenarios_files, app: str | None, path: str, target: str | None, own: dict) -> list:
-    """The scenarios ``lab run`` was asked for: the running service of ``--target`` alone, else the
+    """The scenarios ``lab run`` (or ``lab faults``) was asked for: the running service of ``--target`` alone, else the
     ``--scenario`` specs from the defaults and ``--scenarios-file``, with ``--app``'s own service
     (``own``: its --app-dir, --python, --setup, --env and --try-fixes, refused without it)."""
     from healthz.lab.scenarios import own_service, running_service, select
@@ -455,14 +463,16 @@ def _announce(config) -> None:
     28000, "netns: size of the app host's ip_local_port_range (wide, so that port exhaustion does not mix in)."
 )
 @max_connections_option(100, "max_connections of the throwaway PostgreSQL (too-many-clients fills it).")
+@app_options
 @output_option("Folder for faults.json and the fault report (default: lab-results/<timestamp>).")
 def faults_command(
-    fault_names, specs, scenarios_files, users, connection, topology, ports, max_connections, output
+    fault_names, specs, scenarios_files, users, connection, topology, ports, max_connections, output, app, path, **own
 ) -> None:
     """Break the service under steady load, one fault at a time, and report how it copes.
 
     Each fault runs against each scenario on a throwaway PostgreSQL (never --database-url: the
-    faults stop, fill and lock the server). Per run: errors during the fault by kind, seconds from
+    faults stop, fill and lock the server). Your own service (--app, or a scenarios file with app)
+    gets the faults that need nothing of the lab's service, on an empty database of its own. Per run: errors during the fault by kind, seconds from
     the fault's end until every response is 200 again, backends left, worker restarts, and
     whether that is what the fault should cause. Writes faults.md, faults.html and faults.json.
 
@@ -470,6 +480,8 @@ def faults_command(
     Example:
         healthz lab faults
         healthz lab faults --fault db-restart-fast --scenario eventlet-queuepool-sized --output DIR
+        healthz lab faults --app 'gunicorn mysite.wsgi -b {bind}' --app-dir ../mysite --python ../mysite/.venv \\
+            --setup 'python manage.py migrate' --path /health/ --fault worker-kill --fault db-restart-fast
     """
     require_lab()
     from healthz.lab import fault_report, faults
@@ -478,12 +490,9 @@ def faults_command(
 
     with refused_as_usage_error():
         chosen_faults = faults.select(fault_names)
-        chosen = select(specs or faults.DEFAULT_SCENARIOS, scenarios_files)
-        own = [s.name for s in chosen if s.own_service]
-        if own:
-            raise click.UsageError(
-                f"lab faults breaks the lab's own service; {', '.join(own)} run(s) yours: measure it with lab run"
-            )
+        chosen = _chosen(specs, scenarios_files, app, path, None, own)
+        if not specs and not any(s.own_service for s in chosen):
+            chosen = select(faults.DEFAULT_SCENARIOS, scenarios_files)
         config = lab_config(
             topology,
             output,

@@ -47,6 +47,7 @@ class FaultFigures:
     connection: str
     topology: str
     hold: float
+    own_service: bool = False  # a team's command: its failures are its statuses
     error: str | None = None  # why it could not be measured
     skipped: str | None = None  # why it was not run
     problems: list[str] = dataclasses.field(default_factory=list)  # the findings as sentences
@@ -67,6 +68,7 @@ class FaultFigures:
     service_errors: dict[str, int] = dataclasses.field(default_factory=dict)
     worker_restarts: int | None = None
     worker_timeouts: int | None = None
+    password_in_log: bool = False  # the database's password in the service's log while it ran
     backends_peak: int | None = None
     backends_end: int | None = None
     backends_left: int | None = None

@@ -9,7 +9,8 @@ gunicorn, count the backends left and measure (:func:`healthz.lab.fault_verdict.
 was begun is ended on every exit path, so the server always comes back up and locks are released.
 
 Faults need a server the lab may stop, fill and lock: always a throwaway PostgreSQL, never
-``--database-url``.
+``--database-url``. A team's own service (``app``) runs on an empty database of its own, made once
+for all its faults, its ``setup`` run before its first.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 from healthz.config import mask_password
 from healthz.harness import store
 from healthz.lab import fault_verdict, load, probes, rig
@@ -29,7 +32,7 @@ from healthz.lab.faults import Fault, FaultError, Target
 from healthz.lab.record import Record
 from healthz.lab.runner import LabConfig, Progress, Session, slug
 from healthz.lab.scenarios import Scenario
-from healthz.postgres import PostgreSQL
+from healthz.postgres import APP_DATABASE, PostgreSQL
 from healthz.service import HEALTHY_TIMEOUT, ServiceError
 
 
@@ -55,6 +58,7 @@ class FaultLab:
         self.session = Session(config, self.RESULTS, self.record, FaultFigures.to_dict)
         self.faults, self.lead, self.tail, self.request_timeout = faults, lead, tail, request_timeout
         self.bases: dict[str, str] = {}  # a fault's variant of a scenario -> the scenario
+        self._set_up: set[str] = set()  # scenarios whose setup (a team's) has run on their database
 
     def plan(self) -> list[tuple[Fault, Scenario]]:
         """Every (fault, scenario) pair to run, with the fault's own variants of each scenario (each
@@ -62,7 +66,8 @@ class FaultLab:
         pairs = []
         for fault in self.faults:
             for base in self.config.scenarios:
-                for variant in fault.scenarios(base):
+                # A fault that needs the lab's service is not varied for a team's: it is skipped, as it is.
+                for variant in [base] if base.own_service and fault.needs_ours else fault.scenarios(base):
                     self.bases[variant.name] = base.name
                     pairs.append((fault, variant))
         return pairs
@@ -77,32 +82,32 @@ class FaultLab:
 
     def run(self) -> list[FaultFigures]:
         """Every (fault, scenario) of :meth:`plan` (:meth:`runs`) in one :class:`Session`."""
-        extra = {
-            "users": self.config.concurrency[0],
-            "lead": self.lead,
-            "tail": self.tail,
-            "request_timeout": self.request_timeout,
-            "faults": {
-                f.name: {"description": f.description, "hold": f.hold, "expected": list(f.expected)}
-                for f in self.faults
-            },
+        faults = {
+            f.name: {"description": f.description, "hold": f.hold, "expected": list(f.expected)} for f in self.faults
         }
-        return self.session.run(self.runs, extra)
+        extra = {"users": self.config.concurrency[0], "lead": self.lead, "tail": self.tail, "faults": faults}
+        return self.session.run(self.runs, extra | {"request_timeout": self.request_timeout})
 
     def runs(
         self, topology, url: str, pg: PostgreSQL | None, counters: probes.PostgresCounters
     ) -> Iterator[FaultFigures]:
         """Each (fault, scenario) of :meth:`plan` in turn; a fault that does not apply is recorded as skipped."""
         plan = self.plan()
-        for i, (fault, scenario) in enumerate(plan, 1):
-            label = f"[{i}/{len(plan)}] {fault.name} {scenario.name}"
-            reason = fault.skip_reason(scenario, topology)
-            if reason:
-                self.progress.done(f"{label}: skipped, {reason}")
-                row = fault_row(fault, scenario, self.bases.get(scenario.name, scenario.name), self.config, topology)
-                yield FaultFigures.from_dict(row | {"skipped": reason}, strict=True)
-            else:
-                yield self.run_fault(fault, scenario, topology, url, pg, counters, label)
+        with contextlib.ExitStack() as databases:
+            own: dict[str, tuple[str, probes.PostgresCounters]] = {}
+            for i, (fault, scenario) in enumerate(plan, 1):
+                label = f"[{i}/{len(plan)}] {fault.name} {scenario.name}"
+                base = self.bases.get(scenario.name, scenario.name)
+                reason = fault.skipped_for(scenario, topology)
+                if reason:
+                    self.progress.done(f"{label}: skipped, {reason}")
+                    row = fault_row(fault, scenario, base, self.config, topology)
+                    yield FaultFigures.from_dict(row | {"skipped": reason}, strict=True)
+                    continue
+                if scenario.service.database_of_its_own and base not in own:
+                    own[base] = databases.enter_context(rig.own_database(scenario, url, pg, counters))
+                step_url, step_counters = own.get(base, (url, counters))
+                yield self.run_fault(fault, scenario, topology, step_url, pg, step_counters, label)
 
     def run_fault(
         self,
@@ -150,7 +155,8 @@ class FaultLab:
         stack.callback(gunicorn.stop)
         # Beginning and ending a fault take time of their own (a restart, a replacement worker): 1 s of slack.
         duration = self.lead + fault.hold + self.tail + 1
-        run = _FaultRun(fault, scenario, run_dir, gunicorn, Target(pg, gunicorn, topology, scenario, users), duration)
+        target = Target(pg, gunicorn, topology, scenario, users, database=make_url(url).database or APP_DATABASE)
+        run = _FaultRun(fault, scenario, run_dir, gunicorn, target, duration)
         locust_cmd = load.locust_command(
             gunicorn.base_url,
             users,
@@ -162,6 +168,7 @@ class FaultLab:
             stats_interval=cfg.interval,
             request_timeout=self.request_timeout,
             timeline=run.timeline_file,
+            path=scenario.path,
         )
         run.locust = load.Locust(locust_cmd, run_dir / "locust.log", command_prefix=topology.client_prefix)
         stack.callback(run.locust.stop)
@@ -192,15 +199,19 @@ class FaultLab:
     ) -> dict[str, float]:
         """Start the service and the load, hold the fault for its time with livez probed halfway, end
         it and let the load run out: when the load and the fault began and ended."""
-        fault, gunicorn = run.fault, run.gunicorn
+        fault, gunicorn, scenario = run.fault, run.gunicorn, run.scenario
+        base = self.bases.get(scenario.name, scenario.name)
+        if base not in self._set_up:
+            _set_up(run, self.progress, label)
+            self._set_up.add(base)
         if fault.at_start:
             fault_began = self._begin(run, stack)
         gunicorn.start()
         if not fault.at_start:
-            status, body = gunicorn.wait_for("/api/v1/healthz/", HEALTHY_TIMEOUT, request_timeout=5)
+            status, body = gunicorn.wait_for(scenario.path, HEALTHY_TIMEOUT, request_timeout=5)
             if status != 200:
                 raise ServiceError(
-                    f"/api/v1/healthz/ answered {status} before the fault: {mask_password(body.strip())[:300]}"
+                    f"{scenario.path} answered {status} before the fault: {mask_password(body.strip())[:300]}"
                 )
         run.sampler = rig.sampler(self.config.interval, counters, [gunicorn], run.locust, pg, url)
         run.sampler.start()
@@ -217,11 +228,12 @@ class FaultLab:
         probes = {}
         if fault.hold:
             _sleep_until(held_from + fault.hold / 2)
-            # What a liveness probe sees (its own listener), and livez on the request port beside it.
-            probes = {
-                "livez_during_fault": _LivezProbe(gunicorn, gunicorn.liveness_url),
-                "request_port_livez_during_fault": _LivezProbe(gunicorn, None),
-            }
+            if not scenario.own_service:  # livez is the lab's service's
+                # What a liveness probe sees (its own listener), and livez on the request port beside it.
+                probes = {
+                    "livez_during_fault": _LivezProbe(gunicorn, gunicorn.liveness_url),
+                    "request_port_livez_during_fault": _LivezProbe(gunicorn, None),
+                }
             _sleep_until(held_from + fault.hold)
         run.end_fault()
         fault_ended = fault_began if fault.instant else time.time()
@@ -243,6 +255,10 @@ class FaultLab:
         counted at the end of the load and those left after it."""
         samples = run.sampler.stop()
         backends_end = counters.backends()
+        # Read before it stops: a team's command's log is masked then.
+        password = make_url(run.target.gunicorn.env.get("DATABASE_URL", "postgresql://")).password
+        leaked = bool(password) and password in run.gunicorn.log_text()
+        started = run.scenario.service.workers_started([run.gunicorn]) or run.scenario.workers
         stack.close()
         backends_left = counters.wait_backends(0)
         log, totals = run.gunicorn.log_text(), load.read_summary(run.csv_prefix)
@@ -257,7 +273,8 @@ class FaultLab:
             "fault_ended_s": round(times["fault_ended"] - began, 2),
             "load_seconds": round(times["load_ended"] - began, 2),
             "service_errors": probes.log_counts(log)["error_kinds"],
-            "worker_restarts": probes.worker_restarts(log, run.scenario.workers),
+            "worker_restarts": probes.worker_restarts(log, started),
+            "password_in_log": leaked,
             "worker_timeouts": log.count("WORKER TIMEOUT"),
             "backends_peak": probes.peak(s.backends for s in samples),
             "backends_end": backends_end,
@@ -266,6 +283,13 @@ class FaultLab:
             **fault_verdict.measure(timeline, times["fault_began"], times["fault_ended"], times["load_ended"]),
             "timeline": _relative(timeline, began),
         }
+
+
+def _set_up(run: _FaultRun, progress: Progress, label: str) -> None:
+    """A team's setup (migrations, create_all) on its empty database, before its first fault."""
+    if run.scenario.service.has_setup:
+        progress.update(f"{label}: setup")
+        run.scenario.service.set_up(run.gunicorn, run.run_dir / "setup.log", run.target.topology.hosts[0].prefix)
 
 
 def fault_row(fault: Fault, scenario: Scenario, base: str, cfg: LabConfig, topology) -> dict[str, Any]:
@@ -285,6 +309,7 @@ def fault_row(fault: Fault, scenario: Scenario, base: str, cfg: LabConfig, topol
         "connection": cfg.connection or scenario.connection,
         "topology": topology.name,
         "hold": fault.hold,
+        "own_service": scenario.own_service,
         "error": None,
         "skipped": None,
         "problems": [],

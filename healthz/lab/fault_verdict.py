@@ -72,7 +72,11 @@ def measure(timeline: list[dict], fault_began: float, fault_ended: float, load_e
     }
 
 
-def _expected(cause: str, expected: Iterable[str]) -> bool:
+def _expected(cause: str, expected: Iterable[str], own_service: bool = False) -> bool:
+    """Whether a failure ``cause`` is one the fault may cause: its kinds, a client's error when
+    ``client`` is among them (a timeout never), and any error status of a team's own service."""
+    if own_service and cause.isdigit():
+        return True  # it names no kind: its status is its answer to the fault
     return any(
         cause == e or (e == CLIENT and cause.startswith(CLIENT + " ") and cause != "client timeout") for e in expected
     )
@@ -94,6 +98,7 @@ class Trouble(str, enum.Enum):
     WORKER_RESTARTS = "worker restarts"  # not the number the fault causes
     BACKENDS_LEFT = "backends left"
     KILLED_WORKER_BACKENDS = "killed worker's backends left"
+    PASSWORD_IN_LOG = "password in the log"
 
     def __str__(self) -> str:
         return self.value
@@ -126,6 +131,8 @@ class FaultFinding:
             return f"{f['restarts']} worker restart(s), expected {f['expected']}"
         if t is Trouble.BACKENDS_LEFT:
             return f"{f['backends']} backend(s) left after gunicorn stopped"
+        if t is Trouble.PASSWORD_IN_LOG:
+            return "the database's password appeared in the service's log"
         return f"{f['backends']} backend(s) of the killed worker still open"
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,7 +147,7 @@ def judge(fault: Fault, result: FaultFigures, request_timeout: float) -> list[Fa
     found = []
     if result.errors_before:
         found.append(FaultFinding(Trouble.ERRORS_BEFORE, {"errors": dict(result.errors_before)}))
-    unexpected = {k: v for k, v in result.errors.items() if not _expected(k, fault.expected)}
+    unexpected = {k: v for k, v in result.errors.items() if not _expected(k, fault.expected, result.own_service)}
     if unexpected:
         found.append(FaultFinding(Trouble.UNEXPECTED_ERRORS, {"errors": unexpected}))
     if result.recovery_seconds is None:
@@ -167,6 +174,8 @@ def judge(fault: Fault, result: FaultFigures, request_timeout: float) -> list[Fa
         found.append(FaultFinding(Trouble.BACKENDS_LEFT, {"backends": result.backends_left}))
     if result.killed_worker_backends_left:
         found.append(FaultFinding(Trouble.KILLED_WORKER_BACKENDS, {"backends": result.killed_worker_backends_left}))
+    if result.password_in_log:
+        found.append(FaultFinding(Trouble.PASSWORD_IN_LOG))
     return found
 
 

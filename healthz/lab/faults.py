@@ -12,10 +12,15 @@ the service log; :func:`judge` says whether the service behaved as it should.
 ``too-many-clients``    the server's free slots, below the service's connection budget
 ``pool-exhausted``      a lock holds every pooled connection; ``pool_timeout`` is short
 ``statement-timeout``   a lock held longer than ``HEALTHZ_STATEMENT_TIMEOUT``
+``lock-wait``           every table of the service's database locked: each statement waits (no timeout set)
 ``slow-network``        ``tc netem`` delay and loss on the app--database link (netns)
 ``worker-kill``         one gunicorn worker killed with SIGKILL
 ``db-down-at-start``    PostgreSQL down while gunicorn starts, up again a little later
 =====================  ============================================================================
+
+A team's own service (``app``) gets the faults that need nothing of the lab's service; a fault that
+sets one of the lab's knobs (:attr:`Fault.needs_ours`) is skipped for it, saying which. Its failures
+are its HTTP statuses (it sends no error kind): any error status is its answer to the fault.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from healthz.postgres import ADMIN_USER, APP_DATABASE, APP_USER, PostgreSQL
 CLIENT = "client"
 #: A run must end with this many seconds free of failures to count as recovered.
 QUIET_TAIL = 1.0
+#: What an own service's failures are named by (load.cause): its status alone, ``500``, ``503``.
+STATUS = "status"
 
 
 class FaultError(RuntimeError):
@@ -56,10 +63,11 @@ class Target:
     between :meth:`Fault.begin` and :meth:`Fault.end` and reports nowhere."""
 
     pg: PostgreSQL
-    gunicorn: Any  # healthz.service.Gunicorn
+    gunicorn: Any  # healthz.service.Gunicorn, or a team's command (own_service.AppService)
     topology: Any
     scenario: Scenario
     users: int
+    database: str = APP_DATABASE  # the service's: a team's own has one of its own
     notes: dict[str, Any] = dataclasses.field(default_factory=dict)
     state: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -80,6 +88,15 @@ class Fault:
     instant = False
     hold = 2.0
     worker_restarts = 0
+    #: What of the lab's own service the fault sets (a knob, its table): a team's service is not run.
+    needs_ours: str | None = None
+
+    def skipped_for(self, scenario: Scenario, topology: Any) -> str | None:
+        """Why this fault is not run against ``scenario`` in ``topology``: it needs the lab's own
+        service, or :meth:`skip_reason`; None when it runs."""
+        if scenario.own_service and self.needs_ours:
+            return f"it needs the lab's own service ({self.needs_ours})"
+        return self.skip_reason(scenario, topology)
 
     def scenarios(self, base: Scenario) -> list[Scenario]:
         """The scenario as this fault runs it (a fault may change settings or add variants)."""
@@ -123,6 +140,8 @@ class DatabaseRestart(Fault):
         )
 
     def scenarios(self, base: Scenario) -> list[Scenario]:
+        if base.own_service:
+            return [base]  # its pool is its own: pool_pre_ping is the lab's setting
         if base.service_settings().pool_class == "NullPool":
             return [base]  # every checkout is a new connection: nothing stale to ping
         return [
@@ -203,8 +222,9 @@ class TooManyClients(Fault):
 
 
 class TableLock(Fault):
-    """An ``ACCESS EXCLUSIVE`` lock on ``role`` held by another session for ``hold`` seconds, so
-    every ``SELECT count(*)`` waits: the slow database, made on demand."""
+    """An ``ACCESS EXCLUSIVE`` lock held by another session for ``hold`` seconds on ``role`` (the
+    lab's service), or on every table of a team's service's database, so every statement on them
+    waits: the slow database, made on demand."""
 
     hold = 2.5
 
@@ -213,10 +233,21 @@ class TableLock(Fault):
 
     def begin(self, target: Target) -> None:
         self._conn = psycopg2.connect(
-            target.pg.local_dsn(ADMIN_USER, APP_DATABASE, application_name="healthz-lab-lock")
+            target.pg.local_dsn(ADMIN_USER, target.database, application_name="healthz-lab-lock")
         )
         with self._conn.cursor() as cur:
-            cur.execute("LOCK TABLE role IN ACCESS EXCLUSIVE MODE")
+            if not target.scenario.own_service:
+                cur.execute("LOCK TABLE role IN ACCESS EXCLUSIVE MODE")
+                return
+            cur.execute(
+                "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+                "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+            )
+            tables = [row[0] for row in cur.fetchall()]
+            if not tables:
+                raise FaultError(f"{self.name}: the service's database has no table to lock (its setup made none)")
+            cur.execute(f"LOCK TABLE {', '.join(tables)} IN ACCESS EXCLUSIVE MODE")
+            target.notes["budget"] = f"{len(tables)} table(s) locked"
 
     def end(self, target: Target) -> None:
         if self._conn is not None:
@@ -224,6 +255,15 @@ class TableLock(Fault):
                 self._conn.rollback()
                 self._conn.close()
             self._conn = None
+
+
+class LockWait(TableLock):
+    name = "lock-wait"
+    description = (
+        "Every table the health check reads locked by another session for 2.5 s, with no timeout of the lab's: "
+        "each statement waits (a slow query, a migration's lock) and the service must answer once it ends."
+    )
+    expected = (CLIENT,)
 
 
 class PoolExhausted(TableLock):
@@ -234,6 +274,7 @@ class PoolExhausted(TableLock):
     )
     expected = (errors.POOL_TIMEOUT,)
     POOL_TIMEOUT = 0.5
+    needs_ours = "it sets the lab's pool_timeout to 0.5 s"
 
     def scenarios(self, base: Scenario) -> list[Scenario]:
         return [
@@ -256,6 +297,7 @@ class StatementTimeout(TableLock):
     )
     expected = (errors.STATEMENT_TIMEOUT,)
     STATEMENT_TIMEOUT_MS = 500
+    needs_ours = "it sets the lab's HEALTHZ_STATEMENT_TIMEOUT; lock-wait is the same lock without it"
 
     def scenarios(self, base: Scenario) -> list[Scenario]:
         ms = self.STATEMENT_TIMEOUT_MS
@@ -382,6 +424,15 @@ class DatabaseDownAtStart(Fault):
     def failure_bound(self, scenario: Scenario, users: int) -> float | None:
         return 1.0
 
+    def skip_reason(self, scenario: Scenario, topology: Any) -> str | None:
+        spec = getattr(scenario.service, "spec", None)
+        if spec is not None and spec.ready == spec.path:
+            return (
+                f"its ready_path {spec.ready} is the health check, which needs the database: "
+                "set ready_path to one that answers without it"
+            )
+        return None
+
     def begin(self, target: Target) -> None:
         target.pg.stop("fast")
 
@@ -424,6 +475,7 @@ FAULTS: dict[str, Fault] = {
         TooManyClients(),
         PoolExhausted(),
         StatementTimeout(),
+        LockWait(),
         SlowNetwork(),
         WorkerKill(),
         DatabaseDownAtStart(),

@@ -48,7 +48,7 @@ def runs_of(fault_run, fault):
 
 def test_every_measured_fault_behaved_as_its_fault_should(fault_run):
     measured = [r for r in fault_run[1].values() if not r.skipped]
-    assert len(measured) == 9
+    assert len(measured) == 10
     for r in measured:
         assert r.error is None, r.error
         assert r.problems == [], (r.fault, r.scenario, r.problems)
@@ -84,6 +84,11 @@ def test_exhausted_pool_fails_within_pool_timeout_and_the_worker_serves_on(fault
 def test_statement_timeout_cancels_within_the_timeout(fault_run):
     [r] = runs_of(fault_run, "statement-timeout")
     assert set(r.errors) == {"statement_timeout"} and r.slowest_failure_ms < r.failure_bound_s * 1000
+
+
+def test_a_lock_wait_holds_every_request_until_it_ends_and_none_fails(fault_run):
+    [r] = runs_of(fault_run, "lock-wait")
+    assert not r.errors and r.problems == [] and r.slowest_ok_ms > 1500
 
 
 def test_slow_network_needs_netns(fault_run):

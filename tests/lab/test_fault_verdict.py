@@ -183,3 +183,30 @@ def test_judge_accepts_client_side_errors_for_a_killed_worker_but_not_timeouts()
     (left,) = fault_verdict.judge(kill, ok.replace(killed_worker_backends_left=2), 10)
     assert (left.trouble, left.figures) == (T.KILLED_WORKER_BACKENDS, {"backends": 2})
     assert left.sentence() == "2 backend(s) of the killed worker still open"
+
+
+def test_an_own_services_statuses_are_its_answer_to_the_fault_and_its_password_in_the_log_is_not():
+    restart = faults.FAULTS["db-restart-fast"]
+    theirs = good_result(errors={"500": 40, "503": 2}, own_service=True)
+    assert fault_verdict.judge(restart, theirs, 10) == []
+    # Ours names a kind: a bare status from it is not what the fault should cause.
+    assert [f.trouble for f in fault_verdict.judge(restart, theirs.replace(own_service=False), 10)] == [
+        T.UNEXPECTED_ERRORS
+    ]
+    # A client's timeout is a hang for theirs too.
+    assert T.UNEXPECTED_ERRORS in [
+        f.trouble for f in fault_verdict.judge(restart, theirs.replace(errors={"client timeout": 1}), 10)
+    ]
+    (leaked,) = fault_verdict.judge(restart, theirs.replace(password_in_log=True), 10)
+    assert leaked.trouble is T.PASSWORD_IN_LOG and "password" in leaked.sentence()
+
+
+def test_faults_that_set_the_labs_knobs_are_skipped_for_a_teams_service_saying_which():
+    from healthz.lab.scenarios import DEFAULTS, own_service
+
+    theirs, ours = own_service("gunicorn app:app -b {bind}", "/health"), DEFAULTS["eventlet-queuepool-sized"]
+    for name in ("pool-exhausted", "statement-timeout"):
+        assert "needs the lab's own service" in faults.FAULTS[name].skipped_for(theirs, None)
+        assert faults.FAULTS[name].skipped_for(ours, None) is None
+    assert faults.FAULTS["db-restart-fast"].scenarios(theirs) == [theirs]  # no pool_pre_ping variant of theirs
+    assert faults.FAULTS["lock-wait"].skipped_for(theirs, None) is None

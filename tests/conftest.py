@@ -54,6 +54,7 @@ LONGEST_FIRST = (
     "tests/lab/test_own_service.py",
     "tests/lab/test_runner.py",
     "tests/lab/test_fault_runner_own.py",
+    "tests/lab/test_deploys.py",
     "tests/lab/test_lab_cli.py",
 )
 

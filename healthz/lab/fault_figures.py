@@ -48,6 +48,7 @@ class FaultFigures:
     topology: str
     hold: float
     own_service: bool = False  # a team's command: its failures are its statuses
+    clients_retry: bool = True  # whether the load resent a request whose connection was cut
     error: str | None = None  # why it could not be measured
     skipped: str | None = None  # why it was not run
     problems: list[str] = dataclasses.field(default_factory=list)  # the findings as sentences
@@ -69,6 +70,10 @@ class FaultFigures:
     worker_restarts: int | None = None
     worker_timeouts: int | None = None
     password_in_log: bool = False  # the database's password in the service's log while it ran
+    sessions_after_fault: int | None = None  # sessions opened from the fault's beginning (a deploy's new pools)
+    rate_back_seconds: float | None = None  # from the fault's end until the pre-fault rate of 200s is back
+    replaced_workers: int | None = None  # what a deploy replaced
+    down_seconds: float | None = None  # a restart: from SIGTERM until the old master had exited
     backends_peak: int | None = None
     backends_end: int | None = None
     backends_left: int | None = None

@@ -110,6 +110,40 @@ def pre_ping_rows(results: list[FaultFigures]) -> list[list[str]]:
     return table
 
 
+#: The faults a deploy is: gunicorn's own moves, each under clients that do not retry.
+DEPLOY_FAULTS = ("reload", "restart", "recycle", "worker-kill")
+DEPLOY_HEADERS = (
+    "deploy",
+    "scenario",
+    "clients",
+    "requests lost, by kind",
+    "sessions opened from it",
+    "workers replaced in (s)",
+    "back to its rate after (s)",
+)
+
+
+def deploy_rows(results: list[FaultFigures]) -> list[list[str]]:
+    """One row per deploy that ran: what clients that do not retry lost, the sessions the new
+    workers opened, and how long until the service answered at its rate before the deploy."""
+    table = []
+    for r in results:
+        if r.fault not in DEPLOY_FAULTS or r.skipped or r.error or r.clients_retry:
+            continue  # a client that resent a cut request hid what was lost
+        table.append(
+            [
+                r.fault,
+                r.scenario,
+                r.connection,
+                f"{r.failed:,}" + (f" ({_kinds(r.errors)})" if r.errors else ""),
+                "-" if r.sessions_after_fault is None else f"{r.sessions_after_fault:,}",
+                "-" if r.replaced_seconds is None else f"{r.replaced_seconds:g}",
+                "not back" if r.rate_back_seconds is None else f"{r.rate_back_seconds:g}",
+            ]
+        )
+    return table
+
+
 def details(results: list[FaultFigures]) -> list[str]:
     """What a fault noted beyond the table: the budget exceeded, the killed worker's backends."""
     notes = []
@@ -206,6 +240,13 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
         ("table", HEADERS, rows(results)),
         *_pre_ping_blocks(results),
     ]
+    deploys = deploy_rows(results)
+    if deploys:
+        blocks += [
+            ("h2", "Deploys: what clients that do not retry lose"),
+            ("p", DEPLOYS),
+            ("table", DEPLOY_HEADERS, deploys),
+        ]
     notes = details(results)
     if notes:
         blocks += [("h2", "Details"), ("ul", notes)]
@@ -228,6 +269,12 @@ EXPECTED = (
     "0 when no request failed after the fault ended). 'As expected' means: only the errors the fault should "
     "cause, recovered before the load ended, failed requests within the fault's bound, no request near the "
     "client's timeout, the expected worker restarts and no backend left behind."
+)
+DEPLOYS = (
+    "Each deploy under the same steady load, from clients that do not resend a request whose connection was cut "
+    "(as wrk and ab; a browser or a load balancer that retries idempotent requests hides some of these). Sessions "
+    "are PostgreSQL's from the deploy to the end of the load: the new workers' pools, opened at once. Back to its "
+    "rate: from the deploy until 200s come at nine tenths of their rate before it, over half a second."
 )
 PRE_PING_HEADERS = (
     "fault",

@@ -72,13 +72,8 @@ class FaultLab:
                     pairs.append((fault, variant))
         return pairs
 
-    @property
-    def results(self) -> list[FaultFigures]:
-        return self.session.results
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        return self.session.meta
+    results = property(lambda self: self.session.results, doc="The runs so far (FaultFigures).")
+    meta = property(lambda self: self.session.meta, doc="The session's metadata.")
 
     def run(self) -> list[FaultFigures]:
         """Every (fault, scenario) of :meth:`plan` (:meth:`runs`) in one :class:`Session`."""
@@ -154,7 +149,7 @@ class FaultLab:
         gunicorn, env = rig.service(scenario, topology, topology.hosts[0], url, run_dir)
         stack.callback(gunicorn.stop)
         # Beginning and ending a fault take time of their own (a restart, a replacement worker): 1 s of slack.
-        duration = self.lead + fault.hold + self.tail + 1
+        duration = self.lead + fault.hold + self.tail + fault.after + 1
         target = Target(pg, gunicorn, topology, scenario, users, database=make_url(url).database or APP_DATABASE)
         run = _FaultRun(fault, scenario, run_dir, gunicorn, target, duration)
         locust_cmd = load.locust_command(
@@ -169,6 +164,7 @@ class FaultLab:
             request_timeout=self.request_timeout,
             timeline=run.timeline_file,
             path=scenario.path,
+            retry=fault.retry,
         )
         run.locust = load.Locust(locust_cmd, run_dir / "locust.log", command_prefix=topology.client_prefix)
         stack.callback(run.locust.stop)
@@ -187,8 +183,9 @@ class FaultLab:
         }
         return run
 
-    def _begin(self, run: _FaultRun, stack: contextlib.ExitStack) -> float:
+    def _begin(self, run: _FaultRun, stack: contextlib.ExitStack, counters) -> float:
         """Begin the fault, entered in ``stack`` so that it is ended on any exit; when it began."""
+        run.sessions_at_fault = counters.sessions()
         began = time.time()
         run.fault.begin(run.target)
         stack.callback(run.end_fault)
@@ -205,8 +202,10 @@ class FaultLab:
             _set_up(run, self.progress, label)
             self._set_up.add(base)
         if fault.at_start:
-            fault_began = self._begin(run, stack)
+            fault_began = self._begin(run, stack, counters)
         gunicorn.start()
+        # Before any fault: a restart's new master boots its workers again.
+        run.workers = scenario.service.workers_started([gunicorn]) or scenario.workers
         if not fault.at_start:
             status, body = gunicorn.wait_for(scenario.path, HEALTHY_TIMEOUT, request_timeout=5)
             if status != 200:
@@ -223,7 +222,7 @@ class FaultLab:
         else:
             _sleep_until(load_began + self.lead)
             self.progress.update(f"{label}: fault begins")
-            fault_began = self._begin(run, stack)
+            fault_began = self._begin(run, stack, counters)
             held_from = time.time()
         probes = {}
         if fault.hold:
@@ -258,9 +257,9 @@ class FaultLab:
         # Read before it stops: a team's command's log is masked then.
         password = make_url(run.target.gunicorn.env.get("DATABASE_URL", "postgresql://")).password
         leaked = bool(password) and password in run.gunicorn.log_text()
-        started = run.scenario.service.workers_started([run.gunicorn]) or run.scenario.workers
         stack.close()
         backends_left = counters.wait_backends(0)
+        sessions = counters.settled_sessions() - run.sessions_at_fault
         log, totals = run.gunicorn.log_text(), load.read_summary(run.csv_prefix)
         timeline = load.read_timeline(run.timeline_file)
         began = times["load_began"]
@@ -273,7 +272,9 @@ class FaultLab:
             "fault_ended_s": round(times["fault_ended"] - began, 2),
             "load_seconds": round(times["load_ended"] - began, 2),
             "service_errors": probes.log_counts(log)["error_kinds"],
-            "worker_restarts": probes.worker_restarts(log, started),
+            "workers": run.workers,
+            "worker_restarts": probes.worker_restarts(log, run.workers),
+            "sessions_after_fault": sessions,
             "password_in_log": leaked,
             "worker_timeouts": log.count("WORKER TIMEOUT"),
             "backends_peak": probes.peak(s.backends for s in samples),
@@ -310,6 +311,7 @@ def fault_row(fault: Fault, scenario: Scenario, base: str, cfg: LabConfig, topol
         "topology": topology.name,
         "hold": fault.hold,
         "own_service": scenario.own_service,
+        "clients_retry": fault.retry,
         "error": None,
         "skipped": None,
         "problems": [],
@@ -350,6 +352,8 @@ class _FaultRun:
     sampler: probes.Sampler | None = None
     result: dict[str, Any] = dataclasses.field(default_factory=dict)
     ended: bool = False
+    workers: int = 0  # as the service started, before the fault
+    sessions_at_fault: int = 0  # pg_stat_database.sessions as the fault began
 
     @property
     def csv_prefix(self):

@@ -16,6 +16,7 @@ the service log; :func:`judge` says whether the service behaved as it should.
 ``slow-network``        ``tc netem`` delay and loss on the app--database link (netns)
 ``worker-kill``         one gunicorn worker killed with SIGKILL
 ``db-down-at-start``    PostgreSQL down while gunicorn starts, up again a little later
+``reload`` ...          deploys (:mod:`healthz.lab.deploys`): ``reload``, ``restart``, ``recycle``
 =====================  ============================================================================
 
 A team's own service (``app``) gets the faults that need nothing of the lab's service; a fault that
@@ -26,7 +27,6 @@ are its HTTP statuses (it sends no error kind): any error status is its answer t
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 import signal
@@ -39,83 +39,11 @@ from typing import Any
 import psycopg2
 
 from healthz import errors
+from healthz.lab.deploys import DEPLOYS
+from healthz.lab.fault_base import CLIENT, QUIET_TAIL, Fault, FaultError, Target
 from healthz.lab.scenarios import Scenario
 from healthz.plan import DatabaseLimits
-from healthz.postgres import ADMIN_USER, APP_DATABASE, APP_USER, PostgreSQL
-
-#: Causes any fault may add: a client that timed out waiting is a hang, and is never expected.
-CLIENT = "client"
-#: A run must end with this many seconds free of failures to count as recovered.
-QUIET_TAIL = 1.0
-#: What an own service's failures are named by (load.cause): its status alone, ``500``, ``503``.
-STATUS = "status"
-
-
-class FaultError(RuntimeError):
-    """A fault could not be injected; the message says why."""
-
-
-@dataclasses.dataclass
-class Target:
-    """What a fault acts on: the throwaway server, the service, the topology and the load.
-
-    ``notes`` are figures a fault reports (they join the run's result); ``state`` is what it keeps
-    between :meth:`Fault.begin` and :meth:`Fault.end` and reports nowhere."""
-
-    pg: PostgreSQL
-    gunicorn: Any  # healthz.service.Gunicorn, or a team's command (own_service.AppService)
-    topology: Any
-    scenario: Scenario
-    users: int
-    database: str = APP_DATABASE  # the service's: a team's own has one of its own
-    notes: dict[str, Any] = dataclasses.field(default_factory=dict)
-    state: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-class Fault:
-    """One fault. Subclasses set the class attributes and implement :meth:`begin` and :meth:`end`.
-
-    ``expected`` are the error kinds (or client causes, ``client`` for any) the fault may produce;
-    ``at_start`` faults begin before gunicorn starts and end ``lead + hold`` seconds into the load;
-    the others end ``hold`` seconds after :meth:`begin` returns. An ``instant`` fault (a kill) ends
-    as it begins: :meth:`end` only waits for its aftermath, and recovery counts from the kill.
-    """
-
-    name = ""
-    description = ""
-    expected: tuple[str, ...] = ()
-    at_start = False
-    instant = False
-    hold = 2.0
-    worker_restarts = 0
-    #: What of the lab's own service the fault sets (a knob, its table): a team's service is not run.
-    needs_ours: str | None = None
-
-    def skipped_for(self, scenario: Scenario, topology: Any) -> str | None:
-        """Why this fault is not run against ``scenario`` in ``topology``: it needs the lab's own
-        service, or :meth:`skip_reason`; None when it runs."""
-        if scenario.own_service and self.needs_ours:
-            return f"it needs the lab's own service ({self.needs_ours})"
-        return self.skip_reason(scenario, topology)
-
-    def scenarios(self, base: Scenario) -> list[Scenario]:
-        """The scenario as this fault runs it (a fault may change settings or add variants)."""
-        return [base]
-
-    def skip_reason(self, scenario: Scenario, topology: Any) -> str | None:
-        """Why this fault does not apply to ``scenario`` in ``topology``; None when it does."""
-        return None
-
-    def failure_bound(self, scenario: Scenario, users: int) -> float | None:
-        """Seconds a failed request may take at most while the fault lasts; None for no bound
-        beyond the client's request timeout."""
-        return None
-
-    def begin(self, target: Target) -> None:
-        raise NotImplementedError
-
-    def end(self, target: Target) -> None:
-        raise NotImplementedError
+from healthz.postgres import ADMIN_USER, APP_USER, PostgreSQL
 
 
 class DatabaseRestart(Fault):
@@ -371,10 +299,11 @@ class WorkerKill(Fault):
     name = "worker-kill"
     description = (
         "One gunicorn worker killed with SIGKILL under load: gunicorn replaces it, PostgreSQL ends its backends. "
-        "locust's FastHttpUser (geventhttpclient) resends an idempotent GET when its connection closes before "
-        "a response, as browsers do, so most requests in flight on the killed worker are retried, not failed."
+        "Clients do not retry (as wrk and ab): the requests in flight on the killed worker are lost."
     )
     expected = (CLIENT,)
+    retry = False
+    after = 4.0  # as a deploy's: the replacement's rate is measured too
     instant = True
     hold = 0.0
     worker_restarts = 1
@@ -481,6 +410,7 @@ FAULTS: dict[str, Fault] = {
         DatabaseDownAtStart(),
     )
 }
+FAULTS.update((d.name, d) for d in DEPLOYS)
 #: The scenarios ``healthz lab faults`` runs by default: one per pool shape and worker family.
 DEFAULT_SCENARIOS = ("eventlet-nullpool", "eventlet-queuepool-sized", "gevent-queuepool-sized", "gthread-queuepool")
 
@@ -494,4 +424,14 @@ def select(names: Iterable[str]) -> list[Fault]:
     return [FAULTS[n] for n in names] if names else list(FAULTS.values())
 
 
-__all__ = ["FAULTS", "DEFAULT_SCENARIOS", "Fault", "FaultError", "Target", "select", "database_client_ports"]
+__all__ = [
+    "CLIENT",
+    "QUIET_TAIL",
+    "FAULTS",
+    "DEFAULT_SCENARIOS",
+    "Fault",
+    "FaultError",
+    "Target",
+    "select",
+    "database_client_ports",
+]

@@ -48,8 +48,10 @@ def locust_command(
     rate: float = 0.0,
     workers: int = 0,
     master_port: int = 0,
+    retry: bool = True,
 ) -> list[str]:
-    """The headless locust command for one run; every bound is explicit. ``timeline`` adds the
+    """The headless locust command for one run; every bound is explicit. ``retry`` False makes a
+    client that does not resend a request its connection cut (``--no-retry``, as wrk and ab). ``timeline`` adds the
     locustfile's per-0.1 s outcomes file (:func:`read_timeline`); ``targets`` spreads the users
     over several services, round robin (one per application host); ``path`` is the endpoint called;
     ``processes`` above 1 spreads the same users over that many locust worker processes (locust's
@@ -67,6 +69,7 @@ def locust_command(
         *("--csv", str(csv_prefix), "--html", str(html), "--summary-file", f"{csv_prefix}_summary.json"),
         *("--only-summary", "--loglevel", "WARNING"),
         *extra,
+        *([] if retry else ["--no-retry"]),
     ]
 
 

@@ -36,6 +36,9 @@ Options (each also read from the environment variable in brackets):
   omission); one sent over 10 ms after it was due is *late*, and the summary counts the requests
   *due* in the run, so those never sent are its shortfall. Enough users keep the schedule: a user
   falls behind once an answer takes longer than U / R seconds.
+* ``--no-retry`` [``HEALTHZ_NO_RETRY``]: a request whose connection breaks after it was sent fails,
+  as with ``wrk`` or ``ab``; by default geventhttpclient resends an idempotent GET on a new
+  connection, as browsers do (the lab's deploy faults count what a client that does not retry loses).
 * the step ramp's ``--step-users``, ``--step-seconds``, ``--steps``, used when ``HEALTHZ_SHAPE=step-ramp``
   or when ``step_ramp.py`` is added to ``-f`` (``healthz locustfile --step-ramp``).
 
@@ -55,6 +58,7 @@ import re
 import time
 
 import gevent
+import geventhttpclient.client
 import locust.runners
 import locust.stats
 from locust import FastHttpUser, constant, events, task
@@ -121,11 +125,18 @@ def add_arguments(parser) -> None:
         env_var="HEALTHZ_RATE",
         help="requests per second in all, spread over the users, each timed from when it was due (0: back to back)",
     )
-    _add_step_ramp_arguments(group)
+    _add_retry_and_ramp_arguments(group)
 
 
-def _add_step_ramp_arguments(group) -> None:
-    """The step ramp's options (``step_ramp.py``), in our group of locust's parser."""
+def _add_retry_and_ramp_arguments(group) -> None:
+    """``--no-retry``, and the step ramp's options (``step_ramp.py``), in our group of locust's parser."""
+    group.add_argument(
+        "--no-retry",
+        action="store_true",
+        default=False,
+        env_var="HEALTHZ_NO_RETRY",
+        help="fail a request whose connection breaks after it was sent (default: resend an idempotent GET once)",
+    )
     group.add_argument(
         "--step-users", type=int, default=100, env_var="HEALTHZ_STEP_USERS", help="step ramp: users added per step"
     )
@@ -201,6 +212,9 @@ def configure_users(environment) -> None:
     HealthzUser.default_headers = {"Connection": "close"} if options.connection == "close" else None
     HealthzUser.targets = [t.strip().rstrip("/") for t in options.targets.split(",") if t.strip()]
     HealthzUser.path = options.path if options.path.startswith("/") else "/" + options.path
+    if getattr(options, "no_retry", False):
+        # geventhttpclient asks this before resending a request its connection cut (RFC 9110 9.2.2).
+        geventhttpclient.client._may_retry_after_send_error = lambda method: False
     processes = load_processes(environment)
     if options.max_requests > 0 and not isinstance(environment.runner, MasterRunner):
         _cap_requests(environment, -(-options.max_requests // processes))

@@ -274,7 +274,7 @@ DEPLOYS = (
     "Each deploy under the same steady load, from clients that do not resend a request whose connection was cut "
     "(as wrk and ab; a browser or a load balancer that retries idempotent requests hides some of these). Sessions "
     "are PostgreSQL's from the deploy to the end of the load: the new workers' pools, opened at once. Back to its "
-    "rate: from the deploy until 200s come at nine tenths of their rate before it, over half a second."
+    "rate: from the deploy until 200s come at three quarters of their rate before it, over a second."
 )
 PRE_PING_HEADERS = (
     "fault",

@@ -51,12 +51,14 @@ class FaultLab:
         tail: float = 4.0,
         request_timeout: float = 10.0,
         progress=None,
+        after: float | None = None,
     ) -> None:
         self.config = config
         self.progress = progress or Progress()
         self.record = Record(config)
         self.session = Session(config, self.RESULTS, self.record, FaultFigures.to_dict)
         self.faults, self.lead, self.tail, self.request_timeout = faults, lead, tail, request_timeout
+        self.after = after  # each fault's own (Fault.after) when None
         self.bases: dict[str, str] = {}  # a fault's variant of a scenario -> the scenario
         self._set_up: set[str] = set()  # scenarios whose setup (a team's) has run on their database
 
@@ -149,7 +151,7 @@ class FaultLab:
         gunicorn, env = rig.service(scenario, topology, topology.hosts[0], url, run_dir)
         stack.callback(gunicorn.stop)
         # Beginning and ending a fault take time of their own (a restart, a replacement worker): 1 s of slack.
-        duration = self.lead + fault.hold + self.tail + fault.after + 1
+        duration = self.lead + fault.hold + self.tail + (fault.after if self.after is None else self.after) + 1
         target = Target(pg, gunicorn, topology, scenario, users, database=make_url(url).database or APP_DATABASE)
         run = _FaultRun(fault, scenario, run_dir, gunicorn, target, duration)
         locust_cmd = load.locust_command(

@@ -25,7 +25,7 @@ def deployed(tmp_path_factory):
         topology="loopback",
         connection="keep-alive",
     )
-    results = FaultLab(config, faults.select(DEPLOYS), lead=1.5, tail=1.0).run()
+    results = FaultLab(config, faults.select(DEPLOYS), lead=1.5, tail=1.0, after=1.5).run()
     return output, {r.fault: r for r in results}
 
 

@@ -212,14 +212,14 @@ def test_faults_that_set_the_labs_knobs_are_skipped_for_a_teams_service_saying_w
     assert faults.FAULTS["lock-wait"].skipped_for(theirs, None) is None
 
 
-def test_the_rate_is_back_when_200s_come_at_nine_tenths_of_their_rate_before_the_fault():
+def test_the_rate_is_back_when_200s_come_at_three_quarters_of_their_rate_before_the_fault():
     rows = timeline(
-        [(0, 2, 10, {}), (2, 2.3, 0, {"client ConnectionRefusedError": 4}), (2.3, 2.8, 5, {}), (2.8, 6, 10, {})]
+        [(0, 2, 10, {}), (2, 2.3, 0, {"client ConnectionRefusedError": 4}), (2.3, 3.5, 5, {}), (3.5, 7, 10, {})]
     )
-    # Half the rate until 2.8 s: the first half second at nine tenths of it begins at 2.7 s (5 + 4 x 10 of 50).
-    assert fault_verdict.rate_back(rows, T0 + 2, T0 + 2) == 0.7
-    m = fault_verdict.measure(rows, T0 + 2, T0 + 2, T0 + 6)
-    assert m["rate_back_seconds"] == 0.7 and m["recovery_seconds"] == 0.3
-    never = timeline([(0, 2, 10, {}), (2, 6, 5, {})])
+    # Half the rate until 3.5 s: the first second at three quarters of it begins at 3.0 s (5 x 5 + 5 x 10 of 100).
+    assert fault_verdict.rate_back(rows, T0 + 2, T0 + 2) == 1.0
+    m = fault_verdict.measure(rows, T0 + 2, T0 + 2, T0 + 7)
+    assert m["rate_back_seconds"] == 1.0 and m["recovery_seconds"] == 0.3
+    never = timeline([(0, 2, 10, {}), (2, 7, 5, {})])
     assert fault_verdict.rate_back(never, T0 + 2, T0 + 2) is None
     assert fault_verdict.rate_back(timeline([(0, 0.8, 10, {})]), T0 + 0.7, T0 + 0.7) is None  # no rate before it

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from projects import django_project, flask_project, listing, tree
 
 from healthz.lab import own_answer, report, verdict
@@ -22,11 +20,6 @@ from healthz.lab.topology import lab_namespaces
 from healthz.plan import DatabaseLimits
 
 VENV = Path(sys.prefix)  # the test's venv: Django 5.2 with psycopg 3 and its pool, Flask-SQLAlchemy, gunicorn
-ROOT = os.geteuid() == 0 and shutil.which("ip") is not None
-TOPOLOGIES = [
-    "loopback",
-    pytest.param("netns", marks=pytest.mark.skipif(not ROOT, reason="the netns topology needs root and iproute2")),
-]
 
 
 def try_fixes(tmp_path: Path, project: Path, command: str, setup: str, path: str, topology: str):
@@ -67,9 +60,9 @@ def top_spr(said) -> float:
     return max(r.sessions_per_request for r in said.chosen.runs)
 
 
-# On loopback: in netns, test_django_report's example tries the same fixes on Django's code.
-@pytest.mark.parametrize("topology", ["loopback"])
-def test_django_as_it_is_churns_and_a_fix_laid_over_its_unchanged_code_holds(tmp_path, topology):
+# On loopback, where each step is judged by its sessions per request; in netns, test_django_report's
+# example tries the same fixes on Django's code (the runner's topology is the one code path).
+def test_django_as_it_is_churns_and_a_fix_laid_over_its_unchanged_code_holds(tmp_path):
     project = django_project(tmp_path / "mysite")
     data, said, out = try_fixes(
         tmp_path,
@@ -77,11 +70,9 @@ def test_django_as_it_is_churns_and_a_fix_laid_over_its_unchanged_code_holds(tmp
         "gunicorn mysite.wsgi:application -k eventlet -w 2 -b {bind}",
         "python manage.py migrate",
         "/health/",
-        topology,
+        "loopback",
     )
-    expected = ["conn-max-age", "django-pool", "pgbouncer", "gthread-conn-max-age"] + (
-        ["tcp-tw-reuse"] if topology == "netns" else []
-    )
+    expected = ["conn-max-age", "django-pool", "pgbouncer", "gthread-conn-max-age"]
     runs = _fixes_ran_where_it_broke(data, said, expected)
     assert data["meta"]["stacks"]["app"]["framework"] == "Django"
     # The report's first try: under eventlet, Django closes each greenlet's connection, so it still churns.
@@ -98,8 +89,7 @@ def test_django_as_it_is_churns_and_a_fix_laid_over_its_unchanged_code_holds(tmp
     assert said.lines()[0].startswith("Does pooling alone fix it for mysite?")
 
 
-@pytest.mark.parametrize("topology", TOPOLOGIES)
-def test_flask_sqlalchemys_default_pool_churns_and_a_bounded_pool_laid_over_it_holds(tmp_path, topology):
+def test_flask_sqlalchemys_default_pool_churns_and_a_bounded_pool_laid_over_it_holds(tmp_path):
     project = flask_project(tmp_path / "shop")
     data, said, out = try_fixes(
         tmp_path,
@@ -107,9 +97,9 @@ def test_flask_sqlalchemys_default_pool_churns_and_a_bounded_pool_laid_over_it_h
         "gunicorn app:app -k gthread --threads 16 -w 2 -b {bind}",
         "flask --app app init-db",
         "/health",
-        topology,
+        "loopback",
     )
-    expected = ["sqlalchemy-pool"] + (["tcp-tw-reuse"] if topology == "netns" else [])
+    expected = ["sqlalchemy-pool"]
     runs = _fixes_ran_where_it_broke(data, said, expected)
     assert said.reply is own_answer.OwnReply.FIXED and said.chosen.fix.name == "sqlalchemy-pool"
     # What its workers made as it is, read from them: Flask-SQLAlchemy's default pool.

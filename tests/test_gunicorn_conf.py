@@ -70,6 +70,8 @@ def test_print_config_resolves_our_settings(worker_class, database_url, tmp_path
     assert lines["bind"] == "['127.0.0.1:8123']"
     assert lines["post_fork"] == "<post_fork()>"
     assert lines["threads"] == ("1" if worker_class == "sync" else "8")
+    # gthread keeps no connection alive: a draining worker would cut the idle ones (docs/faults.md).
+    assert lines["keepalive"] == ("0" if worker_class == "gthread" else "2")
 
 
 @pytest.mark.parametrize(

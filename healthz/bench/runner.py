@@ -180,6 +180,9 @@ class Bench:
             "GUNICORN_BACKLOG": "4096",
             "GUNICORN_ACCESSLOG": "",
             "GUNICORN_LOGLEVEL": "info",
+            # wrk keeps its connections alive: every worker class is measured with gunicorn's own keep-alive
+            # (2 s), gthread included, whose config turns it off for reloads that lose nothing (docs/faults.md).
+            "GUNICORN_KEEPALIVE": "2",
         }
         logfile = self.config.output / "logs" / f"{log_name}.log"
         logfile.unlink(missing_ok=True)  # gunicorn appends: a rerun's restarts would count twice

@@ -37,7 +37,7 @@ def fault_run(tmp_path_factory):
         )
         # The deploys have their own tests (test_deploys); lock-wait is test_fault_runner_own's.
         left = {d.name for d in deploys.DEPLOYS} | {"lock-wait"}
-        lab = FaultLab(config, [f for f in faults.select([]) if f.name not in left], lead=1.5, tail=1.5, after=1.0)
+        lab = FaultLab(config, [f for f in faults.select([]) if f.name not in left], lead=1.2, tail=1.5, after=1.0)
         results = lab.run()
     finally:
         patch.undo()

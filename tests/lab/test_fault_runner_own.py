@@ -32,7 +32,7 @@ def own_run(tmp_path_factory):
     )
     output = tmp_path_factory.mktemp("faults")
     config = LabConfig(scenarios=[scenario], concurrency=[20], output=output, topology="loopback", max_connections=60)
-    results = FaultLab(config, faults.select(FAULTS), lead=1.5, tail=2.0, after=1.0).run()
+    results = FaultLab(config, faults.select(FAULTS), lead=1.2, tail=1.5, after=1.0).run()
     assert tree(project) == before, "the team's project was written"
     return output, {r.fault: r for r in results}
 

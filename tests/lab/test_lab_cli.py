@@ -71,6 +71,8 @@ def test_faults_refuse_bad_input_in_one_line(tmp_path):
         (["-s", "eventlet-nullpool:pool_timeout=soon"], "HEALTHZ_POOL_TIMEOUT='soon' is not accepted"),
         (["-u", "0"], "Invalid value for '--users'"),
         (["--topology", "everywhere"], "Invalid value for '--topology'"),
+        (["--setup", "python manage.py migrate"], "--setup describe(s) --app's service: add --app COMMAND"),
+        (["--app", "gunicorn x:app -b {bnd}"], "unknown placeholder(s) {bnd}"),
     ]
     for args, message in cases:
         result = invoke("lab", "faults", "-o", str(tmp_path / "out"), *args)

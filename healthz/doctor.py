@@ -83,9 +83,6 @@ class Observation:
     loopback: bool = False
     refused: str | None = None
     backends_peak: int | None = None
-    #: Connections held when the window began (this host's ESTABLISHED toward the database, or the
-    #: database's client backends over a Unix socket): those opened and still held grew a pool.
-    held_before: int | None = None
     #: The database's addresses this host cannot send to at all, each with the kernel's reason
     #: (found when the doctor's own connection failed with EADDRNOTAVAIL or no route).
     unroutable: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -173,12 +170,7 @@ def diagnose(obs: Observation) -> Diagnosis:
         *taken.findings(obs),
     ]
     churned_full = taken.exhausted and not taken.held  # the range is full of closed connections: churn
-    # A pool that grows in the window (PgBouncer or QueuePool warming up) opens connections it keeps.
-    grown = max(0, established - obs.held_before) if obs.held_before is not None else 0
-    churning = max(0, opened - grown)
-    churned = churning >= CHURN_MIN_OPENED and churning / max(obs.window, 1e-9) * TIME_WAIT_SECONDS > max(
-        established, 1
-    )
+    churned = opened >= CHURN_MIN_OPENED and rate * TIME_WAIT_SECONDS > max(established, 1)
     if churned or taken.out_of_ports or churned_full:
         problems.append(CHURN)
         findings.append(_churn_finding(obs, rate, share, ports, reused, seconds))
@@ -398,7 +390,7 @@ def observe(
                 return []
             return [s for s in sockets.toward(read_sockets(port), port, addresses) if s.local_port != own_port]
 
-        watched = _watch(conn, toward, sample, interval, tcp=transport == "tcp")
+        watched = _watch(conn, toward, sample, interval)
     port_range, tcp_tw_reuse = _kernel(transport)
     return Observation(
         database=safe,
@@ -416,7 +408,6 @@ def observe(
         unreachable=unreachable or refused,
         refused=refused,
         backends_peak=watched.backends_peak,
-        held_before=watched.held_before,
         unroutable=unroutable,
         loopback=bool(host_addresses)
         and all(ipaddress.ip_address(a).is_loopback for a in host_addresses if sockets.is_ip(a)),
@@ -444,19 +435,17 @@ class _Watched:
     sessions_opened: int | None
     backends_peak: int | None
     backends: list[dict[str, Any]]
-    held_before: int | None = None
 
 
-def _watch(conn, toward: Callable[[], list], sample: float, interval: float, tcp: bool = True) -> _Watched:
-    """Watch this host's sockets toward the database (``toward``, over ``tcp``) and the database's
-    counters (``conn``, when there is one) every ``interval`` seconds for ``sample`` seconds."""
+def _watch(conn, toward: Callable[[], list], sample: float, interval: float) -> _Watched:
+    """Watch this host's sockets toward the database (``toward``) and the database's counters
+    (``conn``, when there is one) every ``interval`` seconds for ``sample`` seconds."""
     first = toward()
     counter = sockets.OpenedCounter(first)
     started_at, began = time.time(), time.monotonic()
     sessions_before = _sessions(conn) if conn else None
     deadline, last = began + sample, first
     backends_peak = _backends_count(conn) if conn else None
-    held_before = sockets.states(first).get("ESTABLISHED", 0) if tcp else backends_peak
     while time.monotonic() < deadline:
         time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
         last = toward()
@@ -465,8 +454,7 @@ def _watch(conn, toward: Callable[[], list], sample: float, interval: float, tcp
             backends_peak = max(backends_peak or 0, _backends_count(conn))
     window = time.monotonic() - began
     sessions_opened = _sessions(conn) - sessions_before if conn else None
-    backends = _backends(conn) if conn else []
-    return _Watched(counter, last, started_at, window, sessions_opened, backends_peak, backends, held_before)
+    return _Watched(counter, last, started_at, window, sessions_opened, backends_peak, _backends(conn) if conn else [])
 
 
 def _connect(database_url: str, transport: str, safe: str):

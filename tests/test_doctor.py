@@ -4,7 +4,6 @@ real connections held, churned and refused."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import shutil
 import subprocess
@@ -331,18 +330,3 @@ def test_doctor_tells_an_ipv6_loopback_it_cannot_reach_from_port_exhaustion(tmp_
         assert "Diagnosis: address unreachable" in output and "this host cannot reach ::1" in output, output
         assert "use 127.0.0.1 or enable IPv6" in output
     assert outputs["127.0.0.1"][0] == 0, outputs["127.0.0.1"][1]
-
-
-def test_a_pool_that_grows_in_the_window_keeps_what_it_opens_and_is_not_churn():
-    # PgBouncer warming up over its Unix socket: 5 opened in 2.2 s, all of them still held.
-    warming = observation(
-        transport="unix",
-        opened=None,
-        sessions_opened=5,
-        window=2.2,
-        held_before=4,
-        backends=[{"application_name": "pgbouncer", "client_addr": None, "count": 9}],
-    )
-    assert diagnose(warming).healthy
-    # The same 5 opened while the pool held 9 throughout: they were closed again, so it churns.
-    assert not diagnose(dataclasses.replace(warming, held_before=9)).healthy

@@ -163,7 +163,7 @@ def test_three_hosts_pass_max_connections_without_pgbouncer_and_stay_under_it_wi
     config = LabConfig(
         scenarios=select(["eventlet-queuepool-sized", "eventlet-queuepool-pgbouncer"]),
         concurrency=[150],
-        duration=6,
+        duration=5,
         topology="netns",
         hosts=3,
         ports=1000,

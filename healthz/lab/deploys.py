@@ -21,7 +21,7 @@ import signal
 import time
 from typing import Any
 
-from healthz.lab.fault_base import CLIENT, Fault, FaultError, Target
+from healthz.lab.fault_base import CLIENT, Fault, FaultError, Target, replaced
 from healthz.lab.own_service import PLACEHOLDERS
 from healthz.lab.scenarios import Scenario
 from healthz.lab.stack import wsgi_module
@@ -55,17 +55,16 @@ class Deploy(Fault):
             raise FaultError("gunicorn has no worker: nothing to deploy over")
         return workers
 
+    def expected_restarts(self, workers: int) -> int:
+        return workers  # each replaced worker boots anew
+
     @staticmethod
     def _wait_replaced(target: Target, old: set[int], wanted: int) -> None:
         """Until none of ``old`` runs and ``wanted`` workers do: the seconds it took in the notes."""
-        started = target.state["began"]
-        while time.monotonic() < started + TIMEOUT:
-            pids = set(target.gunicorn.worker_pids())
-            if not pids & old and len(pids) >= wanted:
-                target.notes["replaced_seconds"] = round(time.monotonic() - started, 2)
-                return
-            time.sleep(0.05)
-        raise FaultError(f"{len(old)} old worker(s) were not replaced within {TIMEOUT:g} s")
+        seconds = replaced(target, old, wanted, target.state["began"], TIMEOUT)
+        if seconds is None:
+            raise FaultError(f"{len(old)} old worker(s) were not replaced within {TIMEOUT:g} s")
+        target.notes["replaced_seconds"] = seconds
 
 
 #: Placeholder values for reading whether a team's command is gunicorn's (its words, not its values).
@@ -78,9 +77,6 @@ class Reload(Deploy):
         "SIGHUP to gunicorn's master under load, as a deploy reloads it: every worker is replaced by a new one, the "
         "old ones finish their requests and exit. Clients do not retry: a request a closing worker cuts is lost."
     )
-
-    def expected_restarts(self, workers: int) -> int:
-        return workers
 
     def begin(self, target: Target) -> None:
         old = self._workers(target)
@@ -98,9 +94,6 @@ class Restart(Deploy):
         "SIGTERM to gunicorn's master under load, then a new master on the same address once it has exited, as a "
         "process manager restarts a service: requests in flight finish, new ones are refused until it listens again."
     )
-
-    def expected_restarts(self, workers: int) -> int:
-        return workers
 
     def begin(self, target: Target) -> None:
         target.notes["replaced_workers"] = len(self._workers(target))
@@ -123,6 +116,7 @@ class Recycle(Deploy):
         "accepting, finishes its requests, exits) and gunicorn starts another. Clients do not retry."
     )
     worker_restarts = 1
+    expected_restarts = Fault.expected_restarts  # the one it recycled
 
     def begin(self, target: Target) -> None:
         workers = self._workers(target)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 from healthz.lab.scenarios import Scenario
@@ -91,3 +92,14 @@ class Fault:
 
     def end(self, target: Target) -> None:
         raise NotImplementedError
+
+
+def replaced(target: Target, old: set[int], wanted: int, since: float, timeout: float) -> float | None:
+    """Seconds from ``since`` (a monotonic time) until gunicorn runs ``wanted`` workers and none of
+    ``old``; None when it did not within ``timeout`` seconds of ``since``."""
+    while time.monotonic() < since + timeout:
+        pids = set(target.gunicorn.worker_pids())
+        if not pids & old and len(pids) >= wanted:
+            return round(time.monotonic() - since, 2)
+        time.sleep(0.05)
+    return None

@@ -40,7 +40,7 @@ import psycopg2
 
 from healthz import errors
 from healthz.lab.deploys import DEPLOYS
-from healthz.lab.fault_base import CLIENT, QUIET_TAIL, Fault, FaultError, Target
+from healthz.lab.fault_base import CLIENT, QUIET_TAIL, Fault, FaultError, Target, replaced
 from healthz.lab.scenarios import Scenario
 from healthz.plan import DatabaseLimits
 from healthz.postgres import ADMIN_USER, APP_USER, PostgreSQL
@@ -318,18 +318,14 @@ class WorkerKill(Fault):
         ports = database_client_ports(pid, db_port)
         os.kill(pid, signal.SIGKILL)
         target.notes.update(killed_pid=pid, killed_worker_connections=len(ports))
-        target.state.update(killed_at=time.monotonic(), ports=ports)
+        # Replaced when as many run as before the kill (a team's command starts its own number).
+        target.state.update(killed_at=time.monotonic(), ports=ports, wanted=len(workers))
 
     def end(self, target: Target) -> None:
         notes, started = target.notes, target.state["killed_at"]
         deadline = started + self.TIMEOUT
-        wanted = target.scenario.workers
-        while time.monotonic() < deadline:
-            pids = target.gunicorn.worker_pids()
-            if len(pids) >= wanted and notes["killed_pid"] not in pids:
-                break
-            time.sleep(0.05)
-        notes["replaced_seconds"] = round(time.monotonic() - started, 2)
+        seconds = replaced(target, {notes["killed_pid"]}, target.state["wanted"], started, self.TIMEOUT)
+        notes["replaced_seconds"] = seconds if seconds is not None else round(time.monotonic() - started, 2)
         ports = target.state["ports"]
         left = ports
         while left and time.monotonic() < deadline:

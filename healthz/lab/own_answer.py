@@ -18,9 +18,9 @@ from typing import Any
 
 from healthz.config import mask_password
 from healthz.lab import advice, verdict
-from healthz.lab.figures import RunFigures, top
+from healthz.lab.figures import Placement, RunFigures, top
 from healthz.lab.fixes import Fix
-from healthz.lab.snippets import Snippet
+from healthz.lab.snippets import Snippet, pgbouncer_ini
 from healthz.plan import DatabaseLimits
 
 _n, _pct = verdict.number, verdict.percent
@@ -227,16 +227,8 @@ def _dict(values: Mapping[str, Any]) -> str:
 
 def _pgbouncer_ini(fix: Fix, backed: str) -> Snippet:
     """The pgbouncer.ini of a PgBouncer fix, on the application host's Unix socket as measured."""
-    return Snippet(
-        "PgBouncer on the application host (pgbouncer.ini)",
-        "ini",
-        "[pgbouncer]\n"
-        f"pool_mode = {fix.keys.get('pgbouncer_pool_mode', 'transaction')}\n"
-        f"default_pool_size = {fix.keys.get('pgbouncer_pool_size')}  ; server connections per database and user\n"
-        "unix_socket_dir = /var/run/postgresql\n"
-        "listen_port = 6432",
-        backed,
-    )
+    ini = pgbouncer_ini(fix.keys.get("pgbouncer_pool_mode", "transaction"), fix.keys.get("pgbouncer_pool_size"))
+    return Snippet("PgBouncer on the application host (pgbouncer.ini)", "ini", ini, backed)
 
 
 def words(fix: Fix, framework: str, backed: str) -> list[Snippet]:
@@ -244,7 +236,7 @@ def words(fix: Fix, framework: str, backed: str) -> list[Snippet]:
     socket when it has one), ``SQLALCHEMY_ENGINE_OPTIONS``, ``create_engine`` arguments, gunicorn
     flags, the sysctl."""
     out = []
-    bouncer = fix.keys.get("pgbouncer") not in (None, "none")
+    bouncer = Placement.parse(fix.keys.get("pgbouncer", Placement.NONE)).pooled
     if bouncer:
         out.append(_pgbouncer_ini(fix, backed))
     if databases := fix.keys.get("django_databases"):

@@ -157,17 +157,25 @@ LIVENESS_LINES = (
 )
 
 
+def pgbouncer_ini(pool_mode: str, default_pool_size: int, max_client_conn: int | None = None) -> str:
+    """A pgbouncer.ini for PgBouncer on the application host, on its Unix socket (as measured)."""
+    clients = f"max_client_conn = {max_client_conn}  ; every worker's requests in flight\n" if max_client_conn else ""
+    return (
+        "[pgbouncer]\n"
+        f"pool_mode = {pool_mode}\n"
+        f"default_pool_size = {default_pool_size}  ; server connections per database and user\n"
+        f"{clients}"
+        "unix_socket_dir = /var/run/postgresql\n"
+        "listen_port = 6432"
+    )
+
+
 def _pgbouncer(sizing: Sizing, backing: Backing) -> Snippet:
     d = sizing.plan.deployment
     return Snippet(
         "PgBouncer (pgbouncer.ini), when the budget or the ports need it",
         "ini",
-        "[pgbouncer]\n"
-        "pool_mode = transaction\n"
-        f"default_pool_size = {sizing.server_pool_size}  ; server connections per database and user\n"
-        f"max_client_conn = {d.workers * d.concurrency}  ; every worker's requests in flight\n"
-        "unix_socket_dir = /var/run/postgresql\n"
-        "listen_port = 6432",
+        pgbouncer_ini("transaction", sizing.server_pool_size, d.workers * d.concurrency),
         backing.line(scenarios.PGBOUNCER_KEPT, scenarios.PGBOUNCER_UNIX),
     )
 

@@ -17,6 +17,7 @@ import healthz.gunicorn_conf
 from healthz import create_app, metrics
 from healthz.cli import main
 from healthz.config import ENVIRONMENT, Settings, parse_bind
+from healthz.lab import nginx
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 GUNICORN_VARIABLES = set(
@@ -85,6 +86,21 @@ def test_compose_runs_the_image_beside_postgresql_16_or_newer():
         check_environment({k: str(v) for k, v in env.items() if k != "DATABASE_URL"})
     assert services["web"]["depends_on"]["init-db"]["condition"] == "service_completed_successfully"
     assert "/api/v1/livez/" in " ".join(services["web"]["healthcheck"]["test"])
+
+
+def test_compose_puts_the_lab_measured_nginx_block_in_front_of_web():
+    (compose,) = documents(CHECKOUT / "compose.yaml")
+    proxy = compose["services"]["proxy"]
+    assert proxy["image"].startswith("nginx:") and proxy["depends_on"] == ["web"]
+    (mount,) = proxy["volumes"]
+    source, target, _ = mount.split(":")
+    shipped = (CHECKOUT / source).read_text()
+    assert target == "/etc/nginx/conf.d/default.conf"
+    # The file is the block the idle-clients fault ran, pointed at compose's web service.
+    web_port = compose["services"]["web"]["ports"][0].rsplit(":", 1)[1]
+    listen = proxy["ports"][0].rsplit(":", 1)[1]
+    block = "".join(line for line in shipped.splitlines(keepends=True) if not line.startswith("#"))
+    assert block == nginx.site(listen, f"web:{web_port}")
 
 
 def test_kubernetes_probes_hit_healthz_and_livez_with_the_settings_the_service_reads():

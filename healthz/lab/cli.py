@@ -485,7 +485,7 @@ def faults_command(
     """
     require_lab()
     from healthz.lab import fault_report, faults
-    from healthz.lab.fault_runner import FaultLab
+    from healthz.lab.fault_runner import FaultLab, load_seconds
     from healthz.lab.scenarios import select
 
     with refused_as_usage_error():
@@ -507,8 +507,9 @@ def faults_command(
     lab_run = FaultLab(config, chosen_faults)
     plan = lab_run.plan()
     click.echo(
-        f"{len(chosen_faults)} fault(s) x {len(chosen)} scenario(s): {len(plan)} runs of about "
-        f"{lab_run.lead + lab_run.tail + 2:g} s at {users} users, topology {topology_name}; results in {folder}",
+        f"{len(chosen_faults)} fault(s) x {len(chosen)} scenario(s): {len(plan)} runs, about "
+        f"{sum(load_seconds(lab_run, f) for f, _ in plan) / 60:.0f} min of load at {users} users, topology "
+        f"{topology_name}; results in {folder}",
         err=True,
     )
     run_and_report(lab_run, folder, fault_report.write, fault_report.summary_table)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from healthz.lab.figures import fields_of
+from healthz.lab.idle_clients import IdleStep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +86,8 @@ class FaultFigures:
     replaced_seconds: float | None = None
     backends_released_seconds: float | None = None
     killed_worker_backends_left: int | None = None
+    idle_capacity: int | None = None  # idle-clients: requests the workers serve at once (the steps' unit)
+    idle_steps: list[IdleStep] = dataclasses.field(default_factory=list)  # idle-clients: each step's checks
     # From the timeline (fault_verdict.measure).
     errors_before: dict[str, int] = dataclasses.field(default_factory=dict)
     errors: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -114,6 +117,10 @@ class FaultFigures:
         for key in ("livez_during_fault", "request_port_livez_during_fault"):
             if not isinstance(fields.get(key), (LivezReading, type(None))):
                 fields[key] = LivezReading.from_dict(fields[key])
+        if "idle_steps" in fields:
+            fields["idle_steps"] = [
+                s if isinstance(s, IdleStep) else IdleStep.from_dict(s) for s in fields["idle_steps"]
+            ]
         return cls(**fields)
 
     def replace(self, **changes: Any) -> FaultFigures:

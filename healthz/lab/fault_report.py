@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from healthz.lab import idle_clients
 from healthz.lab.fault_figures import FaultFigures
 from healthz.lab.fault_verdict import judged
 from healthz.lab.faults import FAULTS
@@ -119,6 +120,43 @@ DEPLOY_HEADERS = (
     "workers replaced in (s)",
     "back to its rate after (s)",
 )
+
+
+IDLE_HEADERS = (
+    "scenario",
+    "route",
+    "kind",
+    "served at once",
+    "health checks failed at each step",
+    "checks fail from",
+    "liveness checks failed",
+)
+
+
+def idle_rows(results: list[FaultFigures]) -> list[list[str]]:
+    """One row per scenario, route and kind of idle client: the health checks failed at each step
+    (holders: failed of checks), the fewest holders at which one failed, and the liveness checks that
+    failed over all steps."""
+    table = []
+    for r in results:
+        if r.skipped or r.error or not r.idle_steps:
+            continue
+        for route, kind in dict.fromkeys((s.route, s.kind) for s in r.idle_steps):
+            steps = [s for s in r.idle_steps if (s.route, s.kind) == (route, kind)]
+            first = idle_clients.limit(steps, route, kind)
+            livez = sum(s.livez_checks for s in steps)
+            table.append(
+                [
+                    r.scenario,
+                    route,
+                    kind,
+                    "-" if r.idle_capacity is None else f"{r.idle_capacity:,}",
+                    " · ".join(f"{s.clients:,}: {s.failed}/{s.checks}" for s in steps),
+                    "held at every step" if first is None else f"{first:,} clients",
+                    "-" if not livez else f"{sum(s.livez_failed for s in steps)}/{livez}",
+                ]
+            )
+    return table
 
 
 def deploy_rows(results: list[FaultFigures]) -> list[list[str]]:
@@ -246,6 +284,13 @@ def build(data: dict[str, Any], plots: list[tuple[str, str]]) -> list[tuple]:
             ("p", DEPLOYS),
             ("table", DEPLOY_HEADERS, deploys),
         ]
+    idle = idle_rows(results)
+    if idle:
+        blocks += [
+            ("h2", "Idle clients: at how many the health check fails"),
+            ("p", IDLE),
+            ("table", IDLE_HEADERS, idle),
+        ]
     notes = details(results)
     if notes:
         blocks += [("h2", "Details"), ("ul", notes)]
@@ -274,6 +319,12 @@ DEPLOYS = (
     "(as wrk and ab; a browser or a load balancer that retries idempotent requests hides some of these). Sessions "
     "are PostgreSQL's from the deploy to the end of the load: the new workers' pools, opened at once. Back to its "
     "rate: from the deploy until 200s come at three quarters of their rate before it, over a second."
+)
+IDLE = (
+    "Clients that hold a connection without using it, while the load runs: `idle` sent one keep-alive request "
+    "and nothing more, `slow-header` half a request, never finished. At each step (that many clients held) 20 "
+    "health checks, each on a new connection with 3 s to answer, and 5 liveness checks went at once; `direct` "
+    "to gunicorn, `nginx` through nginx in front of it, buffering each request whole (deploy/nginx/healthz.conf)."
 )
 PRE_PING_HEADERS = (
     "fault",

@@ -150,8 +150,7 @@ class FaultLab:
         users, connection = cfg.concurrency[0], cfg.connection or scenario.connection
         gunicorn, env = rig.service(scenario, topology, topology.hosts[0], url, run_dir)
         stack.callback(gunicorn.stop)
-        # Beginning and ending a fault take time of their own (a restart, a replacement worker): 1 s of slack.
-        duration = self.lead + fault.hold + self.tail + (fault.after if self.after is None else self.after) + 1
+        duration = load_seconds(self, fault)
         target = Target(pg, gunicorn, topology, scenario, users, database=make_url(url).database or APP_DATABASE)
         run = _FaultRun(fault, scenario, run_dir, gunicorn, target, duration)
         locust_cmd = load.locust_command(
@@ -286,6 +285,12 @@ class FaultLab:
             **fault_verdict.measure(timeline, times["fault_began"], times["fault_ended"], times["load_ended"]),
             "timeline": _relative(timeline, began),
         }
+
+
+def load_seconds(lab: FaultLab, fault: Fault) -> float:
+    """How long ``lab``'s load runs for ``fault``: the lead, its hold, the tail, what it adds after,
+    and 1 s of slack for beginning and ending it (a restart, a replacement worker)."""
+    return lab.lead + fault.hold + lab.tail + (fault.after if lab.after is None else lab.after) + 1
 
 
 def _set_up(run: _FaultRun, progress: Progress, label: str) -> None:
@@ -436,4 +441,4 @@ def fault_line(result: FaultFigures) -> str:
     return f"{errors}; {recovery}; {result.requests:,} requests; {verdict}"
 
 
-__all__ = ["FaultLab", "fault_line"]
+__all__ = ["FaultLab", "fault_line", "load_seconds"]

@@ -17,6 +17,7 @@ the service log; :func:`judge` says whether the service behaved as it should.
 ``worker-kill``         one gunicorn worker killed with SIGKILL
 ``db-down-at-start``    PostgreSQL down while gunicorn starts, up again a little later
 ``reload`` ...          deploys (:mod:`healthz.lab.deploys`): ``reload``, ``restart``, ``recycle``
+``idle-clients``        idle and slow-header clients held open, stepped past capacity (:mod:`healthz.lab.idle_fault`)
 =====================  ============================================================================
 
 A team's own service (``app``) gets the faults that need nothing of the lab's service; a fault that
@@ -41,6 +42,7 @@ import psycopg2
 from healthz import errors
 from healthz.lab.deploys import DEPLOYS
 from healthz.lab.fault_base import CLIENT, QUIET_TAIL, Fault, FaultError, Target, replaced
+from healthz.lab.idle_fault import IdleClients
 from healthz.lab.scenarios import Scenario
 from healthz.plan import DatabaseLimits
 from healthz.postgres import ADMIN_USER, APP_USER, PostgreSQL
@@ -407,6 +409,7 @@ FAULTS: dict[str, Fault] = {
     )
 }
 FAULTS.update((d.name, d) for d in DEPLOYS)
+FAULTS[IdleClients.name] = IdleClients()
 #: The scenarios ``healthz lab faults`` runs by default: one per pool shape and worker family.
 DEFAULT_SCENARIOS = ("eventlet-nullpool", "eventlet-queuepool-sized", "gevent-queuepool-sized", "gthread-queuepool")
 

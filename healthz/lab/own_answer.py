@@ -20,7 +20,7 @@ from healthz.config import mask_password
 from healthz.lab import advice, verdict
 from healthz.lab.figures import Placement, RunFigures, top
 from healthz.lab.fixes import Fix
-from healthz.lab.snippets import Snippet, pgbouncer_ini
+from healthz.lab.snippets import Snippet, pgbouncer_ini, proxy_lines
 from healthz.plan import DatabaseLimits
 
 _n, _pct = verdict.number, verdict.percent
@@ -272,6 +272,8 @@ def words(fix: Fix, framework: str, backed: str) -> list[Snippet]:
             for a, b in zip(settings[::2], settings[1::2])
         )
         code = f"# gunicorn.conf.py (or on the command line: {args})\n{conf}"
+        if "gthread" in settings:
+            code += proxy_lines()
         out.append(Snippet("gunicorn", "python", code, backed))
     if fix.keys.get("tcp_tw_reuse") is not None:
         out.append(

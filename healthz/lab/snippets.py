@@ -95,7 +95,8 @@ def _django_gthread(sizing: Sizing, backing: Backing) -> Snippet:
         "    CONN_MAX_AGE=600,  # keep each thread's connection; under eventlet it is closed with its greenlet\n"
         "    CONN_HEALTH_CHECKS=True,  # test a reused connection before the request uses it\n"
         ")\n"
-        f"# gunicorn -k gthread --workers {d.workers} --threads {threads}: {d.workers * threads * d.hosts} connections at most",
+        f"# gunicorn -k gthread --workers {d.workers} --threads {threads}: {d.workers * threads * d.hosts} connections at most"
+        + proxy_lines(d.workers * threads),
         backing.line(*names),
     )
 
@@ -134,6 +135,7 @@ def _gunicorn(chosen: RunFigures, sizing: Sizing, backing: Backing, backed: str)
     d = sizing.plan.deployment
     if chosen.worker_class == "gthread":
         command = f"gunicorn -k gthread --workers {d.workers} --threads {d.concurrency} wsgi:app"
+        command += proxy_lines(d.workers * d.concurrency)
     elif chosen.worker_class in ("eventlet", "gevent"):
         command = (
             f"gunicorn -k {chosen.worker_class} --workers {d.workers} --worker-connections {d.concurrency} wsgi:app"
@@ -146,6 +148,20 @@ def _gunicorn(chosen: RunFigures, sizing: Sizing, backing: Backing, backed: str)
             f"\n# -k gevent with psycogreen ({backing.line(scenarios.GEVENT_SIZED)})"
         )
     return Snippet("gunicorn", "sh", command + LIVENESS_LINES, backed)
+
+
+def proxy_lines(served: int | None = None) -> str:
+    """Where gthread is advised: what keeps it answering. ``served``: how many requests its workers
+    serve at once, when known."""
+    held = (
+        "each client that sends half a request holds a thread: as many as its threads"
+        if served is None
+        else f"{served:,} clients that send half a request hold all {served:,} threads"
+    )
+    return (
+        "\n# behind a buffering proxy (nginx: deploy/nginx/healthz.conf, or an ingress that buffers requests):"
+        f"\n# {held}, and its health check fails (docs/faults.md, idle clients)"
+    )
 
 
 #: The liveness probe's own listener (healthz.liveness), for any gunicorn app: the faults measured why.

@@ -22,7 +22,7 @@ PASSWORD = "Kn0wn-lab-pw-7731"
 
 @pytest.fixture(scope="module")
 def fault_run(tmp_path_factory):
-    """Every fault but the deploys against eventlet-queuepool-sized (2 workers x 10 connections) at 40 users, so
+    """Every fault but the deploys and idle clients against eventlet-queuepool-sized (2 workers x 10 connections) at 40 users, so
     that the pool can run out, on a throwaway server whose password the test knows."""
     output = tmp_path_factory.mktemp("faults")
     patch = pytest.MonkeyPatch()
@@ -35,9 +35,10 @@ def fault_run(tmp_path_factory):
             topology="loopback",
             max_connections=60,
         )
-        # The deploys have their own tests (test_deploys); lock-wait is test_fault_runner_own's; the immediate
-        # restart is the fast one's code with another pg_ctl mode (docs/example-faults runs both).
-        left = {d.name for d in deploys.DEPLOYS} | {"lock-wait", "db-restart-immediate"}
+        # The deploys and idle-clients have their own tests (test_deploys, test_idle_fault); lock-wait is
+        # test_fault_runner_own's; the immediate restart is the fast one's code with another pg_ctl mode
+        # (docs/example-faults runs both).
+        left = {d.name for d in deploys.DEPLOYS} | {"lock-wait", "db-restart-immediate", "idle-clients"}
         lab = FaultLab(config, [f for f in faults.select([]) if f.name not in left], lead=1.2, tail=1.5, after=1.0)
         results = lab.run()
     finally:

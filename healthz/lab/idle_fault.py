@@ -1,0 +1,103 @@
+"""The ``idle-clients`` fault: connections held open without being used, stepped from half of what
+the workers can serve at once to twice it, while the load runs; at each step the health check's and
+the liveness listener's answers timed (:mod:`healthz.lab.idle_clients`, run where the load's clients
+are), straight to gunicorn and through nginx in front of it (:mod:`healthz.lab.nginx`).
+
+A green worker serves ``worker_connections`` clients at once and a gthread worker ``threads``: a
+client that sends half a request holds one of them until it finishes. The figures say at how many
+such clients the health check starts failing (:func:`healthz.lab.idle_clients.limit`), and whether
+the proxy moves that limit.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from healthz.harness.process import ChildProcess, ProcessError
+from healthz.lab import idle_clients
+from healthz.lab.fault_base import CLIENT, Fault, FaultError, Target
+from healthz.lab.idle_clients import KINDS, IdleStep
+from healthz.lab.nginx import Nginx, NginxError
+
+#: Holders at each step, as shares of what the workers serve at once (workers x threads, or x worker_connections).
+SHARES = (0.5, 1.0, 2.0)
+ROUTES = ("direct", "nginx")
+#: The most a step takes: the holders opened, settled, the checks' timeout, the pause after.
+STEP_SECONDS = idle_clients.CONNECT_TIMEOUT + 2 * idle_clients.SETTLE + idle_clients.CHECK_TIMEOUT
+
+
+class IdleClients(Fault):
+    """Idle and slow-header clients held against the service, stepped up, checks timed at each step;
+    the steps are its figures (``idle_steps``). ``shares``, ``kinds`` and ``routes`` choose the steps."""
+
+    name = "idle-clients"
+    description = (
+        "Clients that hold a connection without using it, while the load runs: idle keep-alive ones (one request, "
+        "then nothing) and slow-header ones (half a request, never finished), stepped from half of what the workers "
+        "serve at once to twice it; at each step 20 health checks (3 s each) and 5 liveness checks are timed, "
+        "straight to gunicorn and through nginx in front of it."
+    )
+    # The load's requests wait behind the holders; none is refused or answered with an error.
+    expected = (CLIENT,)
+
+    def __init__(
+        self, shares: tuple[float, ...] = SHARES, kinds: tuple[str, ...] = KINDS, routes: tuple[str, ...] = ROUTES
+    ) -> None:
+        self.shares, self.kinds, self.routes = shares, kinds, routes
+        self.hold = round(len(shares) * len(kinds) * len(routes) * STEP_SECONDS + 2, 1)
+
+    def steps(self, capacity: int) -> list[int]:
+        """The holders at each step for workers that serve ``capacity`` requests at once."""
+        return sorted({max(1, round(share * capacity)) for share in self.shares})
+
+    def begin(self, target: Target) -> None:
+        try:
+            self._begin(target)
+        except BaseException:
+            self._stop(target)  # the runner ends only a fault that began
+            raise
+
+    def _begin(self, target: Target) -> None:
+        gunicorn, topology = target.gunicorn, target.topology
+        routes = {"direct": gunicorn.base_url}
+        if "nginx" in self.routes:
+            try:
+                nginx = Nginx(f"{gunicorn.host}:{gunicorn.port}", gunicorn.host, command_prefix=topology.app_prefix)
+                target.state["nginx"] = nginx.start()
+            except (NginxError, ProcessError) as exc:
+                raise FaultError(str(exc)) from None
+            routes["nginx"] = nginx.base_url
+        workers = len(gunicorn.worker_pids()) or target.scenario.workers
+        capacity = target.notes["idle_capacity"] = workers * target.scenario.concurrency_per_worker
+        out = gunicorn.logfile.parent / "idle-steps.json"
+        command = [sys.executable, "-m", "healthz.lab.idle_clients", "--path", target.scenario.path]
+        command += [a for name in self.routes for a in ("--route", f"{name}={routes[name]}")]
+        command += ["--steps", ",".join(map(str, self.steps(capacity)))]
+        command += ["--kinds", ",".join(self.kinds), "--seconds", str(self.hold), "--out", str(out)]
+        liveness = getattr(gunicorn, "liveness_url", None)
+        if liveness and not target.scenario.own_service:
+            command += ["--livez", liveness]
+        child = ChildProcess([*topology.client_prefix, *command], gunicorn.logfile.parent / "idle-clients.log")
+        target.state.update(child=child, out=out)
+        child.start()
+
+    def end(self, target: Target) -> None:
+        child: ChildProcess = target.state["child"]
+        try:
+            status = child.wait(STEP_SECONDS * 2)  # the last step may still be timing its checks
+            if status != 0:
+                raise FaultError(f"the idle clients exited with status {status}: {child.log_tail(5)}")
+            steps = json.loads(target.state["out"].read_text())
+            target.notes["idle_steps"] = [IdleStep.from_dict(s) for s in steps]
+        finally:
+            self._stop(target)
+
+    @staticmethod
+    def _stop(target: Target) -> None:
+        """Stop what :meth:`begin` started, whichever of it did."""
+        for part in ("child", "nginx"):
+            started: Any = target.state.pop(part, None)
+            if started is not None:
+                started.stop()

@@ -22,9 +22,7 @@ import time
 from typing import Any
 
 from healthz.lab.fault_base import CLIENT, Fault, FaultError, Target, replaced
-from healthz.lab.own_service import PLACEHOLDERS
 from healthz.lab.scenarios import Scenario
-from healthz.lab.stack import wsgi_module
 
 #: Seconds a deploy may take before the fault says it did not finish.
 TIMEOUT = 30.0
@@ -43,8 +41,7 @@ class Deploy(Fault):
     after = AFTER
 
     def skip_reason(self, scenario: Scenario, topology: Any) -> str | None:
-        spec = getattr(scenario.service, "spec", None)
-        if spec is not None and not wsgi_module(spec.argv(_NO_VALUES)):
+        if not scenario.service.runs_gunicorn:
             return "its command is not gunicorn's: the lab signals gunicorn's master"
         return None
 
@@ -65,10 +62,6 @@ class Deploy(Fault):
         if seconds is None:
             raise FaultError(f"{len(old)} old worker(s) were not replaced within {TIMEOUT:g} s")
         target.notes["replaced_seconds"] = seconds
-
-
-#: Placeholder values for reading whether a team's command is gunicorn's (its words, not its values).
-_NO_VALUES = dict.fromkeys(PLACEHOLDERS, "x")
 
 
 class Reload(Deploy):

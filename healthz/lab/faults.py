@@ -352,10 +352,9 @@ class DatabaseDownAtStart(Fault):
         return 1.0
 
     def skip_reason(self, scenario: Scenario, topology: Any) -> str | None:
-        spec = getattr(scenario.service, "spec", None)
-        if spec is not None and spec.ready == spec.path:
+        if scenario.service.ready_path == scenario.path:
             return (
-                f"its ready_path {spec.ready} is the health check, which needs the database: "
+                f"its ready_path {scenario.path} is the health check, which needs the database: "
                 "set ready_path to one that answers without it"
             )
         return None

@@ -145,6 +145,11 @@ class AppSpec:
         return self.ready_path or self.path
 
     @property
+    def is_gunicorn(self) -> bool:
+        """Whether its command is gunicorn's (read from its words, whatever the placeholders become)."""
+        return wsgi_module(self.argv(dict.fromkeys(PLACEHOLDERS, "x"))) is not None
+
+    @property
     def bin_dir(self) -> Path | None:
         """The ``bin/`` that ``python`` names: the venv's, or the interpreter's own directory."""
         if self.python is None:

@@ -55,6 +55,10 @@ class LabService:
     started: ClassVar[bool] = True
     #: Whether the lab tries fixes on it after its steps (the team's code, ``try_fixes``).
     tries_fixes: ClassVar[bool] = False
+    #: Whether it is gunicorn, whose master the deploys signal.
+    runs_gunicorn: ClassVar[bool] = True
+    #: What the lab waits for before the load: livez, which needs no database.
+    ready_path: ClassVar[str] = "/api/v1/livez/"
 
     @property
     def path(self) -> str:
@@ -174,6 +178,14 @@ class OwnService:
     @property
     def tries_fixes(self) -> bool:
         return self.spec.try_fixes
+
+    @property
+    def runs_gunicorn(self) -> bool:
+        return self.spec.is_gunicorn
+
+    @property
+    def ready_path(self) -> str:
+        return self.spec.ready
 
     def summary(self, scenario) -> str:
         """Its command and where it runs, with what its scenario declares of worker class and pool."""
@@ -297,6 +309,8 @@ class RunningTarget:
     own: ClassVar[bool] = True
     started: ClassVar[bool] = False
     tries_fixes: ClassVar[bool] = False
+    runs_gunicorn: ClassVar[bool] = False  # not the lab's to signal, whatever it runs
+    ready_path: ClassVar[str | None] = None
 
     @property
     def path(self) -> str:

@@ -322,7 +322,7 @@ DEPLOYS = (
 )
 IDLE = (
     "Clients that hold a connection without using it, while the load runs: `idle` sent one keep-alive request "
-    "and nothing more, `slow-header` half a request, never finished. At each step (that many clients held) 20 "
+    "that needs no database (livez; a team's `ready_path`) and nothing more, `slow-header` half a request, never finished. At each step (that many clients held) 20 "
     "health checks, each on a new connection with 3 s to answer, and 5 liveness checks went at once; `direct` "
     "to gunicorn, `nginx` through nginx in front of it, buffering each request whole (deploy/nginx/healthz.conf)."
 )

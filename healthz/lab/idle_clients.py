@@ -3,8 +3,9 @@ at each step: the program the ``idle-clients`` fault runs where the load's clien
 
 Two kinds of holder (:data:`KINDS`):
 
-- ``idle``: sends one complete keep-alive ``GET`` of the health path, reads the answer and then sends
-  nothing more, as a browser or a connection-pooling client keeps a connection idle;
+- ``idle``: sends one complete keep-alive ``GET`` of ``--idle-path`` (a path that needs no database:
+  else a thousand of them at once are a crowd of health checks, not idle clients), reads the answer
+  and then sends nothing more, as a browser or a connection-pooling client keeps a connection idle;
 - ``slow-header``: sends a request line and one header and never finishes the request, as a slow
   client on a bad network (or slowloris) does.
 
@@ -91,7 +92,8 @@ def _request(host: str, path: str, connection: str) -> bytes:
 
 
 def open_holders(address: tuple[str, int], kind: str, count: int, path: str) -> list[socket.socket]:
-    """``count`` holders of ``kind`` connected to ``address`` (fewer when connects fail or time out)."""
+    """``count`` holders of ``kind`` connected to ``address`` (fewer when connects fail or time out);
+    ``path`` is what they ask for."""
     host = address[0]
     first = (
         _request(host, path, "keep-alive") if kind == "idle" else f"GET {path} HTTP/1.1\r\nHost: {host}\r\n".encode()
@@ -133,9 +135,10 @@ def _read_first_answers(socks: list[socket.socket]) -> None:
                     selector.unregister(sock)
 
 
-def check(address: tuple[str, int], path: str, timeout: float = CHECK_TIMEOUT) -> float | None:
+def check(address: tuple[str, int], path: str, timeout: float | None = None) -> float | None:
     """One health check on a new connection: milliseconds to a 2xx status line, None when it failed
-    (refused, reset, another status, or no answer in ``timeout`` seconds)."""
+    (refused, reset, another status, or no answer in ``timeout`` seconds, default :data:`CHECK_TIMEOUT`)."""
+    timeout = CHECK_TIMEOUT if timeout is None else timeout
     began = time.monotonic()
     try:
         with socket.create_connection(address, timeout=timeout) as sock:
@@ -183,10 +186,11 @@ def step(
     path: str,
     livez: tuple[str, int] | None,
     livez_path: str,
+    idle_path: str | None = None,
 ) -> IdleStep:
-    """Open the holders, let them settle, time the checks (health and liveness at once), count the
-    holders still open, close them."""
-    held = open_holders(target, kind, clients, path)
+    """Open the holders (``idle`` ones asking for ``idle_path``, default ``path``), let them settle,
+    time the checks of ``path`` (and liveness at once), count the holders still open, close them."""
+    held = open_holders(target, kind, clients, (idle_path or path) if kind == "idle" else path)
     try:
         time.sleep(SETTLE)
         livez_count = LIVEZ_CHECKS if livez else 0
@@ -222,7 +226,7 @@ def run(args: argparse.Namespace) -> list[IdleStep]:
             for clients in args.steps:
                 if time.monotonic() > deadline:
                     return steps
-                steps.append(step(route, kind, clients, target, args.path, livez, args.livez_path))
+                steps.append(step(route, kind, clients, target, args.path, livez, args.livez_path, args.idle_path))
                 time.sleep(SETTLE)  # the closed holders leave the workers before the next step
     return steps
 
@@ -268,6 +272,7 @@ def parser() -> argparse.ArgumentParser:
         help="NAME=http://host:port: the service, or a proxy in front",
     )
     p.add_argument("--path", default="/api/v1/healthz/", help="the health check's path")
+    p.add_argument("--idle-path", help="what idle clients ask for once: a path that needs no database (default --path)")
     p.add_argument("--livez", help="http://host:port of the liveness listener, when it has one")
     p.add_argument("--livez-path", default="/api/v1/livez/")
     p.add_argument("--steps", type=_ints, required=True, help="holders at each step, e.g. 8,16,32")

@@ -34,8 +34,8 @@ class IdleClients(Fault):
 
     name = "idle-clients"
     description = (
-        "Clients that hold a connection without using it, while the load runs: idle keep-alive ones (one request, "
-        "then nothing) and slow-header ones (half a request, never finished), stepped from half of what the workers "
+        "Clients that hold a connection without using it, while the load runs: idle keep-alive ones (one request "
+        "that needs no database, then nothing) and slow-header ones (half a request, never finished), stepped from half of what the workers "
         "serve at once to twice it; at each step 20 health checks (3 s each) and 5 liveness checks are timed, "
         "straight to gunicorn and through nginx in front of it."
     )
@@ -60,7 +60,7 @@ class IdleClients(Fault):
             raise
 
     def _begin(self, target: Target) -> None:
-        gunicorn, topology = target.gunicorn, target.topology
+        gunicorn, topology, scenario = target.gunicorn, target.topology, target.scenario
         routes = {"direct": gunicorn.base_url}
         if "nginx" in self.routes:
             try:
@@ -69,15 +69,17 @@ class IdleClients(Fault):
             except (NginxError, ProcessError) as exc:
                 raise FaultError(str(exc)) from None
             routes["nginx"] = nginx.base_url
-        workers = len(gunicorn.worker_pids()) or target.scenario.workers
-        capacity = target.notes["idle_capacity"] = workers * target.scenario.concurrency_per_worker
+        workers = len(gunicorn.worker_pids()) or scenario.workers
+        capacity = target.notes["idle_capacity"] = workers * scenario.concurrency_per_worker
         out = gunicorn.logfile.parent / "idle-steps.json"
-        command = [sys.executable, "-m", "healthz.lab.idle_clients", "--path", target.scenario.path]
+        command = [sys.executable, "-m", "healthz.lab.idle_clients", "--path", scenario.path]
+        # An idle client asks once for what needs no database (the lab's livez, a team's ready_path).
+        command += ["--idle-path", scenario.service.ready_path or scenario.path]
         command += [a for name in self.routes for a in ("--route", f"{name}={routes[name]}")]
         command += ["--steps", ",".join(map(str, self.steps(capacity)))]
         command += ["--kinds", ",".join(self.kinds), "--seconds", str(self.hold), "--out", str(out)]
         liveness = getattr(gunicorn, "liveness_url", None)
-        if liveness and not target.scenario.own_service:
+        if liveness and not scenario.own_service:
             command += ["--livez", liveness]
         child = ChildProcess([*topology.client_prefix, *command], gunicorn.logfile.parent / "idle-clients.log")
         target.state.update(child=child, out=out)

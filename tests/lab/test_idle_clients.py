@@ -91,3 +91,33 @@ def test_a_check_counts_a_2xx_and_not_another_status(tmp_path):
     assert idle_clients.check(address, "/", timeout=2) is not None
     assert idle_clients.check(address, "/", timeout=2) is None
     server.close()
+
+
+def test_idle_clients_ask_once_for_the_idle_path_and_the_checks_for_the_health_path(monkeypatch):
+    # A thousand idle clients asking for the health path at once are a crowd on the database, not idle
+    # clients (NullPool answered too_many_clients under it): they ask for what needs no database.
+    monkeypatch.setattr(idle_clients, "SETTLE", 0.05)
+    asked: list[bytes] = []
+    conns: list[socket.socket] = []
+    server = socket.create_server(("127.0.0.1", 0), backlog=64)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conns.append(conn)
+            asked.append(conn.recv(4096).split(b"\r\n", 1)[0])
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    s = idle_clients.step("direct", "idle", 3, server.getsockname(), "/health", None, "/", idle_path="/livez")
+    server.shutdown(socket.SHUT_RDWR)  # wakes the accept (close alone does not)
+    thread.join(5)
+    server.close()
+    for conn in conns:
+        conn.close()
+    assert s.failed == 0 and s.held == 3
+    assert asked.count(b"GET /livez HTTP/1.1") == 3 and asked.count(b"GET /health HTTP/1.1") == idle_clients.CHECKS

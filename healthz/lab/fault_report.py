@@ -127,7 +127,7 @@ IDLE_HEADERS = (
     "route",
     "kind",
     "served at once",
-    "health checks failed at each step",
+    "health checks failed at each step (the slowest answered)",
     "checks fail from",
     "liveness checks failed",
 )
@@ -151,12 +151,16 @@ def idle_rows(results: list[FaultFigures]) -> list[list[str]]:
                     route,
                     kind,
                     "-" if r.idle_capacity is None else f"{r.idle_capacity:,}",
-                    " · ".join(f"{s.clients:,}: {s.failed}/{s.checks}" for s in steps),
+                    " · ".join(f"{s.clients:,}: {s.failed}/{s.checks}{_slowest(s.worst_ms)}" for s in steps),
                     "held at every step" if first is None else f"{first:,} clients",
                     "-" if not livez else f"{sum(s.livez_failed for s in steps)}/{livez}",
                 ]
             )
     return table
+
+
+def _slowest(ms: float | None) -> str:
+    return "" if ms is None else f" ({ms:,.0f} ms)"
 
 
 def deploy_rows(results: list[FaultFigures]) -> list[list[str]]:

@@ -69,7 +69,7 @@ HOSTS_ARGS ?= --hosts 3 --max-connections 50 --concurrency 300 --duration 10 \
 lab-hosts: install
 	$(BIN)/healthz lab run --topology netns $(HOSTS_ARGS)
 
-# Every fault against the four default fault scenarios under steady load; about 6 minutes.
+# Every fault against the four default fault scenarios under steady load; about 15 minutes.
 FAULTS_ARGS ?=
 faults: install
 	$(BIN)/healthz lab faults $(FAULTS_ARGS)

@@ -21,7 +21,7 @@ from healthz import plan as plans
 from healthz.config import WORKER_CLASSES
 from healthz.lab import verdict
 from healthz.lab.figures import Placement, RunFigures, top
-from healthz.lab.snippets import Backing, Snippet, snippets
+from healthz.lab.snippets import PROXY_NOTE, Backing, Snippet, snippets
 from healthz.lab.topology import DEFAULT_TW_REUSE
 from healthz.plan import DatabaseLimits
 
@@ -424,6 +424,8 @@ class Advice:
         text = f"Change: {d.worker_class} workers={d.workers}, pool_size={self.sizing.pool_size} and max_overflow=0 per worker"
         if self.component in (Component.PGBOUNCER_APP, Component.PGBOUNCER_DB):
             text += f", {self.component}"
+        if d.worker_class == "gthread":
+            text += f", {PROXY_NOTE}"
         return f"{text}, as in {self.chosen}; sized by need: {self.sizing.reason()}."
 
     def lines(self) -> list[str]:

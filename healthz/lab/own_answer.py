@@ -20,7 +20,7 @@ from healthz.config import mask_password
 from healthz.lab import advice, verdict
 from healthz.lab.figures import Placement, RunFigures, top
 from healthz.lab.fixes import Fix
-from healthz.lab.snippets import Snippet, pgbouncer_ini, proxy_lines
+from healthz.lab.snippets import PROXY_NOTE, Snippet, pgbouncer_ini, proxy_lines
 from healthz.plan import DatabaseLimits
 
 _n, _pct = verdict.number, verdict.percent
@@ -119,7 +119,10 @@ class OwnAnswer:
             f"{s.title}: " + "; ".join(line for line in s.code.splitlines() if not line.startswith("#"))
             for s in self.snippets()
         )
-        return f"Change ({said}); sized by need: {self.sizing}."
+        # Its runs carry the scenario's declared worker class: the fix's gunicorn arguments say gthread.
+        gthread = "gthread" in str(self.chosen.fix.keys.get("gunicorn_args", "")).split()
+        proxy = f"; {PROXY_NOTE}" if gthread else ""
+        return f"Change ({said}){proxy}; sized by need: {self.sizing}."
 
     def lines(self) -> list[str]:
         """The answer in at most :data:`advice.ANSWER_LINES` lines: headline, change, as it is, the

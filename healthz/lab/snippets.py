@@ -150,6 +150,10 @@ def _gunicorn(chosen: RunFigures, sizing: Sizing, backing: Backing, backed: str)
     return Snippet("gunicorn", "sh", command + LIVENESS_LINES, backed)
 
 
+#: Said wherever the lab advises gthread (its answer, a team's fix): what keeps it answering.
+PROXY_NOTE = "behind a buffering proxy (nginx, or an ingress that buffers requests: docs/faults.md#idle-clients)"
+
+
 def proxy_lines(served: int | None = None) -> str:
     """Where gthread is advised: what keeps it answering. ``served``: how many requests its workers
     serve at once, when known."""

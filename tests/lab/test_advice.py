@@ -171,6 +171,9 @@ def test_the_settings_parse_and_carry_the_sized_pool():
         and "max_overflow=0" in by_title["Flask / SQLAlchemy"].code
     )
     assert '"max_size": 6' in by_title["Django 5.1+ with psycopg 3: Django's own pool"].code
+    # Wherever gthread is advised, the proxy that keeps it answering is said with it.
+    gthread = by_title["Django under gthread: persistent connections (one per thread)"].code
+    assert "behind a buffering proxy (nginx: deploy/nginx/healthz.conf" in gthread
     ini = configparser.ConfigParser(inline_comment_prefixes=(";",))
     ini.read_string(by_title["PgBouncer (pgbouncer.ini), when the budget or the ports need it"].code)
     assert ini["pgbouncer"]["pool_mode"] == "transaction" and ini["pgbouncer"]["default_pool_size"] == "12"

@@ -5,6 +5,8 @@ with how long the service took to answer at its rate again."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from healthz.lab import deploys, fault_report, faults
@@ -26,11 +28,14 @@ def deployed(tmp_path_factory):
         connection="keep-alive",
     )
     results = FaultLab(config, faults.select(DEPLOYS), lead=1.2, tail=1.0, after=1.5).run()
-    return output, {r.fault: r for r in results}
+    # gevent is the other worker class that can reload losing nothing (docs/faults.md, Deploys).
+    config = dataclasses.replace(config, scenarios=[DEFAULTS["gevent-queuepool-sized"]], output=output / "gevent")
+    (gevent,) = FaultLab(config, faults.select(["reload"]), lead=1.2, tail=1.0, after=1.5).run()
+    return output, {r.fault: r for r in results}, gevent
 
 
 def test_each_deploy_replaced_what_it_should_and_lost_only_what_a_client_sees(deployed):
-    _, runs = deployed
+    _, runs, _ = deployed
     assert list(runs) == DEPLOYS
     for r in runs.values():
         assert r.error is None and r.backends_left == 0, (r.fault, r.error)
@@ -51,8 +56,15 @@ def test_each_deploy_replaced_what_it_should_and_lost_only_what_a_client_sees(de
     assert all("--no-retry" in r.commands["locust"] for r in runs.values())  # clients that do not retry
 
 
+def test_a_gevent_reload_loses_nothing_as_it_is(deployed):
+    _, _, reload = deployed
+    assert reload.error is None and reload.backends_left == 0, reload.error
+    assert reload.worker_class == "gevent" and reload.replaced_workers == reload.workers == 2
+    assert reload.failed == 0 and reload.connection == "keep-alive", reload.errors
+
+
 def test_the_deploy_table_shows_each_deploy_with_the_figures_it_measured(deployed):
-    output, runs = deployed
+    output, runs, _ = deployed
     text = fault_report.write(output)["markdown"].read_text()
     assert "## Deploys: what clients that do not retry lose" in text
     for name, r in runs.items():

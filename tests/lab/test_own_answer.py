@@ -8,7 +8,7 @@ import sys
 import pytest
 from helpers import lab_run
 
-from healthz.lab import fixes, own_answer, report, scenarios, verdict
+from healthz.lab import fixes, own_answer, report, scenarios, snippets, verdict
 from healthz.plan import DatabaseLimits
 
 if sys.version_info >= (3, 11):
@@ -110,6 +110,8 @@ def test_a_worker_class_change_that_alone_held_is_not_pooling_alone():
     titles = [s.title for s in said.snippets()]
     assert titles == ["Django: settings.py, after DATABASES", "gunicorn"]
     assert 'worker_class = "gthread"\nthreads = 4' in said.snippets()[1].code
+    # gthread's threads are what slow clients hold: the answer says what keeps it answering.
+    assert snippets.PROXY_NOTE in said.change() and "deploy/nginx/healthz.conf" in said.snippets()[1].code
 
 
 def test_pgbouncer_in_front_of_their_code_is_pooling_alone_and_said_as_pgbouncer_ini_and_settings():

@@ -59,6 +59,9 @@ class Fault:
     #: Seconds of load added after the runner's tail: how long a deploy's new workers take to reach
     #: the rate of the old ones is a figure of its own.
     after = 0.0
+    #: Seconds :meth:`begin` may take before the hold starts (a proxy started, a team's config read):
+    #: the load runs that much longer, so the tail after the fault is kept.
+    begin_seconds = 0.0
     #: Whether the load's clients resend an idempotent GET whose connection was cut (geventhttpclient's
     #: default, as browsers do); deploys count what clients that do not retry lose.
     retry = True

@@ -288,9 +288,10 @@ class FaultLab:
 
 
 def load_seconds(lab: FaultLab, fault: Fault) -> float:
-    """How long ``lab``'s load runs for ``fault``: the lead, its hold, the tail, what it adds after,
-    and 1 s of slack for beginning and ending it (a restart, a replacement worker)."""
-    return lab.lead + fault.hold + lab.tail + (fault.after if lab.after is None else lab.after) + 1
+    """How long ``lab``'s load runs for ``fault``: the lead, its beginning and hold, the tail, what it
+    adds after, and 1 s of slack for beginning and ending it (a restart, a replacement worker)."""
+    after = fault.after if lab.after is None else lab.after
+    return lab.lead + fault.begin_seconds + fault.hold + lab.tail + after + 1
 
 
 def _set_up(run: _FaultRun, progress: Progress, label: str) -> None:

@@ -20,12 +20,38 @@ from healthz.lab import idle_clients
 from healthz.lab.fault_base import CLIENT, Fault, FaultError, Target
 from healthz.lab.idle_clients import KINDS, IdleStep
 from healthz.lab.nginx import Nginx, NginxError
+from healthz.lab.scenarios import Scenario
 
 #: Holders at each step, as shares of what the workers serve at once (workers x threads, or x worker_connections).
 SHARES = (0.5, 1.0, 2.0)
 ROUTES = ("direct", "nginx")
 #: The most a step takes: the holders opened, settled, the checks' timeout, the pause after.
 STEP_SECONDS = idle_clients.CONNECT_TIMEOUT + 2 * idle_clients.SETTLE + idle_clients.CHECK_TIMEOUT
+
+
+def served_at_once(worker_class: str, threads: int, worker_connections: int) -> int:
+    """Requests one gunicorn worker serves at once: its threads under gthread (and under sync with
+    more than one thread, which gunicorn runs as gthread), one under sync, else ``worker_connections``.
+    ``worker_class`` as gunicorn takes it: ``gthread``, ``sync`` or a class path (``...ThreadWorker``)."""
+    name = worker_class.lower()
+    sync = "sync" in name
+    if "gthread" in name or "threadworker" in name or (sync and threads > 1):
+        return threads
+    return 1 if sync else worker_connections
+
+
+def _per_worker(scenario: Scenario, gunicorn: Any) -> int:
+    """What one worker of the running service serves at once: the scenario's settings for ours, what
+    gunicorn resolved from a team's command (``--print-config``) for theirs."""
+    if not scenario.own_service:
+        return scenario.concurrency_per_worker
+    read = scenario.service.stack(gunicorn)
+    config = (read.gunicorn if read is not None else None) or {}
+    return served_at_once(
+        str(config.get("worker_class", "sync")),
+        int(config.get("threads", 1)),
+        int(config.get("worker_connections", scenario.worker_connections)),
+    )
 
 
 class IdleClients(Fault):
@@ -41,6 +67,7 @@ class IdleClients(Fault):
     )
     # The load's requests wait behind the holders; none is refused or answered with an error.
     expected = (CLIENT,)
+    begin_seconds = 4.0  # nginx started, a team's gunicorn config read (--print-config)
 
     def __init__(
         self, shares: tuple[float, ...] = SHARES, kinds: tuple[str, ...] = KINDS, routes: tuple[str, ...] = ROUTES
@@ -70,7 +97,7 @@ class IdleClients(Fault):
                 raise FaultError(str(exc)) from None
             routes["nginx"] = nginx.base_url
         workers = len(gunicorn.worker_pids()) or scenario.workers
-        capacity = target.notes["idle_capacity"] = workers * scenario.concurrency_per_worker
+        capacity = target.notes["idle_capacity"] = workers * _per_worker(scenario, gunicorn)
         out = gunicorn.logfile.parent / "idle-steps.json"
         command = [sys.executable, "-m", "healthz.lab.idle_clients", "--path", scenario.path]
         # An idle client asks once for what needs no database (the lab's livez, a team's ready_path).

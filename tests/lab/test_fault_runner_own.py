@@ -13,6 +13,7 @@ from projects import flask_project, tree
 
 from healthz.lab import fault_report, faults
 from healthz.lab.fault_runner import FaultLab
+from healthz.lab.idle_fault import IdleClients
 from healthz.lab.runner import LabConfig
 from healthz.lab.scenarios import own_service
 
@@ -32,7 +33,9 @@ def own_run(tmp_path_factory):
     )
     output = tmp_path_factory.mktemp("faults")
     config = LabConfig(scenarios=[scenario], concurrency=[20], output=output, topology="loopback", max_connections=60)
-    results = FaultLab(config, faults.select(FAULTS), lead=1.2, tail=1.5, after=1.0).run()
+    # Slow-header clients as many as the threads their command starts (2 x 4), straight to gunicorn.
+    idle = IdleClients(shares=(1.0,), kinds=("slow-header",), routes=("direct",))
+    results = FaultLab(config, [*faults.select(FAULTS), idle], lead=1.2, tail=1.5, after=1.0).run()
     assert tree(project) == before, "the team's project was written"
     return output, {r.fault: r for r in results}
 
@@ -40,7 +43,7 @@ def own_run(tmp_path_factory):
 def test_the_faults_that_need_nothing_of_ours_ran_on_their_code_as_expected(own_run):
     _, runs = own_run
     ran = [r for r in runs.values() if not r.skipped]
-    assert [r.fault for r in ran] == ["worker-kill", "db-restart-fast", "lock-wait"]
+    assert [r.fault for r in ran] == ["worker-kill", "db-restart-fast", "lock-wait", "idle-clients"]
     for r in ran:
         assert r.error is None and r.own_service and r.problems == [], (r.fault, r.error, r.problems)
         assert r.backends_left == 0 and not r.password_in_log
@@ -61,6 +64,14 @@ def test_a_lock_on_their_tables_makes_their_statements_wait_and_then_answer(own_
 def test_a_killed_worker_of_theirs_is_replaced_once(own_run):
     r = own_run[1]["worker-kill"]
     assert r.worker_restarts == 1 and r.killed_worker_backends_left == 0
+
+
+def test_idle_clients_are_stepped_by_what_their_command_serves_at_once(own_run):
+    r = own_run[1]["idle-clients"]
+    # Read from gunicorn's own resolved config (-k gthread --threads 4 -w 2), not the lab's defaults.
+    assert r.idle_capacity == 8 and [s.clients for s in r.idle_steps] == [8]
+    (step,) = r.idle_steps
+    assert step.held == 8 and step.failed > 0 and step.livez_checks == 0  # livez is the lab's service's
 
 
 def test_faults_that_need_the_labs_service_or_a_ready_path_without_the_database_say_why(own_run):

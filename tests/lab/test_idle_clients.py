@@ -10,7 +10,7 @@ import pytest
 
 from healthz.lab import idle_clients
 from healthz.lab.idle_clients import IdleStep
-from healthz.lab.idle_fault import IdleClients
+from healthz.lab.idle_fault import IdleClients, served_at_once
 
 
 def step(route="direct", kind="slow-header", clients=16, failed=0) -> IdleStep:
@@ -121,3 +121,18 @@ def test_idle_clients_ask_once_for_the_idle_path_and_the_checks_for_the_health_p
         conn.close()
     assert s.failed == 0 and s.held == 3
     assert asked.count(b"GET /livez HTTP/1.1") == 3 and asked.count(b"GET /health HTTP/1.1") == idle_clients.CHECKS
+
+
+@pytest.mark.parametrize(
+    ("worker_class", "threads", "served"),
+    [
+        ("gthread", 4, 4),
+        ("gunicorn.workers.gthread.ThreadWorker", 8, 8),
+        ("sync", 1, 1),
+        ("sync", 3, 3),  # gunicorn runs sync with more than one thread as gthread
+        ("gevent", 1, 1000),
+        ("eventlet", 8, 1000),
+    ],
+)
+def test_what_a_worker_serves_at_once_follows_gunicorns_own_rules(worker_class, threads, served):
+    assert served_at_once(worker_class, threads, 1000) == served

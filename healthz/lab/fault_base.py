@@ -59,9 +59,6 @@ class Fault:
     #: Seconds of load added after the runner's tail: how long a deploy's new workers take to reach
     #: the rate of the old ones is a figure of its own.
     after = 0.0
-    #: Seconds :meth:`begin` may take before the hold starts (a proxy started, a team's config read):
-    #: the load runs that much longer, so the tail after the fault is kept.
-    begin_seconds = 0.0
     #: Whether the load's clients resend an idempotent GET whose connection was cut (geventhttpclient's
     #: default, as browsers do); deploys count what clients that do not retry lose.
     retry = True
@@ -89,6 +86,13 @@ class Fault:
         """Seconds a failed request may take at most while the fault lasts; None for no bound
         beyond the client's request timeout."""
         return None
+
+    def prepare(self, target: Target) -> None:
+        """What a fault sets up once the service answers, before the load starts (a proxy started, a
+        team's config read), so that :meth:`begin` is quick; :meth:`release` undoes it on every exit."""
+
+    def release(self, target: Target) -> None:
+        """Undo :meth:`prepare`, whether or not the fault began."""
 
     def begin(self, target: Target) -> None:
         raise NotImplementedError

@@ -213,6 +213,8 @@ class FaultLab:
                 raise ServiceError(
                     f"{scenario.path} answered {status} before the fault: {mask_password(body.strip())[:300]}"
                 )
+        stack.callback(fault.release, run.target)
+        fault.prepare(run.target)
         run.sampler = rig.sampler(self.config.interval, counters, [gunicorn], run.locust, pg, url)
         run.sampler.start()
         stack.callback(lambda: run.sampler.is_alive() and run.sampler.stop())
@@ -288,10 +290,10 @@ class FaultLab:
 
 
 def load_seconds(lab: FaultLab, fault: Fault) -> float:
-    """How long ``lab``'s load runs for ``fault``: the lead, its beginning and hold, the tail, what it
-    adds after, and 1 s of slack for beginning and ending it (a restart, a replacement worker)."""
+    """How long ``lab``'s load runs for ``fault``: the lead, its hold, the tail, what it adds after,
+    and 1 s of slack for beginning and ending it (a restart, a replacement worker)."""
     after = fault.after if lab.after is None else lab.after
-    return lab.lead + fault.begin_seconds + fault.hold + lab.tail + after + 1
+    return lab.lead + fault.hold + lab.tail + after + 1
 
 
 def _set_up(run: _FaultRun, progress: Progress, label: str) -> None:

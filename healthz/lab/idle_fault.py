@@ -67,7 +67,6 @@ class IdleClients(Fault):
     )
     # The load's requests wait behind the holders; none is refused or answered with an error.
     expected = (CLIENT,)
-    begin_seconds = 4.0  # nginx started, a team's gunicorn config read (--print-config)
 
     def __init__(
         self, shares: tuple[float, ...] = SHARES, kinds: tuple[str, ...] = KINDS, routes: tuple[str, ...] = ROUTES
@@ -79,36 +78,34 @@ class IdleClients(Fault):
         """The holders at each step for workers that serve ``capacity`` requests at once."""
         return sorted({max(1, round(share * capacity)) for share in self.shares})
 
-    def begin(self, target: Target) -> None:
-        try:
-            self._begin(target)
-        except BaseException:
-            self._stop(target)  # the runner ends only a fault that began
-            raise
-
-    def _begin(self, target: Target) -> None:
+    def prepare(self, target: Target) -> None:
+        """Before the load: nginx started in front (when a route asks for it) and the steps worked out
+        from what the running workers serve at once (a team's: gunicorn's resolved config)."""
         gunicorn, topology, scenario = target.gunicorn, target.topology, target.scenario
-        routes = {"direct": gunicorn.base_url}
+        target.state["routes"] = {"direct": gunicorn.base_url}
         if "nginx" in self.routes:
             try:
                 nginx = Nginx(f"{gunicorn.host}:{gunicorn.port}", gunicorn.host, command_prefix=topology.app_prefix)
                 target.state["nginx"] = nginx.start()
             except (NginxError, ProcessError) as exc:
                 raise FaultError(str(exc)) from None
-            routes["nginx"] = nginx.base_url
+            target.state["routes"]["nginx"] = nginx.base_url
         workers = len(gunicorn.worker_pids()) or scenario.workers
-        capacity = target.notes["idle_capacity"] = workers * _per_worker(scenario, gunicorn)
+        target.notes["idle_capacity"] = workers * _per_worker(scenario, gunicorn)
+
+    def begin(self, target: Target) -> None:
+        gunicorn, scenario, routes = target.gunicorn, target.scenario, target.state["routes"]
         out = gunicorn.logfile.parent / "idle-steps.json"
         command = [sys.executable, "-m", "healthz.lab.idle_clients", "--path", scenario.path]
         # An idle client asks once for what needs no database (the lab's livez, a team's ready_path).
         command += ["--idle-path", scenario.service.ready_path or scenario.path]
         command += [a for name in self.routes for a in ("--route", f"{name}={routes[name]}")]
-        command += ["--steps", ",".join(map(str, self.steps(capacity)))]
+        command += ["--steps", ",".join(map(str, self.steps(target.notes["idle_capacity"])))]
         command += ["--kinds", ",".join(self.kinds), "--seconds", str(self.hold), "--out", str(out)]
         liveness = getattr(gunicorn, "liveness_url", None)
         if liveness and not scenario.own_service:
             command += ["--livez", liveness]
-        child = ChildProcess([*topology.client_prefix, *command], gunicorn.logfile.parent / "idle-clients.log")
+        child = ChildProcess([*target.topology.client_prefix, *command], gunicorn.logfile.parent / "idle-clients.log")
         target.state.update(child=child, out=out)
         child.start()
 
@@ -121,11 +118,10 @@ class IdleClients(Fault):
             steps = json.loads(target.state["out"].read_text())
             target.notes["idle_steps"] = [IdleStep.from_dict(s) for s in steps]
         finally:
-            self._stop(target)
+            self.release(target)
 
-    @staticmethod
-    def _stop(target: Target) -> None:
-        """Stop what :meth:`begin` started, whichever of it did."""
+    def release(self, target: Target) -> None:
+        """Stop what :meth:`prepare` and :meth:`begin` started, whichever of it did."""
         for part in ("child", "nginx"):
             started: Any = target.state.pop(part, None)
             if started is not None:

@@ -103,6 +103,9 @@ def test_connection_switch_decides_database_connections_under_eventlet(
         assert opened <= 4, (opened, totals)
 
 
+# Whether locust keeps a rate is a figure other tests on the same cores move (335 of 400 due, beside
+# three xdist workers): it runs alone.
+@pytest.mark.serial
 def test_a_fixed_rate_is_kept_and_a_stall_is_timed_from_each_due_time(tmp_path, run_gunicorn, postgres, database):
     """20 users at 100 requests/s in all for 4 s, with the table locked for 1 s from 1.5 s in: the
     rate holds, and the requests due during the lock count the time they waited to be sent."""

@@ -68,7 +68,6 @@ def server():
 
 
 @pytest.mark.serial  # lateness is counted against the clock: a test beside it stalled it a second here
-@pytest.mark.serial  # a kept rate is a figure other tests on the same cores move
 def test_keeps_its_rate_and_times_a_known_latency(server):
     s = server(0.02)
     result = rate.Driver(s.url, rate=100, seconds=2, connections=20).run()

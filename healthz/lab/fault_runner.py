@@ -213,8 +213,7 @@ class FaultLab:
                 raise ServiceError(
                     f"{scenario.path} answered {status} before the fault: {mask_password(body.strip())[:300]}"
                 )
-        stack.callback(fault.release, run.target)
-        fault.prepare(run.target)
+        run.prepare(stack)
         run.sampler = rig.sampler(self.config.interval, counters, [gunicorn], run.locust, pg, url)
         run.sampler.start()
         stack.callback(lambda: run.sampler.is_alive() and run.sampler.stop())
@@ -372,6 +371,11 @@ class _FaultRun:
     @property
     def timeline_file(self):
         return self.run_dir / "timeline.json"
+
+    def prepare(self, stack: contextlib.ExitStack) -> None:
+        """The fault's :meth:`~Fault.prepare`, its :meth:`~Fault.release` entered in ``stack`` first."""
+        stack.callback(self.fault.release, self.target)
+        self.fault.prepare(self.target)
 
     def end_fault(self) -> None:
         """End the fault once: the second call (the stack's, after a normal end) does nothing."""

@@ -44,11 +44,12 @@ def test_the_report_stack_fails_under_eventlet_and_a_fix_laid_over_its_code_hold
     config = LabConfig(
         scenarios=chosen,
         scenarios_files=[SCENARIOS],
-        # ~100 new connections a second on 300 ports: the range runs out within 3 s of the 4.
+        # ~100 new connections a second on 150 ports: the range runs out within 2 s of the 4, and still
+        # within the 4 when the cores are shared and it manages 50 a second (75 beside three test workers).
         concurrency=[200],
         duration=4,
         topology="netns",
-        ports=300,
+        ports=150,
         output=tmp_path / "out",
         doctor=False,
     )
@@ -67,7 +68,7 @@ def test_the_report_stack_fails_under_eventlet_and_a_fix_laid_over_its_code_hold
     # The report's failure, read from Django's own log and from PostgreSQL's and the kernel's counters.
     assert eventlet.failures > 0 and eventlet.failures_by_cause.get("499", 0) > 0, eventlet.failures_by_cause
     assert next(iter(eventlet.causes)) == "address_unavailable", eventlet.causes
-    assert eventlet.sessions_per_second > 300 / 60 and eventlet.time_wait_peak > 200
+    assert eventlet.sessions_per_second > 150 / 60 and eventlet.time_wait_peak > 100
     # The report's first try churns as before; the report's working setup, laid over: a connection per thread, kept.
     assert runs["django-eventlet+conn-max-age"].sessions_per_success > 0.5
     threads = int(gthread.fix["keys"]["gunicorn_args"].split()[-1])

@@ -7,7 +7,6 @@ runs' spread beside it. Results go to a JSON file; passwords never do.
 from __future__ import annotations
 
 import dataclasses
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from healthz import versions
 from healthz.config import Settings
 from healthz.db import seed as seed_roles
 from healthz.harness import store
+from healthz.harness.process import raise_open_files
 from healthz.lab import probes, require_extra
 from healthz.postgres import APP_DATABASE, APP_USER, PostgreSQL, find_binaries, free_port
 from healthz.service import Gunicorn
@@ -72,15 +72,6 @@ def machine() -> dict[str, Any]:
     return {**store.machine(), "packages": versions.installed()}
 
 
-def _raise_open_files(needed: int) -> None:
-    # wrk and gunicorn inherit our limit; thousands of connections need as many descriptors.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < needed and (hard == resource.RLIM_INFINITY or hard > soft):
-        resource.setrlimit(
-            resource.RLIMIT_NOFILE, (needed if hard == resource.RLIM_INFINITY else min(needed, hard), hard)
-        )
-
-
 class Bench:
     """Runs a :class:`BenchConfig`; :meth:`run` returns the results and writes ``bench.json``."""
 
@@ -95,7 +86,7 @@ class Bench:
     def run(self) -> dict[str, Any]:
         cfg = self.config
         started = time.time()
-        _raise_open_files(cfg.crowd * 2 + 1024)
+        raise_open_files(cfg.crowd * 2 + 1024)  # wrk and gunicorn inherit the limit
         load = wrk.find()
         binaries = find_binaries()
         server_settings = {"superuser_reserved_connections": 3, **statements.server_settings(binaries.bindir)}

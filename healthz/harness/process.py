@@ -12,6 +12,7 @@ graceful stop is SIGTERM; SIGINT is its quick shutdown).
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -61,6 +62,16 @@ def kill_group(pgid: int, signum: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def raise_open_files(needed: int) -> None:
+    """Lift this process's soft open-file limit to ``needed`` (up to the hard limit), for thousands of
+    connections at once; the children it starts (wrk, gunicorn) inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed and (hard == resource.RLIM_INFINITY or hard > soft):
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (needed if hard == resource.RLIM_INFINITY else min(needed, hard), hard)
+        )
 
 
 def read_log(path: Path) -> str:

@@ -26,7 +26,6 @@ import argparse
 import concurrent.futures
 import dataclasses
 import json
-import resource
 import selectors
 import socket
 import sys
@@ -35,6 +34,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from healthz.harness.process import raise_open_files
 
 KINDS = ("idle", "slow-header")
 #: Health checks per step, sent at once, as a load balancer's probes from several nodes are.
@@ -231,15 +232,6 @@ def run(args: argparse.Namespace) -> list[IdleStep]:
     return steps
 
 
-def _raise_open_files(needed: int) -> None:
-    """Lift this process's open-file limit to ``needed`` (up to the hard limit): every holder is one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        resource.setrlimit(
-            resource.RLIMIT_NOFILE, (needed if hard == resource.RLIM_INFINITY else min(needed, hard), hard)
-        )
-
-
 def _ints(text: str) -> list[int]:
     values = [int(v) for v in text.split(",") if v.strip()]
     if not values or min(values) < 1:
@@ -284,7 +276,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    _raise_open_files(max(args.steps) + 256)
+    raise_open_files(max(args.steps) + 256)  # every holder is a descriptor
     try:
         steps = run(args)
     except ValueError as exc:

@@ -2,13 +2,13 @@
 by the measured load, the evidence (one figure each) and settings to paste per framework. Pure:
 verdicts and figures in, :class:`Advice` out; :mod:`healthz.lab.report` renders it.
 
-The setup recommended is the simplest that held with margin, not the fastest: an in-process pool
-before PgBouncer on the application host, before PgBouncer on the database host. A setup "held with
-margin" when it held (not at risk) at the highest step, fits the connection budget, and served at
-least ``1 - MARGIN`` of the fastest such setup's requests per second; among those the simplest wins,
-then the one closest to the setup that failed (its worker class: the smallest change), then the one
-needing fewest connections. A component is added only when no simpler setup held, and
-the advice says why (the budget or the ports).
+The setup recommended is the simplest that held, not the fastest: an in-process pool before
+PgBouncer on the application host, before PgBouncer on the database host. A setup "held" when it held
+(not at risk) at the highest step and fits the connection budget. A component is added only when no
+simpler setup held, and the advice says why (the budget or the ports): speed alone adds no part. Among
+the setups of the simplest component that held, those serving at least ``1 - MARGIN`` of the fastest
+one's requests per second count as equal; of those the one closest to the setup that failed wins (its
+worker class: the smallest change), then the one needing fewest connections.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from healthz.lab.topology import DEFAULT_TW_REUSE
 from healthz.plan import DatabaseLimits
 
 #: Requests per second within this share of the fastest setup count as equal: on 2 shared cores one
-#: scenario's requests/s varied by 10-25% from run to run, so a faster setup must beat this to add a part.
+#: scenario's requests/s varied by 10-25% from run to run (beside a test run, by more), so only among
+#: setups of one component: a faster run with PgBouncer than a pool that held is not a reason to add it.
 MARGIN = 0.25
 #: At most this many lines answer before the detail (the answer, the change, the evidence).
 ANSWER_LINES = 8
@@ -121,15 +122,18 @@ class Held(Evidence):
 
 @dataclasses.dataclass(frozen=True)
 class NotNeeded(Evidence):
-    """A setup with more parts held as well, within the margin: not worth its component."""
+    """A setup with more parts held as well and served more: not needed, since a simpler one held
+    (within the margin the two are equal; beyond it, faster on this machine, still not needed)."""
 
     component: Component
     rps: float | None
     chosen_rps: float | None
 
     def line(self) -> str:
+        within = (self.rps or 0) * (1 - MARGIN) <= (self.chosen_rps or 0)
+        how = f"within {MARGIN:.0%}" if within else "faster here, but"
         return (
-            f"{self.scenario}: {_n(self.rps)} req/s against {_n(self.chosen_rps)}, within {MARGIN:.0%}: "
+            f"{self.scenario}: {_n(self.rps)} req/s against {_n(self.chosen_rps)}, {how}: "
             f"{self.component} is not needed for this load"
         )
 
@@ -442,12 +446,12 @@ class Advice:
         return out[:ANSWER_LINES]
 
 
-def _held_with_margin(
+def _held(
     verdicts: Mapping[str, verdict.Verdict], by_scenario: Mapping[str, list[RunFigures]], ports_default: int | None
 ) -> dict[str, RunFigures]:
-    """The lab's pooled setups that held within the budget, at their highest step, and within
-    :data:`MARGIN` of the fastest of them (a knob is not a setup: it is judged against one)."""
-    held = {
+    """The lab's pooled setups that held within the budget, at their highest step (a knob is not a
+    setup: it is judged against one)."""
+    return {
         n: top(runs)
         for n, runs in by_scenario.items()
         if runs
@@ -457,8 +461,14 @@ def _held_with_margin(
         and not knob_text(runs[0], ports_default)
         and not verdicts[n].has(verdict.BudgetExceeded)
     }
-    fastest = max((r.rps or 0 for r in held.values()), default=0)
-    return {n: r for n, r in held.items() if (r.rps or 0) >= (1 - MARGIN) * fastest}
+
+
+def _with_margin(held: Mapping[str, RunFigures]) -> dict[str, RunFigures]:
+    """The held setups of the simplest component among them, within :data:`MARGIN` of its fastest."""
+    simplest = min((Component.of(r) for r in held.values()), default=None)
+    mine = {n: r for n, r in held.items() if Component.of(r) is simplest}
+    fastest = max((r.rps or 0 for r in mine.values()), default=0)
+    return {n: r for n, r in mine.items() if (r.rps or 0) >= (1 - MARGIN) * fastest}
 
 
 def _failures(
@@ -510,9 +520,11 @@ def advise(
     """The :class:`Advice` over every scenario of a run (own services are evidence, not setups we
     give settings for: their settings are theirs)."""
     by_scenario = {n: verdict.measured(r for r in results if r.scenario == n) for n in verdicts}
-    candidates = _held_with_margin(verdicts, by_scenario, ports_default)
+    held = _held(verdicts, by_scenario, ports_default)
+    candidates = _with_margin(held)
     failures = _failures(verdicts, by_scenario, ports_default)
-    ranked = _ranked(candidates, by_scenario[failures[0].scenario][0].worker_class if failures else None)
+    failing_class = by_scenario[failures[0].scenario][0].worker_class if failures else None
+    ranked = _ranked(candidates, failing_class)
     chosen = ranked[0] if ranked else None
     evidence: list[Evidence] = list(failures[:2])
     component = needed_because = sizing = None
@@ -525,12 +537,10 @@ def advise(
         if component is not Component.IN_PROCESS:
             needed_because, line = _why_needed(component, verdicts, by_scenario)
             evidence += [line] if line else []
-        bigger = [n for n in ranked[1:] if Component.of(candidates[n]) > component]
-        faster = [n for n in bigger if (candidates[n].rps or 0) > (run.rps or 0)]
+        bigger = [n for n in _ranked(held, failing_class) if Component.of(held[n]) > component]
+        faster = [n for n in bigger if (held[n].rps or 0) > (run.rps or 0)]
         if faster:
-            evidence.append(
-                NotNeeded(faster[0], Component.of(candidates[faster[0]]), candidates[faster[0]].rps, run.rps)
-            )
+            evidence.append(NotNeeded(faster[0], Component.of(held[faster[0]]), held[faster[0]].rps, run.rps))
         settings = snippets(run, sizing, Backing(by_scenario, verdicts), chosen)
     churn = next((v.first(verdict.OverflowChurn) for v in verdicts.values() if v.has(verdict.OverflowChurn)), None)
     if churn:

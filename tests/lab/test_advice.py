@@ -41,7 +41,15 @@ def test_the_simplest_setup_that_held_wins_over_a_faster_one_within_the_margin()
     assert kinds[:2] == [advice.Held, advice.Failed] and advice.NotNeeded in kinds
     # Outside the margin the faster one is still not chosen while the simpler one held: speed alone adds no part.
     faster = run("eventlet-queuepool-pgbouncer", concurrency=1000, requests=30000, pgbouncer=bouncer("app"))
-    assert advise([FAILED_NULLPOOL, sized, faster]).chosen == "eventlet-queuepool-pgbouncer"
+    said = advise([FAILED_NULLPOOL, sized, faster])
+    assert said.reply is advice.Reply.YES and said.chosen == "eventlet-queuepool-sized"
+    assert said.needed_because is None and not [e for e in said.evidence if isinstance(e, advice.Needed)]
+    (not_needed,) = [e for e in said.evidence if isinstance(e, advice.NotNeeded)]
+    assert (not_needed.scenario, not_needed.component) == (
+        "eventlet-queuepool-pgbouncer",
+        advice.Component.PGBOUNCER_APP,
+    )
+    assert "faster here" in not_needed.line() and "within" not in not_needed.line()
 
 
 def test_pgbouncer_is_added_only_when_the_budget_needs_it_and_says_so():

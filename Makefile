@@ -13,12 +13,10 @@ python:
 	@test -n "$(PYTHON)" || { echo "make: healthz needs Python 3.10 or newer: none of python3, python3.13 ... python3.10 is; set PYTHON=/path/to/python3.x" >&2; exit 2; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "make: PYTHON=$(PYTHON) is $$($(PYTHON) -V 2>&1); healthz needs Python 3.10 or newer" >&2; exit 2; }
 
-# --no-compile: each module is compiled as it is first imported instead of all of them at install
-# (a fresh install took 11 s here against 17 s).
 $(VENV)/.installed: pyproject.toml | python
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-compile -e '.[lab,django,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[lab,django,dev]'
 	touch $@
 
 # Two at a time (pytest-xdist, one file per worker so a module's shared lab run is made once, the

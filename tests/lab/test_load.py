@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import pytest
 from helpers import settled_sessions
@@ -67,12 +69,28 @@ def _locust(
     return load.read_summary(tmp_path / name), time.monotonic() - began
 
 
-def _locked_for_a_second(postgres, database):
-    """A thread (not yet started) that locks table role 1.5 s after it starts, for 1 s; and its connection."""
+def _answered(base_url: str) -> int:
+    """Health checks the service has answered 200 so far, from its ``/metrics``."""
+    try:
+        with urllib.request.urlopen(base_url + "/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0
+    found = re.search(r'^healthz_requests_total\{endpoint="[^"]*healthz",status="200"\} (\S+)$', text, re.M)
+    return int(float(found.group(1))) if found else 0
+
+
+def _locked_for_a_second(postgres, database, base_url):
+    """A thread (not yet started) that locks table role for 1 s, from 0.5 s after the service at
+    ``base_url`` answered its first health check (once the load is running: locust's processes take
+    a second or more to start, longer on shared cores); and its connection."""
     lock = postgres.connect(database)
 
     def hold() -> None:
-        time.sleep(1.5)
+        deadline = time.monotonic() + 20
+        while not _answered(base_url) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
         with lock.cursor() as cur:
             cur.execute("BEGIN; LOCK TABLE role IN ACCESS EXCLUSIVE MODE")
         time.sleep(1.0)
@@ -107,10 +125,10 @@ def test_connection_switch_decides_database_connections_under_eventlet(
 # three xdist workers): it runs alone.
 @pytest.mark.serial
 def test_a_fixed_rate_is_kept_and_a_stall_is_timed_from_each_due_time(tmp_path, run_gunicorn, postgres, database):
-    """20 users at 100 requests/s in all for 4 s, with the table locked for 1 s from 1.5 s in: the
+    """20 users at 100 requests/s in all for 4 s, with the table locked for 1 s once the load runs: the
     rate holds, and the requests due during the lock count the time they waited to be sent."""
     server = run_gunicorn("gthread", workers=1, GUNICORN_THREADS=4, HEALTHZ_POOL_SIZE=4, HEALTHZ_MAX_OVERFLOW=0)
-    holder, lock = _locked_for_a_second(postgres, database)
+    holder, lock = _locked_for_a_second(postgres, database, server.base_url)
     holder.start()
     try:
         totals, _ = _locust(tmp_path, server.base_url, 20, run_time=4, rate=100)
@@ -134,7 +152,7 @@ def test_distributed_workers_share_the_rate_and_the_master_adds_up_their_figures
     good = run_gunicorn("gthread", workers=1, GUNICORN_THREADS=4, HEALTHZ_POOL_SIZE=4, HEALTHZ_MAX_OVERFLOW=0)
     unreachable = f"postgresql://healthz:{postgres.password}@127.0.0.1:{free_port()}/healthz"
     broken = run_gunicorn("gthread", workers=1, url=unreachable)
-    holder, lock = _locked_for_a_second(postgres, database)
+    holder, lock = _locked_for_a_second(postgres, database, good.base_url)
     timeline = tmp_path / "timeline.json"
     holder.start()
     try:

@@ -78,6 +78,11 @@ class Fault:
         """The scenario as this fault runs it (a fault may change settings or add variants)."""
         return [base]
 
+    def variants(self, base: Scenario) -> list[Scenario]:
+        """:meth:`scenarios`, but a team's service as it is when the fault needs the lab's own
+        (it is skipped as it is, not varied)."""
+        return [base] if base.own_service and self.needs_ours else self.scenarios(base)
+
     def skip_reason(self, scenario: Scenario, topology: Any) -> str | None:
         """Why this fault does not apply to ``scenario`` in ``topology``; None when it does."""
         return None

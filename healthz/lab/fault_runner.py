@@ -68,8 +68,7 @@ class FaultLab:
         pairs = []
         for fault in self.faults:
             for base in self.config.scenarios:
-                # A fault that needs the lab's service is not varied for a team's: it is skipped, as it is.
-                for variant in [base] if base.own_service and fault.needs_ours else fault.scenarios(base):
+                for variant in fault.variants(base):
                     self.bases[variant.name] = base.name
                     pairs.append((fault, variant))
         return pairs

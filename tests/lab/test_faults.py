@@ -8,7 +8,7 @@ import os
 import psycopg2
 import pytest
 
-from healthz.lab import faults
+from healthz.lab import faults, scenarios
 from healthz.lab.scenarios import DEFAULTS
 
 
@@ -40,6 +40,15 @@ def test_restart_runs_pooled_scenarios_with_and_without_pre_ping():
         ("eventlet-queuepool-sized+pre_ping", True),
     ]
     assert [s.name for s in restart.scenarios(DEFAULTS["eventlet-nullpool"])] == ["eventlet-nullpool"]
+
+
+def test_a_teams_service_is_run_as_it_is_and_a_fault_needing_ours_is_skipped_for_it(tmp_path):
+    theirs = scenarios.own_service("gunicorn app:app -b {bind}", app_dir=tmp_path)
+    restart, exhausted = faults.FAULTS["db-restart-fast"], faults.FAULTS["pool-exhausted"]
+    assert restart.variants(theirs) == [theirs]  # pool_pre_ping is the lab's setting, not theirs
+    assert exhausted.variants(theirs) == [theirs] and "pool_timeout" in exhausted.skipped_for(theirs, None)
+    assert len(exhausted.variants(DEFAULTS["gthread-queuepool"])) == 1
+    assert exhausted.variants(DEFAULTS["gthread-queuepool"])[0].service_settings().pool_timeout == 0.5
 
 
 def test_fault_settings_reach_the_scenario():

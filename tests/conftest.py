@@ -40,11 +40,11 @@ def pytest_configure(config):
         subprocess.Popen.__init__ = refuse
 
 
-#: The modules that take longest (half a minute or more each, measured with --durations on two
-#: workers), in that order. make test gives each xdist worker a module at a time in collection order
-#: (``--no-loadscope-reorder``: by default xdist sorts modules by their number of tests, which put these,
-#: with few tests each, last): these go first, so that neither worker is left with one of them alone
-#: at the end while the other waits.
+#: The modules that take longest (5 s or more each, measured with --durations on two workers), in
+#: that order. make test gives each xdist worker a module at a time in collection order
+#: (``--no-loadscope-reorder``: by default xdist sorts modules by their number of tests, which put the
+#: long ones, with few tests each, last): these go first and the short ones fill in at the end, so
+#: that neither worker is left with a long one alone while the other waits.
 LONGEST_FIRST = (
     "tests/lab/test_runner_defaults.py",
     "tests/test_packaging.py",
@@ -52,13 +52,20 @@ LONGEST_FIRST = (
     "tests/lab/test_fault_runner.py",
     "tests/lab/test_runner.py",
     "tests/lab/test_own_service.py",
-    "tests/lab/test_check.py",
     "tests/lab/test_try_fixes.py",
-    "tests/lab/test_fault_runner_own.py",
+    "tests/lab/test_check.py",
     "tests/lab/test_django_report.py",
+    "tests/lab/test_fault_runner_own.py",
+    "tests/test_workers.py",
     "tests/lab/test_lab_cli.py",
     "tests/lab/test_deploys.py",
     "tests/lab/test_idle_fault.py",
+    "tests/test_pytest_plugin.py",
+    "tests/lab/test_load.py",
+    "tests/test_liveness.py",
+    "tests/lab/test_fault_report.py",
+    "tests/test_doctor.py",
+    "tests/test_postgres.py",
 )
 
 

@@ -391,21 +391,36 @@ def _doctor_result(
 
 
 def _drive(run: _Run, duration: float, progress: Progress) -> None:
-    """locust's bounded run, with the doctor started past the start-up burst and the progress line."""
+    """locust's bounded run, with the doctor started past the start-up burst and the progress line.
+
+    The doctor's lead counts from locust's first completed request, not from its launch: locust
+    takes a second or more to start its users, and a lead from the launch put the doctor's window
+    over the burst (a PgBouncer still opening its server connections read as churn). It starts
+    at the latest when its window, after the second its own start takes, still ends within the load."""
     began = time.monotonic()
     run.locust.start()
     deadline = began + duration + 30
     first: tuple[float, dict[int, float]] | None = None
     last: tuple[float, dict[int, float]] | None = None
+    loaded: float | None = None  # when locust's first request had completed
+    lead = measure.doctor_lead(duration)
+    latest = duration - measure.doctor_sample(duration) - 1.0
     while run.locust.running() and time.monotonic() < deadline:
         time.sleep(0.5)
-        if run.doctor and not run.doctor.started and time.monotonic() - began >= measure.doctor_lead(duration):
+        now, live = time.monotonic(), load.last_progress(run.csv_prefix)
+        if loaded is None and live and live[0] > 0:
+            loaded = now
+        if (
+            run.doctor
+            and not run.doctor.started
+            and ((loaded is not None and now - loaded >= lead) or now - began >= latest)
+        ):
             run.doctor.start()
         # The load generator's CPU, each process its own, from 1 s in (past the fork and the spawn).
-        reading = (time.monotonic(), run.locust.process_cpu())
+        reading = (now, run.locust.process_cpu())
         if reading[1] and reading[0] - began >= 1.0:
             first, last = first or reading, reading
-        progress.update(_progress_line(run.head, time.monotonic() - began, duration, run.csv_prefix))
+        progress.update(_progress_line(run.head, now - began, duration, live))
     if first and last:
         run.load_busiest = load.busiest_share(first[1], last[1], last[0] - first[0])
 
@@ -432,8 +447,7 @@ def _unwind_on_termination() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _progress_line(head: str, elapsed: float, duration: float, csv_prefix: Path) -> str:
-    live = load.last_progress(csv_prefix)
+def _progress_line(head: str, elapsed: float, duration: float, live: tuple[float, float, float] | None) -> str:
     figures = f"{live[2]:,.0f} req/s, {live[0]:,.0f} requests, {live[1]:,.0f} failures" if live else "spawning users"
     return f"{head}: {min(elapsed, duration):4.0f}/{duration:g} s | {figures}"
 

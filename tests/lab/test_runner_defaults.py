@@ -33,7 +33,7 @@ BOUNDED = ("eventlet-queuepool-sized", "gevent-queuepool-sized", "gevent-queuepo
 def netns_defaults(tmp_path_factory):
     """Every default scenario once in netns at 100 clients for 5 s, shared by the tests that read it:
     300 ports, so a connection per request exhausts them within seconds (those that hold theirs open
-    get 2,000). The doctor starts 1.5 s in, once PgBouncer has opened its server connections."""
+    get 2,000). The doctor starts 1.5 s after the first request completed, past the start-up burst."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("the netns topology needs root and iproute2")
     scenarios = [dataclasses.replace(s, ports=2000) if s.name in HOLDING else s for s in select([])]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 
@@ -49,6 +50,14 @@ def settled_sessions(postgres, database):
         previous = current
         time.sleep(0.25)
     return previous
+
+
+def metric(text, name, labels=""):
+    """The sum of a metric's samples (``labels`` as written, ``{k="v"}``) in a ``/metrics`` text; None
+    when it has none."""
+    pattern = rf"^{re.escape(name)}{re.escape(labels)} (\S+)$"
+    values = [float(m.group(1)) for m in re.finditer(pattern, text, re.M)]
+    return sum(values) if values else None
 
 
 def get_many(base_url, requests, concurrency, keep_alive=False, path="/api/v1/healthz/", timeout=30.0):

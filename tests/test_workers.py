@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from helpers import backends, get_many, pg_value, settled_sessions, wait_until
+from helpers import backends, get_many, metric, pg_value, settled_sessions, wait_until
 
 WORKER_CLASSES = ["eventlet", "gevent", "gthread", "sync"]
 
@@ -123,10 +123,9 @@ def test_green_driver_decides_whether_queries_overlap(
 
 
 def _metric(text, name, labels=""):
-    pattern = rf"^{re.escape(name)}{re.escape(labels)} (\S+)$"
-    values = [float(m.group(1)) for m in re.finditer(pattern, text, re.M)]
-    assert values, f"{name}{labels} not in /metrics"
-    return sum(values)
+    value = metric(text, name, labels)
+    assert value is not None, f"{name}{labels} not in /metrics"
+    return value
 
 
 def test_metrics_are_summed_across_workers(run_gunicorn, postgres, database):

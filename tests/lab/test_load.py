@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import threading
@@ -10,7 +9,7 @@ import time
 import urllib.request
 
 import pytest
-from helpers import settled_sessions
+from helpers import metric, settled_sessions
 
 from healthz import locustfiles
 from healthz.lab import load
@@ -76,8 +75,7 @@ def _answered(base_url: str) -> int:
             text = response.read().decode()
     except OSError:
         return 0
-    found = re.search(r'^healthz_requests_total\{endpoint="[^"]*healthz",status="200"\} (\S+)$', text, re.M)
-    return int(float(found.group(1))) if found else 0
+    return int(metric(text, "healthz_requests_total", '{endpoint="healthz.healthz",status="200"}') or 0)
 
 
 def _locked_for_a_second(postgres, database, base_url):
